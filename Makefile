@@ -1,0 +1,32 @@
+# Quick start: `make run` runs the Fur/Skive pilot, `make test` runs the tests. Both create .venv first.
+# PYTHON may point at any Python >= 3.12; by default the first of python3.13, python3.12, python3 that is.
+VENV    := .venv
+BIN     := $(VENV)/bin
+PYTHON  ?= $(shell for p in python3.13 python3.12 python3; do \
+             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+             && { echo $$p; break; }; done)
+SCENARIO ?= scenarios/fur_skive.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install run test bench clean
+
+$(BIN)/s4g: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 not found (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $@
+
+install: $(BIN)/s4g
+
+run: install
+	$(BIN)/s4g run $(SCENARIO)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,76 @@
+"""Baseline controllers every scenario can fall back to: rule-based self-consumption, and no storage.
+
+Both are plain mosaik-api-v3 simulators; one entity controls one battery. They see the site's PCC power and
+the battery's measurements of the previous step (time-shifted in the world) and send a battery power
+setpoint (+ = charge) for the next step, within what the battery reports it can do now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+
+INPUTS = ("pcc_p_w", "batt_p_w", "p_charge_avail_w", "p_discharge_avail_w")
+
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        "SelfConsumption": {"public": True, "params": [], "attrs": [*INPUTS, "p_set_w"]},
+        "NoStorage": {"public": True, "params": [], "attrs": [*INPUTS, "p_set_w"]},
+    },
+}
+
+
+def self_consumption_setpoint(pcc_p_w: np.ndarray, batt_p_w: np.ndarray, charge_avail_w: np.ndarray,
+                              discharge_avail_w: np.ndarray) -> np.ndarray:
+    """Drive the PCC towards zero: the battery takes over the last measured import or export.
+
+    The site's net demand without the battery is ``pcc - batt``; the battery should cover it, within what
+    it can deliver now. NaN inputs (a device that did not answer) give a zero setpoint.
+    """
+    target = batt_p_w - pcc_p_w
+    target = np.clip(target, -discharge_avail_w, charge_avail_w)
+    return np.where(np.isfinite(target), target, 0.0)
+
+
+class BaselineSim(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.eids: list[str] = []
+        self.kind: list[str] = []
+        self.p_set_w = np.zeros(0)
+        self.step_size = 60
+
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+        self.step_size = int(step_size)
+        return self.meta
+
+    def create(self, num: int, model: str, **_: Any) -> list[dict]:
+        out = []
+        for _ in range(num):
+            eid = f"{model}_{len(self.eids)}"
+            self.eids.append(eid)
+            self.kind.append(model)
+            out.append({"eid": eid, "type": model})
+        self.p_set_w = np.zeros(len(self.eids))
+        return out
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        n = len(self.eids)
+        index = {eid: i for i, eid in enumerate(self.eids)}
+        arrays = {name: np.full(n, np.nan) for name in INPUTS}
+        for eid, attrs in inputs.items():
+            i = index[eid]
+            for name, sources in attrs.items():
+                arrays[name][i] = sum(v for v in sources.values() if v is not None)
+        sc = self_consumption_setpoint(arrays["pcc_p_w"], arrays["batt_p_w"], arrays["p_charge_avail_w"],
+                                       arrays["p_discharge_avail_w"])
+        self.p_set_w = np.where(np.array(self.kind) == "SelfConsumption", sc, 0.0)
+        return time + self.step_size
+
+    def get_data(self, outputs: dict) -> dict:
+        index = {eid: i for i, eid in enumerate(self.eids)}
+        return {eid: {attr: float(self.p_set_w[index[eid]]) for attr in attrs} for eid, attrs in outputs.items()}

@@ -1,0 +1,45 @@
+"""How the baseline controllers plug into a world (see controllers.registry)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from controllers.registry import ControllerKind
+from devices import registry as device_registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cosim.scenario import ControllerSpec
+    from cosim.world import WorldBuilder
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _build_baseline(model: str):
+    def build(builder: "WorldBuilder", spec: "ControllerSpec", params: BaseModel) -> None:
+        sim = builder.sim("Baselines", "controllers.baselines:BaselineSim")
+        for dev in builder.select_devices(spec.devices, needs_battery=True):
+            site = builder.site_of(dev.id)
+            if site is None:
+                raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} has no "
+                                           "site, so there is no PCC to keep at zero")
+            setpoint = device_registry.family(dev.family).battery_setpoint
+            ctl = builder.add_entity(getattr(sim, model)())
+            device = builder.devices[dev.id]
+            builder.world.connect(site.pcc, ctl, ("p_w", "pcc_p_w"))
+            builder.world.connect(device, ctl, "batt_p_w", "p_charge_avail_w", "p_discharge_avail_w")
+            builder.world.connect(ctl, device, ("p_set_w", setpoint), time_shifted=True,
+                                  initial_data={"p_set_w": 0.0})
+            builder.record(ctl, "p_set_w", "controllers", f"{spec.id}/{dev.id}.p_set_w")
+
+    return build
+
+
+SELF_CONSUMPTION = ControllerKind("self_consumption", NoParams, _build_baseline("SelfConsumption"),
+                                  "rule-based: each battery keeps its site's PCC power at zero")
+NO_STORAGE = ControllerKind("no_storage", NoParams, _build_baseline("NoStorage"),
+                            "batteries stay idle (the reference without storage)")
+CONTROLLER_KINDS = [SELF_CONSUMPTION, NO_STORAGE]

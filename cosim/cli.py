@@ -1,0 +1,136 @@
+"""The ``s4g`` command line.
+
+Exit codes: 0 success, 1 a run failed, 2 the scenario (or another input) is invalid, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _load(path: str, until: str | None = None, seed: int | None = None):
+    from cosim.scenario import load, parse_duration
+
+    overrides = {}
+    if until is not None:
+        overrides["duration"] = parse_duration(until)
+    if seed is not None:
+        overrides["seed"] = seed
+    return load(path, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cosim import kpi
+    from cosim.run import default_run_dir, run
+
+    loaded = _load(args.scenario, args.until, args.seed)
+    out = Path(args.out) if args.out else default_run_dir(loaded)
+    sc = loaded.scenario
+    console.print(f"[bold]{sc.name}[/]: {sc.duration / 86400:g} d at {sc.step} s steps, {len(sc.sites)} sites, "
+                  f"{len(sc.devices)} devices -> {out}")
+    result = run(loaded, out, progress=not args.no_progress and console.is_terminal, report=not args.no_report)
+    if result.kpis is not None:
+        console.print(kpi.table(result.kpis, wall_time_s=result.wall_s))
+    sim_days = result.steps * sc.step / 86400
+    console.print(f"{result.status}: {result.steps} steps ({sim_days:.3g} d simulated) in {result.wall_s:.2f} s "
+                  f"wall time; run directory: {out}")
+    if result.status == "failed":
+        err_console.print(f"[red]run failed:[/] {result.error}")
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded = _load(args.scenario)
+    sc = loaded.scenario
+    console.print(f"{args.scenario}: valid ({sc.name}: {sc.steps} steps of {sc.step} s, {len(sc.sites)} sites, "
+                  f"{len(sc.devices)} devices, {len(sc.controllers)} controllers)")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cosim import kpi, report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "meta.json").is_file():
+        err_console.print(f"{run_dir}: not a run directory (no meta.json)")
+        return EXIT_INVALID
+    kpis = kpi.compute(run_dir)
+    path = report.render(run_dir)
+    wall = json.loads((run_dir / "run.json").read_text()).get("wall_s") if (run_dir / "run.json").is_file() else None
+    console.print(kpi.table(kpis, wall_time_s=wall))
+    console.print(f"report: {path}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from cosim.scenario import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s4g", description="S4G hardware-in-the-loop co-simulation")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a scenario offline and print its KPIs")
+    p.add_argument("scenario")
+    p.add_argument("--until", help="override the duration, e.g. 7d, 12h")
+    p.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a scenario file")
+    p.add_argument("scenario")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("report", help="re-render KPIs and the report from a run directory alone")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the scenario format")
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_schema)
+    from cosim import device_cli
+
+    device_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cosim.scenario import ScenarioError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ScenarioError as exc:
+        err_console.print(str(exc), markup=False, highlight=False)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

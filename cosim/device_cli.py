@@ -1,0 +1,35 @@
+"""``s4g device serve FAMILY ...``: run one virtual device stand-alone, clocked by wall time.
+
+Each family that can be served has ``devices/<family>/serve.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; they are found here by name, so adding a family adds its command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from pathlib import Path
+
+import devices
+
+
+def servable() -> list[str]:
+    root = Path(devices.__file__).parent
+    names = []
+    for info in pkgutil.iter_modules([str(root)]):
+        if info.ispkg and (root / info.name / "serve.py").is_file():
+            names.append(info.name)
+    return sorted(names)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    device = sub.add_parser("device", help="stand-alone virtual devices")
+    dsub = device.add_subparsers(dest="device_command", required=True)
+    serve = dsub.add_parser("serve", help="serve one virtual device over its real protocol (wall-clock time)")
+    fsub = serve.add_subparsers(dest="family", required=True)
+    for name in servable():
+        module = importlib.import_module(f"devices.{name}.serve")
+        p = fsub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)

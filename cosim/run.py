@@ -1,0 +1,136 @@
+"""Run a scenario offline: build the world, step it with a progress bar, close the run directory.
+
+The run directory is always left readable: on success, on Ctrl-C (status "interrupted", the steps done so
+far) and on a failure inside a simulator (status "failed", with the error). KPIs and the report are then
+computed from the run directory alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from cosim.progress import RunInterrupted, RunMonitor
+from cosim.scenario import LoadedScenario
+from cosim.world import WorldBuilder
+
+VERSIONED = ("s4g-hil", "mosaik", "mosaik-api-v3", "pandapower", "numpy", "pyarrow", "duckdb", "pydantic", "pyomo",
+             "highspy", "pymodbus", "ocpp", "python-can")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # complete | interrupted | failed
+    wall_s: float
+    steps: int
+    kpis: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def default_run_dir(loaded: LoadedScenario, base: Path = Path("runs")) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return base / f"{loaded.scenario.name}-{stamp}"
+
+
+@contextmanager
+def _ctrl_c_requests_stop(monitor: RunMonitor) -> Iterator[None]:
+    """First Ctrl-C asks for a clean stop at the next step; a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if monitor.stop_requested:
+            raise KeyboardInterrupt
+        monitor.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _write_run_json(run_dir: Path, loaded: LoadedScenario, status: str, monitor: RunMonitor, error: str | None,
+                    started: dt.datetime) -> None:
+    info = {
+        "scenario": loaded.scenario.name,
+        "scenario_file": str(loaded.path),
+        "scenario_sha256": loaded.sha256,
+        "seed": loaded.scenario.seed,
+        "status": status,
+        "error": error,
+        "started": started.isoformat(timespec="seconds"),
+        "wall_s": round(monitor.wall_s, 3),
+        "steps_done": monitor.steps,
+        "simulated_s": monitor.t_s + loaded.scenario.step if monitor.steps else 0,
+        "duration_s": loaded.scenario.duration,
+        "versions": versions(),
+        "argv": sys.argv,
+    }
+    (run_dir / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+
+def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: bool = True,
+        report: bool = True) -> RunResult:
+    """Run ``loaded`` into ``run_dir``; never leaves the directory half-written."""
+    sc = loaded.scenario
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "scenario.yaml").write_text(loaded.text, encoding="utf-8")
+    started = dt.datetime.now().astimezone()
+    monitor = RunMonitor(sc.start, sc.duration, show=progress)
+    builder = WorldBuilder(loaded, run_dir, monitor=monitor)
+    status, error = "complete", None
+    try:
+        builder.build()
+        with monitor, _ctrl_c_requests_stop(monitor):
+            builder.world.run(until=sc.duration, print_progress=False, shutdown=False)
+    except (RunInterrupted, KeyboardInterrupt):
+        status = "interrupted"
+    except Exception as exc:  # a simulator failed: keep what was recorded and say why
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        if not builder.recorder:
+            _write_run_json(run_dir, loaded, status, monitor, error, started)
+            raise
+    finally:
+        _shutdown(builder)
+    _write_run_json(run_dir, loaded, status, monitor, error, started)
+    result = RunResult(run_dir, status, monitor.wall_s, monitor.steps, error=error)
+    if kpis and (run_dir / "timeseries").is_dir():
+        from cosim import kpi
+
+        result.kpis = kpi.compute(run_dir)
+        if report:
+            from cosim import report as report_mod
+
+            report_mod.render(run_dir)
+    return result
+
+
+def _shutdown(builder: WorldBuilder) -> None:
+    """Finalize every simulator (closes the recorder and device connections) even after an exception."""
+    try:
+        builder.world.shutdown()
+    except Exception:  # a world that never started has nothing to shut down
+        pass

@@ -1,0 +1,435 @@
+"""Scenario files: the YAML format, its validation, and error messages a user can act on.
+
+Every error names the file, the line, the key path (``devices[3].config.battery.capacity_wh``), what was
+expected and the value found. Unknown keys are errors. Relative paths are resolved against the scenario
+file's folder. The family-specific ``config`` of a device and the ``params`` of a controller are validated
+by the family's and the controller kind's own models, and their errors carry the full key path too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from controllers import registry as controller_registry
+from devices import registry as device_registry
+from devices.base import Address
+
+_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+
+
+def parse_duration(value: Any) -> int:
+    """'1d', '15min', '90s', '2h', '1w' or an integer number of seconds -> whole seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '1d', '15min' or seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION.match(value.lower())
+        if not m or m.group(2) not in _UNITS:
+            raise ValueError(f"expected a duration such as '1d', '15min', '90s' (units: {', '.join(_UNITS)})")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError("expected a duration such as '1d', '15min' or seconds")
+    if seconds <= 0 or seconds != int(seconds):
+        raise ValueError("expected a positive whole number of seconds")
+    return int(seconds)
+
+
+Seconds = Annotated[int, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GridSpec(Strict):
+    source: Literal["simbench", "pandapower", "dsf-se"]
+    path: Path | None = Field(None, description="grid file (pandapower JSON or S4G DSF-SE JSON)")
+    code: str | None = Field(None, description="SimBench code, e.g. 1-LV-semiurb4--0-sw")
+    mode: Literal["balanced", "unbalanced"] = "balanced"
+    solver: Literal["fast", "pandapower"] = "fast"
+    static_loads: Literal["zero", "file"] = "zero"
+
+    @model_validator(mode="after")
+    def _source_args(self) -> "GridSpec":
+        if self.source == "simbench" and not self.code:
+            raise ValueError("source 'simbench' needs 'code' (e.g. 1-LV-semiurb4--0-sw)")
+        if self.source != "simbench" and self.path is None:
+            raise ValueError(f"source {self.source!r} needs 'path' to the grid file")
+        return self
+
+
+class LoadProfileRef(Strict):
+    source: Literal["s4g-residential", "s4g-commercial", "simbench", "csv"] = "s4g-residential"
+    column: str | None = None
+    element: str | None = Field(None, description="SimBench load name")
+    path: Path | None = None
+    scale: float = 1.0
+    power_factor: float = Field(1.0, gt=0, le=1)
+
+
+class PvProfileRef(Strict):
+    source: Literal["s4g-pv", "simbench", "csv"] = "s4g-pv"
+    column: str | None = "fur_denmark"
+    element: str | None = None
+    path: Path | None = None
+    scale: float = 1.0
+
+
+class TouPeriod(Strict):
+    start: str = Field(alias="from", pattern=r"^\d\d:\d\d$")
+    end: str = Field(alias="to", pattern=r"^\d\d:\d\d$")
+    import_eur_per_kwh: float
+    export_eur_per_kwh: float = 0.0
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PriceSpec(Strict):
+    kind: Literal["fixed", "tou", "csv"] = "fixed"
+    import_eur_per_kwh: float | None = None
+    export_eur_per_kwh: float | None = None
+    periods: list[TouPeriod] | None = None
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _kind_args(self) -> "PriceSpec":
+        needed = {"fixed": "import_eur_per_kwh", "tou": "periods", "csv": "path"}[self.kind]
+        if getattr(self, needed) is None:
+            raise ValueError(f"price kind {self.kind!r} needs {needed!r}")
+        return self
+
+
+class Profiles(Strict):
+    pv: PvProfileRef | None = Field(None, description="PV profile for every PV device unless its site overrides it")
+    price: PriceSpec | None = None
+
+
+class SiteSpec(Strict):
+    id: str
+    grid_load: str | None = Field(None, description="a load of the grid file that this site drives")
+    bus: str | None = Field(None, description="or: the bus to connect to (a new connection point)")
+    phase: Literal[1, 2, 3] | None = Field(None, description="single-phase connection (1=a, 2=b, 3=c); none = 3-phase")
+    load: LoadProfileRef | None = None
+    pv_profile: PvProfileRef | None = None
+    contract_import_w: float | None = Field(None, gt=0)
+    contract_export_w: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _connection(self) -> "SiteSpec":
+        if (self.grid_load is None) == (self.bus is None):
+            raise ValueError("give exactly one of 'grid_load' (a load of the grid file) or 'bus'")
+        if self.grid_load is not None and self.phase is not None:
+            raise ValueError("'phase' goes with 'bus'; a grid_load has its phase in the grid file")
+        return self
+
+
+class DeviceSpec(Strict):
+    id: str
+    family: str
+    site: str | None = None
+    bus: str | None = Field(None, description="for devices without a site (e.g. a grid battery)")
+    phase: Literal[1, 2, 3] | None = None
+    address: str = "sim://"
+    config: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        if v not in device_registry.families():
+            raise ValueError(f"expected one of {', '.join(sorted(device_registry.families()))}")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        addr = Address.parse(v)
+        if addr.scheme not in device_registry.drivers():
+            raise ValueError(f"expected an address with a scheme among {', '.join(device_registry.known_schemes())}")
+        return v
+
+    @model_validator(mode="after")
+    def _placement(self) -> "DeviceSpec":
+        if (self.site is None) == (self.bus is None):
+            raise ValueError("give exactly one of 'site' or 'bus'")
+        return self
+
+
+class ControllerSpec(Strict):
+    id: str
+    kind: str
+    devices: list[str] | Literal["*"] = "*"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v not in controller_registry.kinds():
+            raise ValueError(f"expected one of {', '.join(sorted(controller_registry.kinds()))}")
+        return v
+
+
+class OutputSpec(Strict):
+    device_attrs: list[str] | Literal["*"] = "*"
+    buses: bool = True
+    lines: bool = True
+    flush_rows: int = Field(1440, gt=0)
+
+
+class KpiSpec(Strict):
+    v_band_pu: tuple[float, float] = (0.9, 1.1)
+    v_band_tight_pu: tuple[float, float] = (0.95, 1.05)
+
+
+class Scenario(Strict):
+    """The whole scenario file."""
+
+    name: str
+    description: str = ""
+    start: dt.datetime
+    timezone: str | None = Field(None, description="IANA zone of the site, e.g. Europe/Copenhagen (DST, profiles)")
+    duration: Seconds
+    step: Seconds = 60
+    seed: int = 0
+    grid: GridSpec
+    profiles: Profiles = Profiles()
+    sites: list[SiteSpec] = Field(default_factory=list)
+    devices: list[DeviceSpec] = Field(default_factory=list)
+    controllers: list[ControllerSpec] = Field(default_factory=list)
+    outputs: OutputSpec = OutputSpec()
+    kpis: KpiSpec = KpiSpec()
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
+            raise ValueError("expected a datetime with a timezone, e.g. 2019-06-15T00:00:00+02:00")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("expected an IANA time zone name such as Europe/Copenhagen") from None
+        return v
+
+    @model_validator(mode="after")
+    def _step_divides(self) -> "Scenario":
+        if self.duration % self.step:
+            raise ValueError(f"step ({self.step} s) must divide duration ({self.duration} s)")
+        return self
+
+    @property
+    def steps(self) -> int:
+        return self.duration // self.step
+
+
+# --- loading and error reporting --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    key_path: str
+    message: str
+    found: Any = None
+    line: int | None = None
+
+
+class ScenarioError(Exception):
+    """A scenario file that cannot be run; ``str()`` is the message for the user."""
+
+    def __init__(self, path: Path | str, problems: list[Problem]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        lines = [f"{self.path}: {len(self.problems)} problem(s)"]
+        for p in self.problems:
+            where = f"{self.path}:{p.line}" if p.line else str(self.path)
+            found = "" if p.found is _MISSING else f" (found: {_short(p.found)})"
+            lines.append(f"  {where}: {p.key_path or '<top>'}: {p.message}{found}")
+        return "\n".join(lines)
+
+
+_MISSING = object()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """1-based line of the deepest YAML node along ``loc`` (so a wrong value points at its own line)."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node = nxt
+        best = node.start_mark.line + 1
+    return best
+
+
+def _pydantic_problems(exc: ValidationError, prefix: tuple, root: yaml.Node | None) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        found = _MISSING if err["type"] == "missing" else err.get("input", _MISSING)
+        if err["type"] == "extra_forbidden" or isinstance(found, dict):
+            found = _MISSING if isinstance(found, dict) else found
+        problems.append(Problem(key_path(loc), msg, found, _line_of(root, loc)))
+    return problems
+
+
+def _resolve_paths(model: BaseModel, base: Path) -> BaseModel:
+    """Make every relative Path field absolute against the scenario folder (recursively)."""
+    updates = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Path) and not value.is_absolute():
+            updates[name] = (base / value).resolve()
+        elif isinstance(value, BaseModel):
+            updates[name] = _resolve_paths(value, base)
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            updates[name] = [_resolve_paths(v, base) for v in value]
+    return model.model_copy(update=updates) if updates else model
+
+
+def _semantic_problems(sc: Scenario, root: yaml.Node | None) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(loc: tuple, message: str, found: Any = _MISSING) -> None:
+        problems.append(Problem(key_path(loc), message, found, _line_of(root, loc)))
+
+    for section in ("sites", "devices", "controllers"):
+        seen: set[str] = set()
+        for i, item in enumerate(getattr(sc, section)):
+            if item.id in seen:
+                add((section, i, "id"), f"duplicate id in {section}", item.id)
+            seen.add(item.id)
+    site_ids = {s.id for s in sc.sites}
+    device_ids = {d.id for d in sc.devices}
+    for i, dev in enumerate(sc.devices):
+        if dev.site is not None and dev.site not in site_ids:
+            add(("devices", i, "site"), "expected the id of a site in 'sites'", dev.site)
+        fam = device_registry.family(dev.family)
+        try:
+            fam.parse_config(dev.config)
+        except ValidationError as exc:
+            problems += _pydantic_problems(exc, ("devices", i, "config"), root)
+        addr = Address.parse(dev.address)
+        if addr.is_virtual_request and addr.scheme not in fam.virtual:
+            add(("devices", i, "address"), f"family {dev.family!r} has no virtual device for {addr.scheme!r}; "
+                f"give host:port of a real device or one of: {', '.join(['sim', *fam.virtual])}", dev.address)
+    for i, ctl in enumerate(sc.controllers):
+        if ctl.devices != "*":
+            for j, dev_id in enumerate(ctl.devices):
+                if dev_id not in device_ids:
+                    add(("controllers", i, "devices", j), "expected the id of a device in 'devices'", dev_id)
+        kind = controller_registry.controller(ctl.kind)
+        try:
+            kind.params.model_validate(ctl.params)
+        except ValidationError as exc:
+            problems += _pydantic_problems(exc, ("controllers", i, "params"), root)
+    if sc.grid.path is not None and not sc.grid.path.is_file():
+        add(("grid", "path"), "grid file not found", str(sc.grid.path))
+    for i, site in enumerate(sc.sites):
+        for key in ("load", "pv_profile"):
+            ref = getattr(site, key)
+            if ref is not None and ref.path is not None and not ref.path.is_file():
+                add(("sites", i, key, "path"), "profile file not found", str(ref.path))
+    return problems
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    scenario: Scenario
+    path: Path
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def line_of(self, loc: tuple) -> int | None:
+        return _line_of(yaml.compose(self.text), loc)
+
+    def error(self, loc: tuple, message: str, found: Any = _MISSING) -> ScenarioError:
+        """A ScenarioError for a problem found later (e.g. a bus name the grid does not have)."""
+        return ScenarioError(self.path, [Problem(key_path(loc), message, found, self.line_of(loc))])
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedScenario:
+    """Read, validate and resolve a scenario file; raise ScenarioError with every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(path, [Problem("", f"cannot read the file: {exc.strerror or exc}")]) from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ScenarioError(path, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                                           line=mark.line + 1 if mark else None)]) from None
+    if not isinstance(data, dict):
+        raise ScenarioError(path, [Problem("", "expected a mapping of keys (name, start, duration, grid, ...)",
+                                           type(data).__name__)])
+    # Top-level keys starting with "x-" hold YAML anchors for reuse (as in compose files); they are not settings.
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    data.update(overrides or {})
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(path, _pydantic_problems(exc, (), root)) from None
+    scenario = _resolve_paths(scenario, path.parent.resolve())
+    problems = _semantic_problems(scenario, root)
+    if problems:
+        raise ScenarioError(path, problems)
+    return LoadedScenario(scenario, path, text)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "S4G co-simulation scenario"
+    return schema
+
+
+__all__ = ["Scenario", "ScenarioError", "LoadedScenario", "load", "json_schema", "parse_duration", "Problem"]

@@ -1,0 +1,288 @@
+"""Turn a scenario into one mosaik World: profiles -> devices -> grid -> controllers -> recorder.
+
+Every simulator is a plain mosaik-api-v3 simulator; this module only starts them and connects entities.
+Control loops close with time-shifted connections (controller -> device), so a controller acts on the
+measurements of step t with setpoints that apply from step t + 1. The builder also writes ``meta.json``,
+which tells the KPIs and the report what the run directory's columns mean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mosaik
+import numpy as np
+
+from controllers import registry as controller_registry
+from cosim.scenario import DeviceSpec, LoadedScenario, Scenario, SiteSpec
+from devices import registry as device_registry
+
+SIM_CONFIG: dict[str, dict[str, str]] = {
+    "Profiles": {"python": "simulators.profiles:ProfileSim"},
+    "Grid": {"python": "simulators.grid:GridSim"},
+    "Devices": {"python": "devices.simulator:DeviceSim"},
+    "Recorder": {"python": "cosim.recorder:RecorderSim"},
+    "Progress": {"python": "cosim.progress:ProgressSim"},
+}
+
+PHASE_NAMES = {1: "a", 2: "b", 3: "c"}
+
+
+@dataclass
+class SiteHandle:
+    spec: SiteSpec
+    pcc: Any  # the grid's Load entity: sums site load and devices, outputs pcc p_w and v_pu
+    load: Any | None = None  # profile entity
+    pv: Any | None = None  # PV profile entity for the site's devices
+    devices: list[str] = field(default_factory=list)
+
+
+class WorldBuilder:
+    """Builds the world for one scenario; controller kinds use its helpers to wire themselves in."""
+
+    def __init__(self, loaded: LoadedScenario, out_dir: Path, monitor: Any = None) -> None:
+        self.loaded = loaded
+        self.scenario: Scenario = loaded.scenario
+        self.out_dir = Path(out_dir)
+        self.monitor = monitor
+        self.step_s = self.scenario.step
+        self.world = mosaik.World(dict(SIM_CONFIG), time_resolution=1.0, skip_greetings=True,
+                                  configure_logging=False)
+        self._sims: dict[str, Any] = {}
+        self.columns: list[list] = []
+        self.sites: dict[str, SiteHandle] = {}
+        self.devices: dict[str, Any] = {}
+        self.device_specs: dict[str, DeviceSpec] = {s.id: s for s in self.scenario.devices}
+        self.grid: Any = None
+        self.grid_children: dict[str, list[Any]] = {}
+        self.price: Any = None
+        self.recorder: Any = None
+        self.device_sim: Any = None
+        self._extra_entities: list[Any] = []
+
+    # -- helpers for controller kinds ----------------------------------------------------------------------
+    def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
+        """Start (once) and return the model factory of a simulator; ``python`` registers a new one."""
+        if name not in self._sims:
+            if python is not None:
+                self.world._async_world.sim_config[name] = {"python": python}
+            params.setdefault("step_size", self.step_s)
+            self._sims[name] = self.world.start(name, **params)
+        return self._sims[name]
+
+    def record(self, entity: Any, attr: str, table: str, column: str | list[str]) -> None:
+        """Record ``entity.attr`` into ``table`` under ``column`` (a list of columns for a vector attr)."""
+        self.columns.append([entity.full_id, attr, table, column])
+
+    def select_devices(self, ids: list[str] | str, *, needs_battery: bool = False) -> list[DeviceSpec]:
+        specs = list(self.device_specs.values()) if ids == "*" else [self.device_specs[i] for i in ids]
+        if needs_battery:
+            specs = [s for s in specs if self._has_battery(s)]
+        return specs
+
+    def _has_battery(self, spec: DeviceSpec) -> bool:
+        fam = device_registry.family(spec.family)
+        return fam.battery_setpoint is not None and bool(fam.capabilities(fam.parse_config(spec.config)).setpoints)
+
+    def site_of(self, device_id: str) -> SiteHandle | None:
+        spec = self.device_specs[device_id]
+        return self.sites.get(spec.site) if spec.site else None
+
+    def rng(self, name: str) -> np.random.Generator:
+        """A generator derived from the scenario seed and a stable name: adding one user never shifts another."""
+        digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+        return np.random.default_rng([self.scenario.seed, digest])
+
+    # -- build ------------------------------------------------------------------------------------------------
+    def build(self) -> "WorldBuilder":
+        sc = self.scenario
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._build_profiles_and_grid()
+        self._build_devices()
+        for i, ctl in enumerate(sc.controllers):
+            kind = controller_registry.controller(ctl.kind)
+            params = kind.params.model_validate(ctl.params)
+            kind.build(self, ctl, params)
+        self._build_recorder()
+        if self.monitor is not None:
+            progress = self.sim("Progress", monitor=self.monitor)
+            progress.Clock()
+        self._write_meta()
+        return self
+
+    def _build_profiles_and_grid(self) -> None:
+        sc = self.scenario
+        profiles = self.sim("Profiles", start=sc.start.isoformat(), horizon_s=sc.duration, timezone=sc.timezone)
+        g = sc.grid
+        extra_loads = [{"id": s.id, "bus": s.bus, "phase": s.phase} for s in sc.sites if s.bus is not None]
+        extra_loads += [{"id": f"dev:{d.id}", "bus": d.bus, "phase": d.phase} for d in sc.devices if d.bus]
+        grid_sim = self.sim("Grid")
+        try:
+            self.grid = grid_sim.Grid(source=g.source, path=str(g.path) if g.path else None, code=g.code,
+                                      mode=g.mode, solver=g.solver, extra_loads=extra_loads,
+                                      static_loads=g.static_loads)
+        except Exception as exc:  # the grid simulator names what is wrong; place it in the scenario
+            raise self.loaded.error(("grid",), f"cannot build the grid: {exc}") from exc
+        for child in self.grid.children:
+            self.grid_children.setdefault(child.type, []).append(child)
+        loads = {c.eid.removeprefix("load:"): c for c in self.grid_children.get("Load", [])}
+        buses = {c.eid.removeprefix("bus:") for c in self.grid_children.get("Bus", [])}
+        self._loads = loads
+
+        for i, site in enumerate(sc.sites):
+            key = site.grid_load or site.id
+            if site.grid_load is not None and site.grid_load not in loads:
+                raise self.loaded.error(("sites", i, "grid_load"), "expected a load of the grid file "
+                                        f"(e.g. {', '.join(sorted(loads)[:3])})", site.grid_load)
+            if site.bus is not None and site.bus not in buses:
+                raise self.loaded.error(("sites", i, "bus"), "expected a bus of the grid "
+                                        f"(e.g. {', '.join(sorted(buses)[:3])})", site.bus)
+            handle = SiteHandle(site, loads[key])
+            if site.load is not None:
+                ref = site.load
+                handle.load = profiles.Load(source=ref.source, column=ref.column, scale=ref.scale,
+                                            power_factor=ref.power_factor, path=_str(ref.path),
+                                            code=g.code, element=ref.element)
+                self.world.connect(handle.load, handle.pcc, "p_w", "q_var")
+                self.record(handle.load, "p_w", "sites", f"{site.id}.load_p_w")
+            pv_ref = site.pv_profile or sc.profiles.pv
+            if pv_ref is not None:
+                handle.pv = profiles.PV(source=pv_ref.source, column=pv_ref.column, scale=pv_ref.scale,
+                                        path=_str(pv_ref.path), code=g.code, element=pv_ref.element)
+            self.record(handle.pcc, "p_w", "sites", f"{site.id}.pcc_p_w")
+            self.record(handle.pcc, "v_pu", "sites", f"{site.id}.v_pu")
+            self.sites[site.id] = handle
+        for i, dev in enumerate(sc.devices):
+            if dev.bus is not None and dev.bus not in buses:
+                raise self.loaded.error(("devices", i, "bus"), "expected a bus of the grid", dev.bus)
+        if sc.profiles.price is not None:
+            p = sc.profiles.price
+            self.price = profiles.Price(kind=p.kind, import_eur_per_kwh=p.import_eur_per_kwh,
+                                        export_eur_per_kwh=p.export_eur_per_kwh,
+                                        periods=[q.model_dump(by_alias=True) for q in p.periods or []],
+                                        path=_str(p.path))
+            for attr in ("import_eur_per_kwh", "export_eur_per_kwh"):
+                self.record(self.price, attr, "prices", f"price.{attr}")
+
+    def _build_devices(self) -> None:
+        sc = self.scenario
+        if not sc.devices:
+            return
+        self.device_sim = self.sim("Devices", events_path=str(self.out_dir / "events.jsonl"))
+        wanted = sc.outputs.device_attrs
+        for i, spec in enumerate(sc.devices):
+            fam = device_registry.family(spec.family)
+            factory = getattr(self.device_sim, spec.family)
+            try:
+                ent = factory(address=spec.address, config=spec.config, device_id=spec.id, timeout_s=spec.timeout_s)
+            except Exception as exc:
+                raise self.loaded.error(("devices", i), f"cannot create the device: {exc}") from exc
+            self.devices[spec.id] = ent
+            target = self.sites[spec.site].pcc if spec.site else self._loads[f"dev:{spec.id}"]
+            self.world.connect(ent, target, "p_w", "q_var")
+            if spec.site:
+                self.sites[spec.site].devices.append(spec.id)
+            for env in fam.env_inputs:
+                self._connect_env(i, spec, ent, env)
+            attrs = fam.measurements if wanted == "*" else [a for a in wanted if a in fam.measurements]
+            for attr in (*attrs, "rejected"):
+                self.record(ent, attr, "devices", f"{spec.id}.{attr}")
+
+    def _connect_env(self, index: int, spec: DeviceSpec, ent: Any, env: str) -> None:
+        if env == "pv_w_per_kwp":
+            site = self.sites.get(spec.site) if spec.site else None
+            pv = site.pv if site else None
+            if pv is None:
+                raise self.loaded.error(("devices", index), "this device has PV: give 'profiles.pv' or the "
+                                        "site's 'pv_profile'")
+            self.world.connect(pv, ent, ("w_per_kwp", "pv_w_per_kwp"))
+        elif env == "v_pu":
+            pcc = self.sites[spec.site].pcc if spec.site else self._loads[f"dev:{spec.id}"]
+            self.world.connect(pcc, ent, "v_pu", time_shifted=True, initial_data={"v_pu": 1.0})
+        else:
+            raise self.loaded.error(("devices", index, "family"), f"no source for the input {env!r}")
+
+    def _build_recorder(self) -> None:
+        sc = self.scenario
+        grid = self.grid
+        for attr in ("p_slack_w", "q_slack_var", "losses_w"):
+            self.record(grid, attr, "grid", f"grid.{attr}")
+        bus_names = [c.eid.removeprefix("bus:") for c in self.grid_children.get("Bus", [])]
+        line_names = [c.eid.removeprefix("line:") for c in self.grid_children.get("Line", [])]
+        trafo_names = [c.eid.removeprefix("trafo:") for c in self.grid_children.get("Trafo", [])]
+        if sc.outputs.buses:
+            if sc.grid.mode == "balanced":
+                self.record(grid, "bus_v_pu", "buses", [f"{b}.v_pu" for b in bus_names])
+            else:
+                for ph in "abc":
+                    self.record(grid, f"bus_v_{ph}_pu", "buses", [f"{b}.v_{ph}_pu" for b in bus_names])
+        if sc.outputs.lines and line_names:
+            self.record(grid, "line_loading_pct", "lines", [f"{n}.loading_pct" for n in line_names])
+        if trafo_names:
+            self.record(grid, "trafo_loading_pct", "trafos", [f"{n}.loading_pct" for n in trafo_names])
+            self.record(grid, "trafo_p_hv_w", "trafos", [f"{n}.p_hv_w" for n in trafo_names])
+        rec_sim = self.sim("Recorder", out_dir=str(self.out_dir), flush_rows=sc.outputs.flush_rows)
+        self.recorder = rec_sim.Recorder(columns=self.columns)
+        sources: dict[str, tuple[Any, list[str]]] = {}
+        by_id = self._entities_by_full_id()
+        for full_id, attr, _, _ in self.columns:
+            sources.setdefault(full_id, (by_id[full_id], []))[1].append(attr)
+        for ent, attrs in sources.values():
+            self.world.connect(ent, self.recorder, *dict.fromkeys(attrs))
+        self._bus_names, self._line_names, self._trafo_names = bus_names, line_names, trafo_names
+
+    def _entities_by_full_id(self) -> dict[str, Any]:
+        ents = [self.grid, *self.grid.children, *self.devices.values(), *self._extra_entities]
+        ents += [e for s in self.sites.values() for e in (s.load, s.pv) if e is not None]
+        if self.price is not None:
+            ents.append(self.price)
+        return {e.full_id: e for e in ents}
+
+    def add_entity(self, entity: Any) -> Any:
+        """Make an entity created by a controller kind known to the recorder wiring."""
+        self._extra_entities.append(entity)
+        return entity
+
+    def _write_meta(self) -> None:
+        sc = self.scenario
+        vn = {}
+        for child in self.grid_children.get("Bus", []):
+            vn[child.eid.removeprefix("bus:")] = child.extra_info.get("vn_kv") if child.extra_info else None
+        meta = {
+            "scenario": sc.name,
+            "start": sc.start.isoformat(),
+            "step_s": sc.step,
+            "duration_s": sc.duration,
+            "seed": sc.seed,
+            "kpis": sc.kpis.model_dump(),
+            "grid": {
+                "mode": sc.grid.mode,
+                "solver": sc.grid.solver,
+                "v_nominal_kv": vn,
+                "slack_bus": (self.grid.extra_info or {}).get("slack_bus"),
+                "buses": self._bus_names,
+                "lines": self._line_names,
+                "trafos": self._trafo_names,
+            },
+            "sites": [
+                {"id": h.spec.id, "bus": h.spec.bus or (h.pcc.extra_info or {}).get("bus"),
+                 "phase": h.spec.phase if h.spec.bus else (h.pcc.extra_info or {}).get("phase"),
+                 "devices": h.devices, "contract_import_w": h.spec.contract_import_w,
+                 "contract_export_w": h.spec.contract_export_w}
+                for h in self.sites.values()
+            ],
+            "devices": [
+                {"id": d.id, "family": d.family, "site": d.site, "bus": d.bus, "address": d.address}
+                for d in sc.devices
+            ],
+            "controllers": [{"id": c.id, "kind": c.kind} for c in sc.controllers],
+        }
+        (self.out_dir / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path is not None else None

@@ -1,0 +1,98 @@
+"""Battery physics for many batteries at once (arrays, no I/O).
+
+Power is referred to the AC side of the battery's converter, load arrow: + = charging.
+The round-trip efficiency is split into a charge part (AC -> stored) and a discharge part (stored -> AC),
+so ``eta_charge * eta_discharge`` is the round-trip efficiency. A request the battery cannot follow
+because of its power rating or its SoC window is followed as far as possible and the delivered power is
+reported; refusing a request outside the rating is the driver's job (capabilities), not the physics'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class BatteryConfig(BaseModel):
+    """Nameplate and operating window of one battery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    capacity_wh: float = Field(gt=0, description="usable energy between SoC 0 and 1")
+    p_charge_max_w: float = Field(gt=0)
+    p_discharge_max_w: float = Field(gt=0)
+    eta_charge: float = Field(0.95, gt=0, le=1)
+    eta_discharge: float = Field(0.95, gt=0, le=1)
+    soc_min: float = Field(0.05, ge=0, lt=1)
+    soc_max: float = Field(0.95, gt=0, le=1)
+    soc_init: float = Field(0.5, ge=0, le=1)
+    self_discharge_per_day: float = Field(0.0, ge=0, lt=1, description="fraction of stored energy lost per day")
+
+    @model_validator(mode="after")
+    def _window(self) -> "BatteryConfig":
+        if self.soc_min >= self.soc_max:
+            raise ValueError(f"soc_min ({self.soc_min}) must be below soc_max ({self.soc_max})")
+        if not self.soc_min <= self.soc_init <= self.soc_max:
+            raise ValueError(f"soc_init ({self.soc_init}) must lie in [soc_min, soc_max]")
+        return self
+
+
+@dataclass
+class BatteryStep:
+    """What one step did, per battery (W, mean over the step)."""
+
+    p_w: np.ndarray
+    loss_w: np.ndarray
+    self_discharge_w: np.ndarray
+
+
+class BatteryBank:
+    """N batteries stepped together; index i is one battery."""
+
+    def __init__(self, configs: list[BatteryConfig]) -> None:
+        def col(name: str) -> np.ndarray:
+            return np.array([getattr(c, name) for c in configs], dtype=float)
+
+        self.capacity_wh = col("capacity_wh")
+        self.p_charge_max_w = col("p_charge_max_w")
+        self.p_discharge_max_w = col("p_discharge_max_w")
+        self.eta_charge = col("eta_charge")
+        self.eta_discharge = col("eta_discharge")
+        self.e_min_wh = col("soc_min") * self.capacity_wh
+        self.e_max_wh = col("soc_max") * self.capacity_wh
+        self.self_discharge_per_s = col("self_discharge_per_day") / 86400.0
+        self.e_wh = col("soc_init") * self.capacity_wh
+        self.p_w = np.zeros(len(configs))
+
+    @property
+    def n(self) -> int:
+        return len(self.capacity_wh)
+
+    @property
+    def soc(self) -> np.ndarray:
+        return self.e_wh / self.capacity_wh
+
+    def available_w(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Largest charge and discharge power (AC side, >= 0) sustainable over the next ``dt_s``."""
+        h = dt_s / 3600.0
+        charge = np.minimum(self.p_charge_max_w, np.maximum(self.e_max_wh - self.e_wh, 0.0) / (self.eta_charge * h))
+        discharge = np.minimum(
+            self.p_discharge_max_w, np.maximum(self.e_wh - self.e_min_wh, 0.0) * self.eta_discharge / h
+        )
+        return charge, discharge
+
+    def step(self, dt_s: float, p_request_w: np.ndarray) -> BatteryStep:
+        """Follow the requested power as far as rating and SoC window allow, for ``dt_s`` seconds."""
+        h = dt_s / 3600.0
+        charge_max, discharge_max = self.available_w(dt_s)
+        p = np.clip(p_request_w, -discharge_max, charge_max)
+        stored_w = np.where(p >= 0, p * self.eta_charge, p / self.eta_discharge)
+        e = self.e_wh + stored_w * h
+        # Self-discharge never pushes the battery below its window: the BMS disconnects there.
+        sd_wh = np.minimum(e * self.self_discharge_per_s * dt_s, np.maximum(e - self.e_min_wh, 0.0))
+        e = e - sd_wh
+        self.e_wh = np.clip(e, self.e_min_wh, self.e_max_wh)  # only float rounding is removed here
+        self.p_w = p
+        return BatteryStep(p_w=p, loss_w=p - stored_w, self_discharge_w=sd_wh / h)

@@ -1,0 +1,270 @@
+"""The mosaik simulator that hosts any device behind the driver interface.
+
+One mosaik model per device family; an entity is one device with an ``address``. ``sim://`` devices of a
+family share one :class:`~devices.family.ModelBank` and are stepped as arrays. Any other address goes
+through the scheme's protocol driver; if the address has no host, a virtual device is started on a free
+loopback port first, and the co-simulation clocks its model each step. Setpoints outside a device's
+capabilities are refused (kept as before), recorded as events and counted in the ``rejected`` output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+from pydantic import BaseModel
+
+from devices import registry
+from devices.base import Address, Capabilities, DeviceError, Driver, Measurement, Setpoint, SetpointRejected
+from devices.family import Family, ModelBank
+from devices.io_loop import IoLoop
+from devices.sim import SimDriver
+from devices.virtual import VirtualDevice
+
+log = logging.getLogger(__name__)
+
+STATUS_ATTRS = ("available", "rejected")
+
+
+def _meta() -> dict:
+    models = {}
+    for name in registry.families():
+        fam = registry.family(name)
+        attrs = list(dict.fromkeys([*fam.env_inputs, *fam.setpoints, *fam.measurements, *STATUS_ATTRS]))
+        models[name] = {
+            "public": True,
+            "params": ["address", "config", "device_id", "timeout_s"],
+            "attrs": attrs,
+        }
+    return {
+        "api_version": "3.0",
+        "type": "time-based",
+        "models": models,
+        "extra_methods": ["drivers", "events", "close_devices"],
+    }
+
+
+@dataclass
+class _Device:
+    eid: str
+    family: Family
+    config: BaseModel
+    address: Address
+    capabilities: Capabilities
+    timeout_s: float
+    driver: Driver | None = None
+    virtual: VirtualDevice | None = None
+    bank: ModelBank | None = None
+    index: int = -1
+    last: Measurement | None = None
+    available: bool = True
+    rejected: int = 0
+    pending: dict[str, float] = field(default_factory=dict)
+
+
+def _single(eid: str, attr: str, sources: dict[str, Any]) -> Any:
+    """One value per input: two controllers writing one setpoint is a wiring error, not a sum."""
+    if len(sources) != 1:
+        raise ValueError(f"{eid}.{attr} has {len(sources)} sources ({', '.join(sources)}); expected exactly one")
+    return next(iter(sources.values()))
+
+
+class DeviceSim(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(_meta())
+        self.devices: dict[str, _Device] = {}
+        self.banks: dict[str, tuple[ModelBank, list[_Device], dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
+        self.measured: dict[str, dict[str, np.ndarray]] = {}
+        self.event_log: list[dict] = []
+        self._events_file = None
+        self._io: IoLoop | None = None
+        self.step_size = 60
+        self.time = 0
+
+    # -- mosaik API ---------------------------------------------------------------------------------
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
+             **_: Any) -> dict:
+        self.step_size = int(step_size)
+        if events_path:
+            Path(events_path).parent.mkdir(parents=True, exist_ok=True)
+            self._events_file = open(events_path, "a", encoding="utf-8")
+        return self.meta
+
+    def create(self, num: int, model: str, address: str = "sim://", config: dict | None = None,
+               device_id: str | None = None, timeout_s: float = 2.0) -> list[dict]:
+        fam = registry.family(model)
+        cfg = fam.parse_config(config or {})
+        entities = []
+        for i in range(num):
+            eid = device_id if num == 1 and device_id else f"{device_id or model}_{len(self.devices)}"
+            if eid in self.devices:
+                raise ValueError(f"device id {eid!r} used twice")
+            self.devices[eid] = _Device(eid, fam, cfg, Address.parse(address), fam.capabilities(cfg), timeout_s)
+            entities.append({"eid": eid, "type": model})
+        return entities
+
+    def setup_done(self) -> None:
+        by_family: dict[str, list[_Device]] = {}
+        for dev in self.devices.values():
+            if dev.address.scheme == "sim":
+                by_family.setdefault(dev.family.name, []).append(dev)
+        for name, devs in by_family.items():
+            bank = devs[0].family.bank([d.config for d in devs])
+            for i, dev in enumerate(devs):
+                dev.bank, dev.index = bank, i
+                dev.driver = SimDriver(dev.address, dev.capabilities, bank=bank, index=i)
+                dev.driver._open = True
+            limits = {
+                sp: (
+                    np.array([d.capabilities.setpoints[sp].min if sp in d.capabilities.setpoints else 0.0 for d in devs]),
+                    np.array([d.capabilities.setpoints[sp].max if sp in d.capabilities.setpoints else 0.0 for d in devs]),
+                )
+                for sp in bank.setpoint_names
+            }
+            self.banks[name] = (bank, devs, limits)
+        remote = [d for d in self.devices.values() if d.address.scheme != "sim"]
+        if remote:
+            self._io = IoLoop()
+            for dev in remote:
+                self._open_protocol_device(dev)
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        self.time = time
+        dt = self.step_size
+        env_by_eid: dict[str, dict[str, float]] = {}
+        for eid, attrs in inputs.items():
+            dev = self.devices[eid]
+            for attr, sources in attrs.items():
+                value = _single(eid, attr, sources)
+                if attr in dev.family.env_inputs:
+                    env_by_eid.setdefault(eid, {})[attr] = value
+                elif attr in dev.family.setpoints and value is not None:
+                    dev.pending[attr] = float(value)
+        for name, (bank, devs, limits) in self.banks.items():
+            self._apply_bank_setpoints(time, bank, devs, limits)
+            env = {
+                key: np.array([env_by_eid.get(d.eid, {}).get(key, 0.0) for d in devs], dtype=float)
+                for key in devs[0].family.env_inputs
+            }
+            bank.step(time, dt, env)
+            self.measured[name] = bank.measure()
+        if self._io is not None:
+            self._step_protocol_devices(time, dt, env_by_eid)
+        return time + dt
+
+    def get_data(self, outputs: dict) -> dict:
+        data: dict[str, dict[str, Any]] = {}
+        for eid, attrs in outputs.items():
+            dev = self.devices[eid]
+            out = data[eid] = {}
+            for attr in attrs:
+                if attr == "available":
+                    out[attr] = dev.available
+                elif attr == "rejected":
+                    out[attr] = dev.rejected
+                elif dev.bank is not None:
+                    arr = self.measured.get(dev.family.name, {}).get(attr)
+                    out[attr] = None if arr is None else float(arr[dev.index])
+                else:
+                    out[attr] = dev.last.values.get(attr, math.nan) if dev.last else math.nan
+        return data
+
+    def finalize(self) -> None:
+        self.close_devices()
+
+    # -- extra methods (in-process callers: world builder, bench) ----------------------------------------
+    def drivers(self) -> dict[str, Driver]:
+        return {eid: dev.driver for eid, dev in self.devices.items() if dev.driver is not None}
+
+    def events(self) -> list[dict]:
+        return list(self.event_log)
+
+    def close_devices(self) -> None:
+        if self._io is not None:
+            for dev in self.devices.values():
+                if dev.bank is None:
+                    self._io.gather([a for a in (dev.driver and dev.driver.close(),
+                                                 dev.virtual and dev.virtual.stop()) if a], timeout_s=5)
+            self._io.close()
+            self._io = None
+        if self._events_file is not None:
+            self._events_file.close()
+            self._events_file = None
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _event(self, time: int, eid: str, kind: str, message: str) -> None:
+        event = {"t_s": time, "device": eid, "kind": kind, "message": message}
+        self.event_log.append(event)
+        log.warning("t=%ss %s %s: %s", time, eid, kind, message)
+        if self._events_file is not None:
+            self._events_file.write(json.dumps(event) + "\n")
+            self._events_file.flush()
+
+    def _apply_bank_setpoints(self, time: int, bank: ModelBank, devs: list[_Device],
+                              limits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        pending = [(i, d) for i, d in enumerate(devs) if d.pending]
+        if not pending:
+            return
+        for sp, (lo, hi) in limits.items():
+            idx = np.array([i for i, d in pending if sp in d.pending], dtype=int)
+            if idx.size == 0:
+                continue
+            values = np.array([devs[i].pending[sp] for i in idx])
+            ok = (values >= lo[idx]) & (values <= hi[idx])  # NaN compares False: refused too
+            bank.setpoints[sp][idx[ok]] = values[ok]
+            for i in idx[~ok]:
+                dev = devs[i]
+                dev.rejected += 1
+                lim = dev.capabilities.setpoints.get(sp)
+                allowed = f"[{lim.min:g}, {lim.max:g}]" if lim else "not accepted"
+                self._event(time, dev.eid, "setpoint_rejected", f"{sp}={dev.pending[sp]:g} outside {allowed}")
+        for _, d in pending:
+            d.pending.clear()
+
+    def _open_protocol_device(self, dev: _Device) -> None:
+        assert self._io is not None
+        address = dev.address
+        if address.is_virtual_request:
+            spec = dev.family.virtual.get(address.scheme)
+            if spec is None:
+                raise ValueError(f"{dev.eid}: family {dev.family.name!r} has no virtual device for scheme "
+                                 f"{address.scheme!r}; available: {sorted(dev.family.virtual) or 'none'}")
+            cls = registry.load_spec(spec)
+            dev.virtual = cls(dev.family, dev.config, device_id=dev.eid)
+            address = Address.parse(self._io.run(dev.virtual.start(), timeout_s=10))
+        driver_cls = registry.driver_class(address)
+        dev.driver = driver_cls(address, dev.capabilities, timeout_s=dev.timeout_s)
+        self._io.run(dev.driver.connect(), timeout_s=dev.timeout_s + 5)
+
+    def _step_protocol_devices(self, time: int, dt: int, env_by_eid: dict[str, dict[str, float]]) -> None:
+        assert self._io is not None
+        remote = [d for d in self.devices.values() if d.bank is None]
+        writers = [d for d in remote if d.pending]
+        results = self._io.gather([d.driver.write(Setpoint(d.pending)) for d in writers])
+        for dev, res in zip(writers, results):
+            if isinstance(res, DeviceError):
+                dev.rejected += isinstance(res, SetpointRejected)
+                self._event(time, dev.eid, type(res).__name__, str(res))
+            elif isinstance(res, BaseException):
+                raise res
+            dev.pending.clear()
+        clocked = [d for d in remote if d.virtual is not None]
+        self._io.gather([d.virtual.advance(time, dt, env_by_eid.get(d.eid, {})) for d in clocked])
+        readings = self._io.gather([d.driver.read() for d in remote])
+        for dev, res in zip(remote, readings):
+            if isinstance(res, Measurement):
+                if not dev.available:
+                    self._event(time, dev.eid, "available", "device answers again")
+                dev.last, dev.available = res, True
+            elif isinstance(res, DeviceError):
+                if dev.available:
+                    self._event(time, dev.eid, type(res).__name__, str(res))
+                dev.last, dev.available = None, False
+            else:
+                raise res

@@ -1,0 +1,65 @@
+"""A virtual device: a family's model behind the device's REAL protocol on a socket, plus a clock.
+
+Offline, the co-simulation advances the model (``advance``) each step; on the bench a wall clock does.
+The protocol path is identical in both: the driver cannot tell a virtual device from hardware.
+Every method runs on the I/O loop (see :mod:`devices.io_loop`), so the model is only touched from one
+thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from typing import Mapping
+
+import numpy as np
+from pydantic import BaseModel
+
+from devices.family import Family, ModelBank
+
+
+class VirtualDevice(abc.ABC):
+    """Serves one device's model (a bank of one) over one protocol."""
+
+    scheme: str = ""
+
+    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device") -> None:
+        self.family = family
+        self.config = config
+        self.bank: ModelBank = family.bank([config])
+        self.device_id = device_id
+        self.t_s = 0
+
+    @abc.abstractmethod
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start serving; return the address (with the bound port) a driver should use."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop serving and release the socket; safe to call twice."""
+
+    def sync(self) -> None:
+        """Refresh what the protocol serves (registers, frames) from the model; called after each advance."""
+
+    async def advance(self, t_s: int, dt_s: int, env: Mapping[str, float]) -> None:
+        """Step the model over [t_s, t_s + dt_s) with exogenous inputs, then refresh the served state."""
+        self.bank.step(t_s, dt_s, {k: np.array([v], dtype=float) for k, v in env.items()})
+        self.t_s = t_s + dt_s
+        self.sync()
+
+
+async def run_wall_clock(device: VirtualDevice, dt_s: float, env: Mapping[str, float] | None = None,
+                         stop: asyncio.Event | None = None) -> None:
+    """Advance ``device`` in wall time every ``dt_s`` seconds until ``stop`` is set (bench / stand-alone)."""
+    stop = stop or asyncio.Event()
+    start = time.monotonic()
+    k = 0
+    while not stop.is_set():
+        await device.advance(round(k * dt_s), max(1, round(dt_s)), env or {})
+        k += 1
+        delay = start + k * dt_s - time.monotonic()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.0))
+        except TimeoutError:
+            pass

@@ -1,0 +1,266 @@
+"""The grid simulator of the co-simulation spine: a plain mosaik-api-v3 simulator around :class:`GridEngine`.
+
+``GridEngine`` (no mosaik) owns one grid: the loaded :class:`GridModel`, the driven loads (every load of the grid
+file plus the connection points the scenario adds) and a :class:`PowerFlow`. ``GridSim`` maps mosaik entities and
+attributes onto it; several sources connected to one Load are summed, and a Load without input keeps its value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import mosaik_api_v3
+import numpy as np
+import pandapower as pp
+
+from simulators.grid_loaders import GridModel, LoadInfo, ensure_three_phase_data, load_grid
+from simulators.powerflow import (
+    LoadRef,
+    Mode,
+    PowerFlow,
+    PowerFlowDiverged,
+    PowerFlowResult,
+    Solver,
+)
+
+__all__ = ["ExtraLoad", "GridEngine", "GridSim", "PowerFlowDiverged", "META"]
+
+StaticLoads = Literal["zero", "file"]
+
+GRID_SCALARS = ["p_slack_w", "q_slack_var", "losses_w", "v_min_pu", "v_max_pu", "iterations"]
+GRID_VECTORS = ["bus_v_pu", "bus_v_a_pu", "bus_v_b_pu", "bus_v_c_pu", "line_loading_pct", "trafo_loading_pct",
+                "trafo_p_hv_w"]
+META: dict[str, Any] = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        "Grid": {
+            "public": True,
+            "params": ["source", "path", "code", "mode", "solver", "extra_loads", "static_loads"],
+            "attrs": GRID_SCALARS + GRID_VECTORS,
+        },
+        "Bus": {"public": False, "params": [], "attrs": ["v_pu", "v_a_pu", "v_b_pu", "v_c_pu"]},
+        "Line": {"public": False, "params": [], "attrs": ["loading_pct", "pl_w"]},
+        "Trafo": {"public": False, "params": [], "attrs": ["loading_pct", "p_hv_w"]},
+        "Load": {"public": False, "params": [], "attrs": ["p_w", "q_var", "v_pu"]},
+    },
+}
+
+
+@dataclass(frozen=True)
+class ExtraLoad:
+    """A connection point the scenario adds: id, bus name, phase 1..3 or None (three-phase symmetric)."""
+
+    id: str
+    bus: str
+    phase: int | None = None
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | "ExtraLoad") -> "ExtraLoad":
+        if isinstance(spec, ExtraLoad):
+            return spec
+        if not isinstance(spec, Mapping) or "id" not in spec or "bus" not in spec:
+            raise ValueError(f"extra load needs 'id' and 'bus' (and optional 'phase'), got {spec!r}")
+        phase = spec.get("phase")
+        if phase not in (None, 1, 2, 3):
+            raise ValueError(f"extra load {spec['id']!r}: phase must be 1, 2, 3 or None, got {phase!r}")
+        return cls(str(spec["id"]), str(spec["bus"]), phase)
+
+
+class GridEngine:
+    """One grid with named loads, stepped by setting load powers and solving (usable without mosaik)."""
+
+    def __init__(
+        self,
+        model: GridModel,
+        mode: Mode = "balanced",
+        solver: Solver = "fast",
+        extra_loads: Iterable[Mapping[str, Any] | ExtraLoad] = (),
+        static_loads: StaticLoads = "zero",
+    ) -> None:
+        if static_loads not in ("zero", "file"):
+            raise ValueError(f"static_loads must be 'zero' or 'file', got {static_loads!r}")
+        self.model, self.mode = model, mode
+        for extra in (ExtraLoad.parse(e) for e in extra_loads):
+            if extra.bus not in model.bus_vn_kv:
+                raise ValueError(f"extra load {extra.id!r}: unknown bus {extra.bus!r}")
+            model.add_load(extra.id, extra.bus, extra.phase)
+        self.load_names = [load.name for load in model.loads]
+        self.load_pos = {name: k for k, name in enumerate(self.load_names)}
+        self.p_w, self.q_var = self._initial_powers(model.net, model.loads, static_loads)
+        if static_loads == "zero":
+            _zero_static_injections(model.net)
+        if mode == "unbalanced":
+            model.assumptions.extend(ensure_three_phase_data(model.net))
+        refs = [LoadRef(load.element, load.index, load.phase) for load in model.loads]  # type: ignore[arg-type]
+        self.powerflow = PowerFlow(model.net, refs, mode=mode, solver=solver)
+        self.result: PowerFlowResult | None = None
+
+    @staticmethod
+    def _initial_powers(net: pp.pandapowerNet, loads: Sequence[LoadInfo], static: StaticLoads) -> tuple[np.ndarray,
+                                                                                                       np.ndarray]:
+        p, q = np.zeros(len(loads)), np.zeros(len(loads))
+        if static == "file":
+            for k, load in enumerate(loads):
+                row = net[load.element].loc[load.index]
+                if load.element == "load":
+                    p[k], q[k] = row.p_mw, row.q_mvar
+                else:
+                    p[k] = row.p_a_mw + row.p_b_mw + row.p_c_mw
+                    q[k] = row.q_a_mvar + row.q_b_mvar + row.q_c_mvar
+                p[k] *= row.scaling * 1e6  # the driven rows get scaling 1, so fold it into the value
+                q[k] *= row.scaling * 1e6
+        return p, q
+
+    def set_load(self, name: str, p_w: float | None = None, q_var: float | None = None) -> None:
+        k = self.load_pos[name]
+        if p_w is not None:
+            self.p_w[k] = p_w
+        if q_var is not None:
+            self.q_var[k] = q_var
+
+    def solve(self) -> PowerFlowResult:
+        self.result = self.powerflow.solve(self.p_w, self.q_var)
+        return self.result
+
+
+def _zero_static_injections(net: pp.pandapowerNet) -> None:
+    """'zero' policy: file injections the co-simulation does not drive (sgens, storage) draw nothing."""
+    for table, cols in (("sgen", ("p_mw", "q_mvar")), ("storage", ("p_mw", "q_mvar")),
+                        ("asymmetric_sgen", ("p_a_mw", "p_b_mw", "p_c_mw", "q_a_mvar", "q_b_mvar", "q_c_mvar"))):
+        if table in net and len(net[table]):
+            for col in cols:
+                net[table][col] = 0.0
+
+
+class GridSim(mosaik_api_v3.Simulator):
+    """mosaik simulator: one Grid entity with Bus, Line, Trafo and Load children (time-based)."""
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.sid = ""
+        self.step_size = 60
+        self.engine: GridEngine | None = None
+        self.grid_eid = "grid"
+        self._bus_pos: dict[str, int] = {}
+        self._line_pos: dict[str, int] = {}
+        self._trafo_pos: dict[str, int] = {}
+
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **sim_params: Any) -> dict:
+        if int(step_size) <= 0:
+            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
+        self.sid, self.step_size = sid, int(step_size)
+        return self.meta
+
+    def create(self, num: int, model: str, **params: Any) -> list[dict[str, Any]]:
+        if model != "Grid":
+            raise ValueError(f"unknown model {model!r}; GridSim creates 'Grid'")
+        if num != 1 or self.engine is not None:
+            raise ValueError("GridSim holds exactly one Grid; start another GridSim instance for another grid")
+        source = params.get("source", "simbench")
+        grid_model = load_grid(source, path=params.get("path"), code=params.get("code"))
+        self.engine = GridEngine(
+            grid_model,
+            mode=params.get("mode", "balanced"),
+            solver=params.get("solver", "fast"),
+            extra_loads=params.get("extra_loads") or (),
+            static_loads=params.get("static_loads", "zero"),
+        )
+        m = grid_model
+        self._bus_pos = {f"bus:{n}": k for k, n in enumerate(m.bus_names)}
+        self._line_pos = {f"line:{n}": k for k, n in enumerate(m.line_names)}
+        self._trafo_pos = {f"trafo:{n}": k for k, n in enumerate(m.trafo_names)}
+        children = (
+            [{"eid": eid, "type": "Bus"} for eid in self._bus_pos]
+            + [{"eid": eid, "type": "Line"} for eid in self._line_pos]
+            + [{"eid": eid, "type": "Trafo"} for eid in self._trafo_pos]
+            + [{"eid": f"load:{n}", "type": "Load"} for n in self.engine.load_names]
+        )
+        return [{"eid": self.grid_eid, "type": "Grid", "children": children}]
+
+    def step(self, time: int, inputs: dict[str, dict[str, dict[str, Any]]], max_advance: int) -> int:
+        engine = self._require_engine()
+        for eid, attrs in inputs.items():
+            if not eid.startswith("load:"):
+                raise ValueError(f"{eid!r} takes no inputs; only Load entities accept p_w / q_var")
+            name = eid[len("load:"):]
+            for attr, sources in attrs.items():
+                if attr not in ("p_w", "q_var"):
+                    raise ValueError(f"Load input {attr!r} unknown; expected p_w or q_var")
+                total = _sum_inputs(eid, attr, sources)
+                engine.set_load(name, **{attr: total})
+        engine.solve()
+        return time + self.step_size
+
+    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+        engine = self._require_engine()
+        res = engine.result
+        if res is None:
+            raise RuntimeError("get_data before the first step")
+        data: dict[str, dict[str, Any]] = {}
+        for eid, attrs in outputs.items():
+            data[eid] = {attr: self._value(engine, res, eid, attr) for attr in attrs}
+        return data
+
+    def _value(self, engine: GridEngine, res: PowerFlowResult, eid: str, attr: str) -> Any:
+        if eid == self.grid_eid:
+            return _grid_value(res, attr)
+        kind = eid.split(":", 1)[0]
+        if kind == "bus":
+            k = self._bus_pos[eid]
+            return float(res.v_pu[k]) if attr == "v_pu" else float(res.v_abc_pu["abc".index(attr[2]), k])
+        if kind == "line":
+            k = self._line_pos[eid]
+            return float(res.line_loading_pct[k] if attr == "loading_pct" else res.line_pl_w[k])
+        if kind == "trafo":
+            k = self._trafo_pos[eid]
+            return float(res.trafo_loading_pct[k] if attr == "loading_pct" else res.trafo_p_hv_w[k])
+        if kind == "load":
+            k = engine.load_pos[eid[len("load:"):]]
+            return float({"p_w": engine.p_w, "q_var": engine.q_var, "v_pu": res.load_v_pu}[attr][k])
+        raise ValueError(f"unknown entity {eid!r}")
+
+    def _require_engine(self) -> GridEngine:
+        if self.engine is None:
+            raise RuntimeError("no Grid created yet")
+        return self.engine
+
+
+def _sum_inputs(eid: str, attr: str, sources: Mapping[str, Any]) -> float | None:
+    values = [v for v in sources.values() if v is not None]
+    if not values:
+        return None
+    total = float(sum(values))
+    if not math.isfinite(total):
+        raise ValueError(f"{eid}.{attr}: non-finite input {sources!r}")
+    return total
+
+
+def _grid_value(res: PowerFlowResult, attr: str) -> Any:
+    scalars = {
+        "p_slack_w": res.p_slack_w, "q_slack_var": res.q_slack_var, "losses_w": res.losses_w,
+        "iterations": res.iterations,
+    }
+    if attr in scalars:
+        return scalars[attr]
+    if attr in ("v_min_pu", "v_max_pu"):
+        v = res.v_abc_pu[np.isfinite(res.v_abc_pu)]
+        return float(v.min() if attr == "v_min_pu" else v.max()) if v.size else math.nan
+    vectors = {
+        "bus_v_pu": res.v_pu, "bus_v_a_pu": res.v_abc_pu[0], "bus_v_b_pu": res.v_abc_pu[1],
+        "bus_v_c_pu": res.v_abc_pu[2], "line_loading_pct": res.line_loading_pct,
+        "trafo_loading_pct": res.trafo_loading_pct, "trafo_p_hv_w": res.trafo_p_hv_w,
+    }
+    if attr in vectors:
+        return np.array(vectors[attr], dtype=np.float64)  # a copy: later steps must not change recorded data
+    raise ValueError(f"unknown Grid attribute {attr!r}")
+
+
+def main() -> None:
+    mosaik_api_v3.start_simulation(GridSim(), "S4G grid simulator (pandapower / fast power flow)")
+
+
+if __name__ == "__main__":
+    main()

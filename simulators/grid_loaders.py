@@ -1,0 +1,644 @@
+"""Grid loaders: build a pandapower net plus naming metadata from SimBench, pandapower JSON or S4G DSF-SE JSON.
+
+Every loader returns a :class:`GridModel`. File problems raise :class:`GridLoadError`, which names the file, the
+key path inside it, what was expected and what was found, so the scenario layer can show a precise user message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandapower as pp
+import pandas as pd
+
+__all__ = [
+    "GridLoadError",
+    "GridModel",
+    "LoadInfo",
+    "ensure_three_phase_data",
+    "load_dsf_se",
+    "load_grid",
+    "load_pandapower_json",
+    "load_simbench",
+]
+
+PHASE_LETTERS = ("a", "b", "c")
+# OpenDSS Vsource defaults: the DSF-SE format was fed to OpenDSS, which assumes these ratios when only MVAsc is given.
+_OPENDSS_X1R1 = 4.0
+_OPENDSS_X0R0 = 3.0
+_LENGTH_UNIT_KM = {"km": 1.0, "m": 1e-3, "kft": 0.3048, "ft": 0.3048e-3, "mi": 1.609344, "none": 1.0}
+
+
+class GridLoadError(Exception):
+    """A grid file is missing, unreadable or malformed."""
+
+    def __init__(self, path: str | os.PathLike[str], key_path: str, expected: str, found: object) -> None:
+        self.path = str(path)
+        self.key_path = key_path
+        self.expected = expected
+        self.found = found
+        where = f" at '{key_path}'" if key_path else ""
+        super().__init__(f"{self.path}{where}: expected {expected}, found {found}")
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """One load (connection point) of the grid: pandapower element row plus its bus and phase (1..3, None=3-phase)."""
+
+    name: str
+    element: str  # "load" (symmetric) or "asymmetric_load"
+    index: int
+    bus: str
+    phase: int | None
+
+
+@dataclass
+class GridModel:
+    """A pandapower net with stable, unique names for buses, lines, trafos and loads.
+
+    Name lists are ordered like the pandapower tables (``net.bus.index`` etc.), so position i of
+    ``bus_names`` belongs to ``bus_index[i]``.
+    """
+
+    net: pp.pandapowerNet
+    source: str
+    bus_names: list[str]
+    bus_index: list[int]
+    line_names: list[str]
+    line_index: list[int]
+    trafo_names: list[str]
+    trafo_index: list[int]
+    loads: list[LoadInfo]
+    slack_bus: str
+    bus_vn_kv: dict[str, float]
+    ders: list[dict[str, Any]] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+
+    def bus_idx(self, name: str) -> int:
+        try:
+            return self.bus_index[self.bus_names.index(name)]
+        except ValueError:
+            raise KeyError(f"unknown bus {name!r}") from None
+
+    def add_load(self, name: str, bus: str, phase: int | None) -> LoadInfo:
+        """Add a zero-power connection point; phase 1..3 -> asymmetric_load on that phase, None -> symmetric load."""
+        if any(load.name == name for load in self.loads):
+            raise ValueError(f"load name {name!r} already exists")
+        if phase not in (None, 1, 2, 3):
+            raise ValueError(f"phase must be 1, 2, 3 or None, got {phase!r}")
+        bus_i = self.bus_idx(bus)
+        if phase is None:
+            idx = int(pp.create_load(self.net, bus_i, p_mw=0.0, q_mvar=0.0, name=name))
+            info = LoadInfo(name, "load", idx, bus, None)
+        else:
+            idx = int(pp.create_asymmetric_load(self.net, bus_i, name=name))
+            info = LoadInfo(name, "asymmetric_load", idx, bus, phase)
+        self.loads.append(info)
+        return info
+
+
+# --------------------------------------------------------------------------------------------- entry point
+
+
+def load_grid(source: str, *, path: str | os.PathLike[str] | None = None, code: str | None = None) -> GridModel:
+    """Dispatch on ``source`` ("simbench" | "pandapower" | "dsf-se")."""
+    if source == "simbench":
+        if not code:
+            raise ValueError("source 'simbench' needs a 'code', e.g. '1-LV-semiurb4--0-sw'")
+        return load_simbench(code)
+    if source in ("pandapower", "dsf-se"):
+        if path is None:
+            raise ValueError(f"source {source!r} needs a 'path'")
+        return load_pandapower_json(path) if source == "pandapower" else load_dsf_se(path)
+    raise ValueError(f"unknown grid source {source!r}; expected 'simbench', 'pandapower' or 'dsf-se'")
+
+
+# --------------------------------------------------------------------------------------------- SimBench
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("S4G_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "s4g-hil"
+    )
+    return Path(base) / "simbench"
+
+
+def load_simbench(code: str, *, cache_dir: str | os.PathLike[str] | None | bool = None) -> GridModel:
+    """Load a SimBench grid by code.
+
+    simbench re-parses its whole CSV data set on every call (~6 s); the net (without its yearly profiles, which the
+    co-simulation does not use here) is cached as pandapower JSON (~0.5 s to read). ``cache_dir=False`` disables it.
+    """
+    import simbench
+
+    net: pp.pandapowerNet | None = None
+    cache_file: Path | None = None
+    if cache_dir is not False:
+        folder = _default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)  # type: ignore[arg-type]
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", code)
+        cache_file = folder / f"{safe}-sb{simbench.__version__}-pp{pp.__version__}.json"
+        if cache_file.is_file():
+            try:
+                net = pp.from_json(str(cache_file))
+            except Exception:  # a corrupt cache entry is rebuilt, never trusted
+                net = None
+    if net is None:
+        try:
+            net = simbench.get_simbench_net(code)
+        except Exception as exc:
+            raise GridLoadError(f"simbench:{code}", "code", "a valid SimBench code", f"{code!r} ({exc})") from exc
+        net.profiles = {}
+        if cache_file is not None:
+            _write_atomic(cache_file, pp.to_json(net))
+    return _model_from_net(net, source="simbench")
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, target)  # atomic, so parallel runs never read half a file
+    except OSError:
+        pass  # caching is an optimisation only
+
+
+# --------------------------------------------------------------------------------------------- pandapower JSON
+
+
+def load_pandapower_json(path: str | os.PathLike[str]) -> GridModel:
+    p = Path(path)
+    if not p.is_file():
+        raise GridLoadError(p, "", "an existing pandapower JSON file", "no such file")
+    try:
+        net = pp.from_json(str(p))
+    except Exception as exc:
+        raise GridLoadError(p, "", "a pandapower JSON network", f"unreadable content ({type(exc).__name__}: {exc})")
+    if not isinstance(net, pp.pandapowerNet):
+        raise GridLoadError(p, "", "a pandapower network", type(net).__name__)
+    if len(net.bus) == 0:
+        raise GridLoadError(p, "bus", "at least one bus", "an empty bus table")
+    if len(net.ext_grid[net.ext_grid.in_service]) == 0:
+        raise GridLoadError(p, "ext_grid", "an in-service external grid (slack)", "none")
+    return _model_from_net(net, source="pandapower")
+
+
+# --------------------------------------------------------------------------------------------- model metadata
+
+
+def _unique_names(names: pd.Series, prefix: str) -> list[str]:
+    """Element names as given when they are present and unique in their table, else ``<prefix><index>``."""
+    raw = [None if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v) for v in names.values]
+    counts: dict[str, int] = {}
+    for v in raw:
+        if v:
+            counts[v] = counts.get(v, 0) + 1
+    return [v if v and counts[v] == 1 else f"{prefix}{i}" for v, i in zip(raw, names.index)]
+
+
+def _model_from_net(
+    net: pp.pandapowerNet,
+    source: str,
+    phase_of_asym: Mapping[int, int | None] | None = None,
+    ders: list[dict[str, Any]] | None = None,
+) -> GridModel:
+    bus_names = _unique_names(net.bus["name"], "bus")
+    bus_name_of = dict(zip(net.bus.index, bus_names))
+    loads: list[LoadInfo] = []
+    load_names = _unique_names(net.load["name"], "load")
+    for idx, name in zip(net.load.index, load_names):
+        loads.append(LoadInfo(name, "load", int(idx), bus_name_of[int(net.load.at[idx, "bus"])], None))
+    taken = {load.name for load in loads}
+    asym_names = _unique_names(net.asymmetric_load["name"], "asymmetric_load")
+    for idx, name in zip(net.asymmetric_load.index, asym_names):
+        phase = (phase_of_asym or {}).get(int(idx), _single_phase_of(net.asymmetric_load.loc[idx]))
+        if name in taken:
+            name = f"asymmetric_load{idx}"
+        loads.append(LoadInfo(name, "asymmetric_load", int(idx), bus_name_of[int(net.asymmetric_load.at[idx, "bus"])],
+                              phase))
+    eg = net.ext_grid[net.ext_grid.in_service]
+    slack = bus_name_of[int(eg.bus.iloc[0])] if len(eg) else ""
+    return GridModel(
+        net=net,
+        source=source,
+        bus_names=bus_names,
+        bus_index=[int(i) for i in net.bus.index],
+        line_names=_unique_names(net.line["name"], "line"),
+        line_index=[int(i) for i in net.line.index],
+        trafo_names=_unique_names(net.trafo["name"], "trafo"),
+        trafo_index=[int(i) for i in net.trafo.index],
+        loads=loads,
+        slack_bus=slack,
+        bus_vn_kv={n: float(v) for n, v in zip(bus_names, net.bus.vn_kv.values)},
+        ders=list(ders or []),
+    )
+
+
+def _single_phase_of(row: pd.Series) -> int | None:
+    """Phase of an asymmetric load that draws on exactly one phase (1..3), else None."""
+    used = [k + 1 for k, ph in enumerate(PHASE_LETTERS) if row[f"p_{ph}_mw"] != 0 or row[f"q_{ph}_mvar"] != 0]
+    return used[0] if len(used) == 1 else None
+
+
+# --------------------------------------------------------------------------------------------- 3-phase data
+
+
+def ensure_three_phase_data(net: pp.pandapowerNet) -> list[str]:
+    """Fill zero-sequence data that runpp_3ph needs but balanced data sets (SimBench) lack; returns what was assumed.
+
+    Only missing values are filled. Assumptions: 4-core LV cables with an equal neutral give Z0 ~ 4 Z1 and C0 ~ C1;
+    transformers without a vector group are Dyn (the usual MV/LV distribution transformer) with Z0 = Z1; an
+    external grid without short-circuit data is a stiff MV grid (1000 MVA, R/X 0.1, X0/X 1, R0/X0 0.1).
+    """
+    notes: list[str] = []
+
+    def fill(table: str, column: str, values: pd.Series | float, what: str) -> None:
+        df = net[table]
+        if len(df) == 0:
+            return
+        if column not in df.columns:
+            df[column] = np.nan
+        missing = df[column].isna()
+        if missing.any():
+            df.loc[missing, column] = values[missing] if isinstance(values, pd.Series) else values
+            notes.append(f"{table}.{column}: {what} for {int(missing.sum())} element(s)")
+
+    fill("line", "r0_ohm_per_km", net.line.r_ohm_per_km * 4.0, "assumed 4 x r1")
+    fill("line", "x0_ohm_per_km", net.line.x_ohm_per_km * 4.0, "assumed 4 x x1")
+    fill("line", "c0_nf_per_km", net.line.c_nf_per_km * 1.0, "assumed equal to c1")
+    if len(net.trafo):
+        if "vector_group" not in net.trafo.columns:
+            net.trafo["vector_group"] = None
+        missing = net.trafo.vector_group.isna()
+        if missing.any():
+            net.trafo.loc[missing, "vector_group"] = "Dyn"
+            notes.append(f"trafo.vector_group: assumed Dyn for {int(missing.sum())} element(s)")
+    fill("trafo", "vk0_percent", net.trafo.vk_percent * 1.0 if len(net.trafo) else 0.0, "assumed vk")
+    fill("trafo", "vkr0_percent", net.trafo.vkr_percent * 1.0 if len(net.trafo) else 0.0, "assumed vkr")
+    fill("trafo", "mag0_percent", 100.0, "assumed 100")
+    fill("trafo", "mag0_rx", 0.0, "assumed 0")
+    fill("trafo", "si0_hv_partial", 0.9, "assumed 0.9")
+    fill("ext_grid", "s_sc_max_mva", 1000.0, "assumed 1000 MVA")
+    fill("ext_grid", "rx_max", 0.1, "assumed 0.1")
+    fill("ext_grid", "x0x_max", 1.0, "assumed 1.0")
+    fill("ext_grid", "r0x0_max", 0.1, "assumed 0.1")
+    return notes
+
+
+# --------------------------------------------------------------------------------------------- DSF-SE JSON
+
+
+class _Reader:
+    """Typed access to the parsed JSON that turns every problem into a GridLoadError with a key path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key_path: str, expected: str, found: object) -> GridLoadError:
+        return GridLoadError(self.path, key_path, expected, found)
+
+    def get(self, obj: Mapping[str, Any], key: str, where: str, default: Any = ...) -> Any:
+        if key in obj:
+            return obj[key]
+        if default is not ...:
+            return default
+        raise self.fail(f"{where}.{key}" if where else key, f"key '{key}'", "it missing")
+
+    def number(self, obj: Mapping[str, Any], key: str, where: str, default: Any = ..., positive: bool = False) -> float:
+        value = self.get(obj, key, where, default)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (positive and value <= 0):
+            raise self.fail(f"{where}.{key}", "a positive number" if positive else "a number", repr(value))
+        return float(value)
+
+    def text(self, obj: Mapping[str, Any], key: str, where: str) -> str:
+        value = self.get(obj, key, where)
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"{where}.{key}", "a non-empty string", repr(value))
+        return value
+
+    def items(self, obj: Mapping[str, Any], key: str, where: str, required: bool = True) -> list[dict[str, Any]]:
+        value = self.get(obj, key, where, ... if required else [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.fail(f"{where}.{key}" if where else key, "a list of objects", _describe(value))
+        return value
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise GridLoadError(path, "", "an existing DSF-SE JSON file", "no such file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GridLoadError(path, "", "a readable UTF-8 file", f"{type(exc).__name__}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise GridLoadError(path, f"line {exc.lineno} column {exc.colno}", "valid JSON", exc.msg) from exc
+    if not isinstance(data, dict):
+        raise GridLoadError(path, "", "a JSON object with 'common' and 'radials'", _describe(data))
+    return data
+
+
+def _split_bus(ref: str) -> tuple[str, list[int]]:
+    """'node_a11.1' -> ('node_a11', [1]); OpenDSS notation, phase numbers 1..3 (0 = neutral is dropped)."""
+    node, *parts = ref.split(".")
+    return node, [int(p) for p in parts if p.isdigit() and int(p) != 0]
+
+
+@dataclass
+class _LineCode:
+    r1: float
+    x1: float
+    r0: float
+    x0: float
+    c1_nf: float
+    c0_nf: float
+    max_i_ka: float
+    unit_km: float
+
+
+def _sequence_from_matrix(rows: object, r: _Reader, where: str) -> tuple[float, float]:
+    """(positive, zero) sequence value of a symmetric 3x3 phase matrix given OpenDSS-style as a lower triangle."""
+    if not isinstance(rows, list) or not rows:
+        raise r.fail(where, "a lower-triangular matrix [[a],[b,c],...]", _describe(rows))
+    n = len(rows)
+    m = np.zeros((n, n))
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) not in (i + 1, n) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in row
+        ):
+            raise r.fail(f"{where}[{i}]", f"a row of {i + 1} numbers", _describe(row))
+        for j in range(i + 1):
+            m[i, j] = m[j, i] = float(row[j])
+    self_ = float(np.mean(np.diag(m)))
+    mutual = float(np.mean(m[~np.eye(n, dtype=bool)])) if n > 1 else 0.0
+    # averaging over the phases is the usual transposed-line assumption behind pandapower's sequence data
+    return self_ - mutual, self_ + 2.0 * mutual
+
+
+def _read_linecodes(radial: dict[str, Any], where: str, r: _Reader, ampacity_a: Mapping[str, float]) -> dict[str, _LineCode]:
+    codes: dict[str, _LineCode] = {}
+    for k, lc in enumerate(r.items(radial, "linecode", where, required=False)):
+        w = f"{where}.linecode[{k}]"
+        name = r.text(lc, "id", w)
+        r1, r0 = _sequence_from_matrix(r.get(lc, "rmatrix", w), r, f"{w}.rmatrix")
+        x1, x0 = _sequence_from_matrix(r.get(lc, "xmatrix", w), r, f"{w}.xmatrix")
+        c1 = c0 = 0.0
+        if "cmatrix" in lc:
+            c1, c0 = _sequence_from_matrix(lc["cmatrix"], r, f"{w}.cmatrix")
+        unit = str(lc.get("units", "km")).lower()
+        if unit not in _LENGTH_UNIT_KM:
+            raise r.fail(f"{w}.units", f"one of {sorted(_LENGTH_UNIT_KM)}", repr(unit))
+        amps = ampacity_a.get(name, lc.get("normamps", math.nan))
+        codes[name] = _LineCode(r1, x1, r0, x0, c1, c0, float(amps) / 1000.0, _LENGTH_UNIT_KM[unit])
+    return codes
+
+
+def load_dsf_se(
+    path: str | os.PathLike[str], *, ampacity_a: Mapping[str, float] | None = None
+) -> GridModel:
+    """Load an S4G DSF-SE grid (the JSON the original simulation engine turned into OpenDSS commands).
+
+    ``ampacity_a`` maps a line code id to its rated current in A; the format itself carries ratings only as the
+    optional OpenDSS ``normamps``, and lines without a rating get ``max_i_ka = NaN`` (loading reported as NaN).
+    """
+    p = Path(path)
+    r = _Reader(p)
+    data = _read_json(p)
+    common = r.get(data, "common", "")
+    if not isinstance(common, dict):
+        raise r.fail("common", "an object", _describe(common))
+    radials = r.items(data, "radials", "")
+    if not radials:
+        raise r.fail("radials", "at least one radial", "an empty list")
+
+    net = pp.create_empty_network(name=str(common.get("id", p.stem)), f_hz=r.number(common, "base_frequency", "common",
+                                                                                      50.0, positive=True))
+    buses: dict[str, int] = {}
+
+    def bus(name: str, vn_kv: float = math.nan) -> int:
+        if name not in buses:
+            buses[name] = int(pp.create_bus(net, vn_kv=vn_kv, name=name))
+        return buses[name]
+
+    source_name = r.text(common, "bus1", "common")
+    base_kv = r.number(common, "base_kV", "common", positive=True)
+    source = bus(source_name, base_kv)
+    net.bus.at[source, "vn_kv"] = base_kv
+    _create_source(net, source, common, r)
+
+    ders: list[dict[str, Any]] = []
+    phase_of_asym: dict[int, int | None] = {}
+    lines_pending: list[tuple[str, str, str, dict[str, Any], _LineCode | None]] = []
+    for ri, radial in enumerate(radials):
+        where = f"radials[{ri}]"
+        codes = _read_linecodes(radial, where, r, ampacity_a or {})
+        for ti, tr in enumerate(r.items(radial, "transformer", where, required=False)):
+            _create_transformer(net, tr, f"{where}.transformer[{ti}]", r, bus)
+        for li, line in enumerate(r.items(radial, "powerLines", where)):
+            w = f"{where}.powerLines[{li}]"
+            b1 = _split_bus(r.text(line, "bus1", w))[0]
+            b2 = _split_bus(r.text(line, "bus2", w))[0]
+            bus(b1), bus(b2)
+            lines_pending.append((w, b1, b2, line, _match_linecode(line, codes, w, r)))
+        for ki, load in enumerate(r.items(radial, "loads", where, required=False)):
+            idx, phase = _create_load(net, load, f"{where}.loads[{ki}]", r, buses)
+            if idx is not None:
+                phase_of_asym[idx] = phase
+        for kind, key, bus_key in (("pv", "photovoltaics", "bus1"), ("storage", "storageUnits", "bus1")):
+            for di, der in enumerate(r.items(radial, key, where, required=False)):
+                w = f"{where}.{key}[{di}]"
+                node = _split_bus(r.text(der, bus_key, w))[0]
+                if node not in buses:
+                    raise r.fail(f"{w}.{bus_key}", "a bus defined by a line or transformer", repr(node))
+                ders.append({"kind": kind, "id": r.text(der, "id", w), "bus": node, "data": dict(der)})
+
+    for w, b1, b2, line, code in lines_pending:
+        _create_line(net, buses[b1], buses[b2], line, code, w, r)
+    _assign_voltage_levels(net, source, p)
+    model = _model_from_net(net, source="dsf-se", phase_of_asym=phase_of_asym, ders=ders)
+    if any(math.isnan(v) for v in net.line.max_i_ka.values):
+        model.assumptions.append("lines without a rating (normamps / ampacity_a) have max_i_ka = NaN")
+    return model
+
+
+def _create_source(net: pp.pandapowerNet, bus: int, common: dict[str, Any], r: _Reader) -> None:
+    """Slack with the OpenDSS Vsource impedances implied by MVAsc3 / MVAsc1 (X1/R1 = 4, X0/R0 = 3)."""
+    s3 = r.number(common, "MVAsc3", "common", positive=True)
+    s1 = r.number(common, "MVAsc1", "common", s3, positive=True)
+    kv = float(net.bus.at[bus, "vn_kv"])
+    z1 = kv**2 / s3
+    z0 = max(3.0 * kv**2 / s1 - 2.0 * z1, 1e-9 * z1)  # single-phase fault current: 3V / (2 Z1 + Z0)
+    x1 = z1 / math.hypot(1.0, 1.0 / _OPENDSS_X1R1)
+    x0 = z0 / math.hypot(1.0, 1.0 / _OPENDSS_X0R0)
+    pp.create_ext_grid(
+        net,
+        bus,
+        vm_pu=r.number(common, "per_unit", "common", 1.0, positive=True),
+        va_degree=r.number(common, "angle", "common", 0.0),
+        name=str(common.get("id", "source")),
+        s_sc_max_mva=s3,
+        s_sc_min_mva=s3,
+        rx_max=1.0 / _OPENDSS_X1R1,
+        rx_min=1.0 / _OPENDSS_X1R1,
+        x0x_max=x0 / x1,
+        x0x_min=x0 / x1,
+        r0x0_max=1.0 / _OPENDSS_X0R0,
+        r0x0_min=1.0 / _OPENDSS_X0R0,
+    )
+
+
+def _create_transformer(net: pp.pandapowerNet, tr: dict[str, Any], w: str, r: _Reader, bus: Any) -> None:
+    name = r.text(tr, "id", w)
+    buses = r.get(tr, "buses", w)
+    kvs = r.get(tr, "kvs", w)
+    kvas = r.get(tr, "kvas", w)
+    for key, value in (("buses", buses), ("kvs", kvs), ("kvas", kvas)):
+        if not isinstance(value, list) or len(value) != 2:
+            raise r.fail(f"{w}.{key}", "a list of 2 entries (two-winding transformer)", _describe(value))
+    if int(r.number(tr, "windings", w, 2)) != 2:
+        raise r.fail(f"{w}.windings", "2", tr.get("windings"))
+    conns = tr.get("conns", ["delta", "wye"])
+    if not isinstance(conns, list) or len(conns) != 2:
+        raise r.fail(f"{w}.conns", "a list of 2 connections", _describe(conns))
+    hv_delta, lv_delta = (str(c).lower().startswith("d") for c in conns)
+    vector_group = {(True, False): "Dyn", (False, False): "YNyn", (False, True): "YNd"}.get((hv_delta, lv_delta))
+    if vector_group is None:
+        raise r.fail(f"{w}.conns", "[delta, wye], [wye, wye] or [wye, delta]", conns)
+    xsc = tr.get("xsc_array", [7.0])
+    if not isinstance(xsc, list) or not xsc or not isinstance(xsc[0], (int, float)):
+        raise r.fail(f"{w}.xsc_array", "a list with the HV-LV reactance in %", _describe(xsc))
+    x_pct = float(xsc[0])
+    rs = tr.get("percent_rs")
+    if "percent_load_loss" in tr:
+        r_pct = r.number(tr, "percent_load_loss", w)  # OpenDSS splits %loadloss evenly over the windings
+    elif isinstance(rs, list) and len(rs) == 2:
+        r_pct = float(rs[0]) + float(rs[1])
+    else:
+        r_pct = 0.0
+    hv = bus(_split_bus(str(buses[0]))[0])
+    lv = bus(_split_bus(str(buses[1]))[0])
+    net.bus.at[hv, "vn_kv"], net.bus.at[lv, "vn_kv"] = float(kvs[0]), float(kvs[1])
+    taps = tr.get("taps", [1, 1])
+    ratio = float(taps[0]) / float(taps[1]) if isinstance(taps, list) and len(taps) == 2 else 1.0
+    vk = math.hypot(x_pct, r_pct)
+    pp.create_transformer_from_parameters(
+        net, hv, lv, sn_mva=float(kvas[0]) / 1000.0, vn_hv_kv=float(kvs[0]) * ratio, vn_lv_kv=float(kvs[1]),
+        vkr_percent=r_pct, vk_percent=vk, pfe_kw=0.0, i0_percent=0.0,
+        # OpenDSS delta-wye is ANSI: LV lags HV by 30 deg (Dyn1); only angles depend on it, not magnitudes
+        shift_degree=30.0 if vector_group == "Dyn" else (330.0 if vector_group == "YNd" else 0.0),
+        vector_group=vector_group, vk0_percent=vk, vkr0_percent=r_pct, mag0_percent=100.0, mag0_rx=0.0,
+        si0_hv_partial=0.9, name=name,
+    )
+
+
+def _match_linecode(line: dict[str, Any], codes: dict[str, _LineCode], w: str, r: _Reader) -> _LineCode | None:
+    """The line code a line uses: named by 'linecode', or the code whose positive sequence equals the line's r1/x1."""
+    if "linecode" in line:
+        name = line["linecode"]
+        if name not in codes:
+            raise r.fail(f"{w}.linecode", f"one of {sorted(codes)}", repr(name))
+        return codes[name]
+    if "r1" not in line:
+        raise r.fail(w, "either 'linecode' or 'r1'/'x1'", "neither")
+    r1, x1 = r.number(line, "r1", w), r.number(line, "x1", w, 0.0)
+    for code in codes.values():
+        if math.isclose(code.r1, r1, rel_tol=1e-6) and math.isclose(code.x1, x1, rel_tol=1e-6, abs_tol=1e-12):
+            return code
+    return None
+
+
+def _create_line(net: pp.pandapowerNet, b1: int, b2: int, line: dict[str, Any], code: _LineCode | None, w: str,
+                 r: _Reader) -> None:
+    unit = str(line.get("unitlength", line.get("units", "km"))).lower()
+    if unit not in _LENGTH_UNIT_KM:
+        raise r.fail(f"{w}.unitlength", f"one of {sorted(_LENGTH_UNIT_KM)}", repr(unit))
+    length_km = r.number(line, "length", w, positive=True) * _LENGTH_UNIT_KM[unit]
+    if code is not None and "r1" not in line:
+        per_km = 1.0 / code.unit_km  # code values are per code unit
+        r1, x1, c1 = code.r1 * per_km, code.x1 * per_km, code.c1_nf * per_km
+    else:
+        per_km = 1.0 / _LENGTH_UNIT_KM[unit]
+        r1 = r.number(line, "r1", w) * per_km
+        x1 = r.number(line, "x1", w, 0.0) * per_km
+        c1 = r.number(line, "c1", w, 0.0) * per_km
+    if code is not None:
+        scale = r1 / code.r1 if code.r1 else 1.0 / code.unit_km
+        r0, x0, c0 = code.r0 * scale, code.x0 * scale, code.c0_nf * scale
+    else:
+        r0, x0, c0 = r1, x1, c1  # no coupling data: phases uncoupled, as for the format's diagonal line codes
+    # explicit zero-sequence values on the line win over the code's
+    r0 = r.number(line, "r0", w, r0 / per_km) * per_km
+    x0 = r.number(line, "x0", w, x0 / per_km) * per_km
+    c0 = r.number(line, "c0", w, c0 / per_km) * per_km
+    max_i_ka = code.max_i_ka if code is not None else math.nan
+    if "normamps" in line:
+        max_i_ka = r.number(line, "normamps", w, positive=True) / 1000.0
+    pp.create_line_from_parameters(
+        net, b1, b2, length_km=length_km, r_ohm_per_km=r1, x_ohm_per_km=x1, c_nf_per_km=c1, max_i_ka=max_i_ka,
+        r0_ohm_per_km=r0, x0_ohm_per_km=x0, c0_nf_per_km=c0, name=r.text(line, "id", w),
+    )
+
+
+def _create_load(net: pp.pandapowerNet, load: dict[str, Any], w: str, r: _Reader,
+                 buses: dict[str, int]) -> tuple[int | None, int | None]:
+    name = r.text(load, "id", w)
+    node, phases = _split_bus(r.text(load, "bus", w))
+    if node not in buses:
+        raise r.fail(f"{w}.bus", "a bus defined by a line or transformer", repr(node))
+    n_phases = int(r.number(load, "phases", w, 3))
+    if str(load.get("connection_type", "wye")).lower() != "wye":
+        raise r.fail(f"{w}.connection_type", "'wye' (delta loads are not supported)", load.get("connection_type"))
+    p_kw = r.number(load, "kW", w)
+    if "kVar" in load:
+        q_kvar = r.number(load, "kVar", w)
+    else:
+        pf = r.number(load, "powerfactor", w, 1.0)
+        if not 0.0 < abs(pf) <= 1.0:
+            raise r.fail(f"{w}.powerfactor", "a number in (0, 1]", pf)
+        q_kvar = math.copysign(abs(p_kw) * math.tan(math.acos(abs(pf))), pf)
+    if n_phases == 1:
+        phase = phases[0] if phases else 1  # OpenDSS: a bus without node numbers means node 1
+        if phase not in (1, 2, 3):
+            raise r.fail(f"{w}.bus", "phase 1, 2 or 3 after the node name", load["bus"])
+        letter = PHASE_LETTERS[phase - 1]
+        idx = int(pp.create_asymmetric_load(net, buses[node], name=name, **{f"p_{letter}_mw": p_kw / 1000.0,
+                                                                             f"q_{letter}_mvar": q_kvar / 1000.0}))
+        return idx, phase
+    if n_phases != 3:
+        raise r.fail(f"{w}.phases", "1 or 3", n_phases)
+    pp.create_load(net, buses[node], p_mw=p_kw / 1000.0, q_mvar=q_kvar / 1000.0, name=name)
+    return None, None
+
+
+def _assign_voltage_levels(net: pp.pandapowerNet, source: int, path: Path) -> None:
+    """Buses only named by lines inherit the nominal voltage of the bus they connect to (lines never change kV)."""
+    adjacency: dict[int, list[int]] = {}
+    for f, t in zip(net.line.from_bus.values, net.line.to_bus.values):
+        adjacency.setdefault(int(f), []).append(int(t))
+        adjacency.setdefault(int(t), []).append(int(f))
+    known = [int(b) for b in net.bus.index[~net.bus.vn_kv.isna()]]
+    queue: deque[int] = deque(known)
+    while queue:
+        b = queue.popleft()
+        for nb in adjacency.get(b, []):
+            if math.isnan(net.bus.at[nb, "vn_kv"]):
+                net.bus.at[nb, "vn_kv"] = net.bus.at[b, "vn_kv"]
+                queue.append(nb)
+    orphans = net.bus.name[net.bus.vn_kv.isna()].tolist()
+    if orphans:
+        raise GridLoadError(path, "radials[*].powerLines", "every bus connected to the source or a transformer",
+                            f"isolated bus(es) {orphans[:5]}")
