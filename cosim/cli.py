@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console(soft_wrap=True)
+# Piped output (CI logs, files) gets a wide console so KPI tables do not wrap.
+console = Console(soft_wrap=True, width=None if Console().is_terminal else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Group
 from rich.table import Table as RichTable
 
 from cosim.rundir import Table, read_meta, read_run, read_table, run_status
@@ -543,21 +544,72 @@ def fmt(key: str, value: Any) -> str:
     return str(value)
 
 
-def table(kpis: dict[str, Any], wall_time_s: float | None = None) -> RichTable:
-    """One run's headline KPIs as a rich table, with the wall time in the caption when given."""
-    caption = f"wall time {wall_time_s:.1f} s" if wall_time_s is not None else None
-    title = f"KPIs: {kpis.get('run', {}).get('scenario') or 'run'}"
-    t = RichTable(title=title, caption=caption)
-    t.add_column("KPI")
-    t.add_column("value", justify="right")
-    section = None
-    for key, value in headline(kpis).items():
-        head = key.split(".", 1)[0]
-        if section is not None and head != section:
-            t.add_section()
-        section = head
-        t.add_row(key, fmt(key, value))
-    return t
+#: (label, key in the flattened KPIs) of the terminal summary; everything else is in kpis.json and the report
+SUMMARY_ROWS = (
+    ("energy imported at the PCCs", "total.import_kwh"),
+    ("energy exported at the PCCs", "total.export_kwh"),
+    ("household load", "total.load_kwh"),
+    ("PV production", "total.pv_kwh"),
+    ("self-consumption", "total.self_consumption_ratio"),
+    ("self-sufficiency", "total.self_sufficiency_ratio"),
+    ("PV curtailed", "total.pv_curtailed_pct"),
+    ("energy bill", "total.bill_eur"),
+    ("battery equivalent full cycles", "total.batt_efc"),
+    ("peak import at the transformer", "grid.peak_import_kw"),
+    ("peak export at the transformer", "grid.peak_export_kw"),
+    ("grid losses", "grid.losses_kwh"),
+    ("voltage min", "total.v_min_pu"),
+    ("voltage max", "total.v_max_pu"),
+    ("node-minutes outside ±10 %", "grid.v_minutes_outside_10pct"),
+    ("node-minutes outside ±5 %", "grid.v_minutes_outside_5pct"),
+    ("max line loading", "grid.max_line_loading_pct"),
+    ("max transformer loading", "grid.max_trafo_loading_pct"),
+    ("PCC voltage within 230 V ±10 %", "grid.v_within_10pct"),
+)
+
+_UNITS = (("_kwh", "kWh"), ("_kw", "kW"), ("_eur", "EUR"), ("_pu", "pu"), ("minutes_outside", "node-min"))
+
+SITE_COLUMNS = (("import kWh", "import_kwh"), ("export kWh", "export_kwh"), ("load kWh", "load_kwh"),
+                ("PV kWh", "pv_kwh"), ("self-cons.", "self_consumption_ratio"),
+                ("self-suff.", "self_sufficiency_ratio"), ("peak imp. kW", "peak_import_kw"),
+                ("SoC min", "soc_min"), ("SoC max", "soc_max"), ("V min pu", "v_min_pu"))
+
+
+def _compact(key: str, value: Any) -> str:
+    """Short cell text for the per-site table (the unit is in the column header)."""
+    if not isinstance(value, float) or key.endswith("_pu"):
+        return fmt(key, value)
+    if key.endswith(("_ratio", "soc_min", "soc_max")):
+        return f"{100 * value:.0f} %"
+    return f"{value:.1f}"
+
+
+def _unit(key: str) -> str:
+    return next((u for suffix, u in _UNITS if suffix in key), "")
+
+
+def table(kpis: dict[str, Any], wall_time_s: float | None = None, sites: bool = True) -> Group:
+    """The terminal summary: headline KPIs, then one row per site; wall time in the caption when given."""
+    flat = flatten(kpis)
+    caption = f"wall time {wall_time_s:.2f} s" if wall_time_s is not None else None
+    head = RichTable(title=f"KPIs: {kpis.get('run', {}).get('scenario') or 'run'}", caption=caption)
+    head.add_column("KPI")
+    head.add_column("value", justify="right")
+    head.add_column("unit")
+    for label, key in SUMMARY_ROWS:
+        if key in flat:
+            head.add_row(label, fmt(key, flat[key]), _unit(key))
+    parts: list[Any] = [head]
+    site_kpis = kpis.get("sites") or {}
+    if sites and site_kpis:
+        st = RichTable(title="per site")
+        st.add_column("site")
+        for label, _ in SITE_COLUMNS:
+            st.add_column(label, justify="right")
+        for site, k in site_kpis.items():
+            st.add_row(site, *(_compact(key, k.get(key)) for _, key in SITE_COLUMNS))
+        parts.insert(0, st)
+    return Group(*parts)
 
 
 def compare_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> RichTable:

@@ -15,7 +15,10 @@ import mosaik_api_v3
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-META = {"api_version": "3.0", "type": "time-based", "models": {"Clock": {"public": True, "params": [], "attrs": []}}}
+# The clock takes any input: the world connects the grid to it so that it steps in lockstep with the
+# co-simulation (an unconnected simulator would be run ahead by mosaik).
+META = {"api_version": "3.0", "type": "time-based",
+        "models": {"Clock": {"public": True, "params": [], "attrs": [], "any_inputs": True}}}
 
 
 class RunInterrupted(Exception):

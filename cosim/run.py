@@ -71,8 +71,20 @@ def _ctrl_c_requests_stop(monitor: RunMonitor) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def recorded_steps(run_dir: Path) -> int | None:
+    """Steps in the run directory: rows of the grid table (present in every run), None before any."""
+    path = run_dir / "timeseries" / "grid.parquet"
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def _write_run_json(run_dir: Path, loaded: LoadedScenario, status: str, monitor: RunMonitor, error: str | None,
                     started: dt.datetime) -> None:
+    steps = recorded_steps(run_dir)
+    steps = monitor.steps if steps is None else steps
     info = {
         "scenario": loaded.scenario.name,
         "scenario_file": str(loaded.path),
@@ -82,8 +94,8 @@ def _write_run_json(run_dir: Path, loaded: LoadedScenario, status: str, monitor:
         "error": error,
         "started": started.isoformat(timespec="seconds"),
         "wall_s": round(monitor.wall_s, 3),
-        "steps_done": monitor.steps,
-        "simulated_s": monitor.t_s + loaded.scenario.step if monitor.steps else 0,
+        "steps_done": steps,
+        "simulated_s": steps * loaded.scenario.step,
         "duration_s": loaded.scenario.duration,
         "versions": versions(),
         "argv": sys.argv,
@@ -116,7 +128,7 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
     finally:
         _shutdown(builder)
     _write_run_json(run_dir, loaded, status, monitor, error, started)
-    result = RunResult(run_dir, status, monitor.wall_s, monitor.steps, error=error)
+    result = RunResult(run_dir, status, monitor.wall_s, recorded_steps(run_dir) or 0, error=error)
     if kpis and (run_dir / "timeseries").is_dir():
         from cosim import kpi
 

@@ -109,8 +109,8 @@ class WorldBuilder:
             kind.build(self, ctl, params)
         self._build_recorder()
         if self.monitor is not None:
-            progress = self.sim("Progress", monitor=self.monitor)
-            progress.Clock()
+            clock = self.sim("Progress", monitor=self.monitor).Clock()
+            self.world.connect(self.grid, clock, "p_slack_w")
         self._write_meta()
         return self
 
