@@ -53,6 +53,8 @@ class Family:
     measurements: tuple[str, ...]
     capabilities: Callable[[BaseModel], Capabilities]
     env_inputs: tuple[str, ...] = ()
+    #: value of an env input the scenario leaves unconnected (missing here: 0.0)
+    env_defaults: Mapping[str, float] = field(default_factory=dict)
     #: setpoint that puts the device into a harmless state (used by watchdogs and emergency stops)
     safe_setpoint: Mapping[str, float] = field(default_factory=dict)
     #: protocol scheme -> "module:Class" of the driver that speaks it (imported on first use)

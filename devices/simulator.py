@@ -148,9 +148,11 @@ class DeviceSim(mosaik_api_v3.Simulator):
                     dev.pending[attr] = float(value)
         for name, (bank, devs, limits) in self.banks.items():
             self._apply_bank_setpoints(time, bank, devs, limits)
+            fam = devs[0].family
             env = {
-                key: np.array([env_by_eid.get(d.eid, {}).get(key, 0.0) for d in devs], dtype=float)
-                for key in devs[0].family.env_inputs
+                key: np.array([env_by_eid.get(d.eid, {}).get(key, fam.env_defaults.get(key, 0.0)) for d in devs],
+                              dtype=float)
+                for key in fam.env_inputs
             }
             bank.step(time, dt, env)
             self.measured[name] = bank.measure()

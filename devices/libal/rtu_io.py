@@ -1,0 +1,332 @@
+"""Modbus RTU on the wire: a client over TCP (RTU framing on a socket) or a serial port, and a TCP slave server.
+
+The client raises the framework's typed errors: DeviceUnavailable when the slave does not answer within
+``timeout_s`` or the link is lost, ProtocolError (RtuFrameError) for a reply with a bad CRC, length, unit or
+function, ModbusExceptionReply for an exception reply. After a timeout or a malformed reply the client resyncs
+before its next request (TCP: a fresh connection; serial: the input buffer is flushed), so a late or partial
+reply never gets mistaken for the next answer.
+
+The server behaves like an RTU slave on a bus: a request with a bad CRC or for another unit id is ignored
+(no reply; the master times out), broadcasts (unit 0) are executed without a reply.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from devices.base import DeviceUnavailable
+from devices.libal import rtu
+
+log = logging.getLogger(__name__)
+
+
+class RtuTransport(abc.ABC):
+    description: str = ""
+
+    @abc.abstractmethod
+    async def open(self, timeout_s: float) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def send(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def recv_exactly(self, n: int, timeout_s: float) -> bytes:
+        """``n`` bytes; TimeoutError if they do not arrive in time, ConnectionError if the link is lost."""
+
+    @abc.abstractmethod
+    async def resync(self, timeout_s: float) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def is_open(self) -> bool: ...
+
+
+class TcpRtuTransport(RtuTransport):
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.description = f"rtu-over-tcp {host}:{port}"
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def open(self, timeout_s: float) -> None:
+        try:
+            self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
+                                                                timeout_s)
+        except (OSError, TimeoutError) as exc:
+            raise DeviceUnavailable(f"{self.description}: cannot connect: {exc or 'timeout'}") from exc
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (OSError, TimeoutError):
+                pass
+
+    async def send(self, data: bytes) -> None:
+        if self._writer is None:
+            raise ConnectionError("not connected")
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def recv_exactly(self, n: int, timeout_s: float) -> bytes:
+        if self._reader is None:
+            raise ConnectionError("not connected")
+        try:
+            return await asyncio.wait_for(self._reader.readexactly(n), max(timeout_s, 0.0))
+        except asyncio.IncompleteReadError as exc:
+            raise ConnectionError("connection closed by the device") from exc
+
+    async def resync(self, timeout_s: float) -> None:
+        await self.close()
+        await self.open(timeout_s)
+
+
+class SerialRtuTransport(RtuTransport):
+    """RS-485/RS-232 through pyserial; blocking calls run in a worker thread so the loop stays free."""
+
+    def __init__(self, port: str, baud: int = 19200, parity: str = "N", stopbits: int = 1) -> None:
+        self.port, self.baud, self.parity, self.stopbits = port, baud, parity.upper(), stopbits
+        self.description = f"rtu-serial {port} {baud} 8{self.parity}{stopbits}"
+        # 3.5 character times of silence separate frames (fixed 1.75 ms above 19200 baud, per the RTU spec)
+        self.t35_s = 3.5 * 11 / baud if baud <= 19200 else 0.00175
+        self._serial = None
+        self._last_io = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self._serial is not None and self._serial.is_open
+
+    async def open(self, timeout_s: float) -> None:
+        import serial  # pyserial, only needed for serial rigs
+
+        def _open():
+            return serial.Serial(self.port, self.baud, bytesize=8, parity=self.parity, stopbits=self.stopbits,
+                                 timeout=0, write_timeout=timeout_s)
+        try:
+            self._serial = await asyncio.wait_for(asyncio.to_thread(_open), timeout_s)
+        except (OSError, ValueError, TimeoutError, serial.SerialException) as exc:
+            raise DeviceUnavailable(f"{self.description}: cannot open: {exc or 'timeout'}") from exc
+
+    async def close(self) -> None:
+        ser, self._serial = self._serial, None
+        if ser is not None:
+            await asyncio.to_thread(ser.close)
+
+    async def send(self, data: bytes) -> None:
+        if self._serial is None:
+            raise ConnectionError("serial port not open")
+        gap = self._last_io + self.t35_s - time.monotonic()
+        if gap > 0:
+            await asyncio.sleep(gap)
+        try:
+            await asyncio.to_thread(self._serial.write, data)
+        except Exception as exc:
+            raise ConnectionError(f"serial write failed: {exc}") from exc
+        self._last_io = time.monotonic()
+
+    async def recv_exactly(self, n: int, timeout_s: float) -> bytes:
+        ser = self._serial
+        if ser is None:
+            raise ConnectionError("serial port not open")
+        deadline = time.monotonic() + timeout_s
+
+        def _read() -> bytes:
+            out = b""
+            while len(out) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                ser.timeout = min(left, 0.05)
+                out += ser.read(n - len(out))
+            return out
+        try:
+            data = await asyncio.to_thread(_read)
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            raise ConnectionError(f"serial read failed: {exc}") from exc
+        self._last_io = time.monotonic()
+        return data
+
+    async def resync(self, timeout_s: float) -> None:
+        if self._serial is not None:
+            await asyncio.sleep(self.t35_s)
+            await asyncio.to_thread(self._serial.reset_input_buffer)
+
+
+class RtuClient:
+    """One RTU master on one transport; callers serialize transactions (the driver holds a lock)."""
+
+    def __init__(self, transport: RtuTransport, unit: int, timeout_s: float) -> None:
+        self.transport = transport
+        self.unit = unit
+        self.timeout_s = timeout_s
+        self._dirty = False
+
+    async def transaction(self, pdu: bytes) -> bytes:
+        function = pdu[0]
+        if self._dirty:
+            await self.transport.resync(self.timeout_s)
+            self._dirty = False
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            await self.transport.send(rtu.frame(self.unit, pdu))
+            raw = await self.transport.recv_exactly(2, deadline - time.monotonic())
+            need = rtu.response_length(raw)
+            if need is None:
+                raw += await self.transport.recv_exactly(1, deadline - time.monotonic())
+                need = rtu.response_length(raw)
+            assert need is not None
+            raw += await self.transport.recv_exactly(need - len(raw), deadline - time.monotonic())
+            return rtu.parse_response(raw, self.unit, function)
+        except TimeoutError as exc:
+            self._dirty = True
+            raise DeviceUnavailable(f"{self.transport.description}: no reply from unit {self.unit} within "
+                                    f"{self.timeout_s:g} s") from exc
+        except (ConnectionError, OSError) as exc:
+            await self.transport.close()  # the link is gone; the owner reconnects
+            raise DeviceUnavailable(f"{self.transport.description}: {exc}") from exc
+        except rtu.ModbusExceptionReply:
+            raise
+        except rtu.RtuFrameError:
+            self._dirty = True
+            raise
+
+    async def read_holding(self, address: int, count: int) -> list[int]:
+        data = await self.transaction(rtu.read_holding_pdu(address, count))
+        return rtu.registers_from(data, count)
+
+    async def write_registers(self, address: int, values: list[int]) -> None:
+        data = await self.transaction(rtu.write_multiple_pdu(address, values))
+        if int.from_bytes(data[0:2], "big") != address or int.from_bytes(data[2:4], "big") != len(values):
+            self._dirty = True
+            raise rtu.RtuFrameError(f"write echo {data.hex()} does not match the request")
+
+
+class RtuSlaveSession:
+    """Bytes in, replies out: one RTU slave behind any stream (TCP connection, pty, serial line)."""
+
+    def __init__(self, unit: int, slave: rtu.PcsSlave, server: "RtuTcpServer | None" = None) -> None:
+        self.unit = unit
+        self.slave = slave
+        self.server = server
+        self.framer = rtu.RequestFramer()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        replies = []
+        for raw in self.framer.feed(data):
+            if not rtu.check_crc(raw):
+                log.debug("RTU request with bad CRC ignored: %s", raw.hex())
+                self.framer.resync()
+                break
+            if raw[0] not in (0, self.unit):
+                continue
+            response = rtu.frame(self.unit, self.slave.handle(raw[1:-2]))
+            if raw[0] == 0:
+                continue  # broadcast: executed, never answered
+            if self.server is not None:
+                if self.server.silent:
+                    continue
+                if self.server.corrupt_next:
+                    self.server.corrupt_next = False
+                    response = response[:-1] + bytes([response[-1] ^ 0xFF])
+            replies.append(response)
+        return replies
+
+
+class RtuTcpServer:
+    """An RTU slave on a TCP port (RTU framing, no MBAP header)."""
+
+    def __init__(self, unit: int, slave: rtu.PcsSlave) -> None:
+        self.unit = unit
+        self.slave = slave
+        self.silent = False
+        self.corrupt_next = False
+        self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        # Closing the sockets ends each handler by itself (EOF); cancelling them instead trips asyncio's
+        # stream callback in Python 3.12.1 into logging CancelledError.
+        await _finish(self._tasks)
+        if server is not None:
+            await server.wait_closed()
+
+    def open_connections(self) -> int:
+        return len(self._writers)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        session = RtuSlaveSession(self.unit, self.slave, self)
+        try:
+            while True:
+                data = await reader.read(512)
+                if not data:
+                    break
+                for reply in session.feed(data):
+                    writer.write(reply)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            writer.close()
+
+
+def serve_fd_forever(fd: int, session: RtuSlaveSession, stop: Callable[[], bool]) -> None:
+    """Serve RTU on a raw file descriptor (a pty master in tests, a serial line); blocking, for a thread."""
+    import os
+    import select
+
+    while not stop():
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 512)
+        except OSError:
+            return
+        if not data:
+            return
+        for reply in session.feed(data):
+            os.write(fd, reply)
+
+
+async def _finish(tasks: set[asyncio.Task], timeout_s: float = 2.0) -> None:
+    """Wait for connection handlers to end after their sockets were closed; cancel stragglers."""
+    pending = [t for t in tasks if not t.done()]
+    if not pending:
+        return
+    _, late = await asyncio.wait(pending, timeout=timeout_s)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
