@@ -229,6 +229,11 @@ class DeviceSim(mosaik_api_v3.Simulator):
         for _, d in pending:
             d.pending.clear()
 
+    @staticmethod
+    def _env_with_defaults(dev: _Device, env_by_eid: dict[str, dict[str, float]]) -> dict[str, float]:
+        fam = dev.family
+        return {key: fam.env_defaults.get(key, 0.0) for key in fam.env_inputs} | env_by_eid.get(dev.eid, {})
+
     def _open_protocol_device(self, dev: _Device) -> None:
         assert self._io is not None
         address = dev.address
@@ -257,7 +262,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 raise res
             dev.pending.clear()
         clocked = [d for d in remote if d.virtual is not None]
-        self._io.gather([d.virtual.advance(time, dt, env_by_eid.get(d.eid, {})) for d in clocked])
+        self._io.gather([d.virtual.advance(time, dt, self._env_with_defaults(d, env_by_eid)) for d in clocked])
         readings = self._io.gather([d.driver.read() for d in remote])
         for dev, res in zip(remote, readings):
             if isinstance(res, Measurement):

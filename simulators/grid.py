@@ -125,6 +125,12 @@ class GridEngine:
         self.result = self.powerflow.solve(self.p_w, self.q_var)
         return self.result
 
+    def describe_loads(self) -> str:
+        """One line for error messages: total load and the largest consumers."""
+        top = np.argsort(-np.abs(self.p_w))[:3]
+        largest = ", ".join(f"{self.load_names[k]}={self.p_w[k]:.0f} W" for k in top)
+        return f"total load {self.p_w.sum():.0f} W, largest: {largest}"
+
 
 def _zero_static_injections(net: pp.pandapowerNet) -> None:
     """'zero' policy: file injections the co-simulation does not drive (sgens, storage) draw nothing."""
@@ -191,7 +197,10 @@ class GridSim(mosaik_api_v3.Simulator):
                     raise ValueError(f"Load input {attr!r} unknown; expected p_w or q_var")
                 total = _sum_inputs(eid, attr, sources)
                 engine.set_load(name, **{attr: total})
-        engine.solve()
+        try:
+            engine.solve()
+        except PowerFlowDiverged as exc:
+            raise PowerFlowDiverged(f"{self.sid} at t={time} s: {exc}; {engine.describe_loads()}") from exc
         return time + self.step_size
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, dict[str, Any]]:

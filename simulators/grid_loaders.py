@@ -258,7 +258,8 @@ def ensure_three_phase_data(net: pp.pandapowerNet) -> list[str]:
 
     Only missing values are filled. Assumptions: 4-core LV cables with an equal neutral give Z0 ~ 4 Z1 and C0 ~ C1;
     transformers without a vector group are Dyn (the usual MV/LV distribution transformer) with Z0 = Z1; an
-    external grid without short-circuit data is a stiff MV grid (1000 MVA, R/X 0.1, X0/X 1, R0/X0 0.1).
+    external grid without short-circuit data is a stiff MV grid (1000 MVA, R/X 0.1, X0/X 1, R0/X0 0.1); loads and
+    sgens without a wye/delta connection type are wye (runpp_3ph ignores them otherwise).
     """
     notes: list[str] = []
 
@@ -288,6 +289,16 @@ def ensure_three_phase_data(net: pp.pandapowerNet) -> list[str]:
     fill("trafo", "mag0_percent", 100.0, "assumed 100")
     fill("trafo", "mag0_rx", 0.0, "assumed 0")
     fill("trafo", "si0_hv_partial", 0.9, "assumed 0.9")
+    for table in ("load", "sgen"):
+        # runpp_3ph only counts elements whose 'type' is 'wye' or 'delta' (SimBench stores e.g. 'PV' there)
+        df = net[table]
+        if len(df):
+            if "type" not in df.columns:
+                df["type"] = None
+            odd = ~df["type"].isin(["wye", "delta"])
+            if odd.any():
+                df.loc[odd, "type"] = "wye"
+                notes.append(f"{table}.type: set to 'wye' for {int(odd.sum())} element(s)")
     fill("ext_grid", "s_sc_max_mva", 1000.0, "assumed 1000 MVA")
     fill("ext_grid", "rx_max", 0.1, "assumed 0.1")
     fill("ext_grid", "x0x_max", 1.0, "assumed 1.0")
@@ -407,6 +418,21 @@ def _read_linecodes(radial: dict[str, Any], where: str, r: _Reader, ampacity_a: 
     return codes
 
 
+@dataclass
+class _Parsed:
+    """Everything read from a DSF-SE file, validated, before any pandapower element exists (built in bulk)."""
+
+    bus_kv: dict[str, float] = field(default_factory=dict)  # insertion order = bus order; NaN = not yet known
+    trafos: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    loads: list[tuple[str, str, int | None, float, float]] = field(default_factory=list)  # name, node, phase, MW, Mvar
+    ders: list[dict[str, Any]] = field(default_factory=list)
+
+    def bus(self, name: str) -> str:
+        self.bus_kv.setdefault(name, math.nan)
+        return name
+
+
 def load_dsf_se(
     path: str | os.PathLike[str], *, ampacity_a: Mapping[str, float] | None = None
 ) -> GridModel:
@@ -424,91 +450,91 @@ def load_dsf_se(
     radials = r.items(data, "radials", "")
     if not radials:
         raise r.fail("radials", "at least one radial", "an empty list")
-
-    net = pp.create_empty_network(name=str(common.get("id", p.stem)), f_hz=r.number(common, "base_frequency", "common",
-                                                                                      50.0, positive=True))
-    buses: dict[str, int] = {}
-
-    def bus(name: str, vn_kv: float = math.nan) -> int:
-        if name not in buses:
-            buses[name] = int(pp.create_bus(net, vn_kv=vn_kv, name=name))
-        return buses[name]
-
-    source_name = r.text(common, "bus1", "common")
-    base_kv = r.number(common, "base_kV", "common", positive=True)
-    source = bus(source_name, base_kv)
-    net.bus.at[source, "vn_kv"] = base_kv
-    _create_source(net, source, common, r)
-
-    ders: list[dict[str, Any]] = []
-    phase_of_asym: dict[int, int | None] = {}
-    lines_pending: list[tuple[str, str, str, dict[str, Any], _LineCode | None]] = []
+    parsed = _Parsed()
+    source = parsed.bus(r.text(common, "bus1", "common"))
+    parsed.bus_kv[source] = r.number(common, "base_kV", "common", positive=True)
+    eg_kwargs = _source_kwargs(common, parsed.bus_kv[source], r)
     for ri, radial in enumerate(radials):
-        where = f"radials[{ri}]"
-        codes = _read_linecodes(radial, where, r, ampacity_a or {})
-        for ti, tr in enumerate(r.items(radial, "transformer", where, required=False)):
-            _create_transformer(net, tr, f"{where}.transformer[{ti}]", r, bus)
-        for li, line in enumerate(r.items(radial, "powerLines", where)):
-            w = f"{where}.powerLines[{li}]"
-            b1 = _split_bus(r.text(line, "bus1", w))[0]
-            b2 = _split_bus(r.text(line, "bus2", w))[0]
-            bus(b1), bus(b2)
-            lines_pending.append((w, b1, b2, line, _match_linecode(line, codes, w, r)))
-        for ki, load in enumerate(r.items(radial, "loads", where, required=False)):
-            idx, phase = _create_load(net, load, f"{where}.loads[{ki}]", r, buses)
-            if idx is not None:
-                phase_of_asym[idx] = phase
-        for kind, key, bus_key in (("pv", "photovoltaics", "bus1"), ("storage", "storageUnits", "bus1")):
-            for di, der in enumerate(r.items(radial, key, where, required=False)):
-                w = f"{where}.{key}[{di}]"
-                node = _split_bus(r.text(der, bus_key, w))[0]
-                if node not in buses:
-                    raise r.fail(f"{w}.{bus_key}", "a bus defined by a line or transformer", repr(node))
-                ders.append({"kind": kind, "id": r.text(der, "id", w), "bus": node, "data": dict(der)})
+        _parse_radial(radial, f"radials[{ri}]", r, parsed, ampacity_a or {})
+    _assign_voltage_levels(parsed, p)
 
-    for w, b1, b2, line, code in lines_pending:
-        _create_line(net, buses[b1], buses[b2], line, code, w, r)
-    _assign_voltage_levels(net, source, p)
-    model = _model_from_net(net, source="dsf-se", phase_of_asym=phase_of_asym, ders=ders)
-    if any(math.isnan(v) for v in net.line.max_i_ka.values):
+    net = pp.create_empty_network(name=str(common.get("id", p.stem)),
+                                  f_hz=r.number(common, "base_frequency", "common", 50.0, positive=True))
+    names = list(parsed.bus_kv)
+    idx = dict(zip(names, (int(i) for i in pp.create_buses(net, len(names), vn_kv=list(parsed.bus_kv.values()),
+                                                           name=names))))
+    pp.create_ext_grid(net, idx[source], **eg_kwargs)
+    for tr in parsed.trafos:
+        pp.create_transformer_from_parameters(net, idx[tr.pop("hv")], idx[tr.pop("lv")], **tr)
+    if parsed.lines:
+        cols = {k: [line[k] for line in parsed.lines] for k in parsed.lines[0]}
+        pp.create_lines_from_parameters(net, [idx[b] for b in cols.pop("from")], [idx[b] for b in cols.pop("to")],
+                                        **cols)
+    phase_of_asym: dict[int, int | None] = {}
+    for name, node, phase, p_mw, q_mvar in parsed.loads:
+        if phase is None:
+            pp.create_load(net, idx[node], p_mw=p_mw, q_mvar=q_mvar, name=name)
+            continue
+        letter = PHASE_LETTERS[phase - 1]
+        k = int(pp.create_asymmetric_load(net, idx[node], name=name,
+                                          **{f"p_{letter}_mw": p_mw, f"q_{letter}_mvar": q_mvar}))
+        phase_of_asym[k] = phase
+    model = _model_from_net(net, source="dsf-se", phase_of_asym=phase_of_asym, ders=parsed.ders)
+    if net.line.max_i_ka.isna().any():
         model.assumptions.append("lines without a rating (normamps / ampacity_a) have max_i_ka = NaN")
     return model
 
 
-def _create_source(net: pp.pandapowerNet, bus: int, common: dict[str, Any], r: _Reader) -> None:
+def _parse_radial(radial: dict[str, Any], where: str, r: _Reader, parsed: _Parsed,
+                  ampacity_a: Mapping[str, float]) -> None:
+    codes = _read_linecodes(radial, where, r, ampacity_a)
+    for ti, tr in enumerate(r.items(radial, "transformer", where, required=False)):
+        parsed.trafos.append(_transformer_kwargs(tr, f"{where}.transformer[{ti}]", r, parsed))
+    for li, line in enumerate(r.items(radial, "powerLines", where)):
+        w = f"{where}.powerLines[{li}]"
+        spec = _line_kwargs(line, _match_linecode(line, codes, w, r), w, r)
+        spec["from"] = parsed.bus(_split_bus(r.text(line, "bus1", w))[0])
+        spec["to"] = parsed.bus(_split_bus(r.text(line, "bus2", w))[0])
+        parsed.lines.append(spec)
+    for ki, load in enumerate(r.items(radial, "loads", where, required=False)):
+        parsed.loads.append(_parse_load(load, f"{where}.loads[{ki}]", r, parsed))
+    for kind, key in (("pv", "photovoltaics"), ("storage", "storageUnits")):
+        for di, der in enumerate(r.items(radial, key, where, required=False)):
+            w = f"{where}.{key}[{di}]"
+            node = _split_bus(r.text(der, "bus1", w))[0]
+            if node not in parsed.bus_kv:
+                raise r.fail(f"{w}.bus1", "a bus defined by a line or transformer", repr(node))
+            parsed.ders.append({"kind": kind, "id": r.text(der, "id", w), "bus": node, "data": dict(der)})
+
+
+def _source_kwargs(common: dict[str, Any], kv: float, r: _Reader) -> dict[str, Any]:
     """Slack with the OpenDSS Vsource impedances implied by MVAsc3 / MVAsc1 (X1/R1 = 4, X0/R0 = 3)."""
     s3 = r.number(common, "MVAsc3", "common", positive=True)
     s1 = r.number(common, "MVAsc1", "common", s3, positive=True)
-    kv = float(net.bus.at[bus, "vn_kv"])
     z1 = kv**2 / s3
     z0 = max(3.0 * kv**2 / s1 - 2.0 * z1, 1e-9 * z1)  # single-phase fault current: 3V / (2 Z1 + Z0)
     x1 = z1 / math.hypot(1.0, 1.0 / _OPENDSS_X1R1)
     x0 = z0 / math.hypot(1.0, 1.0 / _OPENDSS_X0R0)
-    pp.create_ext_grid(
-        net,
-        bus,
+    return dict(
         vm_pu=r.number(common, "per_unit", "common", 1.0, positive=True),
         va_degree=r.number(common, "angle", "common", 0.0),
         name=str(common.get("id", "source")),
-        s_sc_max_mva=s3,
-        s_sc_min_mva=s3,
-        rx_max=1.0 / _OPENDSS_X1R1,
-        rx_min=1.0 / _OPENDSS_X1R1,
-        x0x_max=x0 / x1,
-        x0x_min=x0 / x1,
-        r0x0_max=1.0 / _OPENDSS_X0R0,
-        r0x0_min=1.0 / _OPENDSS_X0R0,
+        s_sc_max_mva=s3, s_sc_min_mva=s3,
+        rx_max=1.0 / _OPENDSS_X1R1, rx_min=1.0 / _OPENDSS_X1R1,
+        x0x_max=x0 / x1, x0x_min=x0 / x1,
+        r0x0_max=1.0 / _OPENDSS_X0R0, r0x0_min=1.0 / _OPENDSS_X0R0,
     )
 
 
-def _create_transformer(net: pp.pandapowerNet, tr: dict[str, Any], w: str, r: _Reader, bus: Any) -> None:
+def _transformer_kwargs(tr: dict[str, Any], w: str, r: _Reader, parsed: _Parsed) -> dict[str, Any]:
     name = r.text(tr, "id", w)
-    buses = r.get(tr, "buses", w)
-    kvs = r.get(tr, "kvs", w)
-    kvas = r.get(tr, "kvas", w)
+    buses, kvs, kvas = r.get(tr, "buses", w), r.get(tr, "kvs", w), r.get(tr, "kvas", w)
     for key, value in (("buses", buses), ("kvs", kvs), ("kvas", kvas)):
         if not isinstance(value, list) or len(value) != 2:
             raise r.fail(f"{w}.{key}", "a list of 2 entries (two-winding transformer)", _describe(value))
+    for key, value in (("kvs", kvs), ("kvas", kvas)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
+            raise r.fail(f"{w}.{key}", "two positive numbers", _describe(value))
     if int(r.number(tr, "windings", w, 2)) != 2:
         raise r.fail(f"{w}.windings", "2", tr.get("windings"))
     conns = tr.get("conns", ["delta", "wye"])
@@ -521,27 +547,24 @@ def _create_transformer(net: pp.pandapowerNet, tr: dict[str, Any], w: str, r: _R
     xsc = tr.get("xsc_array", [7.0])
     if not isinstance(xsc, list) or not xsc or not isinstance(xsc[0], (int, float)):
         raise r.fail(f"{w}.xsc_array", "a list with the HV-LV reactance in %", _describe(xsc))
-    x_pct = float(xsc[0])
     rs = tr.get("percent_rs")
     if "percent_load_loss" in tr:
-        r_pct = r.number(tr, "percent_load_loss", w)  # OpenDSS splits %loadloss evenly over the windings
+        r_pct = r.number(tr, "percent_load_loss", w)  # OpenDSS: %loadloss = sum of the winding %R
     elif isinstance(rs, list) and len(rs) == 2:
         r_pct = float(rs[0]) + float(rs[1])
     else:
         r_pct = 0.0
-    hv = bus(_split_bus(str(buses[0]))[0])
-    lv = bus(_split_bus(str(buses[1]))[0])
-    net.bus.at[hv, "vn_kv"], net.bus.at[lv, "vn_kv"] = float(kvs[0]), float(kvs[1])
+    hv, lv = (parsed.bus(_split_bus(str(b))[0]) for b in buses)
+    parsed.bus_kv[hv], parsed.bus_kv[lv] = float(kvs[0]), float(kvs[1])
     taps = tr.get("taps", [1, 1])
     ratio = float(taps[0]) / float(taps[1]) if isinstance(taps, list) and len(taps) == 2 else 1.0
-    vk = math.hypot(x_pct, r_pct)
-    pp.create_transformer_from_parameters(
-        net, hv, lv, sn_mva=float(kvas[0]) / 1000.0, vn_hv_kv=float(kvs[0]) * ratio, vn_lv_kv=float(kvs[1]),
+    vk = math.hypot(float(xsc[0]), r_pct)
+    return dict(
+        hv=hv, lv=lv, sn_mva=float(kvas[0]) / 1000.0, vn_hv_kv=float(kvs[0]) * ratio, vn_lv_kv=float(kvs[1]),
         vkr_percent=r_pct, vk_percent=vk, pfe_kw=0.0, i0_percent=0.0,
         # OpenDSS delta-wye is ANSI: LV lags HV by 30 deg (Dyn1); only angles depend on it, not magnitudes
-        shift_degree=30.0 if vector_group == "Dyn" else (330.0 if vector_group == "YNd" else 0.0),
-        vector_group=vector_group, vk0_percent=vk, vkr0_percent=r_pct, mag0_percent=100.0, mag0_rx=0.0,
-        si0_hv_partial=0.9, name=name,
+        shift_degree={"Dyn": 30.0, "YNd": 330.0}.get(vector_group, 0.0), vector_group=vector_group,
+        vk0_percent=vk, vkr0_percent=r_pct, mag0_percent=100.0, mag0_rx=0.0, si0_hv_partial=0.9, name=name,
     )
 
 
@@ -561,43 +584,40 @@ def _match_linecode(line: dict[str, Any], codes: dict[str, _LineCode], w: str, r
     return None
 
 
-def _create_line(net: pp.pandapowerNet, b1: int, b2: int, line: dict[str, Any], code: _LineCode | None, w: str,
-                 r: _Reader) -> None:
+def _line_kwargs(line: dict[str, Any], code: _LineCode | None, w: str, r: _Reader) -> dict[str, Any]:
     unit = str(line.get("unitlength", line.get("units", "km"))).lower()
     if unit not in _LENGTH_UNIT_KM:
         raise r.fail(f"{w}.unitlength", f"one of {sorted(_LENGTH_UNIT_KM)}", repr(unit))
-    length_km = r.number(line, "length", w, positive=True) * _LENGTH_UNIT_KM[unit]
+    per_km = 1.0 / _LENGTH_UNIT_KM[unit]  # line impedances are per line unit
     if code is not None and "r1" not in line:
-        per_km = 1.0 / code.unit_km  # code values are per code unit
-        r1, x1, c1 = code.r1 * per_km, code.x1 * per_km, code.c1_nf * per_km
+        r1, x1, c1 = (v / code.unit_km for v in (code.r1, code.x1, code.c1_nf))
     else:
-        per_km = 1.0 / _LENGTH_UNIT_KM[unit]
-        r1 = r.number(line, "r1", w) * per_km
-        x1 = r.number(line, "x1", w, 0.0) * per_km
-        c1 = r.number(line, "c1", w, 0.0) * per_km
+        r1, x1, c1 = (r.number(line, k, w, 0.0 if k != "r1" else ...) * per_km for k in ("r1", "x1", "c1"))
     if code is not None:
+        # the code's zero sequence scaled like its positive sequence (codes matched by r1 share the unit)
         scale = r1 / code.r1 if code.r1 else 1.0 / code.unit_km
         r0, x0, c0 = code.r0 * scale, code.x0 * scale, code.c0_nf * scale
     else:
-        r0, x0, c0 = r1, x1, c1  # no coupling data: phases uncoupled, as for the format's diagonal line codes
-    # explicit zero-sequence values on the line win over the code's
-    r0 = r.number(line, "r0", w, r0 / per_km) * per_km
-    x0 = r.number(line, "x0", w, x0 / per_km) * per_km
-    c0 = r.number(line, "c0", w, c0 / per_km) * per_km
+        r0, x0, c0 = r1, x1, c1  # no coupling data: phases uncoupled, like the format's diagonal line codes
     max_i_ka = code.max_i_ka if code is not None else math.nan
     if "normamps" in line:
         max_i_ka = r.number(line, "normamps", w, positive=True) / 1000.0
-    pp.create_line_from_parameters(
-        net, b1, b2, length_km=length_km, r_ohm_per_km=r1, x_ohm_per_km=x1, c_nf_per_km=c1, max_i_ka=max_i_ka,
-        r0_ohm_per_km=r0, x0_ohm_per_km=x0, c0_nf_per_km=c0, name=r.text(line, "id", w),
-    )
+    return {
+        "name": r.text(line, "id", w),
+        "length_km": r.number(line, "length", w, positive=True) * _LENGTH_UNIT_KM[unit],
+        "r_ohm_per_km": r1, "x_ohm_per_km": x1, "c_nf_per_km": c1, "max_i_ka": max_i_ka,
+        # explicit zero-sequence values on the line win over the code's
+        "r0_ohm_per_km": r.number(line, "r0", w, r0 / per_km) * per_km,
+        "x0_ohm_per_km": r.number(line, "x0", w, x0 / per_km) * per_km,
+        "c0_nf_per_km": r.number(line, "c0", w, c0 / per_km) * per_km,
+    }
 
 
-def _create_load(net: pp.pandapowerNet, load: dict[str, Any], w: str, r: _Reader,
-                 buses: dict[str, int]) -> tuple[int | None, int | None]:
+def _parse_load(load: dict[str, Any], w: str, r: _Reader, parsed: _Parsed) -> tuple[str, str, int | None, float,
+                                                                                     float]:
     name = r.text(load, "id", w)
     node, phases = _split_bus(r.text(load, "bus", w))
-    if node not in buses:
+    if node not in parsed.bus_kv:
         raise r.fail(f"{w}.bus", "a bus defined by a line or transformer", repr(node))
     n_phases = int(r.number(load, "phases", w, 3))
     if str(load.get("connection_type", "wye")).lower() != "wye":
@@ -610,35 +630,30 @@ def _create_load(net: pp.pandapowerNet, load: dict[str, Any], w: str, r: _Reader
         if not 0.0 < abs(pf) <= 1.0:
             raise r.fail(f"{w}.powerfactor", "a number in (0, 1]", pf)
         q_kvar = math.copysign(abs(p_kw) * math.tan(math.acos(abs(pf))), pf)
-    if n_phases == 1:
-        phase = phases[0] if phases else 1  # OpenDSS: a bus without node numbers means node 1
-        if phase not in (1, 2, 3):
-            raise r.fail(f"{w}.bus", "phase 1, 2 or 3 after the node name", load["bus"])
-        letter = PHASE_LETTERS[phase - 1]
-        idx = int(pp.create_asymmetric_load(net, buses[node], name=name, **{f"p_{letter}_mw": p_kw / 1000.0,
-                                                                             f"q_{letter}_mvar": q_kvar / 1000.0}))
-        return idx, phase
-    if n_phases != 3:
+    if n_phases == 3:
+        return name, node, None, p_kw / 1000.0, q_kvar / 1000.0
+    if n_phases != 1:
         raise r.fail(f"{w}.phases", "1 or 3", n_phases)
-    pp.create_load(net, buses[node], p_mw=p_kw / 1000.0, q_mvar=q_kvar / 1000.0, name=name)
-    return None, None
+    phase = phases[0] if phases else 1  # OpenDSS: a bus without node numbers means node 1
+    if phase not in (1, 2, 3):
+        raise r.fail(f"{w}.bus", "phase 1, 2 or 3 after the node name", load["bus"])
+    return name, node, phase, p_kw / 1000.0, q_kvar / 1000.0
 
 
-def _assign_voltage_levels(net: pp.pandapowerNet, source: int, path: Path) -> None:
+def _assign_voltage_levels(parsed: _Parsed, path: Path) -> None:
     """Buses only named by lines inherit the nominal voltage of the bus they connect to (lines never change kV)."""
-    adjacency: dict[int, list[int]] = {}
-    for f, t in zip(net.line.from_bus.values, net.line.to_bus.values):
-        adjacency.setdefault(int(f), []).append(int(t))
-        adjacency.setdefault(int(t), []).append(int(f))
-    known = [int(b) for b in net.bus.index[~net.bus.vn_kv.isna()]]
-    queue: deque[int] = deque(known)
+    adjacency: dict[str, list[str]] = {}
+    for line in parsed.lines:
+        adjacency.setdefault(line["from"], []).append(line["to"])
+        adjacency.setdefault(line["to"], []).append(line["from"])
+    queue: deque[str] = deque(b for b, kv in parsed.bus_kv.items() if not math.isnan(kv))
     while queue:
         b = queue.popleft()
         for nb in adjacency.get(b, []):
-            if math.isnan(net.bus.at[nb, "vn_kv"]):
-                net.bus.at[nb, "vn_kv"] = net.bus.at[b, "vn_kv"]
+            if math.isnan(parsed.bus_kv[nb]):
+                parsed.bus_kv[nb] = parsed.bus_kv[b]
                 queue.append(nb)
-    orphans = net.bus.name[net.bus.vn_kv.isna()].tolist()
+    orphans = [b for b, kv in parsed.bus_kv.items() if math.isnan(kv)]
     if orphans:
         raise GridLoadError(path, "radials[*].powerLines", "every bus connected to the source or a transformer",
                             f"isolated bus(es) {orphans[:5]}")

@@ -22,6 +22,7 @@ from typing import Literal, Protocol, Sequence
 
 import numpy as np
 import pandapower as pp
+import pandas as pd
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from numpy.typing import ArrayLike, NDArray
@@ -83,7 +84,8 @@ class PowerFlow:
 
     ``solve(p_w, q_var)`` takes one value per driven load (load convention, + = consumption) and returns a
     :class:`PowerFlowResult`; the other injections of the net (sgens, undriven loads) stay as they are in the net
-    when the PowerFlow is built. Driven loads get ``scaling = 1``.
+    when the PowerFlow is built. Driven loads get ``scaling = 1``. ``pandapower_options`` are passed to
+    runpp / runpp_3ph on the reference path (e.g. ``{"numba": False}`` to skip numba's JIT compile).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class PowerFlow:
         solver: Solver = "fast",
         tol_mva: float = 1e-10,
         max_iter: int = 100,
+        pandapower_options: dict[str, object] | None = None,
     ) -> None:
         if mode not in ("balanced", "unbalanced"):
             raise ValueError(f"mode must be 'balanced' or 'unbalanced', got {mode!r}")
@@ -108,7 +111,7 @@ class PowerFlow:
             net[ref.element].at[ref.index, "scaling"] = 1.0
         backend: _Backend
         if solver == "pandapower":
-            backend = _PandapowerBackend(net, self.loads, mode)
+            backend = _PandapowerBackend(net, self.loads, mode, pandapower_options or {})
         elif mode == "balanced":
             backend = _FastBalanced(net, self.loads, tol_mva, max_iter)
         else:
@@ -187,8 +190,8 @@ class _ZeroedLoads:
 class _PandapowerBackend:
     """runpp / runpp_3ph on the net itself (slow, the reference)."""
 
-    def __init__(self, net: pp.pandapowerNet, loads: Sequence[LoadRef], mode: Mode) -> None:
-        self.net, self.loads, self.mode = net, list(loads), mode
+    def __init__(self, net: pp.pandapowerNet, loads: Sequence[LoadRef], mode: Mode, options: dict[str, object]) -> None:
+        self.net, self.loads, self.mode, self.options = net, list(loads), mode, options
         self.load_bus_pos = _load_bus_positions(net, self.loads)
 
     def solve(self, p_mw: FloatArray, q_mvar: FloatArray) -> PowerFlowResult:
@@ -196,9 +199,9 @@ class _PandapowerBackend:
         _write_loads(net, self.loads, p_mw, q_mvar)
         try:
             if self.mode == "balanced":
-                pp.runpp(net)
+                pp.runpp(net, **self.options)
             else:
-                pp.runpp_3ph(net)
+                pp.runpp_3ph(net, **self.options)
         except pp.LoadflowNotConverged as exc:
             raise PowerFlowDiverged(f"pandapower power flow did not converge: {exc}") from exc
         if self.mode == "balanced":
@@ -298,11 +301,21 @@ def _build_topology(net: pp.pandapowerNet, bus_table: np.ndarray, branch_is: np.
         return np.where(branch_is[f:t], ppci_row[f:t], -1).astype(np.int64)
 
     line, trafo = net.line, net.trafo
+    line_rows, trafo_rows = rows("line"), rows("trafo")
+    pos_of = dict(zip(net.bus.index.to_numpy(), bus_pos))
+
+    def dead_end(table: pd.DataFrame, rows_: NDArray[np.int64], ends: tuple[str, str]) -> NDArray[np.bool_]:
+        """Branches outside the power flow with an unsupplied end: pandapower reports NaN loading for them."""
+        cut = np.array([pos_of[a] < 0 or pos_of[b] < 0 for a, b in zip(table[ends[0]], table[ends[1]])], dtype=bool)
+        return (rows_ < 0) & cut
+
     i_max = (line.max_i_ka * line.df * line.parallel).to_numpy(dtype=float)
     with np.errstate(divide="ignore"):
         inv_imax = np.where(i_max != 0, 100.0 / i_max, np.inf)
+    inv_imax[dead_end(line, line_rows, ("from_bus", "to_bus"))] = np.nan
     sn = (trafo.sn_mva * trafo.parallel * trafo.df).to_numpy(dtype=float)
     trafo_k = np.vstack([trafo.vn_hv_kv.to_numpy(dtype=float), trafo.vn_lv_kv.to_numpy(dtype=float)]) * SQRT3 * 100 / sn
+    trafo_k[:, dead_end(trafo, trafo_rows, ("hv_bus", "lv_bus"))] = np.nan
     ref = np.flatnonzero(bus_table[:, BUS_TYPE] == REF).astype(np.int64)
     load_bus = []
     for r in loads:
@@ -313,7 +326,7 @@ def _build_topology(net: pp.pandapowerNet, bus_table: np.ndarray, branch_is: np.
     br_to = branch[:, T_BUS].real.astype(np.int64)
     base_kv = bus_table[:, BASE_KV].real.astype(float)
     return _Topology(
-        n_bus=n_bus, bus_pos=bus_pos, line_rows=rows("line"), trafo_rows=rows("trafo"),
+        n_bus=n_bus, bus_pos=bus_pos, line_rows=line_rows, trafo_rows=trafo_rows,
         br_from=br_from, br_to=br_to, kv_from=base_kv[br_from], kv_to=base_kv[br_to],
         line_inv_imax=inv_imax, trafo_k=trafo_k.reshape(2, -1), ref=ref, ref_kv=base_kv[ref],
         pq=np.setdiff1d(np.arange(n_bus), ref).astype(np.int64),
@@ -335,10 +348,14 @@ def _check_supported(net: pp.pandapowerNet) -> None:
 
 
 class _LinearSolve:
-    """x = A^-1 b for a fixed sparse A. Small LV feeders: a dense inverse, so a solve is one BLAS matvec;
-    larger grids: the SuperLU factors (a dense inverse would grow with n^2)."""
+    """x = A^-1 b for a fixed sparse A: a dense inverse for small systems (one matvec), else the SuperLU factors.
 
-    DENSE_MAX = 250
+    The dense limit keeps OpenBLAS's gemv single-threaded: above ~9000 matrix entries it spawns threads, and on a
+    busy machine (mosaik runs other simulators in the same process) a threaded tiny matvec costs 10-100x more
+    than the whole SuperLU solve.
+    """
+
+    DENSE_MAX = 64
 
     def __init__(self, a: sp.spmatrix, what: str) -> None:
         try:
@@ -375,7 +392,7 @@ class _FastBalanced:
         self.loads = list(loads)
         with _ZeroedLoads(net, self.loads):
             try:
-                pp.runpp(net)
+                pp.runpp(net, numba=False)  # only its matrices are used; numba would add seconds of JIT compile
             except pp.LoadflowNotConverged as exc:
                 raise PowerFlowDiverged(f"initial power flow (driven loads at zero) did not converge: {exc}")
             internal = net._ppc["internal"]
@@ -478,50 +495,6 @@ class _FastBalanced:
 # ------------------------------------------------------------------------------------------ unbalanced
 
 
-class _PhaseFrameSolve:
-    """v_abc = w_abc + Z_abc i_abc for the three sequence networks of runpp_3ph, seen from the phase frame.
-
-    Zero and negative sequence use their full admittance matrices (external grid impedance to earth included);
-    the positive sequence only its PQ buses, with the slack voltage fixed (it sits in w). Small grids get the
-    combined operator as one dense matrix (one BLAS matvec per iteration); larger ones solve the block-diagonal
-    sequence system with SuperLU.
-    """
-
-    DENSE_MAX = 300  # 3 * n_bus
-
-    def __init__(self, y: Sequence[sp.csr_matrix], ref: NDArray[np.int64], pq: NDArray[np.int64],
-                 v1_ref: ComplexArray) -> None:
-        n = y[0].shape[0]
-        self.n, self.pq = n, pq
-        block = sp.block_diag([y[0], y[1][pq][:, pq], y[2]], format="csc")
-        try:
-            self.lu = spla.splu(block)
-        except RuntimeError as exc:  # exactly singular: a part of a sequence network without reference
-            raise FastSolverUnsupported(f"sequence admittance matrix is singular ({exc}); use solver='pandapower'")
-        w012 = np.zeros((3, n), dtype=complex)
-        w012[1, ref] = v1_ref
-        w012[1, pq] = -spla.splu(sp.csc_matrix(y[1][pq][:, pq])).solve(
-            np.asarray(y[1][pq][:, ref] @ v1_ref, dtype=complex).ravel())
-        self.w = (Tabc @ w012).ravel()
-        self.z: ComplexArray | None = None
-        if 3 * n <= self.DENSE_MAX:
-            self.z = np.ascontiguousarray(self._solve_sparse(np.eye(3 * n, dtype=complex)))
-
-    def _solve_sparse(self, i_abc: ComplexArray) -> ComplexArray:
-        """Columns of i_abc (3n rows, phase-major) -> phase voltages via the sequence networks."""
-        n, pq = self.n, self.pq
-        i012 = np.einsum("ij,jnk->ink", T012, i_abc.reshape(3, n, -1))
-        x = self.lu.solve(np.concatenate([i012[0], i012[1][pq], i012[2]]))
-        v012 = np.zeros_like(i012)
-        v012[0], v012[1][pq], v012[2] = x[:n], x[n:n + len(pq)], x[n + len(pq):]
-        return np.einsum("ij,jnk->ink", Tabc, v012).reshape(3 * n, -1)
-
-    def apply(self, i_abc: ComplexArray) -> ComplexArray:
-        if self.z is not None:
-            return self.w + self.z @ i_abc
-        return self.w + self._solve_sparse(i_abc[:, None])[:, 0]
-
-
 def _stacked_outputs(yf: Sequence[sp.spmatrix], yt: Sequence[sp.spmatrix], y_ref: Sequence[sp.spmatrix]) -> sp.csr_matrix:
     """One matrix giving all branch-end and slack currents of all sequences in a single sparse matvec."""
     k = len(yf)
@@ -554,10 +527,15 @@ class _FastUnbalanced:
         y_ref = [y[0][t.ref] - eg, y[1][t.ref], y[2][t.ref] - eg]
         self.out = _stacked_outputs([m[1] for m in ys], [m[2] for m in ys], y_ref)
         self.n_br = ys[0][1].shape[0]
-        v1_ref = (ppci1["bus"][t.ref, VM] * np.exp(1j * np.deg2rad(ppci1["bus"][t.ref, VA]))).astype(complex)
-        self.z = _PhaseFrameSolve(y, t.ref, t.pq, v1_ref)
-        self.v_abc = self.z.w.copy()  # warm start: the previous step's solution (phase-major, 3 * n_bus)
-        self.s_static = (-np.asarray(s_wye, dtype=complex) / self.base_mva).ravel()  # per-phase injection, p.u.
+        self.v1_ref = (ppci1["bus"][t.ref, VM] * np.exp(1j * np.deg2rad(ppci1["bus"][t.ref, VA]))).astype(complex)
+        # zero and negative sequence: full matrices (external grid impedance to earth included);
+        # positive sequence: PQ buses only, with the slack voltage fixed
+        self.z0 = _LinearSolve(y[0], "zero-sequence")
+        self.z1 = _LinearSolve(y[1][t.pq][:, t.pq], "positive-sequence")
+        self.z2 = _LinearSolve(y[2], "negative-sequence")
+        self.w1 = -self.z1.solve(np.asarray(y[1][t.pq][:, t.ref] @ self.v1_ref, dtype=complex).ravel())
+        self.v012 = self._no_load()  # warm start: the previous step's solution
+        self.s_static = -np.asarray(s_wye, dtype=complex) / self.base_mva  # (3, n_bus) per-phase injection, p.u.
         phases = np.array([r.phase or 0 for r in self.loads], dtype=np.int64)
         # each driven load puts its whole power on its phase, or a third on each phase if symmetric
         per_phase = [_injection_matrix(t, len(self.loads), np.where(phases == 0, 1 / 3, (phases == k) * 1.0))
@@ -566,26 +544,37 @@ class _FastUnbalanced:
         self.load_phase = phases
         self.tol, self.max_iter = tol_mva / self.base_mva, max_iter
 
-    def solve(self, p_mw: FloatArray, q_mvar: FloatArray) -> PowerFlowResult:
-        s_abc = self.s_static + self.c_load @ (p_mw + 1j * q_mvar)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            v_abc, iterations = self._iterate(s_abc, self.v_abc)
-        if v_abc is None:
-            self.v_abc = self.z.w.copy()
-            raise PowerFlowDiverged("unbalanced power flow did not converge (more load than the grid can supply?)")
-        self.v_abc = v_abc
-        return self._results(v_abc.reshape(3, -1), iterations)
+    def _no_load(self) -> ComplexArray:
+        v012 = np.zeros((3, self.topo.n_bus), dtype=complex)
+        v012[1, self.topo.ref] = self.v1_ref
+        v012[1, self.topo.pq] = self.w1
+        return v012
 
-    def _iterate(self, s_abc: ComplexArray, v: ComplexArray) -> tuple[ComplexArray | None, int]:
-        i_prev = np.conj(s_abc / v)
+    def solve(self, p_mw: FloatArray, q_mvar: FloatArray) -> PowerFlowResult:
+        s_abc = self.s_static + (self.c_load @ (p_mw + 1j * q_mvar)).reshape(3, -1)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            v012, iterations = self._iterate(s_abc, self.v012.copy())
+        if v012 is None:
+            self.v012 = self._no_load()
+            raise PowerFlowDiverged("unbalanced power flow did not converge (more load than the grid can supply?)")
+        self.v012 = v012
+        return self._results(Tabc @ v012, iterations)
+
+    def _iterate(self, s_abc: ComplexArray, v012: ComplexArray) -> tuple[ComplexArray | None, int]:
+        """Constant-power wye loads -> phase currents -> sequence currents -> sequence voltages, to a fixed point."""
+        pq = self.topo.pq
+        i_prev = T012 @ np.conj(s_abc / (Tabc @ v012))
         history: list[float] = []
         for k in range(1, self.max_iter + 1):
-            v = self.z.apply(i_prev)
-            i = np.conj(s_abc / v)
-            # the network equations hold exactly for I(v_prev), so I(v_prev) - I(v) is the mismatch at v
+            v012[0] = self.z0.solve(i_prev[0])
+            v012[1, pq] = self.w1 + self.z1.solve(i_prev[1, pq])
+            v012[2] = self.z2.solve(i_prev[2])
+            i = T012 @ np.conj(s_abc / (Tabc @ v012))
+            # the sequence equations hold exactly for I(v_prev), so I(v_prev) - I(v) is the mismatch at v
+            # (the slack's positive-sequence entry is included; it converges with the rest)
             mismatch = float(np.abs(i_prev - i).max())
             if mismatch < self.tol:
-                return v, k
+                return v012, k
             history.append(mismatch)
             if _diverging(history):
                 break
@@ -631,7 +620,7 @@ def _sequence_networks(net: pp.pandapowerNet) -> tuple[dict, dict, dict, Complex
     from pandapower.pd2ppc import _pd2ppc
 
     try:
-        pp.runpp_3ph(net)
+        pp.runpp_3ph(net, numba=False)  # only its options and lookups are used; numba would add JIT compile time
     except pp.LoadflowNotConverged as exc:
         raise PowerFlowDiverged(f"initial 3-phase power flow (driven loads at zero) did not converge: {exc}")
     _, ppci1 = _pd2ppc(net, 1)
