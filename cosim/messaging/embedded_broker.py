@@ -1,0 +1,156 @@
+"""An in-process MQTT 3.1.1 broker (amqtt) on a free loopback port, run in a background thread.
+
+This is the default broker of every role mapped to ``embedded``: nothing to install, nothing left behind.
+The broker binds ``127.0.0.1:0`` so the kernel picks a free port (no race between choosing and binding),
+and ``stop()`` shuts it down cleanly, joins its thread and closes its event loop.
+
+    with EmbeddedBroker() as broker:
+        print(broker.url)        # mqtt://127.0.0.1:40123
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from .errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+# amqtt logs every connection at INFO; keep it quiet unless the application configured that logger itself.
+_AMQTT_LOGGERS = ("amqtt", "transitions")
+
+
+def _quiet_amqtt() -> None:
+    for name in _AMQTT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+class EmbeddedBroker:
+    """amqtt broker in its own thread and event loop. ``start()`` returns once it listens; ``port`` is then set."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str = "embedded") -> None:
+        self.host = host
+        self.port = port
+        self._requested_port = port
+        self.name = name
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._error is None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+        if self._thread is not None:
+            return self
+        _quiet_amqtt()
+        self.port = self._requested_port
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name=f"amqtt-{self.name}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise BrokerUnavailable(f"embedded broker did not start within {timeout} s")
+        if self._error is not None:
+            err = self._error
+            self._join(timeout)
+            raise BrokerUnavailable(f"embedded broker failed to start: {err}") from err
+        log.debug("embedded broker %s listening on %s", self.name, self.url)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None:
+            return
+        if loop is not None and loop.is_running() and self._broker is not None:
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                fut.result(timeout)
+            except Exception as exc:  # noqa: BLE001 - a failed shutdown must not hide the stop
+                log.warning("embedded broker %s: shutdown error: %s", self.name, exc)
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+        self._join(timeout)
+
+    def _join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("embedded broker thread %s did not end within %s s", self._thread.name, timeout)
+        self._thread = None
+        self._broker = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- the broker thread -----------------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self._requested_port}"}},
+            # only what we need: anonymous access; no $SYS publisher, no packet logging
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._start())
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._error = exc
+            self._ready.set()
+            self._close_loop(loop)
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            self._close_loop(loop)
+
+    async def _start(self) -> None:
+        from amqtt.broker import Broker
+
+        broker = Broker(self._config())
+        await broker.start()
+        self._broker = broker
+        if self._requested_port == 0:
+            server = broker._servers.get("default")  # amqtt 0.12 keeps the asyncio.Server here
+            sockets = getattr(getattr(server, "instance", None), "sockets", None)
+            if not sockets:
+                raise BrokerUnavailable("cannot read the port the embedded broker bound")
+            self.port = int(sockets[0].getsockname()[1])
+
+    async def _shutdown(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+
+    @staticmethod
+    def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
