@@ -200,6 +200,13 @@ class WorldBuilder:
                 raise self.loaded.error(("devices", index), "this device has PV: give 'profiles.pv' or the "
                                         "site's 'pv_profile'")
             self.world.connect(pv, ent, ("w_per_kwp", "pv_w_per_kwp"))
+        elif env == "site_load_w":
+            # what the device's own smart meter sees besides itself: the household load of its site
+            site = self.sites.get(spec.site) if spec.site else None
+            if site is None or site.load is None:
+                raise self.loaded.error(("devices", index), "this device balances its site's meter: give the "
+                                        "site a load profile")
+            self.world.connect(site.load, ent, ("p_w", "site_load_w"))
         elif env == "v_pu":
             pcc = self.sites[spec.site].pcc if spec.site else self._loads[f"dev:{spec.id}"]
             self.world.connect(pcc, ent, "v_pu", time_shifted=True, initial_data={"v_pu": 1.0})

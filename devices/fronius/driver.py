@@ -1,0 +1,336 @@
+"""SunSpec Modbus TCP driver for a Fronius hybrid: ``sunspec+tcp://host[:port]/unit[?revert_s=N]``.
+
+Port defaults to 502 and unit to 1 (a Fronius inverter; its smart meter is unit 200). On connect the driver
+finds the SunSpec map itself: 'SunS' at 40000 (then 0, 50000), then it walks the model headers (ID, L) to the
+end marker, so it works with any model order and with models it does not use in between. Each read fetches the
+inverter model (101/102/103), the MPPT model 160 and the storage model 124 in as few requests as the
+125-register limit allows (two on a Fronius); the nameplate 120 is read once at connect.
+
+Sign conventions at this boundary (SunSpec -> ours, load arrow):
+``W`` (+ = delivered by the inverter) -> ``p_w = -W``; ``VAr`` likewise; battery power from model 160's
+``StCha``/``StDisCha`` modules (``DCW`` is unsigned) -> ``batt_p_w = DCW(StCha) - DCW(StDisCha)`` (+ = charge);
+``pv_p_w = p_w - batt_p_w`` (AC side, <= 0); ``soc = ChaState / 100``; ``e_wh = soc * WHRtg``.
+On a real device the module powers are DC at the battery, which differs from the AC side by the conversion
+loss; the virtual device lumps that loss into the battery efficiency, so there they are the same.
+How much PV is curtailed is not observable over SunSpec, only whether: ``pv_curtail_w`` is 0 unless the
+inverter reports ``St`` = 5 (THROTTLED), then NaN (unknown).
+
+The setpoint ``batt_p_w`` is written into model 124 as Fronius documents it: (``InOutWRte_RvrtTms`` if the
+address asks for one), then ``OutWRte = -batt_p_w`` and ``InWRte = +batt_p_w`` in % of ``WChaMax`` (one
+write), then ``StorCtl_Mod = 3``, and read back; a read-back that differs is a ProtocolError. Modbus exception
+0x03 on a write is SetpointRejected, 0x06/0x0A/0x0B are DeviceUnavailable, every other exception and any
+malformed reply is a ProtocolError. After a failure the connection is dropped and re-opened (with a directory
+scan) on a later call, no earlier than an exponentially growing back-off (0.2 s ... 5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Mapping
+from urllib.parse import parse_qs
+
+from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
+    SetpointRejected
+from devices.fronius.backoff import Backoff
+from devices.fronius.model import CHA_ST_EMPTY, CHA_ST_FULL, RVRT_S_MAX
+from devices.fronius.modbus_client import ModbusException, ModbusTcpClient
+from devices.fronius.sunspec_map import (
+    BASE_ADDRESS,
+    END_MODEL_ID,
+    INVERTERS,
+    MAX_READ_REGISTERS,
+    STORAGE,
+    SUNS,
+    ModelValues,
+    decode_model,
+    rate_raw,
+)
+
+BASES = (BASE_ADDRESS, 0, 50000)
+ST_THROTTLED = 5  # inverter model St: power limited
+MAX_MODELS = 64
+UNAVAILABLE_CODES = (0x06, 0x0A, 0x0B)
+
+ReadFn = Callable[[int, int], Awaitable[list[int]]]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: int
+    address: int  # of the model's ID register
+    length: int  # L
+
+    @property
+    def end(self) -> int:
+        return self.address + 2 + self.length
+
+
+async def scan_directory(read: ReadFn, bases: tuple[int, ...] = BASES,
+                         max_models: int = MAX_MODELS) -> list[ModelEntry]:
+    """Find 'SunS' and walk the model headers to the end marker; bounded, so a bad map cannot loop."""
+    for base in bases:
+        try:
+            if tuple(await read(base, 2)) == SUNS:
+                break
+        except ModbusException as exc:
+            if exc.code not in (0x01, 0x02, 0x03):  # "nothing here": try the next base; anything else is real
+                raise
+    else:
+        raise ProtocolError(f"no SunSpec map: 'SunS' not found at {', '.join(map(str, bases))}")
+    entries: list[ModelEntry] = []
+    addr = base + 2
+    while True:
+        if addr + 1 > 0xFFFF:
+            raise ProtocolError(f"SunSpec model directory runs past the register space at {addr}")
+        try:
+            mid, length = await read(addr, 2)
+        except ModbusException as exc:
+            if exc.code != 0x02:
+                raise
+            mid, length = (await read(addr, 1))[0], 0  # a map may end right after the end marker's ID
+        if mid == END_MODEL_ID:
+            return entries
+        if mid == 0:
+            raise ProtocolError(f"model id 0 at {addr}")
+        entries.append(ModelEntry(mid, addr, length))
+        if len(entries) > max_models:
+            raise ProtocolError(f"more than {max_models} SunSpec models: no end marker found")
+        addr += 2 + length
+
+
+def plan_reads(models: list[ModelEntry], limit: int = MAX_READ_REGISTERS) -> list[tuple[int, int]]:
+    """Fewest (address, count) reads covering the given models, each at most ``limit`` registers."""
+    spans: list[tuple[int, int]] = []
+    for m in sorted(models, key=lambda e: e.address):
+        if m.end - m.address > limit:
+            raise ProtocolError(f"model {m.id} ({m.length + 2} registers) does not fit one read")
+        if spans and m.end - spans[-1][0] <= limit and m.address >= spans[-1][0]:
+            start, _ = spans[-1]
+            spans[-1] = (start, max(spans[-1][0] + spans[-1][1], m.end) - start)
+        else:
+            spans.append((m.address, m.end - m.address))
+    return spans
+
+
+def _module_power(mppt: ModelValues, prefix: str) -> float:
+    for group in mppt.repeats:
+        label = group.get("IDStr")
+        if isinstance(label, str) and label.lower().startswith(prefix.lower()):
+            value = mppt.value("DCW", group)
+            return math.nan if value is None else value
+    raise ProtocolError(f"model 160 has no {prefix!r} module (modules: {[g.get('IDStr') for g in mppt.repeats]})")
+
+
+def measurement_values(inverter: ModelValues, mppt: ModelValues, storage: ModelValues,
+                       nameplate: ModelValues | None) -> dict[str, float]:
+    """SunSpec model values -> our measurement names and sign convention (see the module docstring)."""
+    nan = math.nan
+    w = inverter.value("W")
+    if w is None:
+        raise ProtocolError("inverter model: W not implemented")
+    var = inverter.value("VAr")
+    hz = inverter.value("Hz")
+    volts = [v for v in (inverter.value(k) for k in ("PhVphA", "PhVphB", "PhVphC")) if v is not None]
+    batt = _module_power(mppt, "StCha") - _module_power(mppt, "StDisCha")
+    cha_state = storage.value("ChaState")
+    soc = nan if cha_state is None else cha_state / 100.0
+    capacity = nameplate.value("WHRtg") if nameplate is not None else None
+    w_cha_max = storage.value("WChaMax")
+    charge_rating = (nameplate.value("MaxChaRte") if nameplate is not None else None) or w_cha_max
+    discharge_rating = (nameplate.value("MaxDisChaRte") if nameplate is not None else None) or w_cha_max
+    reserve = storage.value("MinRsvPct") or 0.0
+    cha_st = storage["ChaSt"]
+    p_w = -w
+    return {
+        "p_w": p_w,
+        "q_var": nan if var is None else -var,
+        "pv_p_w": p_w - batt,
+        "batt_p_w": batt,
+        "pv_curtail_w": nan if inverter["St"] == ST_THROTTLED else 0.0,
+        "soc": soc,
+        "e_wh": nan if capacity is None else soc * capacity,
+        "p_charge_avail_w": nan if charge_rating is None else (0.0 if cha_st == CHA_ST_FULL else charge_rating),
+        "p_discharge_avail_w": nan if discharge_rating is None else (
+            0.0 if cha_st == CHA_ST_EMPTY or (cha_state is not None and cha_state <= reserve) else discharge_rating),
+        "v_v": sum(volts) / len(volts) if volts else nan,
+        "f_hz": nan if hz is None else hz,
+    }
+
+
+class SunSpecDriver(Driver):
+    schemes = ("sunspec+tcp",)
+
+    def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
+        super().__init__(address, capabilities, timeout_s=timeout_s)
+        if not address.host:
+            raise ValueError(f"{address.raw}: a SunSpec address needs a host (sunspec+tcp://host:port/unit)")
+        try:
+            self.unit = int(address.path) if address.path else 1
+        except ValueError:
+            raise ValueError(f"{address.raw}: unit id {address.path!r} is not a number") from None
+        query = parse_qs(address.query)
+        self.revert_s: int | None = int(query["revert_s"][0]) if "revert_s" in query else None
+        if self.revert_s is not None and not 0 <= self.revert_s < RVRT_S_MAX:  # 0xFFFF reads as unimplemented
+            raise ValueError(f"{address.raw}: revert_s must be 0..{RVRT_S_MAX - 1}")
+        self.port = address.port or 502
+        self._client: ModbusTcpClient | None = None
+        self._lock = asyncio.Lock()
+        self._wanted = False
+        self.backoff = Backoff()
+        self.models: list[ModelEntry] = []
+        self._spans: list[tuple[int, int]] = []
+        self._needed: dict[str, ModelEntry] = {}
+        self._nameplate: ModelValues | None = None
+        self._common: ModelValues | None = None
+        self._storage: ModelValues | None = None
+        self.dials = 0  # connection attempts, for diagnostics and the back-off test
+
+    # -- Driver ------------------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        async with self._lock:
+            self._wanted = True
+            if self._client is None or not self._client.is_open:
+                await self._open()
+
+    async def read(self) -> Measurement:
+        async with self._lock:
+            await self._ensure_open()
+            try:
+                blocks = await self._read_blocks()
+                values = measurement_values(blocks["inverter"], blocks["mppt"], blocks["storage"], self._nameplate)
+            except ModbusException as exc:
+                await self._failed()
+                if exc.code in UNAVAILABLE_CODES:
+                    raise DeviceUnavailable(f"{self.address.raw}: {exc}") from exc
+                raise
+            except (DeviceUnavailable, ProtocolError):
+                await self._failed()
+                raise
+            self._storage = blocks["storage"]
+            return Measurement(time.time(), values)
+
+    async def _write(self, setpoint: Setpoint) -> None:
+        p_w = float(setpoint.values["batt_p_w"])
+        async with self._lock:
+            await self._ensure_open()
+            try:
+                await self._write_storage(p_w)
+            except ModbusException as exc:
+                if exc.code == 0x03:
+                    raise SetpointRejected(f"{self.address.raw}: device refused batt_p_w={p_w:g}: {exc}") from exc
+                await self._failed()
+                if exc.code in UNAVAILABLE_CODES:
+                    raise DeviceUnavailable(f"{self.address.raw}: {exc}") from exc
+                raise
+            except (DeviceUnavailable, ProtocolError):
+                if self._client is None or not self._client.is_open:  # a read-back mismatch keeps the link
+                    await self._failed()
+                raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._wanted = False
+            if self._client is not None:
+                await self._client.close()
+                self._client = None
+
+    async def identity(self) -> Mapping[str, object]:
+        c = self._common
+        info: dict[str, object] = {"address": self.address.raw, "protocol": "sunspec+tcp", "unit": self.unit,
+                                   "models": [m.id for m in self.models]}
+        if c is not None:
+            info.update(manufacturer=c["Mn"], model=c["Md"], options=c["Opt"], version=c["Vr"], serial=c["SN"])
+        return info
+
+    # -- connection ----------------------------------------------------------------------------------------
+    async def _ensure_open(self) -> None:
+        if self._client is not None and self._client.is_open:
+            return
+        if not self._wanted:
+            raise DeviceUnavailable(f"{self.address.raw}: not connected (call connect())")
+        self.backoff.check(self.address.raw)
+        await self._open()
+
+    async def _open(self) -> None:
+        self.dials += 1
+        client = ModbusTcpClient(self.address.host or "", self.port, self.unit, self.timeout_s)
+        try:
+            await client.open()
+            self._client = client
+            await self._discover(client)
+        except ModbusException as exc:
+            await self._failed()
+            if exc.code in UNAVAILABLE_CODES:
+                raise DeviceUnavailable(f"{self.address.raw}: {exc}") from exc
+            raise
+        except (DeviceUnavailable, ProtocolError):
+            await self._failed()
+            raise
+        self.backoff.succeeded()
+
+    async def _failed(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        self.backoff.failed()
+
+    async def _discover(self, client: ModbusTcpClient) -> None:
+        self.models = await scan_directory(client.read_holding)
+        by_id: dict[int, ModelEntry] = {}
+        for m in self.models:
+            by_id.setdefault(m.id, m)
+        inverter = next((by_id[i] for i in INVERTERS if i in by_id), None)
+        missing = [name for name, entry in (("inverter 101/102/103", inverter), ("mppt 160", by_id.get(160)),
+                                            ("storage 124", by_id.get(124)), ("common 1", by_id.get(1))) if not entry]
+        if missing:
+            raise ProtocolError(f"{self.address.raw}: SunSpec models missing: {', '.join(missing)} "
+                                f"(found {[m.id for m in self.models]})")
+        assert inverter is not None
+        self._needed = {"inverter": inverter, "mppt": by_id[160], "storage": by_id[124]}
+        self._spans = plan_reads(list(self._needed.values()))
+        self._common = await self._read_model(client, by_id[1])
+        self._nameplate = await self._read_model(client, by_id[120]) if 120 in by_id else None
+        self._storage = await self._read_model(client, by_id[124])
+
+    async def _read_model(self, client: ModbusTcpClient, entry: ModelEntry) -> ModelValues:
+        regs: list[int] = []
+        for addr in range(entry.address, entry.end, MAX_READ_REGISTERS):
+            regs += await client.read_holding(addr, min(MAX_READ_REGISTERS, entry.end - addr))
+        return decode_model(regs, expected_id=entry.id)
+
+    async def _read_blocks(self) -> dict[str, ModelValues]:
+        assert self._client is not None
+        spans = [(addr, await self._client.read_holding(addr, count)) for addr, count in self._spans]
+        out = {}
+        for key, entry in self._needed.items():
+            start, regs = next((a, r) for a, r in spans if a <= entry.address and entry.end <= a + len(r))
+            out[key] = decode_model(regs[entry.address - start:entry.end - start], expected_id=entry.id)
+        return out
+
+    async def _write_storage(self, p_w: float) -> None:
+        client, storage = self._client, self._storage
+        assert client is not None and storage is not None
+        entry = self._needed["storage"]
+        w_cha_max, sf = storage.value("WChaMax"), storage["InOutWRte_SF"]
+        if not w_cha_max or not isinstance(sf, int):
+            raise ProtocolError(f"{self.address.raw}: model 124 lacks WChaMax or InOutWRte_SF")
+        try:
+            raw = rate_raw(p_w, w_cha_max, sf)
+        except ValueError as exc:
+            raise SetpointRejected(f"{self.address.raw}: {exc}") from None
+        off = STORAGE.offsets()
+        if self.revert_s is not None:
+            await client.write_register(entry.address + off["InOutWRte_RvrtTms"], self.revert_s)
+        await client.write_registers(entry.address + off["OutWRte"], [-raw & 0xFFFF, raw & 0xFFFF])
+        await client.write_register(entry.address + off["StorCtl_Mod"], 3)
+        back = decode_model(await client.read_holding(entry.address, entry.length + 2), expected_id=124)
+        expected = {"StorCtl_Mod": 3, "OutWRte": -raw, "InWRte": raw}
+        if self.revert_s is not None:
+            expected["InOutWRte_RvrtTms"] = self.revert_s
+        wrong = {k: (back[k], v) for k, v in expected.items() if back[k] != v}
+        if wrong:
+            raise ProtocolError(f"{self.address.raw}: model 124 read-back differs (got, written): {wrong}")
+        self._storage = back

@@ -1,0 +1,84 @@
+"""Serve one virtual Fronius hybrid: SunSpec Modbus TCP and the Solar API on one model, in wall-clock time.
+
+``s4g device serve fronius [--port 1502] [--host 127.0.0.1] [--http-port 8080] [--config FILE] [--pv-kwp KWP]
+[--step 1] [--pv-w-per-kwp W] [--site-load-w W]``. The PV irradiance and the site's load are constants from the
+command line (the bench feeds them; a co-simulation feeds them through the scenario). Ctrl-C or SIGTERM stops
+it cleanly. Port 0 picks a free port; the addresses are printed once both servers listen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from devices import registry
+from devices.fronius.model import FroniusConfig
+from devices.fronius.solar_api import SolarApiServer
+from devices.fronius.virtual import FroniusSunSpecDevice
+from devices.virtual import run_wall_clock
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=1502, help="SunSpec Modbus TCP port (default 1502; 0 = any)")
+    parser.add_argument("--http-port", type=int, default=8080, help="Solar API HTTP port (default 8080; 0 = any)")
+    parser.add_argument("--config", help="YAML or JSON file with the device configuration (FroniusConfig fields)")
+    parser.add_argument("--pv-kwp", type=float, help="installed PV power, overrides the config file")
+    parser.add_argument("--step", type=float, default=1.0, help="model step in wall-clock seconds (default 1)")
+    parser.add_argument("--pv-w-per-kwp", type=float, default=500.0, help="PV yield per kWp, W (default 500)")
+    parser.add_argument("--site-load-w", type=float, default=800.0, help="site load without the inverter, W")
+    parser.add_argument("--device-id", default="fronius", help="device id (the default serial derives from it)")
+
+
+def load_config(path: str | None, pv_kwp: float | None) -> FroniusConfig:
+    raw: dict = {}
+    if path:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = json.loads(text) if path.endswith(".json") else (yaml.safe_load(text) or {})
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of FroniusConfig fields")
+    if pv_kwp is not None:
+        raw = {**raw, "pv_kwp": pv_kwp}
+    return FroniusConfig.model_validate(raw)
+
+
+async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
+    family = registry.family("fronius")
+    config = load_config(args.config, args.pv_kwp)
+    device = FroniusSunSpecDevice(family, config, device_id=args.device_id)
+    solar_api = SolarApiServer(device.fbank, config, args.device_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        address = await device.start(args.host, args.port)
+        http_port = await solar_api.start(args.host, args.http_port)
+        print(f"Fronius {config.model_name} (serial {device.map.serial}), step {args.step:g} s", flush=True)
+        print(f"SunSpec Modbus TCP: {address}", flush=True)
+        print(f"Solar API:          fronius+http://{args.host}:{http_port}", flush=True)
+        if ready is not None:
+            ready.set()
+        env = {"pv_w_per_kwp": args.pv_w_per_kwp, "site_load_w": args.site_load_w}
+        await run_wall_clock(device, args.step, env, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await solar_api.stop()
+        await device.stop()
+        print("stopped", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(serve(args))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

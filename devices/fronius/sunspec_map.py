@@ -1,0 +1,537 @@
+"""SunSpec information models as Fronius serves them (int+SF), and their register codec (no I/O).
+
+Point order, types and sizes follow the SunSpec model definitions (sunspec/models JSON) for the common
+model 1, the inverter models 101/102/103, nameplate 120, basic settings 121, basic storage control 124 and
+the multiple-MPPT extension 160 (a fixed block plus a repeating ``module`` group). Offsets below count from
+the model's first register (``ID`` at offset 0, ``L`` at offset 1), as SunSpec documents them.
+
+Addressing: the map starts with ``'SunS'`` at Modbus protocol address 40000 (0-based PDU address); Fronius
+documents registers 1-based ("register 40001"), i.e. the same register.
+
+Unimplemented values are the SunSpec ones: int16/sunssf 0x8000, uint16/enum16/bitfield16 0xFFFF, pad 0x8000,
+uint32/bitfield32 0xFFFFFFFF, int32 0x80000000, acc32 0 ("not accumulated"), strings all zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Mapping, Sequence
+
+from devices.base import ProtocolError
+from devices.fronius.model import RATE_PCT_MAX, FroniusConfig, FroniusState
+
+BASE_ADDRESS = 40000
+SUNS = (0x5375, 0x6E53)  # 'SunS'
+END_MODEL_ID = 0xFFFF
+MAX_READ_REGISTERS = 125  # Modbus limit of one read holding registers request
+
+#: type -> (registers, value meaning "not implemented", signed)
+_TYPES: dict[str, tuple[int, int, bool]] = {
+    "uint16": (1, 0xFFFF, False), "enum16": (1, 0xFFFF, False), "bitfield16": (1, 0xFFFF, False),
+    "int16": (1, 0x8000, True), "sunssf": (1, 0x8000, True), "pad": (1, 0x8000, False),
+    "uint32": (2, 0xFFFFFFFF, False), "bitfield32": (2, 0xFFFFFFFF, False), "int32": (2, 0x80000000, True),
+    "acc32": (2, 0, False),
+}
+
+Raw = int | str | None
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    type: str
+    size: int = 1
+    sf: str | None = None
+    units: str = ""
+    access: str = "R"
+
+    def __post_init__(self) -> None:
+        if self.type != "string" and _TYPES[self.type][0] != self.size:
+            raise ValueError(f"{self.name}: {self.type} has {_TYPES[self.type][0]} registers, not {self.size}")
+
+
+def _p(name: str, type_: str = "uint16", sf: str | None = None, units: str = "", access: str = "R",
+       size: int | None = None) -> Point:
+    return Point(name, type_, size if size is not None else (_TYPES[type_][0] if type_ != "string" else 1),
+                 sf, units, access)
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    id: int
+    name: str
+    points: tuple[Point, ...]
+    repeating: tuple[Point, ...] = ()
+
+    @property
+    def fixed_length(self) -> int:
+        return sum(p.size for p in self.points)
+
+    @property
+    def repeat_length(self) -> int:
+        return sum(p.size for p in self.repeating)
+
+    def length(self, repeats: int = 0) -> int:
+        """The model's L (registers after the ID/L header)."""
+        return self.fixed_length + repeats * self.repeat_length
+
+    def repeats_for(self, length: int) -> int:
+        extra = length - self.fixed_length
+        if extra < 0 or (extra and not self.repeat_length) or (self.repeat_length and extra % self.repeat_length):
+            raise ProtocolError(f"model {self.id}: length {length} does not fit its definition "
+                                f"(fixed {self.fixed_length} + n * {self.repeat_length})")
+        return extra // self.repeat_length if self.repeat_length else 0
+
+    def offsets(self) -> dict[str, int]:
+        """Point name -> offset from the model start (ID = 0, L = 1) for the fixed block."""
+        out, off = {}, 2
+        for p in self.points:
+            out[p.name] = off
+            off += p.size
+        return out
+
+    @cached_property
+    def _by_name(self) -> dict[str, Point]:
+        return {p.name: p for p in (*self.points, *self.repeating)}
+
+    def point(self, name: str) -> Point:
+        return self._by_name[name]
+
+
+COMMON = ModelDef(1, "common", (
+    _p("Mn", "string", size=16), _p("Md", "string", size=16), _p("Opt", "string", size=8),
+    _p("Vr", "string", size=8), _p("SN", "string", size=16), _p("DA", "uint16"), _p("Pad", "pad"),
+))
+
+_INVERTER_POINTS = (
+    _p("A", "uint16", "A_SF", "A"), _p("AphA", "uint16", "A_SF", "A"), _p("AphB", "uint16", "A_SF", "A"),
+    _p("AphC", "uint16", "A_SF", "A"), _p("A_SF", "sunssf"),
+    _p("PPVphAB", "uint16", "V_SF", "V"), _p("PPVphBC", "uint16", "V_SF", "V"), _p("PPVphCA", "uint16", "V_SF", "V"),
+    _p("PhVphA", "uint16", "V_SF", "V"), _p("PhVphB", "uint16", "V_SF", "V"), _p("PhVphC", "uint16", "V_SF", "V"),
+    _p("V_SF", "sunssf"),
+    _p("W", "int16", "W_SF", "W"), _p("W_SF", "sunssf"),
+    _p("Hz", "uint16", "Hz_SF", "Hz"), _p("Hz_SF", "sunssf"),
+    _p("VA", "int16", "VA_SF", "VA"), _p("VA_SF", "sunssf"),
+    _p("VAr", "int16", "VAr_SF", "var"), _p("VAr_SF", "sunssf"),
+    _p("PF", "int16", "PF_SF", "Pct"), _p("PF_SF", "sunssf"),
+    _p("WH", "acc32", "WH_SF", "Wh"), _p("WH_SF", "sunssf"),
+    _p("DCA", "uint16", "DCA_SF", "A"), _p("DCA_SF", "sunssf"),
+    _p("DCV", "uint16", "DCV_SF", "V"), _p("DCV_SF", "sunssf"),
+    _p("DCW", "int16", "DCW_SF", "W"), _p("DCW_SF", "sunssf"),
+    _p("TmpCab", "int16", "Tmp_SF", "C"), _p("TmpSnk", "int16", "Tmp_SF", "C"),
+    _p("TmpTrns", "int16", "Tmp_SF", "C"), _p("TmpOt", "int16", "Tmp_SF", "C"), _p("Tmp_SF", "sunssf"),
+    _p("St", "enum16"), _p("StVnd", "enum16"),
+    _p("Evt1", "bitfield32"), _p("Evt2", "bitfield32"), _p("EvtVnd1", "bitfield32"), _p("EvtVnd2", "bitfield32"),
+    _p("EvtVnd3", "bitfield32"), _p("EvtVnd4", "bitfield32"),
+)
+#: 101 single phase, 102 split phase, 103 three phase: one layout
+INVERTERS = {mid: ModelDef(mid, "inverter", _INVERTER_POINTS) for mid in (101, 102, 103)}
+
+NAMEPLATE = ModelDef(120, "nameplate", (
+    _p("DERTyp", "enum16"), _p("WRtg", "uint16", "WRtg_SF", "W"), _p("WRtg_SF", "sunssf"),
+    _p("VARtg", "uint16", "VARtg_SF", "VA"), _p("VARtg_SF", "sunssf"),
+    _p("VArRtgQ1", "int16", "VArRtg_SF", "var"), _p("VArRtgQ2", "int16", "VArRtg_SF", "var"),
+    _p("VArRtgQ3", "int16", "VArRtg_SF", "var"), _p("VArRtgQ4", "int16", "VArRtg_SF", "var"),
+    _p("VArRtg_SF", "sunssf"), _p("ARtg", "uint16", "ARtg_SF", "A"), _p("ARtg_SF", "sunssf"),
+    _p("PFRtgQ1", "int16", "PFRtg_SF", "cos()"), _p("PFRtgQ2", "int16", "PFRtg_SF", "cos()"),
+    _p("PFRtgQ3", "int16", "PFRtg_SF", "cos()"), _p("PFRtgQ4", "int16", "PFRtg_SF", "cos()"),
+    _p("PFRtg_SF", "sunssf"), _p("WHRtg", "uint16", "WHRtg_SF", "Wh"), _p("WHRtg_SF", "sunssf"),
+    _p("AhrRtg", "uint16", "AhrRtg_SF", "AH"), _p("AhrRtg_SF", "sunssf"),
+    _p("MaxChaRte", "uint16", "MaxChaRte_SF", "W"), _p("MaxChaRte_SF", "sunssf"),
+    _p("MaxDisChaRte", "uint16", "MaxDisChaRte_SF", "W"), _p("MaxDisChaRte_SF", "sunssf"), _p("Pad", "pad"),
+))
+
+SETTINGS = ModelDef(121, "settings", (
+    _p("WMax", "uint16", "WMax_SF", "W"), _p("VRef", "uint16", "VRef_SF", "V"),
+    _p("VRefOfs", "int16", "VRefOfs_SF", "V"), _p("VMax", "uint16", "VMinMax_SF", "V"),
+    _p("VMin", "uint16", "VMinMax_SF", "V"), _p("VAMax", "uint16", "VAMax_SF", "VA"),
+    _p("VArMaxQ1", "int16", "VArMax_SF", "var"), _p("VArMaxQ2", "int16", "VArMax_SF", "var"),
+    _p("VArMaxQ3", "int16", "VArMax_SF", "var"), _p("VArMaxQ4", "int16", "VArMax_SF", "var"),
+    _p("WGra", "uint16", "WGra_SF", "% WMax/sec"), _p("PFMinQ1", "int16", "PFMin_SF", "cos()"),
+    _p("PFMinQ2", "int16", "PFMin_SF", "cos()"), _p("PFMinQ3", "int16", "PFMin_SF", "cos()"),
+    _p("PFMinQ4", "int16", "PFMin_SF", "cos()"), _p("VArAct", "enum16"), _p("ClcTotVA", "enum16"),
+    _p("MaxRmpRte", "uint16", "MaxRmpRte_SF", "% WGra"), _p("ECPNomHz", "uint16", "ECPNomHz_SF", "Hz"),
+    _p("ConnPh", "enum16"),
+    _p("WMax_SF", "sunssf"), _p("VRef_SF", "sunssf"), _p("VRefOfs_SF", "sunssf"), _p("VMinMax_SF", "sunssf"),
+    _p("VAMax_SF", "sunssf"), _p("VArMax_SF", "sunssf"), _p("WGra_SF", "sunssf"), _p("PFMin_SF", "sunssf"),
+    _p("MaxRmpRte_SF", "sunssf"), _p("ECPNomHz_SF", "sunssf"),
+))
+
+#: Fronius accepts writes to these model-124 points; every other point is read-only on the device.
+STORAGE_WRITABLE = ("StorCtl_Mod", "MinRsvPct", "OutWRte", "InWRte", "InOutWRte_RvrtTms", "ChaGriSet")
+
+STORAGE = ModelDef(124, "storage", (
+    _p("WChaMax", "uint16", "WChaMax_SF", "W"), _p("WChaGra", "uint16", "WChaDisChaGra_SF", "% WChaMax/sec"),
+    _p("WDisChaGra", "uint16", "WChaDisChaGra_SF", "% WChaMax/sec"),
+    _p("StorCtl_Mod", "bitfield16", access="RW"),
+    _p("VAChaMax", "uint16", "VAChaMax_SF", "VA"),
+    _p("MinRsvPct", "uint16", "MinRsvPct_SF", "% WChaMax", access="RW"),
+    _p("ChaState", "uint16", "ChaState_SF", "% AhrRtg"), _p("StorAval", "uint16", "StorAval_SF", "AH"),
+    _p("InBatV", "uint16", "InBatV_SF", "V"), _p("ChaSt", "enum16"),
+    _p("OutWRte", "int16", "InOutWRte_SF", "% WChaMax", access="RW"),
+    _p("InWRte", "int16", "InOutWRte_SF", "% WChaMax", access="RW"),
+    _p("InOutWRte_WinTms", "uint16", units="Secs"),
+    _p("InOutWRte_RvrtTms", "uint16", units="Secs", access="RW"),
+    _p("InOutWRte_RmpTms", "uint16", units="Secs"),
+    _p("ChaGriSet", "enum16", access="RW"),
+    _p("WChaMax_SF", "sunssf"), _p("WChaDisChaGra_SF", "sunssf"), _p("VAChaMax_SF", "sunssf"),
+    _p("MinRsvPct_SF", "sunssf"), _p("ChaState_SF", "sunssf"), _p("StorAval_SF", "sunssf"),
+    _p("InBatV_SF", "sunssf"), _p("InOutWRte_SF", "sunssf"),
+))
+
+MPPT = ModelDef(160, "mppt", (
+    _p("DCA_SF", "sunssf"), _p("DCV_SF", "sunssf"), _p("DCW_SF", "sunssf"), _p("DCWH_SF", "sunssf"),
+    _p("Evt", "bitfield32"), _p("N", "uint16"), _p("TmsPer", "uint16"),
+), repeating=(
+    _p("ID", "uint16"), _p("IDStr", "string", size=8), _p("DCA", "uint16", "DCA_SF", "A"),
+    _p("DCV", "uint16", "DCV_SF", "V"), _p("DCW", "uint16", "DCW_SF", "W"), _p("DCWH", "acc32", "DCWH_SF", "Wh"),
+    _p("Tms", "uint32", units="Secs"), _p("Tmp", "int16", units="C"), _p("DCSt", "enum16"),
+    _p("DCEvt", "bitfield32"),
+))
+
+MODELS: dict[int, ModelDef] = {1: COMMON, **INVERTERS, 120: NAMEPLATE, 121: SETTINGS, 124: STORAGE, 160: MPPT}
+
+# -- point codec ---------------------------------------------------------------------------------------------
+
+
+def unimplemented(point: Point) -> list[int]:
+    if point.type == "string":
+        return [0] * point.size
+    marker = _TYPES[point.type][1]
+    return [marker] if point.size == 1 else [(marker >> 16) & 0xFFFF, marker & 0xFFFF]
+
+
+def encode_point(point: Point, raw: Raw) -> list[int]:
+    """Registers of one point; ``None`` -> the SunSpec "not implemented" value."""
+    if raw is None:
+        return unimplemented(point)
+    if point.type == "string":
+        data = str(raw).encode("ascii")[: point.size * 2].ljust(point.size * 2, b"\0")
+        return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+    bits = 16 * point.size
+    value = int(raw) & ((1 << bits) - 1)  # two's complement for the signed types
+    return [value] if point.size == 1 else [(value >> 16) & 0xFFFF, value & 0xFFFF]
+
+
+def decode_point(point: Point, regs: Sequence[int]) -> Raw:
+    """Raw value of one point from its registers; ``None`` when the device marks it not implemented."""
+    if len(regs) != point.size or any(not 0 <= r <= 0xFFFF for r in regs):
+        raise ProtocolError(f"{point.name}: expected {point.size} registers of 16 bits, got {list(regs)!r}")
+    if point.type == "string":
+        data = b"".join(r.to_bytes(2, "big") for r in regs).split(b"\0", 1)[0]
+        if not data:
+            return None
+        return data.decode("ascii", errors="replace").strip()
+    value = regs[0] if point.size == 1 else (regs[0] << 16) | regs[1]
+    size, marker, signed = _TYPES[point.type]
+    if value == marker and point.type != "acc32":
+        return None
+    if signed and value >= 1 << (16 * size - 1):
+        value -= 1 << (16 * size)
+    return value
+
+
+def representable(point: Point) -> tuple[int, int]:
+    """Smallest and largest raw value a point can carry besides its "not implemented" marker."""
+    size, marker, signed = _TYPES[point.type]
+    bits = 16 * size
+    if signed:
+        return -(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1
+    return (0, (1 << bits) - 1) if point.type == "acc32" else (0, (1 << bits) - 2)
+
+
+def to_raw(point: Point, value: float | None, sf: int | None) -> int | None:
+    """Engineering value -> raw with the point's scale factor; saturates at what the type can carry."""
+    if value is None or sf is None or not math.isfinite(value):
+        return None
+    raw = round(value / 10.0 ** sf)
+    if point.type == "acc32":
+        return raw % (1 << 32)  # an accumulator rolls over
+    lo, hi = representable(point)
+    return max(lo, min(hi, raw))
+
+
+def scaled(raw: Raw, sf: Raw) -> float | None:
+    """Raw value times 10**sf; None when the point is not implemented. A bad scale factor is a ProtocolError."""
+    if raw is None:
+        return None
+    if not isinstance(raw, int):
+        raise ProtocolError(f"expected a number, got {raw!r}")
+    if sf is None:
+        raise ProtocolError("value present but its scale factor is not implemented")
+    if not isinstance(sf, int) or not -10 <= sf <= 10:
+        raise ProtocolError(f"scale factor {sf!r} outside -10..10")
+    return raw * 10.0 ** sf
+
+
+def choose_sf(max_abs: float, point_type: str, finest: int = -2) -> int:
+    """The finest scale factor (>= ``finest``) at which ``max_abs`` still fits the point type."""
+    signed = _TYPES[point_type][2]
+    limit = 32767 if signed else 65534
+    for sf in range(finest, 11):
+        if max_abs / 10.0 ** sf <= limit:
+            return sf
+    raise ValueError(f"{max_abs} does not fit a {point_type}")
+
+
+# -- model codec -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelValues:
+    """Raw point values of one model read from a device (``repeats``: one dict per repeating group)."""
+
+    id: int
+    fixed: dict[str, Raw]
+    repeats: list[dict[str, Raw]] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Raw:
+        return self.fixed[name]
+
+    def value(self, name: str, group: Mapping[str, Raw] | None = None) -> float | None:
+        """Scaled engineering value of a point (from ``group`` for repeating points)."""
+        mdef = MODELS[self.id]
+        point = mdef.point(name)
+        raw = (group if group is not None else self.fixed)[name]
+        if point.sf is None:
+            return None if raw is None else float(raw)  # type: ignore[arg-type]
+        return scaled(raw, self.fixed[point.sf])
+
+
+def _encode_points(points: Sequence[Point], values: Mapping[str, Raw]) -> list[int]:
+    regs: list[int] = []
+    for p in points:
+        regs += encode_point(p, values.get(p.name))
+    return regs
+
+
+def encode_model(mdef: ModelDef, values: Mapping[str, Raw], repeats: Sequence[Mapping[str, Raw]] = ()) -> list[int]:
+    """ID, L and every point of a model; missing points are "not implemented"."""
+    body = _encode_points(mdef.points, values)
+    for group in repeats:
+        body += _encode_points(mdef.repeating, group)
+    return [mdef.id, len(body), *body]
+
+
+def _decode_points(points: Sequence[Point], regs: Sequence[int]) -> dict[str, Raw]:
+    out, off = {}, 0
+    for p in points:
+        out[p.name] = decode_point(p, regs[off:off + p.size])
+        off += p.size
+    return out
+
+
+def decode_model(regs: Sequence[int], expected_id: int | None = None) -> ModelValues:
+    """Decode one model from its registers, header included; anything inconsistent is a ProtocolError."""
+    if len(regs) < 2:
+        raise ProtocolError(f"a model needs at least its ID and L registers, got {len(regs)}")
+    mid, length = regs[0], regs[1]
+    if expected_id is not None and mid != expected_id:
+        raise ProtocolError(f"expected model {expected_id}, found {mid}")
+    mdef = MODELS.get(mid)
+    if mdef is None:
+        raise ProtocolError(f"model {mid} has no definition here")
+    if length != len(regs) - 2:
+        raise ProtocolError(f"model {mid}: L={length} but {len(regs) - 2} registers follow")
+    n = mdef.repeats_for(length)
+    body = regs[2:]
+    fixed = _decode_points(mdef.points, body[:mdef.fixed_length])
+    repeats = []
+    for k in range(n):
+        start = mdef.fixed_length + k * mdef.repeat_length
+        repeats.append(_decode_points(mdef.repeating, body[start:start + mdef.repeat_length]))
+    if mdef is MPPT and fixed["N"] is not None and fixed["N"] != n:
+        raise ProtocolError(f"model 160: N={fixed['N']} but its length holds {n} modules")
+    return ModelValues(mid, fixed, repeats)
+
+
+# -- the map a virtual Fronius serves ---------------------------------------------------------------------------
+
+#: the order a Fronius GEN24 Plus lists its inverter models in (122/123 are not served here)
+SERVED_MODELS = (1, 103, 120, 121, 160, 124)
+
+
+def battery_voltage(cfg: FroniusConfig, soc: float) -> float:
+    """A plausible DC voltage of the battery at a SoC (cosmetic: InBatV, module DCV/DCA)."""
+    return cfg.battery_v_nom_v * (0.92 + 0.16 * soc)
+
+
+class FroniusRegisterMap:
+    """Register image of one virtual Fronius (holding registers from 40000) built from a :class:`FroniusState`."""
+
+    def __init__(self, cfg: FroniusConfig, device_id: str = "device") -> None:
+        self.cfg = cfg
+        self.serial = cfg.serial_for(device_id)
+        self.n_modules = cfg.pv_strings + 2  # PV strings, then StCha and StDisCha as a GEN24 Plus reports them
+        b = cfg.battery
+        pv_dc_max = max(cfg.pv_kwp * 1000.0 * 1.25, 1.0)
+        if cfg.pv_mppt_max_w:
+            pv_dc_max = min(pv_dc_max, cfg.pv_mppt_max_w * 1.25)
+        self.ahr_rtg = b.capacity_wh / cfg.battery_v_nom_v
+        s = self.sf = {
+            "A": -2, "V": -1, "W": choose_sf(cfg.ac_max_w * 1.25, "int16", 0), "Hz": -2, "PF": -1, "WH": 0,
+            "DCA": -2, "DCV": -1, "DCW103": choose_sf(pv_dc_max, "int16", 0), "Tmp": -1,
+            "WRtg": choose_sf(cfg.ac_max_w, "uint16", 0), "ARtg": -2, "PFRtg": -3,
+            "WHRtg": choose_sf(b.capacity_wh, "uint16", 0), "AhrRtg": choose_sf(self.ahr_rtg, "uint16"),
+            "ChaRte": choose_sf(max(b.p_charge_max_w, b.p_discharge_max_w), "uint16", 0), "ECPNomHz": -2,
+            "WChaMax": choose_sf(cfg.w_cha_max_w, "uint16", 0), "Pct": -2,
+            "StorAval": choose_sf(self.ahr_rtg, "uint16"), "InBatV": -1,
+            "DCW160": choose_sf(max(pv_dc_max, b.p_charge_max_w, b.p_discharge_max_w) * 1.25, "uint16", 0),
+            "DCWH": 0,
+        }
+        self.addr: dict[int, int] = {}
+        self.lengths: dict[int, int] = {}
+        addr = BASE_ADDRESS + 2
+        for mid in SERVED_MODELS:
+            self.addr[mid] = addr
+            self.lengths[mid] = MODELS[mid].length(self.n_modules if mid == 160 else 0)
+            addr += 2 + self.lengths[mid]
+        self.end_address = addr  # the end marker's ID register
+        self.size = addr + 2 - BASE_ADDRESS
+        st_off = STORAGE.offsets()
+        self.writable = {self.addr[124] + st_off[name]: name for name in STORAGE_WRITABLE}
+        # the common, nameplate and settings models never change: encoded once
+        self._static = {1: encode_model(COMMON, self._common()), 120: encode_model(NAMEPLATE, self._nameplate()),
+                        121: encode_model(SETTINGS, self._settings())}
+
+    # static models
+    def _common(self) -> dict[str, Raw]:
+        return {"Mn": "Fronius", "Md": self.cfg.model_name, "Opt": "s4g virtual", "Vr": "1.0.0",
+                "SN": self.serial, "DA": self.cfg.unit_id}
+
+    def _nameplate(self) -> dict[str, Raw]:
+        cfg, s, b = self.cfg, self.sf, self.cfg.battery
+        tr = lambda name, v, sf: to_raw(NAMEPLATE.point(name), v, sf)  # noqa: E731
+        return {
+            "DERTyp": 82, "WRtg": tr("WRtg", cfg.ac_max_w, s["WRtg"]), "WRtg_SF": s["WRtg"],
+            "VARtg": tr("VARtg", cfg.ac_max_w, s["WRtg"]), "VARtg_SF": s["WRtg"],
+            "VArRtgQ1": tr("VArRtgQ1", cfg.ac_max_w, s["W"]), "VArRtgQ2": tr("VArRtgQ2", cfg.ac_max_w, s["W"]),
+            "VArRtgQ3": tr("VArRtgQ3", -cfg.ac_max_w, s["W"]), "VArRtgQ4": tr("VArRtgQ4", -cfg.ac_max_w, s["W"]),
+            "VArRtg_SF": s["W"], "ARtg": tr("ARtg", cfg.ac_max_w / (3 * cfg.v_nom_v), s["ARtg"]),
+            "ARtg_SF": s["ARtg"], "PFRtgQ1": 800, "PFRtgQ2": -800, "PFRtgQ3": 800, "PFRtgQ4": -800,
+            "PFRtg_SF": s["PFRtg"], "WHRtg": tr("WHRtg", b.capacity_wh, s["WHRtg"]), "WHRtg_SF": s["WHRtg"],
+            "AhrRtg": tr("AhrRtg", self.ahr_rtg, s["AhrRtg"]), "AhrRtg_SF": s["AhrRtg"],
+            "MaxChaRte": tr("MaxChaRte", b.p_charge_max_w, s["ChaRte"]), "MaxChaRte_SF": s["ChaRte"],
+            "MaxDisChaRte": tr("MaxDisChaRte", b.p_discharge_max_w, s["ChaRte"]), "MaxDisChaRte_SF": s["ChaRte"],
+        }
+
+    def _settings(self) -> dict[str, Raw]:
+        cfg, s = self.cfg, self.sf
+        return {"WMax": to_raw(SETTINGS.point("WMax"), cfg.ac_max_w, s["WRtg"]), "WMax_SF": s["WRtg"],
+                "VRef": to_raw(SETTINGS.point("VRef"), cfg.v_nom_v, s["V"]), "VRef_SF": s["V"],
+                "VRefOfs": 0, "VRefOfs_SF": s["V"],
+                "VAMax": to_raw(SETTINGS.point("VAMax"), cfg.ac_max_w, s["WRtg"]), "VAMax_SF": s["WRtg"],
+                "ECPNomHz": to_raw(SETTINGS.point("ECPNomHz"), cfg.f_nom_hz, s["ECPNomHz"]),
+                "ECPNomHz_SF": s["ECPNomHz"]}
+
+    # dynamic models
+    def _inverter(self, st: FroniusState) -> dict[str, Raw]:
+        cfg, s = self.cfg, self.sf
+        tr = lambda name, v, sf: to_raw(INVERTERS[103].point(name), v, sf)  # noqa: E731
+        w = -st.p_w  # SunSpec W: + = AC power delivered by the inverter
+        var = -st.q_var
+        va = math.hypot(w, var)
+        a_ph = va / (3 * st.v_v)
+        dcv = cfg.pv_string_v if st.pv_dc_w > 0.5 else 0.0
+        producing = abs(w) > 0.5 or abs(st.batt_p_w) > 0.5
+        state = 5 if st.pv_curtail_w > 1.0 else (4 if producing else 2)  # THROTTLED, MPPT, SLEEPING
+        return {
+            "A": tr("A", 3 * a_ph, s["A"]), "AphA": tr("AphA", a_ph, s["A"]), "AphB": tr("AphB", a_ph, s["A"]),
+            "AphC": tr("AphC", a_ph, s["A"]), "A_SF": s["A"],
+            **{k: tr(k, st.v_v * math.sqrt(3), s["V"]) for k in ("PPVphAB", "PPVphBC", "PPVphCA")},
+            **{k: tr(k, st.v_v, s["V"]) for k in ("PhVphA", "PhVphB", "PhVphC")}, "V_SF": s["V"],
+            "W": tr("W", w, s["W"]), "W_SF": s["W"], "Hz": tr("Hz", st.f_hz, s["Hz"]), "Hz_SF": s["Hz"],
+            "VA": tr("VA", va, s["W"]), "VA_SF": s["W"], "VAr": tr("VAr", var, s["W"]), "VAr_SF": s["W"],
+            "PF": tr("PF", 100.0 * abs(w) / va if va > 0 else 100.0, s["PF"]), "PF_SF": s["PF"],
+            "WH": tr("WH", st.e_ac_out_wh, s["WH"]), "WH_SF": s["WH"],
+            "DCA": tr("DCA", st.pv_dc_w / dcv if dcv else 0.0, s["DCA"]), "DCA_SF": s["DCA"],
+            "DCV": tr("DCV", dcv, s["DCV"]), "DCV_SF": s["DCV"],
+            "DCW": tr("DCW", st.pv_dc_w, s["DCW103"]), "DCW_SF": s["DCW103"],
+            "TmpCab": tr("TmpCab", 35.0, s["Tmp"]), "Tmp_SF": s["Tmp"], "St": state,
+            "Evt1": 0, "Evt2": 0, "EvtVnd1": 0, "EvtVnd2": 0, "EvtVnd3": 0, "EvtVnd4": 0,
+        }
+
+    def _mppt(self, st: FroniusState) -> tuple[dict[str, Raw], list[dict[str, Raw]]]:
+        cfg, s = self.cfg, self.sf
+        tr = lambda name, v, sf: to_raw(MPPT.point(name), v, sf)  # noqa: E731
+        vbat = battery_voltage(cfg, st.soc)
+        modules = []
+
+        def module(mid: int, label: str, w: float, v: float, wh: float, active: int, idle: int) -> dict[str, Raw]:
+            v = v if w > 0.5 else 0.0
+            return {"ID": mid, "IDStr": f"{label} {mid}", "DCA": tr("DCA", w / v if v else 0.0, s["DCA"]),
+                    "DCV": tr("DCV", v, s["DCV"]), "DCW": tr("DCW", w, s["DCW160"]), "DCWH": tr("DCWH", wh, 0),
+                    "DCSt": active if w > 0.5 else idle, "DCEvt": 0}
+
+        for k in range(cfg.pv_strings):
+            modules.append(module(k + 1, "String", st.pv_dc_w / cfg.pv_strings, cfg.pv_string_v,
+                                  st.e_pv_wh / cfg.pv_strings, 4, 2))
+        n = cfg.pv_strings
+        modules.append(module(n + 1, "StCha", max(st.batt_p_w, 0.0), vbat, st.e_batt_in_wh, 4, 8))
+        modules.append(module(n + 2, "StDisCha", max(-st.batt_p_w, 0.0), vbat, st.e_batt_out_wh, 4, 8))
+        fixed = {"DCA_SF": s["DCA"], "DCV_SF": s["DCV"], "DCW_SF": s["DCW160"], "DCWH_SF": s["DCWH"], "Evt": 0,
+                 "N": len(modules)}
+        return fixed, modules
+
+    def _storage(self, st: FroniusState) -> dict[str, Raw]:
+        cfg, s = self.cfg, self.sf
+        tr = lambda name, v, sf: to_raw(STORAGE.point(name), v, sf)  # noqa: E731
+        cha_state = st.soc * 100.0
+        return {
+            "WChaMax": tr("WChaMax", cfg.w_cha_max_w, s["WChaMax"]), "WChaGra": 100, "WDisChaGra": 100,
+            "StorCtl_Mod": st.stor_ctl_mod, "MinRsvPct": tr("MinRsvPct", st.min_rsv_pct, s["Pct"]),
+            "ChaState": tr("ChaState", cha_state, s["Pct"]),
+            "StorAval": tr("StorAval", max(cha_state - st.min_rsv_pct, 0.0) / 100.0 * self.ahr_rtg, s["StorAval"]),
+            "InBatV": tr("InBatV", battery_voltage(cfg, st.soc), s["InBatV"]), "ChaSt": st.cha_st,
+            "OutWRte": tr("OutWRte", st.out_w_rte_pct, s["Pct"]), "InWRte": tr("InWRte", st.in_w_rte_pct, s["Pct"]),
+            "InOutWRte_RvrtTms": st.rvrt_s, "ChaGriSet": st.cha_gri_set,
+            "WChaMax_SF": s["WChaMax"], "WChaDisChaGra_SF": 0, "MinRsvPct_SF": s["Pct"], "ChaState_SF": s["Pct"],
+            "StorAval_SF": s["StorAval"], "InBatV_SF": s["InBatV"], "InOutWRte_SF": s["Pct"],
+        }
+
+    def registers(self, st: FroniusState) -> list[int]:
+        """The whole image, from register 40000 ('SunS') to the end marker."""
+        regs = list(SUNS)
+        for mid in SERVED_MODELS:
+            if mid == 103:
+                regs += encode_model(INVERTERS[103], self._inverter(st))
+            elif mid == 160:
+                fixed, modules = self._mppt(st)
+                regs += encode_model(MPPT, fixed, modules)
+            elif mid == 124:
+                regs += encode_model(STORAGE, self._storage(st))
+            else:
+                regs += self._static[mid]
+        regs += [END_MODEL_ID, 0]
+        return regs
+
+    def storage_fields(self, address: int, values: Sequence[int]) -> dict[str, float]:
+        """Registers written into model 124 -> storage-control fields in physical units (model.py names)."""
+        out: dict[str, float] = {}
+        for k, reg in enumerate(values):
+            name = self.writable.get(address + k)
+            if name is None:
+                raise KeyError(address + k)
+            raw = decode_point(STORAGE.point(name), [reg])
+            if name == "StorCtl_Mod":
+                out["stor_ctl_mod"] = float(0xFFFF if raw is None else raw)
+            elif name == "MinRsvPct":
+                out["min_rsv_pct"] = math.nan if raw is None else float(raw) * 10.0 ** self.sf["Pct"]
+            elif name in ("OutWRte", "InWRte"):
+                key = "out_w_rte_pct" if name == "OutWRte" else "in_w_rte_pct"
+                out[key] = math.nan if raw is None else float(raw) * 10.0 ** self.sf["Pct"]
+            elif name == "InOutWRte_RvrtTms":
+                out["rvrt_s"] = float(0xFFFF if raw is None else raw)  # 0xFFFF is a valid timeout here
+            else:
+                out["cha_gri_set"] = float(0xFFFF if raw is None else raw)
+        return out
+
+
+def rate_raw(p_w: float, w_cha_max_w: float, sf: int) -> int:
+    """batt_p_w (W) -> InWRte/OutWRte raw value in % of WChaMax at scale factor ``sf``."""
+    pct = p_w / w_cha_max_w * 100.0
+    if abs(pct) > RATE_PCT_MAX + 1e-9:
+        raise ValueError(f"{p_w:g} W is {pct:.1f} % of WChaMax={w_cha_max_w:g} W, beyond +-100 %")
+    return round(pct / 10.0 ** sf)
