@@ -70,7 +70,11 @@ class ExtraLoad:
 
 
 class GridEngine:
-    """One grid with named loads, stepped by setting load powers and solving (usable without mosaik)."""
+    """One grid with named loads, stepped by setting load powers and solving (usable without mosaik).
+
+    Takes ownership of ``model``: extra loads are added to its net and, with ``static_loads="zero"``, the file's
+    sgens and storage are set to zero.
+    """
 
     def __init__(
         self,
@@ -99,8 +103,8 @@ class GridEngine:
         self.result: PowerFlowResult | None = None
 
     @staticmethod
-    def _initial_powers(net: pp.pandapowerNet, loads: Sequence[LoadInfo], static: StaticLoads) -> tuple[np.ndarray,
-                                                                                                       np.ndarray]:
+    def _initial_powers(net: pp.pandapowerNet, loads: Sequence[LoadInfo],
+                        static: StaticLoads) -> tuple[np.ndarray, np.ndarray]:
         p, q = np.zeros(len(loads)), np.zeros(len(loads))
         if static == "file":
             for k, load in enumerate(loads):
@@ -178,13 +182,9 @@ class GridSim(mosaik_api_v3.Simulator):
         self._bus_pos = {f"bus:{n}": k for k, n in enumerate(m.bus_names)}
         self._line_pos = {f"line:{n}": k for k, n in enumerate(m.line_names)}
         self._trafo_pos = {f"trafo:{n}": k for k, n in enumerate(m.trafo_names)}
-        children = (
-            [{"eid": eid, "type": "Bus"} for eid in self._bus_pos]
-            + [{"eid": eid, "type": "Line"} for eid in self._line_pos]
-            + [{"eid": eid, "type": "Trafo"} for eid in self._trafo_pos]
-            + [{"eid": f"load:{n}", "type": "Load"} for n in self.engine.load_names]
-        )
-        return [{"eid": self.grid_eid, "type": "Grid", "children": children}]
+        return [{"eid": self.grid_eid, "type": "Grid", "children": _children(m),
+                 "extra_info": {"slack_bus": m.slack_bus, "source": m.source, "mode": self.engine.mode,
+                                "ders": m.ders, "assumptions": list(m.assumptions)}}]
 
     def step(self, time: int, inputs: dict[str, dict[str, dict[str, Any]]], max_advance: int) -> int:
         engine = self._require_engine()
@@ -235,6 +235,24 @@ class GridSim(mosaik_api_v3.Simulator):
         if self.engine is None:
             raise RuntimeError("no Grid created yet")
         return self.engine
+
+
+def _children(m: GridModel) -> list[dict[str, Any]]:
+    """Bus, Line, Trafo and Load entities (in that order) with the topology facts a scenario layer needs."""
+    net = m.net
+    name_of = dict(zip(m.bus_index, m.bus_names))
+    buses = [{"eid": f"bus:{n}", "type": "Bus", "extra_info": {"vn_kv": m.bus_vn_kv[n]}} for n in m.bus_names]
+    lines = [{"eid": f"line:{n}", "type": "Line",
+              "extra_info": {"from_bus": name_of[int(net.line.at[i, "from_bus"])],
+                             "to_bus": name_of[int(net.line.at[i, "to_bus"])]}}
+             for n, i in zip(m.line_names, m.line_index)]
+    trafos = [{"eid": f"trafo:{n}", "type": "Trafo",
+               "extra_info": {"hv_bus": name_of[int(net.trafo.at[i, "hv_bus"])],
+                              "lv_bus": name_of[int(net.trafo.at[i, "lv_bus"])]}}
+              for n, i in zip(m.trafo_names, m.trafo_index)]
+    loads = [{"eid": f"load:{x.name}", "type": "Load", "extra_info": {"bus": x.bus, "phase": x.phase}}
+             for x in m.loads]
+    return buses + lines + trafos + loads
 
 
 def _sum_inputs(eid: str, attr: str, sources: Mapping[str, Any]) -> float | None:

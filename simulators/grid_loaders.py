@@ -14,7 +14,7 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandapower as pp
@@ -400,7 +400,8 @@ def _sequence_from_matrix(rows: object, r: _Reader, where: str) -> tuple[float, 
     return self_ - mutual, self_ + 2.0 * mutual
 
 
-def _read_linecodes(radial: dict[str, Any], where: str, r: _Reader, ampacity_a: Mapping[str, float]) -> dict[str, _LineCode]:
+def _read_linecodes(radial: dict[str, Any], where: str, r: _Reader,
+                    ampacity_a: Mapping[str, float]) -> dict[str, _LineCode]:
     codes: dict[str, _LineCode] = {}
     for k, lc in enumerate(r.items(radial, "linecode", where, required=False)):
         w = f"{where}.linecode[{k}]"
