@@ -59,6 +59,8 @@ class GridSpec(Strict):
     mode: Literal["balanced", "unbalanced"] = "balanced"
     solver: Literal["fast", "pandapower"] = "fast"
     static_loads: Literal["zero", "file"] = "zero"
+    line_ampacity_a: dict[str, float] = Field(default_factory=dict,
+                                              description="rated current per DSF-SE line code (the format has none)")
 
     @model_validator(mode="after")
     def _source_args(self) -> "GridSpec":

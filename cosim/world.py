@@ -124,7 +124,7 @@ class WorldBuilder:
         try:
             self.grid = grid_sim.Grid(source=g.source, path=str(g.path) if g.path else None, code=g.code,
                                       mode=g.mode, solver=g.solver, extra_loads=extra_loads,
-                                      static_loads=g.static_loads)
+                                      static_loads=g.static_loads, ampacity_a=g.line_ampacity_a or None)
         except Exception as exc:  # the grid simulator names what is wrong; place it in the scenario
             raise self.loaded.error(("grid",), f"cannot build the grid: {exc}") from exc
         for child in self.grid.children:

@@ -38,7 +38,7 @@ META: dict[str, Any] = {
     "models": {
         "Grid": {
             "public": True,
-            "params": ["source", "path", "code", "mode", "solver", "extra_loads", "static_loads"],
+            "params": ["source", "path", "code", "mode", "solver", "extra_loads", "static_loads", "ampacity_a"],
             "attrs": GRID_SCALARS + GRID_VECTORS,
         },
         "Bus": {"public": False, "params": [], "attrs": ["v_pu", "v_a_pu", "v_b_pu", "v_c_pu"]},
@@ -170,7 +170,8 @@ class GridSim(mosaik_api_v3.Simulator):
         if num != 1 or self.engine is not None:
             raise ValueError("GridSim holds exactly one Grid; start another GridSim instance for another grid")
         source = params.get("source", "simbench")
-        grid_model = load_grid(source, path=params.get("path"), code=params.get("code"))
+        grid_model = load_grid(source, path=params.get("path"), code=params.get("code"),
+                               ampacity_a=params.get("ampacity_a"))
         self.engine = GridEngine(
             grid_model,
             mode=params.get("mode", "balanced"),

@@ -109,8 +109,9 @@ class GridModel:
 # --------------------------------------------------------------------------------------------- entry point
 
 
-def load_grid(source: str, *, path: str | os.PathLike[str] | None = None, code: str | None = None) -> GridModel:
-    """Dispatch on ``source`` ("simbench" | "pandapower" | "dsf-se")."""
+def load_grid(source: str, *, path: str | os.PathLike[str] | None = None, code: str | None = None,
+              ampacity_a: Mapping[str, float] | None = None) -> GridModel:
+    """Dispatch on ``source`` ("simbench" | "pandapower" | "dsf-se"); ``ampacity_a`` rates DSF-SE line codes."""
     if source == "simbench":
         if not code:
             raise ValueError("source 'simbench' needs a 'code', e.g. '1-LV-semiurb4--0-sw'")
@@ -118,7 +119,7 @@ def load_grid(source: str, *, path: str | os.PathLike[str] | None = None, code: 
     if source in ("pandapower", "dsf-se"):
         if path is None:
             raise ValueError(f"source {source!r} needs a 'path'")
-        return load_pandapower_json(path) if source == "pandapower" else load_dsf_se(path)
+        return load_pandapower_json(path) if source == "pandapower" else load_dsf_se(path, ampacity_a=ampacity_a)
     raise ValueError(f"unknown grid source {source!r}; expected 'simbench', 'pandapower' or 'dsf-se'")
 
 

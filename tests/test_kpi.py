@@ -271,7 +271,7 @@ def test_terminal_tables(pv_run: dict[str, Any]) -> None:
     console = Console(record=True, width=200)
     console.print(kpi.table(pv_run, wall_time_s=12.34))
     text = console.export_text()
-    assert "total.import_kwh" in text and "42.0" in text and "12.3 s" in text
+    assert "energy imported at the PCCs" in text and "42.0" in text and "12.34 s" in text
     assert "50.0 %" in text  # ratios shown as percentages
     other = json.loads(json.dumps(pv_run))
     other["total"]["import_kwh"] = 7.0
