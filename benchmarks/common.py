@@ -95,4 +95,7 @@ def print_rows(rows: list[dict], title: str = "benchmarks") -> None:
         ratio = f"{r['ratio']:.3g}x" if r.get("ratio") is not None else "-"
         table.add_row(r["figure"], _fmt(r.get("ours")), _fmt(r.get("spread")), _fmt(r.get("baseline")), r["unit"],
                       ratio, r.get("goal") or "-", met)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and files: wide enough that rows do not wrap
+        console = Console(width=200)
+    console.print(table)

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of the scenario format")
     p.add_argument("--out")
     p.set_defaults(func=cmd_schema)
+    # listed for --help; main() hands everything after it to `python -m benchmarks`
+    sub.add_parser("bench-perf", help="run the performance benchmarks (same as python -m benchmarks)",
+                   add_help=False)
+
     from cosim import device_cli
 
     device_cli.register(sub)
@@ -120,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from cosim.scenario import ScenarioError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench-perf"]:
+        from benchmarks.__main__ import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
