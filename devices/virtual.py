@@ -42,7 +42,7 @@ class VirtualDevice(abc.ABC):
     def sync(self) -> None:
         """Refresh what the protocol serves (registers, frames) from the model; called after each advance."""
 
-    async def advance(self, t_s: int, dt_s: int, env: Mapping[str, float]) -> None:
+    async def advance(self, t_s: float, dt_s: float, env: Mapping[str, float]) -> None:
         """Step the model over [t_s, t_s + dt_s) with exogenous inputs, then refresh the served state."""
         self.bank.step(t_s, dt_s, {k: np.array([v], dtype=float) for k, v in env.items()})
         self.t_s = t_s + dt_s

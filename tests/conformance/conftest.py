@@ -19,7 +19,7 @@ def _harnesses() -> list[type[DeviceHarness]]:
             module = importlib.import_module(f"tests.conformance.{info.name}")
             found += [obj for _, obj in inspect.getmembers(module, inspect.isclass)
                       if issubclass(obj, DeviceHarness) and obj is not DeviceHarness and not inspect.isabstract(obj)
-                      and obj.__module__ == module.__name__]
+                      and obj.__module__ == module.__name__ and obj.name]  # a nameless class is a shared base
     return sorted(found, key=lambda c: c.name)
 
 

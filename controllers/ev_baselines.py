@@ -1,0 +1,116 @@
+"""Baselines for EV charging control, to compare smart charging against.
+
+* uncontrolled: every wallbox at its hardware maximum (the EV charges at full power from plug-in).
+* equal share: a site limit divided equally among the EVs that want power; when the share would fall below
+  what an EV can take (IEC 61851 minimum current), the first EVs (by wallbox order) get the minimum and the
+  rest pause until a share frees up.
+
+Plain functions on arrays plus one small mosaik simulator (``EVBaseline``: a ``Site`` entity whose child
+``Slot`` entities are wired one-to-one to wallboxes: wallbox -> slot ``connected``, ``status`` (time-shifted),
+slot -> wallbox ``p_max_w``). Setpoints are rounded down to 0.1 W, the resolution of OCPP charging profiles,
+so a sim:// and an OCPP run receive identical limits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+
+SUSPENDED_EV = 4  # the EV does not want more (wallbox status code)
+
+
+def floor_01(x: np.ndarray) -> np.ndarray:
+    return np.floor(np.asarray(x, dtype=float) * 10.0 + 1e-6) / 10.0
+
+
+def uncontrolled_limits(p_hw_max_w: np.ndarray) -> np.ndarray:
+    """Full power everywhere."""
+    return floor_01(p_hw_max_w)
+
+
+def equal_share_limits(wants: np.ndarray, site_limit_w: float, p_hw_max_w: np.ndarray,
+                       p_min_w: np.ndarray) -> np.ndarray:
+    """Per-wallbox power limits sharing ``site_limit_w`` equally among the wallboxes whose EV ``wants`` power.
+
+    Wallboxes without such an EV get 0: an arriving EV starts at the next control cycle, so the site limit
+    holds even when several EVs arrive at once (the controller sees measurements one step late).
+    """
+    wants = np.asarray(wants, dtype=bool)
+    hw = np.asarray(p_hw_max_w, dtype=float)
+    p_min = np.asarray(p_min_w, dtype=float)
+    n = int(wants.sum())
+    limits = np.zeros(hw.shape)
+    if n == 0:
+        return limits
+    idx = np.flatnonzero(wants)
+    share = site_limit_w / n
+    if share < float(np.max(p_min[idx])):
+        k = int(site_limit_w // float(np.max(p_min[idx]))) if np.max(p_min[idx]) > 0 else n
+        idx = idx[:k]
+        share = site_limit_w / k if k else 0.0
+    limits[idx] = np.minimum(share, hw[idx])
+    return floor_01(np.maximum(limits, 0.0))
+
+
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        "Site": {"public": True, "params": ["kind", "n", "site_limit_w", "p_hw_max_w", "p_min_w"], "attrs": []},
+        "Slot": {"public": False, "params": [], "attrs": ["connected", "status", "p_max_w"]},
+    },
+}
+
+
+class EVBaselineSim(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.sites: dict[str, dict[str, Any]] = {}
+        self.slot_of: dict[str, tuple[str, int]] = {}
+        self.step_size = 60
+
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+        self.step_size = int(step_size)
+        return self.meta
+
+    def create(self, num: int, model: str, kind: str = "equal_share", n: int = 1, site_limit_w: float = math.inf,
+               p_hw_max_w: float = 22_080.0, p_min_w: float = 4_140.0) -> list[dict]:
+        if kind not in ("equal_share", "uncontrolled"):
+            raise ValueError(f"kind must be 'equal_share' or 'uncontrolled', not {kind!r}")
+        out = []
+        for _ in range(num):
+            eid = f"{kind}_{len(self.sites)}"
+            self.sites[eid] = {"kind": kind, "limit": float(site_limit_w), "hw": np.full(n, float(p_hw_max_w)),
+                               "min": np.full(n, float(p_min_w)), "wants": np.zeros(n, dtype=bool),
+                               "out": floor_01(np.full(n, float(p_hw_max_w)))}
+            children = []
+            for i in range(n):
+                cid = f"{eid}.slot_{i}"
+                self.slot_of[cid] = (eid, i)
+                children.append({"eid": cid, "type": "Slot"})
+            out.append({"eid": eid, "type": "Site", "children": children})
+        return out
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        for cid, attrs in inputs.items():
+            eid, i = self.slot_of[cid]
+            conn = next(iter(attrs.get("connected", {0: 0.0}).values()))
+            status = next(iter(attrs.get("status", {0: 0.0}).values()))
+            ok = conn is not None and math.isfinite(conn) and conn > 0.5
+            self.sites[eid]["wants"][i] = ok and not (status is not None and status == SUSPENDED_EV)
+        for site in self.sites.values():
+            if site["kind"] == "uncontrolled":
+                site["out"] = uncontrolled_limits(site["hw"])
+            else:
+                site["out"] = equal_share_limits(site["wants"], site["limit"], site["hw"], site["min"])
+        return time + self.step_size
+
+    def get_data(self, outputs: dict) -> dict:
+        data = {}
+        for cid, attrs in outputs.items():
+            eid, i = self.slot_of[cid]
+            data[cid] = {a: float(self.sites[eid]["out"][i]) for a in attrs if a == "p_max_w"}
+        return data

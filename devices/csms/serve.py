@@ -1,0 +1,102 @@
+"""Run our CSMS stand-alone and print the charge points that connect and their state.
+
+``s4g device serve csms [--host 127.0.0.1] [--port 9000] [--ids CP_1,CP_2] [--upstream ws://legacy/]
+[--every 10] [--duration S]``. Without ``--ids`` any charge point id is admitted (OCPP 1.6J and 2.0.1, by
+subprotocol); with ``--upstream`` the admitted stations are proxied to a legacy CSMS. Boots, status changes
+and transactions are printed as they happen, and a table of all stations every ``--every`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import signal
+import time
+
+from devices.wallbox.csms import CsmsServer, StationState
+from devices.wallbox.model import status_name
+from devices.wallbox.rpc import Payload
+
+EVENTS = {"BootNotification", "StatusNotification", "StartTransaction", "StopTransaction", "TransactionEvent"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9000, help="port (default 9000; 0 = any free port)")
+    parser.add_argument("--ids", help="comma-separated charge point ids to admit (default: any)")
+    parser.add_argument("--version", choices=["1.6", "2.0.1"], default="1.6",
+                        help="OCPP version expected from the --ids stations (default 1.6)")
+    parser.add_argument("--upstream", help="proxy the --ids stations to this legacy CSMS URL")
+    parser.add_argument("--every", type=float, default=10.0, help="print the station table every N s (default 10)")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+
+
+def _fmt(x: float, unit: str) -> str:
+    return f"{x:.0f} {unit}" if math.isfinite(x) else "-"
+
+
+def describe(st: StationState) -> str:
+    m = st.measurement()
+    link = "online" if st.connected else "offline"
+    tx = f"tx {st.tx_id}" if st.tx_id else "no tx"
+    return (f"{st.cp_id:<16} OCPP {st.version:<5} {link:<7} {status_name(m['status']):<13} "
+            f"{_fmt(m['p_w'], 'W'):>9} {_fmt(m['e_wh'], 'Wh'):>11}  {tx}, session {_fmt(m['e_session_wh'], 'Wh')}")
+
+
+def _on_message(st: StationState, action: str, p: Payload) -> None:
+    if action not in EVENTS:
+        return
+    if action == "BootNotification":
+        text = f"boot {p.get('chargePointModel') or p.get('chargingStation', {}).get('model')}"
+    elif action == "StatusNotification":
+        text = f"status {p.get('status') or p.get('connectorStatus')}"
+    elif action == "StartTransaction":
+        text = f"start transaction (meter {p['meterStart']} Wh)"
+    elif action == "StopTransaction":
+        text = f"stop transaction {p['transactionId']} ({p.get('reason', 'Local')})"
+    else:
+        text = f"transaction {p['eventType']} {p['transactionInfo']['transactionId']}"
+    print(f"{time.strftime('%H:%M:%S')} {st.cp_id}: {text}", flush=True)
+
+
+async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
+    ids = [x.strip() for x in (args.ids or "").split(",") if x.strip()]
+    server = CsmsServer(args.host, args.port, accept_any=not ids)
+    for cp_id in ids:
+        server.expect(cp_id, args.version, args.upstream)
+    server.listeners.append(_on_message)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        port = await server.start()
+        print(f"CSMS listening on ws://{args.host}:{port}/<charge point id> "
+              f"({'ids ' + ', '.join(ids) if ids else 'any id'}; OCPP 1.6J and 2.0.1)", flush=True)
+        if ready is not None:
+            ready.set()
+        t0 = time.monotonic()
+        while not stop.is_set():
+            left = None if args.duration is None else args.duration - (time.monotonic() - t0)
+            if left is not None and left <= 0:
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), min(args.every, left) if left is not None else args.every)
+            except TimeoutError:
+                pass
+            for st in server.states.values():
+                print(describe(st), flush=True)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.stop()
+        print("stopped", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 130
+    return 0
