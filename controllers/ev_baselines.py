@@ -18,6 +18,9 @@ from typing import Any
 
 import mosaik_api_v3
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from controllers.registry import ControllerKind
 
 SUSPENDED_EV = 4  # the EV does not want more (wallbox status code)
 
@@ -114,3 +117,43 @@ class EVBaselineSim(mosaik_api_v3.Simulator):
             eid, i = self.slot_of[cid]
             data[cid] = {a: float(self.sites[eid]["out"][i]) for a in attrs if a == "p_max_w"}
         return data
+
+
+# -- scenario wiring (controllers.registry) ----------------------------------------------------------------------
+
+class _EvLimitParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    site_limit_w: float = Field(math.inf, gt=0, description="power the wallboxes may draw together")
+    p_min_w: float = Field(4_140.0, ge=0, description="below this an EV is paused (6 A x 3 x 230 V)")
+
+
+def _build(kind: str):
+    def build(builder: Any, spec: Any, params: _EvLimitParams) -> None:
+        from devices import registry as device_registry
+
+        wallboxes = [d for d in builder.select_devices(spec.devices) if d.family == "wallbox"]
+        if not wallboxes:
+            raise builder.loaded.error(("controllers",), f"controller {spec.id!r} controls no wallbox")
+        fam = device_registry.family("wallbox")
+        hw_max = [fam.capabilities(fam.parse_config(d.config)).setpoints["p_max_w"].max for d in wallboxes]
+        site = builder.sim("EVBaselines", "controllers.ev_baselines:EVBaselineSim").Site(
+            kind=kind, n=len(wallboxes), site_limit_w=params.site_limit_w, p_hw_max_w=min(hw_max),
+            p_min_w=params.p_min_w)
+        builder.add_entity(site)
+        for slot, dev in zip(site.children, wallboxes):
+            device = builder.devices[dev.id]
+            builder.add_entity(slot)
+            builder.world.connect(device, slot, "connected", "status")
+            builder.world.connect(slot, device, "p_max_w", time_shifted=True, initial_data={"p_max_w": min(hw_max)})
+            builder.record(slot, "p_max_w", "controllers", f"{spec.id}/{dev.id}.p_max_w")
+
+    return build
+
+
+CONTROLLER_KINDS = [
+    ControllerKind("ev_uncontrolled", _EvLimitParams, _build("uncontrolled"),
+                   "every EV charges at full power from plug-in (reference)"),
+    ControllerKind("ev_equal_share", _EvLimitParams, _build("equal_share"),
+                   "the site limit is shared equally among the EVs that want power"),
+]

@@ -476,6 +476,18 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+def ev_kpis(run_dir: Path) -> dict[str, Any]:
+    """Charging KPIs per EV fleet and in total, from sessions.jsonl (written by the EV fleet simulator)."""
+    path = run_dir / "sessions.jsonl"
+    if not path.is_file():
+        return {}
+    from simulators.ev_fleet import read_sessions, session_kpis
+
+    _, sites = read_sessions(path)
+    fleets = {s["site"]: session_kpis(path, site=s["site"]) for s in sites}
+    return {"ev": {"total": session_kpis(path), "fleets": fleets}}
+
+
 def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
     """All KPIs of the run in ``run_dir``; also written to ``run_dir/kpis.json``.
 
@@ -492,6 +504,7 @@ def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
             "grid": grid_kpis(run),
             "sites": sites,
             "devices": devices,
+            **ev_kpis(run_dir),
         }
     )
     (run_dir / KPI_FILE).write_text(json.dumps(kpis, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -565,9 +578,16 @@ SUMMARY_ROWS = (
     ("max line loading", "grid.max_line_loading_pct"),
     ("max transformer loading", "grid.max_trafo_loading_pct"),
     ("PCC voltage within 230 V ±10 %", "grid.v_within_10pct"),
+    ("EV arrivals", "ev.total.arrivals"),
+    ("EV charging services completed", "ev.total.services_completed"),
+    ("EV energy delivered", "ev.total.energy_delivered_wh"),
+    ("EV energy unmet at departure", "ev.total.unmet_energy_wh"),
+    ("EV peak charging power", "ev.total.peak_charging_w"),
+    ("EV mean waiting time", "ev.total.waiting_mean_s"),
 )
 
-_UNITS = (("_kwh", "kWh"), ("_kw", "kW"), ("_eur", "EUR"), ("_pu", "pu"), ("minutes_outside", "node-min"))
+_UNITS = (("_kwh", "kWh"), ("_kw", "kW"), ("_wh", "Wh"), ("_w", "W"), ("_eur", "EUR"), ("_pu", "pu"),
+          ("_10pct", "node-min"), ("_5pct", "node-min"), ("_s", "s"))
 
 SITE_COLUMNS = (("import kWh", "import_kwh"), ("export kWh", "export_kwh"), ("load kWh", "load_kwh"),
                 ("PV kWh", "pv_kwh"), ("self-cons.", "self_consumption_ratio"),
@@ -585,7 +605,7 @@ def _compact(key: str, value: Any) -> str:
 
 
 def _unit(key: str) -> str:
-    return next((u for suffix, u in _UNITS if suffix in key), "")
+    return next((u for suffix, u in _UNITS if key.endswith(suffix) and "within" not in key), "")
 
 
 def table(kpis: dict[str, Any], wall_time_s: float | None = None, sites: bool = True) -> Group:

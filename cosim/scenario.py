@@ -182,6 +182,21 @@ class ControllerSpec(Strict):
         return v
 
 
+class EvFleetSpec(Strict):
+    """EVs arriving at a group of wallboxes (simulators/ev_fleet.py); one bay per wallbox, in order."""
+
+    id: str
+    kind: Literal["commercial", "residential"] = "commercial"
+    wallboxes: list[str] = Field(min_length=1, description="ids of wallbox devices, one connector each")
+    evs_per_day: float = Field(22.0, ge=0, description="commercial: EVs per working day")
+    unplug_when_done: bool = False
+    working_days: list[int] = Field([0, 1, 2, 3, 4], description="0 = Monday")
+    plug_probability: float = Field(0.9, ge=0, le=1, description="residential: chance an EV plugs in a day")
+    distance_km_mean: float = Field(35.0, gt=0)
+    ev_types: list[dict[str, Any]] | None = None
+    groups: list[dict[str, Any]] | None = None
+
+
 class OutputSpec(Strict):
     device_attrs: list[str] | Literal["*"] = "*"
     buses: bool = True
@@ -209,8 +224,10 @@ class Scenario(Strict):
     sites: list[SiteSpec] = Field(default_factory=list)
     devices: list[DeviceSpec] = Field(default_factory=list)
     controllers: list[ControllerSpec] = Field(default_factory=list)
+    ev_fleets: list[EvFleetSpec] = Field(default_factory=list)
     outputs: OutputSpec = OutputSpec()
     kpis: KpiSpec = KpiSpec()
+    bench: BenchSpec | None = Field(None, description="how the scenario runs on the HIL bench (s4g bench run)")
 
     @field_validator("start")
     @classmethod
@@ -368,6 +385,19 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None) -> list[Problem]:
             kind.params.model_validate(ctl.params)
         except ValidationError as exc:
             problems += _pydantic_problems(exc, ("controllers", i, "params"), root)
+    devices_by_id = {d.id: d for d in sc.devices}
+    in_fleet: set[str] = set()
+    for i, fleet in enumerate(sc.ev_fleets):
+        for j, wb in enumerate(fleet.wallboxes):
+            dev = devices_by_id.get(wb)
+            if dev is None or dev.family != "wallbox":
+                add(("ev_fleets", i, "wallboxes", j), "expected the id of a wallbox device", wb)
+            elif wb in in_fleet:
+                add(("ev_fleets", i, "wallboxes", j), "this wallbox already belongs to another fleet", wb)
+            in_fleet.add(wb)
+    for i, dev in enumerate(sc.devices):
+        if dev.family == "wallbox" and dev.id not in in_fleet:
+            add(("devices", i, "id"), "a wallbox needs EVs: list it under an ev_fleets[].wallboxes", dev.id)
     if sc.grid.path is not None and not sc.grid.path.is_file():
         add(("grid", "path"), "grid file not found", str(sc.grid.path))
     for i, site in enumerate(sc.sites):

@@ -103,6 +103,7 @@ class WorldBuilder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._build_profiles_and_grid()
         self._build_devices()
+        self._build_ev_fleets()
         for i, ctl in enumerate(sc.controllers):
             kind = controller_registry.controller(ctl.kind)
             params = kind.params.model_validate(ctl.params)
@@ -144,15 +145,17 @@ class WorldBuilder:
             handle = SiteHandle(site, loads[key])
             if site.load is not None:
                 ref = site.load
-                handle.load = profiles.Load(source=ref.source, column=ref.column, scale=ref.scale,
-                                            power_factor=ref.power_factor, path=_str(ref.path),
-                                            code=g.code, element=ref.element)
+                handle.load = self._create(("sites", i, "load"), profiles.Load, source=ref.source,
+                                           column=ref.column, scale=ref.scale, power_factor=ref.power_factor,
+                                           path=_str(ref.path), code=g.code, element=ref.element)
                 self.world.connect(handle.load, handle.pcc, "p_w", "q_var")
                 self.record(handle.load, "p_w", "sites", f"{site.id}.load_p_w")
             pv_ref = site.pv_profile or sc.profiles.pv
             if pv_ref is not None:
-                handle.pv = profiles.PV(source=pv_ref.source, column=pv_ref.column, scale=pv_ref.scale,
-                                        path=_str(pv_ref.path), code=g.code, element=pv_ref.element)
+                loc = ("sites", i, "pv_profile") if site.pv_profile else ("profiles", "pv")
+                handle.pv = self._create(loc, profiles.PV, source=pv_ref.source, column=pv_ref.column,
+                                         scale=pv_ref.scale, path=_str(pv_ref.path), code=g.code,
+                                         element=pv_ref.element)
             self.record(handle.pcc, "p_w", "sites", f"{site.id}.pcc_p_w")
             self.record(handle.pcc, "v_pu", "sites", f"{site.id}.v_pu")
             self.sites[site.id] = handle
@@ -161,12 +164,20 @@ class WorldBuilder:
                 raise self.loaded.error(("devices", i, "bus"), "expected a bus of the grid", dev.bus)
         if sc.profiles.price is not None:
             p = sc.profiles.price
-            self.price = profiles.Price(kind=p.kind, import_eur_per_kwh=p.import_eur_per_kwh,
-                                        export_eur_per_kwh=p.export_eur_per_kwh,
-                                        periods=[q.model_dump(by_alias=True) for q in p.periods or []],
-                                        path=_str(p.path))
+            periods = [{"from": q.start, "to": q.end, "import": q.import_eur_per_kwh,
+                        "export": q.export_eur_per_kwh} for q in p.periods or []]
+            self.price = self._create(("profiles", "price"), profiles.Price, kind=p.kind,
+                                      import_eur_per_kwh=p.import_eur_per_kwh,
+                                      export_eur_per_kwh=p.export_eur_per_kwh, periods=periods, path=_str(p.path))
             for attr in ("import_eur_per_kwh", "export_eur_per_kwh"):
                 self.record(self.price, attr, "prices", f"price.{attr}")
+
+    def _create(self, loc: tuple, factory: Any, **params: Any) -> Any:
+        """Create an entity; a simulator's refusal (bad column, file, ...) becomes a scenario error at ``loc``."""
+        try:
+            return factory(**params)
+        except (ValueError, KeyError, OSError) as exc:
+            raise self.loaded.error(loc, str(exc).strip("'\"")) from exc
 
     def _build_devices(self) -> None:
         sc = self.scenario
@@ -177,8 +188,11 @@ class WorldBuilder:
         for i, spec in enumerate(sc.devices):
             fam = device_registry.family(spec.family)
             factory = getattr(self.device_sim, spec.family)
+            config = dict(spec.config)
+            if "clock_start" in fam.config.model_fields and "clock_start" not in config:
+                config["clock_start"] = sc.start.isoformat()  # protocol timestamps on the scenario calendar
             try:
-                ent = factory(address=spec.address, config=spec.config, device_id=spec.id, timeout_s=spec.timeout_s)
+                ent = factory(address=spec.address, config=config, device_id=spec.id, timeout_s=spec.timeout_s)
             except Exception as exc:
                 raise self.loaded.error(("devices", i), f"cannot create the device: {exc}") from exc
             self.devices[spec.id] = ent
@@ -192,7 +206,30 @@ class WorldBuilder:
             for attr in (*attrs, "rejected"):
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
 
+    def _build_ev_fleets(self) -> None:
+        from simulators.ev_fleet import ENV_OUTPUTS
+
+        sc = self.scenario
+        if not sc.ev_fleets:
+            return
+        fleet_sim = self.sim("EVFleet", "simulators.ev_fleet:EVFleetSim", start=sc.start.isoformat(),
+                             timezone=sc.timezone, seed=sc.seed, sessions_path=str(self.out_dir / "sessions.jsonl"))
+        for spec in sc.ev_fleets:
+            site = fleet_sim.Site(kind=spec.kind, connectors=len(spec.wallboxes), evs_per_day=spec.evs_per_day,
+                                  unplug_when_done=spec.unplug_when_done, working_days=spec.working_days,
+                                  plug_probability=spec.plug_probability, distance_km_mean=spec.distance_km_mean,
+                                  ev_types=spec.ev_types, groups=spec.groups, name=spec.id)
+            self.add_entity(site)
+            for attr in ("p_w", "n_plugged", "n_waiting"):
+                self.record(site, attr, "ev_fleets", f"{spec.id}.{attr}")
+            for bay, wb in zip(site.children, spec.wallboxes):
+                device = self.devices[wb]
+                self.world.connect(bay, device, *ENV_OUTPUTS)
+                self.world.connect(device, bay, "p_w", time_shifted=True, initial_data={"p_w": 0.0})
+
     def _connect_env(self, index: int, spec: DeviceSpec, ent: Any, env: str) -> None:
+        if env.startswith("ev_"):
+            return  # wired from the EV fleet the wallbox belongs to (checked by the scenario)
         if env == "pv_w_per_kwp":
             site = self.sites.get(spec.site) if spec.site else None
             pv = site.pv if site else None
