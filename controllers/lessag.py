@@ -1,0 +1,297 @@
+"""LESSAg: the local agent that executes a GESSCon schedule at one site.
+
+Each scenario step the agent
+
+1. reads the latest schedule (a SenML pack of 24 hourly set-points, + = charging) and when it was issued;
+2. if the schedule is missing, does not cover the current hour, or is older than ``max_age_s``, falls back
+   to rule-based self-consumption (the PCC is driven to zero) and logs the change (``events()`` and the
+   numeric output ``fallback`` = 1);
+3. otherwise follows it: ``mode="direct"`` takes the current hour's set-point and corrects it in real
+   time towards the PCC power GESSCon planned (``pcc_gain`` in [0, 1]: 0 = pure schedule, 1 = hold the
+   planned PCC exchange whatever the forecast error); ``mode="profess"`` re-plans with PROFESS every
+   ``profess.step_s`` with the schedule-following objective (deviation penalised, the site's own
+   objective terms as configured) and applies the first step;
+4. clips the result to what the battery reports it can deliver now (``p_charge_avail_w``,
+   ``p_discharge_avail_w``).
+
+All entities are stepped together with arrays (the direct mode is fully vectorised).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+import mosaik_api_v3
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from controllers.baselines import self_consumption_setpoint
+from controllers.gesscon import from_senml
+from controllers.profess import ProfessParams, _Site
+from controllers.registry import ControllerKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cosim.scenario import ControllerSpec
+    from cosim.world import WorldBuilder
+
+log = logging.getLogger(__name__)
+
+
+class LessagParams(BaseModel):
+    """``params`` of a ``lessag`` controller (or ``gesscon.params.lessag``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["direct", "profess"] = "direct"
+    max_age_s: int = Field(26 * 3600, gt=0, description="a schedule older than this is stale")
+    pcc_gain: float = Field(0.0, ge=0, le=1, description="direct mode: share of the PCC deviation compensated")
+    profess: ProfessParams = Field(default_factory=lambda: ProfessParams(objective="follow_schedule"))
+
+
+INPUTS = ("schedule", "schedule_issued_s", "pcc_plan_w", "pcc_p_w", "batt_p_w", "e_wh", "p_charge_avail_w",
+          "p_discharge_avail_w", "load_p_w", "pv_w_per_kwp", "v_pu")
+OUTPUTS = ("p_set_w", "fallback", "schedule_age_s")
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {"Lessag": {"public": True,
+                          "params": ["params", "start_unix_s", "battery", "pv_kwp", "pv_eta", "pv_max_w",
+                                     "load_truth_w", "pv_truth_w_per_kwp", "import_eur_per_kwh",
+                                     "export_eur_per_kwh", "start_tod_s"],
+                          "attrs": [*INPUTS, *OUTPUTS]}},
+    "extra_methods": ["events"],
+}
+
+
+class LessagSim(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.eids: list[str] = []
+        self.params: list[LessagParams] = []
+        self.start_unix: list[float] = []
+        self.profess: dict[str, _Site] = {}
+        self.step_size = 60
+        self.p_set_w = np.zeros(0)
+        self.fallback = np.zeros(0)
+        self.age_s = np.zeros(0)
+        self._events: list[dict] = []
+        self._decoded: dict[str, tuple[int, Any]] = {}  # eid -> (id of the pack object, decoded)
+
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+        self.step_size = int(step_size)
+        return self.meta
+
+    def create(self, num: int, model: str, params: dict | None = None, start_unix_s: float = 0.0,
+               battery: dict | None = None, pv_kwp: float = 0.0, pv_eta: float = 1.0, pv_max_w: float | None = None,
+               load_truth_w=None, pv_truth_w_per_kwp=None, import_eur_per_kwh=None, export_eur_per_kwh=None,
+               start_tod_s: int = 0) -> list[dict]:
+        p = LessagParams.model_validate(params or {})
+        out = []
+        for _ in range(num):
+            eid = f"Lessag_{len(self.eids)}"
+            self.eids.append(eid)
+            self.params.append(p)
+            self.start_unix.append(float(start_unix_s))
+            if p.mode == "profess":
+                if battery is None:
+                    raise ValueError("LESSAg in profess mode needs the battery description")
+                from controllers.profess_model import SiteBattery
+
+                if p.profess.step_s % self.step_size:
+                    raise ValueError("profess.step_s must be a multiple of the scenario step")
+                self.profess[eid] = _Site(p.profess, SiteBattery.model_validate(battery), pv_kwp, pv_eta, pv_max_w,
+                                          load_truth_w, pv_truth_w_per_kwp, import_eur_per_kwh, export_eur_per_kwh,
+                                          start_tod_s)
+            out.append({"eid": eid, "type": model})
+        n = len(self.eids)
+        self.p_set_w = np.zeros(n)
+        self.fallback = np.zeros(n)
+        self.age_s = np.full(n, np.nan)
+        return out
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _decode(self, eid: str, pack) -> tuple[float, np.ndarray] | None:
+        if not pack:
+            return None
+        try:  # content key: a re-issued pack with other values must be decoded again
+            key = (str(pack[0].get("bn")), pack[0].get("bt"), tuple(r.get("v") for r in pack))
+        except (AttributeError, TypeError, IndexError):
+            key = None
+        cached = self._decoded.get(eid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            _, t0, v = from_senml(pack)
+            dec = (t0, v)
+        except ValueError as exc:
+            log.warning("LESSAg %s: rejected schedule (%s)", eid, exc)
+            dec = None
+        self._decoded[eid] = (key, dec)
+        return dec
+
+    def events(self) -> list[dict]:
+        """Fallback changes: ``{"t_s", "eid", "event": "fallback"|"resume", "reason"}``."""
+        return list(self._events)
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        n = len(self.eids)
+        idx = {eid: i for i, eid in enumerate(self.eids)}
+        num = {name: np.full(n, np.nan) for name in INPUTS if name != "schedule"}
+        packs: list[Any] = [None] * n
+        for eid, attrs in inputs.items():
+            i = idx[eid]
+            for name, sources in attrs.items():
+                got = [v for v in sources.values() if v is not None]
+                if not got:
+                    continue
+                if name == "schedule":
+                    packs[i] = got[0]
+                else:
+                    num[name][i] = float(sum(got))
+        sched = np.full(n, np.nan)
+        reason = [""] * n
+        for i, eid in enumerate(self.eids):
+            now = self.start_unix[i] + time
+            dec = self._decode(eid, packs[i])
+            issued = num["schedule_issued_s"][i]
+            self.age_s[i] = time - issued if np.isfinite(issued) and issued >= 0 else np.nan
+            if dec is None:
+                reason[i] = "missing"
+                continue
+            t0, v = dec
+            h = int(np.floor((now - t0) / 3600.0))
+            if not 0 <= h < v.size:
+                reason[i] = "expired"
+            elif not np.isfinite(self.age_s[i]) or self.age_s[i] > self.params[i].max_age_s:
+                reason[i] = "stale"
+            else:
+                sched[i] = v[h]
+        ok = np.isfinite(sched)
+        sc = self_consumption_setpoint(num["pcc_p_w"], num["batt_p_w"], num["p_charge_avail_w"],
+                                       num["p_discharge_avail_w"])
+        gain = np.array([p.pcc_gain for p in self.params])
+        # Direct mode: schedule + gain * (battery power that would hold the planned PCC - schedule).
+        hold = num["pcc_plan_w"] - (num["pcc_p_w"] - num["batt_p_w"])
+        corr = np.where(np.isfinite(hold), gain * (hold - np.nan_to_num(sched)), 0.0)
+        p = np.nan_to_num(sched) + corr
+        for i, eid in enumerate(self.eids):
+            if eid in self.profess:
+                site = self.profess[eid]
+                site.observe(time // site.params.step_s, num["load_p_w"][i], num["pv_w_per_kwp"][i])
+                if ok[i]:
+                    p[i] = self._profess_step(eid, i, time, num, packs[i])
+        hi = np.where(np.isfinite(num["p_charge_avail_w"]), num["p_charge_avail_w"], np.inf)
+        lo = np.where(np.isfinite(num["p_discharge_avail_w"]), -num["p_discharge_avail_w"], -np.inf)
+        p = np.clip(p, lo, hi)
+        p = np.where(ok, p, sc)
+        new_fb = (~ok).astype(float)
+        for i, eid in enumerate(self.eids):
+            if new_fb[i] != self.fallback[i] or (time == 0 and new_fb[i]):
+                ev = {"t_s": int(time), "eid": eid, "event": "fallback" if new_fb[i] else "resume",
+                      "reason": reason[i] if new_fb[i] else ""}
+                self._events.append(ev)
+                if new_fb[i]:
+                    log.info("LESSAg %s at t=%s s: schedule %s, falling back to self-consumption", eid, time, reason[i])
+        self.fallback = new_fb
+        self.p_set_w = np.where(np.isfinite(p), p, 0.0)
+        return time + self.step_size
+
+    def _profess_step(self, eid: str, i: int, time: int, num: dict, pack) -> float:
+        site = self.profess[eid]
+        mpc = site.params.step_s
+        k = time // mpc
+        if time % mpc == 0 or site.plan is None:
+            t0, v = self._decode(eid, pack)
+            now0 = self.start_unix[i] + k * mpc
+            tt = now0 + mpc * np.arange(site.n)
+            h = np.floor((tt - t0) / 3600.0).astype(int)
+            sched = np.where((h >= 0) & (h < v.size), v[np.clip(h, 0, v.size - 1)], np.nan)
+            self._plan_with_schedule(site, k, num, i, time, sched)
+        return site.setpoint(k, num["p_charge_avail_w"][i], num["p_discharge_avail_w"][i])
+
+    @staticmethod
+    def _plan_with_schedule(site: _Site, k: int, num: dict, i: int, time: int, sched: np.ndarray) -> None:
+        from controllers.profess_model import CycleInputs
+
+        e_wh = num["e_wh"][i]
+        if not np.isfinite(e_wh):
+            return
+        load = site.load_fc.forecast(k, site.n)
+        pv = np.minimum(site.pv_fc.forecast(k, site.n) * site.pv_kwp, site.pv_max_w) * site.pv_eta
+        ca, da = num["p_charge_avail_w"][i], num["p_discharge_avail_w"][i]
+        inp = CycleInputs(load_w=load, pv_w=pv, e0_wh=e_wh, import_eur_per_kwh=site._window(site.ci, k),
+                          export_eur_per_kwh=site._window(site.ce, k), schedule_w=sched,
+                          p_charge_avail_w=ca if np.isfinite(ca) else None,
+                          p_discharge_avail_w=da if np.isfinite(da) else None)
+        res = site.profess.solve(inp, time)
+        if res.status == "optimal":
+            site.plan, site.plan_k, site.objective, site.ok = res, k, res.objective, 1.0
+
+    def get_data(self, outputs: dict) -> dict:
+        idx = {eid: i for i, eid in enumerate(self.eids)}
+        data = {}
+        for eid, attrs in outputs.items():
+            i = idx[eid]
+            row = {}
+            for a in attrs:
+                if a == "p_set_w":
+                    row[a] = float(self.p_set_w[i])
+                elif a == "fallback":
+                    row[a] = float(self.fallback[i])
+                elif a == "schedule_age_s":
+                    row[a] = float(self.age_s[i])
+            data[eid] = row
+        return data
+
+
+# --- scenario wiring ------------------------------------------------------------------------------------
+
+def wire_lessag(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagParams, dev, site, schedule_src) -> Any:
+    """Create the agent of one device and connect it: schedule source (a GESSCon Site entity), device, PCC."""
+    from controllers.profess import device_battery, price_series, start_tod_s, truth_series
+    from devices import registry as device_registry
+
+    sim = builder.sim("Lessag", "controllers.lessag:LessagSim")
+    extra: dict[str, Any] = {}
+    if params.mode == "profess":
+        battery, pv = device_battery(builder, dev)
+        pp = params.profess
+        extra = dict(battery=battery.model_dump(), **pv, start_tod_s=start_tod_s(builder))
+        if pp.forecast == "perfect":
+            extra["load_truth_w"] = truth_series(builder, site.load, "p_w", pp.step_s, pp.horizon_s)
+            extra["pv_truth_w_per_kwp"] = truth_series(builder, site.pv, "w_per_kwp", pp.step_s, pp.horizon_s)
+        extra["import_eur_per_kwh"], extra["export_eur_per_kwh"] = price_series(builder, pp.step_s, pp.horizon_s)
+    agent = builder.add_entity(sim.Lessag(params=params.model_dump(), start_unix_s=builder.scenario.start.timestamp(),
+                                          **extra))
+    device = builder.devices[dev.id]
+    if schedule_src is not None:
+        builder.world.connect(schedule_src, agent, "schedule", "schedule_issued_s", "pcc_plan_w")
+    builder.world.connect(device, agent, "batt_p_w", "e_wh", "p_charge_avail_w", "p_discharge_avail_w")
+    builder.world.connect(site.pcc, agent, ("p_w", "pcc_p_w"))
+    if site.load is not None:
+        builder.world.connect(site.load, agent, ("p_w", "load_p_w"))
+    if site.pv is not None:
+        builder.world.connect(site.pv, agent, ("w_per_kwp", "pv_w_per_kwp"))
+    setpoint = device_registry.family(dev.family).battery_setpoint
+    builder.world.connect(agent, device, ("p_set_w", setpoint), time_shifted=True, initial_data={"p_set_w": 0.0})
+    builder.record(agent, "p_set_w", "controllers", f"{spec.id}/{dev.id}.p_set_w")
+    builder.record(agent, "fallback", "controllers", f"{spec.id}/{dev.id}.fallback")
+    return agent
+
+
+def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagParams) -> None:
+    """A stand-alone ``lessag`` controller has no GESSCon in the scenario: it runs in fallback (logged)
+    unless the lead routes a schedule to its ``schedule`` input (e.g. from the message bus)."""
+    for dev in builder.select_devices(spec.devices, needs_battery=True):
+        site = builder.site_of(dev.id)
+        if site is None:
+            if spec.devices == "*":
+                continue
+            raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} has no site")
+        wire_lessag(builder, spec, params, dev, site, None)
+
+
+LESSAG = ControllerKind("lessag", LessagParams, _build,
+                        "local agent executing a GESSCon schedule (direct or via PROFESS), self-consumption fallback")
+CONTROLLER_KINDS = [LESSAG]

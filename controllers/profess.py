@@ -1,0 +1,354 @@
+"""PROFESS as a mosaik controller: receding-horizon MPC of one site's battery, one entity per battery.
+
+The optimisation itself is :mod:`controllers.profess_model`; this module feeds it each control cycle
+(forecasts, prices, the measured stored energy), applies the first planned step and wires the
+controller into a scenario (kind ``profess``).
+
+Timing: the simulator steps with the scenario step; every ``step_s`` seconds (the MPC step, a multiple of
+the scenario step) it re-plans over ``horizon_s``. In between it holds the planned power of the current
+MPC step, clipped each scenario step to what the battery reports it can deliver now. Observations are
+strictly causal: the load and PV seen during MPC step k are averaged and handed to the forecaster only
+when step k+1 starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from typing import TYPE_CHECKING, Any, Literal
+
+import mosaik_api_v3
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from controllers.forecast import ForecastMethod, make_forecaster
+from controllers.profess_model import (PRESETS, CycleInputs, ObjectiveName, ObjectiveWeights, Profess,
+                                       ProfessProblem, ProfessResult, SiteBattery)
+from controllers.registry import ControllerKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cosim.scenario import ControllerSpec
+    from cosim.world import WorldBuilder
+
+log = logging.getLogger(__name__)
+
+
+class ProfessParams(BaseModel):
+    """``params`` of a ``profess`` controller in a scenario."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objective: ObjectiveName = "min_grid_exchange"
+    weights: ObjectiveWeights | None = Field(None, description="override the objective's preset weights")
+    step_s: int = Field(900, gt=0, description="MPC step: 60, 300, 900 or 3600 s (a multiple of the scenario step)")
+    horizon_s: int = Field(86400, gt=0)
+    forecast: ForecastMethod = "perfect"
+    degradation_eur_per_kwh: float = Field(0.02, ge=0)
+    terminal_value_eur_per_kwh: float = Field(0.0, ge=0)
+    voltage_sensitivity_pu_per_kw: float = Field(0.0, description="dV/dP at the PCC, e.g. -0.002 pu per kW import")
+    engine: Literal["auto", "highs", "ipm", "pyomo"] = "auto"
+
+    @model_validator(mode="after")
+    def _steps(self) -> "ProfessParams":
+        if 86400 % self.step_s:
+            raise ValueError("step_s must divide a day (e.g. 60, 300, 900, 3600)")
+        if self.horizon_s % self.step_s:
+            raise ValueError("horizon_s must be a multiple of step_s")
+        return self
+
+    def problem(self, battery: SiteBattery) -> ProfessProblem:
+        return ProfessProblem(
+            battery=battery, step_s=self.step_s, horizon_steps=self.horizon_s // self.step_s,
+            weights=self.weights or PRESETS[self.objective], degradation_eur_per_kwh=self.degradation_eur_per_kwh,
+            terminal_value_eur_per_kwh=self.terminal_value_eur_per_kwh,
+            voltage_sensitivity_pu_per_kw=self.voltage_sensitivity_pu_per_kw)
+
+
+INPUTS = ("e_wh", "p_charge_avail_w", "p_discharge_avail_w", "load_p_w", "pv_w_per_kwp", "pcc_p_w", "v_pu")
+OUTPUTS = ("p_set_w", "objective", "solve_ms", "ok", "soc_plan_end")
+
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        "Profess": {
+            "public": True,
+            "params": ["params", "battery", "pv_kwp", "pv_eta", "pv_max_w", "load_truth_w", "pv_truth_w_per_kwp",
+                       "import_eur_per_kwh", "export_eur_per_kwh", "start_tod_s"],
+            "attrs": [*INPUTS, *OUTPUTS],
+        },
+    },
+    "extra_methods": ["plans"],
+}
+
+
+class _Site:
+    """One PROFESS instance: solver, forecasters, the current plan."""
+
+    def __init__(self, params: ProfessParams, battery: SiteBattery, pv_kwp: float, pv_eta: float,
+                 pv_max_w: float | None, load_truth_w, pv_truth_w_per_kwp, import_eur_per_kwh,
+                 export_eur_per_kwh, start_tod_s: int) -> None:
+        self.params = params
+        self.problem = params.problem(battery)
+        self.profess = Profess(self.problem, params.engine)
+        self.n = self.problem.horizon_steps
+        self.pv_kwp, self.pv_eta = float(pv_kwp), float(pv_eta)
+        self.pv_max_w = float(pv_max_w) if pv_max_w else np.inf
+        none = np.zeros(1)  # a site without a load (or PV) profile: perfect foresight of nothing
+        self.load_fc = make_forecaster(params.forecast, params.step_s,
+                                       truth=none if load_truth_w is None else np.asarray(load_truth_w, float),
+                                       start_tod_s=start_tod_s)
+        self.pv_fc = make_forecaster(params.forecast, params.step_s,
+                                     truth=none if pv_truth_w_per_kwp is None else np.asarray(pv_truth_w_per_kwp, float),
+                                     start_tod_s=start_tod_s)
+        self.ci = None if import_eur_per_kwh is None else np.asarray(import_eur_per_kwh, float)
+        self.ce = None if export_eur_per_kwh is None else np.asarray(export_eur_per_kwh, float)
+        self.acc = {"load": [0.0, 0], "pv": [0.0, 0]}
+        self.k_acc = 0
+        self.plan: ProfessResult | None = None
+        self.plan_k = -1
+        self.objective = float("nan")
+        self.solve_ms = 0.0
+        self.ok = 0.0
+        self.p_set_w = 0.0
+
+    def _window(self, arr: np.ndarray | None, k: int) -> np.ndarray | float:
+        if arr is None:
+            return 0.0
+        idx = np.clip(np.arange(k, k + self.n), 0, arr.size - 1)
+        return arr[idx]
+
+    def observe(self, k: int, load_w: float, pv_w_per_kwp: float) -> None:
+        """Close the accumulation of MPC step ``k_acc`` when step ``k`` begins; then add this sample."""
+        if k != self.k_acc:
+            for key, fc in (("load", self.load_fc), ("pv", self.pv_fc)):
+                total, count = self.acc[key]
+                if count:
+                    fc.observe(self.k_acc, total / count)
+                self.acc[key] = [0.0, 0]
+            self.k_acc = k
+        if np.isfinite(load_w):
+            self.acc["load"][0] += load_w
+            self.acc["load"][1] += 1
+        if np.isfinite(pv_w_per_kwp):
+            self.acc["pv"][0] += pv_w_per_kwp
+            self.acc["pv"][1] += 1
+
+    def plan_cycle(self, k: int, e_wh: float, charge_avail: float, discharge_avail: float, pcc_p_w: float,
+                   v_pu: float, t_s: int) -> None:
+        load = self.load_fc.forecast(k, self.n)
+        pv = np.minimum(self.pv_fc.forecast(k, self.n) * self.pv_kwp, self.pv_max_w) * self.pv_eta
+        s = self.problem.voltage_sensitivity_pu_per_kw
+        v_base = v_pu - s * pcc_p_w / 1e3 if np.isfinite(v_pu) and np.isfinite(pcc_p_w) else 1.0
+        inp = CycleInputs(load_w=load, pv_w=pv, e0_wh=e_wh, import_eur_per_kwh=self._window(self.ci, k),
+                          export_eur_per_kwh=self._window(self.ce, k), v_base_pu=v_base,
+                          p_charge_avail_w=charge_avail if np.isfinite(charge_avail) else None,
+                          p_discharge_avail_w=discharge_avail if np.isfinite(discharge_avail) else None)
+        t0 = _time.perf_counter()
+        res = self.profess.solve(inp, t_s)
+        self.solve_ms = (_time.perf_counter() - t0) * 1e3
+        if res.status == "optimal":
+            self.plan, self.plan_k = res, k
+            self.objective = res.objective
+            self.ok = 1.0
+        else:
+            log.warning("PROFESS at t=%s s: %s; keeping the previous plan", t_s, res.status)
+            self.ok = 0.0
+
+    def setpoint(self, k: int, charge_avail: float, discharge_avail: float) -> float:
+        if self.plan is None or not 0 <= k - self.plan_k < self.n:
+            p = 0.0
+        else:
+            p = float(self.plan.p_batt_plan_w[k - self.plan_k])
+        hi = charge_avail if np.isfinite(charge_avail) else np.inf
+        lo = -discharge_avail if np.isfinite(discharge_avail) else -np.inf
+        self.p_set_w = float(np.clip(p, lo, hi))
+        return self.p_set_w
+
+
+class ProfessSim(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.sites: dict[str, _Site] = {}
+        self.step_size = 60
+
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+        self.step_size = int(step_size)
+        return self.meta
+
+    def create(self, num: int, model: str, params: dict | None = None, battery: dict | None = None,
+               pv_kwp: float = 0.0, pv_eta: float = 1.0, pv_max_w: float | None = None, load_truth_w=None,
+               pv_truth_w_per_kwp=None, import_eur_per_kwh=None, export_eur_per_kwh=None,
+               start_tod_s: int = 0) -> list[dict]:
+        p = ProfessParams.model_validate(params or {})
+        if p.step_s % self.step_size:
+            raise ValueError(f"PROFESS step_s ({p.step_s} s) must be a multiple of the scenario step ({self.step_size} s)")
+        b = SiteBattery.model_validate(battery or {})
+        out = []
+        for _ in range(num):
+            eid = f"Profess_{len(self.sites)}"
+            self.sites[eid] = _Site(p, b, pv_kwp, pv_eta, pv_max_w, load_truth_w, pv_truth_w_per_kwp,
+                                    import_eur_per_kwh, export_eur_per_kwh, start_tod_s)
+            out.append({"eid": eid, "type": model})
+        return out
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        for eid, site in self.sites.items():
+            vals = {name: np.nan for name in INPUTS}
+            for name, sources in inputs.get(eid, {}).items():
+                got = [v for v in sources.values() if v is not None]
+                if got:
+                    vals[name] = float(sum(got))
+            mpc = site.params.step_s
+            k = time // mpc
+            site.observe(k, vals["load_p_w"], vals["pv_w_per_kwp"])
+            if time % mpc == 0:
+                e_wh = vals["e_wh"]
+                if not np.isfinite(e_wh):
+                    site.ok = 0.0  # no measurement: keep the previous plan
+                else:
+                    site.plan_cycle(k, e_wh, vals["p_charge_avail_w"], vals["p_discharge_avail_w"],
+                                    vals["pcc_p_w"], vals["v_pu"], time)
+            site.setpoint(k, vals["p_charge_avail_w"], vals["p_discharge_avail_w"])
+        return time + self.step_size
+
+    def get_data(self, outputs: dict) -> dict:
+        data = {}
+        for eid, attrs in outputs.items():
+            s = self.sites[eid]
+            row = {}
+            for attr in attrs:
+                if attr == "p_set_w":
+                    row[attr] = s.p_set_w
+                elif attr == "objective":
+                    row[attr] = s.objective
+                elif attr == "solve_ms":
+                    row[attr] = s.solve_ms
+                elif attr == "ok":
+                    row[attr] = s.ok
+                elif attr == "soc_plan_end":
+                    row[attr] = float(s.plan.soc[-1]) if s.plan is not None else float("nan")
+                else:
+                    row[attr] = None
+            data[eid] = row
+        return data
+
+    def plans(self) -> dict[str, dict]:
+        """The latest plan of every entity (power W + = charge, SoC trajectory, objective)."""
+        return {eid: {"p_batt_w": s.plan.p_batt_plan_w.tolist(), "soc": s.plan.soc.tolist(),
+                      "objective": s.plan.objective} for eid, s in self.sites.items() if s.plan is not None}
+
+
+# --- scenario wiring ------------------------------------------------------------------------------------
+
+def device_battery(builder: "WorldBuilder", dev_spec) -> tuple[SiteBattery, dict]:
+    """The optimiser's view of a device (battery + inverter + site contract) and its PV parameters."""
+    from devices import registry as device_registry
+
+    fam = device_registry.family(dev_spec.family)
+    cfg = fam.parse_config(dev_spec.config)
+    bat = cfg.battery
+    site = builder.site_of(dev_spec.id)
+    site_spec = site.spec if site is not None else None
+    ac = getattr(cfg, "ac_max_w", None)
+    sb = SiteBattery(
+        capacity_wh=bat.capacity_wh, p_charge_max_w=bat.p_charge_max_w, p_discharge_max_w=bat.p_discharge_max_w,
+        eta_charge=bat.eta_charge, eta_discharge=bat.eta_discharge, soc_min=bat.soc_min, soc_max=bat.soc_max,
+        self_discharge_per_day=bat.self_discharge_per_day,
+        import_limit_w=getattr(site_spec, "contract_import_w", None),
+        export_limit_w=getattr(site_spec, "contract_export_w", None),
+        inverter_ac_max_w=ac, allow_grid_charging=getattr(cfg, "allow_grid_charging", True))
+    pv = {"pv_kwp": float(getattr(cfg, "pv_kwp", 0.0) or 0.0), "pv_eta": float(getattr(cfg, "eta_inverter", 1.0)),
+          "pv_max_w": getattr(cfg, "pv_mppt_max_w", None)}
+    return sb, pv
+
+
+def truth_series(builder: "WorldBuilder", entity: Any, attr: str, step_s: int, horizon_s: int) -> list[float] | None:
+    """The whole run plus one horizon of a profile entity, averaged to the controller's step.
+
+    Uses the profile simulator's ``series`` extra method (the very values the grid will see)."""
+    if entity is None:
+        return None
+    sc = builder.scenario
+    profiles = builder.sim("Profiles")
+    total = sc.duration + horizon_s
+    try:
+        fine = np.asarray(profiles.series(entity.eid, attr, 0, total), dtype=float)
+    except Exception:  # a time series that ends with the run: repeat its last day over the horizon
+        fine = np.asarray(profiles.series(entity.eid, attr, 0, sc.duration), dtype=float)
+        day = max(1, min(fine.size, 86400 // sc.step))
+        reps = -(-(total // sc.step - fine.size) // day)
+        fine = np.concatenate([fine, np.tile(fine[-day:], max(reps, 0))])[: total // sc.step]
+    factor = step_s // sc.step
+    n = fine.size // factor
+    return fine[: n * factor].reshape(n, factor).mean(axis=1).tolist()
+
+
+def price_series(builder: "WorldBuilder", step_s: int, horizon_s: int) -> tuple[list[float] | None, list[float] | None]:
+    from simulators.profiles import price_profile
+
+    sc = builder.scenario
+    p = sc.profiles.price
+    if p is None:
+        return None, None
+    kw = dict(import_eur_per_kwh=p.import_eur_per_kwh, export_eur_per_kwh=p.export_eur_per_kwh,
+              periods=[{"from": q.start, "to": q.end, "import": q.import_eur_per_kwh, "export": q.export_eur_per_kwh}
+                       for q in p.periods or []] or None,
+              path=str(p.path) if p.path else None)
+    n = (sc.duration + horizon_s) // step_s
+    try:
+        imp, exp = price_profile(p.kind, start=sc.start, duration_s=sc.duration + horizon_s, step_s=step_s, **kw)
+    except Exception:  # a price file that ends with the run: repeat its last day over the horizon
+        imp, exp = price_profile(p.kind, start=sc.start, duration_s=sc.duration, step_s=step_s, **kw)
+        day = max(1, min(len(imp), 86400 // step_s))
+        reps = -(-(n - len(imp)) // day)
+        imp = np.concatenate([imp, np.tile(imp[-day:], max(reps, 0))])[:n]
+        exp = np.concatenate([exp, np.tile(exp[-day:], max(reps, 0))])[:n]
+    return np.asarray(imp, float).tolist(), np.asarray(exp, float).tolist()
+
+
+def start_tod_s(builder: "WorldBuilder") -> int:
+    st = builder.scenario.start
+    return st.hour * 3600 + st.minute * 60 + st.second
+
+
+def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfessParams) -> None:
+    from devices import registry as device_registry
+
+    if params.step_s % builder.step_s:
+        raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: step_s ({params.step_s} s) must be a "
+                                   f"multiple of the scenario step ({builder.step_s} s)")
+    sim = builder.sim("Profess", "controllers.profess:ProfessSim")
+    prices = price_series(builder, params.step_s, params.horizon_s)
+    for dev in builder.select_devices(spec.devices, needs_battery=True):
+        site = builder.site_of(dev.id)
+        if site is None:
+            if spec.devices == "*":  # "every battery": the ones at a site (a grid battery has no PCC to optimise)
+                continue
+            raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} has no site; "
+                                       "PROFESS optimises a site's exchange")
+        battery, pv = device_battery(builder, dev)
+        load_truth = pv_truth = None
+        if params.forecast == "perfect":
+            load_truth = truth_series(builder, site.load, "p_w", params.step_s, params.horizon_s)
+            pv_truth = truth_series(builder, site.pv, "w_per_kwp", params.step_s, params.horizon_s)
+        ctl = builder.add_entity(sim.Profess(
+            params=params.model_dump(), battery=battery.model_dump(), **pv, load_truth_w=load_truth,
+            pv_truth_w_per_kwp=pv_truth, import_eur_per_kwh=prices[0], export_eur_per_kwh=prices[1],
+            start_tod_s=start_tod_s(builder)))
+        device = builder.devices[dev.id]
+        setpoint = device_registry.family(dev.family).battery_setpoint
+        builder.world.connect(device, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w")
+        builder.world.connect(site.pcc, ctl, ("p_w", "pcc_p_w"), "v_pu")
+        if site.load is not None:
+            builder.world.connect(site.load, ctl, ("p_w", "load_p_w"))
+        if site.pv is not None:
+            builder.world.connect(site.pv, ctl, ("w_per_kwp", "pv_w_per_kwp"))
+        builder.world.connect(ctl, device, ("p_set_w", setpoint), time_shifted=True, initial_data={"p_set_w": 0.0})
+        for attr in ("p_set_w", "objective", "solve_ms"):
+            builder.record(ctl, attr, "controllers", f"{spec.id}/{dev.id}.{attr}")
+
+
+PROFESS = ControllerKind("profess", ProfessParams, _build,
+                         "receding-horizon MPC per battery site (PROFESS objectives, HiGHS / banded IPM)")
+CONTROLLER_KINDS = [PROFESS]

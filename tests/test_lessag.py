@@ -1,0 +1,128 @@
+"""LESSAg: follows a fresh schedule, corrects in real time, falls back on missing / stale schedules."""
+
+import numpy as np
+import pytest
+
+from controllers.gesscon import to_senml
+from controllers.lessag import LessagParams, LessagSim
+
+T0 = 1_560_556_800  # UNIX time of the run start
+
+
+def make(n=1, **params):
+    sim = LessagSim()
+    sim.init("L", step_size=60)
+    ents = sim.create(n, "Lessag", params=params, start_unix_s=T0)
+    return sim, [e["eid"] for e in ents]
+
+
+def inp(pack=None, issued=None, pcc=500.0, batt=0.0, ca=2400.0, da=2400.0, pcc_plan=None):
+    d = {"pcc_p_w": {"g": pcc}, "batt_p_w": {"d": batt}, "p_charge_avail_w": {"d": ca},
+         "p_discharge_avail_w": {"d": da}}
+    if pack is not None:
+        d["schedule"] = {"G": pack}
+    if issued is not None:
+        d["schedule_issued_s"] = {"G": issued}
+    if pcc_plan is not None:
+        d["pcc_plan_w"] = {"G": pcc_plan}
+    return d
+
+
+SCHED = np.where(np.arange(24) < 12, 1500.0, -1000.0)
+PACK = to_senml("dev", T0, SCHED)
+
+
+def test_direct_mode_follows_the_current_hour():
+    sim, (e,) = make()
+    sim.step(3600 * 2 + 60, {e: inp(PACK, 0)}, 10**6)
+    assert sim.get_data({e: ["p_set_w", "fallback"]})[e] == {"p_set_w": 1500.0, "fallback": 0.0}
+    sim.step(3600 * 13, {e: inp(PACK, 0)}, 10**6)
+    assert sim.get_data({e: ["p_set_w"]})[e]["p_set_w"] == -1000.0
+
+
+def test_setpoint_is_clipped_to_the_available_power():
+    sim, (e,) = make()
+    sim.step(60, {e: inp(PACK, 0, ca=800.0)}, 10**6)
+    assert sim.get_data({e: ["p_set_w"]})[e]["p_set_w"] == 800.0
+
+
+def test_pcc_correction_moves_towards_the_planned_exchange():
+    sim, (e,) = make(pcc_gain=0.5)
+    # plan: exchange -200 W with the battery charging 1500 W; measured PCC 300 W with the battery at 1500 W
+    # -> the rest of the site needs 500 W more than forecast: hold would be 1000 W; half way: 1250 W.
+    sim.step(60, {e: inp(PACK, 0, pcc=300.0, batt=1500.0, pcc_plan=-200.0)}, 10**6)
+    assert sim.get_data({e: ["p_set_w"]})[e]["p_set_w"] == pytest.approx(1250.0)
+
+
+@pytest.mark.parametrize("case", ["missing", "stale", "expired"])
+def test_fallback_to_self_consumption_is_logged_and_recorded(case):
+    sim, (e,) = make(max_age_s=3600)
+    t = 1800
+    if case == "missing":
+        data = inp(None, None, pcc=700.0, batt=0.0)
+    elif case == "stale":
+        t = 3 * 3600
+        data = inp(PACK, 0, pcc=700.0)  # issued at 0, 3 h old > 1 h
+    else:
+        t = 25 * 3600
+        data = inp(PACK, 24 * 3600 + 600, pcc=700.0)  # fresh, but covers the previous day only
+    sim.step(t, {e: data}, 10**6)
+    out = sim.get_data({e: ["p_set_w", "fallback"]})[e]
+    assert out["fallback"] == 1.0
+    assert out["p_set_w"] == pytest.approx(-700.0)  # self-consumption: discharge what the site imports
+    ev = sim.events()
+    assert ev and ev[-1]["event"] == "fallback" and ev[-1]["reason"] == case and ev[-1]["t_s"] == t
+
+
+def test_resume_after_fallback_is_logged_once():
+    sim, (e,) = make(max_age_s=3600)
+    sim.step(0, {e: inp(None)}, 10**6)
+    sim.step(60, {e: inp(None)}, 10**6)
+    sim.step(120, {e: inp(PACK, 100)}, 10**6)
+    sim.step(180, {e: inp(PACK, 100)}, 10**6)
+    kinds = [x["event"] for x in sim.events()]
+    assert kinds == ["fallback", "resume"]
+    assert sim.get_data({e: ["fallback"]})[e]["fallback"] == 0.0
+
+
+def test_garbled_schedule_is_rejected_and_falls_back():
+    sim, (e,) = make()
+    sim.step(60, {e: inp([{"bn": "x/", "n": "p_set", "v": "a lot"}], 0)}, 10**6)
+    assert sim.get_data({e: ["fallback"]})[e]["fallback"] == 1.0
+
+
+def test_vectorised_over_entities():
+    sim, eids = make(3)
+    data = {eids[0]: inp(PACK, 0), eids[1]: inp(None, pcc=-400.0), eids[2]: inp(PACK, 0, ca=100.0)}
+    sim.step(60, data, 10**6)
+    out = sim.get_data({e: ["p_set_w", "fallback"] for e in eids})
+    assert [out[e]["p_set_w"] for e in eids] == [1500.0, 400.0, 100.0]
+    assert [out[e]["fallback"] for e in eids] == [0.0, 1.0, 0.0]
+
+
+def test_profess_mode_follows_the_schedule_through_the_optimiser():
+    sim = LessagSim()
+    sim.init("L", step_size=60)
+    battery = {"capacity_wh": 4500, "p_charge_max_w": 2400, "p_discharge_max_w": 2400, "soc_min": 0.05,
+               "soc_max": 1.0}
+    n = 3 * 24
+    (ent,) = sim.create(1, "Lessag", params={"mode": "profess", "profess": {"objective": "follow_schedule",
+                                                                          "step_s": 3600, "forecast": "perfect"}},
+                        start_unix_s=T0, battery=battery, pv_kwp=0.0, load_truth_w=[400.0] * n,
+                        pv_truth_w_per_kwp=[0.0] * n, import_eur_per_kwh=[0.0] * n, export_eur_per_kwh=[0.0] * n)
+    e = ent["eid"]
+    sched = np.zeros(24)
+    sched[:2] = 1000.0  # feasible: 2 kWh into a battery with 3.5 kWh of room
+    d = inp(to_senml("dev", T0, sched), 0)
+    d["e_wh"] = {"d": 1000.0}
+    sim.step(0, {e: d}, 10**6)
+    out = sim.get_data({e: ["p_set_w", "fallback"]})[e]
+    assert out["fallback"] == 0.0
+    assert out["p_set_w"] == pytest.approx(1000.0, abs=15.0)  # 0.02 EUR/kWh wear: 990 W is optimal
+
+
+def test_params():
+    with pytest.raises(ValueError):
+        LessagParams(pcc_gain=2.0)
+    with pytest.raises(ValueError):
+        LessagParams.model_validate({"mode": "direct", "oops": 1})
