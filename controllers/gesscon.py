@@ -600,9 +600,10 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GessconParam
     for dev, site in handles:
         child = builder.add_entity(children[dev.id])
         device = builder.devices[dev.id]
-        builder.world.connect(device, child, "e_wh")
+        # site telemetry goes up over the Data Broker (every 15 min, as field data does)
+        builder.connect(device, child, "e_wh", role="data", sender_kind="device", period_s=900)
         if site.load is not None:
-            builder.world.connect(site.load, child, ("p_w", "load_p_w"))
+            builder.connect(site.load, child, ("p_w", "load_p_w"), role="data", sender_kind="device", period_s=900)
         if site.pv is not None:
             builder.world.connect(site.pv, child, ("w_per_kwp", "pv_w_per_kwp"))
         builder.record(child, "p_schedule_w", "controllers", f"{spec.id}/{dev.id}.p_schedule_w")
@@ -610,8 +611,8 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GessconParam
             wire_lessag(builder, spec, lessag_params, dev, site, child)
         elif params.execute == "direct":
             setpoint = device_registry.family(dev.family).battery_setpoint
-            builder.world.connect(child, device, ("p_schedule_w", setpoint), time_shifted=True,
-                                  initial_data={"p_schedule_w": 0.0})
+            builder.connect(child, device, ("p_schedule_w", setpoint), role="control", time_shifted=True,
+                            initial_data={"p_schedule_w": 0.0})
 
 
 GESSCON = ControllerKind("gesscon", GessconParams, _build,

@@ -266,15 +266,19 @@ def wire_lessag(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagP
                                           **extra))
     device = builder.devices[dev.id]
     if schedule_src is not None:
-        builder.world.connect(schedule_src, agent, "schedule", "schedule_issued_s", "pcc_plan_w")
-    builder.world.connect(device, agent, "batt_p_w", "e_wh", "p_charge_avail_w", "p_discharge_avail_w")
-    builder.world.connect(site.pcc, agent, ("p_w", "pcc_p_w"))
+        # GESSCon's schedule comes down over the Control Broker
+        builder.connect(schedule_src, agent, "schedule", "schedule_issued_s", "pcc_plan_w", role="control")
+    smx = f"smx:{site.spec.id}"  # the site's own SMX broker carries the local loop
+    builder.connect(device, agent, "batt_p_w", "e_wh", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
+                    sender_kind="device")
+    builder.connect(site.pcc, agent, ("p_w", "pcc_p_w"), role=smx, sender_kind="device")
     if site.load is not None:
         builder.world.connect(site.load, agent, ("p_w", "load_p_w"))
     if site.pv is not None:
         builder.world.connect(site.pv, agent, ("w_per_kwp", "pv_w_per_kwp"))
     setpoint = device_registry.family(dev.family).battery_setpoint
-    builder.world.connect(agent, device, ("p_set_w", setpoint), time_shifted=True, initial_data={"p_set_w": 0.0})
+    builder.connect(agent, device, ("p_set_w", setpoint), role=smx, sender_kind="agent", time_shifted=True,
+                    initial_data={"p_set_w": 0.0})
     builder.record(agent, "p_set_w", "controllers", f"{spec.id}/{dev.id}.p_set_w")
     builder.record(agent, "fallback", "controllers", f"{spec.id}/{dev.id}.fallback")
     return agent

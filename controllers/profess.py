@@ -338,13 +338,16 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfessParam
             start_tod_s=start_tod_s(builder)))
         device = builder.devices[dev.id]
         setpoint = device_registry.family(dev.family).battery_setpoint
-        builder.world.connect(device, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w")
-        builder.world.connect(site.pcc, ctl, ("p_w", "pcc_p_w"), "v_pu")
+        smx = f"smx:{site.spec.id}"  # the site's SMX broker carries the local loop
+        builder.connect(device, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
+                        sender_kind="device")
+        builder.connect(site.pcc, ctl, ("p_w", "pcc_p_w"), "v_pu", role=smx, sender_kind="device")
         if site.load is not None:
             builder.world.connect(site.load, ctl, ("p_w", "load_p_w"))
         if site.pv is not None:
             builder.world.connect(site.pv, ctl, ("w_per_kwp", "pv_w_per_kwp"))
-        builder.world.connect(ctl, device, ("p_set_w", setpoint), time_shifted=True, initial_data={"p_set_w": 0.0})
+        builder.connect(ctl, device, ("p_set_w", setpoint), role=smx, sender_kind="agent", time_shifted=True,
+                        initial_data={"p_set_w": 0.0})
         for attr in ("p_set_w", "objective", "solve_ms"):
             builder.record(ctl, attr, "controllers", f"{spec.id}/{dev.id}.{attr}")
 

@@ -227,17 +227,19 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: VoltageParam
         ctl = builder.add_entity(sim.VoltVarWatt(params=params.model_dump(), p_charge_max_w=cfg.battery.p_charge_max_w,
                                                  p_discharge_max_w=cfg.battery.p_discharge_max_w, s_max_va=s_max))
         device = builder.devices[dev.id]
+        site = builder.site_of(dev.id)
+        smx = f"smx:{site.spec.id}" if site is not None else "smx"  # the local loop's broker
         if params.bus is not None:
             buses = {c.eid.removeprefix("bus:"): c for c in builder.grid_children.get("Bus", [])}
             if params.bus not in buses:
                 raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: no bus {params.bus!r} in the grid")
-            builder.world.connect(buses[params.bus], ctl, "v_pu")
+            builder.connect(buses[params.bus], ctl, "v_pu", role=smx, sender_kind="device")
         else:
-            site = builder.site_of(dev.id)
             meter = site.pcc if site is not None else _device_load(builder, dev.id)
-            builder.world.connect(meter, ctl, "v_pu")
-        builder.world.connect(device, ctl, "p_charge_avail_w", "p_discharge_avail_w")
-        builder.world.connect(ctl, device, "p_w", "q_var", time_shifted=True, initial_data={"p_w": 0.0, "q_var": 0.0})
+            builder.connect(meter, ctl, "v_pu", role=smx, sender_kind="device")
+        builder.connect(device, ctl, "p_charge_avail_w", "p_discharge_avail_w", role=smx, sender_kind="device")
+        builder.connect(ctl, device, "p_w", "q_var", role=smx, sender_kind="agent", time_shifted=True,
+                        initial_data={"p_w": 0.0, "q_var": 0.0})
         for attr in ("p_w", "q_var", "v_seen_pu"):
             builder.record(ctl, attr, "controllers", f"{spec.id}/{dev.id}.{attr}")
         found = True

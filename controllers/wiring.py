@@ -29,10 +29,12 @@ def _build_baseline(model: str):
             setpoint = device_registry.family(dev.family).battery_setpoint
             ctl = builder.add_entity(getattr(sim, model)())
             device = builder.devices[dev.id]
-            builder.world.connect(site.pcc, ctl, ("p_w", "pcc_p_w"))
-            builder.world.connect(device, ctl, "batt_p_w", "p_charge_avail_w", "p_discharge_avail_w")
-            builder.world.connect(ctl, device, ("p_set_w", setpoint), time_shifted=True,
-                                  initial_data={"p_set_w": 0.0})
+            smx = f"smx:{site.spec.id}"  # the site's SMX broker carries the local loop
+            builder.connect(site.pcc, ctl, ("p_w", "pcc_p_w"), role=smx, sender_kind="device")
+            builder.connect(device, ctl, "batt_p_w", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
+                            sender_kind="device")
+            builder.connect(ctl, device, ("p_set_w", setpoint), role=smx, sender_kind="agent", time_shifted=True,
+                            initial_data={"p_set_w": 0.0})
             builder.record(ctl, "p_set_w", "controllers", f"{spec.id}/{dev.id}.p_set_w")
 
     return build

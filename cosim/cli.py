@@ -20,7 +20,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _load(path: str, until: str | None = None, seed: int | None = None):
+def _load(path: str, until: str | None = None, seed: int | None = None, variant: str | None = None):
     from cosim.scenario import load, parse_duration
 
     overrides = {}
@@ -28,21 +28,19 @@ def _load(path: str, until: str | None = None, seed: int | None = None):
         overrides["duration"] = parse_duration(until)
     if seed is not None:
         overrides["seed"] = seed
-    return load(path, overrides)
+    return load(path, overrides, variant=variant)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_one(loaded, out: Path, args: argparse.Namespace) -> int:
     from cosim import kpi
-    from cosim.run import default_run_dir, run
+    from cosim.run import run
 
-    loaded = _load(args.scenario, args.until, args.seed)
-    out = Path(args.out) if args.out else default_run_dir(loaded)
     sc = loaded.scenario
     console.print(f"[bold]{sc.name}[/]: {sc.duration / 86400:g} d at {sc.step} s steps, {len(sc.sites)} sites, "
                   f"{len(sc.devices)} devices -> {out}")
     result = run(loaded, out, progress=not args.no_progress and console.is_terminal, report=not args.no_report)
     if result.kpis is not None:
-        console.print(kpi.table(result.kpis, wall_time_s=result.wall_s))
+        console.print(kpi.table(result.kpis, wall_time_s=result.wall_s, sites=not args.variant))
     sim_days = result.steps * sc.step / 86400
     console.print(f"{result.status}: {result.steps} steps ({sim_days:.3g} d simulated) in {result.wall_s:.2f} s "
                   f"wall time; run directory: {out}")
@@ -52,11 +50,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from cosim import kpi
+    from cosim.run import default_run_dir
+
+    if args.variant != "all":
+        loaded = _load(args.scenario, args.until, args.seed, args.variant)
+        return _run_one(loaded, Path(args.out) if args.out else default_run_dir(loaded), args)
+    base = _load(args.scenario, args.until, args.seed)
+    if not base.variants:
+        err_console.print(f"{args.scenario}: the file defines no variants")
+        return EXIT_INVALID
+    # validate every variant before running any: a typo in the last one should not cost the first runs
+    variants = [_load(args.scenario, args.until, args.seed, v) for v in base.variants]
+    root = Path(args.out) if args.out else default_run_dir(base)
+    runs = []
+    for loaded in variants:
+        code = _run_one(loaded, root / loaded.variant, args)
+        if code != EXIT_OK:
+            return code
+        runs.append((loaded.variant, kpi.read(root / loaded.variant)))
+    console.print(kpi.compare_table(runs))
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = _load(args.scenario)
     sc = loaded.scenario
+    for variant in loaded.variants:  # every variant must be runnable too
+        _load(args.scenario, variant=variant)
+    variants = f"; variants: {', '.join(loaded.variants)}" if loaded.variants else ""
     console.print(f"{args.scenario}: valid ({sc.name}: {sc.steps} steps of {sc.step} s, {len(sc.sites)} sites, "
-                  f"{len(sc.devices)} devices, {len(sc.controllers)} controllers)")
+                  f"{len(sc.devices)} devices, {len(sc.controllers)} controllers{variants})")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cosim import compare
+
+    run_dirs = [Path(d) for d in args.run_dirs]
+    missing = [str(d) for d in run_dirs if not (d / "meta.json").is_file()]
+    if missing:
+        err_console.print(f"not run directories (no meta.json): {', '.join(missing)}")
+        return EXIT_INVALID
+    table = compare.table(run_dirs)
+    console.print(compare.rich_table(table))
+    plot = compare.plot(run_dirs, Path(args.plot) if args.plot else run_dirs[0].parent / "comparison.png")
+    console.print(f"comparison plot: {plot}")
+    if args.markdown:
+        Path(args.markdown).write_text(compare.markdown(table), encoding="utf-8")
+    if args.readme:
+        compare.update_readme(Path(args.readme), compare.markdown(table))
+        console.print(f"updated the comparison block in {args.readme}")
     return EXIT_OK
 
 
@@ -98,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--variant", help="run one of the file's variants, or 'all' (one run directory each)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a scenario file")
@@ -107,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render KPIs and the report from a run directory alone")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="KPIs of several run directories side by side, and a comparison plot")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--plot", help="PNG path (default: comparison.png next to the first run directory)")
+    p.add_argument("--markdown", help="also write the table as Markdown to this file")
+    p.add_argument("--readme", help="replace the table between <!-- compare:start --> and <!-- compare:end -->")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the scenario format")
     p.add_argument("--out")
@@ -118,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cosim import device_cli
 
     device_cli.register(sub)
+    from hil_bench import cli as bench_cli
+
+    bench_cli.register(sub)
     return parser
 
 

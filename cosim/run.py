@@ -7,12 +7,14 @@ computed from the run directory alone.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import platform
 import signal
 import sys
 import threading
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -122,6 +124,7 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
         status = "interrupted"
     except Exception as exc:  # a simulator failed: keep what was recorded and say why
         status, error = "failed", f"{type(exc).__name__}: {exc}"
+        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         if not builder.recorder:
             _write_run_json(run_dir, loaded, status, monitor, error, started)
             raise
@@ -143,6 +146,20 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
 def _shutdown(builder: WorldBuilder) -> None:
     """Finalize every simulator (closes the recorder and device connections) even after an exception."""
     try:
+        _cancel_leftover_tasks(builder.world.loop)
         builder.world.shutdown()
     except Exception:  # a world that never started has nothing to shut down
         pass
+    finally:
+        builder.close()
+
+
+def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """After a failure mosaik leaves its simulator tasks pending; end them instead of letting asyncio warn."""
+    if loop.is_closed():
+        return
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -13,7 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
@@ -22,6 +22,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 from controllers import registry as controller_registry
 from devices import registry as device_registry
 from devices.base import Address
+from cosim.messaging.config import MessagingSpec
 from hil_bench.config import BenchSpec
 
 _UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -198,6 +199,14 @@ class EvFleetSpec(Strict):
     groups: list[dict[str, Any]] | None = None
 
 
+class TelemetrySpec(Strict):
+    """Field data every site and device publishes on the Data Broker (recorded as SensorThings observations)."""
+
+    period: Seconds = 900
+    site_attrs: list[str] = ["p_w", "v_pu"]
+    device_attrs: list[str] = ["p_w", "soc", "pv_p_w", "batt_p_w"]
+
+
 class OutputSpec(Strict):
     device_attrs: list[str] | Literal["*"] = "*"
     buses: bool = True
@@ -226,6 +235,8 @@ class Scenario(Strict):
     devices: list[DeviceSpec] = Field(default_factory=list)
     controllers: list[ControllerSpec] = Field(default_factory=list)
     ev_fleets: list[EvFleetSpec] = Field(default_factory=list)
+    messaging: MessagingSpec | None = Field(None, description="S4G broker roles; absent: every flow is direct")
+    telemetry: TelemetrySpec | None = Field(None, description="field data published on the Data Broker")
     outputs: OutputSpec = OutputSpec()
     kpis: KpiSpec = KpiSpec()
     bench: BenchSpec | None = Field(None, description="how the scenario runs on the HIL bench (s4g bench run)")
@@ -320,10 +331,18 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return best
 
 
-def _pydantic_problems(exc: ValidationError, prefix: tuple, root: yaml.Node | None) -> list[Problem]:
+Remap = Callable[[tuple], tuple]
+
+
+def _same_loc(loc: tuple) -> tuple:
+    return loc
+
+
+def _pydantic_problems(exc: ValidationError, prefix: tuple, root: yaml.Node | None,
+                       remap: Remap = _same_loc) -> list[Problem]:
     problems = []
     for err in exc.errors():
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = remap(prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -350,10 +369,11 @@ def _resolve_paths(model: BaseModel, base: Path) -> BaseModel:
     return model.model_copy(update=updates) if updates else model
 
 
-def _semantic_problems(sc: Scenario, root: yaml.Node | None) -> list[Problem]:
+def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _same_loc) -> list[Problem]:
     problems: list[Problem] = []
 
     def add(loc: tuple, message: str, found: Any = _MISSING) -> None:
+        loc = remap(loc)
         problems.append(Problem(key_path(loc), message, found, _line_of(root, loc)))
 
     for section in ("sites", "devices", "controllers"):
@@ -371,7 +391,7 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None) -> list[Problem]:
         try:
             fam.parse_config(dev.config)
         except ValidationError as exc:
-            problems += _pydantic_problems(exc, ("devices", i, "config"), root)
+            problems += _pydantic_problems(exc, ("devices", i, "config"), root, remap)
         addr = Address.parse(dev.address)
         if addr.is_virtual_request and addr.scheme not in fam.virtual:
             add(("devices", i, "address"), f"family {dev.family!r} has no virtual device for {addr.scheme!r}; "
@@ -385,7 +405,7 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None) -> list[Problem]:
         try:
             kind.params.model_validate(ctl.params)
         except ValidationError as exc:
-            problems += _pydantic_problems(exc, ("controllers", i, "params"), root)
+            problems += _pydantic_problems(exc, ("controllers", i, "params"), root, remap)
     devices_by_id = {d.id: d for d in sc.devices}
     in_fleet: set[str] = set()
     for i, fleet in enumerate(sc.ev_fleets):
@@ -414,6 +434,8 @@ class LoadedScenario:
     scenario: Scenario
     path: Path
     text: str
+    variant: str | None = None
+    variants: tuple[str, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -422,13 +444,20 @@ class LoadedScenario:
     def line_of(self, loc: tuple) -> int | None:
         return _line_of(yaml.compose(self.text), loc)
 
+    def with_variant(self, variant: str | None) -> "LoadedScenario":
+        return load(self.path, variant=variant)
+
     def error(self, loc: tuple, message: str, found: Any = _MISSING) -> ScenarioError:
         """A ScenarioError for a problem found later (e.g. a bus name the grid does not have)."""
         return ScenarioError(self.path, [Problem(key_path(loc), message, found, self.line_of(loc))])
 
 
-def load(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedScenario:
-    """Read, validate and resolve a scenario file; raise ScenarioError with every problem found."""
+def load(path: str | Path, overrides: dict[str, Any] | None = None, variant: str | None = None) -> LoadedScenario:
+    """Read, validate and resolve a scenario file; raise ScenarioError with every problem found.
+
+    ``variant``: one of the file's ``variants`` (each replaces top-level keys, e.g. ``controllers``); its
+    name is appended to the scenario name. ``overrides`` (command-line options) apply last.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -446,16 +475,32 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedSce
                                            type(data).__name__)])
     # Top-level keys starting with "x-" hold YAML anchors for reuse (as in compose files); they are not settings.
     data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    variants = data.pop("variants", None) or {}
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise ScenarioError(path, [Problem("variants", "expected a mapping of variant names to mappings of "
+                                           "top-level keys to replace", variants, _line_of(root, ("variants",)))])
+    remap: Remap = _same_loc
+    if variant is not None:
+        if variant not in variants:
+            raise ScenarioError(path, [Problem("variants", f"no variant {variant!r}; the file has: "
+                                               f"{', '.join(variants) or 'none'}", line=_line_of(root, ("variants",)))])
+        patch = variants[variant]
+        data.update(patch)
+        data["name"] = f"{data.get('name', 'scenario')}-{variant}"
+
+        def remap(loc: tuple) -> tuple:  # errors in replaced keys point into the variant
+            return ("variants", variant, *loc) if loc and loc[0] in patch else loc
+
     data.update(overrides or {})
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(path, _pydantic_problems(exc, (), root)) from None
+        raise ScenarioError(path, _pydantic_problems(exc, (), root, remap)) from None
     scenario = _resolve_paths(scenario, path.parent.resolve())
-    problems = _semantic_problems(scenario, root)
+    problems = _semantic_problems(scenario, root, remap)
     if problems:
         raise ScenarioError(path, problems)
-    return LoadedScenario(scenario, path, text)
+    return LoadedScenario(scenario, path, text, variant, tuple(variants))
 
 
 def json_schema() -> dict[str, Any]:

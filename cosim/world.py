@@ -63,6 +63,8 @@ class WorldBuilder:
         self.recorder: Any = None
         self.device_sim: Any = None
         self._extra_entities: list[Any] = []
+        self._routes: list[tuple] = []
+        self.bus: Any = None
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -73,6 +75,27 @@ class WorldBuilder:
             params.setdefault("step_size", self.step_s)
             self._sims[name] = self.world.start(name, **params)
         return self._sims[name]
+
+    def connect(self, src: Any, dst: Any, *attr_pairs: str | tuple[str, str], role: str | None = None,
+                topic: str | None = None, sender_kind: str = "controller", period_s: int = 0,
+                time_shifted: bool = False, initial_data: dict | None = None) -> None:
+        """Connect like ``world.connect``; with a broker ``role`` (data, control, smx, aggregator, smx:<site>)
+        the flow travels as SenML over that role's broker when the scenario puts the role on one.
+
+        ``topic`` groups flows into one message per step (default: one topic per role and sender);
+        ``period_s`` limits how often a flow is published (telemetry rates).
+        """
+        if role is None or not self._role_on_bus(role):
+            self.world.connect(src, dst, *attr_pairs, time_shifted=time_shifted, initial_data=initial_data)
+            return
+        self._routes.append((src, dst, attr_pairs, role, topic, sender_kind, period_s, time_shifted, initial_data))
+
+    def _role_on_bus(self, role: str) -> bool:
+        spec = self.scenario.messaging
+        if spec is None:
+            return False
+        # a role on "direct" without injected faults is exactly a mosaik connection: keep it one (fastest)
+        return spec.broker_for(role) != "direct" or spec.faults_for(role) is not None
 
     def record(self, entity: Any, attr: str, table: str, column: str | list[str]) -> None:
         """Record ``entity.attr`` into ``table`` under ``column`` (a list of columns for a vector attr)."""
@@ -108,6 +131,8 @@ class WorldBuilder:
             kind = controller_registry.controller(ctl.kind)
             params = kind.params.model_validate(ctl.params)
             kind.build(self, ctl, params)
+        self._build_telemetry()
+        self._build_routes()
         self._build_recorder()
         if self.monitor is not None:
             clock = self.sim("Progress", monitor=self.monitor).Clock()
@@ -249,6 +274,75 @@ class WorldBuilder:
             self.world.connect(pcc, ent, "v_pu", time_shifted=True, initial_data={"v_pu": 1.0})
         else:
             raise self.loaded.error(("devices", index, "family"), f"no source for the input {env!r}")
+
+    def publish(self, src: Any, *attrs: str, role: str = "data", period_s: int = 0,
+                sender_kind: str = "device") -> None:
+        """Publish ``src``'s attributes on a broker role with no mosaik destination (telemetry for the DWH)."""
+        if self._role_on_bus(role):
+            self._routes.append((src, None, attrs, role, None, sender_kind, period_s, False, None))
+
+    def _build_telemetry(self) -> None:
+        spec = self.scenario.telemetry
+        if spec is None:
+            return
+        for handle in self.sites.values():
+            self.publish(handle.pcc, *spec.site_attrs, role="data", period_s=spec.period)
+        for dev_id, ent in self.devices.items():
+            fam = device_registry.family(self.device_specs[dev_id].family)
+            attrs = [a for a in spec.device_attrs if a in fam.measurements]
+            if attrs:
+                self.publish(ent, *attrs, role="data", period_s=spec.period)
+
+    def _build_routes(self) -> None:
+        """Put the flows of broker roles on the message bus (cosim.messaging.link)."""
+        if not self._routes:
+            return
+        from cosim.messaging import topics
+        from cosim.messaging.bus import MessageBus
+        from cosim.messaging.link import source_name
+
+        sc = self.scenario
+        self.bus = MessageBus(sc.messaging, seed=sc.seed, start=sc.start)
+        scope = source_name(sc.name)
+        groups: dict[tuple, list[tuple]] = {}
+        for r in self._routes:
+            src, dst, role = r[0], r[1], r[3]
+            groups.setdefault((role, src.sid, dst.sid if dst is not None else None), []).append(r)
+        sensorthings = False
+        for n, (key, routes) in enumerate(groups.items()):
+            attrs = {a if isinstance(a, str) else a[0] for r in routes for a in r[2]}
+            hosts_dwh = not sensorthings and topics.parse_role_key(key[0])[0] == "data"
+            sensorthings |= hosts_dwh
+            link = self.sim(f"BusLink{n}", "cosim.messaging.link:BusLinkSim", bus=self.bus, attrs=sorted(attrs),
+                            sensorthings_dir=str(self.out_dir) if hosts_dwh else None)
+            for src, dst, pairs, role, topic, kind, period_s, shifted, initial in routes:
+                self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial)
+
+    def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple, role: str, topic: str | None,
+                   kind: str, period_s: int, shifted: bool, initial: dict | None) -> None:
+        from cosim.messaging import topics
+        from cosim.messaging.link import source_name
+
+        base, site = topics.parse_role_key(role)
+        source = source_name(src.full_id)
+        if topic is None:  # one topic per role, site and source: a step's values travel as one pack
+            if base == "aggregator":
+                topic = topics.agg_up_topic(site or scope, source)
+            else:
+                make = {"data": topics.data_topic, "control": topics.control_topic, "smx": topics.smx_meas_topic}[base]
+                topic = make(site or scope, source, "state")
+        route = link.Route(role=role, topic=topic, sender=src.full_id, source=source, sender_kind=kind,
+                           period_s=period_s)
+        src_attrs = [(p, p) if isinstance(p, str) else p for p in pairs]
+        self.world.connect(src, route, *[(a, a) for a, _ in src_attrs])
+        if dst is not None:
+            init = {a: initial[a] for a, _ in src_attrs if initial and a in initial} or None
+            self.world.connect(route, dst, *src_attrs, time_shifted=shifted, initial_data=init)
+
+    def close(self) -> None:
+        """Release what the world holds outside mosaik (the message bus and its embedded broker)."""
+        if self.bus is not None:
+            self.bus.close()
 
     def _build_recorder(self) -> None:
         sc = self.scenario

@@ -6,43 +6,42 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from cosim import scenario
 from cosim.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CONTROLLERS = """  - id: libal
-    family: battery
-    bus: node_a16
-    config: {battery: {capacity_wh: 60000, p_charge_max_w: 30000, p_discharge_max_w: 30000, soc_init: 0.5},
-             s_max_va: 40000}
-
-controllers:
-  - id: profess
-    kind: profess
-    devices: [fronius_4006773, fronius_4018215]
-    params: {objective: min_bill, step_s: 900}
-  - id: gesscon
-    kind: gesscon
-    devices: [fronius_4011906, fronius_4009331, fronius_4021012]
-    params: {transformer_limit_w: 100000, lessag: {pcc_gain: 0.5}}
-  - id: vc
-    kind: voltage_control
-    devices: [libal]
-    params: {volt_watt: {v1: 0.9, v2: 0.995, v3: 1.0, v4: 1.05, low: 1.0, high: 1.0}}
-"""
+CONTROLLERS = yaml.safe_load("""
+- id: profess
+  kind: profess
+  devices: [fronius_4006773, fronius_4018215]
+  params: {objective: min_bill, step_s: 900}
+- id: gesscon
+  kind: gesscon
+  devices: [fronius_4011906, fronius_4009331, fronius_4021012]
+  params: {transformer_limit_w: 100000, lessag: {pcc_gain: 0.5}}
+- id: vc
+  kind: voltage_control
+  devices: [libal]
+  params: {volt_watt: {v1: 0.9, v2: 0.995, v3: 1.0, v4: 1.05, low: 1.0, high: 1.0}}
+""")
+# the voltage-controlled battery sits at a feeder node, where voltage moves
+GRID_BATTERY = {"id": "libal", "family": "battery", "bus": "node_a16",
+                "config": {"battery": {"capacity_wh": 60000, "p_charge_max_w": 30000, "p_discharge_max_w": 30000,
+                                       "soc_init": 0.5}, "s_max_va": 40000}}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    text = (ROOT / "scenarios" / "fur_skive.yaml").read_text(encoding="utf-8")
-    text = text.replace("path: data/s4g/fur_feeder.json", f"path: {ROOT / 'scenarios/data/s4g/fur_feeder.json'}")
-    text = text.replace("duration: 1d", "duration: 2h").replace("start: 2019-06-15T00:00:00+02:00",
-                                                               "start: 2019-06-15T11:00:00+02:00")
-    head, _, _ = text.partition("controllers:\n")
+    data = yaml.safe_load((ROOT / "scenarios" / "fur_skive.yaml").read_text(encoding="utf-8"))
+    data["grid"]["path"] = str(ROOT / "scenarios" / data["grid"]["path"])
+    data.update({"duration": "2h", "start": "2019-06-15T11:00:00+02:00", "controllers": CONTROLLERS})
+    data["devices"] = [d for d in data["devices"] if d["id"] != "libal"] + [GRID_BATTERY]
+    data.pop("variants")
     path = tmp_path_factory.mktemp("sc") / "fur_controllers.yaml"
-    path.write_text(head + CONTROLLERS, encoding="utf-8")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     out = tmp_path_factory.mktemp("run")
     res = run(scenario.load(path), out, progress=False, kpis=False)
     assert res.status == "complete", res.error

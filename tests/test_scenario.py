@@ -64,7 +64,7 @@ def test_valid_scenario_loads_and_resolves_paths(tmp_path):
 
 def test_the_pilot_scenario_validates():
     sc = load(REPO / "scenarios" / "fur_skive.yaml").scenario
-    assert len(sc.sites) == 27 and sc.step == 60 and sc.duration == 86400
+    assert len(sc.sites) == 28 and sc.step == 60 and sc.duration == 86400  # 27 households + Skive
 
 
 @pytest.mark.parametrize("text,seconds", [("1d", 86400), ("15min", 900), ("90s", 90), ("2h", 7200), (60, 60),

@@ -1,0 +1,267 @@
+"""Carry mosaik connections over the S4G brokers: routes publish their inputs as SenML and output what the
+bus delivers.
+
+A connection ``src.attr -> dst.attr`` that the scenario puts on a broker role becomes
+``src.attr -> Route.attr -> dst.attr``; a publish-only route (telemetry for the data warehouse) has no
+destination. Each source has a topic ``s4g/{site}/{role}/{source}/.../state``; in each step the link
+simulator publishes one SenML pack per topic with the source's new values, named ``{site}/{source}/{attr}``
+(vectors ``.../{attr}/{i}``) with the unit the attribute name carries; an attribute that already is a SenML
+pack (GESSCon's 24 hourly set-points) travels as its own message on ``.../{source}/schedule/{attr}``. Then it
+asks the bus for everything due by now; a route outputs the last value delivered for its source (None before
+the first), as a subscriber holds the last message. The bus makes
+delivery deterministic, so a run gives the same results with a role on ``direct``, on the embedded broker or
+on Mosquitto; injected delay and loss show up downstream as held (stale) values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mosaik_api_v3
+
+from cosim.messaging import senml, units
+from cosim.messaging.bus import MessageBus
+from cosim.messaging.senml import Record
+
+_UNIT_SUFFIXES = (("_eur_per_kwh", "EUR/kWh"), ("_wh", "Wh"), ("_var", "var"), ("_pu", "pu"), ("_w", "W"),
+                  ("_a", "A"), ("_v", "V"), ("_s", "s"))
+
+
+def unit_of(attr: str) -> str | None:
+    """The SenML unit an attribute name carries (units are in our names), or None if it carries none."""
+    if attr == "soc":
+        return "/"
+    for suffix, unit in _UNIT_SUFFIXES:
+        if attr.endswith(suffix) and units.is_known(unit):
+            return unit
+    return None
+
+
+def source_name(full_id: str) -> str:
+    """A SenML-name-safe source name from a mosaik entity id ("Devices-0.fronius_1" -> "fronius_1")."""
+    eid = full_id.split(".", 1)[-1]
+    token = re.sub(r"[^A-Za-z0-9_.:\-]", "_", eid)
+    return token if token[:1].isalnum() else f"x{token}"
+
+
+@dataclass
+class _Route:
+    eid: str
+    role: str
+    topic: str
+    sender: str
+    source: str
+    #: publish at most every period_s seconds (telemetry rates); 0 = on every change
+    period_s: int = 0
+
+
+def meta(attrs: list[str]) -> dict:
+    return {
+        "api_version": "3.0",
+        "type": "time-based",
+        "models": {"Route": {"public": True,
+                             "params": ["role", "topic", "sender", "sender_kind", "source", "period_s"],
+                             "attrs": sorted(set(attrs))}},
+        "extra_methods": ["stats"],
+    }
+
+
+class BusLinkSim(mosaik_api_v3.Simulator):
+    """Routes between two simulators over an in-process MessageBus (opened at setup; the world closes it).
+
+mosaik sees cycles per simulator, so the world starts one link simulator per (role, source simulator,
+destination simulator): a local loop device -> agent -> device then passes two link simulators, and its
+one time-shifted edge keeps it acyclic as without the broker.
+"""
+
+    def __init__(self) -> None:
+        super().__init__(meta([]))
+        self.bus: MessageBus | None = None
+        self.routes: dict[str, _Route] = {}
+        self.step_size = 60
+        self._subs: dict[tuple[str, str], Any] = {}
+        self._sent: dict[tuple[str, str], Any] = {}  # (topic, attr) -> last value published
+        self._last_pub: dict[tuple[str, str], int] = {}  # (topic, source) -> time of the last publication
+        self._held: dict[tuple[str, str], Any] = {}  # (route topic, attr) -> delivered value
+        self._sensorthings: Any = None
+        self._sensorthings_dir: str | None = None
+
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, bus: MessageBus | None = None,
+             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> dict:
+        if bus is None:
+            raise ValueError("BusLinkSim needs the in-process MessageBus (init param 'bus')")
+        self.bus = bus
+        self.sid = sid
+        self.step_size = int(step_size)
+        self._sensorthings_dir = sensorthings_dir
+        self.meta = meta(list(attrs or []))
+        return self.meta
+
+    def create(self, num: int, model: str, role: str, topic: str, sender: str, source: str,
+               sender_kind: str = "controller", period_s: int = 0) -> list[dict]:
+        assert self.bus is not None
+        out = []
+        for _ in range(num):
+            eid = f"r{len(self.routes)}"
+            self.routes[eid] = _Route(eid, role, topic, sender, source, int(period_s))
+            self.bus.register(sender, sender_kind)
+            out.append({"eid": eid, "type": model})
+        return out
+
+    def setup_done(self) -> None:
+        assert self.bus is not None
+        self.bus.open()
+        for route in self.routes.values():
+            # the route's own topic and, below the device, any schedule packs it carries
+            key = (route.role, f"{route.topic.rsplit('/', 1)[0]}/#")
+            if key not in self._subs:
+                self._subs[key] = self.bus.subscribe(route.role, key[1], subscriber=self.sid)
+        if self._sensorthings_dir is not None:  # the DWH side of the Data Broker
+            from cosim.messaging.sensorthings import SensorThingsRecorder
+
+            self._sensorthings = SensorThingsRecorder(self.bus, self._sensorthings_dir)
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        assert self.bus is not None
+        packs: dict[tuple[str, str, str], dict[str, Record]] = {}
+        for eid, attrs in sorted(inputs.items()):
+            route = self.routes[eid]
+            due_key = (route.topic, route.source)
+            last = self._last_pub.get(due_key)
+            if route.period_s and last is not None and last != time and time - last < route.period_s:
+                continue
+            for attr, sources in attrs.items():
+                if len(sources) != 1:
+                    raise ValueError(f"route {eid}.{attr} has {len(sources)} sources; a route carries one")
+                value = next(iter(sources.values()))
+                if value is None or _same(value, self._sent.get((route.topic, attr))):
+                    continue
+                self._sent[(route.topic, attr)] = value
+                self._last_pub[due_key] = time
+                if _is_senml_pack(value):  # already a SenML pack (a schedule): it travels as its own message
+                    topic = self._pack_topic(route, attr)
+                    records = self._pack_records(value)  # names repeat (one per hour): keep them all, in order
+                    packs[(route.role, topic, route.sender)] = {str(i): r for i, r in enumerate(records)}
+                    continue
+                pack = packs.setdefault((route.role, route.topic, route.sender), {})
+                for rec in _records(attr, value):
+                    pack[rec.name] = rec
+        for (role, topic, sender), records in sorted(packs.items()):
+            if records:
+                self.bus.publish(role, topic, list(records.values()), time, sender)
+        for sub in self._subs.values():
+            for message in sub.deliver(time):
+                self._hold(message)
+        if self._sensorthings is not None:
+            self._sensorthings.step(time)
+        return time + self.step_size
+
+    @staticmethod
+    def _pack_topic(route: _Route, attr: str) -> str:
+        from cosim.messaging import topics
+
+        info = topics.parse_topic(route.topic)
+        if info.role != "control":
+            raise ValueError(f"a SenML pack ({attr}) travels on the control role only, not {info.role!r}")
+        return topics.schedule_topic(info.site, route.source, attr)
+
+    def _pack_records(self, pack: list[dict]) -> list[Record]:
+        """A pack as records with times in simulated seconds (what the bus publishes)."""
+        assert self.bus is not None
+        epoch0 = self.bus.epoch0
+        return [Record(r.name, r.value, r.unit, None if r.time is None else r.time - epoch0, r.string, r.boolean,
+                       r.data, r.sum, r.update_time)
+                for r in senml.decode(json.dumps(pack).encode())]
+
+    def _hold(self, message: Any) -> None:
+        """Apply one message: scalars replace; a vector is rebuilt from this message alone."""
+        assert self.bus is not None
+        base = message.base_name
+        state = message.topic.endswith("/state")
+        state_topic = message.topic if state else message.topic.split("/schedule/", 1)[0] + "/state"
+        if not state:  # a SenML pack: rebuild it as the publisher handed it over (absolute times)
+            epoch0 = self.bus.epoch0
+            records = [Record(r.name[len(base):], r.value, r.unit, None if r.time is None else r.time + epoch0,
+                              r.string, r.boolean, r.data, r.sum, r.update_time) for r in message.records]
+            attr = message.topic.rsplit("/", 1)[1]
+            self._held[(state_topic, attr)] = json.loads(senml.encode(records))
+            return
+        vectors: dict[str, dict[int, Any]] = {}
+        for rec in message.records:
+            rel = rec.name[len(base):]
+            value = _value(rec)
+            attr, _, index = rel.partition("/")
+            if index:
+                vectors.setdefault(attr, {})[int(index)] = value
+            else:
+                self._held[(state_topic, attr)] = value
+        for attr, items in vectors.items():
+            vector = [math.nan] * (max(items) + 1)
+            for i, v in items.items():
+                vector[i] = v
+            self._held[(state_topic, attr)] = vector
+
+    def get_data(self, outputs: dict) -> dict:
+        data = {}
+        for eid, attrs in outputs.items():
+            route = self.routes[eid]
+            data[eid] = {a: self._held.get((route.topic, a)) for a in attrs}
+        return data
+
+    def finalize(self) -> None:
+        # the bus is shared by every link simulator of the world: its owner (the world builder) closes it
+        if self._sensorthings is not None:
+            self._sensorthings.step(math.inf)
+            self._sensorthings.close()
+            self._sensorthings = None
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return self.bus.stats() if self.bus is not None else {}
+
+
+def _is_senml_pack(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
+
+
+def _records(attr: str, value: Any) -> list[Record]:
+    """Records of one attribute, named relative to the topic's base name (``{site}/{source}/``)."""
+    name = attr
+    unit = unit_of(attr)
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        values = value.tolist() if hasattr(value, "tolist") else list(value)
+        # a vector travels whole, one record per element
+        return [_number(f"{name}/{i}", math.nan if v is None else float(v), unit) for i, v in enumerate(values)]
+    if isinstance(value, bool):
+        return [Record(name, boolean=value)]
+    return [_number(name, float(value), unit)]
+
+
+def _number(name: str, value: float, unit: str | None) -> Record:
+    # JSON has no NaN: "no reading" travels as the string value "NaN" so the receiver sees NaN, as it would
+    # over a direct connection, instead of a stale value
+    if math.isfinite(value):
+        return Record(name, value=value, unit=unit)
+    return Record(name, string=repr(value))
+
+
+def _value(rec: Record) -> Any:
+    if rec.value is not None:
+        return rec.value
+    if rec.string is not None:
+        return float(rec.string)  # "nan", "inf", "-inf" (see _number)
+    return rec.boolean
+
+
+def _same(a: Any, b: Any) -> bool:
+    if b is None:
+        return False
+    if hasattr(a, "tolist"):
+        a = a.tolist()
+    if hasattr(b, "tolist"):
+        b = b.tolist()
+    return a == b
