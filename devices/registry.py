@@ -16,7 +16,8 @@ from typing import Any
 from devices.base import Address, Driver
 from devices.family import Family
 
-_BUILTIN_DRIVERS = {"sim": "devices.sim:SimDriver"}
+# replay://RUN_DIR/device plays back a device recorded by a HIL bench run (any family)
+_BUILTIN_DRIVERS = {"sim": "devices.sim:SimDriver", "replay": "hil_bench.replay:ReplayDriver"}
 _families: dict[str, Family] | None = None
 _extra_families: dict[str, str] = {}
 _extra_drivers: dict[str, str] = {}

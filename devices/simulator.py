@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mosaik_api_v3
 import numpy as np
@@ -84,13 +84,17 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.event_log: list[dict] = []
         self._events_file = None
         self._io: IoLoop | None = None
+        self._driver_wrapper: Callable[[str, Driver], Driver] | None = None
         self.step_size = 60
         self.time = 0
 
     # -- mosaik API ---------------------------------------------------------------------------------
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
-             **_: Any) -> dict:
+             driver_wrapper: Callable[[str, Driver], Driver] | None = None, **_: Any) -> dict:
+        """``driver_wrapper(eid, driver)`` (in-process only) may wrap each protocol driver before it connects,
+        e.g. the HIL bench's safety boundary; without it nothing changes."""
         self.step_size = int(step_size)
+        self._driver_wrapper = driver_wrapper
         if events_path:
             Path(events_path).parent.mkdir(parents=True, exist_ok=True)
             self._events_file = open(events_path, "a", encoding="utf-8")
@@ -247,6 +251,8 @@ class DeviceSim(mosaik_api_v3.Simulator):
             address = Address.parse(self._io.run(dev.virtual.start(), timeout_s=10))
         driver_cls = registry.driver_class(address)
         dev.driver = driver_cls(address, dev.capabilities, timeout_s=dev.timeout_s)
+        if self._driver_wrapper is not None:
+            dev.driver = self._driver_wrapper(dev.eid, dev.driver)
         self._io.run(dev.driver.connect(), timeout_s=dev.timeout_s + 5)
 
     def _step_protocol_devices(self, time: int, dt: int, env_by_eid: dict[str, dict[str, float]]) -> None:

@@ -118,6 +118,9 @@ class BenchSpec(_Strict):
     virtual_step_s: int = Field(1, ge=1, description="simulated seconds per model step of hosted virtual devices")
     io_timeout: Seconds | None = Field(None, description="driver timeout (default: half a cycle, at most the "
                                                          "device's timeout_s)")
+    io_concurrency: int = Field(1, ge=1, description="device operations on the wire at the same time; the rest "
+                                "queue. 1 suits loopback and fast LANs (each round trip stays short); raise it for "
+                                "slow links (serial lines, high latency), where waiting dominates")
     controller_timeout_cycles: int = Field(2, ge=1, description="cycles without a setpoint before the safe state")
     device_revert: bool = Field(True, description="arm the device's own fallback where its protocol has one "
                                                   "(SunSpec InOutWRte_RvrtTms = two cycles)")

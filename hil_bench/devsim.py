@@ -1,0 +1,92 @@
+"""``BenchDeviceSim``: the device host of a bench run -- ``DeviceSim`` held to the wall clock.
+
+The bench starts it in place of the offline ``DeviceSim`` (same models, attributes and wiring, so the world
+builder is unchanged). Each step it: waits until the step is due (:class:`~hil_bench.realtime.Pacer`), applies
+the late policy, feeds the simulated quantities (the env inputs: PV irradiance, site load, terminal voltage)
+to the hosted virtual devices and publishes them as signals for the real ones, runs the device exchange (the
+boundary drivers write at once and read at ``read_at`` of the cycle), and publishes the measurements and the
+setpoints on the SMX broker for the live monitor.
+
+A device that does not answer has no measurement; offline that NaN would stop the power flow. On the bench its
+``p_w`` and ``q_var`` enter the power flow as 0 W -- it is taken as being in its safe state, disconnected --
+while ``available`` says it is not answering and its other measurements stay NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from devices.simulator import DeviceSim
+
+
+def _single(sources: dict[str, Any]) -> Any:
+    return next(iter(sources.values())) if sources else None
+
+
+class BenchDeviceSim(DeviceSim):
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
+             bench: Any = None, **params: Any) -> dict:
+        if bench is None:
+            raise ValueError("BenchDeviceSim is started by the bench (hil_bench.run), with bench=<BenchRuntime>")
+        self.bench = bench
+        bench.device_sim = self
+        return super().init(sid, time_resolution=time_resolution, step_size=step_size, events_path=events_path,
+                            driver_wrapper=bench.boundary.wrap, **params)
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        rt = self.bench
+        row = rt.pacer.begin(time)
+        rt.on_step_start(row)
+        rt.boundary.begin_step(row)
+        self._feed(time, inputs)
+        try:
+            return super().step(time, inputs, max_advance)
+        finally:
+            rt.pacer.end(row)
+            self._publish_measurements(time)
+            rt.on_step_end(row)
+
+    def get_data(self, outputs: dict) -> dict:
+        data = super().get_data(outputs)
+        for eid, values in data.items():
+            dev = self.devices[eid]
+            if dev.bank is None and not dev.available:
+                for attr in ("p_w", "q_var"):
+                    value = values.get(attr)
+                    if value is not None and not math.isfinite(value):
+                        values[attr] = 0.0
+        return data
+
+    # -- the bench's traffic ---------------------------------------------------------------------------------
+    def _feed(self, time: int, inputs: dict) -> None:
+        rt = self.bench
+        for eid, attrs in inputs.items():
+            dev = self.devices[eid]
+            plan = rt.plans[eid]
+            env = {a: float(_single(s)) for a, s in attrs.items() if a in dev.family.env_inputs
+                   and _single(s) is not None}
+            setpoints = {a: float(_single(s)) for a, s in attrs.items() if a in dev.family.setpoints
+                         and _single(s) is not None}
+            if plan.kind == "hosted" and env:
+                rt.hosting.set_env(eid, env)
+            if rt.flow is not None:
+                if plan.protocol and env:
+                    rt.flow.put(time, plan.site, eid, "signals", env)
+                if setpoints:
+                    rt.flow.put(time, plan.site, eid, "set", setpoints)
+
+    def _publish_measurements(self, time: int) -> None:
+        rt = self.bench
+        if rt.flow is None:
+            return
+        for eid, dev in self.devices.items():
+            if dev.bank is not None:
+                arrays = self.measured.get(dev.family.name, {})
+                values = {name: float(arr[dev.index]) for name, arr in arrays.items()}
+            elif dev.last is not None and dev.available:
+                values = dict(dev.last.values)
+            else:
+                continue
+            rt.flow.put(time, rt.plans[eid].site, eid, "meas", values)
+        rt.flow.mark(time)

@@ -1,0 +1,223 @@
+"""A small asyncio HTTP server for the monitor page, its Server-Sent Events and the bench's control endpoints.
+
+Routes: ``GET /`` (page), ``GET /app.js``, ``GET /style.css``, ``GET /events`` (SSE: an ``state`` event with
+the whole state as JSON whenever it changes, a comment line every 15 s to keep proxies from closing it),
+``GET /api/state`` (the same JSON), ``POST /api/stop`` (emergency stop; answers with each device's safe-state
+result). It serves on the bench host's loopback by default and needs no network, no template, no build.
+
+The device values come from the SMX broker: the server subscribes like any SMX client and, a few times per
+second, takes what has arrived up to the last step the bench finished publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from cosim.messaging import Subscription, topics
+from cosim.messaging.errors import MessagingError
+from devices.io_loop import IoLoop
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
+          "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
+PUMP_S = 0.2
+KEEPALIVE_S = 15.0
+MAX_REQUEST = 16384
+
+
+def _clean(x: Any) -> Any:
+    """JSON without NaN/Infinity (browsers reject them)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+class MonitorServer:
+    """Serves the page and the state; ``snapshot()`` gives the bench state, ``stop(reason)`` the e-stop."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], stop: Callable[[str], dict[str, str]], *,
+                 subscription: Subscription | None = None, published_t: Callable[[], int] = lambda: -1,
+                 host: str = "127.0.0.1", port: int = 0, page: bool = True) -> None:
+        self.snapshot = snapshot
+        self.stop_cb = stop
+        self.subscription = subscription
+        self.published_t = published_t
+        self.host, self.port = host, port
+        self.page = page
+        self.values: dict[str, dict[str, Any]] = {}  # device token -> {"meas"|"set"|"signals": {q: v}, "t_s"}
+        self.messages = 0
+        self._delivered_t = -1
+        self._clients: set[asyncio.Queue] = set()
+        self._last_payload = ""
+        self._io: IoLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._pump: asyncio.Task | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> str:
+        self._io = IoLoop("s4g-bench-monitor")
+        self._io.run(self._start(), timeout_s=10)
+        return self.url
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._pump = asyncio.get_running_loop().create_task(self._pump_loop())
+
+    def close(self) -> None:
+        io, self._io = self._io, None
+        if io is None:
+            return
+
+        async def _stop() -> None:
+            if self._pump is not None:
+                self._pump.cancel()
+            for q in list(self._clients):
+                q.put_nowait(None)
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+
+        try:
+            io.run(_stop(), timeout_s=10)
+        finally:
+            io.close()
+
+    def refresh(self) -> None:
+        """Push the state now (e.g. after the run ended); safe from any thread."""
+        if self._io is not None:
+            asyncio.run_coroutine_threadsafe(self._publish(final=True), self._io.loop)
+
+    # -- state -------------------------------------------------------------------------------------------
+    async def _pump_loop(self) -> None:
+        while True:
+            try:
+                await self._publish()
+            except Exception:  # the monitor must never take the bench down
+                log.exception("monitor: state update failed")
+            await asyncio.sleep(PUMP_S)
+
+    async def _deliver(self) -> None:
+        sub = self.subscription
+        t = self.published_t()
+        if sub is None or t <= self._delivered_t:
+            return
+        try:
+            messages = await asyncio.get_running_loop().run_in_executor(None, sub.deliver, t)
+        except MessagingError as exc:
+            log.warning("monitor: %s", exc)
+            return
+        self._delivered_t = t
+        for m in messages:
+            try:
+                info = topics.parse_topic(m.topic)
+            except MessagingError:
+                continue
+            kind = "signals" if info.quantity == "signals" else info.kind
+            entry = self.values.setdefault(info.device or "", {})
+            entry[kind or "meas"] = {name: rec.value for name, rec in m.by_name().items()}
+            entry["t_s"] = max(entry.get("t_s", -1), m.t_s)
+            self.messages += 1
+
+    def state(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        for dev in snap.get("devices", []):
+            flow = self.values.get(dev.get("token", dev["id"]), {})
+            dev["meas"] = flow.get("meas", {})
+            dev["set"] = flow.get("set", {})
+            dev["signals"] = flow.get("signals", {})
+            dev["flow_t_s"] = flow.get("t_s")
+        snap["broker_messages"] = self.messages
+        return _clean(snap)
+
+    async def _publish(self, final: bool = False) -> None:
+        await self._deliver()
+        payload = json.dumps(self.state(), separators=(",", ":"))
+        if payload == self._last_payload and not final:
+            return
+        self._last_payload = payload
+        for q in list(self._clients):
+            if q.full():
+                q.get_nowait()  # a slow client gets the newest state, not a backlog
+            q.put_nowait(payload)
+
+    # -- HTTP --------------------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            if len(head) > MAX_REQUEST:
+                raise ValueError("request too large")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            length = int(headers.get("content-length", "0") or 0)
+            if length:
+                await reader.readexactly(min(length, MAX_REQUEST))
+            path = target.split("?", 1)[0]
+            await self._route(method, path, writer)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, TimeoutError, ValueError):
+            pass
+        finally:
+            if not writer.is_closing():
+                writer.close()
+            try:
+                await writer.wait_closed()
+            except ConnectionError:
+                pass
+
+    async def _route(self, method: str, path: str, writer: asyncio.StreamWriter) -> None:
+        if method == "GET" and path in STATIC and self.page:
+            name, ctype = STATIC[path]
+            await self._send(writer, 200, (HERE / name).read_bytes(), ctype)
+        elif method == "GET" and path == "/events" and self.page:
+            await self._events(writer)
+        elif method == "GET" and path == "/api/state":
+            await self._send(writer, 200, json.dumps(self.state()).encode(), "application/json")
+        elif method == "POST" and path == "/api/stop":
+            report = await asyncio.get_running_loop().run_in_executor(None, self.stop_cb, "stop requested over HTTP")
+            await self._send(writer, 200, json.dumps({"ok": True, "safe": report}).encode(), "application/json")
+        elif method not in ("GET", "POST"):
+            await self._send(writer, 405, b"method not allowed\n", "text/plain")
+        else:
+            await self._send(writer, 404, b"not found\n", "text/plain")
+
+    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+
+    async def _events(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+                     b"Connection: keep-alive\r\n\r\nretry: 1000\n\n")
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        queue.put_nowait(self._last_payload or json.dumps(self.state()))
+        self._clients.add(queue)
+        try:
+            while True:
+                try:
+                    payload = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
+                except TimeoutError:
+                    writer.write(b": keepalive\n\n")
+                else:
+                    if payload is None:
+                        return
+                    writer.write(b"event: state\ndata: " + payload.encode() + b"\n\n")
+                await writer.drain()
+        finally:
+            self._clients.discard(queue)
