@@ -8,7 +8,7 @@ PYTHON  ?= $(shell for p in python3.13 python3.12 python3; do \
 SCENARIO ?= scenarios/fur_skive.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench compare clean
 
 $(BIN)/s4g: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.12 not found (set PYTHON=...)"; exit 1; }
@@ -27,6 +27,11 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# The Fur/Skive comparison in the README: every variant over the summer week, table written into README.md
+compare: install
+	$(BIN)/s4g run scenarios/fur_skive.yaml --variant all --until 7d --out runs/fur_skive-week --no-report
+	$(BIN)/s4g compare runs/fur_skive-week/* --readme README.md --plot docs/img/fur_skive_comparison.png
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

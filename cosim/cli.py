@@ -51,7 +51,6 @@ def _run_one(loaded, out: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cosim import kpi
     from cosim.run import default_run_dir
 
     if args.variant != "all":
@@ -63,14 +62,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     # validate every variant before running any: a typo in the last one should not cost the first runs
     variants = [_load(args.scenario, args.until, args.seed, v) for v in base.variants]
+    from cosim import compare
+
     root = Path(args.out) if args.out else default_run_dir(base)
-    runs = []
     for loaded in variants:
         code = _run_one(loaded, root / loaded.variant, args)
         if code != EXIT_OK:
             return code
-        runs.append((loaded.variant, kpi.read(root / loaded.variant)))
-    console.print(kpi.compare_table(runs))
+    console.print(compare.rich_table(compare.table([root / v.variant for v in variants])))
+    console.print(f"compare again or plot: s4g compare {' '.join(str(root / v.variant) for v in variants)}")
     return EXIT_OK
 
 
