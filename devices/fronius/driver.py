@@ -34,7 +34,7 @@ from urllib.parse import parse_qs
 
 from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
     SetpointRejected
-from devices.fronius.backoff import Backoff
+from devices.backoff import Backoff
 from devices.fronius.model import CHA_ST_EMPTY, CHA_ST_FULL, RVRT_S_MAX
 from devices.fronius.modbus_client import ModbusException, ModbusTcpClient
 from devices.fronius.sunspec_map import (

@@ -14,6 +14,7 @@ import asyncio
 import struct
 
 from devices.base import DeviceUnavailable, ProtocolError
+from devices.streams import close_stream, open_stream
 
 READ_HOLDING, WRITE_SINGLE, WRITE_MULTIPLE = 0x03, 0x06, 0x10
 MAX_READ, MAX_WRITE = 125, 123
@@ -114,20 +115,12 @@ class ModbusTcpClient:
         return self._writer is not None
 
     async def open(self) -> None:
-        try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout_s)
-        except (OSError, TimeoutError) as exc:
-            raise DeviceUnavailable(f"{self.host}:{self.port}: cannot connect: {exc or type(exc).__name__}") from exc
+        self._reader, self._writer = await open_stream(self.host, self.port, self.timeout_s,
+                                                       f"{self.host}:{self.port}")
 
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError):
-                pass  # the peer is gone already: nothing left to release
+        await close_stream(writer)
 
     async def read_holding(self, address: int, count: int) -> list[int]:
         return await self._transact(read_request(address, count))

@@ -28,7 +28,8 @@ from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
     SetpointRejected
-from devices.fronius.backoff import Backoff
+from devices.streams import close_stream, open_stream
+from devices.backoff import Backoff
 from devices.fronius.http11 import MAX_HEAD, Response, build_request, read_response
 
 POWER_FLOW = "/solar_api/v1/GetPowerFlowRealtimeData.fcgi"
@@ -206,20 +207,12 @@ class SolarApiDriver(Driver):
     async def _open(self) -> None:
         await self._drop()
         self.dials += 1
-        try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=MAX_HEAD), self.timeout_s)
-        except (OSError, TimeoutError) as exc:
-            raise DeviceUnavailable(f"{self.address.raw}: cannot connect: {exc or type(exc).__name__}") from exc
+        self._reader, self._writer = await open_stream(self.host, self.port, self.timeout_s, self.address.raw,
+                                                       limit=MAX_HEAD)
 
     async def _drop(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError):
-                pass  # the peer is gone already
+        await close_stream(writer)
 
     async def _get_json(self, target: str) -> Any:
         for attempt in (1, 2):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from devices.backoff import Backoff
 from devices.base import (Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint,
                           SetpointRejected)
 from devices.libal import can_codec, rtu
@@ -143,15 +144,14 @@ class LibalDriver(Driver):
         self._mode: tuple[bool, bool] | None = None  # last (charge, discharge) enable request sent
         self._setpoint = {"p_w": 0.0, "q_var": 0.0}
         self._pcs: dict[str, float] = {}
-        self._retry_s = 0.0
-        self._next_attempt = 0.0
+        self._backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S)
         self._closed = False
 
     # -- connection management ------------------------------------------------------------------------------
     async def connect(self) -> None:
         async with self._lock:
             self._closed = False
-            self._next_attempt = 0.0
+            self._backoff.succeeded()  # an explicit connect tries at once
             await self._ensure()
 
     def _rtu_up(self) -> bool:
@@ -166,19 +166,16 @@ class LibalDriver(Driver):
             raise DeviceUnavailable(f"{self.address.raw}: driver closed")
         if self._rtu_up() and (self._can_up() or not need_can):
             return
-        now = time.monotonic()
-        if now < self._next_attempt:
-            raise DeviceUnavailable(f"{self.address.raw}: reconnecting in {self._next_attempt - now:.1f} s")
+        self._backoff.check(self.address.raw)
         try:
             if not self._rtu_up():
                 await self._open_rtu()
             if need_can and not self._can_up():
                 await self._open_can()
         except (DeviceUnavailable, ProtocolError):
-            self._retry_s = min(max(2 * self._retry_s, BACKOFF_FIRST_S), BACKOFF_MAX_S)
-            self._next_attempt = time.monotonic() + self._retry_s
+            self._backoff.failed()
             raise
-        self._retry_s = 0.0
+        self._backoff.succeeded()
 
     async def _open_rtu(self) -> None:
         await self._close_rtu()

@@ -19,6 +19,7 @@ import time
 from typing import Callable
 
 from devices.base import DeviceUnavailable
+from devices.streams import close_stream, open_stream
 from devices.libal import rtu
 
 log = logging.getLogger(__name__)
@@ -60,20 +61,11 @@ class TcpRtuTransport(RtuTransport):
         return self._writer is not None and not self._writer.is_closing()
 
     async def open(self, timeout_s: float) -> None:
-        try:
-            self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
-                                                                timeout_s)
-        except (OSError, TimeoutError) as exc:
-            raise DeviceUnavailable(f"{self.description}: cannot connect: {exc or 'timeout'}") from exc
+        self._reader, self._writer = await open_stream(self.host, self.port, timeout_s, self.description)
 
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError):
-                pass
+        await close_stream(writer)
 
     async def send(self, data: bytes) -> None:
         if self._writer is None:

@@ -1,4 +1,4 @@
-"""Reconnect back-off shared by the Fronius drivers: no busy loop against a device that is down."""
+"""Reconnect back-off shared by the protocol drivers: no busy loop against a device that is down."""
 
 from __future__ import annotations
 
