@@ -214,15 +214,16 @@ def test_reconnect_attempts_back_off_while_the_rig_is_down():
                 await rig.driver.read()  # one reconnect attempt, refused
             with pytest.raises(DeviceUnavailable, match="next attempt in"):
                 await rig.driver.read()  # inside the backoff window: no attempt at all
-            first = rig.driver._retry_s
-            rig.driver._next_attempt = 0.0
+            backoff = rig.driver._backoff
+            first = backoff.delay_s
+            backoff.retry_at = 0.0  # skip the wait instead of sleeping through it
             with pytest.raises(DeviceUnavailable):
                 await rig.driver.read()
-            assert rig.driver._retry_s == 2 * first  # exponential
+            assert backoff.delay_s == 2 * first  # exponential
             await rig.device.start("127.0.0.1", rig.device.rtu_server.port, can_port=rig.device.can_server.port)
-            rig.driver._next_attempt = 0.0
+            backoff.retry_at = 0.0
             assert (await rig.driver.read())["soc"] == pytest.approx(0.5)
-            assert rig.driver._retry_s == 0.0
+            assert backoff.delay_s == backoff.min_s and backoff.retry_at == 0.0
     run(body())
 
 
