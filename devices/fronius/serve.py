@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import signal
-import sys
-from pathlib import Path
-
-import yaml
 
 from devices import registry
 from devices.fronius.model import FroniusConfig
 from devices.fronius.solar_api import SolarApiServer
 from devices.fronius.virtual import FroniusSunSpecDevice
+from devices.serving import load_config_file, run_served, stop_on_signals
 from devices.virtual import run_wall_clock
 
 
@@ -37,15 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str | None, pv_kwp: float | None) -> FroniusConfig:
-    raw: dict = {}
-    if path:
-        text = Path(path).read_text(encoding="utf-8")
-        raw = json.loads(text) if path.endswith(".json") else (yaml.safe_load(text) or {})
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of FroniusConfig fields")
-    if pv_kwp is not None:
-        raw = {**raw, "pv_kwp": pv_kwp}
-    return FroniusConfig.model_validate(raw)
+    return load_config_file(path, FroniusConfig, {"pv_kwp": pv_kwp} if pv_kwp is not None else None)
 
 
 async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
@@ -53,10 +40,12 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
     config = load_config(args.config, args.pv_kwp)
     device = FroniusSunSpecDevice(family, config, device_id=args.device_id)
     solar_api = SolarApiServer(device.fbank, config, args.device_id)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals(asyncio.get_running_loop()) as stop:
+        await _serve_until(stop, args, config, device, solar_api, ready)
+
+
+async def _serve_until(stop: asyncio.Event, args: argparse.Namespace, config: FroniusConfig,
+                       device: FroniusSunSpecDevice, solar_api: SolarApiServer, ready: asyncio.Event | None) -> None:
     try:
         address = await device.start(args.host, args.port)
         http_port = await solar_api.start(args.host, args.http_port)
@@ -68,17 +57,10 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
         env = {"pv_w_per_kwp": args.pv_w_per_kwp, "site_load_w": args.site_load_w}
         await run_wall_clock(device, args.step, env, stop)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await solar_api.stop()
         await device.stop()
         print("stopped", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        asyncio.run(serve(args))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_served(serve, args)

@@ -12,15 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
-import sys
-from pathlib import Path
-
-import yaml
 
 from devices import registry
 from devices.libal.model import LibalConfig
 from devices.libal.virtual import LibalVirtualDevice
+from devices.serving import read_config_file, run_served, stop_on_signals
 from devices.virtual import run_wall_clock
 
 #: a rack like the Skive pilot's scale when no --config is given: 100 kWh LFP, 50 kW PCS, 160s1p at 512 V
@@ -46,12 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str | None, soc_init: float | None) -> LibalConfig:
-    raw: dict = json.loads(json.dumps(DEFAULT_CONFIG))
-    if path:
-        text = Path(path).read_text(encoding="utf-8")
-        raw = json.loads(text) if path.endswith(".json") else (yaml.safe_load(text) or {})
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of LibalConfig fields")
+    raw: dict = read_config_file(path, LibalConfig) if path else json.loads(json.dumps(DEFAULT_CONFIG))
     if soc_init is not None:
         raw = {**raw, "battery": {**raw.get("battery", {}), "soc_init": soc_init}}
     return LibalConfig.model_validate(raw)
@@ -61,10 +52,12 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
     family = registry.family("libal")
     config = load_config(args.config, args.soc_init)
     device = LibalVirtualDevice(family, config, device_id=args.device_id, unit=args.unit, channel=args.channel)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals(asyncio.get_running_loop()) as stop:
+        await _serve_until(stop, args, config, device, ready)
+
+
+async def _serve_until(stop: asyncio.Event, args: argparse.Namespace, config: LibalConfig,
+                       device: LibalVirtualDevice, ready: asyncio.Event | None) -> None:
     try:
         address = await device.start(args.host, args.rtu_port, can_port=args.can_port)
         b = config.battery
@@ -77,16 +70,9 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
             ready.set()
         await run_wall_clock(device, args.step, {}, stop)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await device.stop()
         print("stopped", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        asyncio.run(serve(args))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_served(serve, args)
