@@ -20,7 +20,12 @@ device is faulted or after an emergency stop, and runs the two watchdogs:
   fallback is armed beforehand where its protocol has one (SunSpec ``InOutWRte_RvrtTms`` = two cycles).
   When it answers again the safe setpoint is confirmed first, then the controller takes over at the next step.
 * controller watchdog -- a device that got setpoints and then none for ``controller_timeout_cycles`` steps
-  gets its safe setpoint; the controller's next setpoint ends that.
+  gets its safe setpoint; the controller's next setpoint ends that. Where the device has its own fallback
+  armed (SunSpec revert timer), that timer then hands it back to its default mode (a Fronius: local
+  self-consumption) two cycles later, as it would without the bench.
+
+A refused setpoint leaves the device as it was; where its revert timer is armed, the boundary writes the last
+accepted setpoint again (source ``hold``) so that the timer, meant for a lost link, does not take over.
 
 It also paces the reads (at ``read_at`` of each cycle), logs every exchange to the device I/O log, and
 records bench events.
@@ -29,7 +34,6 @@ records bench events.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -46,7 +50,6 @@ from hil_bench.realtime import Pacer, StepTiming, TimingLog
 from hil_bench.records import EventSink, IoLog
 from hil_bench.safety import ControllerWatch, DeviceHealth, check_limits
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 Kind = Literal["sim", "hosted", "real", "replay"]
 REVERT_SCHEMES = ("sunspec+tcp",)
@@ -224,7 +227,8 @@ class BoundaryDriver(Driver):
         """Run ``coro`` on the bench I/O loop (where the inner driver and the hosted devices live)."""
         if asyncio.get_running_loop() is self.b.io.loop:
             return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.b.io.loop))  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(coro, self.b.io.loop)  # type: ignore[arg-type]
+        return await asyncio.wrap_future(future)
 
     async def _wire(self, op: Callable[[], Awaitable[T]], wire: Wire) -> T:
         """On the bench loop: one operation on the wire, timed from when it got a slot."""
@@ -292,6 +296,7 @@ class BoundaryDriver(Driver):
             self.rejected += 1
             self._log("write", "rejected", source, started, setpoint.values, detail=str(exc))
             self.b.events.emit(t, self.plan.id, "setpoint_refused", str(exc), persist=False)  # host logs it
+            await self._hold_last()
             raise
         if self.b.estopped or not self.health.passes_controller:
             why = "emergency stop" if self.b.estopped else f"device {self.health.state}"
@@ -318,6 +323,23 @@ class BoundaryDriver(Driver):
         for name, value in setpoint.values.items():
             self.last_written[name] = (t, float(value))
 
+    async def _hold_last(self) -> None:
+        """A refused setpoint leaves the device as it was. Where the bench armed the device's revert timer, that
+        means writing the last accepted setpoint again, or the timer (meant for a lost link) would take over."""
+        armed = "revert_s" in parse_qs(self.address.query)
+        if not armed or not self.last_written or not self.health.passes_controller or self.b.estopped:
+            return
+        last = Setpoint({name: value for name, (_, value) in self.last_written.items()})
+        wire = Wire()
+        try:
+            await self._on_bench(self._wire(lambda: self._send(last), wire))
+        except DeviceError as exc:
+            self._log("write", "error", "hold", wire.started, last.values, wire.duration_s, str(exc))
+            if isinstance(exc, DeviceUnavailable):
+                self._fault(self.b.t_s, exc)
+            return
+        self._log("write", "ok", "hold", wire.started, last.values, wire.duration_s)
+
     async def _send(self, setpoint: Setpoint) -> bool:
         """On the bench loop: nothing from a controller passes once the device is sealed (emergency stop)."""
         if self.sealed:
@@ -335,8 +357,13 @@ class BoundaryDriver(Driver):
             msg = f"{self.plan.id}: not answering since t={self.health.since_t:g} s (the bench is probing it)"
             self._log("read", "error", "bench", started, detail=msg)
             raise DeviceUnavailable(msg)
-        if self.deferred is not None:
-            await self._controller_write(self.deferred, "controller")
+        if self.deferred is not None:  # a setpoint held back by a skipped step goes out before the reading
+            try:
+                await self._controller_write(self.deferred, "controller")
+            except DeviceError:
+                pass  # logged and counted; the reading decides whether the device answers
+            if self.health.state == "faulted":
+                raise DeviceUnavailable(f"{self.plan.id}: not answering (the bench is probing it)")
         delay = self.b.pacer.read_due(t) - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)

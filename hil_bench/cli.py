@@ -81,8 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     t = result.timing
     lat, rtt = t["lateness"], t["write_roundtrip"]
     console.print(f"lateness p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
-                  f"{t['late_steps']} of {t['steps']} steps later than {t['tolerance_ms']} ms, {t['skipped_steps']} "
-                  f"skipped; setpoint round trip p50 {rtt['p50_ms']} ms, p99 {rtt['p99_ms']} ms")
+                  f"{t['late_steps']} of {lat['n']} paced steps later than {t['tolerance_ms']} ms (after "
+                  f"{t['warmup_steps']} warm-up steps), {t['skipped_steps']} skipped; setpoint round trip p50 "
+                  f"{rtt['p50_ms']} ms, p99 {rtt['p99_ms']} ms")
     console.print(f"{result.status}: {result.steps} steps in {result.wall_s:.2f} s wall time; run directory: {out}")
     if result.stop_reason:
         console.print(f"stopped: {result.stop_reason}")

@@ -18,6 +18,7 @@ Durations here are given like elsewhere in a scenario: ``50ms``, ``2s``, ``20min
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -114,6 +115,9 @@ class BenchSpec(_Strict):
     tolerance: Seconds = Field(0.05, description="a step starting later than this (wall time) is late")
     policy: Literal["warn", "skip", "stop"] = Field(
         "warn", description="late step: warn and catch up | skip its device exchange | stop safely")
+    warmup_steps: int | None = Field(None, ge=0, description="first steps whose lateness (first-time costs) "
+                                     "triggers no policy and stays out of the statistics (still recorded); "
+                                     "default: two steps, and at least the first second of wall time")
     read_at: float = Field(0.8, gt=0, lt=1, description="fraction of each cycle after which devices are read")
     virtual_step_s: int = Field(1, ge=1, description="simulated seconds per model step of hosted virtual devices")
     io_timeout: Seconds | None = Field(None, description="driver timeout (default: half a cycle, at most the "
@@ -132,6 +136,11 @@ class BenchSpec(_Strict):
     def cycle_s(self, step_s: int) -> float:
         """Wall seconds of one co-simulation step."""
         return step_s * self.rt_factor
+
+    def warmup(self, step_s: int) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return max(2, math.ceil(1.0 / self.cycle_s(step_s)))
 
     def driver_timeout_s(self, step_s: int, device_timeout_s: float) -> float:
         if self.io_timeout is not None and self.io_timeout > 0:

@@ -12,6 +12,10 @@ device exchange minus its due time) is kept; a step later than the tolerance tri
 * ``skip``: skip this step's device exchange (measurements are held, setpoints deferred) so the run is
   back on time at once;
 * ``stop``: drive every device to its safe state and end the run.
+
+The first steps carry first-time costs (the grid solver's first solve, first writes of every file; by default
+two steps and at least the first wall-clock second, ``bench.warmup_steps``): their timing is recorded (``warmup`` in timing.parquet) but triggers no policy and is left out of the
+summary statistics.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class StepTiming:
     due_s: float  # due time, wall seconds since T0
     late_s: float  # start of the exchange - due time
     action: str  # run | skip | stop
+    warmup: bool = False  # one of the first steps (first-time costs): recorded, no policy, not in the summary
     writes_done_s: float = float("nan")  # last write finished
     read_late_s: float = float("nan")  # latest read start - its due time (read_at of the cycle)
     end_s: float = float("nan")  # device step finished
@@ -92,13 +97,17 @@ class TimingLog:
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
-            late = np.array([s.late_s for s in self.steps], dtype=float)
-            read_late = np.array([s.read_late_s for s in self.steps], dtype=float)
-            skipped = sum(1 for s in self.steps if s.action == "skip")
+            # a negative lateness only comes from a wait cut short by an emergency stop: not a paced step
+            paced = [s for s in self.steps if not s.warmup and s.late_s >= 0]
+            late = np.array([s.late_s for s in paced], dtype=float)
+            read_late = np.array([s.read_late_s for s in paced], dtype=float)
+            skipped = sum(1 for s in paced if s.action == "skip")
             writes, reads = list(self.ops.write_s), list(self.ops.read_s)
+            steps, warmup = len(self.steps), sum(1 for s in self.steps if s.warmup)
         lat = percentiles_ms(late)
         return {
-            "steps": int(late.size),
+            "steps": steps,
+            "warmup_steps": warmup,
             "tolerance_ms": _ms(self.tolerance_s),
             "lateness": lat,
             "late_steps": int(np.sum(late > self.tolerance_s)),
@@ -117,7 +126,7 @@ class TimingLog:
             rows = [asdict(s) for s in self.steps]
         names = [f.name for f in StepTiming.__dataclass_fields__.values()]
         types = {"t_s": pa.int64(), "action": pa.string(), "writes": pa.int32(), "reads": pa.int32(),
-                 "errors": pa.int32()}
+                 "errors": pa.int32(), "warmup": pa.bool_()}
         table = pa.table({n: pa.array([r[n] for r in rows], type=types.get(n, pa.float64())) for n in names})
         pq.write_table(table, path, compression="zstd")
 
@@ -126,7 +135,7 @@ class Pacer:
     """Holds the co-simulation to the wall clock at each step's device exchange and applies the late policy."""
 
     def __init__(self, rt_factor: float, step_s: int, *, tolerance_s: float, policy: str, read_at: float,
-                 timing: TimingLog, stop: threading.Event) -> None:
+                 timing: TimingLog, stop: threading.Event, warmup_steps: int = 0) -> None:
         self.rt_factor = rt_factor
         self.step_s = step_s
         self.cycle_s = rt_factor * step_s
@@ -135,6 +144,8 @@ class Pacer:
         self.read_at = read_at
         self.timing = timing
         self.stop = stop
+        self.warmup_steps = warmup_steps
+        self.begun = 0
         self.t0: float | None = None  # perf_counter of t = 0
         self.current: StepTiming | None = None
         self._on_start: list[Callable[[float], None]] = []
@@ -169,10 +180,12 @@ class Pacer:
             self.stop.wait(due - now)
             now = time.perf_counter()
         late = now - due
+        warmup = self.begun < self.warmup_steps
+        self.begun += 1
         action: Action = "run"
-        if late > self.tolerance_s and not self.stop.is_set():
+        if late > self.tolerance_s and not self.stop.is_set() and not warmup:
             action = {"warn": "run", "skip": "skip", "stop": "stop"}[self.policy]  # type: ignore[assignment]
-        self.current = StepTiming(t_s, due - self.t0, late, action)
+        self.current = StepTiming(t_s, due - self.t0, late, action, warmup)
         return self.current
 
     def end(self, row: StepTiming) -> None:

@@ -42,7 +42,8 @@ def parse_replay(address: Address) -> tuple[Path, str]:
         rest = "/" + rest[len("localhost/"):]
     run_dir, _, device = rest.rpartition("/")
     if not run_dir or not device:
-        raise ValueError(f"{address.raw!r}: expected replay://RUN_DIR/DEVICE (or replay://localhost/ABS/RUN_DIR/DEVICE)")
+        raise ValueError(f"{address.raw!r}: expected replay://RUN_DIR/DEVICE "
+                         "(or replay://localhost/ABS/RUN_DIR/DEVICE)")
     return Path(run_dir), device
 
 

@@ -59,17 +59,21 @@ def render(run_dir: str | Path) -> Path:
     img = f'<img alt="lateness" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
     summary = [
         ("real-time factor", bench["rt_factor"]), ("cycle", f"{bench['cycle_s'] * 1000:g} ms"),
-        ("policy", bench["policy"]), ("tolerance", f"{timing['tolerance_ms']} ms"), ("steps", timing["steps"]),
+        ("policy", bench["policy"]), ("tolerance", f"{timing['tolerance_ms']} ms"),
+        ("steps", f"{timing['steps']} ({timing.get('warmup_steps', 0)} warm-up steps: recorded, "
+                  "not in the statistics)"),
         ("lateness p50 / p99 / max", f"{lat['p50_ms']} / {lat['p99_ms']} / {lat['max_ms']} ms"),
         ("late steps", timing["late_steps"]), ("skipped steps", timing["skipped_steps"]),
         ("setpoint round trip p50 / p99", f"{timing['write_roundtrip']['p50_ms']} / "
                                           f"{timing['write_roundtrip']['p99_ms']} ms"),
-        ("read round trip p50 / p99", f"{timing['read_roundtrip']['p50_ms']} / {timing['read_roundtrip']['p99_ms']} ms"),
+        ("read round trip p50 / p99",
+         f"{timing['read_roundtrip']['p50_ms']} / {timing['read_roundtrip']['p99_ms']} ms"),
         ("status", bench["status"]), ("stop reason", bench.get("stop_reason")),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in summary)
     devs = "".join(
-        f"<tr><td>{_e(d)}</td><td>{_e(i['kind'])}</td><td>{_e(i['family'])}</td><td>{_e(i['driver_address'] or i['address'])}</td>"
+        f"<tr><td>{_e(d)}</td><td>{_e(i['kind'])}</td><td>{_e(i['family'])}</td>"
+        f"<td>{_e(i['driver_address'] or i['address'])}</td>"
         f"<td>{_e(', '.join(f'{k}={v}' for k, v in (i.get('identity') or {}).items() if k != 'address'))}</td>"
         f"<td>{_e(i['state'])}</td><td>{_e(i['faults'])}</td><td>{_e(i['refused'])}</td></tr>"
         for d, i in bench["devices"].items())

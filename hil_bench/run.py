@@ -15,6 +15,7 @@ Order of a run (``BenchRuntime.run``):
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import gc
@@ -117,7 +118,8 @@ class BenchRuntime:
         self.stop_event = threading.Event()
         self.timing = TimingLog(self.spec.tolerance)
         self.pacer = Pacer(self.spec.rt_factor, step, tolerance_s=self.spec.tolerance, policy=self.spec.policy,
-                           read_at=self.spec.read_at, timing=self.timing, stop=self.stop_event)
+                           read_at=self.spec.read_at, timing=self.timing, stop=self.stop_event,
+                           warmup_steps=self.spec.warmup(step))
         self.run_monitor = RunMonitor(self.scenario.start, self.scenario.duration, show=progress)
         self.status = "starting"
         self.t_s: int | None = None
@@ -179,6 +181,7 @@ class BenchRuntime:
             builder.sim("Devices", "hil_bench.devsim:BenchDeviceSim", events_path=str(self.run_dir / "events.jsonl"),
                         bench=self)
             builder.build()
+            self._watch_scenario_brokers(builder)
             # Everything built so far lives for the whole run: keep it out of the garbage collector's full
             # passes, which would otherwise stop every thread for tens of ms in the middle of a cycle.
             gc.collect()
@@ -207,8 +210,11 @@ class BenchRuntime:
                              self.timing.summary(), self.checks, error=error, stop_reason=self.stop_reason,
                              estop=self.estop_report)
         if self.server is not None:
-            self.server.refresh()
-            self.server.close()
+            try:
+                self.server.refresh()
+                self.server.close()
+            except Exception:  # noqa: BLE001 - the run's results are written; the page just goes away
+                log.exception("bench: closing the monitor failed")
             self.server = None
         (self.run_dir / CTL_FILE).unlink(missing_ok=True)
         if kpis and (self.run_dir / "timeseries").is_dir():
@@ -243,6 +249,16 @@ class BenchRuntime:
             specs.append(d)
         return dataclasses.replace(self.loaded, scenario=sc.model_copy(update={"devices": specs}))
 
+    def _watch_scenario_brokers(self, builder: WorldBuilder) -> None:
+        """The scenario's own broker roles (``messaging:``), if any flow travels on them, go on the monitor too."""
+        bus = getattr(builder, "bus", None)
+        if bus is None or self.server is None or not self.spec.monitor.enabled:
+            return
+        from cosim.messaging import topics
+
+        subs = [bus.subscribe(role, "s4g/#", "hil-bench-monitor") for role in topics.ROLES]
+        self.server.add_feed(subs, lambda: -1 if self.t_s is None else self.t_s)
+
     def _clocks_start(self, t0: float) -> None:
         assert self.hosting is not None and self.iolog is not None
         self.iolog.t0 = t0
@@ -257,7 +273,11 @@ class BenchRuntime:
             subscription=self.flow.subscribe() if self.flow is not None else None,
             published_t=(lambda: self.flow.published_t) if self.flow is not None else (lambda: -1),
             host=mon.host if mon.enabled else "127.0.0.1", port=mon.port if mon.enabled else 0, page=mon.enabled)
-        url = self.server.start()
+        try:
+            url = self.server.start()
+        except OSError as exc:
+            raise RuntimeError(f"cannot serve the monitor on {mon.host}:{mon.port}: {exc} "
+                               "(--monitor-port 0 picks a free port)") from exc
         write_ctl(self.run_dir, url)
         if mon.enabled:
             self.monitor_url = url
@@ -268,7 +288,9 @@ class BenchRuntime:
         assert self.events is not None and self.boundary is not None
         self.t_s = row.t_s
         tol_ms = self.spec.tolerance * 1000
-        if row.action == "stop":
+        if row.warmup:
+            pass
+        elif row.action == "stop":
             self.events.emit(row.t_s, "bench", "late_stop", f"step started {row.late_s * 1000:.1f} ms late "
                              f"(tolerance {tol_ms:g} ms, policy stop): stopping safely")
             self.emergency_stop(f"late step at t={row.t_s} s ({row.late_s * 1000:.1f} ms > {tol_ms:g} ms)",
@@ -346,7 +368,9 @@ class BenchRuntime:
         if self.boundary is not None and self.estop_report is None:
             steps.append(("safe states", self._end_safe))
         if builder is not None:
-            steps.append(("world", lambda: builder.world.shutdown()))
+            steps.append(("world", lambda: _shutdown_world(builder.world)))
+            if hasattr(builder, "close"):  # the scenario's message bus and its embedded broker
+                steps.append(("scenario brokers", builder.close))
         if self.hosting is not None:
             steps.append(("hosted devices", self.hosting.stop))
         if self.flow is not None:
@@ -436,6 +460,18 @@ class BenchRuntime:
             "versions": versions(), "argv": sys.argv,
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+
+def _shutdown_world(world: Any) -> None:
+    """Finalize every simulator; after an interrupted run first end mosaik's pending step tasks cleanly."""
+    loop = world.loop
+    if not loop.is_closed():
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    world.shutdown()
 
 
 def run_bench(loaded: LoadedScenario, run_dir: Path, **kwargs: Any) -> BenchResult:

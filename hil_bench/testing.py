@@ -64,7 +64,8 @@ class ServedDevice:
 
 @contextlib.contextmanager
 def serve_fronius(config: dict[str, Any], tmp: Path, *, device_id: str = "fronius", step: float = 1.0,
-                  pv_w_per_kwp: float = 0.0, site_load_w: float = 0.0, timeout_s: float = 60.0) -> Iterator[ServedDevice]:
+                  pv_w_per_kwp: float = 0.0, site_load_w: float = 0.0,
+                  timeout_s: float = 60.0) -> Iterator[ServedDevice]:
     """``s4g device serve fronius`` on free loopback ports, with the given FroniusConfig fields."""
     cfg = tmp / f"{device_id}.yaml"
     cfg.write_text(yaml.safe_dump(config), encoding="utf-8")

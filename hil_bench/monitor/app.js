@@ -99,6 +99,20 @@ function renderEvents(events) {
   }
 }
 
+function renderTraffic(traffic) {
+  const body = document.querySelector("#traffic tbody");
+  body.replaceChildren();
+  for (const m of traffic) {
+    const row = el("tr", { "data-topic": m.topic });
+    row.append(el("td", {}, m.role), el("td", {}, m.topic), el("td", {}, m.t_s), el("td", {}, m.sender));
+    const cell = el("td", {});
+    values(cell, m.values, "data-v");
+    row.append(cell);
+    body.append(row);
+  }
+  document.getElementById("traffic-panel").hidden = traffic.length === 0;
+}
+
 function render(state) {
   document.getElementById("scenario").textContent = state.scenario || "";
   document.getElementById("status").textContent = state.status;
@@ -110,6 +124,7 @@ function render(state) {
   renderTiming(state.timing || {});
   renderDevices(state.devices || []);
   renderEvents(state.events || []);
+  renderTraffic(state.traffic || []);
 }
 
 function connect() {

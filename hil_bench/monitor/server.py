@@ -25,8 +25,9 @@ from devices.io_loop import IoLoop
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
-          "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
+HTML = ("index.html", "text/html; charset=utf-8")
+STATIC = {"/": HTML, "/index.html": HTML, "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/style.css": ("style.css", "text/css; charset=utf-8")}
 PUMP_S = 0.2
 KEEPALIVE_S = 15.0
 MAX_REQUEST = 16384
@@ -57,6 +58,9 @@ class MonitorServer:
         self.page = page
         self.values: dict[str, dict[str, Any]] = {}  # device token -> {"meas"|"set"|"signals": {q: v}, "t_s"}
         self.messages = 0
+        self._feeds: list[tuple[list[Subscription], Callable[[], int]]] = []
+        self._feed_t: list[int] = []
+        self.traffic: dict[str, dict[str, Any]] = {}  # topic -> latest message on the scenario's own brokers
         self._delivered_t = -1
         self._clients: set[asyncio.Queue] = set()
         self._last_payload = ""
@@ -88,7 +92,7 @@ class MonitorServer:
             if self._pump is not None:
                 self._pump.cancel()
             for q in list(self._clients):
-                q.put_nowait(None)
+                self._offer(q, None)  # tells the client's stream to end
             if self._server is not None:
                 self._server.close()
                 await self._server.wait_closed()
@@ -97,6 +101,11 @@ class MonitorServer:
             io.run(_stop(), timeout_s=10)
         finally:
             io.close()
+
+    def add_feed(self, subscriptions: list[Subscription], due_t: Callable[[], int]) -> None:
+        """Also show what flows on the scenario's own brokers (its ``messaging:`` roles), by topic."""
+        self._feeds.append((subscriptions, due_t))
+        self._feed_t.append(-1)
 
     def refresh(self) -> None:
         """Push the state now (e.g. after the run ended); safe from any thread."""
@@ -112,7 +121,27 @@ class MonitorServer:
                 log.exception("monitor: state update failed")
             await asyncio.sleep(PUMP_S)
 
+    async def _deliver_feeds(self) -> None:
+        loop = asyncio.get_running_loop()
+        for i, (subs, due_t) in enumerate(self._feeds):
+            t = due_t()
+            if t <= self._feed_t[i]:
+                continue
+            for sub in subs:
+                try:
+                    messages = await loop.run_in_executor(None, sub.deliver, t)
+                except MessagingError as exc:
+                    log.warning("monitor: %s", exc)
+                    continue
+                for m in messages:
+                    self.traffic[m.topic] = {"role": m.role_key, "topic": m.topic, "t_s": m.t_s, "sender": m.sender,
+                                             "values": {n: r.value if r.value is not None else r.string
+                                                        for n, r in m.by_name().items()}}
+                    self.messages += 1
+            self._feed_t[i] = t
+
     async def _deliver(self) -> None:
+        await self._deliver_feeds()
         sub = self.subscription
         t = self.published_t()
         if sub is None or t <= self._delivered_t:
@@ -143,6 +172,7 @@ class MonitorServer:
             dev["signals"] = flow.get("signals", {})
             dev["flow_t_s"] = flow.get("t_s")
         snap["broker_messages"] = self.messages
+        snap["traffic"] = sorted(self.traffic.values(), key=lambda m: m["topic"])[:200]
         return _clean(snap)
 
     async def _publish(self, final: bool = False) -> None:
@@ -152,9 +182,14 @@ class MonitorServer:
             return
         self._last_payload = payload
         for q in list(self._clients):
-            if q.full():
-                q.get_nowait()  # a slow client gets the newest state, not a backlog
-            q.put_nowait(payload)
+            self._offer(q, payload)
+
+    @staticmethod
+    def _offer(q: asyncio.Queue, item: str | None) -> None:
+        """A slow client gets the newest state, not a backlog."""
+        if q.full():
+            q.get_nowait()
+        q.put_nowait(item)
 
     # -- HTTP --------------------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
