@@ -228,7 +228,7 @@ class WorldBuilder:
             for env in fam.env_inputs:
                 self._connect_env(i, spec, ent, env)
             attrs = fam.measurements if wanted == "*" else [a for a in wanted if a in fam.measurements]
-            for attr in (*attrs, "rejected"):
+            for attr in (*attrs, "available", "rejected"):
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
 
     def _build_ev_fleets(self) -> None:

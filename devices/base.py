@@ -111,8 +111,9 @@ class Address:
 
     @property
     def is_virtual_request(self) -> bool:
-        """A protocol address without a host asks the world to start a virtual device for it."""
-        return self.scheme != "sim" and not self.host
+        """A protocol address with neither host nor path (``sunspec+tcp://``) asks for a virtual device;
+        ``replay:///abs/run/dev`` has a path and no host, and is not one."""
+        return self.scheme != "sim" and not self.host and not self.path
 
 
 class Driver(abc.ABC):

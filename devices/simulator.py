@@ -30,6 +30,7 @@ from devices.virtual import VirtualDevice
 log = logging.getLogger(__name__)
 
 STATUS_ATTRS = ("available", "rejected")
+POWER_ATTRS = ("p_w", "q_var")
 
 
 def _meta() -> dict:
@@ -177,6 +178,9 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 elif dev.bank is not None:
                     arr = self.measured.get(dev.family.name, {}).get(attr)
                     out[attr] = None if arr is None else float(arr[dev.index])
+                elif dev.last is None and attr in POWER_ATTRS:
+                    # a device that does not answer counts as 0 W in the power flow; ``available`` says why
+                    out[attr] = 0.0
                 else:
                     out[attr] = dev.last.values.get(attr, math.nan) if dev.last else math.nan
         return data

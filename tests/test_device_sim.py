@@ -124,3 +124,30 @@ def test_unknown_scheme_and_family_name_what_exists():
         registry.driver_class("pigeon://x")
     with pytest.raises(KeyError, match="pv_battery"):
         registry.family("toaster")
+
+
+def test_a_protocol_device_that_stops_answering_counts_as_zero_watts_and_is_recorded(tmp_path):
+    from devices.simulator import DeviceSim
+
+    sim = DeviceSim()
+    sim.init("Devices-0", step_size=60, events_path=str(tmp_path / "events.jsonl"))
+    sim.create(1, "fronius", address="sunspec+tcp://", device_id="f",
+               config={"pv_kwp": 5, "battery": {"capacity_wh": 4500, "p_charge_max_w": 2400,
+                                                 "p_discharge_max_w": 2400}}, timeout_s=0.5)
+    sim.setup_done()
+    try:
+        env = {"f": {"pv_w_per_kwp": {"src": 600.0}, "site_load_w": {"src": 500.0}}}
+        sim.step(0, env, 60)
+        first = sim.get_data({"f": ["p_w", "soc", "available"]})["f"]
+        assert first["available"] is True and first["p_w"] < 0  # PV exporting through the inverter
+        sim._io.run(sim.devices["f"].virtual.stop())  # the device goes away mid-run
+        sim.devices["f"].virtual = None  # nothing left to clock
+        sim.step(60, env, 120)
+        second = sim.get_data({"f": ["p_w", "q_var", "soc", "available"]})["f"]
+        assert second["available"] is False
+        assert second["p_w"] == 0.0 and second["q_var"] == 0.0  # counts as 0 W in the power flow
+        assert np.isnan(second["soc"])  # but nothing is invented for what the device would have said
+        kinds = [json.loads(line)["kind"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+        assert "DeviceUnavailable" in kinds
+    finally:
+        sim.close_devices()
