@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,14 +308,21 @@ class WorldBuilder:
         groups: dict[tuple, list[tuple]] = {}
         for r in self._routes:
             src, dst, role = r[0], r[1], r[3]
-            groups.setdefault((role, src.sid, dst.sid if dst is not None else None), []).append(r)
+            # publish-only routes cannot close a cycle: one link simulator carries them all
+            key = (role, src.sid, dst.sid) if dst is not None else (role, None, None)
+            groups.setdefault(key, []).append(r)
         sensorthings = False
         for n, (key, routes) in enumerate(groups.items()):
             attrs = {a if isinstance(a, str) else a[0] for r in routes for a in r[2]}
+            # a link whose routes all publish at a slower rate (telemetry) only steps at that rate:
+            # mosaik's cost is per simulator step, and time-based outputs persist in between
+            periods = {r[6] for r in routes}
+            step = math.gcd(*periods) if 0 not in periods else self.step_s
+            step = step if step % self.step_s == 0 else self.step_s
             hosts_dwh = not sensorthings and topics.parse_role_key(key[0])[0] == "data"
             sensorthings |= hosts_dwh
             link = self.sim(f"BusLink{n}", "cosim.messaging.link:BusLinkSim", bus=self.bus, attrs=sorted(attrs),
-                            sensorthings_dir=str(self.out_dir) if hosts_dwh else None)
+                            step_size=step, sensorthings_dir=str(self.out_dir) if hosts_dwh else None)
             for src, dst, pairs, role, topic, kind, period_s, shifted, initial in routes:
                 self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial)
 
