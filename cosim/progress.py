@@ -1,24 +1,18 @@
-"""Progress of a run: a tiny mosaik simulator that reports simulated time to a monitor each step.
+"""Progress of a run: the recorder reports each recorded step to a monitor (cosim.recorder ``on_step``).
 
 The monitor shows simulated time, the speed factor versus real time and the ETA, and is where a Ctrl-C
-request is noticed: the clock raises :class:`RunInterrupted` at the next step boundary, so every simulator
-has finished a whole step and the recorder can close a consistent, readable run directory.
+request is noticed: it raises :class:`RunInterrupted` after the recorder wrote a whole step, so the recorder
+can close a consistent, readable run directory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
 
-import mosaik_api_v3
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-# The clock takes any input: the world connects the grid to it so that it steps in lockstep with the
-# co-simulation (an unconnected simulator would be run ahead by mosaik).
-META = {"api_version": "3.0", "type": "time-based",
-        "models": {"Clock": {"public": True, "params": [], "attrs": [], "any_inputs": True}}}
 
 
 class RunInterrupted(Exception):
@@ -79,26 +73,3 @@ class RunMonitor:
             self._last_draw = now
             sim_time = (self.start + dt.timedelta(seconds=t_s)).strftime("%Y-%m-%d %H:%M")
             self._progress.update(self._task, completed=t_s, sim_time=sim_time)
-
-
-class ProgressSim(mosaik_api_v3.Simulator):
-    def __init__(self) -> None:
-        super().__init__(META)
-        self.monitor: RunMonitor | None = None
-        self.step_size = 60
-
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, monitor: Any = None) -> dict:
-        self.step_size = int(step_size)
-        self.monitor = monitor
-        return self.meta
-
-    def create(self, num: int, model: str) -> list[dict]:
-        return [{"eid": f"clock_{i}", "type": model} for i in range(num)]
-
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
-        if self.monitor is not None:
-            self.monitor.update(time)
-        return time + self.step_size
-
-    def get_data(self, outputs: dict) -> dict:
-        return {}

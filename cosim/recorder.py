@@ -354,6 +354,7 @@ class RecorderSim(mosaik_api_v3.Simulator):
         self.flush_rows = 1440
         self.time_resolution = 1.0
         self.recorder: Recorder | None = None
+        self.on_step: Any = None
 
     def init(
         self,
@@ -362,8 +363,11 @@ class RecorderSim(mosaik_api_v3.Simulator):
         out_dir: str | None = None,
         step_size: int = 60,
         flush_rows: int = 1440,
+        on_step: Any = None,
         **sim_params: Any,
     ) -> mosaik_api_v3.Meta:
+        """``on_step(t_s)`` (in-process only) is called after each recorded row: the recorder steps last in
+        every step, so a progress display or a stop request sees whole steps (cosim.progress.RunMonitor)."""
         if out_dir is None:
             raise ValueError("RecorderSim needs out_dir (the run directory)")
         if sim_params:
@@ -373,6 +377,7 @@ class RecorderSim(mosaik_api_v3.Simulator):
         self.step_size = int(step_size)
         self.flush_rows = int(flush_rows)
         self.time_resolution = float(time_resolution)
+        self.on_step = on_step
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[mosaik_api_v3.CreateResult]:
@@ -392,6 +397,8 @@ class RecorderSim(mosaik_api_v3.Simulator):
         }
         t_s = time if self.time_resolution == 1.0 else round(time * self.time_resolution)
         self.recorder.record(t_s, values)
+        if self.on_step is not None:
+            self.on_step(t_s)
         return time + self.step_size
 
     def get_data(self, outputs: mosaik_api_v3.OutputRequest) -> mosaik_api_v3.OutputData:

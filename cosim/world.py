@@ -27,7 +27,6 @@ SIM_CONFIG: dict[str, dict[str, str]] = {
     "Grid": {"python": "simulators.grid:GridSim"},
     "Devices": {"python": "devices.simulator:DeviceSim"},
     "Recorder": {"python": "cosim.recorder:RecorderSim"},
-    "Progress": {"python": "cosim.progress:ProgressSim"},
 }
 
 PHASE_NAMES = {1: "a", 2: "b", 3: "c"}
@@ -135,9 +134,6 @@ class WorldBuilder:
         self._build_telemetry()
         self._build_routes()
         self._build_recorder()
-        if self.monitor is not None:
-            clock = self.sim("Progress", monitor=self.monitor).Clock()
-            self.world.connect(self.grid, clock, "p_slack_w")
         self._write_meta()
         return self
 
@@ -371,7 +367,8 @@ class WorldBuilder:
         if trafo_names:
             self.record(grid, "trafo_loading_pct", "trafos", [f"{n}.loading_pct" for n in trafo_names])
             self.record(grid, "trafo_p_hv_w", "trafos", [f"{n}.p_hv_w" for n in trafo_names])
-        rec_sim = self.sim("Recorder", out_dir=str(self.out_dir), flush_rows=sc.outputs.flush_rows)
+        on_step = self.monitor.update if self.monitor is not None else None
+        rec_sim = self.sim("Recorder", out_dir=str(self.out_dir), flush_rows=sc.outputs.flush_rows, on_step=on_step)
         self.recorder = rec_sim.Recorder(columns=self.columns)
         sources: dict[str, tuple[Any, list[str]]] = {}
         by_id = self._entities_by_full_id()
