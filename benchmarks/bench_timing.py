@@ -140,8 +140,8 @@ def _rows(label: str, t: dict) -> list[dict]:
 
 def run(quick: bool) -> list[dict]:
     rows = []
-    rows += _rows("50 devices, 1 s cycle", bench_run(50, 1.0, 10 if quick else 120))
-    rows += _rows("10 devices, 100 ms cycle", bench_run(10, 0.1, 30 if quick else 600))
+    rows += _rows("50 devices, 1 s cycle", bench_run(50, 1.0, 10 if quick else 60))
+    rows += _rows("10 devices, 100 ms cycle", bench_run(10, 0.1, 30 if quick else 300))
     return rows
 
 

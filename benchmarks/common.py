@@ -86,6 +86,20 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3g}"
 
 
+def markdown_rows(rows: list[dict]) -> str:
+    """The table as Markdown (for docs/performance.md and the README), one line per row."""
+    lines = ["| benchmark | figure | ours | ± spread | baseline | unit | ratio | goal | met |",
+             "|---|---|---:|---:|---:|---|---:|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.3g}×" if r.get("ratio") is not None else "–"
+        met = {True: "yes", False: "**no**", None: "–"}[r.get("met")]
+        cells = [r.get("benchmark", ""), r["figure"].replace("|", "/"), _fmt(r.get("ours")), _fmt(r.get("spread")),
+                 _fmt(r.get("baseline")), r["unit"], ratio, (r.get("goal") or "–").replace(">=", "≥").replace("<=", "≤"),
+                 met]
+        lines.append("| " + " | ".join("–" if c == "-" else c for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def print_rows(rows: list[dict], title: str = "benchmarks") -> None:
     table = Table(title=title)
     for col in ("figure", "ours", "± spread", "baseline", "unit", "ratio", "goal", "met"):
@@ -93,8 +107,8 @@ def print_rows(rows: list[dict], title: str = "benchmarks") -> None:
     for r in rows:
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[r.get("met")]
         ratio = f"{r['ratio']:.3g}x" if r.get("ratio") is not None else "-"
-        table.add_row(r["figure"], _fmt(r.get("ours")), _fmt(r.get("spread")), _fmt(r.get("baseline")), r["unit"],
-                      ratio, r.get("goal") or "-", met)
+        table.add_row(str(r["figure"]), _fmt(r.get("ours")), _fmt(r.get("spread")), _fmt(r.get("baseline")),
+                      str(r["unit"]), ratio, str(r.get("goal") or "-"), met)
     console = Console()
     if not console.is_terminal:  # logs and files: wide enough that rows do not wrap
         console = Console(width=200)

@@ -18,6 +18,7 @@ import asyncio
 import statistics
 import time
 
+from benchmarks.common import row
 from devices import registry
 from devices.base import Address, Setpoint
 from devices.fronius.driver import SunSpecDriver
@@ -33,11 +34,8 @@ def _percentiles(samples_s: list[float]) -> tuple[float, float]:
     return statistics.median(ms), ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
 
 
-def _row(figure: str, ours: float, unit: str, baseline: float | None = None, goal: float | None = None,
-         lower_is_better: bool = True) -> dict:
-    met = None if goal is None else (ours <= goal if lower_is_better else ours >= goal)
-    return {"figure": figure, "ours": round(ours, 3), "baseline": None if baseline is None else round(baseline, 3),
-            "unit": unit, "ratio": None if not baseline else round(ours / baseline, 3), "goal": goal, "met": met}
+def _row(figure: str, ours: float, unit: str, baseline: float | None = None, goal: float | None = None) -> dict:
+    return row(figure, ours, baseline, unit, goal_max=goal)
 
 
 def _baseline_read(port: int, n: int) -> list[float] | None:

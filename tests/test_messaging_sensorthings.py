@@ -40,6 +40,27 @@ def test_records_map_to_observations_of_datastreams(tmp_path):
     assert ent["Locations"][0]["location"] == {"type": "Point", "coordinates": [8.99, 56.83]}
 
 
+def test_observations_stream_to_parquet_in_row_groups_and_none_is_lost(tmp_path):
+    """Memory stays flat on long runs: observations go to disk every ``flush_rows``; the file holds them all."""
+    with MessageBus({"default": "direct"}, start=START) as bus:
+        rec = SensorThingsRecorder(bus, tmp_path, flush_rows=4)
+        for t in range(0, 600, 60):
+            bus.publish("data", topics.data_topic("fur", "h1", "p_w"), [Record("p_w", value=float(t), unit="W")], t,
+                        "h1")
+            rec.step(t)
+            assert len(rec._rows["t_s"]) < 4  # never more than one row group in memory
+        path = rec.close()
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 3 and meta.num_rows == 10 == rec.count
+    assert pq.read_table(path).column("result").to_pylist() == [float(t) for t in range(0, 600, 60)]
+
+
+def test_a_run_without_observations_still_writes_an_empty_table(tmp_path):
+    with MessageBus({"default": "direct"}, start=START) as bus:
+        path = SensorThingsRecorder(bus, tmp_path).close()
+    assert pq.read_table(path).num_rows == 0 and "datastream" in pq.read_table(path).column_names
+
+
 def test_observation_json_uses_sensorthings_names():
     obs = Observation.model_validate({"@iot.id": "x", "phenomenonTime": iso(1.6e9), "resultTime": iso(1.6e9 + 0.5),
                                       "result": 1.0, "Datastream": {"@iot.id": "fur/h1/p_w"}})

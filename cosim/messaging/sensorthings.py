@@ -208,18 +208,20 @@ class SensorThingsCatalog:
 
 
 class SensorThingsRecorder:
-    """Subscribes to every data topic and writes Observations into ``<run_dir>/sensorthings/`` on ``close()``.
+    """Subscribes to every data topic and writes Observations into ``<run_dir>/sensorthings/``.
 
     Call ``step(t_s)`` once per simulated step (from the recorder simulator) and ``close()`` at the end.
+    Observations go to Parquet in row groups of ``flush_rows``, so memory stays flat however long the run is.
     """
 
     def __init__(self, bus: MessageBus, run_dir: str | Path, *, topic_filter: str = "s4g/+/data/#",
-                 locations: dict[str, tuple[float, float]] | None = None) -> None:
+                 locations: dict[str, tuple[float, float]] | None = None, flush_rows: int = 20_000) -> None:
         self.out_dir = Path(run_dir) / "sensorthings"
         self.catalog = SensorThingsCatalog(bus.epoch0, locations)
         self._sub = bus.subscribe("data", topic_filter, subscriber="sensorthings")
-        self._rows: dict[str, list[Any]] = {k: [] for k in (
-            "t_s", "phenomenon_time", "result_time", "datastream", "result", "result_text", "unit", "sender", "seq")}
+        self._rows: dict[str, list[Any]] = {k: [] for k in _SCHEMA_FIELDS}
+        self._writer: Any = None  # pyarrow ParquetWriter, opened at the first flush
+        self.flush_rows = flush_rows
         self.count = 0
 
     def step(self, t_s: float) -> int:
@@ -240,19 +242,41 @@ class SensorThingsRecorder:
                 r["seq"].append(msg.seq)
                 n += 1
         self.count += n
+        if len(self._rows["t_s"]) >= self.flush_rows:
+            self._flush()
         return n
 
-    def close(self) -> Path:
+    def _flush(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        schema = _schema()
+        if self._writer is None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.out_dir / "observations.parquet", schema)
+        table = pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in self._rows.items()}, schema=schema)
+        self._writer.write_table(table)
+        for column in self._rows.values():
+            column.clear()
+
+    def close(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "entities.json").write_text(json.dumps(self.catalog.entities(), indent=1))
-        schema = pa.schema([("t_s", pa.float64()), ("phenomenon_time", pa.string()), ("result_time", pa.string()),
-                            ("datastream", pa.string()), ("result", pa.float64()), ("result_text", pa.string()),
-                            ("unit", pa.string()), ("sender", pa.string()), ("seq", pa.int64())])
-        table = pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in self._rows.items()}, schema=schema)
-        path = self.out_dir / "observations.parquet"
-        pq.write_table(table, path)
+        if self._writer is None or self._rows["t_s"]:
+            self._flush()  # the last row group (an empty one when nothing was observed: the file still exists)
+        self._writer.close()
+        self._writer = None
         self._sub.close()
-        return path
+        return self.out_dir / "observations.parquet"
+
+
+_SCHEMA_FIELDS = ("t_s", "phenomenon_time", "result_time", "datastream", "result", "result_text", "unit", "sender",
+                  "seq")
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("t_s", pa.float64()), ("phenomenon_time", pa.string()), ("result_time", pa.string()),
+                      ("datastream", pa.string()), ("result", pa.float64()), ("result_text", pa.string()),
+                      ("unit", pa.string()), ("sender", pa.string()), ("seq", pa.int64())])
