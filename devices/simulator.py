@@ -167,16 +167,18 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs: dict) -> dict:
         data: dict[str, dict[str, Any]] = {}
+        measured, none = self.measured, {}
         for eid, attrs in outputs.items():
             dev = self.devices[eid]
             out = data[eid] = {}
+            arrays = measured.get(dev.family.name, none) if dev.bank is not None else none
             for attr in attrs:
                 if attr == "available":
                     out[attr] = dev.available
                 elif attr == "rejected":
                     out[attr] = dev.rejected
                 elif dev.bank is not None:
-                    arr = self.measured.get(dev.family.name, {}).get(attr)
+                    arr = arrays.get(attr)
                     out[attr] = None if arr is None else float(arr[dev.index])
                 elif dev.last is None and attr in POWER_ATTRS:
                     # a device that does not answer counts as 0 W in the power flow; ``available`` says why

@@ -183,21 +183,25 @@ class GridSim(mosaik_api_v3.Simulator):
         self._bus_pos = {f"bus:{n}": k for k, n in enumerate(m.bus_names)}
         self._line_pos = {f"line:{n}": k for k, n in enumerate(m.line_names)}
         self._trafo_pos = {f"trafo:{n}": k for k, n in enumerate(m.trafo_names)}
+        self._load_eid_pos = {f"load:{n}": k for n, k in self.engine.load_pos.items()}
         return [{"eid": self.grid_eid, "type": "Grid", "children": _children(m),
                  "extra_info": {"slack_bus": m.slack_bus, "source": m.source, "mode": self.engine.mode,
                                 "ders": m.ders, "assumptions": list(m.assumptions)}}]
 
     def step(self, time: int, inputs: dict[str, dict[str, dict[str, Any]]], max_advance: int) -> int:
         engine = self._require_engine()
+        targets = {"p_w": engine.p_w, "q_var": engine.q_var}  # written in place: one lookup per input, no calls
         for eid, attrs in inputs.items():
-            if not eid.startswith("load:"):
+            k = self._load_eid_pos.get(eid)
+            if k is None:
                 raise ValueError(f"{eid!r} takes no inputs; only Load entities accept p_w / q_var")
-            name = eid[len("load:"):]
             for attr, sources in attrs.items():
-                if attr not in ("p_w", "q_var"):
+                target = targets.get(attr)
+                if target is None:
                     raise ValueError(f"Load input {attr!r} unknown; expected p_w or q_var")
                 total = _sum_inputs(eid, attr, sources)
-                engine.set_load(name, **{attr: total})
+                if total is not None:
+                    target[k] = total
         try:
             engine.solve()
         except PowerFlowDiverged as exc:
@@ -257,10 +261,16 @@ def _children(m: GridModel) -> list[dict[str, Any]]:
 
 
 def _sum_inputs(eid: str, attr: str, sources: Mapping[str, Any]) -> float | None:
-    values = [v for v in sources.values() if v is not None]
-    if not values:
-        return None
-    total = float(sum(values))
+    if len(sources) == 1:  # the common case: one device or site per load
+        (total,) = sources.values()
+        if total is None:
+            return None
+        total = float(total)
+    else:
+        values = [v for v in sources.values() if v is not None]
+        if not values:
+            return None
+        total = float(sum(values))
     if not math.isfinite(total):
         raise ValueError(f"{eid}.{attr}: non-finite input {sources!r}")
     return total

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -290,6 +291,23 @@ def test_create_and_input_validation(fur_sim):
         fur_sim.create(1, "Grid", source="dsf-se", path=str(FUR))
     with pytest.raises(ValueError, match="takes no inputs"):
         fur_sim.step(0, {"bus:node_a1": {"v_pu": {"x": 1.0}}}, 60)
+    with pytest.raises(ValueError, match="takes no inputs"):
+        fur_sim.step(0, {"load:nobody": {"p_w": {"x": 1.0}}}, 60)
+    with pytest.raises(ValueError, match="unknown; expected p_w or q_var"):
+        fur_sim.step(0, {"load:consumer_4006773": {"v_pu": {"x": 1.0}}}, 60)
+    for sources in ({"x": math.inf}, {"x": 1.0, "y": math.nan}):
+        with pytest.raises(ValueError, match="non-finite"):
+            fur_sim.step(0, {"load:consumer_4006773": {"p_w": sources}}, 60)
+
+
+def test_load_inputs_sum_and_none_keeps_the_last_value(fur_sim):
+    """Several sources on one load add up; a source that says None (no value this step) keeps the load's value."""
+    eng = fur_sim.engine
+    k = eng.load_pos["consumer_4006773"]
+    fur_sim.step(0, {"load:consumer_4006773": {"p_w": {"a": 1000.0, "b": -250.0}, "q_var": {"a": 100.0}}}, 60)
+    assert eng.p_w[k] == 750.0 and eng.q_var[k] == 100.0
+    fur_sim.step(60, {"load:consumer_4006773": {"p_w": {"a": None}, "q_var": {"a": None, "b": 20.0}}}, 60)
+    assert eng.p_w[k] == 750.0 and eng.q_var[k] == 20.0
     with pytest.raises(ValueError, match="unknown bus"):
         GridEngine(load_dsf_se(FUR), extra_loads=[{"id": "x", "bus": "nowhere"}])
     with pytest.raises(ValueError, match="phase"):
