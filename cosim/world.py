@@ -21,6 +21,7 @@ import numpy as np
 from controllers import registry as controller_registry
 from cosim.scenario import DeviceSpec, LoadedScenario, Scenario, SiteSpec
 from devices import registry as device_registry
+from devices.base import Address
 
 SIM_CONFIG: dict[str, dict[str, str]] = {
     "Profiles": {"python": "simulators.profiles:ProfileSim"},
@@ -225,7 +226,9 @@ class WorldBuilder:
             for env in fam.env_inputs:
                 self._connect_env(i, spec, ent, env)
             attrs = fam.measurements if wanted == "*" else [a for a in wanted if a in fam.measurements]
-            for attr in (*attrs, "available", "rejected"):
+            # a sim:// device is always available: its column would be all ones, so only protocol devices get one
+            status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
+            for attr in (*attrs, *status):
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
 
     def _build_ev_fleets(self) -> None:

@@ -81,7 +81,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         super().__init__(_meta())
         self.devices: dict[str, _Device] = {}
         self.banks: dict[str, tuple[ModelBank, list[_Device], dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
-        self.measured: dict[str, dict[str, np.ndarray]] = {}
+        self.measured: dict[str, dict[str, list[float]]] = {}
         self.event_log: list[dict] = []
         self._events_file = None
         self._io: IoLoop | None = None
@@ -160,7 +160,9 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 for key in fam.env_inputs
             }
             bank.step(time, dt, env)
-            self.measured[name] = bank.measure()
+            # as Python floats once per step: mosaik wants floats, and one tolist() beats a float() per value
+            self.measured[name] = {attr: np.asarray(arr, dtype=np.float64).tolist()
+                                   for attr, arr in bank.measure().items()}
         if self._io is not None:
             self._step_protocol_devices(time, dt, env_by_eid)
         return time + dt
@@ -178,8 +180,8 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 elif attr == "rejected":
                     out[attr] = dev.rejected
                 elif dev.bank is not None:
-                    arr = arrays.get(attr)
-                    out[attr] = None if arr is None else float(arr[dev.index])
+                    values = arrays.get(attr)
+                    out[attr] = None if values is None else values[dev.index]
                 elif dev.last is None and attr in POWER_ATTRS:
                     # a device that does not answer counts as 0 W in the power flow; ``available`` says why
                     out[attr] = 0.0

@@ -8,6 +8,7 @@ CAN in 0.01 % steps). We allow 10 Wh per energy KPI and 0.2 % of SoC.
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -54,3 +55,10 @@ def test_sunspec_run_equals_sim_run_within_quantisation(tmp_path):
     # the batteries really worked during the window, so the comparison is not trivially equal
     assert a["total.batt_charge_kwh"] > 1.0
     assert a["devices.libal.batt_throughput_kwh"] > 1.0
+    # status columns: a protocol device can drop out, so it has an availability column (all up here); a sim://
+    # device cannot, so it records only its refused-setpoint counter
+    sim_cols = pq.read_schema(tmp_path / "sim" / "timeseries" / "devices.parquet").names
+    wire_dev = pq.read_table(tmp_path / "wire" / "timeseries" / "devices.parquet").to_pydict()
+    assert "libal.rejected" in sim_cols and "libal.available" not in sim_cols
+    assert set(wire_dev["libal.available"]) == {1.0} and set(wire_dev["fronius_4006773.available"]) == {1.0}
+    assert set(wire_dev["libal.rejected"]) == {0.0}
