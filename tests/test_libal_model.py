@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -169,6 +169,7 @@ def test_soh_fades_with_throughput():
 
 @given(st.lists(st.tuples(st.floats(-50_000, 50_000), st.sampled_from([1, 60, 900])), min_size=1, max_size=40),
        st.floats(0.05, 0.95), st.floats(-10, 45))
+@example(steps=[(29817.0, 1), (-33156.0, 60)], soc0=0.078125, t0=6.0)  # discharge right after a charge pulse
 @settings(max_examples=60, deadline=None)
 def test_any_setpoint_sequence_keeps_the_pack_inside_its_limits(steps, soc0, t0):
     b = bank(battery={"soc_init": soc0}, t_init_c=t0)

@@ -250,9 +250,16 @@ class LibalBank(ModelBank):
         return np.floor(ccl * 10.0 + 1e-9) / 10.0, np.floor(dcl * 10.0 + 1e-9) / 10.0
 
     def power_limits_w(self) -> tuple[np.ndarray, np.ndarray]:
-        """AC charge and discharge power (>= 0) the BMS current limits allow at the present pack voltage."""
-        charge = self.i_charge_max_a * self.v_v / self.battery.eta_charge
-        discharge = self.i_discharge_max_a * self.v_v * self.battery.eta_discharge
+        """AC charge and discharge power (>= 0) the BMS current limits allow now.
+
+        From the open-circuit voltage, not the present terminal voltage: after a charge the terminal voltage is
+        lifted by I·R, and a discharge limit taken from it would exceed the discharge current limit. Discharging
+        at the limit current the pack sits at OCV - I·R (exact); charging, OCV is the conservative side.
+        """
+        ocv = self.ns * ocv_cell_v(self.battery.soc)
+        charge = self.i_charge_max_a * ocv / self.battery.eta_charge
+        v_dis = np.maximum(ocv - self.i_discharge_max_a * self.r_ohm, 0.0)
+        discharge = self.i_discharge_max_a * v_dis * self.battery.eta_discharge
         return charge, discharge
 
     # -- ModelBank ------------------------------------------------------------------------------------------
