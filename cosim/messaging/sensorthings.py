@@ -270,13 +270,13 @@ class SensorThingsRecorder:
         return self.out_dir / "observations.parquet"
 
 
-_SCHEMA_FIELDS = ("t_s", "phenomenon_time", "result_time", "datastream", "result", "result_text", "unit", "sender",
-                  "seq")
+_FIELDS = (("t_s", "float64"), ("phenomenon_time", "string"), ("result_time", "string"), ("datastream", "string"),
+           ("result", "float64"), ("result_text", "string"), ("unit", "string"), ("sender", "string"),
+           ("seq", "int64"))
+_SCHEMA_FIELDS = tuple(name for name, _ in _FIELDS)
 
 
 def _schema() -> Any:
     import pyarrow as pa
 
-    return pa.schema([("t_s", pa.float64()), ("phenomenon_time", pa.string()), ("result_time", pa.string()),
-                      ("datastream", pa.string()), ("result", pa.float64()), ("result_text", pa.string()),
-                      ("unit", pa.string()), ("sender", pa.string()), ("seq", pa.int64())])
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in _FIELDS])
