@@ -312,3 +312,15 @@ def test_load_inputs_sum_and_none_keeps_the_last_value(fur_sim):
         GridEngine(load_dsf_se(FUR), extra_loads=[{"id": "x", "bus": "nowhere"}])
     with pytest.raises(ValueError, match="phase"):
         GridEngine(load_dsf_se(FUR), extra_loads=[{"id": "x", "bus": "node_a1", "phase": 4}])
+
+
+def test_plain_python_set_load_equals_the_simulator_input(fur_sim):
+    """docs/grid.md's plain-Python path (GridEngine.set_load) and GridSim's mosaik inputs give the same state."""
+    engine = GridEngine(load_dsf_se(FUR), mode=fur_sim.engine.mode, extra_loads=[{"id": "wallbox", "bus": "node_a9"}])
+    engine.set_load("consumer_4006773", p_w=3000.0, q_var=400.0)
+    engine.set_load("consumer_4006773", q_var=None)  # None keeps the value, as a None input does in GridSim
+    plain = engine.solve()
+    fur_sim.step(0, {"load:consumer_4006773": {"p_w": {"a": 3000.0}, "q_var": {"a": 400.0}}}, 60)
+    np.testing.assert_array_equal(engine.p_w, fur_sim.engine.p_w)
+    np.testing.assert_array_equal(engine.q_var, fur_sim.engine.q_var)
+    np.testing.assert_allclose(plain.v_abc_pu, fur_sim.engine.result.v_abc_pu, atol=1e-12)
