@@ -220,14 +220,22 @@ class _PandapowerBackend:
             va = np.deg2rad(rb[["va_a_degree", "va_b_degree", "va_c_degree"]].to_numpy(dtype=float).T)
             v1 = np.abs((T012 @ (v_abc * np.exp(1j * va)))[1])
             rl, rt, re = net.res_line_3ph, net.res_trafo_3ph, net.res_ext_grid_3ph
-            line_pl = (rl.pl_a_mw + rl.pl_b_mw + rl.pl_c_mw).to_numpy(dtype=float)
-            trafo_pl = (rt.pl_a_mw + rt.pl_b_mw + rt.pl_c_mw).to_numpy(dtype=float)
+            # runpp_3ph leaves branch results NaN when nothing flows at all; on a live branch that means zero
+            live_line = np.isfinite(rb.vm_a_pu.reindex(net.line.from_bus).to_numpy(dtype=float))
+            live_trafo = np.isfinite(rb.vm_a_pu.reindex(net.trafo.hv_bus).to_numpy(dtype=float))
+
+            def flow(values: pd.Series, live: NDArray[np.bool_]) -> FloatArray:
+                x = values.to_numpy(dtype=float)
+                return np.where(np.isnan(x) & live, 0.0, x)
+
+            line_pl = flow(rl.pl_a_mw + rl.pl_b_mw + rl.pl_c_mw, live_line)
+            trafo_pl = flow(rt.pl_a_mw + rt.pl_b_mw + rt.pl_c_mw, live_trafo)
             result = PowerFlowResult(
                 v_pu=v1, v_abc_pu=v_abc,
-                line_loading_pct=rl.loading_percent.to_numpy(dtype=float),
+                line_loading_pct=flow(rl.loading_percent, live_line),
                 line_pl_w=line_pl * 1e6,
-                trafo_loading_pct=rt.loading_percent.to_numpy(dtype=float),
-                trafo_p_hv_w=(rt.p_a_hv_mw + rt.p_b_hv_mw + rt.p_c_hv_mw).to_numpy(dtype=float) * 1e6,
+                trafo_loading_pct=flow(rt.loading_percent, live_trafo),
+                trafo_p_hv_w=flow(rt.p_a_hv_mw + rt.p_b_hv_mw + rt.p_c_hv_mw, live_trafo) * 1e6,
                 load_v_pu=np.empty(0),
                 p_slack_w=float((re.p_a_mw + re.p_b_mw + re.p_c_mw).sum()) * 1e6,
                 q_slack_var=float((re.q_a_mvar + re.q_b_mvar + re.q_c_mvar).sum()) * 1e6,

@@ -151,6 +151,14 @@ def test_unbalanced_equals_runpp_3ph_for_random_loads(fur_unbalanced, data):
         assert_same(*both, slack_tol_w=0.5, loading_tol_pct=1e-3)
 
 
+def test_unbalanced_idle_feeder_has_zero_flows_in_both_solvers(fur_unbalanced):
+    """runpp_3ph leaves branch results NaN when nothing flows; the reference backend reports zero, as we do."""
+    zero = np.zeros(fur_unbalanced.n)
+    fast, ref = solve_both(fur_unbalanced, zero, zero)
+    assert not np.isnan(ref.line_loading_pct).any() and ref.losses_w == pytest.approx(0.0, abs=1e-6)
+    assert_same(fast, ref, slack_tol_w=0.5, loading_tol_pct=1e-3)
+
+
 def test_unbalanced_single_phase_load_sags_its_phase(fur_unbalanced):
     case = fur_unbalanced
     names = [x.name for x in case.model.loads]
