@@ -134,9 +134,8 @@ class Endpoint(_PackageEndpoint):
 
     def connection_lost(self) -> None:
         self._lost = True
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionLost(f"{self.id}: connection closed"))
+        for uid in list(self._pending):
+            self._fail(uid, ConnectionLost(f"{self.id}: connection closed"))
 
     async def route_message(self, raw: str | bytes) -> None:
         if isinstance(raw, (bytes, bytearray, memoryview)):
@@ -206,6 +205,7 @@ class Endpoint(_PackageEndpoint):
         fut = self._pending.get(uid)
         if fut is not None and not fut.done():
             fut.set_exception(exc)
+            fut.exception()  # marked as seen: a caller that gave up (cancelled) must not leave it to the GC log
 
     async def _serve_calls(self) -> None:
         while True:
