@@ -391,3 +391,34 @@ def test_a_start_refused_for_good_is_skipped_and_no_meter_value_carries_minus_on
     first = [json.loads(p) for a, p in csms.confirmed if a == "MeterValues"][:3]
     assert first and all("transactionId" not in p for p in first)
     assert len(csms.issued) >= 2  # the next EV's transaction went through
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_a_bug_inside_the_charge_point_ends_the_connection_not_the_loop(version):
+    """An exception out of our own code (here: the first status report after a boot) ends that connection;
+    the run loop backs off and connects again."""
+    async def body():
+        csms = ScriptedCsms(version, [])
+        async with serve(csms.handler, "127.0.0.1", 0, subprotocols=["ocpp1.6", "ocpp2.0.1"]) as server:
+            dev = VERSIONS[version](FAM, FAM.parse_config({}), device_id="BUGGY")
+            cp = dev.make_charge_point(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/",
+                                       backoff_s=(0.01, 0.05))
+            dev.cp = cp
+            original, calls = cp._send_status, []
+
+            def flaky(*a, **kw):
+                calls.append(1)
+                if len(calls) == 1:
+                    raise KeyError("a bug")
+                return original(*a, **kw)
+            cp._send_status = flaky
+            await cp.start()
+            await asyncio.wait_for(csms.booted.wait(), 10)
+            while len(csms.accepted_boots) < 2:  # the second boot follows the bug's disconnect
+                csms.booted.clear()
+                await asyncio.wait_for(csms.booted.wait(), 10)
+            await cp.wait_booted(10)
+            assert cp.running and cp.stats["disconnects_KeyError"] == 1 and "a bug" in cp.last_disconnect
+            await cp.stop()
+
+    asyncio.run(asyncio.wait_for(body(), 30))
