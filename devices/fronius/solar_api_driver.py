@@ -24,12 +24,12 @@ import asyncio
 import json
 import math
 import time
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, Mapping
 
-from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
+from devices.base import Address, Capabilities, DeviceUnavailable, Measurement, ProtocolError, Setpoint, \
     SetpointRejected
+from devices.connection import ReconnectingDriver
 from devices.streams import close_stream, open_stream
-from devices.backoff import Backoff
 from devices.fronius.http11 import MAX_HEAD, Response, build_request, read_response
 
 POWER_FLOW = "/solar_api/v1/GetPowerFlowRealtimeData.fcgi"
@@ -38,7 +38,6 @@ STORAGE = "/solar_api/v1/GetStorageRealtimeData.cgi?Scope=System"
 API_VERSION = "/solar_api/GetAPIVersion.cgi"
 MEASUREMENTS = ("p_w", "pv_p_w", "batt_p_w", "soc", "e_wh", "v_v", "f_hz", "p_grid_w", "site_load_w")
 UNAVAILABLE_STATUS = (5, 8, 12)
-T = TypeVar("T")
 
 # -- JSON decoding (pure) ----------------------------------------------------------------------------------------
 
@@ -134,7 +133,7 @@ def decode_json(response: Response, target: str) -> Any:
 # -- driver ------------------------------------------------------------------------------------------------------
 
 
-class SolarApiDriver(Driver):
+class SolarApiDriver(ReconnectingDriver):
     schemes = ("fronius+http",)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
@@ -145,91 +144,59 @@ class SolarApiDriver(Driver):
         self.host, self.port = address.host, address.port or 80
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
-        self._wanted = False
-        self.backoff = Backoff()
         self.api: dict[str, Any] = {}
-        self.dials = 0
-
-    async def connect(self) -> None:
-        async with self._lock:
-            self._wanted = True
-            await self._guarded(self._open_checked)
-
-    async def read(self) -> Measurement:
-        async with self._lock:
-            if self._writer is None:
-                if not self._wanted:
-                    raise DeviceUnavailable(f"{self.address.raw}: not connected (call connect())")
-                self.backoff.check(self.address.raw)
-                await self._guarded(self._open_checked)
-
-            async def fetch() -> dict[str, float]:
-                flow = parse_power_flow(await self._get_json(POWER_FLOW))
-                inverter = parse_inverter_common(await self._get_json(INVERTER))
-                storage = parse_storage_system(await self._get_json(STORAGE))
-                return measurement_values(flow, inverter, storage)
-
-            return Measurement(time.time(), await self._guarded(fetch))
 
     async def _write(self, setpoint: Setpoint) -> None:
         raise SetpointRejected(f"{self.address.raw}: the Solar API is read-only; use sunspec+tcp to set "
                                f"{', '.join(setpoint.values)}")
 
-    async def close(self) -> None:
-        async with self._lock:
-            self._wanted = False
-            await self._drop()
-
     async def identity(self) -> Mapping[str, Any]:
         return {"address": self.address.raw, "protocol": "fronius+http", **self.api}
 
-    # -- internals -------------------------------------------------------------------------------------------
-    async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work``; on a typed failure drop the connection and back off before the next dial."""
-        try:
-            result = await work()
-        except (DeviceUnavailable, ProtocolError):
-            await self._drop()
-            self.backoff.failed()
-            raise
-        self.backoff.succeeded()
-        return result
-
-    async def _open_checked(self) -> None:
-        await self._open()
+    # -- the link (ReconnectingDriver) -------------------------------------------------------------------
+    async def _open_link(self) -> None:
+        await self._dial()
         doc = await self._get_json(API_VERSION)
         if not isinstance(doc, dict) or doc.get("APIVersion") != 1:
             raise ProtocolError(f"{self.address.raw}: not a Solar API v1 device ({str(doc)[:120]})")
         self.api = {"api_version": 1, "base_url": doc.get("BaseURL"),
                     "compatibility_range": doc.get("CompatibilityRange")}
 
-    async def _open(self) -> None:
-        await self._drop()
-        self.dials += 1
-        self._reader, self._writer = await open_stream(self.host, self.port, self.timeout_s, self.address.raw,
-                                                       limit=MAX_HEAD)
+    async def _read_once(self) -> Measurement:
+        flow = parse_power_flow(await self._get_json(POWER_FLOW))
+        inverter = parse_inverter_common(await self._get_json(INVERTER))
+        storage = parse_storage_system(await self._get_json(STORAGE))
+        return Measurement(time.time(), measurement_values(flow, inverter, storage))
 
-    async def _drop(self) -> None:
+    async def _write_once(self, setpoint: Setpoint) -> None:
+        raise AssertionError("unreachable: _write refuses every setpoint")
+
+    async def _close_link(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
         await close_stream(writer)
+
+    # -- HTTP ----------------------------------------------------------------------------------------------
+    async def _dial(self) -> None:
+        await self._close_link()
+        self._reader, self._writer = await open_stream(self.host, self.port, self.timeout_s, self.address.raw,
+                                                       limit=MAX_HEAD)
 
     async def _get_json(self, target: str) -> Any:
         for attempt in (1, 2):
             if self._writer is None:
-                await self._open()
+                await self._dial()
             try:
                 response = await self._exchange(target)
             except ProtocolTimeout:
                 raise
             except DeviceUnavailable:
                 # A keep-alive connection the device closed while idle: one fresh try, then give up.
-                await self._drop()
+                await self._close_link()
                 if attempt == 2:
                     raise
                 continue
             if response.headers.get("connection", "").lower() == "close":
-                await self._drop()
+                await self._close_link()
             return decode_json(response, target)
         raise AssertionError("unreachable")
 
@@ -241,7 +208,6 @@ class SolarApiDriver(Driver):
                 await self._writer.drain()
                 return await read_response(self._reader)
         except TimeoutError as exc:
-            await self._drop()
             raise ProtocolTimeout(f"{self.address.raw}: no reply to GET {target} within {self.timeout_s:g} s") from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise DeviceUnavailable(f"{self.address.raw}: connection lost: {exc!r}") from exc
