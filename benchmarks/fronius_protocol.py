@@ -5,6 +5,8 @@
 * One driver read (inverter 103 + MPPT 160 + storage 124, two requests, decoded to a Measurement): median and
   p99 in ms. Baseline: pySunSpec2 (the SunSpec Alliance's reference client, if installed) reading the same three
   models from the same virtual device.
+* The same two read requests over our Modbus TCP client and over pymodbus's client (interleaved), median in ms:
+  the measurement behind keeping our small client (see docs/devices/fronius.md).
 * One setpoint write with read-back (batt_p_w -> model 124, three writes and one read): median and p99 in ms.
 * 50 virtual Fronius devices served from one process (their drivers in the same process too) on a 1 s wall-clock
   cycle, each cycle stepping every model, writing a setpoint to and reading every device: missed cycles over
@@ -22,6 +24,7 @@ from benchmarks.common import row
 from devices import registry
 from devices.base import Address, Setpoint
 from devices.fronius.driver import SunSpecDriver
+from devices.fronius.modbus_client import ModbusTcpClient
 from devices.fronius.virtual import FroniusSunSpecDevice
 from devices.io_loop import IoLoop
 
@@ -141,8 +144,54 @@ def fleet(duration_s: float, n_devices: int = 50, cycle_s: float = 1.0) -> list[
     ]
 
 
+async def _client_race(port: int, n: int) -> tuple[list[float], list[float]]:
+    """The driver's two read spans over our Modbus TCP client and over pymodbus's, same device, same socket kind."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    spans = [(40070, 52), (40182, 116)]
+    ours = ModbusTcpClient("127.0.0.1", port, 1, 2.0)
+    theirs = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+    await ours.open()
+    await theirs.connect()
+
+    async def read_ours() -> None:
+        for address, count in spans:
+            await ours.read_holding(address, count)
+
+    async def read_theirs() -> None:
+        for address, count in spans:
+            if (await theirs.read_holding_registers(address, count=count, device_id=1)).isError():
+                raise RuntimeError("pymodbus read failed")
+
+    out: tuple[list[float], list[float]] = ([], [])
+    try:
+        for k in range(n + 10):
+            for fn, samples in ((read_ours, out[0]), (read_theirs, out[1])):  # interleaved: same load on both
+                t0 = time.perf_counter()
+                await fn()
+                if k >= 10:
+                    samples.append(time.perf_counter() - t0)
+    finally:
+        await ours.close()
+        theirs.close()
+    return out
+
+
+def client_race(n: int) -> list[dict]:
+    io = IoLoop("bench-fronius-clients")
+    device = FroniusSunSpecDevice(FAMILY, FAMILY.parse_config({}), device_id="race")
+    try:
+        io.run(device.start(), 10)
+        ours, theirs = io.run(_client_race(device.port, n), 120)
+    finally:
+        io.run(device.stop(), 10)
+        io.close()
+    return [_row("Modbus TCP read of the driver's 2 spans: ours vs pymodbus client, median", _percentiles(ours)[0],
+                 "ms", _percentiles(theirs)[0])]
+
+
 def run(quick: bool) -> list[dict]:
-    return latency(60 if quick else 500) + fleet(3.0 if quick else 20.0)
+    return latency(60 if quick else 500) + client_race(200 if quick else 1000) + fleet(3.0 if quick else 20.0)
 
 
 def _print(rows: list[dict]) -> None:

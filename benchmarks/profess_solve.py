@@ -32,7 +32,7 @@ from controllers.profess_model import (PRESETS, CycleInputs, HighsProfess, IpmPr
 START = "2019-06-15T00:00:00+02:00"
 BATTERY = SiteBattery(capacity_wh=4500, p_charge_max_w=2400, p_discharge_max_w=2400, eta_charge=0.96,
                       eta_discharge=0.96, soc_min=0.05, soc_max=1.0, self_discharge_per_day=0.001,
-                      import_limit_w=17000, export_limit_w=5000, inverter_ac_max_w=5000)
+                      contract_import_w=17000, contract_export_w=5000, inverter_ac_max_w=5000)
 BUDGET_S = 60.0  # the original PROFESS's time budget per optimisation
 
 

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controllers.forecast import ForecastMethod, make_forecaster
 from controllers.registry import ControllerKind
+from devices.battery.params import BatteryRatings, ContractLimits
 
 if TYPE_CHECKING:  # pragma: no cover
     from cosim.scenario import ControllerSpec
@@ -51,22 +52,12 @@ HOURS = 24
 SENML_NAME = "p_set"
 
 
-class GessconSite(BaseModel):
-    """One site with an ESS, as GESSCon knows it (W, Wh)."""
+class GessconSite(BatteryRatings, ContractLimits):
+    """One site with an ESS, as GESSCon knows it (W, Wh); the shared parameter names of devices/battery/params.py."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    capacity_wh: float = Field(gt=0)
-    p_charge_max_w: float = Field(gt=0)
-    p_discharge_max_w: float = Field(gt=0)
-    eta_charge: float = Field(0.95, gt=0, le=1)
-    eta_discharge: float = Field(0.95, gt=0, le=1)
-    soc_min: float = Field(0.05, ge=0, lt=1)
-    soc_max: float = Field(0.95, gt=0, le=1)
-    self_discharge_per_day: float = Field(0.0, ge=0, lt=1)
-    contract_import_w: float | None = Field(None, gt=0)
-    contract_export_w: float | None = Field(None, gt=0)
 
 
 class GessconConfig(BaseModel):
@@ -579,7 +570,7 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GessconParam
                                  p_discharge_max_w=sb.p_discharge_max_w, eta_charge=sb.eta_charge,
                                  eta_discharge=sb.eta_discharge, soc_min=sb.soc_min, soc_max=sb.soc_max,
                                  self_discharge_per_day=sb.self_discharge_per_day,
-                                 contract_import_w=sb.import_limit_w, contract_export_w=sb.export_limit_w))
+                                 contract_import_w=sb.contract_import_w, contract_export_w=sb.contract_export_w))
         pv_kwp[dev.id] = pv["pv_kwp"] * pv["pv_eta"]
         if params.forecast == "perfect":
             truth[dev.id] = {"load_w": truth_series(builder, site.load, "p_w", 3600, 86400),

@@ -255,8 +255,8 @@ def device_battery(builder: "WorldBuilder", dev_spec) -> tuple[SiteBattery, dict
         capacity_wh=bat.capacity_wh, p_charge_max_w=bat.p_charge_max_w, p_discharge_max_w=bat.p_discharge_max_w,
         eta_charge=bat.eta_charge, eta_discharge=bat.eta_discharge, soc_min=bat.soc_min, soc_max=bat.soc_max,
         self_discharge_per_day=bat.self_discharge_per_day,
-        import_limit_w=getattr(site_spec, "contract_import_w", None),
-        export_limit_w=getattr(site_spec, "contract_export_w", None),
+        contract_import_w=getattr(site_spec, "contract_import_w", None),
+        contract_export_w=getattr(site_spec, "contract_export_w", None),
         inverter_ac_max_w=ac, allow_grid_charging=getattr(cfg, "allow_grid_charging", True))
     pv = {"pv_kwp": float(getattr(cfg, "pv_kwp", 0.0) or 0.0), "pv_eta": float(getattr(cfg, "eta_inverter", 1.0)),
           "pv_max_w": getattr(cfg, "pv_mppt_max_w", None)}

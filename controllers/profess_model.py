@@ -50,7 +50,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.battery.params import BatteryRatings, ContractLimits
 
 # Voltage deviation is penalised in percent of nominal: ((v - 1) / V_SCALE)^2.
 V_SCALE = 0.01
@@ -82,29 +84,14 @@ PRESETS: dict[str, ObjectiveWeights] = {
 }
 
 
-class SiteBattery(BaseModel):
-    """The site's battery and connection, as the optimiser sees them (W, Wh)."""
+class SiteBattery(BatteryRatings, ContractLimits):
+    """The site's battery and connection, as the optimiser sees them (W, Wh); parameter names are the shared ones
+    of devices/battery/params.py."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    capacity_wh: float = Field(gt=0)
-    p_charge_max_w: float = Field(gt=0)
-    p_discharge_max_w: float = Field(gt=0)
-    eta_charge: float = Field(0.95, gt=0, le=1)
-    eta_discharge: float = Field(0.95, gt=0, le=1)
-    soc_min: float = Field(0.05, ge=0, lt=1)
-    soc_max: float = Field(0.95, gt=0, le=1)
-    self_discharge_per_day: float = Field(0.0, ge=0, lt=1)
-    import_limit_w: float | None = Field(None, gt=0, description="contractual import limit at the PCC")
-    export_limit_w: float | None = Field(None, gt=0, description="contractual export limit at the PCC")
     inverter_ac_max_w: float | None = Field(None, gt=0, description="hybrid inverter AC rating (battery + PV)")
     allow_grid_charging: bool = True
-
-    @model_validator(mode="after")
-    def _window(self) -> "SiteBattery":
-        if self.soc_min >= self.soc_max:
-            raise ValueError("soc_min must be below soc_max")
-        return self
 
 
 class ProfessProblem(BaseModel):
@@ -338,8 +325,8 @@ class HighsProfess:
         col_hi = np.full(ncol, inf)
         col_hi[c["pc"]] = b.p_charge_max_w / 1e3
         col_hi[c["pd"]] = b.p_discharge_max_w / 1e3
-        col_lo[c["pg"]] = -(b.export_limit_w / 1e3 if b.export_limit_w else inf)
-        col_hi[c["pg"]] = b.import_limit_w / 1e3 if b.import_limit_w else inf
+        col_lo[c["pg"]] = -(b.contract_export_w / 1e3 if b.contract_export_w else inf)
+        col_hi[c["pg"]] = b.contract_import_w / 1e3 if b.contract_import_w else inf
         col_lo[c["e"]] = self.e_min
         col_hi[c["e"]] = self.e_max
         if self.has_d:
@@ -534,8 +521,8 @@ class PyomoProfess:
         m.e1_lo = pe.Param(mutable=True, initialize=b.soc_min * b.capacity_wh / 1e3)
         m.e1_hi = pe.Param(mutable=True, initialize=b.soc_max * b.capacity_wh / 1e3)
         emin, emax = b.soc_min * b.capacity_wh / 1e3, b.soc_max * b.capacity_wh / 1e3
-        imp = b.import_limit_w / 1e3 if b.import_limit_w else None
-        exp = b.export_limit_w / 1e3 if b.export_limit_w else None
+        imp = b.contract_import_w / 1e3 if b.contract_import_w else None
+        exp = b.contract_export_w / 1e3 if b.contract_export_w else None
 
         m.P_ch = pe.Var(m.T, bounds=(0, b.p_charge_max_w / 1e3))
         m.P_dis = pe.Var(m.T, bounds=(0, b.p_discharge_max_w / 1e3))
@@ -867,8 +854,8 @@ class IpmProfess:
         if self.has_ac:
             ac = b.inverter_ac_max_w / 1e3
             g_lo, g_hi = np.maximum(g_lo, d.load - ac), np.minimum(g_hi, d.load + ac)
-        c_lo = -b.export_limit_w / 1e3 if b.export_limit_w else -np.inf
-        c_hi = b.import_limit_w / 1e3 if b.import_limit_w else np.inf
+        c_lo = -b.contract_export_w / 1e3 if b.contract_export_w else -np.inf
+        c_hi = b.contract_import_w / 1e3 if b.contract_import_w else np.inf
         lo[c["pg"]] = np.where(np.maximum(g_lo, c_lo) <= np.minimum(g_hi, c_hi), np.maximum(g_lo, c_lo), g_lo)
         hi[c["pg"]] = np.where(np.maximum(g_lo, c_lo) <= np.minimum(g_hi, c_hi), np.minimum(g_hi, c_hi), g_hi)
         lo[c["e"]], hi[c["e"]] = self.e_min, self.e_max

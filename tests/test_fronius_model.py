@@ -98,7 +98,7 @@ def test_revert_zero_means_never():
 
 
 def test_min_reserve_stops_discharging_also_when_forced():
-    b = make(min_reserve_pct=45.0)
+    b = make(soc_reserve=0.45)
     b.setpoints["batt_p_w"][:] = -4000.0
     step(b, dt=300)  # 333 Wh: 50 % -> 46.67 %
     m = step(b, t=300, dt=300)  # only 167 Wh left above 45 %
@@ -110,7 +110,7 @@ def test_min_reserve_stops_discharging_also_when_forced():
 
 
 def test_without_grid_charging_only_pv_charges():
-    b = make(grid_charging=False)
+    b = make(allow_grid_charging=False)
     b.setpoints["batt_p_w"][:] = 3000.0
     assert step(b, pv=100, load=0)["batt_p_w"] == pytest.approx(800)
     b.set_storage_control(0, 60, cha_gri_set=1)

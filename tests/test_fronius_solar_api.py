@@ -119,7 +119,7 @@ def test_bad_requests_get_the_status_codes_a_fronius_uses():
             status, headers, _ = await raw(port, b"POST /solar_api/GetAPIVersion.cgi HTTP/1.1\r\nHost: t\r\n\r\n")
             assert status == 405 and headers["allow"] == "GET, HEAD"
             for bad in (b"GARBAGE\r\n\r\n", b"GET /x HTTP/1.1\r\n\r\n", b"GET /x HTTP/1.1\r\nHost t\r\n\r\n",
-                        b"GET x HTTP/1.1\r\nHost: t\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n"):
+                        b"GET x HTTP/1.1\r\nHost: t\r\n\r\n", b"GET /\x01x HTTP/1.1\r\nHost: t\r\n\r\n"):
                 status, headers, _ = await raw(port, bad)
                 assert status == 400 and headers["connection"] == "close", bad
             status, _, _ = await raw(port, b"GET / HTTP/2.0\r\nHost: t\r\n\r\n")

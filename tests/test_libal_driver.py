@@ -214,7 +214,7 @@ def test_reconnect_attempts_back_off_while_the_rig_is_down():
                 await rig.driver.read()  # one reconnect attempt, refused
             with pytest.raises(DeviceUnavailable, match="next attempt in"):
                 await rig.driver.read()  # inside the backoff window: no attempt at all
-            backoff = rig.driver._backoff
+            backoff = rig.driver.backoff
             first = backoff.delay_s
             backoff.retry_at = 0.0  # skip the wait instead of sleeping through it
             with pytest.raises(DeviceUnavailable):

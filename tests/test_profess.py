@@ -15,7 +15,7 @@ from devices.battery.model import BatteryBank, BatteryConfig
 
 BAT = SiteBattery(capacity_wh=4500, p_charge_max_w=2400, p_discharge_max_w=2400, eta_charge=0.96,
                   eta_discharge=0.96, soc_min=0.05, soc_max=1.0, self_discharge_per_day=0.001,
-                  import_limit_w=17000, export_limit_w=5000, inverter_ac_max_w=5000)
+                  contract_import_w=17000, contract_export_w=5000, inverter_ac_max_w=5000)
 LP_OBJECTIVES = ["max_self_consumption", "max_self_production", "min_bill"]
 QP_OBJECTIVES = ["min_grid_exchange", "follow_schedule", "voltage"]
 
@@ -157,7 +157,7 @@ def test_soc_power_and_contract_limits_hold_and_never_charge_and_discharge_at_on
     e[0] = max(e[0], BAT.soc_min * BAT.capacity_wh) if res.e_wh[0] <= BAT.soc_min * BAT.capacity_wh + 1e-6 else e[0]
     assert np.all(e >= BAT.soc_min * BAT.capacity_wh - 0.01) and np.all(e <= BAT.soc_max * BAT.capacity_wh + 0.01)
     assert np.all(res.pv_used_w <= np.maximum(pv, 0) + tol) and np.all(res.pv_used_w >= -tol)
-    assert np.all(res.p_grid_w <= BAT.import_limit_w + tol) and np.all(res.p_grid_w >= -BAT.export_limit_w - tol)
+    assert np.all(res.p_grid_w <= BAT.contract_import_w + tol) and np.all(res.p_grid_w >= -BAT.contract_export_w - tol)
     ac = res.p_charge_w - res.p_discharge_w - res.pv_used_w
     assert np.all(np.abs(ac) <= BAT.inverter_ac_max_w + tol)
     assert np.allclose(load + res.p_charge_w - res.p_discharge_w - res.pv_used_w, res.p_grid_w, atol=0.1)

@@ -90,7 +90,7 @@ def run_world(tmp_path, params: dict | None, days: float = 1.0):
         f = p.step_s // STEP
         ctl = ctl_sim.Profess(
             params=p.model_dump(),
-            battery={k: BATT[k] for k in BATT if k != "soc_init"} | {"inverter_ac_max_w": 5000, "import_limit_w": 17000},
+            battery={k: BATT[k] for k in BATT if k != "soc_init"} | {"inverter_ac_max_w": 5000, "contract_import_w": 17000},
             pv_kwp=5, pv_eta=0.97, load_truth_w=block_means(load, f).tolist(),
             pv_truth_w_per_kwp=block_means(pv, f).tolist(), import_eur_per_kwh=[0.30] * (len(load) // f),
             export_eur_per_kwh=[0.08] * (len(load) // f))

@@ -198,8 +198,8 @@ def run(loaded: Any, run_dir: Path, duration_s: int | None = None) -> NaiveResul
                 batteries[dev_id] = SiteBattery(
                     capacity_wh=b.capacity_wh, p_charge_max_w=b.p_charge_max_w, p_discharge_max_w=b.p_discharge_max_w,
                     eta_charge=b.eta_charge, eta_discharge=b.eta_discharge, soc_min=b.soc_min, soc_max=b.soc_max,
-                    self_discharge_per_day=b.self_discharge_per_day, import_limit_w=site.contract_import_w,
-                    export_limit_w=site.contract_export_w, inverter_ac_max_w=getattr(cfg, "ac_max_w", None))
+                    self_discharge_per_day=b.self_discharge_per_day, contract_import_w=site.contract_import_w,
+                    contract_export_w=site.contract_export_w, inverter_ac_max_w=getattr(cfg, "ac_max_w", None))
                 pv_kwp[dev_id] = cfg.pv_kwp * cfg.eta_inverter
                 load_h[dev_id] = _block_means(truth[site.id]["load"], 3600 // step).tolist()
                 pv_h[dev_id] = _block_means(truth[site.id]["pv"], 3600 // step).tolist()
@@ -214,7 +214,7 @@ def run(loaded: Any, run_dir: Path, duration_s: int | None = None) -> NaiveResul
                     id=dev_id, capacity_wh=sb.capacity_wh, p_charge_max_w=sb.p_charge_max_w,
                     p_discharge_max_w=sb.p_discharge_max_w, eta_charge=sb.eta_charge, eta_discharge=sb.eta_discharge,
                     soc_min=sb.soc_min, soc_max=sb.soc_max, self_discharge_per_day=sb.self_discharge_per_day,
-                    contract_import_w=sb.import_limit_w, contract_export_w=sb.export_limit_w).model_dump())
+                    contract_import_w=sb.contract_import_w, contract_export_w=sb.contract_export_w).model_dump())
                 world.connect(devices[dev_id], ess, "e_wh")
                 f = pp_.step_s // step
                 agent = lsim.Agent(problem=pp_.problem(sb).model_dump(), pv_kwp=cfg.pv_kwp, pv_eta=cfg.eta_inverter,

@@ -9,16 +9,15 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
+from devices.battery.params import ParamsModel
 from devices.family import Family, ModelBank
 
 
-class GridBatteryConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class GridBatteryConfig(ParamsModel):
     battery: BatteryConfig
     s_max_va: float = Field(gt=0, description="PCS apparent-power rating")
 

@@ -12,31 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from devices.battery.params import BatteryParams
 
 
-class BatteryConfig(BaseModel):
-    """Nameplate and operating window of one battery."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    capacity_wh: float = Field(gt=0, description="usable energy between SoC 0 and 1")
-    p_charge_max_w: float = Field(gt=0)
-    p_discharge_max_w: float = Field(gt=0)
-    eta_charge: float = Field(0.95, gt=0, le=1)
-    eta_discharge: float = Field(0.95, gt=0, le=1)
-    soc_min: float = Field(0.05, ge=0, lt=1)
-    soc_max: float = Field(0.95, gt=0, le=1)
-    soc_init: float = Field(0.5, ge=0, le=1)
-    self_discharge_per_day: float = Field(0.0, ge=0, lt=1, description="fraction of stored energy lost per day")
-
-    @model_validator(mode="after")
-    def _window(self) -> "BatteryConfig":
-        if self.soc_min >= self.soc_max:
-            raise ValueError(f"soc_min ({self.soc_min}) must be below soc_max ({self.soc_max})")
-        if not self.soc_min <= self.soc_init <= self.soc_max:
-            raise ValueError(f"soc_init ({self.soc_init}) must lie in [soc_min, soc_max]")
-        return self
+#: the device models' name for the shared battery parameters (devices/battery/params.py)
+BatteryConfig = BatteryParams
 
 
 @dataclass

@@ -25,16 +25,15 @@ scan) on a later call, no earlier than an exponentially growing back-off (0.2 s 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
 from urllib.parse import parse_qs
 
-from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
+from devices.base import Address, Capabilities, DeviceError, DeviceUnavailable, Measurement, ProtocolError, Setpoint, \
     SetpointRejected
-from devices.backoff import Backoff
+from devices.connection import ReconnectingDriver
 from devices.fronius.model import CHA_ST_EMPTY, CHA_ST_FULL, RVRT_S_MAX
 from devices.fronius.modbus_client import ModbusException, ModbusTcpClient
 from devices.fronius.sunspec_map import (
@@ -160,7 +159,11 @@ def measurement_values(inverter: ModelValues, mppt: ModelValues, storage: ModelV
     }
 
 
-class SunSpecDriver(Driver):
+class ReadBackMismatch(ProtocolError):
+    """The device acknowledged a write but reads back other values (the link itself is fine)."""
+
+
+class SunSpecDriver(ReconnectingDriver):
     schemes = ("sunspec+tcp",)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
@@ -177,65 +180,12 @@ class SunSpecDriver(Driver):
             raise ValueError(f"{address.raw}: revert_s must be 0..{RVRT_S_MAX - 1}")
         self.port = address.port or 502
         self._client: ModbusTcpClient | None = None
-        self._lock = asyncio.Lock()
-        self._wanted = False
-        self.backoff = Backoff()
         self.models: list[ModelEntry] = []
         self._spans: list[tuple[int, int]] = []
         self._needed: dict[str, ModelEntry] = {}
         self._nameplate: ModelValues | None = None
         self._common: ModelValues | None = None
         self._storage: ModelValues | None = None
-        self.dials = 0  # connection attempts, for diagnostics and the back-off test
-
-    # -- Driver ------------------------------------------------------------------------------------------
-    async def connect(self) -> None:
-        async with self._lock:
-            self._wanted = True
-            if self._client is None or not self._client.is_open:
-                await self._open()
-
-    async def read(self) -> Measurement:
-        async with self._lock:
-            await self._ensure_open()
-            try:
-                blocks = await self._read_blocks()
-                values = measurement_values(blocks["inverter"], blocks["mppt"], blocks["storage"], self._nameplate)
-            except ModbusException as exc:
-                await self._failed()
-                if exc.code in UNAVAILABLE_CODES:
-                    raise DeviceUnavailable(f"{self.address.raw}: {exc}") from exc
-                raise
-            except (DeviceUnavailable, ProtocolError):
-                await self._failed()
-                raise
-            self._storage = blocks["storage"]
-            return Measurement(time.time(), values)
-
-    async def _write(self, setpoint: Setpoint) -> None:
-        p_w = float(setpoint.values["batt_p_w"])
-        async with self._lock:
-            await self._ensure_open()
-            try:
-                await self._write_storage(p_w)
-            except ModbusException as exc:
-                if exc.code == 0x03:
-                    raise SetpointRejected(f"{self.address.raw}: device refused batt_p_w={p_w:g}: {exc}") from exc
-                await self._failed()
-                if exc.code in UNAVAILABLE_CODES:
-                    raise DeviceUnavailable(f"{self.address.raw}: {exc}") from exc
-                raise
-            except (DeviceUnavailable, ProtocolError):
-                if self._client is None or not self._client.is_open:  # a read-back mismatch keeps the link
-                    await self._failed()
-                raise
-
-    async def close(self) -> None:
-        async with self._lock:
-            self._wanted = False
-            if self._client is not None:
-                await self._client.close()
-                self._client = None
 
     async def identity(self) -> Mapping[str, object]:
         c = self._common
@@ -245,38 +195,44 @@ class SunSpecDriver(Driver):
             info.update(manufacturer=c["Mn"], model=c["Md"], options=c["Opt"], version=c["Vr"], serial=c["SN"])
         return info
 
-    # -- connection ----------------------------------------------------------------------------------------
-    async def _ensure_open(self) -> None:
-        if self._client is not None and self._client.is_open:
-            return
-        if not self._wanted:
-            raise DeviceUnavailable(f"{self.address.raw}: not connected (call connect())")
-        self.backoff.check(self.address.raw)
-        await self._open()
+    # -- the link (ReconnectingDriver) ---------------------------------------------------------------------
+    def _link_up(self) -> bool:
+        return self._up and self._client is not None and self._client.is_open
 
-    async def _open(self) -> None:
-        self.dials += 1
-        client = ModbusTcpClient(self.address.host or "", self.port, self.unit, self.timeout_s)
+    async def _open_link(self) -> None:
+        self._client = ModbusTcpClient(self.address.host or "", self.port, self.unit, self.timeout_s)
+        await self._client.open()
+        await self._discover(self._client)
+
+    async def _close_link(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def _read_once(self) -> Measurement:
+        blocks = await self._read_blocks()
+        values = measurement_values(blocks["inverter"], blocks["mppt"], blocks["storage"], self._nameplate)
+        self._storage = blocks["storage"]
+        return Measurement(time.time(), values)
+
+    async def _write_once(self, setpoint: Setpoint) -> None:
+        p_w = float(setpoint.values["batt_p_w"])
         try:
-            await client.open()
-            self._client = client
-            await self._discover(client)
+            await self._write_storage(p_w)
         except ModbusException as exc:
-            await self._failed()
-            if exc.code in UNAVAILABLE_CODES:
-                raise DeviceUnavailable(f"{self.address.raw}: {exc}") from exc
+            if exc.code == 0x03:
+                raise SetpointRejected(f"{self.address.raw}: device refused batt_p_w={p_w:g}: {exc}") from exc
             raise
-        except (DeviceUnavailable, ProtocolError):
-            await self._failed()
-            raise
-        self.backoff.succeeded()
 
-    async def _failed(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        self.backoff.failed()
+    def _translate(self, exc: BaseException) -> DeviceError:
+        if isinstance(exc, ModbusException) and exc.code in UNAVAILABLE_CODES:
+            return DeviceUnavailable(f"{self.address.raw}: {exc}")
+        return super()._translate(exc)
 
+    def _keeps_link(self, error: DeviceError) -> bool:
+        return isinstance(error, (SetpointRejected, ReadBackMismatch))
+
+    # -- SunSpec -------------------------------------------------------------------------------------------
     async def _discover(self, client: ModbusTcpClient) -> None:
         self.models = await scan_directory(client.read_holding)
         by_id: dict[int, ModelEntry] = {}
@@ -332,5 +288,5 @@ class SunSpecDriver(Driver):
             expected["InOutWRte_RvrtTms"] = self.revert_s
         wrong = {k: (back[k], v) for k, v in expected.items() if back[k] != v}
         if wrong:
-            raise ProtocolError(f"{self.address.raw}: model 124 read-back differs (got, written): {wrong}")
+            raise ReadBackMismatch(f"{self.address.raw}: model 124 read-back differs (got, written): {wrong}")
         self._storage = back

@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryConfig
+from devices.battery.params import ParamsModel
 from devices.family import Family, ModelBank
 from devices.pv_battery.model import PvBatteryBank, PvBatteryConfig
 
@@ -53,10 +54,8 @@ def _default_battery() -> BatteryConfig:
     return BatteryConfig(capacity_wh=9600, p_charge_max_w=4800, p_discharge_max_w=4800, soc_min=0.05, soc_max=1.0)
 
 
-class FroniusConfig(BaseModel):
+class FroniusConfig(ParamsModel):
     """One Fronius hybrid inverter with its battery (defaults: a 5 kW hybrid with a 9.6 kWh battery)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     pv_kwp: float = Field(5.0, ge=0, description="installed PV peak power")
     pv_mppt_max_w: float | None = Field(None, gt=0, description="DC limit of the MPPT inputs (default: none)")
@@ -64,8 +63,8 @@ class FroniusConfig(BaseModel):
     ac_max_w: float = Field(5000.0, gt=0, description="inverter AC active-power rating (WRtg)")
     eta_inverter: float = Field(0.97, gt=0, le=1, description="PV DC -> AC efficiency")
     battery: BatteryConfig = Field(default_factory=_default_battery)
-    min_reserve_pct: float = Field(0.0, ge=0, le=100, description="MinRsvPct at start-up")
-    grid_charging: bool = Field(True, description="ChaGriSet at start-up (False: charge from PV only)")
+    soc_reserve: float = Field(0.0, ge=0, le=1, description="SoC kept for backup, MinRsvPct / 100 at start-up")
+    allow_grid_charging: bool = Field(True, description="ChaGriSet at start-up (False: charge from PV only)")
     revert_s: int = Field(0, ge=0, le=RVRT_S_MAX, description="InOutWRte_RvrtTms at start-up (0 = never)")
     v_nom_v: float = Field(230.0, gt=0, description="phase voltage the virtual device reports")
     f_nom_hz: float = Field(50.0, gt=0, description="frequency the virtual device reports")
@@ -170,8 +169,8 @@ class FroniusBank(ModelBank):
         self.out_w_rte_pct = np.full(n, RATE_PCT_MAX)
         self.rvrt_s = np.array([c.revert_s for c in configs], dtype=int)
         self.rvrt_deadline_s = np.full(n, np.inf)
-        self.min_rsv_pct = col(lambda c: c.min_reserve_pct)
-        self.cha_gri_set = np.array([int(c.grid_charging) for c in configs], dtype=int)
+        self.min_rsv_pct = col(lambda c: c.soc_reserve * 100.0)  # SunSpec's unit from here on
+        self.cha_gri_set = np.array([int(c.allow_grid_charging) for c in configs], dtype=int)
         # outputs of the last step
         self.t_s = 0.0
         self.dt_s = 60

@@ -15,9 +15,12 @@ Served requests (field names, units, nesting and sign conventions as Fronius doc
 
 Errors: a missing or invalid argument (Scope, DataCollection, DeviceId that is not a number) -> Head.Status.Code 6
 "Argument Error" with a CGI-Args reason, as a GEN24 answers; a DeviceId that names no device -> 12
-DeviceNotAvailable; both with HTTP 200 and an empty ``Body.Data``. An unknown request -> HTTP 404 (how the
-Solar API marks a request as not available), with Code 1 NotImplemented in the body. Methods other than
-GET/HEAD -> 405. A malformed HTTP request -> 400 and the connection is closed.
+DeviceNotAvailable; both with HTTP 200 and an empty ``Body.Data``. An argument name or value that is not printable
+ASCII of at most 64 characters (a 5000-digit DeviceId, Arabic-Indic digits) -> HTTP 400 with Code 6. An unknown
+request -> HTTP 404 (how the Solar API marks a request as not available), with Code 1 NotImplemented in the body.
+Methods other than GET/HEAD -> 405. A malformed HTTP request (h11 decides; an obsolete folded header line is
+unfolded, as RFC 7230 3.2.4 allows) -> 400 and the connection is closed; an HTTP version other than 1.0/1.1 -> 505.
+Every answer other than 200 is counted in ``counters`` (``http_400``, ... and ``rejected``).
 """
 
 from __future__ import annotations
@@ -27,15 +30,18 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from urllib.parse import parse_qs, urlsplit
 from typing import Any, Callable
 
+import h11
 from pydantic import BaseModel
 
 from devices.family import Family
-from devices.fronius.http11 import MAX_HEAD, HttpError, Request, build_response, read_request
 from devices.fronius.model import CHA_ST_EMPTY, CHA_ST_FULL, FroniusBank, FroniusConfig, FroniusState
 from devices.fronius.sunspec_map import battery_voltage
+from devices.tcp_server import ServedConnection, TcpServer
 from devices.virtual import VirtualDevice
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,8 @@ STATUS_NAMES = {0: "OKAY", 1: "NotImplemented", 2: "Uninitialized", 3: "Initiali
                 10: "ConfigIOError", 11: "NotSupported", 12: "DeviceNotAvailable", 255: "UnknownError"}
 INVERTER_ID, STORAGE_ID, METER_ID = "1", "0", "0"
 COLLECTIONS = ("CumulationInverterData", "CommonInverterData", "3PInverterData")
+MAX_HEAD = 16 * 1024  # request head (and a request body, which a GET should not have)
+MAX_ARGUMENT = 64  # characters in a CGI argument value; a longer one is a malformed request
 
 
 class ArgumentError(Exception):
@@ -60,40 +68,52 @@ def _vu(value: float | None, unit: str) -> dict[str, Any]:
     return {"Unit": unit, "Value": _num(value)}
 
 
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as the Solar API handlers see it."""
+
+    method: str
+    target: str
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters, last value wins."""
+        return {k: v[-1] for k, v in parse_qs(urlsplit(self.target).query, keep_blank_values=True).items()}
+
+
 class SolarApiServer:
     """Serves one member of a :class:`FroniusBank` over the Solar API (the bank is only read)."""
 
     def __init__(self, bank: FroniusBank, cfg: FroniusConfig, device_id: str = "device", index: int = 0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, max_connections: int = 16,
+                 idle_timeout_s: float | None = 30.0) -> None:
         self.bank, self.cfg, self.index, self.clock = bank, cfg, index, clock
         self.serial = cfg.serial_for(device_id)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task] = set()
-        self.port = 0
+        self.tcp = TcpServer(self._serve, name="solar-api", max_connections=max_connections,
+                             idle_timeout_s=idle_timeout_s)
         self.silent = False
         self._wake = asyncio.Event()
         self._corrupt = False
 
     # -- lifecycle and fault injection ---------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self.tcp.port
+
+    @property
+    def counters(self):
+        return self.tcp.counters
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
-            self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+        return await self.tcp.start(host, port)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
         self._wake.set()
-        for writer in list(self._writers):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await server.wait_closed()
+        await self.tcp.stop()
         self._wake = asyncio.Event()
 
     def set_silent(self, silent: bool) -> None:
@@ -106,52 +126,82 @@ class SolarApiServer:
         self._corrupt = True
 
     def open_connections(self) -> int:
-        return len(self._writers)
+        return self.tcp.open_connections()
 
-    # -- HTTP ------------------------------------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            while True:
-                try:
-                    request = await read_request(reader)
-                except HttpError as exc:
-                    writer.write(build_response(exc.status, f"{exc}\n".encode(), "text/plain", keep_alive=False))
-                    await writer.drain()
+    # -- HTTP (h11) ------------------------------------------------------------------------------------------
+    async def _serve(self, conn: ServedConnection) -> None:
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        request: h11.Request | None = None
+        body_bytes = 0
+        while True:
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:
+                conn.count(f"http_{exc.error_status_hint}")
+                await self._send_error(conn, http, exc.error_status_hint, str(exc))
+                return
+            if event is h11.NEED_DATA:
+                http.receive_data(await conn.read(65536))  # b"" is the end of the connection
+                continue
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                request, body_bytes = event, 0
+            elif isinstance(event, h11.Data):
+                body_bytes += len(event.data)  # a GET needs no body: read and dropped, bounded
+                if body_bytes > MAX_HEAD:
+                    conn.count("http_413")
+                    await self._send_error(conn, http, 413, "request body too large")
                     return
-                if request is None:
-                    return
+            elif isinstance(event, h11.EndOfMessage) and request is not None:
                 if self.silent:  # a hung device: the connection stays open, nothing comes back
                     await self._wake.wait()
                     return
-                try:
-                    status, body, extra = self.respond(request)
-                except Exception:  # a bug here must not take the device's other connections down
-                    log.exception("%s: Solar API request %s failed", self.serial, request.target)
-                    status, body, extra = 500, self._dump(self._envelope({}, 255, "internal error", {})), None
-                if self._corrupt:
-                    self._corrupt = False
-                    body = body[: len(body) // 2]  # valid HTTP framing, truncated JSON
-                if request.method == "HEAD":
-                    response = build_response(status, body, keep_alive=request.keep_alive, extra=extra)
-                    response = response[: len(response) - len(body)]
-                else:
-                    response = build_response(status, body, keep_alive=request.keep_alive, extra=extra)
-                writer.write(response)
-                await writer.drain()
-                if not request.keep_alive:
+                await self._answer(conn, http, request)
+                if http.our_state is h11.MUST_CLOSE:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away
-        except asyncio.CancelledError:
-            pass  # the server stops
-        finally:
-            self._writers.discard(writer)
-            self._tasks.discard(task)
-            writer.close()
+                http.start_next_cycle()
+                request = None
+
+    async def _answer(self, conn: ServedConnection, http: h11.Connection, event: h11.Request) -> None:
+        method, target = event.method.decode("ascii"), event.target.decode("ascii", "replace")
+        close = False
+        if event.http_version not in (b"1.0", b"1.1"):
+            status, body, extra, close = 505, b"HTTP version not supported\n", {"Content-Type": "text/plain"}, True
+        elif not target.startswith("/"):
+            status, body, extra, close = 400, b"malformed request target\n", {"Content-Type": "text/plain"}, True
+        else:
+            try:
+                status, body, extra = self.respond(Request(method, target))
+            except Exception:  # a bug here must not take the device's other connections down
+                log.exception("%s: Solar API request %s failed", self.serial, target)
+                status, body, extra = 500, self._dump(self._envelope({}, 255, "internal error", {})), None
+        if status != 200:
+            conn.count(f"http_{status}")
+        if self._corrupt:
+            self._corrupt = False
+            body = body[: len(body) // 2]  # valid HTTP framing, truncated JSON
+        headers = {"Content-Type": "application/json", **(extra or {}), "Content-Length": str(len(body))}
+        if close:
+            headers["Connection"] = "close"
+        out = http.send(h11.Response(status_code=status, headers=list(headers.items()))) or b""
+        if method != "HEAD":
+            out += http.send(h11.Data(data=body)) or b""
+        out += http.send(h11.EndOfMessage()) or b""
+        await conn.send(out)
+
+    async def _send_error(self, conn: ServedConnection, http: h11.Connection, status: int, message: str) -> None:
+        """A malformed request: a plain-text error and the connection closes (h11 cannot resynchronise)."""
+        if http.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = f"{message[:200]}\n".encode("utf-8", "replace")
+        try:
+            out = http.send(h11.Response(status_code=status, headers=[
+                ("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("Connection", "close")]))
+            out = (out or b"") + (http.send(h11.Data(data=body)) or b"") + (http.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            return
+        await conn.send(out)
 
     def respond(self, request: Request) -> tuple[int, bytes, dict[str, str] | None]:
         """HTTP status, JSON body and extra headers for one request."""
@@ -164,13 +214,21 @@ class SolarApiServer:
         handler = self._handlers().get(path)
         if handler is None:
             return 404, self._dump(self._envelope({}, NOT_IMPLEMENTED, f"request {path} not available", {})), None
+        args = request.query
+        bad = next(((k, v) for k, v in args.items() if not _plain(k) or not _plain(v)), None)
+        if bad is not None:  # not a value any Solar API argument takes: refused before any handler sees it
+            name = bad[0] if _plain(bad[0]) else "?"
+            return 400, self._dump(self._envelope({}, ARGUMENT_ERROR, f"CGI-Args: Invalid parameter for attribute "
+                                                  f"'{name}' (printable ASCII, at most {MAX_ARGUMENT} characters)",
+                                                  {})), None
         state = self.bank.state(self.index)
-        args = {k: v for k, v in request.query.items()}
         try:
             arguments, data = handler(state, _Args(args))
         except _DeviceMissing as exc:
+            self.tcp.count(f"status_{DEVICE_NOT_AVAILABLE}")
             return 200, self._dump(self._envelope(exc.arguments, DEVICE_NOT_AVAILABLE, str(exc), {})), None
         except ArgumentError as exc:
+            self.tcp.count(f"status_{ARGUMENT_ERROR}")
             return 200, self._dump(self._envelope(exc.args[1], ARGUMENT_ERROR, exc.args[0], {})), None
         return 200, self._dump(self._envelope(arguments, OKAY, "", data)), None
 
@@ -302,6 +360,10 @@ class SolarApiServer:
         return arguments, self._meter_channels(st)
 
 
+def _plain(text: str) -> bool:
+    return len(text) <= MAX_ARGUMENT and text.isascii() and text.isprintable()
+
+
 class _DeviceMissing(Exception):
     def __init__(self, message: str, arguments: dict[str, str]) -> None:
         super().__init__(message)
@@ -326,7 +388,7 @@ class _Args:
 
     def device_id(self, arguments: dict[str, str], existing: str) -> str:
         value = self.query.get("deviceid")
-        if value is None or not value.isdigit():
+        if value is None or not (value.isascii() and value.isdigit()):  # int() would take Arabic-Indic digits
             raise ArgumentError(f"CGI-Args: Invalid parameter '{value or ''}' for attribute 'DeviceId' "
                                 "(use a numeric device id)", {**arguments, **({"DeviceId": value} if value else {})})
         if int(value) != int(existing):

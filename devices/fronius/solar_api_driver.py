@@ -21,16 +21,18 @@ every other non-zero code, a non-200 HTTP status and any malformed JSON are Prot
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from dataclasses import dataclass
+from typing import Any, Mapping
 
-from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
+import h11
+
+from devices.base import Address, Capabilities, DeviceUnavailable, Measurement, ProtocolError, Setpoint, \
     SetpointRejected
+from devices import wire_json
+from devices.connection import ReconnectingDriver
 from devices.streams import close_stream, open_stream
-from devices.backoff import Backoff
-from devices.fronius.http11 import MAX_HEAD, Response, build_request, read_response
 
 POWER_FLOW = "/solar_api/v1/GetPowerFlowRealtimeData.fcgi"
 INVERTER = "/solar_api/v1/GetInverterRealtimeData.cgi?Scope=Device&DeviceId=1&DataCollection=CommonInverterData"
@@ -38,7 +40,17 @@ STORAGE = "/solar_api/v1/GetStorageRealtimeData.cgi?Scope=System"
 API_VERSION = "/solar_api/GetAPIVersion.cgi"
 MEASUREMENTS = ("p_w", "pv_p_w", "batt_p_w", "soc", "e_wh", "v_v", "f_hz", "p_grid_w", "site_load_w")
 UNAVAILABLE_STATUS = (5, 8, 12)
-T = TypeVar("T")
+MAX_HEAD = 16 * 1024
+MAX_BODY = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+
 
 # -- JSON decoding (pure) ----------------------------------------------------------------------------------------
 
@@ -126,15 +138,15 @@ def decode_json(response: Response, target: str) -> Any:
     if response.status != 200:
         raise ProtocolError(f"GET {target}: HTTP {response.status} {response.reason}")
     try:
-        return json.loads(response.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return wire_json.loads(response.body, max_bytes=MAX_BODY)
+    except wire_json.WireDecodeError as exc:
         raise ProtocolError(f"GET {target}: body is not JSON: {exc}") from None
 
 
 # -- driver ------------------------------------------------------------------------------------------------------
 
 
-class SolarApiDriver(Driver):
+class SolarApiDriver(ReconnectingDriver):
     schemes = ("fronius+http",)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
@@ -145,106 +157,108 @@ class SolarApiDriver(Driver):
         self.host, self.port = address.host, address.port or 80
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
-        self._wanted = False
-        self.backoff = Backoff()
+        self._http: h11.Connection | None = None
         self.api: dict[str, Any] = {}
-        self.dials = 0
-
-    async def connect(self) -> None:
-        async with self._lock:
-            self._wanted = True
-            await self._guarded(self._open_checked)
-
-    async def read(self) -> Measurement:
-        async with self._lock:
-            if self._writer is None:
-                if not self._wanted:
-                    raise DeviceUnavailable(f"{self.address.raw}: not connected (call connect())")
-                self.backoff.check(self.address.raw)
-                await self._guarded(self._open_checked)
-
-            async def fetch() -> dict[str, float]:
-                flow = parse_power_flow(await self._get_json(POWER_FLOW))
-                inverter = parse_inverter_common(await self._get_json(INVERTER))
-                storage = parse_storage_system(await self._get_json(STORAGE))
-                return measurement_values(flow, inverter, storage)
-
-            return Measurement(time.time(), await self._guarded(fetch))
 
     async def _write(self, setpoint: Setpoint) -> None:
         raise SetpointRejected(f"{self.address.raw}: the Solar API is read-only; use sunspec+tcp to set "
                                f"{', '.join(setpoint.values)}")
 
-    async def close(self) -> None:
-        async with self._lock:
-            self._wanted = False
-            await self._drop()
-
     async def identity(self) -> Mapping[str, Any]:
         return {"address": self.address.raw, "protocol": "fronius+http", **self.api}
 
-    # -- internals -------------------------------------------------------------------------------------------
-    async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work``; on a typed failure drop the connection and back off before the next dial."""
-        try:
-            result = await work()
-        except (DeviceUnavailable, ProtocolError):
-            await self._drop()
-            self.backoff.failed()
-            raise
-        self.backoff.succeeded()
-        return result
-
-    async def _open_checked(self) -> None:
-        await self._open()
+    # -- the link (ReconnectingDriver) -------------------------------------------------------------------
+    async def _open_link(self) -> None:
+        await self._dial()
         doc = await self._get_json(API_VERSION)
         if not isinstance(doc, dict) or doc.get("APIVersion") != 1:
             raise ProtocolError(f"{self.address.raw}: not a Solar API v1 device ({str(doc)[:120]})")
         self.api = {"api_version": 1, "base_url": doc.get("BaseURL"),
                     "compatibility_range": doc.get("CompatibilityRange")}
 
-    async def _open(self) -> None:
-        await self._drop()
-        self.dials += 1
-        self._reader, self._writer = await open_stream(self.host, self.port, self.timeout_s, self.address.raw,
-                                                       limit=MAX_HEAD)
+    async def _read_once(self) -> Measurement:
+        flow = parse_power_flow(await self._get_json(POWER_FLOW))
+        inverter = parse_inverter_common(await self._get_json(INVERTER))
+        storage = parse_storage_system(await self._get_json(STORAGE))
+        return Measurement(time.time(), measurement_values(flow, inverter, storage))
 
-    async def _drop(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
+    async def _write_once(self, setpoint: Setpoint) -> None:
+        raise AssertionError("unreachable: _write refuses every setpoint")
+
+    async def _close_link(self) -> None:
+        writer, self._writer, self._reader, self._http = self._writer, None, None, None
         await close_stream(writer)
+
+    # -- HTTP (h11) ----------------------------------------------------------------------------------------
+    async def _dial(self) -> None:
+        await self._close_link()
+        self._reader, self._writer = await open_stream(self.host, self.port, self.timeout_s, self.address.raw)
+        self._http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
 
     async def _get_json(self, target: str) -> Any:
         for attempt in (1, 2):
             if self._writer is None:
-                await self._open()
+                await self._dial()
             try:
                 response = await self._exchange(target)
             except ProtocolTimeout:
                 raise
             except DeviceUnavailable:
                 # A keep-alive connection the device closed while idle: one fresh try, then give up.
-                await self._drop()
+                await self._close_link()
                 if attempt == 2:
                     raise
                 continue
-            if response.headers.get("connection", "").lower() == "close":
-                await self._drop()
             return decode_json(response, target)
         raise AssertionError("unreachable")
 
     async def _exchange(self, target: str) -> Response:
-        assert self._reader is not None and self._writer is not None
         try:
             async with asyncio.timeout(self.timeout_s):
-                self._writer.write(build_request(self.host, self.port, target))
-                await self._writer.drain()
-                return await read_response(self._reader)
+                return await self._roundtrip(target)
         except TimeoutError as exc:
-            await self._drop()
             raise ProtocolTimeout(f"{self.address.raw}: no reply to GET {target} within {self.timeout_s:g} s") from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise DeviceUnavailable(f"{self.address.raw}: connection lost: {exc!r}") from exc
+
+    async def _roundtrip(self, target: str) -> Response:
+        assert self._reader is not None and self._writer is not None and self._http is not None
+        http = self._http
+        request = h11.Request(method="GET", target=target, headers=[
+            ("Host", f"{self.host}:{self.port}"), ("Accept", "application/json"), ("Connection", "keep-alive")])
+        self._writer.write((http.send(request) or b"") + (http.send(h11.EndOfMessage()) or b""))
+        await self._writer.drain()
+        head: h11.Response | None = None
+        body = bytearray()
+        received = 0
+        while True:
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:
+                if received == 0:  # closed before a single byte: an idle keep-alive the device dropped
+                    raise DeviceUnavailable(f"{self.address.raw}: connection closed before a response") from exc
+                raise ProtocolError(f"{self.address.raw}: malformed HTTP response to GET {target}: {exc}") from exc
+            if event is h11.NEED_DATA:
+                data = await self._reader.read(65536)
+                received += len(data)
+                http.receive_data(data)
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise ProtocolError(f"{self.address.raw}: body larger than {MAX_BODY} bytes")
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise DeviceUnavailable(f"{self.address.raw}: connection closed before a response")
+        assert head is not None
+        if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
+            await self._close_link()  # the device ends the connection after this reply
+        else:
+            http.start_next_cycle()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
+        return Response(head.status_code, head.reason.decode("latin-1"), headers, bytes(body))
 
 
 class ProtocolTimeout(DeviceUnavailable):

@@ -1,8 +1,9 @@
 """SunSpec information models as Fronius serves them (int+SF), and their register codec (no I/O).
 
-Point order, types and sizes follow the SunSpec model definitions (sunspec/models JSON) for the common
-model 1, the inverter models 101/102/103, nameplate 120, basic settings 121, basic storage control 124 and
-the multiple-MPPT extension 160 (a fixed block plus a repeating ``module`` group). Offsets below count from
+Point order, types, sizes, scale factors and units are read from the SunSpec Alliance's model definitions (the
+JSON files pysunspec2 ships, Apache-2.0) for the common model 1, the inverter models 101/102/103, nameplate 120,
+basic settings 121, basic storage control 124 and the multiple-MPPT extension 160 (a fixed block plus a repeating
+``module`` group). Offsets below count from
 the model's first register (``ID`` at offset 0, ``L`` at offset 1), as SunSpec documents them.
 
 Addressing: the map starts with ``'SunS'`` at Modbus protocol address 40000 (0-based PDU address); Fronius
@@ -14,8 +15,10 @@ uint32/bitfield32 0xFFFFFFFF, int32 0x80000000, acc32 0 ("not accumulated"), str
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from functools import cached_property
 from typing import Mapping, Sequence
 
@@ -100,96 +103,49 @@ class ModelDef:
         return self._by_name[name]
 
 
-COMMON = ModelDef(1, "common", (
-    _p("Mn", "string", size=16), _p("Md", "string", size=16), _p("Opt", "string", size=8),
-    _p("Vr", "string", size=8), _p("SN", "string", size=16), _p("DA", "uint16"), _p("Pad", "pad"),
-))
-
-_INVERTER_POINTS = (
-    _p("A", "uint16", "A_SF", "A"), _p("AphA", "uint16", "A_SF", "A"), _p("AphB", "uint16", "A_SF", "A"),
-    _p("AphC", "uint16", "A_SF", "A"), _p("A_SF", "sunssf"),
-    _p("PPVphAB", "uint16", "V_SF", "V"), _p("PPVphBC", "uint16", "V_SF", "V"), _p("PPVphCA", "uint16", "V_SF", "V"),
-    _p("PhVphA", "uint16", "V_SF", "V"), _p("PhVphB", "uint16", "V_SF", "V"), _p("PhVphC", "uint16", "V_SF", "V"),
-    _p("V_SF", "sunssf"),
-    _p("W", "int16", "W_SF", "W"), _p("W_SF", "sunssf"),
-    _p("Hz", "uint16", "Hz_SF", "Hz"), _p("Hz_SF", "sunssf"),
-    _p("VA", "int16", "VA_SF", "VA"), _p("VA_SF", "sunssf"),
-    _p("VAr", "int16", "VAr_SF", "var"), _p("VAr_SF", "sunssf"),
-    _p("PF", "int16", "PF_SF", "Pct"), _p("PF_SF", "sunssf"),
-    _p("WH", "acc32", "WH_SF", "Wh"), _p("WH_SF", "sunssf"),
-    _p("DCA", "uint16", "DCA_SF", "A"), _p("DCA_SF", "sunssf"),
-    _p("DCV", "uint16", "DCV_SF", "V"), _p("DCV_SF", "sunssf"),
-    _p("DCW", "int16", "DCW_SF", "W"), _p("DCW_SF", "sunssf"),
-    _p("TmpCab", "int16", "Tmp_SF", "C"), _p("TmpSnk", "int16", "Tmp_SF", "C"),
-    _p("TmpTrns", "int16", "Tmp_SF", "C"), _p("TmpOt", "int16", "Tmp_SF", "C"), _p("Tmp_SF", "sunssf"),
-    _p("St", "enum16"), _p("StVnd", "enum16"),
-    _p("Evt1", "bitfield32"), _p("Evt2", "bitfield32"), _p("EvtVnd1", "bitfield32"), _p("EvtVnd2", "bitfield32"),
-    _p("EvtVnd3", "bitfield32"), _p("EvtVnd4", "bitfield32"),
-)
-#: 101 single phase, 102 split phase, 103 three phase: one layout
-INVERTERS = {mid: ModelDef(mid, "inverter", _INVERTER_POINTS) for mid in (101, 102, 103)}
-
-NAMEPLATE = ModelDef(120, "nameplate", (
-    _p("DERTyp", "enum16"), _p("WRtg", "uint16", "WRtg_SF", "W"), _p("WRtg_SF", "sunssf"),
-    _p("VARtg", "uint16", "VARtg_SF", "VA"), _p("VARtg_SF", "sunssf"),
-    _p("VArRtgQ1", "int16", "VArRtg_SF", "var"), _p("VArRtgQ2", "int16", "VArRtg_SF", "var"),
-    _p("VArRtgQ3", "int16", "VArRtg_SF", "var"), _p("VArRtgQ4", "int16", "VArRtg_SF", "var"),
-    _p("VArRtg_SF", "sunssf"), _p("ARtg", "uint16", "ARtg_SF", "A"), _p("ARtg_SF", "sunssf"),
-    _p("PFRtgQ1", "int16", "PFRtg_SF", "cos()"), _p("PFRtgQ2", "int16", "PFRtg_SF", "cos()"),
-    _p("PFRtgQ3", "int16", "PFRtg_SF", "cos()"), _p("PFRtgQ4", "int16", "PFRtg_SF", "cos()"),
-    _p("PFRtg_SF", "sunssf"), _p("WHRtg", "uint16", "WHRtg_SF", "Wh"), _p("WHRtg_SF", "sunssf"),
-    _p("AhrRtg", "uint16", "AhrRtg_SF", "AH"), _p("AhrRtg_SF", "sunssf"),
-    _p("MaxChaRte", "uint16", "MaxChaRte_SF", "W"), _p("MaxChaRte_SF", "sunssf"),
-    _p("MaxDisChaRte", "uint16", "MaxDisChaRte_SF", "W"), _p("MaxDisChaRte_SF", "sunssf"), _p("Pad", "pad"),
-))
-
-SETTINGS = ModelDef(121, "settings", (
-    _p("WMax", "uint16", "WMax_SF", "W"), _p("VRef", "uint16", "VRef_SF", "V"),
-    _p("VRefOfs", "int16", "VRefOfs_SF", "V"), _p("VMax", "uint16", "VMinMax_SF", "V"),
-    _p("VMin", "uint16", "VMinMax_SF", "V"), _p("VAMax", "uint16", "VAMax_SF", "VA"),
-    _p("VArMaxQ1", "int16", "VArMax_SF", "var"), _p("VArMaxQ2", "int16", "VArMax_SF", "var"),
-    _p("VArMaxQ3", "int16", "VArMax_SF", "var"), _p("VArMaxQ4", "int16", "VArMax_SF", "var"),
-    _p("WGra", "uint16", "WGra_SF", "% WMax/sec"), _p("PFMinQ1", "int16", "PFMin_SF", "cos()"),
-    _p("PFMinQ2", "int16", "PFMin_SF", "cos()"), _p("PFMinQ3", "int16", "PFMin_SF", "cos()"),
-    _p("PFMinQ4", "int16", "PFMin_SF", "cos()"), _p("VArAct", "enum16"), _p("ClcTotVA", "enum16"),
-    _p("MaxRmpRte", "uint16", "MaxRmpRte_SF", "% WGra"), _p("ECPNomHz", "uint16", "ECPNomHz_SF", "Hz"),
-    _p("ConnPh", "enum16"),
-    _p("WMax_SF", "sunssf"), _p("VRef_SF", "sunssf"), _p("VRefOfs_SF", "sunssf"), _p("VMinMax_SF", "sunssf"),
-    _p("VAMax_SF", "sunssf"), _p("VArMax_SF", "sunssf"), _p("WGra_SF", "sunssf"), _p("PFMin_SF", "sunssf"),
-    _p("MaxRmpRte_SF", "sunssf"), _p("ECPNomHz_SF", "sunssf"),
-))
-
 #: Fronius accepts writes to these model-124 points; every other point is read-only on the device.
 STORAGE_WRITABLE = ("StorCtl_Mod", "MinRsvPct", "OutWRte", "InWRte", "InOutWRte_RvrtTms", "ChaGriSet")
 
-STORAGE = ModelDef(124, "storage", (
-    _p("WChaMax", "uint16", "WChaMax_SF", "W"), _p("WChaGra", "uint16", "WChaDisChaGra_SF", "% WChaMax/sec"),
-    _p("WDisChaGra", "uint16", "WChaDisChaGra_SF", "% WChaMax/sec"),
-    _p("StorCtl_Mod", "bitfield16", access="RW"),
-    _p("VAChaMax", "uint16", "VAChaMax_SF", "VA"),
-    _p("MinRsvPct", "uint16", "MinRsvPct_SF", "% WChaMax", access="RW"),
-    _p("ChaState", "uint16", "ChaState_SF", "% AhrRtg"), _p("StorAval", "uint16", "StorAval_SF", "AH"),
-    _p("InBatV", "uint16", "InBatV_SF", "V"), _p("ChaSt", "enum16"),
-    _p("OutWRte", "int16", "InOutWRte_SF", "% WChaMax", access="RW"),
-    _p("InWRte", "int16", "InOutWRte_SF", "% WChaMax", access="RW"),
-    _p("InOutWRte_WinTms", "uint16", units="Secs"),
-    _p("InOutWRte_RvrtTms", "uint16", units="Secs", access="RW"),
-    _p("InOutWRte_RmpTms", "uint16", units="Secs"),
-    _p("ChaGriSet", "enum16", access="RW"),
-    _p("WChaMax_SF", "sunssf"), _p("WChaDisChaGra_SF", "sunssf"), _p("VAChaMax_SF", "sunssf"),
-    _p("MinRsvPct_SF", "sunssf"), _p("ChaState_SF", "sunssf"), _p("StorAval_SF", "sunssf"),
-    _p("InBatV_SF", "sunssf"), _p("InOutWRte_SF", "sunssf"),
-))
 
-MPPT = ModelDef(160, "mppt", (
-    _p("DCA_SF", "sunssf"), _p("DCV_SF", "sunssf"), _p("DCW_SF", "sunssf"), _p("DCWH_SF", "sunssf"),
-    _p("Evt", "bitfield32"), _p("N", "uint16"), _p("TmsPer", "uint16"),
-), repeating=(
-    _p("ID", "uint16"), _p("IDStr", "string", size=8), _p("DCA", "uint16", "DCA_SF", "A"),
-    _p("DCV", "uint16", "DCV_SF", "V"), _p("DCW", "uint16", "DCW_SF", "W"), _p("DCWH", "acc32", "DCWH_SF", "Wh"),
-    _p("Tms", "uint32", units="Secs"), _p("Tmp", "int16", units="C"), _p("DCSt", "enum16"),
-    _p("DCEvt", "bitfield32"),
-))
+def _official_point(raw: Mapping[str, object], writable: tuple[str, ...] | None) -> Point:
+    name, type_ = str(raw["name"]), str(raw["type"])
+    if type_ == "count":  # model 160's N: a uint16 that counts the repeating groups
+        type_ = "uint16"
+    if writable is None:
+        access = "RW" if raw.get("access") == "RW" else "R"
+    else:
+        access = "RW" if name in writable else "R"
+    sf = raw.get("sf")
+    return Point(name, type_, int(raw["size"]), str(sf) if sf is not None else None, str(raw.get("units", "")),
+                 access)
+
+
+def official_model(mid: int, writable: tuple[str, ...] | None = None) -> ModelDef:
+    """A model's points in order, from the SunSpec Alliance's JSON definitions shipped with pysunspec2 (Apache-2.0).
+
+    ``writable`` narrows write access to what a device really accepts (a Fronius takes fewer model-124 writes
+    than the standard allows); the ID and L header points are implied by ModelDef.
+    """
+    text = (resources.files("sunspec2") / "models" / "json" / f"model_{mid}.json").read_text(encoding="utf-8")
+    group = json.loads(text)["group"]
+    header = [p["name"] for p in group["points"][:2]]
+    if header != ["ID", "L"]:
+        raise ValueError(f"SunSpec model {mid}: expected ID and L first, found {header}")
+    points = tuple(_official_point(p, writable) for p in group["points"][2:])
+    groups = group.get("groups", [])
+    if len(groups) > 1:
+        raise ValueError(f"SunSpec model {mid}: more than one repeating group is not supported here")
+    repeating = tuple(_official_point(p, writable) for p in groups[0]["points"]) if groups else ()
+    return ModelDef(mid, str(group["name"]), points, repeating)
+
+
+COMMON = official_model(1)
+#: 101 single phase, 102 split phase, 103 three phase: one layout
+INVERTERS = {mid: official_model(mid) for mid in (101, 102, 103)}
+NAMEPLATE = official_model(120)
+SETTINGS = official_model(121, writable=())  # served read-only
+STORAGE = official_model(124, writable=STORAGE_WRITABLE)
+MPPT = official_model(160)
 
 MODELS: dict[int, ModelDef] = {1: COMMON, **INVERTERS, 120: NAMEPLATE, 121: SETTINGS, 124: STORAGE, 160: MPPT}
 

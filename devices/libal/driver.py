@@ -35,8 +35,9 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from devices.backoff import Backoff
-from devices.base import (Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint,
+from devices.base import (Address, Capabilities, DeviceError, DeviceUnavailable, Measurement, ProtocolError, Setpoint,
                           SetpointRejected)
+from devices.connection import ReconnectingDriver
 from devices.libal import can_codec, rtu
 from devices.libal.can_link import CanLink, CanTarget
 from devices.libal.rtu_io import RtuClient, RtuTransport, SerialRtuTransport, TcpRtuTransport
@@ -129,53 +130,52 @@ def current_needed_a(p_w: float, v_v: float, eta_charge: float, eta_discharge: f
     return -p_w / (eta_discharge * v_v)
 
 
-class LibalDriver(Driver):
+class LibalDriver(ReconnectingDriver):
     schemes = ("libal",)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
-        super().__init__(address, capabilities, timeout_s=timeout_s)
+        super().__init__(address, capabilities, timeout_s=timeout_s, backoff=Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S))
         self.options = LibalAddress.parse(address)
-        self._lock = asyncio.Lock()
         self._rtu: RtuClient | None = None
         self._can: CanLink | None = None
+        self._need_can = True  # False while the safe setpoint goes to the PCS alone
         self._view = can_codec.BmsView()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._counter = 0
         self._mode: tuple[bool, bool] | None = None  # last (charge, discharge) enable request sent
         self._setpoint = {"p_w": 0.0, "q_var": 0.0}
         self._pcs: dict[str, float] = {}
-        self._backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S)
-        self._closed = False
 
-    # -- connection management ------------------------------------------------------------------------------
-    async def connect(self) -> None:
-        async with self._lock:
-            self._closed = False
-            self._backoff.succeeded()  # an explicit connect tries at once
-            await self._ensure()
-
+    # -- the links (ReconnectingDriver): PCS over RTU and BMS over CAN, each re-opened when it is down ----------
     def _rtu_up(self) -> bool:
         return self._rtu is not None and self._rtu.transport.is_open
 
     def _can_up(self) -> bool:
         return self._can is not None and self._can.alive
 
-    async def _ensure(self, *, need_can: bool = True) -> None:
-        """Connect what is not connected; between failed attempts wait with exponential backoff (no busy loop)."""
-        if self._closed:
-            raise DeviceUnavailable(f"{self.address.raw}: driver closed")
-        if self._rtu_up() and (self._can_up() or not need_can):
-            return
-        self._backoff.check(self.address.raw)
-        try:
-            if not self._rtu_up():
-                await self._open_rtu()
-            if need_can and not self._can_up():
-                await self._open_can()
-        except (DeviceUnavailable, ProtocolError):
-            self._backoff.failed()
-            raise
-        self._backoff.succeeded()
+    def _link_up(self) -> bool:
+        return self._rtu_up() and (self._can_up() or not self._need_can)
+
+    async def _open_link(self) -> None:
+        if not self._rtu_up():
+            await self._open_rtu()
+        if self._need_can and not self._can_up():
+            await self._open_can()
+
+    async def _close_link(self) -> None:
+        await self._close_rtu()
+        await self._close_can()
+
+    async def _drop_broken(self, error: DeviceError) -> None:
+        """After an error drop only the links that are down; an RTU client that timed out resyncs by itself."""
+        self._up = False
+        if not self._rtu_up():
+            await self._close_rtu()
+        if not self._can_up():
+            await self._close_can()
+
+    def _needs_link(self, setpoint: Setpoint) -> bool:
+        return setpoint.values.get("p_w", None) != 0  # the safe setpoint goes out on whatever link is up
 
     async def _open_rtu(self) -> None:
         await self._close_rtu()
@@ -208,18 +208,6 @@ class LibalDriver(Driver):
         if can_link is not None:
             await can_link.close()
         self._fail_waiters(DeviceUnavailable(f"{self.address.raw}: CAN link closed"))
-
-    async def _close_broken(self) -> None:
-        """After an error: drop the links that are down, so the next call reconnects them."""
-        if not self._rtu_up():
-            await self._close_rtu()
-        if not self._can_up():
-            await self._close_can()
-
-    async def close(self) -> None:
-        self._closed = True
-        await self._close_rtu()
-        await self._close_can()
 
     # -- CAN reception (runs on the loop, called from the reader thread) ---------------------------------------
     def _on_message(self, msg: Any) -> None:
@@ -290,15 +278,9 @@ class LibalDriver(Driver):
         return self._pcs
 
     # -- the driver interface -------------------------------------------------------------------------------
-    async def read(self) -> Measurement:
-        async with self._lock:
-            await self._ensure()
-            try:
-                pcs = await self._read_pcs()
-                bms = await self._bms(poll=True)
-            except DeviceUnavailable:
-                await self._close_broken()
-                raise
+    async def _read_once(self) -> Measurement:
+        pcs = await self._read_pcs()
+        bms = await self._bms(poll=True)
         p_w = _from_pcs(pcs["P_MEAS_W"])
         return Measurement(time.time(), {
             "p_w": p_w,
@@ -317,24 +299,22 @@ class LibalDriver(Driver):
             "i_discharge_max_a": bms.i_discharge_max_a,
         })
 
-    async def _write(self, setpoint: Setpoint) -> None:
-        async with self._lock:
-            try:
-                if setpoint.values.get("p_w", None) == 0:
-                    await self._stop_power(setpoint)
-                else:
-                    await self._ensure()
-                    await self._write_locked(setpoint)
-            except DeviceUnavailable:
-                await self._close_broken()
-                raise
+    async def _write_once(self, setpoint: Setpoint) -> None:
+        if self._needs_link(setpoint):
+            await self._write_locked(setpoint)
+        else:
+            await self._stop_power(setpoint)
 
     async def _stop_power(self, setpoint: Setpoint) -> None:
         """p_w = 0 (the safe setpoint): the PCS first, so the power stops even when the BMS link is down; then
         the BMS standby request (its failure is still reported)."""
-        await self._ensure(need_can=False)
+        self._need_can = False
+        try:
+            await self._ensure_open()
+        finally:
+            self._need_can = True
         await self._write_pcs(setpoint)
-        await self._ensure()
+        await self._ensure_open()
         if self._mode != (False, False):
             await self._switch_mode((False, False))
 

@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.battery.model import BatteryBank, BatteryConfig
+from devices.battery.params import ParamsModel
 from devices.family import ModelBank
 
 #: LFP cell open-circuit voltage (V) over SoC: a flat plateau between steep ends
@@ -107,10 +108,8 @@ class BmsSettings(BaseModel):
         return self
 
 
-class LibalConfig(BaseModel):
+class LibalConfig(ParamsModel):
     """One LiBal rack: battery energy and PCS rating (``battery``), pack build, BMS limits, thermal data."""
-
-    model_config = ConfigDict(extra="forbid")
 
     battery: BatteryConfig = Field(description="energy, SoC window, efficiencies and the PCS active-power rating")
     s_max_va: float = Field(gt=0, description="PCS apparent-power rating")

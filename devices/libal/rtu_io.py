@@ -20,6 +20,7 @@ from typing import Callable
 
 from devices.base import DeviceUnavailable
 from devices.streams import close_stream, open_stream
+from devices.tcp_server import ServedConnection, TcpServer
 from devices.libal import rtu
 
 log = logging.getLogger(__name__)
@@ -222,11 +223,15 @@ class RtuSlaveSession:
         for raw in self.framer.feed(data):
             if not rtu.check_crc(raw):
                 log.debug("RTU request with bad CRC ignored: %s", raw.hex())
+                self._count("bad_crc")  # a slave on a bus stays silent; the master times out and resyncs
                 self.framer.resync()
                 break
             if raw[0] not in (0, self.unit):
                 continue
-            response = rtu.frame(self.unit, self.slave.handle(raw[1:-2]))
+            pdu = self.slave.handle(raw[1:-2])
+            if pdu[0] & 0x80:
+                self._count(rtu.EXCEPTION_NAMES.get(pdu[1], f"exception_{pdu[1]}").lower())
+            response = rtu.frame(self.unit, pdu)
             if raw[0] == 0:
                 continue  # broadcast: executed, never answered
             if self.server is not None:
@@ -238,60 +243,49 @@ class RtuSlaveSession:
             replies.append(response)
         return replies
 
+    def _count(self, name: str) -> None:
+        if self.server is not None:
+            self.server.tcp.count(name)
+
 
 class RtuTcpServer:
-    """An RTU slave on a TCP port (RTU framing, no MBAP header)."""
+    """An RTU slave on a TCP port (RTU framing, no MBAP header), on the shared TCP server base."""
 
-    def __init__(self, unit: int, slave: rtu.PcsSlave) -> None:
+    def __init__(self, unit: int, slave: rtu.PcsSlave, *, max_connections: int = 16,
+                 idle_timeout_s: float | None = 300.0) -> None:
         self.unit = unit
         self.slave = slave
         self.silent = False
         self.corrupt_next = False
-        self.port: int | None = None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self.tcp = TcpServer(self._serve, name="rtu-over-tcp", max_connections=max_connections,
+                             idle_timeout_s=idle_timeout_s)
+
+    @property
+    def port(self) -> int | None:
+        return self.tcp.port or None
+
+    @property
+    def counters(self):
+        return self.tcp.counters
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+        return await self.tcp.start(host, port)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        # Closing the sockets ends each handler by itself (EOF); cancelling them instead trips asyncio's
-        # stream callback in Python 3.12.1 into logging CancelledError.
-        await _finish(self._tasks)
-        if server is not None:
-            await server.wait_closed()
+        await self.tcp.stop()
 
     def open_connections(self) -> int:
-        return len(self._writers)
+        return self.tcp.open_connections()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+    async def _serve(self, conn: ServedConnection) -> None:
         session = RtuSlaveSession(self.unit, self.slave, self)
-        try:
-            while True:
-                data = await reader.read(512)
-                if not data:
-                    break
-                for reply in session.feed(data):
-                    writer.write(reply)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            self._writers.discard(writer)
-            self._tasks.discard(task)
-            writer.close()
+        while True:
+            data = await conn.read(512)
+            if not data:
+                return
+            for reply in session.feed(data):
+                conn.writer.write(reply)
+            await conn.writer.drain()
 
 
 def serve_fd_forever(fd: int, session: RtuSlaveSession, stop: Callable[[], bool]) -> None:
@@ -311,14 +305,3 @@ def serve_fd_forever(fd: int, session: RtuSlaveSession, stop: Callable[[], bool]
             return
         for reply in session.feed(data):
             os.write(fd, reply)
-
-
-async def _finish(tasks: set[asyncio.Task], timeout_s: float = 2.0) -> None:
-    """Wait for connection handlers to end after their sockets were closed; cancel stragglers."""
-    pending = [t for t in tasks if not t.done()]
-    if not pending:
-        return
-    _, late = await asyncio.wait(pending, timeout=timeout_s)
-    for task in late:
-        task.cancel()
-    await asyncio.gather(*late, return_exceptions=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from devices.base import ProtocolError
+from devices.tcp_server import ServedConnection, TcpServer
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ def format_send(frame: CanFrame) -> str:
 @dataclass(eq=False)
 class _Client:
     writer: asyncio.StreamWriter
+    conn: ServedConnection | None = None
     state: str = "NO_BUS"
     ready_at: float = 0.0
     pending: list[str] = field(default_factory=list)
@@ -182,32 +184,31 @@ class SocketcandServer:
 
     MAX_BUFFERED = 1 << 20  # a client that stops reading is dropped once this much is queued for it
 
-    def __init__(self, channel: str = "can0", *, hold_off_s: float = 0.05) -> None:
+    def __init__(self, channel: str = "can0", *, hold_off_s: float = 0.05, max_connections: int = 16,
+                 idle_timeout_s: float | None = 30.0) -> None:
         self.channel = channel
         self.hold_off_s = hold_off_s
-        self.port: int | None = None
-        self._server: asyncio.Server | None = None
+        self.tcp = TcpServer(self._serve, name="socketcand", max_connections=max_connections,
+                             idle_timeout_s=idle_timeout_s)
         self._clients: set[_Client] = set()
-        self._tasks: set[asyncio.Task] = set()
         self._listeners: list[Callable[[CanFrame], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int | None:
+        return self.tcp.port or None
+
+    @property
+    def counters(self):
+        return self.tcp.counters
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+        return await self.tcp.start(host, port)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
         for client in list(self._clients):
             self._drop(client)
-        # Closing the sockets ends each handler by itself (EOF); cancelling them instead trips asyncio's
-        # stream callback in Python 3.12.1 into logging CancelledError.
-        await _finish(self._tasks)
-        if server is not None:
-            await server.wait_closed()
+        await self.tcp.stop()
 
     def open_connections(self) -> int:
         return len(self._clients)
@@ -242,6 +243,7 @@ class SocketcandServer:
         client.writer.write(text.encode("ascii"))
         if client.writer.transport.get_write_buffer_size() > self.MAX_BUFFERED:
             log.warning("socketcand client does not read; dropping it")
+            self.tcp.count("not_reading")
             self._drop(client)
 
     def _drop(self, client: _Client) -> None:
@@ -252,35 +254,33 @@ class SocketcandServer:
         client.writer.close()
 
     # -- one connection -----------------------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        client = _Client(writer)
+    async def _serve(self, conn: ServedConnection) -> None:
+        """Until the bus is open and RAW mode on, a silent peer times out (it holds a slot for nothing); a RAW
+        client may listen without ever sending, as candump does."""
+        client = _Client(conn.writer, conn)
         self._clients.add(client)
         try:
             self._write(client, "< hi >")
             buffer = ""
             while client in self._clients:
-                data = await reader.read(4096)
+                conn.idle_timeout_s = None if client.state == "RAW" else self.tcp.idle_timeout_s
+                data = await conn.read(4096)
                 if not data:
                     break
                 try:
                     buffer += data.decode("ascii")
                     elements, buffer = split_elements(buffer)
                 except (UnicodeDecodeError, SocketcandParseError) as exc:
-                    log.warning("socketcand client sent garbage (%s); closing", exc)
+                    log.info("socketcand client sent garbage (%s); closing", exc)
+                    conn.count("garbage")
                     self._write(client, "< error invalid input >")
                     break
                 for element in elements:
                     if not self._handle(client, element):
                         self._drop(client)
                         break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
         finally:
             self._drop(client)
-            self._tasks.discard(task)
 
     def _handle(self, client: _Client, element: str) -> bool:
         """Act on one element; False closes the connection."""
@@ -288,15 +288,19 @@ class SocketcandServer:
             cmd = parse_command(element)
         except SocketcandParseError as exc:
             if client.state == "RAW" and element.startswith("< send "):
-                log.warning("ignoring bad send: %s", exc)  # the daemon only logs a syntax error in RAW mode
+                log.info("ignoring bad send: %s", exc)  # the daemon only logs a syntax error in RAW mode
+                self._count(client, "bad_send")
                 return True
+            self._count(client, "unknown_command")
             self._write(client, "< error unknown command >")
             return True
         if client.state == "NO_BUS":
             if cmd.name != "open":
+                self._count(client, "unknown_command")
                 self._write(client, "< error unknown command >")
                 return True
             if cmd.bus != self.channel:
+                self._count(client, "no_such_bus")
                 self._write(client, "< error could not open bus >")
                 return False
             client.state = "BCM"
@@ -319,16 +323,9 @@ class SocketcandServer:
                 except Exception:  # a faulty node must not take the bus down
                     log.exception("CAN listener failed on %s", format_send(cmd.frame))
         else:
+            self._count(client, "unknown_command")
             self._write(client, "< error unknown command >")
         return True
 
-
-async def _finish(tasks: set[asyncio.Task], timeout_s: float = 2.0) -> None:
-    """Wait for connection handlers to end after their sockets were closed; cancel stragglers."""
-    pending = [t for t in tasks if not t.done()]
-    if not pending:
-        return
-    _, late = await asyncio.wait(pending, timeout=timeout_s)
-    for task in late:
-        task.cancel()
-    await asyncio.gather(*late, return_exceptions=True)
+    def _count(self, client: _Client, name: str) -> None:
+        self.tcp.count(name)

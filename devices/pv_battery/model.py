@@ -11,16 +11,15 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
+from devices.battery.params import ParamsModel
 from devices.family import Family, ModelBank
 
 
-class PvBatteryConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PvBatteryConfig(ParamsModel):
     pv_kwp: float = Field(0.0, ge=0, description="installed PV peak power")
     pv_mppt_max_w: float | None = Field(None, gt=0, description="DC limit of the MPPT input (default: no limit)")
     ac_max_w: float = Field(gt=0, description="inverter AC active-power rating")
