@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
@@ -24,28 +23,10 @@ from devices import registry as device_registry
 from devices.base import Address
 from cosim.messaging.config import MessagingSpec
 from hil_bench.config import BenchSpec
+from cosim.durations import positive_whole_seconds
 
-_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
-
-
-def parse_duration(value: Any) -> int:
-    """'1d', '15min', '90s', '2h', '1w' or an integer number of seconds -> whole seconds (> 0)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '1d', '15min' or seconds")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = _DURATION.match(value.lower())
-        if not m or m.group(2) not in _UNITS:
-            raise ValueError(f"expected a duration such as '1d', '15min', '90s' (units: {', '.join(_UNITS)})")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError("expected a duration such as '1d', '15min' or seconds")
-    if seconds <= 0 or seconds != int(seconds):
-        raise ValueError("expected a positive whole number of seconds")
-    return int(seconds)
-
+# one duration grammar for every input (cosim/durations.py); the old name stays for callers
+parse_duration = positive_whole_seconds
 
 Seconds = Annotated[int, BeforeValidator(parse_duration)]
 
