@@ -71,9 +71,8 @@ def test_bench_section_device_references_are_checked(tmp_path):
     with pytest.raises(ScenarioError, match="device_silent needs a device the bench hosts"):
         plan_devices(loaded, loaded.scenario.bench)
     data["bench"] = {"limits": {"nobody": {"p_max_w": 1}}}
-    loaded = load(write_scenario(data, tmp_path / "s.yaml"))
-    with pytest.raises(ScenarioError, match="bench.limits.nobody"):
-        plan_devices(loaded, loaded.scenario.bench)
+    with pytest.raises(ScenarioError, match="bench.limits.nobody"):  # found by validation, before any bench run
+        load(write_scenario(data, tmp_path / "s.yaml"))
 
 
 def test_device_kinds_and_revert_timer():

@@ -162,6 +162,7 @@ def measurement_values(inverter: ModelValues, mppt: ModelValues, storage: ModelV
 
 class SunSpecDriver(Driver):
     schemes = ("sunspec+tcp",)
+    query_keys = ("revert_s",)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         super().__init__(address, capabilities, timeout_s=timeout_s)
