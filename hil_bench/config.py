@@ -20,7 +20,7 @@ Durations follow the one grammar of cosim/durations.py: ``50ms``, ``2s``, ``20mi
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
