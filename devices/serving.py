@@ -56,21 +56,21 @@ step_s = number(0, 3600, above=True)
 duration_s = number(0, 366 * 86400, above=True)
 
 
-def integer(low: int, high: int, what: str) -> Callable[[str], int]:
+def integer(low: int, high: int, what: str, note: str = "") -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = low - 1
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {what} {low}..{high} (found {text!r})")
+            raise argparse.ArgumentTypeError(f"expected {what} {low}..{high}{note} (found {text!r})")
         return value
 
     convert.__name__ = "integer"
     return convert
 
 
-port = integer(0, 65535, "a TCP port (0 = any free port)")
+port = integer(0, 65535, "a TCP port", ", 0 = any free port")
 modbus_unit = integer(1, 247, "a Modbus unit id")
 
 _CLOCK = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")

@@ -15,7 +15,7 @@ from devices import registry
 from devices.fronius.model import FroniusConfig
 from devices.fronius.solar_api import SolarApiServer
 from devices.fronius.virtual import FroniusSunSpecDevice
-from devices.serving import finite, load_config_file, number, port, positive, run_served, step_s, stop_on_signals
+from devices.serving import finite, load_config_file, non_negative, number, port, run_served, step_s, stop_on_signals
 from devices.virtual import run_wall_clock
 
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port, default=1502, help="SunSpec Modbus TCP port (default 1502; 0 = any)")
     parser.add_argument("--http-port", type=port, default=8080, help="Solar API HTTP port (default 8080; 0 = any)")
     parser.add_argument("--config", help="YAML or JSON file with the device configuration (FroniusConfig fields)")
-    parser.add_argument("--pv-kwp", type=positive, help="installed PV power, overrides the config file")
+    parser.add_argument("--pv-kwp", type=non_negative, help="installed PV power, overrides the config file")
     parser.add_argument("--step", type=step_s, default=1.0, help="model step in wall-clock seconds (default 1)")
     # 1000 W/m² at STC gives 1000 W per kWp; cold, clear edge-of-cloud sun reaches about 1.4x that
     parser.add_argument("--pv-w-per-kwp", type=number(0, 2000), default=500.0,
