@@ -47,8 +47,8 @@ def _run_one(loaded, out: Path, args: argparse.Namespace) -> int:
 
 
 def run_dir_option(out: str | None, loaded, suffix: str = "") -> Path:
-    """``--out``, or ``runs/<name>-<timestamp><suffix>``: created now, so a path that cannot be written to
-    is exit code 2 before the run, not a traceback after it."""
+    """``--out``, or ``runs/<name>-<timestamp><suffix>``, checked now: a path that cannot be written to is
+    exit code 2 before the run, not a traceback after it."""
     from cosim.run import default_run_dir
 
     if out:

@@ -38,15 +38,29 @@ class OutputPathError(ValueError):
 
 
 def output_dir(path: str | Path, option: str = "--out") -> Path:
-    """Create (or reuse) the directory ``path``; OutputPathError naming ``option`` if that is impossible."""
+    """Check that the directory ``path`` exists or can be created and written to; OutputPathError naming
+    ``option`` otherwise. Folders created to find out are removed again: a run that then refuses to start
+    (an unreachable bench device) leaves nothing behind."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise OutputPathError(f"{option} {p}: exists and is not a directory (expected a directory to write into)")
+    missing = []  # deepest first
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
     try:
-        p.mkdir(parents=True, exist_ok=True)
+        p.mkdir(parents=True, exist_ok=True)  # the only reliable test (root may write where os.access says no)
+        writable = os.access(p, os.W_OK | os.X_OK)
     except OSError as exc:
         raise OutputPathError(f"{option} {p}: cannot create the directory ({exc.strerror or exc})") from None
-    if not os.access(p, os.W_OK | os.X_OK):
+    finally:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    if not writable:
         raise OutputPathError(f"{option} {p}: the directory is not writable")
     return p
 

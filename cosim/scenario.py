@@ -485,7 +485,10 @@ def _address_problem(dev: DeviceSpec) -> str | None:
     """Query keys the scheme's driver does not declare (a typo like ``?revrt_s=10``), then the driver's own
     parse of an address with a host (unit ids, option values) -- found at validate, not ten seconds into a run."""
     addr = Address.parse(dev.address)
-    driver = device_registry.driver_class(addr)
+    try:
+        driver = device_registry.driver_class(addr)
+    except ImportError as exc:  # e.g. a third-party driver whose dependency is not installed
+        return f"the driver for {addr.scheme}:// cannot be imported: {exc}"
     accepted = driver.query_keys
     unknown = sorted({k for k, _ in parse_qsl(addr.query, keep_blank_values=True)} - set(accepted))
     if unknown:

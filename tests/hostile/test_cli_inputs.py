@@ -82,6 +82,16 @@ def test_out_on_an_unwritable_path(scenario, tmp_path, capsys, where):
     refused(["bench", "run", scenario, "--out", str(out), "--no-progress"], capsys, f"--out {out}")
 
 
+def test_checking_an_output_folder_leaves_nothing_behind(tmp_path):
+    from cosim.paths import output_dir
+
+    assert output_dir(tmp_path / "a" / "b" / "c") == tmp_path / "a" / "b" / "c"
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()
+    output_dir(tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()
+
+
 def test_default_run_directory_in_an_unwritable_place(scenario, tmp_path, capsys, monkeypatch):
     (tmp_path / "runs").write_text("not a folder")
     monkeypatch.chdir(tmp_path)
