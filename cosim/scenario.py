@@ -10,48 +10,40 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
+from urllib.parse import parse_qsl
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from controllers import registry as controller_registry
 from devices import registry as device_registry
+from devices import yaml_file
 from devices.base import Address
 from cosim.messaging.config import MessagingSpec
 from hil_bench.config import BenchSpec
+from cosim.durations import positive_whole_seconds
+from cosim.paths import check_name
 
-_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
-
-
-def parse_duration(value: Any) -> int:
-    """'1d', '15min', '90s', '2h', '1w' or an integer number of seconds -> whole seconds (> 0)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '1d', '15min' or seconds")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = _DURATION.match(value.lower())
-        if not m or m.group(2) not in _UNITS:
-            raise ValueError(f"expected a duration such as '1d', '15min', '90s' (units: {', '.join(_UNITS)})")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError("expected a duration such as '1d', '15min' or seconds")
-    if seconds <= 0 or seconds != int(seconds):
-        raise ValueError("expected a positive whole number of seconds")
-    return int(seconds)
-
+# one duration grammar for every input (cosim/durations.py); the old name stays for callers
+parse_duration = positive_whole_seconds
 
 Seconds = Annotated[int, BeforeValidator(parse_duration)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Names that become file and directory names (run directory, io/<device>.parquet): one path component each.
+Name = Annotated[str, AfterValidator(check_name)]
+# simulated time is stored as pandas timestamps (end 2262) and sent as absolute SenML times (begin 1978)
+EARLIEST_START = dt.datetime(1980, 1, 1, tzinfo=dt.timezone.utc)
+LATEST_END = dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
+_CLOCK = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"
 
 
 class GridSpec(Strict):
@@ -91,12 +83,12 @@ class PvProfileRef(Strict):
 
 
 class TouPeriod(Strict):
-    start: str = Field(alias="from", pattern=r"^\d\d:\d\d$")
-    end: str = Field(alias="to", pattern=r"^\d\d:\d\d$")
+    start: str = Field(alias="from", pattern=_CLOCK)
+    end: str = Field(alias="to", pattern=_CLOCK)
     import_eur_per_kwh: float
     export_eur_per_kwh: float = 0.0
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class PriceSpec(Strict):
@@ -120,7 +112,7 @@ class Profiles(Strict):
 
 
 class SiteSpec(Strict):
-    id: str
+    id: Name
     grid_load: str | None = Field(None, description="a load of the grid file that this site drives")
     bus: str | None = Field(None, description="or: the bus to connect to (a new connection point)")
     phase: Literal[1, 2, 3] | None = Field(None, description="single-phase connection (1=a, 2=b, 3=c); none = 3-phase")
@@ -139,7 +131,7 @@ class SiteSpec(Strict):
 
 
 class DeviceSpec(Strict):
-    id: str
+    id: Name
     family: str
     site: str | None = None
     bus: str | None = Field(None, description="for devices without a site (e.g. a grid battery)")
@@ -171,7 +163,7 @@ class DeviceSpec(Strict):
 
 
 class ControllerSpec(Strict):
-    id: str
+    id: Name
     kind: str
     devices: list[str] | Literal["*"] = "*"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -184,10 +176,36 @@ class ControllerSpec(Strict):
         return v
 
 
+class EvTypeSpec(Strict):
+    """One kind of EV in a fleet (simulators/ev_fleet.py draws each arrival from these by ``share``)."""
+
+    name: str = "ev"
+    capacity_wh: float = Field(gt=0)
+    p_max_w: float = Field(gt=0, description="on-board charger")
+    phases: Literal[1, 2, 3] = 3
+    wh_per_km: float = Field(gt=0)
+    share: float = Field(1.0, gt=0)
+
+
+class EvGroupSpec(Strict):
+    """Commercial user group: arrival time (h, local) and dwell (h), normal distributions."""
+
+    name: str = "group"
+    share: float = Field(gt=0)
+    arrival_h: float = Field(ge=0, lt=24)
+    arrival_sd_h: float = Field(ge=0)
+    dwell_h: float = Field(gt=0)
+    dwell_sd_h: float = Field(ge=0)
+
+
+def _as_dicts(items: list[BaseModel] | None) -> list[dict[str, Any]] | None:
+    return None if items is None else [i.model_dump() for i in items]  # the fleet simulator takes plain dicts
+
+
 class EvFleetSpec(Strict):
     """EVs arriving at a group of wallboxes (simulators/ev_fleet.py); one bay per wallbox, in order."""
 
-    id: str
+    id: Name
     kind: Literal["commercial", "residential"] = "commercial"
     wallboxes: list[str] = Field(min_length=1, description="ids of wallbox devices, one connector each")
     evs_per_day: float = Field(22.0, ge=0, description="commercial: EVs per working day")
@@ -195,8 +213,8 @@ class EvFleetSpec(Strict):
     working_days: list[int] = Field([0, 1, 2, 3, 4], description="0 = Monday")
     plug_probability: float = Field(0.9, ge=0, le=1, description="residential: chance an EV plugs in a day")
     distance_km_mean: float = Field(35.0, gt=0)
-    ev_types: list[dict[str, Any]] | None = None
-    groups: list[dict[str, Any]] | None = None
+    ev_types: Annotated[list[EvTypeSpec] | None, AfterValidator(_as_dicts)] = None
+    groups: Annotated[list[EvGroupSpec] | None, AfterValidator(_as_dicts)] = None
 
 
 class TelemetrySpec(Strict):
@@ -218,17 +236,24 @@ class KpiSpec(Strict):
     v_band_pu: tuple[float, float] = (0.9, 1.1)
     v_band_tight_pu: tuple[float, float] = (0.95, 1.05)
 
+    @field_validator("v_band_pu", "v_band_tight_pu")
+    @classmethod
+    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] < v[1]:
+            raise ValueError("expected [low, high] in pu with 0 < low < high, e.g. [0.9, 1.1]")
+        return v
+
 
 class Scenario(Strict):
     """The whole scenario file."""
 
-    name: str
+    name: Name
     description: str = ""
     start: dt.datetime
     timezone: str | None = Field(None, description="IANA zone of the site, e.g. Europe/Copenhagen (DST, profiles)")
     duration: Seconds
     step: Seconds = 60
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**64 - 1)
     grid: GridSpec
     profiles: Profiles = Profiles()
     sites: list[SiteSpec] = Field(default_factory=list)
@@ -246,6 +271,8 @@ class Scenario(Strict):
     def _aware(cls, v: dt.datetime) -> dt.datetime:
         if v.tzinfo is None:
             raise ValueError("expected a datetime with a timezone, e.g. 2019-06-15T00:00:00+02:00")
+        if not EARLIEST_START <= v < LATEST_END:
+            raise ValueError(f"expected a start from {EARLIEST_START.year} to {LATEST_END.year - 1}")
         return v
 
     @field_validator("timezone")
@@ -258,6 +285,14 @@ class Scenario(Strict):
                 ZoneInfo(v)
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError("expected an IANA time zone name such as Europe/Copenhagen") from None
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _ends_in_time(cls, v: int, info: ValidationInfo) -> int:
+        start = info.data.get("start")
+        if start is not None and start + dt.timedelta(seconds=v) > LATEST_END:
+            raise ValueError(f"expected the run to end by {LATEST_END.date()} (start + duration)")
         return v
 
     @model_validator(mode="after")
@@ -303,7 +338,7 @@ _MISSING = object()
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -419,6 +454,7 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
     for i, dev in enumerate(sc.devices):
         if dev.family == "wallbox" and dev.id not in in_fleet:
             add(("devices", i, "id"), "a wallbox needs EVs: list it under an ev_fleets[].wallboxes", dev.id)
+    _reference_problems(sc, add)
     if sc.grid.path is not None and not sc.grid.path.is_file():
         add(("grid", "path"), "grid file not found", str(sc.grid.path))
     for i, site in enumerate(sc.sites):
@@ -427,6 +463,49 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
             if ref is not None and ref.path is not None and not ref.path.is_file():
                 add(("sites", i, key, "path"), "profile file not found", str(ref.path))
     return problems
+
+
+def _reference_problems(sc: Scenario, add: Callable[..., None]) -> None:
+    """References the bench section makes to devices, and every address read by its own driver."""
+    device_ids = {d.id for d in sc.devices}
+    if sc.bench is not None:
+        for dev_id in sc.bench.limits:
+            if dev_id not in device_ids:
+                add(("bench", "limits", dev_id), "expected the id of a device in 'devices'", dev_id)
+        for i, drill in enumerate(sc.bench.drills):
+            if drill.device not in device_ids:
+                add(("bench", "drills", i, "device"), "expected the id of a device in 'devices'", drill.device)
+    for i, dev in enumerate(sc.devices):
+        message = _address_problem(dev)
+        if message:
+            add(("devices", i, "address"), message, dev.address)
+
+
+def _address_problem(dev: DeviceSpec) -> str | None:
+    """Query keys the scheme's driver does not declare (a typo like ``?revrt_s=10``), then the driver's own
+    parse of an address with a host (unit ids, option values) -- found at validate, not ten seconds into a run."""
+    addr = Address.parse(dev.address)
+    try:
+        driver = device_registry.driver_class(addr)
+    except ImportError as exc:  # e.g. a third-party driver whose dependency is not installed
+        return f"the driver for {addr.scheme}:// cannot be imported: {exc}"
+    accepted = driver.query_keys
+    unknown = sorted({k for k, _ in parse_qsl(addr.query, keep_blank_values=True)} - set(accepted))
+    if unknown:
+        return (f"unknown address query key(s) {', '.join(unknown)}; {addr.scheme}:// takes "
+                f"{', '.join(accepted) if accepted else 'none'}")
+    if addr.scheme == "sim" or addr.is_virtual_request:
+        return None
+    fam = device_registry.family(dev.family)
+    try:
+        caps = fam.capabilities(fam.parse_config(dev.config))
+    except ValidationError:
+        return None  # reported with the config
+    try:
+        driver(addr, caps, timeout_s=dev.timeout_s)  # parses only: no connection is opened
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)
@@ -460,16 +539,13 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None, variant: str
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        doc = yaml_file.read(path)  # strict and bounded: UTF-8, depth, aliases, duplicate keys, finite numbers
     except OSError as exc:
-        raise ScenarioError(path, [Problem("", f"cannot read the file: {exc.strerror or exc}")]) from None
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ScenarioError(path, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                                           line=mark.line + 1 if mark else None)]) from None
+        raise ScenarioError(path, [Problem("", f"cannot read the file: {exc.strerror or exc}", _MISSING)]) from None
+    except yaml_file.YamlInputError as exc:
+        raise ScenarioError(path, [Problem(key_path(p.loc), p.message, _MISSING, p.line)
+                                   for p in exc.problems]) from None
+    text, root, data = doc.text, doc.root, doc.data
     if not isinstance(data, dict):
         raise ScenarioError(path, [Problem("", "expected a mapping of keys (name, start, duration, grid, ...)",
                                            type(data).__name__)])
@@ -479,6 +555,10 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None, variant: str
     if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
         raise ScenarioError(path, [Problem("variants", "expected a mapping of variant names to mappings of "
                                            "top-level keys to replace", variants, _line_of(root, ("variants",)))])
+    bad_names = [Problem(f"variants.{name}", str(exc), name, _line_of(root, ("variants", name)))
+                 for name in variants for exc in _name_error(name)]
+    if bad_names:
+        raise ScenarioError(path, bad_names)
     remap: Remap = _same_loc
     if variant is not None:
         if variant not in variants:
@@ -501,6 +581,14 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None, variant: str
     if problems:
         raise ScenarioError(path, problems)
     return LoadedScenario(scenario, path, text, variant, tuple(variants))
+
+
+def _name_error(name: Any) -> list[ValueError]:
+    try:
+        check_name(name)
+    except ValueError as exc:
+        return [exc]
+    return []
 
 
 def json_schema() -> dict[str, Any]:

@@ -124,6 +124,7 @@ class Driver(abc.ABC):
     """
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    query_keys: ClassVar[tuple[str, ...]] = ()  # address query keys it reads; validation refuses any other
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         self.address = address

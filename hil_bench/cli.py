@@ -16,27 +16,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _consoles():
-    from cosim.cli import console, err_console
-
-    return console, err_console
-
-
-def _load(path: str, until: str | None):
-    from cosim.scenario import load, parse_duration
-
-    return load(path, {"duration": parse_duration(until)} if until else None)
+from cosim.commands import DURATION, load_scenario, run_dir_option
+from cosim.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, console, err_console
+from devices.serving import port, positive
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from hil_bench.check import table
     from hil_bench.run import BenchRuntime
 
-    console, _ = _consoles()
-    loaded = _load(args.scenario, None)
+    loaded = load_scenario(args.scenario)
     runtime = BenchRuntime(loaded, Path("."), progress=False)
     results = runtime.check(arm=False)
     hosted = [p for p in runtime.plans.values() if p.kind == "hosted"]
@@ -54,14 +43,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cosim import kpi
-    from cosim.run import default_run_dir
     from hil_bench.check import table
     from hil_bench.run import BenchRefused, BenchRuntime
 
-    console, err_console = _consoles()
-    loaded = _load(args.scenario, args.until)
-    default = default_run_dir(loaded)
-    out = Path(args.out) if args.out else default.with_name(default.name + "-bench")
+    loaded = load_scenario(args.scenario, args.until)
+    out = run_dir_option(args.out, loaded, "-bench")
     runtime = BenchRuntime(loaded, out, rt_factor=args.rt_factor, monitor=False if args.no_monitor else None,
                            monitor_port=args.monitor_port, progress=not args.no_progress and console.is_terminal,
                            echo=console.print)
@@ -95,7 +81,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from hil_bench.control import find_running, request_stop
 
-    console, err_console = _consoles()
     base = Path(args.run_dir) if args.run_dir else Path("runs")
     running = find_running(base)
     if not running:
@@ -128,10 +113,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = bsub.add_parser("run", help="run a scenario against the wall clock (real and virtual devices)")
     p.add_argument("scenario")
-    p.add_argument("--rt-factor", type=float, help="wall seconds per simulated second (overrides bench.rt_factor)")
+    p.add_argument("--rt-factor", type=positive, help="wall seconds per simulated second (overrides bench.rt_factor)")
     p.add_argument("--out", help="run directory (default runs/<name>-<timestamp>-bench)")
-    p.add_argument("--until", help="override the duration, e.g. 30min")
-    p.add_argument("--monitor-port", type=int, help="port of the live monitor (0 = any free port)")
+    p.add_argument("--until", type=DURATION, help="override the duration, e.g. 30min")
+    p.add_argument("--monitor-port", type=port, help="port of the live monitor (0 = any free port)")
     p.add_argument("--no-monitor", action="store_true", help="no live monitor and no broker traffic")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true")

@@ -12,46 +12,24 @@
       drills:
         - {at: 20min, device: fronius_4006773, fault: controller_silent}
 
-Only this module is imported by the scenario schema, so it imports nothing heavy (no cosim, no protocol code).
-Durations here are given like elsewhere in a scenario: ``50ms``, ``2s``, ``20min`` or plain seconds.
+Only this module is imported by the scenario schema, so it imports nothing heavy (of cosim only the
+duration grammar, no protocol code).
+Durations follow the one grammar of cosim/durations.py: ``50ms``, ``2s``, ``20min`` or plain seconds.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h|d)?\s*$")
-_UNITS = {None: 1.0, "ms": 1e-3, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from cosim.durations import seconds, whole_seconds
 
+parse_seconds = seconds  # the framework's one duration grammar, under the name callers know
 
-def parse_seconds(value: Any) -> float:
-    """``0.05``, ``"50ms"``, ``"2s"``, ``"20min"`` -> seconds (finite, >= 0)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 50ms, 2s or 20min")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value.lower())):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError("expected a duration such as 50ms, 2s or 20min")
-    if not 0 <= seconds < float("inf"):
-        raise ValueError("expected a finite duration >= 0")
-    return seconds
-
-
-def _whole_seconds(value: Any) -> int:
-    seconds = parse_seconds(value)
-    if seconds != int(seconds):
-        raise ValueError("expected whole simulated seconds")
-    return int(seconds)
-
-
-Seconds = Annotated[float, BeforeValidator(parse_seconds)]
-SimSeconds = Annotated[int, BeforeValidator(_whole_seconds)]
+Seconds = Annotated[float, BeforeValidator(seconds)]
+SimSeconds = Annotated[int, BeforeValidator(whole_seconds)]
 
 
 class _Strict(BaseModel):

@@ -49,6 +49,7 @@ def parse_replay(address: Address) -> tuple[Path, str]:
 
 class ReplayDriver(Driver):
     schemes = ("replay",)
+    query_keys = ("log", "tol")
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         super().__init__(address, capabilities, timeout_s=timeout_s)

@@ -69,7 +69,7 @@ def serve_fronius(config: dict[str, Any], tmp: Path, *, device_id: str = "froniu
     """``s4g device serve fronius`` on free loopback ports, with the given FroniusConfig fields."""
     cfg = tmp / f"{device_id}.yaml"
     cfg.write_text(yaml.safe_dump(config), encoding="utf-8")
-    cmd = [sys.executable, "-m", "cosim.cli", "device", "serve", "fronius", "--port", "0", "--http-port", "0",
+    cmd = [sys.executable, "-m", "s4g", "device", "serve", "fronius", "--port", "0", "--http-port", "0",
            "--config", str(cfg), "--step", repr(step), "--pv-w-per-kwp", repr(pv_w_per_kwp),
            "--site-load-w", repr(site_load_w), "--device-id", device_id]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cosim.cli import main as s4g
+from s4g.cli import main as s4g
 from cosim.scenario import load
 from hil_bench.run import BenchRefused, run_bench
 from hil_bench.testing import REPO, pilot_data, serve_fronius, write_scenario
@@ -182,7 +182,7 @@ def test_ctrl_c_stops_the_cli_run_safely(tmp_path):
     data = small_pilot(["fronius_4006773"], "30min", {**BENCH, "monitor": {"port": 0}})
     path = write_scenario(data, tmp_path / "ctrl_c.yaml")
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "cosim.cli", "bench", "run", str(path), "--out", str(run_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "s4g", "bench", "run", str(path), "--out", str(run_dir),
                              "--no-progress", "--no-report"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

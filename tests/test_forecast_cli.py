@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from cosim import cli
+from s4g import cli
 from cosim.recorder import Recorder
 
 

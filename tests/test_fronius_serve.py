@@ -17,7 +17,7 @@ FAM = registry.family("fronius")
 
 
 def _serve(*extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cosim.cli", "device", "serve", "fronius", "--port", "0",
+    return subprocess.Popen([sys.executable, "-m", "s4g", "device", "serve", "fronius", "--port", "0",
                              "--http-port", "0", "--step", "0.2", *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -305,7 +305,7 @@ def test_libal_device_in_devicesim_matches_sim_within_quantisation():
 
 def test_serve_command_prints_the_address_serves_and_stops_cleanly():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "cosim.cli", "device", "serve", "libal", "--rtu-port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "s4g", "device", "serve", "libal", "--rtu-port", "0",
                              "--can-port", "0", "--soc-init", "0.6"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cosim import cli, kpi
+from cosim import kpi
+from s4g import cli
 from cosim.run import run
 from cosim.scenario import load
 

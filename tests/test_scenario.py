@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cosim import cli
+from s4g import cli
 from cosim.scenario import ScenarioError, json_schema, load, parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def test_cli_exit_code_2_without_traceback(tmp_path, fn, capsys):
 
 def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
     p = mutate(tmp_path, lambda d: d.update(step="7min"))
-    proc = subprocess.run([sys.executable, "-m", "cosim.cli", "run", str(p)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "s4g", "run", str(p)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "must divide duration" in proc.stderr
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from cosim.cli import build_parser
+from s4g.cli import build_parser
 from devices.csms import serve as csms_serve
 from devices.wallbox import serve as wallbox_serve
 

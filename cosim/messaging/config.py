@@ -26,37 +26,19 @@ environment instead of the scenario file).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from cosim.durations import seconds
+
 from .errors import TopicError
 from .topics import ROLES, parse_role_key, validate_filter
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h|d)?\s*$")
-_DURATION_UNITS = {None: 1.0, "ms": 1e-3, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_seconds(value: Any) -> float:
-    """``5``, ``2.5``, ``"5s"``, ``"2min"``, ``"250ms"``, ``"1h"`` -> seconds (>= 0) of simulated time."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 5, '5s', '2min'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = _DURATION_RE.match(value.lower())
-        if not m:
-            raise ValueError("expected a duration such as 5, '5s', '2min', '250ms'")
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise ValueError("expected a duration such as 5, '5s', '2min'")
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError("expected a finite duration >= 0")
-    return seconds
-
+# the framework's one duration grammar (cosim/durations.py): simulated seconds >= 0, e.g. 5, "250ms", "2min"
+parse_seconds = seconds
 
 Duration = Annotated[float, BeforeValidator(parse_seconds)]
 

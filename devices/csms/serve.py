@@ -14,6 +14,7 @@ import math
 import signal
 import time
 
+from devices.serving import duration_s, identity, port, run_served, step_s, websocket_url
 from devices.wallbox import proxy
 from devices.wallbox.csms import CsmsServer
 from devices.wallbox.model import status_name
@@ -25,13 +26,20 @@ EVENTS = {"BootNotification", "StatusNotification", "StartTransaction", "StopTra
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=9000, help="port (default 9000; 0 = any free port)")
-    parser.add_argument("--ids", help="comma-separated charge point ids to admit (default: any)")
+    parser.add_argument("--port", type=port, default=9000, help="port (default 9000; 0 = any free port)")
+    parser.add_argument("--ids", type=_ids, help="comma-separated charge point ids to admit (default: any)")
     parser.add_argument("--version", choices=["1.6", "2.0.1"], default="1.6",
                         help="OCPP version expected from the --ids stations (default 1.6)")
-    parser.add_argument("--upstream", help="proxy the --ids stations to this legacy CSMS URL")
-    parser.add_argument("--every", type=float, default=10.0, help="print the station table every N s (default 10)")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    parser.add_argument("--upstream", type=websocket_url, help="proxy the --ids stations to this legacy CSMS URL")
+    parser.add_argument("--every", type=step_s, default=10.0, help="print the station table every N s (default 10)")
+    parser.add_argument("--duration", type=duration_s, help="stop after this many seconds (default: until Ctrl-C)")
+
+
+def _ids(text: str) -> str:
+    for cp_id in text.split(","):
+        if cp_id.strip():
+            identity(cp_id.strip())
+    return text
 
 
 def _fmt(x: float, unit: str) -> str:
@@ -74,8 +82,11 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        port = await server.start()
-        print(f"CSMS listening on ws://{args.host}:{port}/<charge point id> "
+        try:
+            bound = await server.start()
+        except OSError as exc:
+            raise OSError(f"--port {args.port}: cannot listen on {args.host} ({exc.strerror or exc})") from None
+        print(f"CSMS listening on ws://{args.host}:{bound}/<charge point id> "
               f"({'ids ' + ', '.join(ids) if ids else 'any id'}; OCPP 1.6J and 2.0.1)", flush=True)
         if ready is not None:
             ready.set()
@@ -98,8 +109,4 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        asyncio.run(serve(args))
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_served(serve, args)

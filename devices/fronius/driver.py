@@ -165,6 +165,7 @@ class ReadBackMismatch(ProtocolError):
 
 class SunSpecDriver(ReconnectingDriver):
     schemes = ("sunspec+tcp",)
+    query_keys = ("revert_s",)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         super().__init__(address, capabilities, timeout_s=timeout_s)

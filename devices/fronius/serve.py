@@ -15,19 +15,21 @@ from devices import registry
 from devices.fronius.model import FroniusConfig
 from devices.fronius.solar_api import SolarApiServer
 from devices.fronius.virtual import FroniusSunSpecDevice
-from devices.serving import load_config_file, run_served, stop_on_signals
+from devices.serving import finite, load_config_file, non_negative, number, port, run_served, step_s, stop_on_signals
 from devices.virtual import run_wall_clock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=1502, help="SunSpec Modbus TCP port (default 1502; 0 = any)")
-    parser.add_argument("--http-port", type=int, default=8080, help="Solar API HTTP port (default 8080; 0 = any)")
+    parser.add_argument("--port", type=port, default=1502, help="SunSpec Modbus TCP port (default 1502; 0 = any)")
+    parser.add_argument("--http-port", type=port, default=8080, help="Solar API HTTP port (default 8080; 0 = any)")
     parser.add_argument("--config", help="YAML or JSON file with the device configuration (FroniusConfig fields)")
-    parser.add_argument("--pv-kwp", type=float, help="installed PV power, overrides the config file")
-    parser.add_argument("--step", type=float, default=1.0, help="model step in wall-clock seconds (default 1)")
-    parser.add_argument("--pv-w-per-kwp", type=float, default=500.0, help="PV yield per kWp, W (default 500)")
-    parser.add_argument("--site-load-w", type=float, default=800.0, help="site load without the inverter, W")
+    parser.add_argument("--pv-kwp", type=non_negative, help="installed PV power, overrides the config file")
+    parser.add_argument("--step", type=step_s, default=1.0, help="model step in wall-clock seconds (default 1)")
+    # 1000 W/m² at STC gives 1000 W per kWp; cold, clear edge-of-cloud sun reaches about 1.4x that
+    parser.add_argument("--pv-w-per-kwp", type=number(0, 2000), default=500.0,
+                        help="PV yield per kWp, W (default 500)")
+    parser.add_argument("--site-load-w", type=finite, default=800.0, help="site load without the inverter, W")
     parser.add_argument("--device-id", default="fronius", help="device id (the default serial derives from it)")
 
 

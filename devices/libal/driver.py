@@ -132,6 +132,8 @@ def current_needed_a(p_w: float, v_v: float, eta_charge: float, eta_discharge: f
 
 class LibalDriver(ReconnectingDriver):
     schemes = ("libal",)
+    query_keys = ("port", "baud", "parity", "stopbits", "can", "can_interface", "channel", "can_bitrate", "bms_echo",
+                  "bms_stale_s")
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         super().__init__(address, capabilities, timeout_s=timeout_s, backoff=Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S))

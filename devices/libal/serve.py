@@ -16,7 +16,8 @@ import json
 from devices import registry
 from devices.libal.model import LibalConfig
 from devices.libal.virtual import LibalVirtualDevice
-from devices.serving import read_config_file, run_served, stop_on_signals
+from devices.serving import (fraction, modbus_unit, port, read_config_file, run_served, step_s, stop_on_signals,
+                             validate_config)
 from devices.virtual import run_wall_clock
 
 #: a rack like the Skive pilot's scale when no --config is given: 100 kWh LFP, 50 kW PCS, 160s1p at 512 V
@@ -31,13 +32,13 @@ DEFAULT_CONFIG = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--rtu-port", type=int, default=5020, help="Modbus RTU-over-TCP port (default 5020; 0 = any)")
-    parser.add_argument("--can-port", type=int, default=29536, help="socketcand port (default 29536; 0 = any)")
+    parser.add_argument("--rtu-port", type=port, default=5020, help="Modbus RTU-over-TCP port (default 5020; 0 = any)")
+    parser.add_argument("--can-port", type=port, default=29536, help="socketcand port (default 29536; 0 = any)")
     parser.add_argument("--config", help="YAML or JSON file with the device configuration (LibalConfig fields)")
-    parser.add_argument("--unit", type=int, default=1, help="Modbus unit id of the PCS (default 1)")
+    parser.add_argument("--unit", type=modbus_unit, default=1, help="Modbus unit id of the PCS, 1..247 (default 1)")
     parser.add_argument("--channel", default="can0", help="CAN channel name clients open (default can0)")
-    parser.add_argument("--step", type=float, default=1.0, help="model step in wall-clock seconds (default 1)")
-    parser.add_argument("--soc-init", type=float, help="initial state of charge 0..1, overrides the config")
+    parser.add_argument("--step", type=step_s, default=1.0, help="model step in wall-clock seconds (default 1)")
+    parser.add_argument("--soc-init", type=fraction, help="initial state of charge 0..1, overrides the config")
     parser.add_argument("--device-id", default="libal", help="device id used in log lines")
 
 
@@ -45,7 +46,7 @@ def load_config(path: str | None, soc_init: float | None) -> LibalConfig:
     raw: dict = read_config_file(path, LibalConfig) if path else json.loads(json.dumps(DEFAULT_CONFIG))
     if soc_init is not None:
         raw = {**raw, "battery": {**raw.get("battery", {}), "soc_init": soc_init}}
-    return LibalConfig.model_validate(raw)
+    return validate_config(LibalConfig, raw, f"--config {path}" if path else "LibalConfig")  # type: ignore[return-value]
 
 
 async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:

@@ -43,6 +43,7 @@ PROXY_STACK_LEVEL = 8
 
 class OcppDriver(Driver):
     version = ""
+    query_keys = ("upstream", "stack", "profile_id", "purpose", "connector", "confirm", "voltage", "phases")
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         super().__init__(address, capabilities, timeout_s=timeout_s)

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import math
 import signal
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
-
-import yaml
 
 from devices import registry
+from devices.serving import (daily_window, duration_s, identity, load_config_file, non_negative, run_served, step_s,
+                             websocket_url)
 from devices.wallbox.model import EVSpec, WallboxConfig, status_name
 from devices.wallbox.virtual import VirtualWallbox, VirtualWallbox16, VirtualWallbox201
 
@@ -32,17 +31,25 @@ EV_KEYS = {"capacity_wh": "capacity_wh", "p_max_w": "p_max_w", "phases": "phases
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--csms", required=True, help="CSMS websocket URL, e.g. ws://127.0.0.1:9000/ocpp/")
-    parser.add_argument("--id", default="CP_1", help="charge point identity (last path segment; default CP_1)")
+    parser.add_argument("--csms", required=True, type=websocket_url,
+                        help="CSMS websocket URL, e.g. ws://127.0.0.1:9000/ocpp/")
+    parser.add_argument("--id", default="CP_1", type=identity,
+                        help="charge point identity (last path segment; default CP_1)")
     parser.add_argument("--ocpp", choices=["1.6", "2.0.1"], default="1.6", help="OCPP version (default 1.6)")
     parser.add_argument("--ev", help="EV: capacity_wh=60000,p_max_w=11000,phases=3,soc=0.3,wanted_wh=20000")
-    parser.add_argument("--plug-at", type=float, help="plug the EV in this many seconds after the start")
-    parser.add_argument("--unplug-at", type=float, help="unplug it this many seconds after the start")
-    parser.add_argument("--daily", help="plug in every day in this local-time window, e.g. 18:45-07:20")
+    parser.add_argument("--plug-at", type=non_negative, help="plug the EV in this many seconds after the start")
+    parser.add_argument("--unplug-at", type=non_negative, help="unplug it this many seconds after the start")
+    parser.add_argument("--daily", type=daily_window,
+                        help="plug in every day in this local-time window, e.g. 18:45-07:20")
     parser.add_argument("--commands", action="store_true", help="read plug/unplug/fault/clear/status/quit on stdin")
     parser.add_argument("--config", help="YAML or JSON file with WallboxConfig fields")
-    parser.add_argument("--step", type=float, default=1.0, help="model step in seconds (default 1)")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--step", type=step_s, default=1.0, help="model step in seconds (default 1)")
+    parser.add_argument("--duration", type=duration_s, help="stop after this many seconds (default: run until Ctrl-C)")
+
+
+#: what each EV key must be (the same bounds as WallboxConfig's EV defaults)
+EV_RANGES = {"capacity_wh": (0.0, False, "> 0"), "p_max_w": (0.0, False, "> 0"), "soc": (0.0, True, "0..1"),
+             "wanted_wh": (0.0, True, ">= 0"), "phases": (1.0, True, "1, 2 or 3")}
 
 
 def parse_ev(text: str | None, ev_id: float = 1.0) -> EVSpec:
@@ -54,24 +61,30 @@ def parse_ev(text: str | None, ev_id: float = 1.0) -> EVSpec:
         key = key.strip()
         if key not in EV_KEYS:
             raise ValueError(f"unknown EV key {key!r}; known: {', '.join(EV_KEYS)}")
-        values[EV_KEYS[key]] = float(value)
+        try:
+            x = float(value)
+        except ValueError:
+            x = math.nan
+        low, closed, expected = EV_RANGES[key]
+        ok = math.isfinite(x) and (x >= low if closed else x > low)
+        if key == "soc":
+            ok = ok and x <= 1
+        elif key == "phases":
+            ok = ok and x in (1.0, 2.0, 3.0)
+        if not ok:
+            raise ValueError(f"EV key {key} must be {expected} (found {value.strip()!r})")
+        values[EV_KEYS[key]] = x
     if "phases" in values:
         values["phases"] = int(values["phases"])
     return EVSpec(ev_id=ev_id, **values)  # type: ignore[arg-type]
 
 
 def load_config(path: str | None) -> WallboxConfig:
-    raw: dict = {}
-    if path:
-        text = Path(path).read_text(encoding="utf-8")
-        raw = json.loads(text) if path.endswith(".json") else (yaml.safe_load(text) or {})
-    return WallboxConfig.model_validate(raw)
+    return load_config_file(path, WallboxConfig)  # type: ignore[return-value]
 
 
-def _in_window(window: str, now: datetime) -> bool:
-    a, _, b = window.partition("-")
-    start = tuple(int(x) for x in a.split(":"))
-    end = tuple(int(x) for x in b.split(":"))
+def _in_window(window: tuple[tuple[int, int], tuple[int, int]], now: datetime) -> bool:
+    start, end = window
     hm = (now.hour, now.minute)
     return start <= hm < end if start <= end else (hm >= start or hm < end)
 
@@ -116,7 +129,11 @@ async def _commands(dev: VirtualWallbox, plugging: Plugging, stop: asyncio.Event
         cmd, _, rest = line.strip().partition(" ")
         if cmd == "plug":
             if rest:
-                plugging.ev = parse_ev(rest)
+                try:
+                    plugging.ev = parse_ev(rest)
+                except ValueError as exc:  # a typo on stdin is reported; the commands keep being read
+                    print(f"plug: {exc}", flush=True)
+                    continue
             plugging.manual = True
         elif cmd == "unplug":
             plugging.manual = False
@@ -185,8 +202,4 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         print(f"--ev: {exc}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(serve(args))
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_served(serve, args)

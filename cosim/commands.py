@@ -1,31 +1,27 @@
-"""The ``s4g`` command line.
+"""The co-simulation's commands: ``s4g run``, ``validate``, ``report``, ``compare``, ``schema``.
 
-Exit codes: 0 success, 1 a run failed, 2 the scenario (or another input) is invalid, 130 interrupted.
+:func:`register` adds them to the command line, which is assembled above every package (:mod:`s4g.cli`).
+Exit codes: see :mod:`cosim.console`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 
-from rich.console import Console
-
-# Piped output (CI logs, files) gets a wide console so KPI tables do not wrap.
-console = Console(soft_wrap=True, width=None if Console().is_terminal else 160)
-err_console = Console(stderr=True, soft_wrap=True)
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+from cosim.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, console, err_console, option
+from cosim.durations import positive_whole_seconds
+from cosim.paths import output_dir, output_file
 
 
-def _load(path: str, until: str | None = None, seed: int | None = None, variant: str | None = None):
-    from cosim.scenario import load, parse_duration
+def load_scenario(path: str, until: int | None = None, seed: int | None = None, variant: str | None = None):
+    """Load a scenario with the command line's overrides (``--until`` already parsed by :data:`DURATION`)."""
+    from cosim.scenario import load
 
-    overrides = {}
+    overrides: dict = {}
     if until is not None:
-        overrides["duration"] = parse_duration(until)
+        overrides["duration"] = until
     if seed is not None:
         overrides["seed"] = seed
     return load(path, overrides, variant=variant)
@@ -50,21 +46,30 @@ def _run_one(loaded, out: Path, args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def run_dir_option(out: str | None, loaded, suffix: str = "") -> Path:
+    """``--out``, or ``runs/<name>-<timestamp><suffix>``, checked now: a path that cannot be written to is
+    exit code 2 before the run, not a traceback after it."""
     from cosim.run import default_run_dir
 
+    if out:
+        return output_dir(out, "--out")
+    default = default_run_dir(loaded)
+    return output_dir(default.with_name(default.name + suffix), "the run directory")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     if args.variant != "all":
-        loaded = _load(args.scenario, args.until, args.seed, args.variant)
-        return _run_one(loaded, Path(args.out) if args.out else default_run_dir(loaded), args)
-    base = _load(args.scenario, args.until, args.seed)
+        loaded = load_scenario(args.scenario, args.until, args.seed, args.variant)
+        return _run_one(loaded, run_dir_option(args.out, loaded), args)
+    base = load_scenario(args.scenario, args.until, args.seed)
     if not base.variants:
         err_console.print(f"{args.scenario}: the file defines no variants")
         return EXIT_INVALID
     # validate every variant before running any: a typo in the last one should not cost the first runs
-    variants = [_load(args.scenario, args.until, args.seed, v) for v in base.variants]
+    variants = [load_scenario(args.scenario, args.until, args.seed, v) for v in base.variants]
     from cosim import compare
 
-    root = Path(args.out) if args.out else default_run_dir(base)
+    root = run_dir_option(args.out, base)
     for loaded in variants:
         code = _run_one(loaded, root / loaded.variant, args)
         if code != EXIT_OK:
@@ -75,10 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded = _load(args.scenario)
+    loaded = load_scenario(args.scenario)
     sc = loaded.scenario
     for variant in loaded.variants:  # every variant must be runnable too
-        _load(args.scenario, variant=variant)
+        load_scenario(args.scenario, variant=variant)
     variants = f"; variants: {', '.join(loaded.variants)}" if loaded.variants else ""
     console.print(f"{args.scenario}: valid ({sc.name}: {sc.steps} steps of {sc.step} s, {len(sc.sites)} sites, "
                   f"{len(sc.devices)} devices, {len(sc.controllers)} controllers{variants})")
@@ -93,9 +98,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if missing:
         err_console.print(f"not run directories (no meta.json): {', '.join(missing)}")
         return EXIT_INVALID
+    plot_path = output_file(args.plot or run_dirs[0].parent / "comparison.png", "--plot")
+    if args.markdown:
+        output_file(args.markdown, "--markdown")
+    if args.readme and not Path(args.readme).is_file():
+        err_console.print(f"--readme {args.readme}: no such file (expected a README with the compare markers)")
+        return EXIT_INVALID
     table = compare.table(run_dirs)
     console.print(compare.rich_table(table))
-    plot = compare.plot(run_dirs, Path(args.plot) if args.plot else run_dirs[0].parent / "comparison.png")
+    plot = compare.plot(run_dirs, plot_path)
     console.print(f"comparison plot: {plot}")
     if args.markdown:
         Path(args.markdown).write_text(compare.markdown(table), encoding="utf-8")
@@ -120,68 +131,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_forecast(args: argparse.Namespace) -> int:
-    """Forecast MAE per site of the forecasters PROFESS and GESSCon can use, replayed on a run's load series."""
-    import json as _json
-
-    from rich.table import Table
-
-    from controllers.forecast import block_means, site_forecast_mae
-    from cosim.rundir import read_meta, read_table
-    from cosim.scenario import parse_duration
-
-    run_dir = Path(args.run_dir)
-    sites = read_table(run_dir, "sites") if (run_dir / "meta.json").is_file() else None
-    if sites is None:
-        err_console.print(f"{run_dir}: no sites table (not a run directory?)")
-        return EXIT_INVALID
-    meta = read_meta(run_dir)
-    step = parse_duration(args.step)
-    if step % meta["step_s"]:
-        err_console.print(f"--step {step} s must be a multiple of the run's step ({meta['step_s']} s)")
-        return EXIT_INVALID
-    factor = step // meta["step_s"]
-    realised = {c.rsplit(".", 1)[0]: block_means(v, factor) for c, v in sites.columns.items()
-                if c.endswith(".load_p_w")}
-    days = len(sites.t_s) * meta["step_s"] / 86400
-    if days < 2:
-        err_console.print(f"{run_dir}: {days:.2g} d recorded; forecasts need at least 2 days (one to learn from)")
-        return EXIT_INVALID
-    table = Table(title=f"load forecast MAE per site (W), {step // 60} min steps, 24 h horizon, after day 1")
-    table.add_column("site")
-    methods = ("persistence", "seasonal_naive", "ridge")
-    for m in methods:
-        table.add_column(m, justify="right")
-    scores = {m: site_forecast_mae(realised, step, m, warmup_s=86400) for m in methods}
-    out = {}
-    for site in realised:
-        table.add_row(site, *(f"{scores[m][site].mae:.0f}" for m in methods))
-        out[site] = {m: scores[m][site].mae for m in methods}
-    console.print(table)
-    (run_dir / "forecast_mae.json").write_text(_json.dumps(out, indent=1), encoding="utf-8")
-    console.print(f"written: {run_dir / 'forecast_mae.json'}")
-    return EXIT_OK
-
-
 def cmd_schema(args: argparse.Namespace) -> int:
     from cosim.scenario import json_schema
 
     text = json.dumps(json_schema(), indent=2)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        output_file(args.out, "--out").write_text(text + "\n", encoding="utf-8")
     else:
         print(text)
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="s4g", description="S4G hardware-in-the-loop co-simulation")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+#: ``--until``/``--step``: the one duration grammar, whole seconds > 0
+DURATION = option(positive_whole_seconds)
 
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a scenario offline and print its KPIs")
     p.add_argument("scenario")
-    p.add_argument("--until", help="override the duration, e.g. 7d, 12h")
+    p.add_argument("--until", type=DURATION, help="override the duration, e.g. 7d, 12h")
     p.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-progress", action="store_true")
@@ -204,47 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", help="replace the table between <!-- compare:start --> and <!-- compare:end -->")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("forecast", help="forecast MAE per site of the controllers' forecasters, from a run")
-    p.add_argument("run_dir")
-    p.add_argument("--step", default="15min", help="forecast step (default 15min)")
-    p.set_defaults(func=cmd_forecast)
-
     p = sub.add_parser("schema", help="print the JSON Schema of the scenario format")
     p.add_argument("--out")
     p.set_defaults(func=cmd_schema)
-    # listed for --help; main() hands everything after it to `python -m benchmarks`
-    sub.add_parser("bench-perf", help="run the performance benchmarks (same as python -m benchmarks)",
-                   add_help=False)
-
-    from cosim import device_cli
-
-    device_cli.register(sub)
-    from hil_bench import cli as bench_cli
-
-    bench_cli.register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from cosim.scenario import ScenarioError
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench-perf"]:
-        from benchmarks.__main__ import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except ScenarioError as exc:
-        err_console.print(str(exc), markup=False, highlight=False)
-        return EXIT_INVALID
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

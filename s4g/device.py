@@ -1,7 +1,8 @@
 """``s4g device serve FAMILY ...``: run one virtual device stand-alone, clocked by wall time.
 
 Each family that can be served has ``devices/<family>/serve.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``; they are found here by name, so adding a family adds its command.
+``run(args) -> int``; they are found here by name, so adding a family adds its command. Option values are
+checked by the argparse types of :mod:`devices.serving`: a bad one is exit code 2 and a message naming it.
 """
 
 from __future__ import annotations
