@@ -175,6 +175,8 @@ class SunSpecDriver(ReconnectingDriver):
             self.unit = int(address.path) if address.path else 1
         except ValueError:
             raise ValueError(f"{address.raw}: unit id {address.path!r} is not a number") from None
+        if not 1 <= self.unit <= 247:  # Modbus unit ids: 0 is broadcast, 248-255 reserved
+            raise ValueError(f"{address.raw}: unit id {self.unit} outside 1..247")
         query = parse_qs(address.query)
         self.revert_s: int | None = int(query["revert_s"][0]) if "revert_s" in query else None
         if self.revert_s is not None and not 0 <= self.revert_s < RVRT_S_MAX:  # 0xFFFF reads as unimplemented

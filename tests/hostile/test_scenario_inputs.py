@@ -129,6 +129,9 @@ CASES = {
                                              address="libal://127.0.0.1:5020/999?can=127.0.0.1:29536"),
                            "devices[0].address: 'libal://127.0.0.1:5020/999?can=127.0.0.1:29536': unit id '999' must "
                            "be an integer 1..247"),
+    "sunspec unit id 999": (lambda d: _device(d, family="fronius", config={},
+                                              address="sunspec+tcp://127.0.0.1:1502/999"),
+                            "devices[0].address: sunspec+tcp://127.0.0.1:1502/999: unit id 999 outside 1..247"),
     "bench limits for an unknown device": (
         lambda d: d.update(bench={"limits": {"ghost": {"p_max_w": 1}, "d1": {"p_max_w": 1}, "spook": {}},
                                   "drills": [{"at": "1min", "device": "nobody", "fault": "controller_silent"}]}),
