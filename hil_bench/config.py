@@ -12,7 +12,9 @@
       drills:
         - {at: 20min, device: fronius_4006773, fault: controller_silent}
 
-Only this module is imported by the scenario schema, so it imports nothing heavy (no cosim, no protocol code).
+hil_bench registers ``BenchSpec`` as the scenario section ``bench`` (entry-point group ``s4g.scenario_sections`` in
+pyproject.toml), so cosim never imports hil_bench; the scenario schema loads this module, so it imports nothing heavy
+(no cosim, no protocol code).
 Durations here are given like elsewhere in a scenario: ``50ms``, ``2s``, ``20min`` or plain seconds.
 """
 

@@ -6,14 +6,14 @@ Active power has priority: reactive power is limited to what the PCS rating leav
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
-from devices.family import Family, ModelBank
+from devices.family import DeviceContext, Family, ModelBank
 
 
 class GridBatteryConfig(BaseModel):
@@ -32,8 +32,8 @@ class GridBatteryConfig(BaseModel):
 class GridBatteryBank(ModelBank):
     setpoint_names = ("p_w", "q_var")
 
-    def __init__(self, configs: list[GridBatteryConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[GridBatteryConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         self.battery = BatteryBank([c.battery for c in configs])
         self.s_max_va = np.array([c.s_max_va for c in configs], dtype=float)
         self.q_var = np.zeros(self.n)
@@ -74,6 +74,7 @@ FAMILY = Family(
     bank=GridBatteryBank,
     measurements=("p_w", "q_var", "batt_p_w", "soc", "e_wh", "p_charge_avail_w", "p_discharge_avail_w"),
     capabilities=_capabilities,
+    injects=True,
     battery_setpoint="p_w",
     safe_setpoint={"p_w": 0.0, "q_var": 0.0},
     description="stationary battery with a PCS (P and Q setpoints)",

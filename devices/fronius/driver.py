@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
 from urllib.parse import parse_qs
@@ -210,7 +209,7 @@ class SunSpecDriver(Driver):
                 await self._failed()
                 raise
             self._storage = blocks["storage"]
-            return Measurement(time.time(), values)
+            return Measurement(self.clock(), values)
 
     async def _write(self, setpoint: Setpoint) -> None:
         p_w = float(setpoint.values["batt_p_w"])

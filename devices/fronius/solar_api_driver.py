@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
@@ -170,7 +169,7 @@ class SolarApiDriver(Driver):
                 storage = parse_storage_system(await self._get_json(STORAGE))
                 return measurement_values(flow, inverter, storage)
 
-            return Measurement(time.time(), await self._guarded(fetch))
+            return Measurement(self.clock(), await self._guarded(fetch))
 
     async def _write(self, setpoint: Setpoint) -> None:
         raise SetpointRejected(f"{self.address.raw}: the Solar API is read-only; use sunspec+tcp to set "

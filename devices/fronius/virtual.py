@@ -20,7 +20,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 from pymodbus.simulator.simutils import DataType
 
-from devices.family import Family
+from devices.family import DeviceContext, Family
 from devices.fronius.model import FroniusBank, FroniusConfig
 from devices.fronius.sunspec_map import BASE_ADDRESS, FroniusRegisterMap
 from devices.virtual import VirtualDevice
@@ -42,10 +42,11 @@ def corrupt_frame(frame: bytes) -> bytes:
 class FroniusSunSpecDevice(VirtualDevice):
     scheme = "sunspec+tcp"
 
-    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device") -> None:
+    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
+                 context: DeviceContext | None = None) -> None:
         if not isinstance(config, FroniusConfig):
             raise TypeError(f"a virtual Fronius needs a FroniusConfig, got {type(config).__name__}")
-        super().__init__(family, config, device_id=device_id)
+        super().__init__(family, config, device_id=device_id, context=context)
         assert isinstance(self.bank, FroniusBank)
         self.cfg: FroniusConfig = config
         self.fbank: FroniusBank = self.bank

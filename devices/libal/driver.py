@@ -300,7 +300,7 @@ class LibalDriver(Driver):
                 await self._close_broken()
                 raise
         p_w = _from_pcs(pcs["P_MEAS_W"])
-        return Measurement(time.time(), {
+        return Measurement(self.clock(), {
             "p_w": p_w,
             "q_var": _from_pcs(pcs["Q_MEAS_VAR"]),
             "batt_p_w": p_w,

@@ -8,14 +8,14 @@ and PV is curtailed (what the inverter does when told to charge/discharge at a f
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
-from devices.family import Family, ModelBank
+from devices.family import DeviceContext, Family, Input, ModelBank
 
 
 class PvBatteryConfig(BaseModel):
@@ -38,8 +38,8 @@ class PvBatteryConfig(BaseModel):
 class PvBatteryBank(ModelBank):
     setpoint_names = ("batt_p_w",)
 
-    def __init__(self, configs: list[PvBatteryConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[PvBatteryConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         n = self.n
         self.pv_kwp = np.array([c.pv_kwp for c in configs], dtype=float)
         self.pv_mppt_max_w = np.array([c.pv_mppt_max_w or np.inf for c in configs], dtype=float)
@@ -114,8 +114,9 @@ FAMILY = Family(
     measurements=("p_w", "q_var", "pv_p_w", "batt_p_w", "soc", "e_wh", "pv_curtail_w",
                   "p_charge_avail_w", "p_discharge_avail_w"),
     capabilities=_capabilities,
+    injects=True,
+    inputs=(Input("pv_w_per_kwp", "site.pv_w_per_kwp"),),
     battery_setpoint="batt_p_w",
-    env_inputs=("pv_w_per_kwp",),
     safe_setpoint={"batt_p_w": 0.0},
     description="household hybrid inverter: PV + optional battery on one AC output",
 )
