@@ -316,3 +316,14 @@ def test_the_guide_example_is_a_working_family(tmp_path):
         assert set(read_table(tmp_path / "run", "devices").get("h1", "p_w")) == {0.0}  # no setpoint: off
     finally:
         registry.unregister_family("heater")
+
+
+def test_the_world_builder_is_the_build_context_controller_kinds_see(tmp_path, probes):
+    from cosim.build_context import BuildContext
+    from cosim.world import WorldBuilder
+
+    builder = WorldBuilder(load(write(tmp_path, BASE)), tmp_path / "w")
+    try:
+        assert isinstance(builder, BuildContext)
+    finally:
+        builder.world.shutdown()
