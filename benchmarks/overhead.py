@@ -28,7 +28,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import mosaik
 import mosaik_api_v3
@@ -36,8 +36,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from benchmarks.common import median_spread, print_rows, row
+from cosim.controller_kinds import ControllerKind
 from devices.base import Capabilities, Limit
-from devices.family import Family, ModelBank
+from devices.family import DeviceContext, Family, ModelBank
 
 N_DEVICES = 100
 STEP_S = 60
@@ -59,8 +60,8 @@ class TrivialBank(ModelBank):
 
     setpoint_names = ("p_set_w",)
 
-    def __init__(self, configs: list[TrivialConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[TrivialConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         self.e_wh = np.array([c.e0_wh for c in configs], dtype=float)
         self.p_w = np.zeros(self.n)
 
@@ -73,7 +74,7 @@ class TrivialBank(ModelBank):
 
 
 TRIVIAL = Family(name="bench_trivial", config=TrivialConfig, bank=TrivialBank, measurements=("p_w", "q_var", "e_wh"),
-                 capabilities=lambda c: Capabilities(measurements=("p_w", "q_var", "e_wh"),
+                 injects=True, capabilities=lambda c: Capabilities(measurements=("p_w", "q_var", "e_wh"),
                                                      setpoints={"p_set_w": Limit(-P_MAX_W, P_MAX_W)}),
                  battery_setpoint="p_set_w", safe_setpoint={"p_set_w": 0.0},
                  description="benchmark only: trivial battery physics")
@@ -135,15 +136,14 @@ def _build_trivial(builder: Any, spec: Any, params: BaseModel) -> None:
 
 def register() -> None:
     """Make the trivial family and controller kind known (idempotent)."""
-    from controllers import registry as controllers
-    from controllers.registry import ControllerKind
+    from cosim import controller_kinds
     from devices import registry as devices
 
     if "bench_trivial" not in devices.families():
         devices.register_family("bench_trivial", "benchmarks.overhead:TRIVIAL")
-    kinds = controllers.kinds()  # the registry's own cache: the kind lives as long as this process
-    kinds.setdefault("bench_trivial", ControllerKind("bench_trivial", TrivialParams, _build_trivial,
-                                                     "benchmark only: proportional controller"))
+    if "bench_trivial" not in controller_kinds.names():
+        controller_kinds.register(ControllerKind("bench_trivial", TrivialParams, _build_trivial,
+                                                 "benchmark only: proportional controller"))
 
 
 def two_bus_grid(path: Path) -> Path:

@@ -151,9 +151,7 @@ def _build(kind: str):
     return build
 
 
-CONTROLLER_KINDS = [
-    ControllerKind("ev_uncontrolled", _EvLimitParams, _build("uncontrolled"),
-                   "every EV charges at full power from plug-in (reference)"),
-    ControllerKind("ev_equal_share", _EvLimitParams, _build("equal_share"),
-                   "the site limit is shared equally among the EVs that want power"),
-]
+EV_UNCONTROLLED = ControllerKind("ev_uncontrolled", _EvLimitParams, _build("uncontrolled"),
+                                 "every EV charges at full power from plug-in (reference)")
+EV_EQUAL_SHARE = ControllerKind("ev_equal_share", _EvLimitParams, _build("equal_share"),
+                                "the site limit is shared equally among the EVs that want power")

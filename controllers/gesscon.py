@@ -608,4 +608,3 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GessconParam
 
 GESSCON = ControllerKind("gesscon", GessconParams, _build,
                          "day-ahead feeder plan of every ESS (24 hourly set-points), executed by LESSAg agents")
-CONTROLLER_KINDS = [GESSCON]

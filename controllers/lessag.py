@@ -298,4 +298,3 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagParams
 
 LESSAG = ControllerKind("lessag", LessagParams, _build,
                         "local agent executing a GESSCon schedule (direct or via PROFESS), self-consumption fallback")
-CONTROLLER_KINDS = [LESSAG]

@@ -354,4 +354,3 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfessParam
 
 PROFESS = ControllerKind("profess", ProfessParams, _build,
                          "receding-horizon MPC per battery site (PROFESS objectives, HiGHS / banded IPM)")
-CONTROLLER_KINDS = [PROFESS]

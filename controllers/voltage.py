@@ -258,4 +258,3 @@ def _device_load(builder: "WorldBuilder", device_id: str):
 
 VOLTAGE_CONTROL = ControllerKind("voltage_control", VoltageParams, _build,
                                  "LiBal site controller: volt-watt / volt-var curves with deadband and ramp limits")
-CONTROLLER_KINDS = [VOLTAGE_CONTROL]

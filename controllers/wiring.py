@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from controllers.registry import ControllerKind
+from cosim.controller_kinds import ControllerKind
 from devices import registry as device_registry
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cosim.build_context import BuildContext
     from cosim.scenario import ControllerSpec
-    from cosim.world import WorldBuilder
 
 
 class NoParams(BaseModel):
@@ -19,7 +19,7 @@ class NoParams(BaseModel):
 
 
 def _build_baseline(model: str):
-    def build(builder: "WorldBuilder", spec: "ControllerSpec", params: BaseModel) -> None:
+    def build(builder: "BuildContext", spec: "ControllerSpec", params: BaseModel) -> None:
         sim = builder.sim("Baselines", "controllers.baselines:BaselineSim")
         for dev in builder.select_devices(spec.devices, needs_battery=True):
             site = builder.site_of(dev.id)
@@ -44,4 +44,3 @@ SELF_CONSUMPTION = ControllerKind("self_consumption", NoParams, _build_baseline(
                                   "rule-based: each battery keeps its site's PCC power at zero")
 NO_STORAGE = ControllerKind("no_storage", NoParams, _build_baseline("NoStorage"),
                             "batteries stay idle (the reference without storage)")
-CONTROLLER_KINDS = [SELF_CONSUMPTION, NO_STORAGE]

@@ -4,6 +4,10 @@ Every error names the file, the line, the key path (``devices[3].config.battery.
 expected and the value found. Unknown keys are errors. Relative paths are resolved against the scenario
 file's folder. The family-specific ``config`` of a device and the ``params`` of a controller are validated
 by the family's and the controller kind's own models, and their errors carry the full key path too.
+A device is checked against its family's declaration (devices.family): the scheme of its address must be one
+the family speaks, every required input needs a source (cosim.sources), and its bus or its site's grid load must
+exist in the grid (names read once per grid file, simulators.grid_names). Top-level sections owned by packages
+above cosim (``bench:``, by hil_bench) register under the entry-point group ``s4g.scenario_sections``.
 """
 
 from __future__ import annotations
@@ -11,22 +15,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 from urllib.parse import parse_qsl
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+                      ValidationInfo, create_model, field_validator, model_validator)
 
-from controllers import registry as controller_registry
+from cosim import controller_kinds, sources
+from cosim.messaging.config import MessagingSpec
 from devices import registry as device_registry
 from devices import yaml_file
 from devices.base import Address
-from cosim.messaging.config import MessagingSpec
-from hil_bench.config import BenchSpec
 from cosim.durations import positive_whole_seconds
 from cosim.paths import check_name
+
+SECTION_GROUP = "s4g.scenario_sections"
 
 # one duration grammar for every input (cosim/durations.py); the old name stays for callers
 parse_duration = positive_whole_seconds
@@ -171,8 +177,8 @@ class ControllerSpec(Strict):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        if v not in controller_registry.kinds():
-            raise ValueError(f"expected one of {', '.join(sorted(controller_registry.kinds()))}")
+        if v not in controller_kinds.names():
+            raise ValueError(f"expected one of {', '.join(controller_kinds.names())}")
         return v
 
 
@@ -207,7 +213,8 @@ class EvFleetSpec(Strict):
 
     id: Name
     kind: Literal["commercial", "residential"] = "commercial"
-    wallboxes: list[str] = Field(min_length=1, description="ids of wallbox devices, one connector each")
+    wallboxes: list[str] = Field(min_length=1, description="ids of the devices the bays serve (families fed by an "
+                                 "EV fleet, e.g. wallbox), one connector each")
     evs_per_day: float = Field(22.0, ge=0, description="commercial: EVs per working day")
     unplug_when_done: bool = False
     working_days: list[int] = Field([0, 1, 2, 3, 4], description="0 = Monday")
@@ -244,8 +251,8 @@ class KpiSpec(Strict):
         return v
 
 
-class Scenario(Strict):
-    """The whole scenario file."""
+class ScenarioCore(Strict):
+    """The whole scenario file, without the sections other packages register (see :data:`Scenario`)."""
 
     name: Name
     description: str = ""
@@ -264,7 +271,6 @@ class Scenario(Strict):
     telemetry: TelemetrySpec | None = Field(None, description="field data published on the Data Broker")
     outputs: OutputSpec = OutputSpec()
     kpis: KpiSpec = KpiSpec()
-    bench: BenchSpec | None = Field(None, description="how the scenario runs on the HIL bench (s4g bench run)")
 
     @field_validator("start")
     @classmethod
@@ -296,7 +302,7 @@ class Scenario(Strict):
         return v
 
     @model_validator(mode="after")
-    def _step_divides(self) -> "Scenario":
+    def _step_divides(self) -> "ScenarioCore":
         if self.duration % self.step:
             raise ValueError(f"step ({self.step} s) must divide duration ({self.duration} s)")
         return self
@@ -304,6 +310,26 @@ class Scenario(Strict):
     @property
     def steps(self) -> int:
         return self.duration // self.step
+
+
+def _with_sections(core: type[ScenarioCore]) -> type[ScenarioCore]:
+    """The scenario model with one optional top-level key per registered section (name -> pydantic model)."""
+    fields: dict[str, Any] = {}
+    for ep in sorted(entry_points(group=SECTION_GROUP), key=lambda e: e.name):
+        model = ep.load()
+        if ep.name in core.model_fields or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"scenario section {ep.name} = {ep.value!r} ({SECTION_GROUP}) must be a pydantic model "
+                            "under a key the scenario does not have")
+        doc = (model.__doc__ or "").strip().splitlines()
+        fields[ep.name] = (model | None, Field(None, description=doc[0] if doc else ep.name))
+    return create_model("Scenario", __base__=core, __module__=__name__, __doc__="The whole scenario file.",
+                        **fields)
+
+
+if TYPE_CHECKING:
+    Scenario = ScenarioCore
+else:  # the scenario model: the core plus the registered sections (e.g. ``bench``, hil_bench.config.BenchSpec)
+    Scenario = _with_sections(ScenarioCore)
 
 
 # --- loading and error reporting --------------------------------------------------------------------
@@ -428,7 +454,11 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
         except ValidationError as exc:
             problems += _pydantic_problems(exc, ("devices", i, "config"), root, remap)
         addr = Address.parse(dev.address)
-        if addr.is_virtual_request and addr.scheme not in fam.virtual:
+        speaks = device_registry.schemes_of(fam)
+        if addr.scheme not in speaks:
+            add(("devices", i, "address"), f"family {dev.family!r} does not speak {addr.scheme!r}; expected an "
+                f"address with one of: {', '.join(speaks)}", dev.address)
+        elif addr.is_virtual_request and addr.scheme not in fam.virtual:
             add(("devices", i, "address"), f"family {dev.family!r} has no virtual device for {addr.scheme!r}; "
                 f"give host:port of a real device or one of: {', '.join(['sim', *fam.virtual])}", dev.address)
     for i, ctl in enumerate(sc.controllers):
@@ -436,7 +466,7 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
             for j, dev_id in enumerate(ctl.devices):
                 if dev_id not in device_ids:
                     add(("controllers", i, "devices", j), "expected the id of a device in 'devices'", dev_id)
-        kind = controller_registry.controller(ctl.kind)
+        kind = controller_kinds.controller(ctl.kind)
         try:
             kind.params.model_validate(ctl.params)
         except ValidationError as exc:
@@ -446,17 +476,19 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
     for i, fleet in enumerate(sc.ev_fleets):
         for j, wb in enumerate(fleet.wallboxes):
             dev = devices_by_id.get(wb)
-            if dev is None or dev.family != "wallbox":
-                add(("ev_fleets", i, "wallboxes", j), "expected the id of a wallbox device", wb)
+            if dev is None or not sources.reads_fleet(device_registry.family(dev.family)):
+                fed = [n for n, f in device_registry.families().items() if sources.reads_fleet(f)]
+                add(("ev_fleets", i, "wallboxes", j), "expected the id of a device whose family is fed by an EV "
+                    f"fleet (families: {', '.join(fed) or 'none'})", wb)
             elif wb in in_fleet:
-                add(("ev_fleets", i, "wallboxes", j), "this wallbox already belongs to another fleet", wb)
+                add(("ev_fleets", i, "wallboxes", j), "this device already belongs to another fleet", wb)
             in_fleet.add(wb)
-    for i, dev in enumerate(sc.devices):
-        if dev.family == "wallbox" and dev.id not in in_fleet:
-            add(("devices", i, "id"), "a wallbox needs EVs: list it under an ev_fleets[].wallboxes", dev.id)
+    sources.problems(sc, device_registry.family, add)
     _reference_problems(sc, add)
     if sc.grid.path is not None and not sc.grid.path.is_file():
         add(("grid", "path"), "grid file not found", str(sc.grid.path))
+    else:
+        _grid_problems(sc, add)
     for i, site in enumerate(sc.sites):
         for key in ("load", "pv_profile"):
             ref = getattr(site, key)
@@ -466,15 +498,13 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
 
 
 def _reference_problems(sc: Scenario, add: Callable[..., None]) -> None:
-    """References the bench section makes to devices, and every address read by its own driver."""
-    device_ids = {d.id for d in sc.devices}
-    if sc.bench is not None:
-        for dev_id in sc.bench.limits:
-            if dev_id not in device_ids:
-                add(("bench", "limits", dev_id), "expected the id of a device in 'devices'", dev_id)
-        for i, drill in enumerate(sc.bench.drills):
-            if drill.device not in device_ids:
-                add(("bench", "drills", i, "device"), "expected the id of a device in 'devices'", drill.device)
+    """References a registered section makes to the rest of the scenario (it checks them itself through
+    ``scenario_problems(scenario, add)``), and every address read by its own driver."""
+    for name in set(Scenario.model_fields) - set(ScenarioCore.model_fields):
+        section = getattr(sc, name, None)
+        check = getattr(section, "scenario_problems", None)
+        if check is not None:
+            check(sc, lambda loc, message, *found, _name=name: add((_name, *loc), message, *found))
     for i, dev in enumerate(sc.devices):
         message = _address_problem(dev)
         if message:
@@ -506,6 +536,31 @@ def _address_problem(dev: DeviceSpec) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def _grid_problems(sc: ScenarioCore, add: Callable[..., None]) -> None:
+    """Bus and grid-load names against the grid (its names are cached per grid file: cheap after the first)."""
+    from simulators.grid_names import grid_names
+
+    g = sc.grid
+    try:
+        names = grid_names(g.source, path=g.path, code=g.code)
+    except Exception as exc:  # the loader names what is wrong with the file or the code
+        add(("grid",), "cannot read the grid: " + str(exc).strip("'\""))
+        return
+
+    def examples(pool: frozenset[str]) -> str:
+        return ", ".join(sorted(pool)[:3]) + (", ..." if len(pool) > 3 else "")
+
+    for i, site in enumerate(sc.sites):
+        if site.grid_load is not None and site.grid_load not in names.loads:
+            add(("sites", i, "grid_load"), f"expected a load of the grid (e.g. {examples(names.loads)})",
+                site.grid_load)
+        if site.bus is not None and site.bus not in names.buses:
+            add(("sites", i, "bus"), f"expected a bus of the grid (e.g. {examples(names.buses)})", site.bus)
+    for i, dev in enumerate(sc.devices):
+        if dev.bus is not None and dev.bus not in names.buses:
+            add(("devices", i, "bus"), f"expected a bus of the grid (e.g. {examples(names.buses)})", dev.bus)
 
 
 @dataclass(frozen=True)

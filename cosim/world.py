@@ -4,6 +4,13 @@ Every simulator is a plain mosaik-api-v3 simulator; this module only starts them
 Control loops close with time-shifted connections (controller -> device), so a controller acts on the
 measurements of step t with setpoints that apply from step t + 1. The builder also writes ``meta.json``,
 which tells the KPIs and the report what the run directory's columns mean.
+
+Devices are wired from their family's declaration alone (devices.family): each declared input from the source
+vocabulary (cosim.sources), the device's power into its connection point if the family ``injects``. Families that
+inject live in the "Devices" host, stepped before the power flow (their ``point.*`` inputs come from the previous
+step, as a real controller has one cycle of latency); families that only observe live in a second host,
+"DevicesAfterGrid", stepped after the power flow of the same step, so a meter reads the solution it meters.
+Controller kinds build themselves through the builder's :class:`~cosim.build_context.BuildContext`.
 """
 
 from __future__ import annotations
@@ -11,17 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mosaik
 import numpy as np
 
-from controllers import registry as controller_registry
-from cosim.scenario import DeviceSpec, LoadedScenario, Scenario, SiteSpec
+from cosim import controller_kinds, sources
+from cosim.build_context import SiteHandle
+from cosim.scenario import DeviceSpec, LoadedScenario, Scenario
 from devices import registry as device_registry
 from devices.base import Address
+from devices.family import Family, Input
 
 SIM_CONFIG: dict[str, dict[str, str]] = {
     "Profiles": {"python": "simulators.profiles:ProfileSim"},
@@ -31,19 +39,12 @@ SIM_CONFIG: dict[str, dict[str, str]] = {
 }
 
 PHASE_NAMES = {1: "a", 2: "b", 3: "c"}
-
-
-@dataclass
-class SiteHandle:
-    spec: SiteSpec
-    pcc: Any  # the grid's Load entity: sums site load and devices, outputs pcc p_w and v_pu
-    load: Any | None = None  # profile entity
-    pv: Any | None = None  # PV profile entity for the site's devices
-    devices: list[str] = field(default_factory=list)
+#: the device host of the families that only observe (stepped after the power flow); see the module docstring
+OBSERVER_HOST = "DevicesAfterGrid"
 
 
 class WorldBuilder:
-    """Builds the world for one scenario; controller kinds use its helpers to wire themselves in."""
+    """Builds the world for one scenario; controller kinds use its helpers (the BuildContext) to wire themselves in."""
 
     def __init__(self, loaded: LoadedScenario, out_dir: Path, monitor: Any = None) -> None:
         self.loaded = loaded
@@ -63,6 +64,7 @@ class WorldBuilder:
         self.price: Any = None
         self.recorder: Any = None
         self.device_sim: Any = None
+        self.observer_sim: Any = None  # the host of non-injecting families, started when one is present
         self._extra_entities: list[Any] = []
         self._routes: list[tuple] = []
         self.bus: Any = None
@@ -116,6 +118,11 @@ class WorldBuilder:
         spec = self.device_specs[device_id]
         return self.sites.get(spec.site) if spec.site else None
 
+    def point_of(self, device_id: str) -> Any:
+        """The grid Load entity at a device's connection point (its site's PCC or its own bus)."""
+        spec = self.device_specs[device_id]
+        return self.sites[spec.site].pcc if spec.site else self._loads[f"dev:{spec.id}"]
+
     def rng(self, name: str) -> np.random.Generator:
         """A generator derived from the scenario seed and a stable name: adding one user never shifts another."""
         digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
@@ -129,7 +136,7 @@ class WorldBuilder:
         self._build_devices()
         self._build_ev_fleets()
         for i, ctl in enumerate(sc.controllers):
-            kind = controller_registry.controller(ctl.kind)
+            kind = controller_kinds.controller(ctl.kind)
             params = kind.params.model_validate(ctl.params)
             kind.build(self, ctl, params)
         self._build_telemetry()
@@ -156,6 +163,8 @@ class WorldBuilder:
         loads = {c.eid.removeprefix("load:"): c for c in self.grid_children.get("Load", [])}
         buses = {c.eid.removeprefix("bus:") for c in self.grid_children.get("Bus", [])}
         self._loads = loads
+        self._bus_vn_kv = {c.eid.removeprefix("bus:"): (c.extra_info or {}).get("vn_kv")
+                           for c in self.grid_children.get("Bus", [])}
 
         for i, site in enumerate(sc.sites):
             key = site.grid_load or site.id
@@ -206,34 +215,71 @@ class WorldBuilder:
         sc = self.scenario
         if not sc.devices:
             return
-        self.device_sim = self.sim("Devices", events_path=str(self.out_dir / "events.jsonl"))
         wanted = sc.outputs.device_attrs
         for i, spec in enumerate(sc.devices):
             fam = device_registry.family(spec.family)
-            factory = getattr(self.device_sim, spec.family)
-            config = dict(spec.config)
-            if "clock_start" in fam.config.model_fields and "clock_start" not in config:
-                config["clock_start"] = sc.start.isoformat()  # protocol timestamps on the scenario calendar
+            host = self._device_host(fam)
+            factory = getattr(host, spec.family)
             try:
-                ent = factory(address=spec.address, config=config, device_id=spec.id, timeout_s=spec.timeout_s)
+                ent = factory(address=spec.address, config=dict(spec.config), device_id=spec.id,
+                              timeout_s=spec.timeout_s, context=self._device_context(spec))
             except Exception as exc:
                 raise self.loaded.error(("devices", i), f"cannot create the device: {exc}") from exc
             self.devices[spec.id] = ent
-            target = self.sites[spec.site].pcc if spec.site else self._loads[f"dev:{spec.id}"]
-            self.world.connect(ent, target, "p_w", "q_var")
+            if fam.injects:
+                self.world.connect(ent, self.point_of(spec.id), "p_w", "q_var")
             if spec.site:
                 self.sites[spec.site].devices.append(spec.id)
-            for env in fam.env_inputs:
-                self._connect_env(i, spec, ent, env)
+            for inp in fam.inputs:
+                self._connect_input(i, spec, fam, ent, inp)
             attrs = fam.measurements if wanted == "*" else [a for a in wanted if a in fam.measurements]
             # a sim:// device is always available: its column would be all ones, so only protocol devices get one
             status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
             for attr in (*attrs, *status):
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
 
-    def _build_ev_fleets(self) -> None:
-        from simulators.ev_fleet import ENV_OUTPUTS
+    def _device_host(self, fam: Family) -> Any:
+        """The injecting families' host steps before the grid; the observers' after it (same step)."""
+        events = str(self.out_dir / "events.jsonl")
+        if fam.injects:
+            self.device_sim = self.sim("Devices", events_path=events)
+            return self.device_sim
+        self.observer_sim = self.sim(OBSERVER_HOST, SIM_CONFIG["Devices"]["python"], events_path=events)
+        return self.observer_sim
 
+    def _device_context(self, spec: DeviceSpec) -> dict[str, Any]:
+        """The device's build context, JSON-able (devices.simulator turns it into a DeviceContext)."""
+        point = self.point_of(spec.id)
+        info = point.extra_info or {}
+        vn = self._bus_vn_kv.get(info.get("bus"))
+        return {"start": self.scenario.start.isoformat(),
+                "point": {"bus": info.get("bus"), "phase": info.get("phase"), "vn_kv": vn}}
+
+    def _connect_input(self, index: int, spec: DeviceSpec, fam: Family, ent: Any, inp: Input) -> None:
+        """Feed one declared input from its source (fleet.* inputs are fed when the fleets are built)."""
+        scope, attr = inp.scope, inp.attr
+        if scope == "fleet":
+            return
+        src = None
+        if scope == "point":
+            src = self.point_of(spec.id)
+        elif scope == "site":
+            site = self.site_of(spec.id)
+            handle_field, attr = sources.SITE_ENTITIES[attr]  # which profile entity of the site, and its attr
+            src = getattr(site, handle_field) if site is not None else None
+        if src is None:
+            if inp.required:  # validation reports this with the scenario's own words; a hand-built scenario lands here
+                raise self.loaded.error(("devices", index), f"input {inp.name!r} of family {fam.name!r} has no "
+                                        f"source: {sources.describe(inp.source)}")
+            return
+        if scope == "point" and fam.injects:
+            # the device's own power is part of the point's solution: it sees the previous step's
+            initial = sources.initial_value(inp.source)
+            self.world.connect(src, ent, (attr, inp.name), time_shifted=True, initial_data={attr: initial})
+        else:
+            self.world.connect(src, ent, (attr, inp.name))
+
+    def _build_ev_fleets(self) -> None:
         sc = self.scenario
         if not sc.ev_fleets:
             return
@@ -247,33 +293,11 @@ class WorldBuilder:
             self.add_entity(site)
             for attr in ("p_w", "n_plugged", "n_waiting"):
                 self.record(site, attr, "ev_fleets", f"{spec.id}.{attr}")
-            for bay, wb in zip(site.children, spec.wallboxes):
-                device = self.devices[wb]
-                self.world.connect(bay, device, *ENV_OUTPUTS)
+            for bay, dev_id in zip(site.children, spec.wallboxes):
+                device = self.devices[dev_id]
+                fam = device_registry.family(self.device_specs[dev_id].family)
+                self.world.connect(bay, device, *[(i.attr, i.name) for i in fam.inputs if i.scope == "fleet"])
                 self.world.connect(device, bay, "p_w", time_shifted=True, initial_data={"p_w": 0.0})
-
-    def _connect_env(self, index: int, spec: DeviceSpec, ent: Any, env: str) -> None:
-        if env.startswith("ev_"):
-            return  # wired from the EV fleet the wallbox belongs to (checked by the scenario)
-        if env == "pv_w_per_kwp":
-            site = self.sites.get(spec.site) if spec.site else None
-            pv = site.pv if site else None
-            if pv is None:
-                raise self.loaded.error(("devices", index), "this device has PV: give 'profiles.pv' or the "
-                                        "site's 'pv_profile'")
-            self.world.connect(pv, ent, ("w_per_kwp", "pv_w_per_kwp"))
-        elif env == "site_load_w":
-            # what the device's own smart meter sees besides itself: the household load of its site
-            site = self.sites.get(spec.site) if spec.site else None
-            if site is None or site.load is None:
-                raise self.loaded.error(("devices", index), "this device balances its site's meter: give the "
-                                        "site a load profile")
-            self.world.connect(site.load, ent, ("p_w", "site_load_w"))
-        elif env == "v_pu":
-            pcc = self.sites[spec.site].pcc if spec.site else self._loads[f"dev:{spec.id}"]
-            self.world.connect(pcc, ent, "v_pu", time_shifted=True, initial_data={"v_pu": 1.0})
-        else:
-            raise self.loaded.error(("devices", index, "family"), f"no source for the input {env!r}")
 
     def publish(self, src: Any, *attrs: str, role: str = "data", period_s: int = 0,
                 sender_kind: str = "device") -> None:

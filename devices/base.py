@@ -6,15 +6,22 @@ device replaces a virtual one by changing its address.
 
 Conventions (see docs/architecture.md): powers in W with the load arrow at the device terminal
 (+ = drawn from the AC connection point: a battery charging is +, PV producing is -); SoC 0..1.
+
+Time base: ``Measurement.t_s`` is always seconds since the scenario start on the device's clock, whatever the
+driver: offline the simulated time (the host sets ``Driver.clock`` to the co-simulation's clock, and a reading
+taken after the step ``[t, t + dt)`` carries ``t + dt``); on the bench or next to ``s4g device serve`` the wall
+time since the run started (the default clock counts wall seconds from the driver's creation). Drivers stamp
+their readings with ``self.clock()``, never with epoch time or the device's own calendar.
 """
 
 from __future__ import annotations
 
 import abc
 import math
+import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 from urllib.parse import urlsplit
 
 
@@ -65,7 +72,7 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One reading of a device: simulated or wall-clock time in s and named values."""
+    """One reading of a device: ``t_s`` in s since the scenario start (see "time base" above) and named values."""
 
     t_s: float
     values: Mapping[str, float]
@@ -116,11 +123,18 @@ class Address:
         return self.scheme != "sim" and not self.host and not self.path
 
 
+def wall_clock() -> Callable[[], float]:
+    """A clock that reads wall seconds since it was made (the time base away from the co-simulation)."""
+    t0 = time.monotonic()
+    return lambda: time.monotonic() - t0
+
+
 class Driver(abc.ABC):
     """The one device interface: connect, read, write, close; ``capabilities`` says what is accepted.
 
     Subclasses declare the schemes they serve; the registry maps a scheme to the driver class.
     ``write`` checks the setpoint against ``capabilities`` before anything reaches the wire.
+    ``clock`` gives ``Measurement.t_s`` (see "time base"); whoever hosts the driver may replace it before use.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ()
@@ -130,6 +144,7 @@ class Driver(abc.ABC):
         self.address = address
         self.capabilities = capabilities
         self.timeout_s = timeout_s
+        self.clock: Callable[[], float] = wall_clock()
 
     @abc.abstractmethod
     async def connect(self) -> None:

@@ -15,12 +15,13 @@ class SimDriver(Driver):
     schemes = ("sim",)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, bank: ModelBank, index: int,
-                 timeout_s: float = 2.0) -> None:
+                 timeout_s: float = 2.0, connected: bool = False) -> None:
+        """``connected``: the caller owns the bank and hands out a view that needs no ``connect``.
+        Without a host setting ``clock``, readings count wall time like any driver's (see devices.base)."""
         super().__init__(address, capabilities, timeout_s=timeout_s)
         self.bank = bank
         self.index = index
-        self.t_s = 0.0
-        self._open = False
+        self._open = connected
 
     async def connect(self) -> None:
         self._open = True
@@ -32,7 +33,7 @@ class SimDriver(Driver):
     async def read(self) -> Measurement:
         self._require_open()
         values = {name: float(arr[self.index]) for name, arr in self.bank.measure().items()}
-        return Measurement(self.t_s, values)
+        return Measurement(self.clock(), values)
 
     async def _write(self, setpoint: Setpoint) -> None:
         self._require_open()

@@ -2,13 +2,19 @@
 
 One mosaik model per device family; an entity is one device with an ``address``. ``sim://`` devices of a
 family share one :class:`~devices.family.ModelBank` and are stepped as arrays. Any other address goes
-through the scheme's protocol driver; if the address has no host, a virtual device is started on a free
-loopback port first, and the co-simulation clocks its model each step. Setpoints outside a device's
-capabilities are refused (kept as before), recorded as events and counted in the ``rejected`` output.
+through the protocol driver of a scheme the family speaks; if the address has no host, a virtual device is
+started on a free loopback port first, and the co-simulation clocks its model each step. Setpoints outside a
+device's capabilities are refused (kept as before), recorded as events and counted in the ``rejected`` output.
+
+Every entity's inputs are the family's declared inputs (by name; a missing one takes its default) and its
+setpoints. The world builder gives each device its build context (scenario start, step, connection point).
+Measurements carry the simulated time in s since the scenario start (the end of the step just taken): the
+host sets each driver's ``clock`` to it (see devices.base, "time base").
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -22,7 +28,7 @@ from pydantic import BaseModel
 
 from devices import registry
 from devices.base import Address, Capabilities, DeviceError, Driver, Measurement, Setpoint, SetpointRejected
-from devices.family import Family, ModelBank
+from devices.family import ConnectionPoint, DeviceContext, Family, ModelBank
 from devices.io_loop import IoLoop
 from devices.sim import SimDriver
 from devices.virtual import VirtualDevice
@@ -37,10 +43,10 @@ def _meta() -> dict:
     models = {}
     for name in registry.families():
         fam = registry.family(name)
-        attrs = list(dict.fromkeys([*fam.env_inputs, *fam.setpoints, *fam.measurements, *STATUS_ATTRS]))
+        attrs = list(dict.fromkeys([*(i.name for i in fam.inputs), *fam.setpoints, *fam.measurements, *STATUS_ATTRS]))
         models[name] = {
             "public": True,
-            "params": ["address", "config", "device_id", "timeout_s"],
+            "params": ["address", "config", "device_id", "timeout_s", "context"],
             "attrs": attrs,
         }
     return {
@@ -59,6 +65,7 @@ class _Device:
     address: Address
     capabilities: Capabilities
     timeout_s: float
+    context: DeviceContext
     driver: Driver | None = None
     virtual: VirtualDevice | None = None
     bank: ModelBank | None = None
@@ -88,6 +95,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self._driver_wrapper: Callable[[str, Driver], Driver] | None = None
         self.step_size = 60
         self.time = 0
+        self.clock_s = 0.0  # simulated time of the latest readings (end of the step just taken)
 
     # -- mosaik API ---------------------------------------------------------------------------------
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
@@ -102,17 +110,30 @@ class DeviceSim(mosaik_api_v3.Simulator):
         return self.meta
 
     def create(self, num: int, model: str, address: str = "sim://", config: dict | None = None,
-               device_id: str | None = None, timeout_s: float = 2.0) -> list[dict]:
+               device_id: str | None = None, timeout_s: float = 2.0, context: dict | None = None) -> list[dict]:
+        """``context`` (JSON-able, from the world builder): ``start`` (ISO 8601 with offset), ``point``
+        (``bus``, ``phase``, ``vn_kv``); without one a device gets a stand-alone context."""
         fam = registry.family(model)
         cfg = fam.parse_config(config or {})
+        addr = Address.parse(address)
+        if addr.scheme != "sim":
+            registry.driver_class(addr, fam)  # refuse a scheme the family does not speak before anything starts
         entities = []
         for i in range(num):
             eid = device_id if num == 1 and device_id else f"{device_id or model}_{len(self.devices)}"
             if eid in self.devices:
                 raise ValueError(f"device id {eid!r} used twice")
-            self.devices[eid] = _Device(eid, fam, cfg, Address.parse(address), fam.capabilities(cfg), timeout_s)
+            ctx = self._context(eid, context)
+            self.devices[eid] = _Device(eid, fam, cfg, addr, fam.capabilities(cfg), timeout_s, ctx)
             entities.append({"eid": eid, "type": model})
         return entities
+
+    def _context(self, eid: str, raw: dict | None) -> DeviceContext:
+        if not raw:
+            return DeviceContext.standalone(eid, self.step_size)
+        point = raw.get("point") or {}
+        return DeviceContext(dt.datetime.fromisoformat(raw["start"]), self.step_size, eid,
+                             ConnectionPoint(point.get("bus"), point.get("phase"), point.get("vn_kv")))
 
     def setup_done(self) -> None:
         by_family: dict[str, list[_Device]] = {}
@@ -120,11 +141,12 @@ class DeviceSim(mosaik_api_v3.Simulator):
             if dev.address.scheme == "sim":
                 by_family.setdefault(dev.family.name, []).append(dev)
         for name, devs in by_family.items():
-            bank = devs[0].family.bank([d.config for d in devs])
+            bank = devs[0].family.bank([d.config for d in devs], [d.context for d in devs])
             for i, dev in enumerate(devs):
                 dev.bank, dev.index = bank, i
-                dev.driver = SimDriver(dev.address, dev.capabilities, bank=bank, index=i)
-                dev.driver._open = True
+                # the host owns the bank: it hands out views that are open from the start
+                dev.driver = SimDriver(dev.address, dev.capabilities, bank=bank, index=i, connected=True)
+                dev.driver.clock = self._clock
             limits = {
                 sp: (
                     np.array([d.capabilities.setpoints[sp].min if sp in d.capabilities.setpoints else 0.0 for d in devs]),
@@ -139,25 +161,27 @@ class DeviceSim(mosaik_api_v3.Simulator):
             for dev in remote:
                 self._open_protocol_device(dev)
 
+    def _clock(self) -> float:
+        return self.clock_s
+
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         self.time = time
         dt = self.step_size
+        self.clock_s = float(time + dt)
         env_by_eid: dict[str, dict[str, float]] = {}
         for eid, attrs in inputs.items():
             dev = self.devices[eid]
             for attr, sources in attrs.items():
                 value = _single(eid, attr, sources)
-                if attr in dev.family.env_inputs:
+                if attr in dev.family.input_names:
                     env_by_eid.setdefault(eid, {})[attr] = value
                 elif attr in dev.family.setpoints and value is not None:
                     dev.pending[attr] = float(value)
         for name, (bank, devs, limits) in self.banks.items():
             self._apply_bank_setpoints(time, bank, devs, limits)
-            fam = devs[0].family
             env = {
-                key: np.array([env_by_eid.get(d.eid, {}).get(key, fam.env_defaults.get(key, 0.0)) for d in devs],
-                              dtype=float)
-                for key in fam.env_inputs
+                inp.name: np.array([env_by_eid.get(d.eid, {}).get(inp.name, inp.default) for d in devs], dtype=float)
+                for inp in devs[0].family.inputs
             }
             bank.step(time, dt, env)
             # as Python floats once per step: mosaik wants floats, and one tolist() beats a float() per value
@@ -243,8 +267,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     @staticmethod
     def _env_with_defaults(dev: _Device, env_by_eid: dict[str, dict[str, float]]) -> dict[str, float]:
-        fam = dev.family
-        return {key: fam.env_defaults.get(key, 0.0) for key in fam.env_inputs} | env_by_eid.get(dev.eid, {})
+        return dev.family.input_defaults | env_by_eid.get(dev.eid, {})
 
     def _open_protocol_device(self, dev: _Device) -> None:
         assert self._io is not None
@@ -255,10 +278,11 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 raise ValueError(f"{dev.eid}: family {dev.family.name!r} has no virtual device for scheme "
                                  f"{address.scheme!r}; available: {sorted(dev.family.virtual) or 'none'}")
             cls = registry.load_spec(spec)
-            dev.virtual = cls(dev.family, dev.config, device_id=dev.eid)
+            dev.virtual = cls(dev.family, dev.config, context=dev.context)
             address = Address.parse(self._io.run(dev.virtual.start(), timeout_s=10))
-        driver_cls = registry.driver_class(address)
+        driver_cls = registry.driver_class(address, dev.family)
         dev.driver = driver_cls(address, dev.capabilities, timeout_s=dev.timeout_s)
+        dev.driver.clock = self._clock
         if self._driver_wrapper is not None:
             dev.driver = self._driver_wrapper(dev.eid, dev.driver)
         self._io.run(dev.driver.connect(), timeout_s=dev.timeout_s + 5)

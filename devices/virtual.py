@@ -16,19 +16,26 @@ from typing import Mapping
 import numpy as np
 from pydantic import BaseModel
 
-from devices.family import Family, ModelBank
+from devices.family import DeviceContext, Family, ModelBank
 
 
 class VirtualDevice(abc.ABC):
-    """Serves one device's model (a bank of one) over one protocol."""
+    """Serves one device's model (a bank of one) over one protocol.
+
+    ``context`` is the device's build context from the world (scenario start, step, id, connection point);
+    stand-alone, ``device_id`` names a context whose start is now. ``t_s`` is the model's clock in s since
+    that start (the end of the last ``advance``).
+    """
 
     scheme: str = ""
 
-    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device") -> None:
+    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
+                 context: DeviceContext | None = None) -> None:
         self.family = family
         self.config = config
-        self.bank: ModelBank = family.bank([config])
-        self.device_id = device_id
+        self.context = context or DeviceContext.standalone(device_id)
+        self.bank: ModelBank = family.bank([config], [self.context])
+        self.device_id = self.context.device_id
         self.t_s = 0
 
     @abc.abstractmethod

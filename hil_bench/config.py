@@ -12,15 +12,16 @@
       drills:
         - {at: 20min, device: fronius_4006773, fault: controller_silent}
 
-Only this module is imported by the scenario schema, so it imports nothing heavy (of cosim only the
-duration grammar, no protocol code).
+hil_bench registers ``BenchSpec`` as the scenario section ``bench`` (entry-point group ``s4g.scenario_sections`` in
+pyproject.toml), so cosim never imports hil_bench; the scenario schema loads this module, so it imports nothing heavy
+(of cosim only the duration grammar, no protocol code).
 Durations follow the one grammar of cosim/durations.py: ``50ms``, ``2s``, ``20min`` or plain seconds.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -110,6 +111,16 @@ class BenchSpec(_Strict):
     limits: dict[str, DeviceLimits] = Field(default_factory=dict, description="operator limits by device id")
     monitor: MonitorSpec = MonitorSpec()
     drills: list[Drill] = Field(default_factory=list)
+
+    def scenario_problems(self, scenario: Any, add: Callable[..., None]) -> None:
+        """Devices the section names must exist (the scenario loader calls this; locations are within ``bench``)."""
+        device_ids = {d.id for d in scenario.devices}
+        for dev_id in self.limits:
+            if dev_id not in device_ids:
+                add(("limits", dev_id), "expected the id of a device in 'devices'", dev_id)
+        for i, drill in enumerate(self.drills):
+            if drill.device not in device_ids:
+                add(("drills", i, "device"), "expected the id of a device in 'devices'", drill.device)
 
     def cycle_s(self, step_s: int) -> float:
         """Wall seconds of one co-simulation step."""

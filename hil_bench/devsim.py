@@ -64,7 +64,7 @@ class BenchDeviceSim(DeviceSim):
         for eid, attrs in inputs.items():
             dev = self.devices[eid]
             plan = rt.plans[eid]
-            env = {a: float(_single(s)) for a, s in attrs.items() if a in dev.family.env_inputs
+            env = {a: float(_single(s)) for a, s in attrs.items() if a in dev.family.input_names
                    and _single(s) is not None}
             setpoints = {a: float(_single(s)) for a, s in attrs.items() if a in dev.family.setpoints
                          and _single(s) is not None}

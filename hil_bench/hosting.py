@@ -67,8 +67,7 @@ class Hosting:
 
         async def _start() -> HostedDevice:
             virtual = cls(family, config, device_id=device_id)
-            hosted = HostedDevice(device_id, family, virtual,
-                                  env={k: family.env_defaults.get(k, 0.0) for k in family.env_inputs})
+            hosted = HostedDevice(device_id, family, virtual, env=family.input_defaults)
             hosted.address = await virtual.start()
             return hosted
 

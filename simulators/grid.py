@@ -3,6 +3,12 @@
 ``GridEngine`` (no mosaik) owns one grid: the loaded :class:`GridModel`, the driven loads (every load of the grid
 file plus the connection points the scenario adds) and a :class:`PowerFlow`. ``GridSim`` maps mosaik entities and
 attributes onto it; several sources connected to one Load are summed, and a Load without input keeps its value.
+
+A Load entity is a connection point: it takes ``p_w`` / ``q_var`` (load arrow) and offers what a meter at the point
+sees after the power flow: the net ``p_w`` / ``q_var`` drawn there, per phase ``p_a_w`` .. ``p_c_w`` (a single-phase
+point draws on its phase only, a three-phase one is symmetric), its voltage ``v_pu`` (the point's phase, or the
+positive sequence for three-phase points) and the phase voltages ``v_a_pu`` .. ``v_c_pu`` of its bus (balanced
+grids: all equal). These are the ``point.*`` sources of the device-family contract (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ StaticLoads = Literal["zero", "file"]
 GRID_SCALARS = ["p_slack_w", "q_slack_var", "losses_w", "v_min_pu", "v_max_pu", "iterations"]
 GRID_VECTORS = ["bus_v_pu", "bus_v_a_pu", "bus_v_b_pu", "bus_v_c_pu", "line_loading_pct", "trafo_loading_pct",
                 "trafo_p_hv_w"]
+#: what a connection point offers (inputs: p_w, q_var)
+LOAD_ATTRS = ["p_w", "q_var", "v_pu", "v_a_pu", "v_b_pu", "v_c_pu", "p_a_w", "p_b_w", "p_c_w"]
 META: dict[str, Any] = {
     "api_version": "3.0",
     "type": "time-based",
@@ -44,7 +52,7 @@ META: dict[str, Any] = {
         "Bus": {"public": False, "params": [], "attrs": ["v_pu", "v_a_pu", "v_b_pu", "v_c_pu"]},
         "Line": {"public": False, "params": [], "attrs": ["loading_pct", "pl_w"]},
         "Trafo": {"public": False, "params": [], "attrs": ["loading_pct", "p_hv_w"]},
-        "Load": {"public": False, "params": [], "attrs": ["p_w", "q_var", "v_pu"]},
+        "Load": {"public": False, "params": [], "attrs": LOAD_ATTRS},
     },
 }
 
@@ -184,6 +192,15 @@ class GridSim(mosaik_api_v3.Simulator):
         self._line_pos = {f"line:{n}": k for k, n in enumerate(m.line_names)}
         self._trafo_pos = {f"trafo:{n}": k for k, n in enumerate(m.trafo_names)}
         self._load_eid_pos = {f"load:{n}": k for n, k in self.engine.load_pos.items()}
+        bus_k = {n: k for k, n in enumerate(m.bus_names)}
+        self._load_bus = np.array([bus_k[load.bus] for load in m.loads], dtype=np.int64)
+        # share of a point's power on each phase: its own phase only, or a third each for three-phase points
+        share = np.full((3, len(m.loads)), 1.0 / 3.0)
+        for k, load in enumerate(m.loads):
+            if load.phase is not None:
+                share[:, k] = 0.0
+                share[load.phase - 1, k] = 1.0
+        self._load_phase_share = share
         return [{"eid": self.grid_eid, "type": "Grid", "children": _children(m),
                  "extra_info": {"slack_bus": m.slack_bus, "source": m.source, "mode": self.engine.mode,
                                 "ders": m.ders, "assumptions": list(m.assumptions)}}]
@@ -233,13 +250,21 @@ class GridSim(mosaik_api_v3.Simulator):
             return float(res.trafo_loading_pct[k] if attr == "loading_pct" else res.trafo_p_hv_w[k])
         if kind == "load":
             k = engine.load_pos[eid[len("load:"):]]
-            return float({"p_w": engine.p_w, "q_var": engine.q_var, "v_pu": res.load_v_pu}[attr][k])
+            if attr in _LOAD_SCALARS:
+                return float({"p_w": engine.p_w, "q_var": engine.q_var, "v_pu": res.load_v_pu}[attr][k])
+            ph = "abc".index(attr[2])
+            if attr.startswith("v_"):
+                return float(res.v_abc_pu[ph, self._load_bus[k]])
+            return float(engine.p_w[k] * self._load_phase_share[ph, k])
         raise ValueError(f"unknown entity {eid!r}")
 
     def _require_engine(self) -> GridEngine:
         if self.engine is None:
             raise RuntimeError("no Grid created yet")
         return self.engine
+
+
+_LOAD_SCALARS = ("p_w", "q_var", "v_pu")
 
 
 def _children(m: GridModel) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ def test_family_is_registered_with_both_schemes():
     fam = registry.family("fronius")
     assert set(fam.drivers) == set(fam.virtual) == {"sunspec+tcp", "fronius+http"}
     assert fam.battery_setpoint == "batt_p_w" and fam.setpoints == ("batt_p_w",)
-    assert set(fam.env_inputs) == {"pv_w_per_kwp", "site_load_w"}
+    assert set(fam.input_names) == {"pv_w_per_kwp", "site_load_w"}
     cap = fam.capabilities(fam.parse_config({"battery": {**BATT, "p_discharge_max_w": 3000}}))
     assert (cap.setpoints["batt_p_w"].min, cap.setpoints["batt_p_w"].max) == (-3000, 4000)
 

@@ -21,6 +21,7 @@ from ocpp.v201.enums import Action as A201
 
 from devices import registry
 from devices.base import Address, Setpoint, SetpointRejected
+from devices.family import DeviceContext
 from devices.wallbox import csms
 from devices.wallbox import profiles as pf
 from devices.wallbox.driver import Ocpp16Driver, Ocpp201Driver
@@ -261,7 +262,9 @@ async def _with_package_csms(cls, wallbox_cls, script):
 
     async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6", "ocpp2.0.1"]) as server:
         port = server.sockets[0].getsockname()[1]
-        dev = wallbox_cls(FAM, FAM.parse_config({"meter_interval_s": 60}), device_id="OURS")
+        # the charge point's calendar starts at a fixed midnight (its build context), so meter timestamps are known
+        ctx = DeviceContext(datetime(2024, 1, 1, tzinfo=timezone.utc), 60, "OURS")
+        dev = wallbox_cls(FAM, FAM.parse_config({"meter_interval_s": 60}), context=ctx)
         await dev.start_client(f"ws://127.0.0.1:{port}/")
         c = await asyncio.wait_for(holder.get(), 10)
         await asyncio.wait_for(c.booted.wait(), 10)

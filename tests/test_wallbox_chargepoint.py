@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import math
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 
 import pytest
 
 from devices import registry
 from devices.base import Address, DeviceUnavailable, Setpoint, SetpointRejected
+from devices.family import DeviceContext
 from devices.wallbox import profiles as pf
 from devices.wallbox.driver import Ocpp16Driver, Ocpp201Driver
 from devices.wallbox.virtual import VirtualWallbox16, VirtualWallbox201
@@ -19,6 +21,7 @@ FAM = registry.family("wallbox")
 EV = {"ev_plugged": 1, "ev_id": 1, "ev_soc_arrival": 0.2, "ev_capacity_wh": 80_000, "ev_p_max_w": 22_000}
 VERSIONS = [(VirtualWallbox16, Ocpp16Driver), (VirtualWallbox201, Ocpp201Driver)]
 IDS = ["1.6", "2.0.1"]
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)  # simulated t = 0 on the charge point's calendar
 
 
 def run(coro):
@@ -28,7 +31,7 @@ def run(coro):
 @asynccontextmanager
 async def station(vcls, dcls, config=None, query="", cp_id="CP"):
     cfg = FAM.parse_config(config or {})
-    dev = vcls(FAM, cfg, device_id=cp_id)
+    dev = vcls(FAM, cfg, context=DeviceContext(T0, 60, cp_id))  # the charge point's calendar starts at T0
     address = await dev.start()
     driver = dcls(Address.parse(address + query), FAM.capabilities(cfg), timeout_s=3.0)
     await driver.connect()

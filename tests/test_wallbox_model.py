@@ -25,7 +25,7 @@ EV = dict(ev_plugged=1, ev_id=1, ev_soc_arrival=0.2, ev_capacity_wh=50_000, ev_p
 def test_family_is_registered_with_limits_and_env_contract():
     fam = registry.family("wallbox")
     assert fam.setpoints == ("p_max_w", "i_max_a")
-    assert set(ENV_INPUTS) <= set(fam.env_inputs)
+    assert set(ENV_INPUTS) <= set(fam.input_names)
     caps = fam.capabilities(fam.parse_config({"max_current_a": 16, "phases": 1}))
     assert caps.setpoints["p_max_w"] == Limit(0.0, 16 * 230.0)
     assert caps.setpoints["i_max_a"] == Limit(0.0, 16.0)

@@ -6,7 +6,7 @@ Active power has priority: reactive power is limited to what the PCS rating leav
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
 from devices.battery.params import ParamsModel
-from devices.family import Family, ModelBank
+from devices.family import DeviceContext, Family, ModelBank
 
 
 class GridBatteryConfig(ParamsModel):
@@ -31,8 +31,8 @@ class GridBatteryConfig(ParamsModel):
 class GridBatteryBank(ModelBank):
     setpoint_names = ("p_w", "q_var")
 
-    def __init__(self, configs: list[GridBatteryConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[GridBatteryConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         self.battery = BatteryBank([c.battery for c in configs])
         self.s_max_va = np.array([c.s_max_va for c in configs], dtype=float)
         self.q_var = np.zeros(self.n)
@@ -73,6 +73,7 @@ FAMILY = Family(
     bank=GridBatteryBank,
     measurements=("p_w", "q_var", "batt_p_w", "soc", "e_wh", "p_charge_avail_w", "p_discharge_avail_w"),
     capabilities=_capabilities,
+    injects=True,
     battery_setpoint="p_w",
     safe_setpoint={"p_w": 0.0, "q_var": 0.0},
     description="stationary battery with a PCS (P and Q setpoints)",

@@ -26,7 +26,6 @@ scan) on a later call, no earlier than an exponentially growing back-off (0.2 s 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
 from urllib.parse import parse_qs
@@ -216,7 +215,7 @@ class SunSpecDriver(ReconnectingDriver):
         blocks = await self._read_blocks()
         values = measurement_values(blocks["inverter"], blocks["mppt"], blocks["storage"], self._nameplate)
         self._storage = blocks["storage"]
-        return Measurement(time.time(), values)
+        return Measurement(self.clock(), values)
 
     async def _write_once(self, setpoint: Setpoint) -> None:
         p_w = float(setpoint.values["batt_p_w"])

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryConfig
 from devices.battery.params import ParamsModel
-from devices.family import Family, ModelBank
+from devices.family import DeviceContext, Family, Input, ModelBank
 from devices.pv_battery.model import PvBatteryBank, PvBatteryConfig
 
 #: SunSpec model 124 ChaSt enumeration
@@ -150,8 +150,8 @@ class FroniusBank(ModelBank):
 
     setpoint_names = ("batt_p_w",)
 
-    def __init__(self, configs: list[FroniusConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[FroniusConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         n = self.n
         self.setpoints["batt_p_w"][:] = np.nan  # no command yet: self-consumption
         self.pv = PvBatteryBank([c.pv_config() for c in configs])
@@ -319,7 +319,9 @@ FAMILY = Family(
     bank=FroniusBank,
     measurements=MEASUREMENTS,
     capabilities=_capabilities,
-    env_inputs=("pv_w_per_kwp", "site_load_w"),
+    injects=True,
+    # the inverter's own smart meter sees the household load of its site besides the inverter
+    inputs=(Input("pv_w_per_kwp", "site.pv_w_per_kwp"), Input("site_load_w", "site.load_p_w")),
     safe_setpoint={"batt_p_w": 0.0},
     drivers={"sunspec+tcp": "devices.fronius.driver:SunSpecDriver",
              "fronius+http": "devices.fronius.solar_api_driver:SolarApiDriver"},

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import h11
 from pydantic import BaseModel
 
-from devices.family import Family
+from devices.family import DeviceContext, Family
 from devices.fronius.model import CHA_ST_EMPTY, CHA_ST_FULL, FroniusBank, FroniusConfig, FroniusState
 from devices.fronius.sunspec_map import battery_voltage
 from devices.tcp_server import ServedConnection, TcpServer
@@ -401,10 +401,11 @@ class FroniusSolarApiDevice(VirtualDevice):
 
     scheme = "fronius+http"
 
-    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device") -> None:
+    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
+                 context: DeviceContext | None = None) -> None:
         if not isinstance(config, FroniusConfig):
             raise TypeError(f"a virtual Fronius needs a FroniusConfig, got {type(config).__name__}")
-        super().__init__(family, config, device_id=device_id)
+        super().__init__(family, config, device_id=device_id, context=context)
         assert isinstance(self.bank, FroniusBank)
         self.server = SolarApiServer(self.bank, config, device_id)
         self._host = "127.0.0.1"

@@ -180,7 +180,7 @@ class SolarApiDriver(ReconnectingDriver):
         flow = parse_power_flow(await self._get_json(POWER_FLOW))
         inverter = parse_inverter_common(await self._get_json(INVERTER))
         storage = parse_storage_system(await self._get_json(STORAGE))
-        return Measurement(time.time(), measurement_values(flow, inverter, storage))
+        return Measurement(self.clock(), measurement_values(flow, inverter, storage))
 
     async def _write_once(self, setpoint: Setpoint) -> None:
         raise AssertionError("unreachable: _write refuses every setpoint")

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from pydantic import BaseModel
 
-from devices.family import Family
+from devices.family import DeviceContext, Family
 from devices.fronius.model import FroniusBank, FroniusConfig
 from devices.fronius.modbus_server import ILLEGAL_DATA_ADDRESS, ILLEGAL_DATA_VALUE, ModbusError, ModbusTcpRegisterServer
 from devices.fronius.sunspec_map import BASE_ADDRESS, FroniusRegisterMap
@@ -42,10 +42,11 @@ class FroniusSunSpecDevice(VirtualDevice):
     scheme = "sunspec+tcp"
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
-                 max_connections: int = 16, idle_timeout_s: float | None = 300.0) -> None:
+                 max_connections: int = 16, idle_timeout_s: float | None = 300.0,
+                 context: DeviceContext | None = None) -> None:
         if not isinstance(config, FroniusConfig):
             raise TypeError(f"a virtual Fronius needs a FroniusConfig, got {type(config).__name__}")
-        super().__init__(family, config, device_id=device_id)
+        super().__init__(family, config, device_id=device_id, context=context)
         assert isinstance(self.bank, FroniusBank)
         self.cfg: FroniusConfig = config
         self.fbank: FroniusBank = self.bank

@@ -34,6 +34,7 @@ FAMILY = Family(
     bank=LibalBank,
     measurements=MEASUREMENTS,
     capabilities=_capabilities,
+    injects=True,
     safe_setpoint={"p_w": 0.0, "q_var": 0.0},
     drivers={"libal": "devices.libal.driver:LibalDriver"},
     virtual={"libal": "devices.libal.virtual:LibalVirtualDevice"},

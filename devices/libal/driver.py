@@ -284,7 +284,7 @@ class LibalDriver(ReconnectingDriver):
         pcs = await self._read_pcs()
         bms = await self._bms(poll=True)
         p_w = _from_pcs(pcs["P_MEAS_W"])
-        return Measurement(time.time(), {
+        return Measurement(self.clock(), {
             "p_w": p_w,
             "q_var": _from_pcs(pcs["Q_MEAS_VAR"]),
             "batt_p_w": p_w,

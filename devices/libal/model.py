@@ -21,14 +21,14 @@ gets what the apparent-power rating leaves. ``pcs_enabled`` and the EMS mode req
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.battery.model import BatteryBank, BatteryConfig
 from devices.battery.params import ParamsModel
-from devices.family import ModelBank
+from devices.family import DeviceContext, ModelBank
 
 #: LFP cell open-circuit voltage (V) over SoC: a flat plateau between steep ends
 OCV_SOC = np.array([0.0, 0.02, 0.05, 0.10, 0.20, 0.30, 0.40, 0.50, 0.60, 0.70, 0.80, 0.90, 0.95, 0.98, 1.0])
@@ -152,8 +152,8 @@ class LibalConfig(ParamsModel):
 class LibalBank(ModelBank):
     setpoint_names = ("p_w", "q_var")
 
-    def __init__(self, configs: list[LibalConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[LibalConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
 
         def col(get) -> np.ndarray:
             return np.array([get(c) for c in configs], dtype=float)

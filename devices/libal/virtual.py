@@ -15,7 +15,7 @@ from typing import Mapping
 
 from pydantic import BaseModel
 
-from devices.family import Family
+from devices.family import DeviceContext, Family
 from devices.libal import can_codec, rtu
 from devices.libal.model import ALARM_MASK, LibalBank, LibalConfig
 from devices.libal.rtu_io import RtuTcpServer
@@ -31,8 +31,8 @@ class LibalVirtualDevice(VirtualDevice):
     scheme = "libal"
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device", unit: int = 1,
-                 channel: str = "can0", broadcast_period_s: float = 1.0) -> None:
-        super().__init__(family, config, device_id=device_id)
+                 channel: str = "can0", broadcast_period_s: float = 1.0, context: DeviceContext | None = None) -> None:
+        super().__init__(family, config, device_id=device_id, context=context)
         assert isinstance(config, LibalConfig) and isinstance(self.bank, LibalBank)
         self.cfg: LibalConfig = config
         self.model: LibalBank = self.bank

@@ -8,7 +8,7 @@ and PV is curtailed (what the inverter does when told to charge/discharge at a f
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
 from devices.battery.params import ParamsModel
-from devices.family import Family, ModelBank
+from devices.family import DeviceContext, Family, Input, ModelBank
 
 
 class PvBatteryConfig(ParamsModel):
@@ -37,8 +37,8 @@ class PvBatteryConfig(ParamsModel):
 class PvBatteryBank(ModelBank):
     setpoint_names = ("batt_p_w",)
 
-    def __init__(self, configs: list[PvBatteryConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[PvBatteryConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         n = self.n
         self.pv_kwp = np.array([c.pv_kwp for c in configs], dtype=float)
         self.pv_mppt_max_w = np.array([c.pv_mppt_max_w or np.inf for c in configs], dtype=float)
@@ -113,8 +113,9 @@ FAMILY = Family(
     measurements=("p_w", "q_var", "pv_p_w", "batt_p_w", "soc", "e_wh", "pv_curtail_w",
                   "p_charge_avail_w", "p_discharge_avail_w"),
     capabilities=_capabilities,
+    injects=True,
+    inputs=(Input("pv_w_per_kwp", "site.pv_w_per_kwp"),),
     battery_setpoint="batt_p_w",
-    env_inputs=("pv_w_per_kwp",),
     safe_setpoint={"batt_p_w": 0.0},
     description="household hybrid inverter: PV + optional battery on one AC output",
 )

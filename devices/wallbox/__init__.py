@@ -8,7 +8,7 @@ CP_ID". The model (:mod:`devices.wallbox.model`) imports no protocol code.
 from __future__ import annotations
 
 from devices.base import Capabilities, Limit
-from devices.family import Family
+from devices.family import Family, Input
 from devices.wallbox.model import ENV_INPUTS, MEASUREMENTS, WallboxBank, WallboxConfig
 
 
@@ -25,7 +25,9 @@ FAMILY = Family(
     bank=WallboxBank,
     measurements=MEASUREMENTS,
     capabilities=_capabilities,
-    env_inputs=ENV_INPUTS,
+    injects=True,
+    # the EV plugged in: from the EV fleet bay the wallbox is wired to
+    inputs=tuple(Input(name, f"fleet.{name}") for name in ENV_INPUTS),
     safe_setpoint={"p_max_w": 0.0},
     drivers={"ocpp16": "devices.wallbox.driver:Ocpp16Driver", "ocpp201": "devices.wallbox.driver:Ocpp201Driver"},
     virtual={"ocpp16": "devices.wallbox.virtual:VirtualWallbox16",

@@ -144,8 +144,7 @@ class OcppDriver(Driver):
                         raise DeviceUnavailable(f"{self.cp_id}: no MeterValues within {self.timeout_s:g} s after "
                                                 "TriggerMessage")
             values = state.measurement()
-            t = state.cp_time.timestamp() if state.cp_time else time.time()
-            return Measurement(t, values)
+            return Measurement(self.clock(), values)
 
     def _trigger_payload(self) -> Payload:
         if self.version == "1.6":

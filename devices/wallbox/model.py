@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.family import ModelBank
+from devices.family import DeviceContext, ModelBank
 
 STATUS_NAMES = ("Available", "Preparing", "Charging", "SuspendedEVSE", "SuspendedEV", "Finishing",
                 "Reserved", "Unavailable", "Faulted")
@@ -65,8 +64,6 @@ class WallboxConfig(BaseModel):
     # protocol side (used by the virtual charge point; harmless for sim://)
     meter_interval_s: int = Field(60, ge=0, description="MeterValueSampleInterval / TxUpdatedInterval")
     heartbeat_interval_s: int = Field(300, gt=0)
-    clock_start: datetime = Field(datetime(2024, 1, 1, tzinfo=timezone.utc),
-                                  description="wall time of simulated t=0 for the charge point's clock")
     vendor: str = "S4G"
     model: str = "VirtualWallbox"
     serial: str | None = None
@@ -170,8 +167,8 @@ class WallboxBank(ModelBank):
 
     setpoint_names = ("p_max_w", "i_max_a")
 
-    def __init__(self, configs: list[WallboxConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[WallboxConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         n = self.n
         arr = lambda attr: np.array([getattr(c, attr) for c in configs], dtype=float)  # noqa: E731
         self.hw_a = arr("max_current_a")

@@ -11,13 +11,13 @@ charge point send its StatusNotification and transaction messages.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Mapping
 from urllib.parse import quote
 
 from pydantic import BaseModel
 
-from devices.family import Family
+from devices.family import DeviceContext, Family
 from devices.virtual import VirtualDevice
 from devices.wallbox import csms
 from devices.wallbox.chargepoint import VirtualChargePoint
@@ -33,8 +33,8 @@ class VirtualWallbox(VirtualDevice):
     version = ""
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
-                 wall_clock: bool = False) -> None:
-        super().__init__(family, config, device_id=device_id)
+                 wall_clock: bool = False, context: DeviceContext | None = None) -> None:
+        super().__init__(family, config, device_id=device_id, context=context)
         assert isinstance(config, WallboxConfig) and isinstance(self.bank, WallboxBank)
         self.cfg: WallboxConfig = config
         self.wall_clock = wall_clock
@@ -46,7 +46,7 @@ class VirtualWallbox(VirtualDevice):
     def clock_at(self, t_s: float) -> datetime:
         if self.wall_clock:
             return datetime.now(timezone.utc)
-        return self.cfg.clock_start + timedelta(seconds=float(t_s))
+        return self.context.at(t_s)  # protocol timestamps on the scenario calendar
 
     def now(self) -> datetime:
         return self.clock_at(self.bank.t_s)
