@@ -96,7 +96,11 @@ class TcpServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen (port 0: a free one chosen by the OS); return the bound port. OSError if the port is taken."""
         if self._server is None:
-            self._server = await asyncio.start_server(self._accept, host, port, limit=self.limit)
+            try:
+                self._server = await asyncio.start_server(self._accept, host, port, limit=self.limit)
+            except OSError as exc:  # say which server and where: a serve command prints this and exits 2
+                raise OSError(exc.errno, f"cannot serve {self.name} on {host}:{port}: {exc.strerror or exc}") \
+                    from exc
             self.host, self.port = host, self._server.sockets[0].getsockname()[1]
         return self.port
 

@@ -98,7 +98,7 @@ class ModbusTcpRegisterServer:
         self.silent = False
         self.corrupt_next = False
         self._corrupt = corrupt or (lambda frame: frame)
-        self.tcp = TcpServer(self._serve, name="modbus-tcp", max_connections=max_connections,
+        self.tcp = TcpServer(self._serve, name="SunSpec", max_connections=max_connections,
                              idle_timeout_s=idle_timeout_s)
 
     @property
