@@ -8,9 +8,12 @@ from hypothesis import strategies as st
 from pyomo.repn import generate_standard_repn
 from scipy.optimize import minimize
 
-from controllers.profess_model import (PRESETS, CycleInputs, HighsProfess, IpmProfess, ObjectiveWeights, Profess,
-                                       ProfessProblem, PyomoProfess, SiteBattery, from_original_ess_power,
-                                       prepare, to_original_ess_power)
+from controllers.profess_highs import HighsProfess
+from controllers.profess_ipm import IpmProfess
+from controllers.profess_model import Profess
+from controllers.profess_problem import (PRESETS, CycleInputs, ObjectiveWeights, ProfessProblem, SiteBattery,
+                                         from_original_ess_power, prepare, to_original_ess_power)
+from controllers.profess_pyomo import PyomoProfess
 from devices.battery.model import BatteryBank, BatteryConfig
 
 BAT = SiteBattery(capacity_wh=4500, p_charge_max_w=2400, p_discharge_max_w=2400, eta_charge=0.96,
