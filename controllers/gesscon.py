@@ -21,10 +21,7 @@ Sign conventions: ours = load arrow (+ = charging). The original GESSCon also se
 :func:`to_gesscon_kw` / :func:`from_gesscon_kw` convert the unit only. The original PROFESS uses
 ``P_ESS_Output`` + = discharging: :func:`gesscon_to_profess_original` negates.
 
-Wire format (the seed's "Table 8", as far as this code knows it): one SenML pack (RFC 8428) per ESS with
-24 records, the first carrying ``bn`` = ``"<ess id>/"``, ``bt`` = UNIX time of the first hour and
-``bu`` = ``"W"``; record ``h`` has ``n`` = ``"p_set"``, ``t`` = ``3600 h`` and ``v`` = the set-point
-(+ = charging). See :func:`to_senml` / :func:`from_senml`.
+The schedule's wire format (one SenML pack per ESS) is :mod:`controllers.schedule_codec`.
 """
 
 from __future__ import annotations
@@ -40,15 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controllers.forecast import ForecastMethod, make_forecaster
 from controllers.registry import ControllerKind
+from controllers.schedule_codec import HOURS, to_senml
 
 if TYPE_CHECKING:  # pragma: no cover
     from cosim.scenario import ControllerSpec
     from cosim.world import WorldBuilder
 
 log = logging.getLogger(__name__)
-
-HOURS = 24
-SENML_NAME = "p_set"
 
 
 class GessconSite(BaseModel):
@@ -80,7 +75,7 @@ class GessconConfig(BaseModel):
     overload_penalty_eur_per_kwh: float = Field(100.0, gt=0)
 
 
-# --- conversions and wire format -----------------------------------------------------------------------
+# --- conversions ---------------------------------------------------------------------------------------
 
 def to_gesscon_kw(p_w):
     """Ours (W, + = charging) -> original GESSCon (kW, + = charging)."""
@@ -95,62 +90,6 @@ def from_gesscon_kw(p_kw):
 def gesscon_to_profess_original(p_kw):
     """Original GESSCon set-point (kW, + = charging) -> original PROFESS ``ESS_Control`` (kW, + = discharging)."""
     return -np.asarray(p_kw, dtype=float)
-
-
-def to_senml(ess_id: str, t0_unix_s: float, setpoints_w) -> list[dict]:
-    """24 hourly set-points (W, + = charging) as one SenML pack."""
-    v = np.asarray(setpoints_w, dtype=float)
-    if v.shape != (HOURS,):
-        raise ValueError(f"expected {HOURS} hourly set-points, got shape {v.shape}")
-    pack = [{"n": SENML_NAME, "t": 3600 * h, "v": float(v[h])} for h in range(HOURS)]
-    pack[0] = {"bn": f"{ess_id}/", "bt": float(t0_unix_s), "bu": "W", **pack[0]}
-    return pack
-
-
-def from_senml(pack: list[dict]) -> tuple[str, float, np.ndarray]:
-    """(ess id, UNIX time of the first hour, 24 set-points W) from a pack made by :func:`to_senml`.
-
-    Resolves base name, base time and base unit as RFC 8428 says; raises ValueError on anything else."""
-    if not isinstance(pack, list) or not pack:
-        raise ValueError("a SenML pack is a non-empty list of records")
-    bn, bt, bu = "", 0.0, None
-    values: dict[float, float] = {}
-    name = None
-    for rec in pack:
-        if not isinstance(rec, dict):
-            raise ValueError("SenML records are objects")
-        bn = rec.get("bn", bn)
-        bt = float(rec.get("bt", bt))
-        bu = rec.get("bu", bu)
-        unit = rec.get("u", bu)
-        if unit not in ("W", "kW"):
-            raise ValueError(f"unexpected unit {unit!r} (W)")
-        full = bn + rec.get("n", "")
-        if name is None:
-            name = full
-        elif full != name:
-            raise ValueError(f"pack mixes names {name!r} and {full!r}")
-        if "v" not in rec:
-            raise ValueError("record without a numeric value 'v'")
-        t = bt + float(rec.get("t", 0.0))
-        values[t] = float(rec["v"]) * (1e3 if unit == "kW" else 1.0)
-    times = np.array(sorted(values))
-    if times.size != HOURS or np.any(np.diff(times) != 3600):
-        raise ValueError(f"expected {HOURS} records one hour apart")
-    ess = name[: -len(SENML_NAME)].rstrip("/") if name and name.endswith(SENML_NAME) else (name or "")
-    return ess, float(times[0]), np.array([values[t] for t in times])
-
-
-def schedule_value(pack: list[dict] | None, now_unix_s: float) -> float | None:
-    """The set-point valid at ``now`` (hour ``floor((now - t0) / 3600)``), or None if not covered."""
-    if not pack:
-        return None
-    try:
-        _, t0, v = from_senml(pack)
-    except ValueError:
-        return None
-    h = int(np.floor((now_unix_s - t0) / 3600.0))
-    return float(v[h]) if 0 <= h < HOURS else None
 
 
 # --- the optimisation ------------------------------------------------------------------------------------
@@ -367,7 +306,7 @@ class GessconParams(BaseModel):
     @field_validator("lessag")
     @classmethod
     def _lessag(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from controllers.lessag import LessagParams  # lessag imports this module: validate lazily
+        from controllers.lessag import LessagParams
 
         LessagParams.model_validate(v)
         return v

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from controllers.baselines import self_consumption_setpoint
-from controllers.gesscon import from_senml
+from controllers.schedule_codec import from_senml
 from controllers.profess import ProfessParams, _Site
 from controllers.registry import ControllerKind
 

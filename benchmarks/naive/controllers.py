@@ -20,7 +20,8 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
-from controllers.gesscon import HOURS, Gesscon, GessconConfig, GessconSite, from_senml, to_senml
+from controllers.gesscon import Gesscon, GessconConfig, GessconSite
+from controllers.schedule_codec import HOURS, from_senml, to_senml
 from controllers.profess_model import Profess
 from controllers.profess_problem import CycleInputs, ProfessProblem
 from controllers.profess_pyomo import PyomoProfess
