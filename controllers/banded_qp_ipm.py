@@ -64,7 +64,6 @@ class BandedQpIpm:
         from scipy.linalg.lapack import dpbtrf as pbtrf, dpbtrs as pbtrs
 
         a, at = self.a_csr, self.at
-        n = self.n
         if not (np.all(np.isfinite(l)) and np.all(np.isfinite(u))):
             raise ValueError("all bounds must be finite")
         if np.any(l > u + 1e-12):
@@ -91,7 +90,7 @@ class BandedQpIpm:
                 return 1.0
             return min(1.0, float(np.min(v[neg] / -dv[neg])))
 
-        for it in range(1, self.max_iter + 1):
+        for it in range(1, self.max_iter + 1):  # noqa: B007  (the count is returned)
             wl = np.where(fixed, 1.0, np.maximum(x - l, 1e-14))
             wu = np.where(fixed, 1.0, np.maximum(u - x, 1e-14))
             rp = b - a @ x
@@ -138,7 +137,8 @@ class BandedQpIpm:
             dx, dy, dzl, dzu = direction(-wl * zl * free, -wu * zu * free)
             ap = min(max_step(wl, dx), max_step(wu, -dx))
             ad = min(max_step(zl, dzl), max_step(zu, dzu))
-            mu_aff = float((((wl + ap * dx) * (zl + ad * dzl) + (wu - ap * dx) * (zu + ad * dzu)) * free).sum()) / (2 * nfree)
+            mu_aff = float((((wl + ap * dx) * (zl + ad * dzl) + (wu - ap * dx) * (zu + ad * dzu)) * free).sum()) \
+                / (2 * nfree)
             sigma = (mu_aff / mu) ** 3 if mu > 0 else 0.0
             rl = (sigma * mu - wl * zl - dx * dzl) * free
             ru = (sigma * mu - wu * zu + dx * dzu) * free

@@ -246,7 +246,7 @@ class Gesscon:
             hi_r[self.c_pc[forbid_c]] = 0.0
             hi_r[self.c_pd[forbid_d]] = 0.0
             hs.changeColsBounds(self.ncol, idx, lo, hi_r)
-            hs.changeRowsBounds(self.nrow, ridx, rlo, rhi)
+            hs.changeRowsBounds(self.nrow, ridx, rlo, rhi)  # type: ignore[attr-defined]
             hs.changeColsCost(self.ncol, idx, cost)
             hs.changeObjectiveOffset(offset)
             hs.run()
@@ -264,7 +264,8 @@ class Gesscon:
         solve_s = _time.perf_counter() - t0
         if status != self._hs.HighsModelStatus.kOptimal:
             zero = {s.id: np.zeros(H) for s in self.sites}
-            return GessconPlan(hs.modelStatusToString(status), zero, {s.id: load[i] * 1e3 for i, s in enumerate(self.sites)},
+            return GessconPlan(hs.modelStatusToString(status), zero,
+                               {s.id: load[i] * 1e3 for i, s in enumerate(self.sites)},
                                {s.id: np.full(H + 1, e0[i] * 1e3) for i, s in enumerate(self.sites)},
                                load.sum(axis=0) * 1e3, np.zeros(H), float("nan"), solve_s)
         net = (x[self.c_gi] - x[self.c_ge]) * 1e3
@@ -411,11 +412,13 @@ class GessconSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60,  # type: ignore[override]
+             **_: Any) -> Any:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, sites: list[dict] | None = None,
+    def create(self, num: int, model: str, params: dict | None = None,  # type: ignore[override]
+               sites: list[dict] | None = None,
                pv_kwp: dict | None = None, truth: dict | None = None, import_eur_per_kwh=None,
                export_eur_per_kwh=None, start_unix_s: float = 0.0, start_tod_s: int = 0) -> list[dict]:
         if model != "Feeder":
@@ -462,9 +465,9 @@ class GessconSim(mosaik_api_v3.Simulator):
     def get_data(self, outputs: dict) -> dict:
         data = {}
         for eid, attrs in outputs.items():
+            row: dict[str, Any] = {}
             if eid in self.feeders:
                 f = self.feeders[eid]
-                row = {}
                 for a in attrs:
                     if a == "objective":
                         row[a] = f.plan.objective if f.plan else float("nan")
@@ -480,13 +483,12 @@ class GessconSim(mosaik_api_v3.Simulator):
             feid, sid = self.site_of[eid]
             f = self.feeders[feid]
             h = (self.time - f.plan_t) // 3600 if f.plan_t >= 0 else -1
-            have = f.plan is not None and f.plan.status == "optimal" and 0 <= h < HOURS
-            row = {}
+            plan = f.plan if f.plan is not None and f.plan.status == "optimal" and 0 <= h < HOURS else None
             for a in attrs:
                 if a == "p_schedule_w":  # 0 without a valid schedule (safe if wired straight to a device)
-                    row[a] = float(f.plan.setpoints_w[sid][h]) if have else 0.0
+                    row[a] = float(plan.setpoints_w[sid][h]) if plan is not None else 0.0
                 elif a == "pcc_plan_w":
-                    row[a] = float(f.plan.pcc_w[sid][h]) if have else float("nan")
+                    row[a] = float(plan.pcc_w[sid][h]) if plan is not None else float("nan")
                 elif a == "schedule":
                     row[a] = f.packs.get(sid)
                 elif a == "schedule_issued_s":
@@ -499,7 +501,7 @@ class GessconSim(mosaik_api_v3.Simulator):
                 for feid, f in self.feeders.items() if f.plan is not None}
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GessconParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: GessconParams) -> None:
     from controllers.lessag import LessagParams, wire_lessag
     from controllers.profess import device_battery, price_series, start_tod_s, truth_series
     from devices import registry as device_registry
@@ -550,6 +552,9 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GessconParam
             wire_lessag(builder, spec, lessag_params, dev, site, child)
         elif params.execute == "direct":
             setpoint = device_registry.family(dev.family).battery_setpoint
+            if setpoint is None:
+                raise ValueError(f"gesscon execute: direct needs a battery; device {dev.id!r} ({dev.family}) takes no "
+                                 "battery setpoint")
             builder.connect(child, device, ("p_schedule_w", setpoint), role="control", time_shifted=True,
                             initial_data={"p_schedule_w": 0.0})
 

@@ -148,7 +148,7 @@ class HighsProfess:
 
     # -- per cycle ------------------------------------------------------------------------------------------
     def update(self, inp: CycleInputs) -> PreparedInputs:
-        p, w, n, h = self.problem, self.problem.weights, self.n, self.problem.h
+        p = self.problem
         c, hs = self.col, self.highs
         d = prepare(p, inp)
         inf = self.inf
@@ -162,7 +162,7 @@ class HighsProfess:
             lo.append(np.where(known, -np.nan_to_num(d.sched), -inf))
             hi.append(np.where(known, -np.nan_to_num(d.sched), inf))
         ridx = np.concatenate(idx).astype(np.int32)
-        hs.changeRowsBounds(ridx.size, ridx, np.concatenate(lo), np.concatenate(hi))
+        hs.changeRowsBounds(ridx.size, ridx, np.concatenate(lo), np.concatenate(hi))  # type: ignore[attr-defined]
         # Column bounds: PV availability, first-step battery availability, first energy, grid charging.
         col_hi = self._col_hi0.copy()
         col_lo = self._col_lo0.copy()
@@ -174,12 +174,12 @@ class HighsProfess:
         hs.changeColsBounds(cidx.size, cidx, col_lo[cidx], col_hi[cidx])
         # Costs: prices and the voltage term are linear in pg / gi.
         cost_pg, cost_gi, offset = linear_costs(p, d)
-        kidx = [c["pg"]]
+        kcols = [c["pg"]]
         kval = [cost_pg]
         if self.has_gi:
-            kidx.append(c["gi"])
+            kcols.append(c["gi"])
             kval.append(cost_gi)
-        kidx = np.concatenate(kidx).astype(np.int32)
+        kidx = np.concatenate(kcols).astype(np.int32)
         hs.changeColsCost(kidx.size, kidx, np.concatenate(kval))
         hs.changeObjectiveOffset(offset)
         return d

@@ -31,9 +31,10 @@ class IpmProfess:
         self.has_gi = w.bill > 0 or w.grid_abs > 0
         self.has_ac = b.inverter_ac_max_w is not None
         self.has_d = w.schedule > 0
-        cb = ["pc", "pd", "pv", "pg", "e"] + (["gi", "s_imp"] if self.has_gi else []) + (["s_ac"] if self.has_ac else []) \
-            + (["d"] if self.has_d else [])
-        rb = ["bal", "soc"] + (["imp"] if self.has_gi else []) + (["ac"] if self.has_ac else []) + (["sch"] if self.has_d else [])
+        cb = ["pc", "pd", "pv", "pg", "e"] + (["gi", "s_imp"] if self.has_gi else []) \
+            + (["s_ac"] if self.has_ac else []) + (["d"] if self.has_d else [])
+        rb = ["bal", "soc"] + (["imp"] if self.has_gi else []) + (["ac"] if self.has_ac else []) \
+            + (["sch"] if self.has_d else [])
         self.nc, self.nr = len(cb), len(rb)
         t = np.arange(n)
         self.col = {name: t * self.nc + i for i, name in enumerate(cb)}
@@ -93,8 +94,9 @@ class IpmProfess:
         # Grid power implied by the balance, within the contract (a step whose contract cannot be met
         # at all keeps the implied range: a forecast above the limit must not make the problem infeasible).
         g_lo, g_hi = d.load - pdmax - d.pv, d.load + pcmax
-        if self.has_ac:
-            ac = b.inverter_ac_max_w / 1e3
+        ac_max_w = b.inverter_ac_max_w  # not None exactly when self.has_ac
+        if ac_max_w is not None:
+            ac = ac_max_w / 1e3
             g_lo, g_hi = np.maximum(g_lo, d.load - ac), np.minimum(g_hi, d.load + ac)
         c_lo = -b.export_limit_w / 1e3 if b.export_limit_w else -np.inf
         c_hi = b.import_limit_w / 1e3 if b.import_limit_w else np.inf
@@ -107,8 +109,8 @@ class IpmProfess:
             hi[c["gi"]] = np.maximum(hi[c["pg"]], 0.0)
             lo[c["s_imp"]] = 0.0
             hi[c["s_imp"]] = hi[c["gi"]] - lo[c["pg"]]
-        if self.has_ac:
-            lo[c["s_ac"]], hi[c["s_ac"]] = -b.inverter_ac_max_w / 1e3, b.inverter_ac_max_w / 1e3
+        if ac_max_w is not None:
+            lo[c["s_ac"]], hi[c["s_ac"]] = -ac_max_w / 1e3, ac_max_w / 1e3
         known = np.isfinite(d.sched)
         sched = np.where(known, d.sched, 0.0)
         if self.has_d:

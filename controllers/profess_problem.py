@@ -93,7 +93,7 @@ class SiteBattery(BaseModel):
     allow_grid_charging: bool = True
 
     @model_validator(mode="after")
-    def _window(self) -> "SiteBattery":
+    def _window(self) -> SiteBattery:
         if self.soc_min >= self.soc_max:
             raise ValueError("soc_min must be below soc_max")
         return self

@@ -88,7 +88,8 @@ class PyomoProfess:
         m.dis_max = pe.Constraint(m.T, rule=lambda m, t: m.P_dis[t] <= m.pd_max[t])
         if b.inverter_ac_max_w is not None:
             ac = b.inverter_ac_max_w / 1e3
-            m.ac = pe.Constraint(m.T, rule=lambda m, t: pe.inequality(-ac, m.P_ch[t] - m.P_dis[t] - m.P_PV_Output[t], ac))
+            m.ac = pe.Constraint(
+                m.T, rule=lambda m, t: pe.inequality(-ac, m.P_ch[t] - m.P_dis[t] - m.P_PV_Output[t], ac))
 
         grid = {t: m.P_imp[t] - m.P_exp[t] for t in m.T}
         s = p.voltage_sensitivity_pu_per_kw
@@ -96,8 +97,8 @@ class PyomoProfess:
         if w.grid_exchange:
             terms += w.grid_exchange * h * sum(grid[t] ** 2 for t in m.T)
         if w.waste:
-            terms += w.waste * h * sum(m.pv_avail[t] - m.P_PV_Output[t] + (1 - ec) * m.P_ch[t] + (1 / ed - 1) * m.P_dis[t]
-                                       for t in m.T)
+            terms += w.waste * h * sum(
+                m.pv_avail[t] - m.P_PV_Output[t] + (1 - ec) * m.P_ch[t] + (1 / ed - 1) * m.P_dis[t] for t in m.T)
         if w.grid_abs:
             terms += w.grid_abs * h * sum(m.P_imp[t] + m.P_exp[t] for t in m.T)
         if w.bill:
@@ -135,6 +136,7 @@ class PyomoProfess:
         d = prepare(self.problem, inp)
         if self.persistent:
             m, solver = self._model, self._solver
+            assert solver is not None  # built in __init__ when persistent
             self._set(m, d)
             solver.update_parameters()
             res = solver.solve(m)

@@ -107,7 +107,7 @@ def _sum_series(series: Iterable[np.ndarray | None]) -> np.ndarray | None:
     if not present:
         return None
     stacked = np.vstack(present)
-    out = np.nansum(stacked, axis=0)
+    out: np.ndarray = np.nansum(stacked, axis=0)
     out[~np.isfinite(stacked).any(axis=0)] = np.nan
     return out
 
@@ -196,7 +196,7 @@ def device_kpis(run: RunData, dev: dict[str, Any]) -> dict[str, Any]:
     soc = run.col("devices", did, "soc")
     cap_wh = _capacity_wh(dev, run.col("devices", did, "e_wh"), soc)
     # pv_p_w ≤ 0 by the load arrow: production is the negative part (a stray + standby value is no production).
-    pv_kwh = _kwh(_split(pv)[1], dt_h) if pv is not None else 0.0
+    pv_kwh = (_kwh(_split(pv)[1], dt_h) or 0.0) if pv is not None else 0.0
     curtailed = _kwh(curtail, dt_h) or 0.0
     charge, discharge = _split(batt) if batt is not None else (_EMPTY, _EMPTY)
     throughput = (_kwh(charge, dt_h) or 0.0) + (_kwh(discharge, dt_h) or 0.0)
@@ -276,7 +276,8 @@ def _group_capacity(members: Sequence[dict[str, Any]]) -> Num:
 
 def _extremes(members: Sequence[dict[str, Any]]) -> dict[str, Num]:
     def pick(key: str, f: Any) -> Num:
-        return f((m[key] for m in members if m[key] is not None), default=None)
+        value: Num = f((m[key] for m in members if m[key] is not None), default=None)
+        return value
 
     return {"soc_min": pick("soc_min", min), "soc_max": pick("soc_max", max)}
 
@@ -407,7 +408,7 @@ def _site_voltage_ok(run: RunData) -> bool | None:
     """Pilot target: every PCC voltage within 230 V ±10 % (site v_pu in the wide band) at every recorded step."""
     sites = run.tables.get("sites")
     ids = sites.ids("v_pu") if sites is not None else []
-    if not ids:
+    if sites is None or not ids:
         return None
     _, m = sites.matrix("v_pu", ids)
     if not np.isfinite(m).any():
@@ -498,7 +499,7 @@ def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
     run = load(run_dir) if data is None else data
     devices = {d["id"]: device_kpis(run, d) for d in run.meta.get("devices", [])}
     sites = {s["id"]: site_kpis(run, s, devices) for s in run.meta.get("sites", [])}
-    kpis = _json_safe(
+    kpis: dict[str, Any] = _json_safe(
         {
             "run": run_info(run_dir, run),
             "total": total_kpis(run, sites),
@@ -514,4 +515,5 @@ def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
 
 def read(run_dir: str | Path) -> dict[str, Any]:
     """kpis.json of a run (computed by :func:`compute`)."""
-    return json.loads((Path(run_dir) / KPI_FILE).read_text(encoding="utf-8"))
+    kpis: dict[str, Any] = json.loads((Path(run_dir) / KPI_FILE).read_text(encoding="utf-8"))
+    return kpis

@@ -12,9 +12,10 @@ import json
 import math
 import os
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandapower as pp
@@ -180,8 +181,8 @@ def load_dsf_se(
     net = pp.create_empty_network(name=str(common.get("id", p.stem)),
                                   f_hz=r.number(common, "base_frequency", "common", 50.0, positive=True))
     names = list(parsed.bus_kv)
-    idx = dict(zip(names, (int(i) for i in pp.create_buses(net, len(names), vn_kv=list(parsed.bus_kv.values()),
-                                                           name=names))))
+    created = pp.create_buses(net, len(names), vn_kv=list(parsed.bus_kv.values()), name=names)
+    idx = dict(zip(names, (int(i) for i in created), strict=True))
     pp.create_ext_grid(net, idx[source], **eg_kwargs)
     for tr in parsed.trafos:
         pp.create_transformer_from_parameters(net, idx[tr.pop("hv")], idx[tr.pop("lv")], **tr)

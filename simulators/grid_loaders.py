@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandapower as pp
@@ -60,7 +60,7 @@ def _default_cache_dir() -> Path:
     return Path(base) / "simbench"
 
 
-def load_simbench(code: str, *, cache_dir: str | os.PathLike[str] | None | bool = None) -> GridModel:
+def load_simbench(code: str, *, cache_dir: str | os.PathLike[str] | bool | None = None) -> GridModel:
     """Load a SimBench grid by code.
 
     simbench re-parses its whole CSV data set on every call (~6 s); the net (without its yearly profiles, which the
@@ -111,7 +111,8 @@ def load_pandapower_json(path: str | os.PathLike[str]) -> GridModel:
     try:
         net = pp.from_json(str(p))
     except Exception as exc:
-        raise GridLoadError(p, "", "a pandapower JSON network", f"unreadable content ({type(exc).__name__}: {exc})")
+        raise GridLoadError(p, "", "a pandapower JSON network",
+                            f"unreadable content ({type(exc).__name__}: {exc})") from exc
     if not isinstance(net, pp.pandapowerNet):
         raise GridLoadError(p, "", "a pandapower network", type(net).__name__)
     if len(net.bus) == 0:

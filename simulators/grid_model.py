@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandapower as pp
 import pandas as pd
@@ -89,7 +90,7 @@ def _unique_names(names: pd.Series, prefix: str) -> list[str]:
     for v in raw:
         if v:
             counts[v] = counts.get(v, 0) + 1
-    return [v if v and counts[v] == 1 else f"{prefix}{i}" for v, i in zip(raw, names.index)]
+    return [v if v and counts[v] == 1 else f"{prefix}{i}" for v, i in zip(raw, names.index, strict=True)]
 
 
 def model_from_net(
@@ -99,14 +100,14 @@ def model_from_net(
     ders: list[dict[str, Any]] | None = None,
 ) -> GridModel:
     bus_names = _unique_names(net.bus["name"], "bus")
-    bus_name_of = dict(zip(net.bus.index, bus_names))
+    bus_name_of = dict(zip(net.bus.index, bus_names, strict=True))
     loads: list[LoadInfo] = []
     load_names = _unique_names(net.load["name"], "load")
-    for idx, name in zip(net.load.index, load_names):
+    for idx, name in zip(net.load.index, load_names, strict=True):
         loads.append(LoadInfo(name, "load", int(idx), bus_name_of[int(net.load.at[idx, "bus"])], None))
     taken = {load.name for load in loads}
     asym_names = _unique_names(net.asymmetric_load["name"], "asymmetric_load")
-    for idx, name in zip(net.asymmetric_load.index, asym_names):
+    for idx, name in zip(net.asymmetric_load.index, asym_names, strict=True):
         phase = (phase_of_asym or {}).get(int(idx), _single_phase_of(net.asymmetric_load.loc[idx]))
         if name in taken:
             name = f"asymmetric_load{idx}"
@@ -125,7 +126,7 @@ def model_from_net(
         trafo_index=[int(i) for i in net.trafo.index],
         loads=loads,
         slack_bus=slack,
-        bus_vn_kv={n: float(v) for n, v in zip(bus_names, net.bus.vn_kv.values)},
+        bus_vn_kv={n: float(v) for n, v in zip(bus_names, net.bus.vn_kv.values, strict=True)},
         ders=list(ders or []),
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone as _fixed_tz, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -74,19 +74,22 @@ class Calendar:
         start = _parse_start(start)
         step_s = positive_seconds(step_s, "step_s")
         tz = _zone(timezone) or start.tzinfo
+        assert tz is not None  # _parse_start accepts only aware datetimes
         start = start.astimezone(tz)
         if tz_offset_h is None:
-            std = start.utcoffset() - (start.dst() or timedelta(0))
+            utc_offset = start.utcoffset()
+            assert utc_offset is not None
+            std = utc_offset - (start.dst() or timedelta(0))
             std_offset_s = int(std.total_seconds())
         else:
             if not isinstance(tz_offset_h, numbers.Real) or not -14 <= tz_offset_h <= 14:
                 raise ProfileError(f"tz_offset_h must be a number of hours in [-14, 14], got {tz_offset_h!r}")
-            std_offset_s = int(round(tz_offset_h * 3600))
+            std_offset_s = round(tz_offset_h * 3600)
         return cls(start=start, step_s=step_s, local_tz=tz, std_offset_s=std_offset_s)
 
     @property
     def start_utc(self) -> datetime:
-        return self.start.astimezone(_fixed_tz.utc)
+        return self.start.astimezone(UTC)
 
     def standard_time(self, t_s: int) -> datetime:
         """Naive local standard time of simulated second ``t_s`` (the profiles' clock)."""

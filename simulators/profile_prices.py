@@ -6,7 +6,7 @@ Prices are rates: each step holds the price valid at the step's start (no averag
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone as _fixed_tz
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def _hhmm(minute: int) -> str:
 
 
 def _iso(epoch_s, cal: Calendar) -> str:
-    return datetime.fromtimestamp(int(epoch_s), _fixed_tz.utc).astimezone(cal.local_tz).isoformat()
+    return datetime.fromtimestamp(int(epoch_s), UTC).astimezone(cal.local_tz).isoformat()
 
 
 def _step_starts_utc(cal: Calendar, row0: int, n: int) -> np.ndarray:

@@ -17,9 +17,10 @@ import functools
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as _fixed_tz
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +125,7 @@ def _resampled(source, cal: Calendar, row0: int, n: int) -> np.ndarray:
 # ---- S4G package data -----------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _s4g_table(source: str):
     """The whole file parsed once per process into Arrow (multi-threaded C++ parser, ~0.3-0.5 s)."""
     import pyarrow.csv as pacsv
@@ -143,7 +144,7 @@ def s4g_columns(source: str) -> list[str]:
     return [c for c in _s4g_table(source).column_names if c != "hour"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _s4g_column(source: str, column: str) -> np.ndarray:
     """One column in output units (W or W/kWp); only columns that are asked for are converted."""
     names = s4g_columns(source)
@@ -188,7 +189,7 @@ def simbench_data(code: str):
     return net, profiles
 
 
-def _simbench_index(code: str, table: str, element: str | int | None) -> tuple[Any, int]:
+def _simbench_index(code: str | None, table: str, element: str | int | None) -> tuple[Any, int]:
     if not code:
         raise ProfileError("source 'simbench' needs code (a SimBench grid code, e.g. '1-LV-semiurb4--0-sw')")
     net, _ = simbench_data(str(code))
@@ -203,7 +204,7 @@ def _simbench_index(code: str, table: str, element: str | int | None) -> tuple[A
     return net, int(getattr(net, table).index[names.index(str(element))])
 
 
-def _simbench_source(code: str, table: str, element, attr: str) -> _YearlySource:
+def _simbench_source(code: str | None, table: str, element, attr: str) -> _YearlySource:
     """SimBench profiles are 2016 (366 days) of 15-min means; used as a yearly profile."""
     net, idx = _simbench_index(code, table, element)
     _, profiles = simbench_data(str(code))
@@ -296,7 +297,7 @@ def _csv_source(path, column, factor: float, unit_label: str) -> _YearlySource |
     secs = parse_times(p, df["time"])
     if secs.size < 2 or np.any(np.diff(secs) != secs[1] - secs[0]):
         raise ProfileError(f"{label}: times must be uniformly spaced (at least two rows)")
-    t0 = datetime.fromtimestamp(int(secs[0]), _fixed_tz.utc)
+    t0 = datetime.fromtimestamp(int(secs[0]), UTC)
     return _SeriesSource(label, values, int(secs[1] - secs[0]), t0)
 
 
@@ -353,6 +354,8 @@ def load_entity(
     unit: str | None = None,
 ) -> Entity:
     scale = finite_number(scale, "scale")
+    p_src: _YearlySource | _SeriesSource
+    q_src: _YearlySource | _SeriesSource | None
     if source in ("s4g-residential", "s4g-commercial"):
         p_src, q_src = _s4g_source(source, column), None
     elif source == "simbench":
@@ -363,7 +366,8 @@ def load_entity(
         p_src, q_src = _csv_source(path, column, factor, unit), None
     else:
         raise ProfileError(f"unknown Load source {source!r} (one of {', '.join(LOAD_SOURCES)})")
-    q_per_p = None if q_src is not None else _q_factor(1.0 if power_factor is None else power_factor)
+    # q from its own profile, else from p and the power factor
+    q_per_p = 0.0 if q_src is not None else _q_factor(1.0 if power_factor is None else power_factor)
 
     def compute(row0: int, n: int) -> dict[str, np.ndarray]:
         p_w = _resampled(p_src, cal, row0, n) * scale
@@ -388,6 +392,7 @@ def pv_entity(
     scale = finite_number(scale, "scale")
     if scale < 0:
         raise ProfileError(f"PV scale must be >= 0 (w_per_kwp is available power), got {scale}")
+    src: _YearlySource | _SeriesSource
     if source == "s4g-pv":
         src = _s4g_source(source, column)
     elif source == "simbench":

@@ -11,6 +11,7 @@ Everything is precomputed as numpy arrays (one per entity and attribute); ``step
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import mosaik_api_v3
@@ -23,22 +24,22 @@ from simulators.profile_sources import LOAD_SOURCES, PV_SOURCES, Entity, data_di
 
 # The public profile API in one place (the names that used to live here before the split stay importable).
 __all__ = [
+    "LOAD_SOURCES",
+    "PRICE_KINDS",
+    "PV_SOURCES",
+    "Calendar",
     "ProfileError",
     "ProfileSim",
-    "Calendar",
     "data_dir",
-    "s4g_columns",
-    "load_profile",
     "load_pq",
-    "pv_profile",
+    "load_profile",
     "price_profile",
     "profile_row",
-    "LOAD_SOURCES",
-    "PV_SOURCES",
-    "PRICE_KINDS",
+    "pv_profile",
+    "s4g_columns",
 ]
 
-_FACTORIES = {"Load": load_entity, "PV": pv_entity, "Price": price_entity}
+_FACTORIES: dict[str, Callable[..., Entity]] = {"Load": load_entity, "PV": pv_entity, "Price": price_entity}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,13 +77,13 @@ class ProfileSim(mosaik_api_v3.Simulator):
 
     def __init__(self):
         super().__init__(META)
-        self.cal: Calendar | None = None
+        self.cal: Calendar  # set by init, which mosaik calls first
         self.entities: dict[str, Entity] = {}
         self._counts: dict[str, int] = {}
         self._row = 0
         self._horizon_rows = 1
 
-    def init(
+    def init(  # type: ignore[override]  # mosaik passes the scenario's keyword arguments
         self,
         sid,
         time_resolution: float = 1.0,
