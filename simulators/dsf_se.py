@@ -21,6 +21,7 @@ import numpy as np
 import pandapower as pp
 
 from simulators.grid_model import PHASE_LETTERS, GridLoadError, GridModel, model_from_net
+from simulators.three_phase_data import TRANSFORMER_MAG0_PERCENT
 
 # OpenDSS Vsource defaults: the DSF-SE format was fed to OpenDSS, which assumes these ratios when only MVAsc is given.
 _OPENDSS_X1R1 = 4.0
@@ -284,7 +285,8 @@ def _transformer_kwargs(tr: dict[str, Any], w: str, r: _Reader, parsed: _Parsed)
         vkr_percent=r_pct, vk_percent=vk, pfe_kw=0.0, i0_percent=0.0,
         # OpenDSS delta-wye is ANSI: LV lags HV by 30 deg (Dyn1); only angles depend on it, not magnitudes
         shift_degree={"Dyn": 30.0, "YNd": 330.0}.get(vector_group, 0.0), vector_group=vector_group,
-        vk0_percent=vk, vkr0_percent=r_pct, mag0_percent=100.0, mag0_rx=0.0, si0_hv_partial=0.9, name=name,
+        vk0_percent=vk, vkr0_percent=r_pct, mag0_percent=TRANSFORMER_MAG0_PERCENT, mag0_rx=0.0, si0_hv_partial=0.9,
+        name=name,
     )
 
 

@@ -14,12 +14,11 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandapower as pp
-import pandas as pd
 
 from simulators.dsf_se import load_dsf_se
 from simulators.grid_model import GridLoadError, GridModel, LoadInfo, model_from_net
+from simulators.three_phase_data import ensure_three_phase_data, four_wire
 
 __all__ = [
     "GridLoadError",
@@ -37,17 +36,25 @@ __all__ = [
 
 
 def load_grid(source: str, *, path: str | os.PathLike[str] | None = None, code: str | None = None,
-              ampacity_a: Mapping[str, float] | None = None) -> GridModel:
-    """Dispatch on ``source`` ("simbench" | "pandapower" | "dsf-se"); ``ampacity_a`` rates DSF-SE line codes."""
+              ampacity_a: Mapping[str, float] | None = None, lv_z0_over_z1: float | None = None) -> GridModel:
+    """Dispatch on ``source`` ("simbench" | "pandapower" | "dsf-se"); ``ampacity_a`` rates DSF-SE line codes.
+
+    ``lv_z0_over_z1``: None keeps the grid data's zero sequence; a number models every LV line as a four-wire
+    cable with Z0 = that times Z1 (4 for a full-size neutral, :func:`simulators.three_phase_data.four_wire`).
+    """
     if source == "simbench":
         if not code:
             raise ValueError("source 'simbench' needs a 'code', e.g. '1-LV-semiurb4--0-sw'")
-        return load_simbench(code)
-    if source in ("pandapower", "dsf-se"):
+        model = load_simbench(code)
+    elif source in ("pandapower", "dsf-se"):
         if path is None:
             raise ValueError(f"source {source!r} needs a 'path'")
-        return load_pandapower_json(path) if source == "pandapower" else load_dsf_se(path, ampacity_a=ampacity_a)
-    raise ValueError(f"unknown grid source {source!r}; expected 'simbench', 'pandapower' or 'dsf-se'")
+        model = load_pandapower_json(path) if source == "pandapower" else load_dsf_se(path, ampacity_a=ampacity_a)
+    else:
+        raise ValueError(f"unknown grid source {source!r}; expected 'simbench', 'pandapower' or 'dsf-se'")
+    if lv_z0_over_z1 is not None:
+        model.assumptions.extend(four_wire(model.net, lv_z0_over_z1))
+    return model
 
 
 # --------------------------------------------------------------------------------------------- SimBench
@@ -120,59 +127,3 @@ def load_pandapower_json(path: str | os.PathLike[str]) -> GridModel:
     if len(net.ext_grid[net.ext_grid.in_service]) == 0:
         raise GridLoadError(p, "ext_grid", "an in-service external grid (slack)", "none")
     return model_from_net(net, source="pandapower")
-
-
-# --------------------------------------------------------------------------------------------- 3-phase data
-
-
-def ensure_three_phase_data(net: pp.pandapowerNet) -> list[str]:
-    """Fill zero-sequence data that runpp_3ph needs but balanced data sets (SimBench) lack; returns what was assumed.
-
-    Only missing values are filled. Assumptions: 4-core LV cables with an equal neutral give Z0 ~ 4 Z1 and C0 ~ C1;
-    transformers without a vector group are Dyn (the usual MV/LV distribution transformer) with Z0 = Z1; an
-    external grid without short-circuit data is a stiff MV grid (1000 MVA, R/X 0.1, X0/X 1, R0/X0 0.1); loads and
-    sgens without a wye/delta connection type are wye (runpp_3ph ignores them otherwise).
-    """
-    notes: list[str] = []
-
-    def fill(table: str, column: str, values: pd.Series | float, what: str) -> None:
-        df = net[table]
-        if len(df) == 0:
-            return
-        if column not in df.columns:
-            df[column] = np.nan
-        missing = df[column].isna()
-        if missing.any():
-            df.loc[missing, column] = values[missing] if isinstance(values, pd.Series) else values
-            notes.append(f"{table}.{column}: {what} for {int(missing.sum())} element(s)")
-
-    fill("line", "r0_ohm_per_km", net.line.r_ohm_per_km * 4.0, "assumed 4 x r1")
-    fill("line", "x0_ohm_per_km", net.line.x_ohm_per_km * 4.0, "assumed 4 x x1")
-    fill("line", "c0_nf_per_km", net.line.c_nf_per_km * 1.0, "assumed equal to c1")
-    if len(net.trafo):
-        if "vector_group" not in net.trafo.columns:
-            net.trafo["vector_group"] = None
-        missing = net.trafo.vector_group.isna()
-        if missing.any():
-            net.trafo.loc[missing, "vector_group"] = "Dyn"
-            notes.append(f"trafo.vector_group: assumed Dyn for {int(missing.sum())} element(s)")
-    fill("trafo", "vk0_percent", net.trafo.vk_percent * 1.0 if len(net.trafo) else 0.0, "assumed vk")
-    fill("trafo", "vkr0_percent", net.trafo.vkr_percent * 1.0 if len(net.trafo) else 0.0, "assumed vkr")
-    fill("trafo", "mag0_percent", 100.0, "assumed 100")
-    fill("trafo", "mag0_rx", 0.0, "assumed 0")
-    fill("trafo", "si0_hv_partial", 0.9, "assumed 0.9")
-    for table in ("load", "sgen"):
-        # runpp_3ph only counts elements whose 'type' is 'wye' or 'delta' (SimBench stores e.g. 'PV' there)
-        df = net[table]
-        if len(df):
-            if "type" not in df.columns:
-                df["type"] = None
-            odd = ~df["type"].isin(["wye", "delta"])
-            if odd.any():
-                df.loc[odd, "type"] = "wye"
-                notes.append(f"{table}.type: set to 'wye' for {int(odd.sum())} element(s)")
-    fill("ext_grid", "s_sc_max_mva", 1000.0, "assumed 1000 MVA")
-    fill("ext_grid", "rx_max", 0.1, "assumed 0.1")
-    fill("ext_grid", "x0x_max", 1.0, "assumed 1.0")
-    fill("ext_grid", "r0x0_max", 0.1, "assumed 0.1")
-    return notes
