@@ -8,7 +8,7 @@ PYTHON  ?= $(shell for p in python3.13 python3.12 python3; do \
 SCENARIO ?= scenarios/fur_skive.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench compare clean
+.PHONY: install run test lint bench compare clean
 
 $(BIN)/s4g: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.12 not found (set PYTHON=...)"; exit 1; }
@@ -24,6 +24,14 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (lint rules only, no reformatting) and mypy (strict on devices/ and cosim/); both run, either failing fails.
+$(BIN)/ruff: pyproject.toml | $(BIN)/s4g
+	$(BIN)/python -m pip install --quiet -e ".[test,lint]"
+	@touch $@
+
+lint: $(BIN)/ruff
+	@status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy || status=1; exit $$status
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from benchmarks.common import median_spread, print_rows, row
-from controllers.gesscon import HOURS, Gesscon, GessconConfig, GessconSite
+from controllers.gesscon import Gesscon, GessconConfig, GessconSite
+from controllers.schedule_codec import HOURS
 
 START = "2019-06-15T00:00:00+02:00"
 

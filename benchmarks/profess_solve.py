@@ -26,8 +26,10 @@ import time
 import numpy as np
 
 from benchmarks.common import median_spread, percentile, print_rows, row
-from controllers.profess_model import (PRESETS, CycleInputs, HighsProfess, IpmProfess, ProfessProblem,
-                                       PyomoProfess, SiteBattery)
+from controllers.profess_highs import HighsProfess
+from controllers.profess_ipm import IpmProfess
+from controllers.profess_problem import PRESETS, CycleInputs, ProfessProblem, SiteBattery
+from controllers.profess_pyomo import PyomoProfess
 
 START = "2019-06-15T00:00:00+02:00"
 BATTERY = SiteBattery(capacity_wh=4500, p_charge_max_w=2400, p_discharge_max_w=2400, eta_charge=0.96,

@@ -21,10 +21,7 @@ Sign conventions: ours = load arrow (+ = charging). The original GESSCon also se
 :func:`to_gesscon_kw` / :func:`from_gesscon_kw` convert the unit only. The original PROFESS uses
 ``P_ESS_Output`` + = discharging: :func:`gesscon_to_profess_original` negates.
 
-Wire format (the seed's "Table 8", as far as this code knows it): one SenML pack (RFC 8428) per ESS with
-24 records, the first carrying ``bn`` = ``"<ess id>/"``, ``bt`` = UNIX time of the first hour and
-``bu`` = ``"W"``; record ``h`` has ``n`` = ``"p_set"``, ``t`` = ``3600 h`` and ``v`` = the set-point
-(+ = charging). See :func:`to_senml` / :func:`from_senml`.
+The schedule's wire format (one SenML pack per ESS) is :mod:`controllers.schedule_codec`.
 """
 
 from __future__ import annotations
@@ -41,15 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from controllers.forecast import ForecastMethod, make_forecaster
 from controllers.registry import ControllerKind
 from devices.battery.params import BatteryRatings, ContractLimits
+from controllers.schedule_codec import HOURS, to_senml
 
 if TYPE_CHECKING:  # pragma: no cover
     from cosim.scenario import ControllerSpec
     from cosim.world import WorldBuilder
 
 log = logging.getLogger(__name__)
-
-HOURS = 24
-SENML_NAME = "p_set"
 
 
 class GessconSite(BatteryRatings, ContractLimits):
@@ -71,7 +66,7 @@ class GessconConfig(BaseModel):
     overload_penalty_eur_per_kwh: float = Field(100.0, gt=0)
 
 
-# --- conversions and wire format -----------------------------------------------------------------------
+# --- conversions ---------------------------------------------------------------------------------------
 
 def to_gesscon_kw(p_w):
     """Ours (W, + = charging) -> original GESSCon (kW, + = charging)."""
@@ -86,62 +81,6 @@ def from_gesscon_kw(p_kw):
 def gesscon_to_profess_original(p_kw):
     """Original GESSCon set-point (kW, + = charging) -> original PROFESS ``ESS_Control`` (kW, + = discharging)."""
     return -np.asarray(p_kw, dtype=float)
-
-
-def to_senml(ess_id: str, t0_unix_s: float, setpoints_w) -> list[dict]:
-    """24 hourly set-points (W, + = charging) as one SenML pack."""
-    v = np.asarray(setpoints_w, dtype=float)
-    if v.shape != (HOURS,):
-        raise ValueError(f"expected {HOURS} hourly set-points, got shape {v.shape}")
-    pack = [{"n": SENML_NAME, "t": 3600 * h, "v": float(v[h])} for h in range(HOURS)]
-    pack[0] = {"bn": f"{ess_id}/", "bt": float(t0_unix_s), "bu": "W", **pack[0]}
-    return pack
-
-
-def from_senml(pack: list[dict]) -> tuple[str, float, np.ndarray]:
-    """(ess id, UNIX time of the first hour, 24 set-points W) from a pack made by :func:`to_senml`.
-
-    Resolves base name, base time and base unit as RFC 8428 says; raises ValueError on anything else."""
-    if not isinstance(pack, list) or not pack:
-        raise ValueError("a SenML pack is a non-empty list of records")
-    bn, bt, bu = "", 0.0, None
-    values: dict[float, float] = {}
-    name = None
-    for rec in pack:
-        if not isinstance(rec, dict):
-            raise ValueError("SenML records are objects")
-        bn = rec.get("bn", bn)
-        bt = float(rec.get("bt", bt))
-        bu = rec.get("bu", bu)
-        unit = rec.get("u", bu)
-        if unit not in ("W", "kW"):
-            raise ValueError(f"unexpected unit {unit!r} (W)")
-        full = bn + rec.get("n", "")
-        if name is None:
-            name = full
-        elif full != name:
-            raise ValueError(f"pack mixes names {name!r} and {full!r}")
-        if "v" not in rec:
-            raise ValueError("record without a numeric value 'v'")
-        t = bt + float(rec.get("t", 0.0))
-        values[t] = float(rec["v"]) * (1e3 if unit == "kW" else 1.0)
-    times = np.array(sorted(values))
-    if times.size != HOURS or np.any(np.diff(times) != 3600):
-        raise ValueError(f"expected {HOURS} records one hour apart")
-    ess = name[: -len(SENML_NAME)].rstrip("/") if name and name.endswith(SENML_NAME) else (name or "")
-    return ess, float(times[0]), np.array([values[t] for t in times])
-
-
-def schedule_value(pack: list[dict] | None, now_unix_s: float) -> float | None:
-    """The set-point valid at ``now`` (hour ``floor((now - t0) / 3600)``), or None if not covered."""
-    if not pack:
-        return None
-    try:
-        _, t0, v = from_senml(pack)
-    except ValueError:
-        return None
-    h = int(np.floor((now_unix_s - t0) / 3600.0))
-    return float(v[h]) if 0 <= h < HOURS else None
 
 
 # --- the optimisation ------------------------------------------------------------------------------------
@@ -298,7 +237,7 @@ class Gesscon:
             hi_r[self.c_pc[forbid_c]] = 0.0
             hi_r[self.c_pd[forbid_d]] = 0.0
             hs.changeColsBounds(self.ncol, idx, lo, hi_r)
-            hs.changeRowsBounds(self.nrow, ridx, rlo, rhi)
+            hs.changeRowsBounds(self.nrow, ridx, rlo, rhi)  # type: ignore[attr-defined]
             hs.changeColsCost(self.ncol, idx, cost)
             hs.changeObjectiveOffset(offset)
             hs.run()
@@ -316,7 +255,8 @@ class Gesscon:
         solve_s = _time.perf_counter() - t0
         if status != self._hs.HighsModelStatus.kOptimal:
             zero = {s.id: np.zeros(H) for s in self.sites}
-            return GessconPlan(hs.modelStatusToString(status), zero, {s.id: load[i] * 1e3 for i, s in enumerate(self.sites)},
+            return GessconPlan(hs.modelStatusToString(status), zero,
+                               {s.id: load[i] * 1e3 for i, s in enumerate(self.sites)},
                                {s.id: np.full(H + 1, e0[i] * 1e3) for i, s in enumerate(self.sites)},
                                load.sum(axis=0) * 1e3, np.zeros(H), float("nan"), solve_s)
         net = (x[self.c_gi] - x[self.c_ge]) * 1e3
@@ -358,7 +298,7 @@ class GessconParams(BaseModel):
     @field_validator("lessag")
     @classmethod
     def _lessag(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from controllers.lessag import LessagParams  # lessag imports this module: validate lazily
+        from controllers.lessag import LessagParams
 
         LessagParams.model_validate(v)
         return v
@@ -463,11 +403,13 @@ class GessconSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60,  # type: ignore[override]
+             **_: Any) -> Any:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, sites: list[dict] | None = None,
+    def create(self, num: int, model: str, params: dict | None = None,  # type: ignore[override]
+               sites: list[dict] | None = None,
                pv_kwp: dict | None = None, truth: dict | None = None, import_eur_per_kwh=None,
                export_eur_per_kwh=None, start_unix_s: float = 0.0, start_tod_s: int = 0) -> list[dict]:
         if model != "Feeder":
@@ -514,9 +456,9 @@ class GessconSim(mosaik_api_v3.Simulator):
     def get_data(self, outputs: dict) -> dict:
         data = {}
         for eid, attrs in outputs.items():
+            row: dict[str, Any] = {}
             if eid in self.feeders:
                 f = self.feeders[eid]
-                row = {}
                 for a in attrs:
                     if a == "objective":
                         row[a] = f.plan.objective if f.plan else float("nan")
@@ -532,13 +474,12 @@ class GessconSim(mosaik_api_v3.Simulator):
             feid, sid = self.site_of[eid]
             f = self.feeders[feid]
             h = (self.time - f.plan_t) // 3600 if f.plan_t >= 0 else -1
-            have = f.plan is not None and f.plan.status == "optimal" and 0 <= h < HOURS
-            row = {}
+            plan = f.plan if f.plan is not None and f.plan.status == "optimal" and 0 <= h < HOURS else None
             for a in attrs:
                 if a == "p_schedule_w":  # 0 without a valid schedule (safe if wired straight to a device)
-                    row[a] = float(f.plan.setpoints_w[sid][h]) if have else 0.0
+                    row[a] = float(plan.setpoints_w[sid][h]) if plan is not None else 0.0
                 elif a == "pcc_plan_w":
-                    row[a] = float(f.plan.pcc_w[sid][h]) if have else float("nan")
+                    row[a] = float(plan.pcc_w[sid][h]) if plan is not None else float("nan")
                 elif a == "schedule":
                     row[a] = f.packs.get(sid)
                 elif a == "schedule_issued_s":
@@ -551,7 +492,7 @@ class GessconSim(mosaik_api_v3.Simulator):
                 for feid, f in self.feeders.items() if f.plan is not None}
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GessconParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: GessconParams) -> None:
     from controllers.lessag import LessagParams, wire_lessag
     from controllers.profess import device_battery, price_series, start_tod_s, truth_series
     from devices import registry as device_registry
@@ -602,6 +543,9 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GessconParam
             wire_lessag(builder, spec, lessag_params, dev, site, child)
         elif params.execute == "direct":
             setpoint = device_registry.family(dev.family).battery_setpoint
+            if setpoint is None:
+                raise ValueError(f"gesscon execute: direct needs a battery; device {dev.id!r} ({dev.family}) takes no "
+                                 "battery setpoint")
             builder.connect(child, device, ("p_schedule_w", setpoint), role="control", time_shifted=True,
                             initial_data={"p_schedule_w": 0.0})
 

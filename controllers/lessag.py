@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from controllers.baselines import self_consumption_setpoint
-from controllers.gesscon import from_senml
+from controllers.schedule_codec import from_senml
 from controllers.profess import ProfessParams, _Site
 from controllers.registry import ControllerKind
 
@@ -96,7 +96,7 @@ class LessagSim(mosaik_api_v3.Simulator):
             if p.mode == "profess":
                 if battery is None:
                     raise ValueError("LESSAg in profess mode needs the battery description")
-                from controllers.profess_model import SiteBattery
+                from controllers.profess_problem import SiteBattery
 
                 if p.profess.step_s % self.step_size:
                     raise ValueError("profess.step_s must be a multiple of the scenario step")
@@ -212,7 +212,7 @@ class LessagSim(mosaik_api_v3.Simulator):
 
     @staticmethod
     def _plan_with_schedule(site: _Site, k: int, num: dict, i: int, time: int, sched: np.ndarray) -> None:
-        from controllers.profess_model import CycleInputs
+        from controllers.profess_problem import CycleInputs
 
         e_wh = num["e_wh"][i]
         if not np.isfinite(e_wh):

@@ -22,8 +22,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controllers.forecast import ForecastMethod, make_forecaster
-from controllers.profess_model import (PRESETS, CycleInputs, ObjectiveName, ObjectiveWeights, Profess,
-                                       ProfessProblem, ProfessResult, SiteBattery)
+from controllers.profess_model import Profess
+from controllers.profess_problem import (PRESETS, CycleInputs, ObjectiveName, ObjectiveWeights, ProfessProblem,
+                                         ProfessResult, SiteBattery)
 from controllers.registry import ControllerKind
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -2,7 +2,8 @@
 
 ``compute(run_dir)`` reads meta.json, run.json and the Parquet tables, writes ``kpis.json`` and returns the dict.
 Every KPI, its unit and formula are listed in docs/results.md. Energies are in kWh, powers in kW, keys carry units;
-a KPI that cannot be computed (no PV, no prices, no data) is None, never a crash.
+a KPI that cannot be computed (no PV, no prices, no data) is None, never a crash. Presenting them (tables, units,
+labels) is :mod:`cosim.kpi_format`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Group
-from rich.table import Table as RichTable
 
+# The presentation half, re-exported: callers that say kpi.table / kpi.fmt / kpi.flatten keep working.
+from cosim.kpi_format import compare_table, flatten, fmt, headline, table  # noqa: F401
 from cosim.rundir import Table, read_meta, read_run, read_table, run_status
 
 KPI_FILE = "kpis.json"
@@ -106,7 +107,7 @@ def _sum_series(series: Iterable[np.ndarray | None]) -> np.ndarray | None:
     if not present:
         return None
     stacked = np.vstack(present)
-    out = np.nansum(stacked, axis=0)
+    out: np.ndarray = np.nansum(stacked, axis=0)
     out[~np.isfinite(stacked).any(axis=0)] = np.nan
     return out
 
@@ -150,8 +151,8 @@ class RunData:
         lo, hi = self.meta.get("kpis", {}).get("v_band_tight_pu") or DEFAULT_V_BAND_TIGHT
         return float(lo), float(hi)
 
-    def col(self, table: str, ident: str, attr: str) -> np.ndarray | None:
-        t = self.tables.get(table)
+    def col(self, table_name: str, ident: str, attr: str) -> np.ndarray | None:
+        t = self.tables.get(table_name)
         return None if t is None else t.get(ident, attr)
 
     @property
@@ -195,7 +196,7 @@ def device_kpis(run: RunData, dev: dict[str, Any]) -> dict[str, Any]:
     soc = run.col("devices", did, "soc")
     cap_wh = _capacity_wh(dev, run.col("devices", did, "e_wh"), soc)
     # pv_p_w ≤ 0 by the load arrow: production is the negative part (a stray + standby value is no production).
-    pv_kwh = _kwh(_split(pv)[1], dt_h) if pv is not None else 0.0
+    pv_kwh = (_kwh(_split(pv)[1], dt_h) or 0.0) if pv is not None else 0.0
     curtailed = _kwh(curtail, dt_h) or 0.0
     charge, discharge = _split(batt) if batt is not None else (_EMPTY, _EMPTY)
     throughput = (_kwh(charge, dt_h) or 0.0) + (_kwh(discharge, dt_h) or 0.0)
@@ -275,7 +276,8 @@ def _group_capacity(members: Sequence[dict[str, Any]]) -> Num:
 
 def _extremes(members: Sequence[dict[str, Any]]) -> dict[str, Num]:
     def pick(key: str, f: Any) -> Num:
-        return f((m[key] for m in members if m[key] is not None), default=None)
+        value: Num = f((m[key] for m in members if m[key] is not None), default=None)
+        return value
 
     return {"soc_min": pick("soc_min", min), "soc_max": pick("soc_max", max)}
 
@@ -391,8 +393,8 @@ def voltage_kpis(run: RunData) -> dict[str, Any]:
     }
 
 
-def _max_loading(run: RunData, table: str) -> tuple[Num, str | None]:
-    t = run.tables.get(table)
+def _max_loading(run: RunData, table_name: str) -> tuple[Num, str | None]:
+    t = run.tables.get(table_name)
     if t is None or not t.ids("loading_pct"):
         return None, None
     ids, m = t.matrix("loading_pct")
@@ -406,7 +408,7 @@ def _site_voltage_ok(run: RunData) -> bool | None:
     """Pilot target: every PCC voltage within 230 V ±10 % (site v_pu in the wide band) at every recorded step."""
     sites = run.tables.get("sites")
     ids = sites.ids("v_pu") if sites is not None else []
-    if not ids:
+    if sites is None or not ids:
         return None
     _, m = sites.matrix("v_pu", ids)
     if not np.isfinite(m).any():
@@ -497,7 +499,7 @@ def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
     run = load(run_dir) if data is None else data
     devices = {d["id"]: device_kpis(run, d) for d in run.meta.get("devices", [])}
     sites = {s["id"]: site_kpis(run, s, devices) for s in run.meta.get("sites", [])}
-    kpis = _json_safe(
+    kpis: dict[str, Any] = _json_safe(
         {
             "run": run_info(run_dir, run),
             "total": total_kpis(run, sites),
@@ -513,135 +515,5 @@ def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
 
 def read(run_dir: str | Path) -> dict[str, Any]:
     """kpis.json of a run (computed by :func:`compute`)."""
-    return json.loads((Path(run_dir) / KPI_FILE).read_text(encoding="utf-8"))
-
-
-# ---------------------------------------------------------------- tables for the terminal
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested KPIs -> {"grid.voltage.a.min_pu": value, ...}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= flatten(v, key + ".")
-        else:
-            out[key] = v
-    return out
-
-
-def headline(kpis: dict[str, Any]) -> dict[str, Any]:
-    """The KPIs shown in terminal tables: run, total and grid (per-site detail is in kpis.json and the report)."""
-    return {k: v for k, v in flatten(kpis).items() if k.split(".", 1)[0] in ("run", "total", "grid")}
-
-
-def fmt(key: str, value: Any) -> str:
-    """Human formatting of one KPI value; the unit is read from the key."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if key.endswith("_ratio"):
-            return f"{100 * value:.1f} %"
-        if key.endswith("_pct"):
-            return f"{value:.1f} %"
-        if key.endswith(("soc_min", "soc_max")):
-            return f"{100 * value:.1f} %"
-        if key.endswith("_pu"):
-            return f"{value:.4f}"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
-    return str(value)
-
-
-#: (label, key in the flattened KPIs) of the terminal summary; everything else is in kpis.json and the report
-SUMMARY_ROWS = (
-    ("energy imported at the PCCs", "total.import_kwh"),
-    ("energy exported at the PCCs", "total.export_kwh"),
-    ("household load", "total.load_kwh"),
-    ("PV production", "total.pv_kwh"),
-    ("self-consumption", "total.self_consumption_ratio"),
-    ("self-sufficiency", "total.self_sufficiency_ratio"),
-    ("PV curtailed", "total.pv_curtailed_pct"),
-    ("energy bill", "total.bill_eur"),
-    ("battery equivalent full cycles", "total.batt_efc"),
-    ("peak import at the transformer", "grid.peak_import_kw"),
-    ("peak export at the transformer", "grid.peak_export_kw"),
-    ("grid losses", "grid.losses_kwh"),
-    ("voltage min", "total.v_min_pu"),
-    ("voltage max", "total.v_max_pu"),
-    ("node-minutes outside ±10 %", "grid.v_minutes_outside_10pct"),
-    ("node-minutes outside ±5 %", "grid.v_minutes_outside_5pct"),
-    ("max line loading", "grid.max_line_loading_pct"),
-    ("max transformer loading", "grid.max_trafo_loading_pct"),
-    ("PCC voltage within 230 V ±10 %", "grid.v_within_10pct"),
-    ("EV arrivals", "ev.total.arrivals"),
-    ("EV charging services completed", "ev.total.services_completed"),
-    ("EV energy delivered", "ev.total.energy_delivered_wh"),
-    ("EV energy unmet at departure", "ev.total.unmet_energy_wh"),
-    ("EV peak charging power", "ev.total.peak_charging_w"),
-    ("EV mean waiting time", "ev.total.waiting_mean_s"),
-)
-
-_UNITS = (("_kwh", "kWh"), ("_kw", "kW"), ("_wh", "Wh"), ("_w", "W"), ("_eur", "EUR"), ("_pu", "pu"),
-          ("_10pct", "node-min"), ("_5pct", "node-min"), ("_s", "s"))
-
-SITE_COLUMNS = (("import kWh", "import_kwh"), ("export kWh", "export_kwh"), ("load kWh", "load_kwh"),
-                ("PV kWh", "pv_kwh"), ("self-cons.", "self_consumption_ratio"),
-                ("self-suff.", "self_sufficiency_ratio"), ("peak imp. kW", "peak_import_kw"),
-                ("SoC min", "soc_min"), ("SoC max", "soc_max"), ("V min pu", "v_min_pu"))
-
-
-def _compact(key: str, value: Any) -> str:
-    """Short cell text for the per-site table (the unit is in the column header)."""
-    if not isinstance(value, float) or key.endswith("_pu"):
-        return fmt(key, value)
-    if key.endswith(("_ratio", "soc_min", "soc_max")):
-        return f"{100 * value:.0f} %"
-    return f"{value:.1f}"
-
-
-def _unit(key: str) -> str:
-    return next((u for suffix, u in _UNITS if key.endswith(suffix) and "within" not in key), "")
-
-
-def table(kpis: dict[str, Any], wall_time_s: float | None = None, sites: bool = True) -> Group:
-    """The terminal summary: headline KPIs, then one row per site; wall time in the caption when given."""
-    flat = flatten(kpis)
-    caption = f"wall time {wall_time_s:.2f} s" if wall_time_s is not None else None
-    head = RichTable(title=f"KPIs: {kpis.get('run', {}).get('scenario') or 'run'}", caption=caption)
-    head.add_column("KPI")
-    head.add_column("value", justify="right")
-    head.add_column("unit")
-    for label, key in SUMMARY_ROWS:
-        if key in flat:
-            head.add_row(label, fmt(key, flat[key]), _unit(key))
-    parts: list[Any] = [head]
-    site_kpis = kpis.get("sites") or {}
-    if sites and site_kpis:
-        st = RichTable(title="per site")
-        st.add_column("site")
-        for label, _ in SITE_COLUMNS:
-            st.add_column(label, justify="right")
-        for site, k in site_kpis.items():
-            st.add_row(site, *(_compact(key, k.get(key)) for _, key in SITE_COLUMNS))
-        parts.insert(0, st)
-    return Group(*parts)
-
-
-def compare_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> RichTable:
-    """Headline KPIs of several runs side by side (rows = KPIs, one column per run)."""
-    t = RichTable(title="KPI comparison")
-    t.add_column("KPI")
-    flat = [(name, headline(k)) for name, k in runs]
-    keys: dict[str, None] = {}
-    for _, f in flat:
-        keys |= dict.fromkeys(f)
-    for name, _ in flat:
-        t.add_column(name, justify="right")
-    for key in keys:
-        t.add_row(key, *(fmt(key, f.get(key)) for _, f in flat))
-    return t
+    kpis: dict[str, Any] = json.loads((Path(run_dir) / KPI_FILE).read_text(encoding="utf-8"))
+    return kpis

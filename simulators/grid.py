@@ -46,7 +46,8 @@ META: dict[str, Any] = {
     "models": {
         "Grid": {
             "public": True,
-            "params": ["source", "path", "code", "mode", "solver", "extra_loads", "static_loads", "ampacity_a"],
+            "params": ["source", "path", "code", "mode", "solver", "extra_loads", "static_loads", "ampacity_a",
+                       "lv_z0_over_z1"],
             "attrs": GRID_SCALARS + GRID_VECTORS,
         },
         "Bus": {"public": False, "params": [], "attrs": ["v_pu", "v_a_pu", "v_b_pu", "v_c_pu"]},
@@ -179,7 +180,7 @@ class GridSim(mosaik_api_v3.Simulator):
             raise ValueError("GridSim holds exactly one Grid; start another GridSim instance for another grid")
         source = params.get("source", "simbench")
         grid_model = load_grid(source, path=params.get("path"), code=params.get("code"),
-                               ampacity_a=params.get("ampacity_a"))
+                               ampacity_a=params.get("ampacity_a"), lv_z0_over_z1=params.get("lv_z0_over_z1"))
         self.engine = GridEngine(
             grid_model,
             mode=params.get("mode", "balanced"),

@@ -18,8 +18,9 @@ admittance matrices (external grid impedance to earth included), the positive se
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 import pandapower as pp
@@ -150,7 +151,7 @@ def _validate_loads(net: pp.pandapowerNet, loads: Sequence[LoadRef]) -> None:
 
 
 def _write_loads(net: pp.pandapowerNet, loads: Sequence[LoadRef], p_mw: FloatArray, q_mvar: FloatArray) -> None:
-    for ref, p, q in zip(loads, p_mw, q_mvar):
+    for ref, p, q in zip(loads, p_mw, q_mvar, strict=True):
         table = net[ref.element]
         if ref.element == "load":
             table.at[ref.index, "p_mw"] = p
@@ -303,11 +304,12 @@ def _build_topology(net: pp.pandapowerNet, bus_table: np.ndarray, branch_is: np.
 
     line, trafo = net.line, net.trafo
     line_rows, trafo_rows = rows("line"), rows("trafo")
-    pos_of = dict(zip(net.bus.index.to_numpy(), bus_pos))
+    pos_of = dict(zip(net.bus.index.to_numpy(), bus_pos, strict=True))
 
     def dead_end(table: pd.DataFrame, rows_: NDArray[np.int64], ends: tuple[str, str]) -> NDArray[np.bool_]:
         """Branches outside the power flow with an unsupplied end: pandapower reports NaN loading for them."""
-        cut = np.array([pos_of[a] < 0 or pos_of[b] < 0 for a, b in zip(table[ends[0]], table[ends[1]])], dtype=bool)
+        pairs = zip(table[ends[0]], table[ends[1]], strict=True)
+        cut = np.array([pos_of[a] < 0 or pos_of[b] < 0 for a, b in pairs], dtype=bool)
         return (rows_ < 0) & cut
 
     i_max = (line.max_i_ka * line.df * line.parallel).to_numpy(dtype=float)
@@ -362,7 +364,8 @@ class _LinearSolve:
         try:
             lu = spla.splu(sp.csc_matrix(a))
         except RuntimeError as exc:  # exactly singular: a part of the network without any reference
-            raise FastSolverUnsupported(f"{what} admittance matrix is singular ({exc}); use solver='pandapower'")
+            raise FastSolverUnsupported(f"{what} admittance matrix is singular ({exc}); use solver='pandapower'") \
+                from exc
         n = a.shape[0]
         if n <= self.DENSE_MAX:
             z = np.ascontiguousarray(lu.solve(np.eye(n, dtype=complex)))
@@ -403,7 +406,7 @@ class _FastBalanced:
             try:
                 pp.runpp(net, numba=False)  # only its matrices are used; numba would add seconds of JIT compile
             except pp.LoadflowNotConverged as exc:
-                raise PowerFlowDiverged(f"initial power flow (driven loads at zero) did not converge: {exc}")
+                raise PowerFlowDiverged(f"initial power flow (driven loads at zero) did not converge: {exc}") from exc
             internal = net._ppc["internal"]
         if len(internal["pv"]):
             raise FastSolverUnsupported("voltage-controlled (PV) buses are not supported; use solver='pandapower'")
@@ -624,7 +627,8 @@ def _sequence_networks(net: pp.pandapowerNet) -> tuple[dict, dict, dict, Complex
     try:
         pp.runpp_3ph(net, numba=False)  # only its options and lookups are used; numba would add JIT compile time
     except pp.LoadflowNotConverged as exc:
-        raise PowerFlowDiverged(f"initial 3-phase power flow (driven loads at zero) did not converge: {exc}")
+        raise PowerFlowDiverged(f"initial 3-phase power flow (driven loads at zero) did not converge: {exc}") \
+            from exc
     _, ppci1 = _pd2ppc(net, 1)
     _, ppci2 = _pd2ppc(net, 2)
     gs_eg, bs_eg = _add_ext_grid_sc_impedance(net, ppci2)

@@ -24,7 +24,7 @@ neighbour only, take the slope of their own interval.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -105,14 +105,14 @@ def resample_means(
     return step_energy / step_s
 
 
-def _resolve_method(x: np.ndarray, method: str) -> str:
+def _resolve_method(x: np.ndarray, method: str) -> Method:
     if method not in METHODS:
         raise ValueError(f"unknown resampling method {method!r} (one of {', '.join(METHODS)})")
     if method == "auto":
         return "pchip" if np.all(x >= 0) else "mean"
     if method == "pchip" and np.any(x < 0):
         raise ValueError("pchip resampling needs a non-negative series; use 'mean' for signed series")
-    return method
+    return cast(Method, method)  # one of METHODS, checked above
 
 
 class _Curve:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from controllers.gesscon import GessconSite
-from controllers.profess_model import SiteBattery
+from controllers.profess_problem import SiteBattery
 from cosim import scenario
 from devices import registry
 from devices.battery.params import RENAMED, BatteryParams, BatteryRatings, ContractLimits

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from controllers.gesscon import (HOURS, Gesscon, GessconConfig, GessconSim, GessconSite, from_gesscon_kw,
-                                 from_senml, gesscon_to_profess_original, schedule_value, to_gesscon_kw, to_senml)
+from controllers.gesscon import (Gesscon, GessconConfig, GessconSim, GessconSite, from_gesscon_kw,
+                                 gesscon_to_profess_original, to_gesscon_kw)
+from controllers.schedule_codec import HOURS, from_senml, schedule_value, to_senml
 
 
 def feeder(n_sites: int, seed: int = 0, contract_export_w: float = 4000.0):

@@ -26,7 +26,6 @@ _SPEC = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*):[A-Za-z_][A-Za-z
 KNOWN_CIRCLES: dict[frozenset[str], str] = {
     frozenset({"cosim.messaging.backends", "cosim.messaging.backends.direct", "cosim.messaging.backends.mqtt"}):
         "messaging",
-    frozenset({"controllers.gesscon", "controllers.lessag"}): "split (the schedule codec in its own module)",
 }
 #: upward arrows being removed on other branches
 KNOWN_UPWARD: dict[tuple[str, str], str] = {}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from controllers.gesscon import to_senml
+from controllers.schedule_codec import to_senml
 from controllers.lessag import LessagParams, LessagSim
 
 T0 = 1_560_556_800  # UNIX time of the run start

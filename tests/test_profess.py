@@ -8,9 +8,12 @@ from hypothesis import strategies as st
 from pyomo.repn import generate_standard_repn
 from scipy.optimize import minimize
 
-from controllers.profess_model import (PRESETS, CycleInputs, HighsProfess, IpmProfess, ObjectiveWeights, Profess,
-                                       ProfessProblem, PyomoProfess, SiteBattery, from_original_ess_power,
-                                       prepare, to_original_ess_power)
+from controllers.profess_highs import HighsProfess
+from controllers.profess_ipm import IpmProfess
+from controllers.profess_model import Profess
+from controllers.profess_problem import (PRESETS, CycleInputs, ObjectiveWeights, ProfessProblem, SiteBattery,
+                                         from_original_ess_power, prepare, to_original_ess_power)
+from controllers.profess_pyomo import PyomoProfess
 from devices.battery.model import BatteryBank, BatteryConfig
 
 BAT = SiteBattery(capacity_wh=4500, p_charge_max_w=2400, p_discharge_max_w=2400, eta_charge=0.96,
@@ -71,9 +74,9 @@ def _slsqp(m) -> float:
     obj = next(m.component_data_objects(pe.Objective, active=True))
     r = generate_standard_repn(obj.expr, quadratic=True)
     c, q = np.zeros(nv), np.zeros((nv, nv))
-    for coef, v in zip(r.linear_coefs, r.linear_vars):
+    for coef, v in zip(r.linear_coefs, r.linear_vars, strict=True):
         c[idx[id(v)]] += coef
-    for coef, (v1, v2) in zip(r.quadratic_coefs, r.quadratic_vars):
+    for coef, (v1, v2) in zip(r.quadratic_coefs, r.quadratic_vars, strict=True):
         i, j = idx[id(v1)], idx[id(v2)]
         q[i, j] += coef
         q[j, i] += coef
@@ -81,7 +84,7 @@ def _slsqp(m) -> float:
     for con in m.component_data_objects(pe.Constraint, active=True):
         cr = generate_standard_repn(con.body)
         a = np.zeros(nv)
-        for coef, v in zip(cr.linear_coefs, cr.linear_vars):
+        for coef, v in zip(cr.linear_coefs, cr.linear_vars, strict=True):
             a[idx[id(v)]] += coef
         rows.append(a)
         lo.append(-np.inf if con.lower is None else pe.value(con.lower) - cr.constant)
@@ -206,7 +209,7 @@ def test_highs_in_place_updates_equal_fresh_models_over_a_receding_horizon():
     pr = problem("min_bill", 96, 900)
     load, pv, ci, _, _ = day(192, 7)
     warm = HighsProfess(pr)
-    for k in range(0, 6):
+    for k in range(6):
         inp = CycleInputs(load[k:k + 96], pv[k:k + 96], 2000.0 + 100 * k, ci[k:k + 96], 0.08)
         assert rel(warm.solve(inp, k * 900).objective, HighsProfess(pr).solve(inp).objective) < 1e-9
 

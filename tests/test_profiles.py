@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.interpolate import PchipInterpolator
 
+from simulators import profile_sources as sources
 from simulators import profiles as P
 from simulators.resample import resample_means
 
@@ -23,7 +24,7 @@ JUN15_ROW = (31 + 28 + 31 + 30 + 31 + 14) * 24  # 2019-06-15 00:00 local standar
 
 
 def residential(column: str = "profile_12") -> np.ndarray:
-    return P._s4g_column("s4g-residential", column)  # W, hourly
+    return sources._s4g_column("s4g-residential", column)  # W, hourly
 
 
 def res12(start: str, step_s: int, duration_s: int) -> np.ndarray:
@@ -154,7 +155,7 @@ def test_leap_day_repeats_feb_28_and_leap_profile_skips_it():
     np.testing.assert_allclose(p[:24], col[feb28 : feb28 + 24], rtol=1e-12)
     np.testing.assert_allclose(p[24:48], col[feb28 : feb28 + 24], rtol=1e-12)  # Feb 29 = Feb 28 again
     np.testing.assert_allclose(p[48:], col[feb29 : feb29 + 24], rtol=1e-12)  # Mar 1 = 366-day row 59
-    pv = P._s4g_column("s4g-pv", "fur_denmark")  # 8784 rows: a leap year
+    pv = sources._s4g_column("s4g-pv", "fur_denmark")  # 8784 rows: a leap year
     w19 = P.pv_profile(column="fur_denmark", start="2019-03-01T00:00:00+01:00", step_s=3600, duration_s=86400)
     np.testing.assert_allclose(w19, pv[mar1 : mar1 + 24], rtol=1e-12)  # Feb 29 skipped
     w20 = P.pv_profile(column="fur_denmark", start="2020-02-29T00:00:00+01:00", step_s=3600, duration_s=86400)
@@ -172,7 +173,7 @@ def test_new_year_wraps_to_the_start_of_the_profile():
 
 
 def test_short_commercial_profile_repeats_its_last_day():
-    com = P._s4g_column("s4g-commercial", "commercial_general")
+    com = sources._s4g_column("s4g-commercial", "commercial_general")
     assert com.size == 8736
     p = P.load_profile("s4g-commercial", start="2019-12-31T00:00:00+01:00", step_s=3600, duration_s=86400)
     np.testing.assert_allclose(p, com[-24:], rtol=1e-12)
@@ -180,8 +181,8 @@ def test_short_commercial_profile_repeats_its_last_day():
 
 def test_results_do_not_depend_on_how_the_run_is_chunked():
     cal = P.Calendar.make("2019-06-15T00:00:00+02:00", 60, CPH)
-    whole = P._load_entity(cal, column="profile_7").compute(0, 3000)
-    parts = P._load_entity(cal, column="profile_7")
+    whole = sources.load_entity(cal, column="profile_7").compute(0, 3000)
+    parts = sources.load_entity(cal, column="profile_7")
     for n in (5, 700, 3000):
         parts.ensure(n)
     np.testing.assert_allclose(parts.data["p_w"][:3000], whole["p_w"], rtol=1e-12)
@@ -213,7 +214,7 @@ def test_sim_energy_per_day_at_60_s_equals_the_hourly_source():
     assert math.isclose(day_wh, want_wh, rel_tol=1e-9)
     np.testing.assert_allclose(rows["q_var"], np.array(rows["p_w"]) * math.tan(math.acos(0.95)), rtol=1e-12)
     pv_wh = sum(rows["w_per_kwp"]) * 60 / 3600
-    pv_source = P._s4g_column("s4g-pv", "fur_denmark")  # leap-year rows: 15 June 2019 is row day 166
+    pv_source = sources._s4g_column("s4g-pv", "fur_denmark")  # leap-year rows: 15 June 2019 is row day 166
     assert math.isclose(pv_wh, 2.0 * pv_source[JUN15_ROW + 24 : JUN15_ROW + 48].sum(), rel_tol=1e-9)
     assert min(rows["w_per_kwp"]) == 0.0 and max(rows["w_per_kwp"]) > 0
     # The forecast accessor returns the same numbers the steps produce, and looks past the horizon.
@@ -377,7 +378,7 @@ SB_CODE = "1-LV-semiurb4--0-sw"
 
 @pytest.fixture(scope="module")
 def simbench_net():
-    return P._simbench(SB_CODE)
+    return sources.simbench_data(SB_CODE)
 
 
 def test_simbench_load_and_pv_profiles(simbench_net):

@@ -4,7 +4,7 @@
   sites, fed with the day's perfect forecasts; the schedule of each site goes out as its SenML pack. The
   stored energy reaches GESSCon as 15-minute telemetry (published on change, as the Data Broker carries it).
 * LESSAg (``mode: profess``): every 15 minutes each site re-plans its battery with PROFESS against the
-  schedule -- the same formulation rebuilt in pyomo (:class:`controllers.profess_model.PyomoProfess`,
+  schedule -- the same formulation rebuilt in pyomo (:class:`controllers.profess_pyomo.PyomoProfess`,
   ``persistent=False``) and solved from scratch with HiGHS every cycle, as a straightforward pyomo user does
   (HiGHS's QP needs its feasibility tolerance at 1e-5 on this problem, else it ends in "Solve error"). The
   first planned step is applied, clipped to what the battery can do now; without a valid schedule: the
@@ -20,8 +20,11 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
-from controllers.gesscon import HOURS, Gesscon, GessconConfig, GessconSite, from_senml, to_senml
-from controllers.profess_model import CycleInputs, Profess, ProfessProblem, PyomoProfess
+from controllers.gesscon import Gesscon, GessconConfig, GessconSite
+from controllers.schedule_codec import HOURS, from_senml, to_senml
+from controllers.profess_model import Profess
+from controllers.profess_problem import CycleInputs, ProfessProblem
+from controllers.profess_pyomo import PyomoProfess
 
 TELEMETRY_S = 900
 

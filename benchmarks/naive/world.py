@@ -50,7 +50,7 @@ def run(loaded: Any, run_dir: Path, duration_s: int | None = None) -> NaiveResul
     """Run ``loaded`` (a :func:`cosim.scenario.load` result) naively into ``run_dir`` (the run-directory format)."""
     from controllers.gesscon import GessconParams, GessconSite
     from controllers.lessag import LessagParams
-    from controllers.profess_model import SiteBattery
+    from controllers.profess_problem import SiteBattery
     from controllers.voltage import VoltageParams
     from devices import registry as device_registry
     from simulators.grid_loaders import ensure_three_phase_data, load_grid
