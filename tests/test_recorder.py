@@ -1,4 +1,4 @@
-"""The recorder: layout, NaN for missing values, strict mapping, flushing, determinism, DuckDB and mosaik."""
+"""The recorder: layout, NULL for missing values, strict mapping, flushing, determinism, DuckDB and mosaik."""
 
 from __future__ import annotations
 
@@ -134,11 +134,25 @@ def test_duckdb_tables_and_long_view(tmp_path: Path) -> None:
         rows = con.sql(
             "SELECT \"table\", t_s, id, attr, value FROM long WHERE id = 'node a.11' ORDER BY t_s"
         ).fetchall()
-        assert rows[0] == ("buses", 0, "node a.11", "v_a_pu", 0.98)
-        assert len(rows) == 3  # NaN values are kept, not dropped
+        assert rows == [("buses", 0, "node a.11", "v_a_pu", 0.98)]  # one row per recorded value: NULLs are not
         tables = {r[0] for r in con.sql('SELECT DISTINCT "table" FROM long').fetchall()}
         assert tables == {"devices", "buses", "grid"}
-        assert con.sql("SELECT count(*) FROM long").fetchall() == [(3 * 6,)]
+        assert con.sql("SELECT count(*) FROM long").fetchall() == [(5 + 1 + 2,)]  # values at t=0, 60, 120
+
+
+def test_missing_values_are_null_in_parquet_and_duckdb(tmp_path: Path) -> None:
+    """Issue 12: missing values were NaN in the files, so DuckDB's max() of a column was NaN (NaN sorts above all
+    numbers). They are NULL now; numpy readers (rundir.read_table, hence KPIs and the report) still see NaN."""
+    _record_three(tmp_path).close()
+    dev = pq.read_table(tmp_path / "timeseries" / "devices.parquet")
+    assert dev.column("hh.1.p_w").to_pylist() == [100.0, None, None] and dev.column("hh.1.p_w").null_count == 2
+    buses = pq.read_table(tmp_path / "timeseries" / "buses.parquet")
+    assert buses.column("node a.11.v_a_pu").to_pylist() == [0.98, None, None]  # NaN inside a vector too
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
+        got = con.sql('SELECT max("node a.11.v_a_pu"), min("n3.v_a_pu"), count("n3.v_a_pu"), '
+                      'sum(CASE WHEN isnan("n3.v_a_pu") THEN 1 ELSE 0 END) FROM buses').fetchall()
+        assert got == [(0.98, 0.97, 2, 0)]
+    np.testing.assert_array_equal(read_table(tmp_path, "devices").columns["hh.1.p_w"], [100.0, np.nan, np.nan])
 
 
 # ---------------------------------------------------------------- through mosaik
