@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,28 @@ def test_two_recorders_share_a_run_directory(tmp_path: Path) -> None:
         assert {r[0] for r in con.sql("SELECT table_name FROM duckdb_tables()").fetchall()} == {"prices", "devices"}
         assert con.sql("SELECT count(*) FROM long").fetchall() == [(5,)]
     assert not (tmp_path / "results.duckdb.tmp").exists()
+
+
+def test_messaging_counters_and_dead_letters_go_into_the_run_directory(tmp_path: Path) -> None:
+    """Issue 12: dead letters and decode errors were only WARNING lines; they are tables and events now."""
+    from cosim.messaging import DeadLetter
+    from cosim.recorder import record_messaging
+
+    _record_three(tmp_path).close()
+    (tmp_path / "events.jsonl").write_text('{"t_s": 0, "device": "d", "kind": "available", "message": "x"}\n')
+    dead = [DeadLetter("smx", "s4g/a/smx/b/meas/state", b"\xff" * 10, "invalid SenML: not UTF-8", 60.0,
+                       "<external>", 1, 10)]
+    record_messaging(tmp_path, {"smx": {"decode_errors": 1, "dead_letters": 1}, "data": {"dead_letters": 0}}, dead)
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT role, reason, payload, size FROM dead_letters").fetchall() == [
+            ("smx", "invalid SenML: not UTF-8", b"\xff" * 10, 10)]
+        assert con.sql("SELECT sum(value) FROM messaging_counters WHERE counter = 'dead_letters'").fetchall() == [(1,)]
+        assert con.sql("SELECT count(*) FROM devices").fetchall() == [(3,)]  # the time series are still there
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[-1] == {"t_s": 60.0, "kind": "dead_letter", "role": "smx", "topic": "s4g/a/smx/b/meas/state",
+                          "sender": "<external>", "seq": 1, "message": "invalid SenML: not UTF-8"}
+    from cosim.recorder import build_duckdb
+
+    build_duckdb(tmp_path)  # a rebuild keeps them
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM dead_letters").fetchall() == [(1,)]
