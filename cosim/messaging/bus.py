@@ -734,6 +734,37 @@ class MessageBus:
         with self._cond:
             return list(self._dead)
 
+    def wait_for(self, predicate: Any, timeout_s: float | None = None) -> dict[str, dict[str, int]]:
+        """Block until ``predicate(stats())`` is true (woken by every arrival, never polling); return the stats.
+        For tests and benchmarks that inject traffic from outside. ``DeliveryTimeout`` after ``timeout_s``
+        (default: the spec's ``timeout_s``)."""
+        limit = self.spec.timeout_s if timeout_s is None else timeout_s
+        deadline = _time.monotonic() + limit
+        with self._cond:
+            while True:
+                stats = {key: asdict(role.stats) for key, role in self._roles.items()}
+                if predicate(stats):
+                    return stats
+                left = deadline - _time.monotonic()
+                if left <= 0:
+                    raise DeliveryTimeout(f"condition on the bus counters not met within {limit} s")
+                self._cond.wait(left)
+
+    def endpoint(self, role_key: str) -> tuple[str, int] | None:
+        """(host, port) of the broker carrying ``role_key`` (the embedded broker's free port once open); None
+        for ``direct``."""
+        role = self._roles[role_key]
+        if role.address.kind == "embedded":
+            return None if self._embedded is None else (self._embedded.host, self._embedded.port)
+        if role.address.kind == "direct":
+            return None
+        return role.address.host, role.address.port
+
+    @property
+    def namespace_prefix(self) -> str:
+        """The topic prefix on the wire (``namespace/``, or empty)."""
+        return self._prefix
+
     def in_flight(self) -> int:
         with self._cond:
             return sum(r.n_pending for r in self._roles.values())

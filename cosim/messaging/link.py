@@ -22,6 +22,7 @@ change the run nor make the link allocate what a peer asks for.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -32,7 +33,10 @@ import mosaik_api_v3
 
 from cosim.messaging import senml, units
 from cosim.messaging.bus import MessageBus
+from cosim.messaging.errors import MessagingError
 from cosim.messaging.senml import Record
+
+log = logging.getLogger(__name__)
 
 _UNIT_SUFFIXES = (("_eur_per_kwh", "EUR/kWh"), ("_wh", "Wh"), ("_var", "var"), ("_pu", "pu"), ("_w", "W"),
                   ("_a", "A"), ("_v", "V"), ("_s", "s"))
@@ -256,6 +260,13 @@ one time-shifted edge keeps it acyclic as without the broker.
         return data
 
     def finalize(self) -> None:
+        # what arrived after the last step is still judged, so every foreign message is accounted for
+        try:
+            for sub in self._subs.values():
+                for message in sub.deliver(math.inf):
+                    self._hold(message)
+        except MessagingError as exc:  # a broker gone at the end: the run's results are complete regardless
+            log.warning("%s: messages after the last step not judged: %s", self.sid, exc)
         # the bus is shared by every link simulator of the world: its owner (the world builder) closes it
         if self._sensorthings is not None:
             self._sensorthings.step(math.inf)
