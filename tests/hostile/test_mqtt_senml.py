@@ -364,3 +364,11 @@ def test_the_catalogue_covers_every_reproduction_of_issue_12():
     for p in probes("fur/h1/", {"p_w": None}):
         if p.senml_valid:
             assert all(math.isfinite(r.time) for r in senml.decode(p.payload, now=1.56e9))
+
+
+def test_the_robustness_benchmark_probe_meets_its_goals():
+    """benchmarks/robustness.py measures what this suite asserts; its quick probe must meet the goals too."""
+    from benchmarks.robustness import probe_senml_embedded
+
+    result = probe_senml_embedded(True)
+    assert result.inputs > 0 and (result.crashes, result.silent_stops, result.lost) == (0, 0, 0)
