@@ -7,12 +7,14 @@ and flushes a Parquet row group every ``flush_rows`` rows, so memory stays flat 
 
 Layout written (see docs/results.md)::
 
-    out_dir/timeseries/<table>.parquet   t_s (int64) first, then float64 "<id>.<attr>" columns
+    out_dir/timeseries/<table>.parquet   t_s (int64) first, then float64 "<id>.<attr>" columns (NULL = missing)
+    out_dir/messaging/counters.parquet, dead_letters.parquet   the message bus's counters and dead letters
     out_dir/results.duckdb
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import reprlib
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 
 DUCKDB_FILE = "results.duckdb"
 LONG_VIEW = "long"
+MESSAGING_DIR = "messaging"
+# tables of results.duckdb besides the time series: name -> Parquet file in the run directory
+EXTRA_TABLES = {"messaging_counters": f"{MESSAGING_DIR}/counters.parquet",
+                "dead_letters": f"{MESSAGING_DIR}/dead_letters.parquet"}
 
 # Fixed writer options: the same data must give byte-identical files (pyarrow writes no timestamps itself).
 # Byte-stream split makes zstd far more effective on float64 time series.
@@ -90,7 +96,7 @@ class _Table:
         if n == 0 or self.writer is None:
             return
         arrays = [_arrow(pa.int64(), self.t_s[:n])]
-        arrays += [_arrow(pa.float64(), self.buf[i, :n]) for i in range(len(self.columns))]
+        arrays += [_nullable(self.buf[i, :n]) for i in range(len(self.columns))]
         # write_table is synchronous, so the zero-copy arrays may share the buffer that is reused afterwards.
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.writer.schema), row_group_size=n)
         self.buf[:, :n] = np.nan
@@ -99,6 +105,18 @@ class _Table:
 def _arrow(type_: pa.DataType, arr: np.ndarray) -> pa.Array:
     """Zero-copy Arrow view of a contiguous numpy slice (pa.array() would import pandas on first use)."""
     return pa.Array.from_buffers(type_, len(arr), [None, pa.py_buffer(np.ascontiguousarray(arr))])
+
+
+def _nullable(arr: np.ndarray) -> pa.Array:
+    """A float64 column whose missing values (NaN in the buffer) are NULL in the file: SQL aggregates then skip
+    them (DuckDB's max() of a column holding NaN is NaN, since NaN sorts above every number)."""
+    missing = np.isnan(arr)
+    n_missing = int(missing.sum())
+    if n_missing == 0:
+        return _arrow(pa.float64(), arr)
+    valid = pa.py_buffer(np.packbits(~missing, bitorder="little"))
+    return pa.Array.from_buffers(pa.float64(), len(arr), [valid, pa.py_buffer(np.ascontiguousarray(arr))],
+                                 null_count=n_missing)
 
 
 def _culprit(values: Mapping[Key, Any], vectors: frozenset[Key], exc: Exception) -> str:
@@ -211,7 +229,7 @@ class Recorder:
             t.writer = pq.ParquetWriter(ts_dir / f"{t.name}.parquet", t.schema(), **_WRITER_OPTIONS)
 
     def record(self, t_s: int, values: Mapping[Key, Any]) -> None:
-        """Append one row to every table at ``t_s``; columns without a value in ``values`` are NaN."""
+        """Append one row to every table at ``t_s``; columns without a value (or NaN) in ``values`` are NULL."""
         if self.closed:
             raise RuntimeError(f"recorder in {self.out_dir} is closed")
         t_s = int(t_s)
@@ -312,6 +330,7 @@ def build_duckdb(out_dir: str | Path) -> Path:
             con.execute(f"CREATE TABLE {_q(name)} AS SELECT * FROM read_parquet(?)", [str(pq_path)])
             if width > 1:
                 parts.append(_long_select(name))
+        _load_extra_tables(con, out_dir)
         if parts:
             con.execute(f"CREATE VIEW {_q(LONG_VIEW)} AS " + " UNION ALL ".join(parts))
         else:
@@ -321,6 +340,50 @@ def build_duckdb(out_dir: str | Path) -> Path:
             )
     tmp_path.replace(db_path)
     return db_path
+
+
+def _load_extra_tables(con: Any, out_dir: Path) -> None:
+    for name, rel in EXTRA_TABLES.items():
+        path = out_dir / rel
+        if path.is_file():
+            con.execute(f"CREATE OR REPLACE TABLE {_q(name)} AS SELECT * FROM read_parquet(?)", [str(path)])
+
+
+_COUNTERS_SCHEMA = pa.schema([("role", pa.string()), ("counter", pa.string()), ("value", pa.int64())])
+_DEAD_SCHEMA = pa.schema([("t_s", pa.float64()), ("role", pa.string()), ("topic", pa.string()),
+                          ("sender", pa.string()), ("seq", pa.int64()), ("size", pa.int64()),
+                          ("reason", pa.string()), ("payload", pa.binary())])
+
+
+def record_messaging(out_dir: str | Path, stats: Mapping[str, Mapping[str, int]], dead_letters: Sequence[Any]) -> None:
+    """Put the message bus's counters and dead letters into the run directory, so no rejected message is only a
+    log line: ``messaging/counters.parquet`` (role, counter, value), ``messaging/dead_letters.parquet`` (one row
+    per kept dead letter, ``MessageBus.dead_letters()``), the same two tables in results.duckdb
+    (``messaging_counters``, ``dead_letters``) and one ``dead_letter`` event per dead letter in events.jsonl.
+    Called once after the bus closed (nothing arrives any more)."""
+    import duckdb
+
+    out_dir = Path(out_dir)
+    folder = out_dir / MESSAGING_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [(role, counter, int(value)) for role, counters in stats.items() for counter, value in counters.items()]
+    pq.write_table(pa.Table.from_pylist([dict(zip(_COUNTERS_SCHEMA.names, r)) for r in rows], schema=_COUNTERS_SCHEMA),
+                   folder / "counters.parquet", **_WRITER_OPTIONS | {"use_byte_stream_split": False})
+    dead = [{"t_s": float(d.t_s), "role": d.role_key, "topic": d.topic, "sender": d.sender, "seq": int(d.seq),
+             "size": int(d.size), "reason": d.reason, "payload": bytes(d.payload)} for d in dead_letters]
+    pq.write_table(pa.Table.from_pylist(dead, schema=_DEAD_SCHEMA), folder / "dead_letters.parquet",
+                   **_WRITER_OPTIONS | {"use_byte_stream_split": False})
+    if dead:
+        with (out_dir / "events.jsonl").open("a", encoding="utf-8") as f:
+            for d in dead:
+                f.write(json.dumps({"t_s": d["t_s"], "kind": "dead_letter", "role": d["role"], "topic": d["topic"],
+                                    "sender": d["sender"], "seq": d["seq"], "message": d["reason"]}) + "\n")
+    db_path = out_dir / DUCKDB_FILE
+    if not db_path.is_file():
+        build_duckdb(out_dir)
+        return
+    with duckdb.connect(str(db_path)) as con:
+        _load_extra_tables(con, out_dir)
 
 
 def _long_select(table: str) -> str:

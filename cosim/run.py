@@ -83,8 +83,34 @@ def recorded_steps(run_dir: Path) -> int | None:
     return pq.ParquetFile(path).metadata.num_rows
 
 
+#: run.json "messaging.totals": the counters a reader checks first (all counters per role key are in "roles")
+MESSAGING_TOTALS = ("published", "sent", "received", "foreign", "lost", "corrupted", "broker_refused",
+                    "decode_errors", "rejected", "dead_letters")
+
+
+def messaging_summary(bus: Any) -> dict[str, Any] | None:
+    """The message bus's counters for run.json: totals over the role keys, and every counter per role key."""
+    if bus is None:
+        return None
+    stats = bus.stats()
+    totals = {name: sum(int(c.get(name, 0)) for c in stats.values()) for name in MESSAGING_TOTALS}
+    return {"brokers": bus.describe(), "totals": totals, "roles": stats,
+            "dead_letters_kept": len(bus.dead_letters())}
+
+
+def _record_messaging(builder: WorldBuilder, run_dir: Path) -> dict[str, Any] | None:
+    """After the bus closed: its counters and dead letters into the run directory (Parquet, DuckDB, events)."""
+    bus = builder.bus
+    if bus is None:
+        return None
+    from cosim.recorder import record_messaging
+
+    record_messaging(run_dir, bus.stats(), bus.dead_letters())
+    return messaging_summary(bus)
+
+
 def _write_run_json(run_dir: Path, loaded: LoadedScenario, status: str, monitor: RunMonitor, error: str | None,
-                    started: dt.datetime) -> None:
+                    started: dt.datetime, messaging: dict[str, Any] | None = None) -> None:
     steps = recorded_steps(run_dir)
     steps = monitor.steps if steps is None else steps
     info = {
@@ -102,6 +128,8 @@ def _write_run_json(run_dir: Path, loaded: LoadedScenario, status: str, monitor:
         "versions": versions(),
         "argv": sys.argv,
     }
+    if messaging is not None:
+        info["messaging"] = messaging
     (run_dir / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
 
 
@@ -125,12 +153,12 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
     except Exception as exc:  # a simulator failed: keep what was recorded and say why
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-        if not builder.recorder:
+        if not builder.recorder:  # the world was never built: nothing was recorded, no message sent
             _write_run_json(run_dir, loaded, status, monitor, error, started)
             raise
     finally:
         _shutdown(builder)
-    _write_run_json(run_dir, loaded, status, monitor, error, started)
+    _write_run_json(run_dir, loaded, status, monitor, error, started, _record_messaging(builder, run_dir))
     result = RunResult(run_dir, status, monitor.wall_s, recorded_steps(run_dir) or 0, error=error)
     if kpis and (run_dir / "timeseries").is_dir():
         from cosim import kpi

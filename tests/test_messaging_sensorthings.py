@@ -83,3 +83,33 @@ def test_every_data_record_becomes_one_observation(values, t_s):
     assert [o.result for o in obs] == values
     assert [o.Datastream.iot_id for o in obs] == [f"s/d/q{i}" for i in range(len(values))]
     assert len(cat.things) == 1 and len(cat.datastreams) == len(values)
+
+
+def test_a_time_beyond_the_sane_window_is_a_dead_letter_not_a_crash(tmp_path):
+    """Issue 12: a schema-valid record with "t": 1e300 on a data topic ended the run (OverflowError in the
+    mapping to phenomenonTime). The codec rejects it now; the good message next to it is observed."""
+    with MessageBus({"default": "direct"}, start=START) as bus:
+        rec = SensorThingsRecorder(bus, tmp_path)
+        topic = topics.data_topic("fur", "h1", "p_w")
+        bus.publish_raw("data", topic, b'[{"bn":"fur/h1/","n":"p_w","u":"W","v":1,"t":1e300}]', 60, "h1")
+        bus.publish("data", topic, [Record("p_w", value=2.0, unit="W")], 60, "h1")
+        assert rec.step(60) == 1
+        rec.close()
+        assert bus.stats()["data"]["decode_errors"] == 1
+        assert "outside the sane window" in bus.dead_letters()[0].reason
+
+
+def test_a_flood_of_new_datastreams_is_capped(tmp_path, monkeypatch):
+    from cosim.messaging import sensorthings
+
+    monkeypatch.setattr(sensorthings, "MAX_DATASTREAMS", 3)
+    with MessageBus({"default": "direct"}, start=START) as bus:
+        rec = SensorThingsRecorder(bus, tmp_path)
+        for i in range(5):
+            bus.publish("data", topics.data_topic("fur", f"h{i}", "p_w"), [Record("p_w", value=1.0, unit="W")], 60,
+                        f"h{i}")
+        bus.publish("data", topics.data_topic("fur", "h0", "p_w"), [Record("p_w", value=2.0, unit="W")], 60, "h0")
+        assert rec.step(60) == 4  # three new Datastreams, then one more value of a known one
+        rec.close()
+        assert bus.stats()["data"]["rejected"] == 2
+        assert {d.sender for d in bus.dead_letters()} == {"h3", "h4"}

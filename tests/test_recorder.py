@@ -1,7 +1,8 @@
-"""The recorder: layout, NaN for missing values, strict mapping, flushing, determinism, DuckDB and mosaik."""
+"""The recorder: layout, NULL for missing values, strict mapping, flushing, determinism, DuckDB and mosaik."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,25 @@ def test_duckdb_tables_and_long_view(tmp_path: Path) -> None:
         rows = con.sql(
             "SELECT \"table\", t_s, id, attr, value FROM long WHERE id = 'node a.11' ORDER BY t_s"
         ).fetchall()
-        assert rows[0] == ("buses", 0, "node a.11", "v_a_pu", 0.98)
-        assert len(rows) == 3  # NaN values are kept, not dropped
+        assert rows == [("buses", 0, "node a.11", "v_a_pu", 0.98)]  # one row per recorded value: NULLs are not
         tables = {r[0] for r in con.sql('SELECT DISTINCT "table" FROM long').fetchall()}
         assert tables == {"devices", "buses", "grid"}
-        assert con.sql("SELECT count(*) FROM long").fetchall() == [(3 * 6,)]
+        assert con.sql("SELECT count(*) FROM long").fetchall() == [(5 + 1 + 2,)]  # values at t=0, 60, 120
+
+
+def test_missing_values_are_null_in_parquet_and_duckdb(tmp_path: Path) -> None:
+    """Issue 12: missing values were NaN in the files, so DuckDB's max() of a column was NaN (NaN sorts above all
+    numbers). They are NULL now; numpy readers (rundir.read_table, hence KPIs and the report) still see NaN."""
+    _record_three(tmp_path).close()
+    dev = pq.read_table(tmp_path / "timeseries" / "devices.parquet")
+    assert dev.column("hh.1.p_w").to_pylist() == [100.0, None, None] and dev.column("hh.1.p_w").null_count == 2
+    buses = pq.read_table(tmp_path / "timeseries" / "buses.parquet")
+    assert buses.column("node a.11.v_a_pu").to_pylist() == [0.98, None, None]  # NaN inside a vector too
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
+        got = con.sql('SELECT max("node a.11.v_a_pu"), min("n3.v_a_pu"), count("n3.v_a_pu"), '
+                      'sum(CASE WHEN isnan("n3.v_a_pu") THEN 1 ELSE 0 END) FROM buses').fetchall()
+        assert got == [(0.98, 0.97, 2, 0)]
+    np.testing.assert_array_equal(read_table(tmp_path, "devices").columns["hh.1.p_w"], [100.0, np.nan, np.nan])
 
 
 # ---------------------------------------------------------------- through mosaik
@@ -217,3 +232,28 @@ def test_two_recorders_share_a_run_directory(tmp_path: Path) -> None:
         assert {r[0] for r in con.sql("SELECT table_name FROM duckdb_tables()").fetchall()} == {"prices", "devices"}
         assert con.sql("SELECT count(*) FROM long").fetchall() == [(5,)]
     assert not (tmp_path / "results.duckdb.tmp").exists()
+
+
+def test_messaging_counters_and_dead_letters_go_into_the_run_directory(tmp_path: Path) -> None:
+    """Issue 12: dead letters and decode errors were only WARNING lines; they are tables and events now."""
+    from cosim.messaging import DeadLetter
+    from cosim.recorder import record_messaging
+
+    _record_three(tmp_path).close()
+    (tmp_path / "events.jsonl").write_text('{"t_s": 0, "device": "d", "kind": "available", "message": "x"}\n')
+    dead = [DeadLetter("smx", "s4g/a/smx/b/meas/state", b"\xff" * 10, "invalid SenML: not UTF-8", 60.0,
+                       "<external>", 1, 10)]
+    record_messaging(tmp_path, {"smx": {"decode_errors": 1, "dead_letters": 1}, "data": {"dead_letters": 0}}, dead)
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT role, reason, payload, size FROM dead_letters").fetchall() == [
+            ("smx", "invalid SenML: not UTF-8", b"\xff" * 10, 10)]
+        assert con.sql("SELECT sum(value) FROM messaging_counters WHERE counter = 'dead_letters'").fetchall() == [(1,)]
+        assert con.sql("SELECT count(*) FROM devices").fetchall() == [(3,)]  # the time series are still there
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[-1] == {"t_s": 60.0, "kind": "dead_letter", "role": "smx", "topic": "s4g/a/smx/b/meas/state",
+                          "sender": "<external>", "seq": 1, "message": "invalid SenML: not UTF-8"}
+    from cosim.recorder import build_duckdb
+
+    build_duckdb(tmp_path)  # a rebuild keeps them
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM dead_letters").fetchall() == [(1,)]

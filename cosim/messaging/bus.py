@@ -64,6 +64,13 @@ log = logging.getLogger(__name__)
 DEFAULT_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
 EXTERNAL_SENDER = "<external>"
 SENDER_KINDS = ("device", "controller", "agent", "monitor")
+# A flood of bad messages must not grow memory or the log without bound: the counters stay exact, but only the
+# first MAX_DEAD_LETTERS dead letters are kept (payloads cut to DEAD_PAYLOAD_BYTES) and only the first
+# LOGGED_DEAD_LETTERS per role key are logged at WARNING (the rest at DEBUG, and a summary at close).
+MAX_DEAD_LETTERS = 10_000
+DEAD_PAYLOAD_BYTES = 512
+LOGGED_DEAD_LETTERS = 100
+MAX_ROUTE_CACHE = 4096  # topics whose matching subscriptions are cached (foreign topics are unbounded)
 
 
 # ------------------------------------------------------------------------------------------- public types
@@ -116,6 +123,7 @@ class DeadLetter:
     t_s: float
     sender: str
     seq: int
+    size: int = -1  # length of the payload on the wire (``payload`` keeps at most DEAD_PAYLOAD_BYTES of it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +148,11 @@ class RoleStats:
     received: int = 0         # came back from the wire (ours and foreign)
     foreign: int = 0          # received from publishers outside this bus
     broker_refused: int = 0   # refused by the broker (MQTT 5 PUBACK reason code)
-    decode_errors: int = 0    # payloads that are not valid SenML
-    dead_letters: int = 0     # everything that could not be delivered (decode errors, refusals, bad topics)
+    decode_errors: int = 0    # payloads that are not valid SenML (or records outside the topic's base name)
+    rejected: int = 0         # delivered, then refused by a consumer (bus.reject: e.g. a foreign publisher on a
+                              # co-simulation route, a record that does not fit the attribute), per consumer
+    dead_letters: int = 0     # everything that could not be delivered or was rejected (decode errors,
+                              # refusals, bad topics, rejections)
     routed: int = 0           # decoded messages queued for at least one subscription
     unrouted: int = 0         # decoded messages no subscription wanted (MQTT drops those too)
     delivered: int = 0        # messages handed to components (one per subscription)
@@ -230,6 +241,8 @@ def _epoch(start: datetime | float | int) -> float:
         epoch = float(start)
     if not math.isfinite(epoch) or epoch < senml.ABSOLUTE_TIME_THRESHOLD:
         raise ValueError("start must be after 1978-07-04 (SenML times below 2**28 s are relative)")
+    if epoch > senml.MAX_TIME_S:
+        raise ValueError("start must be before 2106-02-07 (the end of SenML's sane time window)")
     return epoch
 
 
@@ -323,8 +336,14 @@ class MessageBus:
                 self.flush()
             except DeliveryTimeout as exc:
                 log.warning("closing the message bus with messages in flight: %s", exc)
+        was_open = self._opened
         self._closed = True
         self._teardown()
+        if was_open:
+            with self._cond:
+                counts = {k: r.stats.dead_letters for k, r in self._roles.items() if r.stats.dead_letters}
+            if counts:
+                log.warning("message bus closed with dead letters: %s", counts)
 
     def _teardown(self) -> None:
         for role in self._roles.values():
@@ -558,6 +577,13 @@ class MessageBus:
                 role.stats.decode_errors += 1
                 self._dead_letter(role, topic, payload, f"invalid SenML: {exc}", t_s, sender, seq)
                 return
+            base = info.base_name
+            stray = next((r.name for r in recs if not r.name.startswith(base) or r.name == base), None)
+            if stray is not None:  # the profile: records of a topic are named {site}/{device}/... (its base name)
+                role.stats.decode_errors += 1
+                self._dead_letter(role, topic, payload, f"invalid SenML: record name {stray!r} is not below the "
+                                  f"topic's base name {base!r}", t_s, sender, seq)
+                return
             epoch0 = self.epoch0
             decoded = tuple(Record(r.name, r.value, r.unit, r.time - epoch0, r.string, r.boolean,  # type: ignore[operator]
                                    r.data, r.sum, r.update_time) for r in recs)
@@ -570,6 +596,8 @@ class MessageBus:
             self._retained[(role.base, topic)] = msg
         targets = self._routes.get(topic)
         if targets is None:
+            if len(self._routes) >= MAX_ROUTE_CACHE:
+                self._routes.clear()
             targets = self._routes[topic] = tuple(
                 sub for sub in self._subs.values()
                 if sub.base == role.base and topics.matches(sub.topic_filter, topic))
@@ -584,8 +612,25 @@ class MessageBus:
     def _dead_letter(self, role: _Role, topic: str, payload: bytes, reason: str, t_s: float, sender: str,
                      seq: int) -> None:
         role.stats.dead_letters += 1
-        self._dead.append(DeadLetter(role.key, topic, payload, reason, t_s, sender, seq))
-        log.warning("dead letter on %s %s from %s #%d at t=%s: %s", role.key, topic, sender, seq, t_s, reason)
+        if len(self._dead) < MAX_DEAD_LETTERS:
+            self._dead.append(DeadLetter(role.key, topic[:256], payload[:DEAD_PAYLOAD_BYTES], reason[:512], t_s,
+                                         sender, seq, len(payload)))
+        n = role.stats.dead_letters
+        level = logging.WARNING if n <= LOGGED_DEAD_LETTERS else logging.DEBUG
+        log.log(level, "dead letter on %s %.200r from %s #%d at t=%s: %s", role.key, topic, sender, seq, t_s,
+                reason[:300])
+        if n == LOGGED_DEAD_LETTERS:
+            log.warning("%d dead letters on %s: further ones are counted, logged at DEBUG only", n, role.key)
+
+    def reject(self, message: Message, reason: str, consumer: str = "") -> None:
+        """A consumer refuses a delivered message (it does not fit what the consumer expects): counted as
+        ``rejected`` and kept as a dead letter, so a bad message is never dropped silently."""
+        with self._cond:
+            role = self._roles[message.role_key]
+            role.stats.rejected += 1
+            who = f"rejected by {consumer}" if consumer else "rejected"
+            self._dead_letter(role, message.topic, message.payload, f"{who}: {reason}", message.t_s,
+                              message.sender, message.seq)
 
     # -- subscribe / deliver -------------------------------------------------------------------------------
     def subscribe(self, role: str, topic_filter: str, subscriber: str = "") -> Subscription:
@@ -688,6 +733,37 @@ class MessageBus:
     def dead_letters(self) -> list[DeadLetter]:
         with self._cond:
             return list(self._dead)
+
+    def wait_for(self, predicate: Any, timeout_s: float | None = None) -> dict[str, dict[str, int]]:
+        """Block until ``predicate(stats())`` is true (woken by every arrival, never polling); return the stats.
+        For tests and benchmarks that inject traffic from outside. ``DeliveryTimeout`` after ``timeout_s``
+        (default: the spec's ``timeout_s``)."""
+        limit = self.spec.timeout_s if timeout_s is None else timeout_s
+        deadline = _time.monotonic() + limit
+        with self._cond:
+            while True:
+                stats = {key: asdict(role.stats) for key, role in self._roles.items()}
+                if predicate(stats):
+                    return stats
+                left = deadline - _time.monotonic()
+                if left <= 0:
+                    raise DeliveryTimeout(f"condition on the bus counters not met within {limit} s")
+                self._cond.wait(left)
+
+    def endpoint(self, role_key: str) -> tuple[str, int] | None:
+        """(host, port) of the broker carrying ``role_key`` (the embedded broker's free port once open); None
+        for ``direct``."""
+        role = self._roles[role_key]
+        if role.address.kind == "embedded":
+            return None if self._embedded is None else (self._embedded.host, self._embedded.port)
+        if role.address.kind == "direct":
+            return None
+        return role.address.host, role.address.port
+
+    @property
+    def namespace_prefix(self) -> str:
+        """The topic prefix on the wire (``namespace/``, or empty)."""
+        return self._prefix
 
     def in_flight(self) -> int:
         with self._cond:

@@ -11,22 +11,31 @@ asks the bus for everything due by now; a route outputs the last value delivered
 the first), as a subscriber holds the last message. The bus makes
 delivery deterministic, so a run gives the same results with a role on ``direct``, on the embedded broker or
 on Mosquitto; injected delay and loss show up downstream as held (stale) values.
+
+A route carries its publisher's values only. A message on a route's topic from anyone else (a foreign MQTT
+client on a real broker), or one with a record that does not fit the attribute it names (an index that is
+not an integer below the vector's declared length, a scalar given an index, a value of the wrong kind), is
+rejected as a whole: counted and kept as a dead letter by ``MessageBus.reject``, never applied, so it cannot
+change the run nor make the link allocate what a peer asks for.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import mosaik_api_v3
 
 from cosim.messaging import senml, units
 from cosim.messaging.bus import MessageBus
+from cosim.messaging.errors import MessagingError
 from cosim.messaging.senml import Record
+
+log = logging.getLogger(__name__)
 
 _UNIT_SUFFIXES = (("_eur_per_kwh", "EUR/kWh"), ("_wh", "Wh"), ("_var", "var"), ("_pu", "pu"), ("_w", "W"),
                   ("_a", "A"), ("_v", "V"), ("_s", "s"))
@@ -88,6 +97,8 @@ one time-shifted edge keeps it acyclic as without the broker.
         self._sent: dict[tuple[str, str], Any] = {}  # (topic, attr) -> last value published
         self._last_pub: dict[tuple[str, str], int] = {}  # (topic, source) -> time of the last publication
         self._held: dict[tuple[str, str], Any] = {}  # (route topic, attr) -> delivered value
+        self._shape: dict[tuple[str, str], int | None] = {}  # (topic, attr) -> vector length, None for a scalar
+        self._senders: dict[str, set[str]] = {}  # route topic -> the senders whose values it carries
         self._sensorthings: Any = None
         self._sensorthings_dir: str | None = None
 
@@ -109,6 +120,7 @@ one time-shifted edge keeps it acyclic as without the broker.
         for _ in range(num):
             eid = f"r{len(self.routes)}"
             self.routes[eid] = _Route(eid, role, topic, sender, source, int(period_s))
+            self._senders.setdefault(topic, set()).add(sender)
             self.bus.register(sender, sender_kind)
             out.append({"eid": eid, "type": model})
         return out
@@ -135,7 +147,7 @@ one time-shifted edge keeps it acyclic as without the broker.
             last = self._last_pub.get(due_key)
             if route.period_s and last is not None and last != time and time - last < route.period_s:
                 continue
-            for attr, sources in attrs.items():
+            for attr, sources in sorted(attrs.items()):  # mosaik's order follows a set: not the same per process
                 if len(sources) != 1:
                     raise ValueError(f"route {eid}.{attr} has {len(sources)} sources; a route carries one")
                 value = next(iter(sources.values()))
@@ -149,7 +161,10 @@ one time-shifted edge keeps it acyclic as without the broker.
                     packs[(route.role, topic, route.sender)] = {str(i): r for i, r in enumerate(records)}
                     continue
                 pack = packs.setdefault((route.role, route.topic, route.sender), {})
-                for rec in _records(attr, value):
+                records = _records(attr, value)
+                scalar = len(records) == 1 and records[0].name == attr
+                self._shape[(route.topic, attr)] = None if scalar else len(records)
+                for rec in records:
                     pack[rec.name] = rec
         for (role, topic, sender), records in sorted(packs.items()):
             if records:
@@ -179,32 +194,62 @@ one time-shifted edge keeps it acyclic as without the broker.
                 for r in senml.decode(json.dumps(pack).encode())]
 
     def _hold(self, message: Any) -> None:
-        """Apply one message: scalars replace; a vector is rebuilt from this message alone."""
+        """Apply one message: scalars replace; a vector is rebuilt from this message alone. A message that is not
+        the route publisher's or does not fit its attributes is rejected whole (counted by the bus)."""
+        assert self.bus is not None
+        topic = message.topic
+        schedule = "/schedule/" in topic
+        state_topic = topic.split("/schedule/", 1)[0] + "/state" if schedule else topic
+        senders = self._senders.get(state_topic)
+        if senders is None:
+            return  # another link's flow in the same topic space
+        if message.sender not in senders:
+            self.bus.reject(message, f"{message.sender} is not the publisher of this route", self.sid)
+            return
+        try:
+            held = self._schedule(message) if schedule else self._state(message, state_topic)
+        except _Misfit as exc:
+            self.bus.reject(message, str(exc), self.sid)
+            return
+        for attr, value in held.items():
+            self._held[(state_topic, attr)] = value
+
+    def _schedule(self, message: Any) -> dict[str, Any]:
+        """A SenML pack rebuilt as the publisher handed it over (absolute times)."""
         assert self.bus is not None
         base = message.base_name
-        state = message.topic.endswith("/state")
-        state_topic = message.topic if state else message.topic.split("/schedule/", 1)[0] + "/state"
-        if not state:  # a SenML pack: rebuild it as the publisher handed it over (absolute times)
-            epoch0 = self.bus.epoch0
-            records = [Record(r.name[len(base):], r.value, r.unit, None if r.time is None else r.time + epoch0,
-                              r.string, r.boolean, r.data, r.sum, r.update_time) for r in message.records]
-            attr = message.topic.rsplit("/", 1)[1]
-            self._held[(state_topic, attr)] = json.loads(senml.encode(records))
-            return
-        vectors: dict[str, dict[int, Any]] = {}
+        epoch0 = self.bus.epoch0
+        attr = message.topic.rsplit("/", 1)[1]
+        records = [Record(r.name[len(base):], r.value, r.unit, None if r.time is None else r.time + epoch0,
+                          r.string, r.boolean, r.data, r.sum, r.update_time) for r in message.records]
+        try:
+            return {attr: json.loads(senml.encode(records))}
+        except senml.SenMLError as exc:
+            raise _Misfit(f"schedule pack: {exc}") from None
+
+    def _state(self, message: Any, state_topic: str) -> dict[str, Any]:
+        """Records ``{attr}`` and ``{attr}/{i}`` -> values; every record must fit the attribute's declared shape
+        (what this link published: a scalar, or a vector of a given length)."""
+        base = message.base_name
+        scalars: dict[str, Any] = {}
+        vectors: dict[str, list[Any]] = {}
         for rec in message.records:
             rel = rec.name[len(base):]
-            value = _value(rec)
             attr, _, index = rel.partition("/")
-            if index:
-                vectors.setdefault(attr, {})[int(index)] = value
-            else:
-                self._held[(state_topic, attr)] = value
-        for attr, items in vectors.items():
-            vector = [math.nan] * (max(items) + 1)
-            for i, v in items.items():
-                vector[i] = v
-            self._held[(state_topic, attr)] = vector
+            key = (state_topic, attr)
+            if key not in self._shape:
+                continue  # an attribute another link carries on the same topic (one source, two destinations)
+            length = self._shape[key]
+            value = _value(rec)
+            if length is None:
+                if index:
+                    raise _Misfit(f"record {rel!r}: {attr} is a scalar, not a vector")
+                scalars[attr] = value
+                continue
+            if not (index.isascii() and index.isdigit()) or int(index) >= length:
+                raise _Misfit(f"record {rel!r}: the index must be an integer in 0..{length - 1}")
+            vectors.setdefault(attr, [math.nan] * length)[int(index)] = value
+        return scalars | vectors
 
     def get_data(self, outputs: dict) -> dict:
         data = {}
@@ -214,6 +259,13 @@ one time-shifted edge keeps it acyclic as without the broker.
         return data
 
     def finalize(self) -> None:
+        # what arrived after the last step is still judged, so every foreign message is accounted for
+        try:
+            for sub in self._subs.values():
+                for message in sub.deliver(math.inf):
+                    self._hold(message)
+        except MessagingError as exc:  # a broker gone at the end: the run's results are complete regardless
+            log.warning("%s: messages after the last step not judged: %s", self.sid, exc)
         # the bus is shared by every link simulator of the world: its owner (the world builder) closes it
         if self._sensorthings is not None:
             self._sensorthings.step(math.inf)
@@ -249,12 +301,23 @@ def _number(name: str, value: float, unit: str | None) -> Record:
     return Record(name, string=repr(value))
 
 
+class _Misfit(ValueError):
+    """A delivered record that does not fit the attribute it names (the message is rejected)."""
+
+
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}  # how _number writes them
+
+
 def _value(rec: Record) -> Any:
     if rec.value is not None:
         return rec.value
     if rec.string is not None:
-        return float(rec.string)  # "nan", "inf", "-inf" (see _number)
-    return rec.boolean
+        if rec.string not in _NON_FINITE:
+            raise _Misfit(f"record {rec.name!r}: string value {rec.string[:40]!r} (only nan, inf, -inf travel as text)")
+        return _NON_FINITE[rec.string]
+    if rec.boolean is not None:
+        return rec.boolean
+    raise _Misfit(f"record {rec.name!r} carries no value the route can hold")
 
 
 def _same(a: Any, b: Any) -> bool:

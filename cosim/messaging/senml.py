@@ -18,8 +18,12 @@ same instant in every run and with every broker, whatever the wall clock or the 
 ``now`` the wall clock is used, as the RFC intends for live data.
 
 Validation (profile "S4G SenML", docs/messaging.md):
-* the pack is a non-empty JSON array of objects; duplicate keys, NaN/Infinity, non-finite numbers, numbers
-  given as strings or booleans, payloads over ``MAX_PAYLOAD_BYTES`` or not UTF-8 are rejected;
+* the pack is a non-empty JSON array of objects, decoded by the one bounded decoder of network JSON
+  (``devices.wire_json.loads``): payloads over ``MAX_PAYLOAD_BYTES``, not UTF-8, nested deeper than
+  ``MAX_DEPTH``, with over-long number literals, duplicate keys or NaN/Infinity are rejected, and so are
+  non-finite numbers and numbers given as strings or booleans;
+* a resolved time (bt + t, after relative times are resolved) lies within ``MIN_TIME_S .. MAX_TIME_S``
+  (1978..2106); ``ut`` within 0 .. ``MAX_TIME_S``;
 * the concatenated name bn+n is not empty, uses only ``A-Z a-z 0-9 - : . / _`` and starts with a letter or
   digit (§4.5.1);
 * at most one value field (v, vs, vb, vd), and a value or a sum (s) must be present (§4.2);
@@ -42,17 +46,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from devices import wire_json
+
 from . import units as _units
 from .errors import SenMLError
 
 __all__ = [
-    "ABSOLUTE_TIME_THRESHOLD", "MAX_PAYLOAD_BYTES", "SENML_VERSION", "RawRecord", "Record", "SenMLError",
+    "ABSOLUTE_TIME_THRESHOLD", "MAX_PAYLOAD_BYTES", "MAX_TIME_S", "MIN_TIME_S", "SENML_VERSION", "RawRecord", "Record", "SenMLError",
     "decode", "encode", "is_valid_name", "parse", "resolve", "to_raw",
 ]
 
 SENML_VERSION = 10
 ABSOLUTE_TIME_THRESHOLD = 2**28  # resolved times below this are relative to "now"
+# The sane window of resolved times (epoch seconds): 1978-07-04 .. 2106-02-07. A time outside it is no
+# measurement of this era (``"t": 1e300`` overflows every datetime) and is rejected, like any malformed field.
+MIN_TIME_S = float(ABSOLUTE_TIME_THRESHOLD)
+MAX_TIME_S = float(2**32)
 MAX_PAYLOAD_BYTES = 1 << 20
+MAX_DEPTH = 4  # a pack is an array of flat objects: two levels; a little slack for ignored extension fields
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-:./_]*\Z")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_\-]*\Z")
@@ -149,19 +160,6 @@ def _b64url_decode(text: str) -> bytes:
         raise SenMLError(f"vd is not base64url: {exc}") from None
 
 
-def _reject_constant(name: str) -> Any:
-    raise SenMLError(f"{name} is not a valid JSON number")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise SenMLError(f"duplicate field {key!r} in a record")
-        out[key] = value
-    return out
-
-
 def _number(label: str, value: Any, index: int) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SenMLError(f"field {label!r} must be a number, got {type(value).__name__}", index)
@@ -198,11 +196,11 @@ def parse(payload: bytes | bytearray | memoryview | str, *, max_bytes: int = MAX
     """Bytes or text -> raw records. Checks JSON syntax and field types only (``resolve`` does the rest)."""
     if isinstance(payload, str):
         if len(payload) > max_bytes:
-            raise SenMLError(f"payload larger than {max_bytes} bytes")
+            raise SenMLError(f"larger than {max_bytes} bytes")
         text = payload
     elif isinstance(payload, (bytes, bytearray, memoryview)):
         if len(payload) > max_bytes:
-            raise SenMLError(f"payload larger than {max_bytes} bytes")
+            raise SenMLError(f"larger than {max_bytes} bytes")
         try:
             text = bytes(payload).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -211,14 +209,10 @@ def parse(payload: bytes | bytearray | memoryview | str, *, max_bytes: int = MAX
         raise SenMLError(f"payload must be bytes or str, got {type(payload).__name__}")
     if not text.strip():
         raise SenMLError("empty payload")
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
-    except SenMLError:
-        raise
-    except RecursionError:
-        raise SenMLError("JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and ints longer than Python's digit limit
-        raise SenMLError(f"not JSON: {exc}") from None
+    try:  # the one bounded decode of network JSON: size, nesting depth, number length, NaN, duplicate keys
+        obj = wire_json.loads(text, max_bytes=max_bytes, max_depth=MAX_DEPTH)
+    except wire_json.WireDecodeError as exc:
+        raise SenMLError(exc.reason) from None
     if not isinstance(obj, list):
         raise SenMLError(f"a SenML pack is a JSON array of records, got a JSON {type(obj).__name__}")
     if not obj:
@@ -272,6 +266,9 @@ def resolve(records: Iterable[RawRecord], *, now: float | None = None, strict_un
             if now_s is None:
                 now_s = _time.time()
             t = now_s + t
+        if not MIN_TIME_S <= t <= MAX_TIME_S:
+            raise SenMLError(f"time {t:.6g} s is outside the sane window {MIN_TIME_S:.0f}..{MAX_TIME_S:.0f} s "
+                             "(1978..2106)", i)
         rec = Record(name=bn + (r.n or ""), value=value, unit=r.u if r.u is not None else bu, time=t,
                      string=r.vs, boolean=r.vb, data=r.vd, sum=total, update_time=r.ut)
         _check(rec, i, strict_units)
@@ -311,8 +308,10 @@ def _check(rec: Record, index: int, strict_units: bool) -> None:
             _b64url_decode(rec.data)
         except SenMLError as exc:
             raise SenMLError(exc.reason, index) from None
-    if rec.update_time is not None and rec.update_time < 0:
-        raise SenMLError("ut (update time) must not be negative", index)
+    if rec.time is not None and abs(rec.time) > MAX_TIME_S:  # absolute beyond 2106, or a relative offset as large
+        raise SenMLError(f"time {rec.time:.6g} s is outside the sane window (|t| <= {MAX_TIME_S:.0f} s)", index)
+    if rec.update_time is not None and not 0 <= rec.update_time <= MAX_TIME_S:
+        raise SenMLError(f"ut (update time) must be within 0..{MAX_TIME_S:.0f} s", index)
     if rec.unit is not None:
         if not isinstance(rec.unit, str) or not rec.unit:
             raise SenMLError("unit must be a non-empty string", index)

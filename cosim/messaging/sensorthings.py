@@ -31,6 +31,9 @@ OM_CATEGORY = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Category
 OM_OBSERVATION = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Observation"
 GEOJSON = "application/vnd.geo+json"
 SENML_UNITS_URL = "https://www.iana.org/assignments/senml/senml.xhtml#senml-units"
+# Foreign publishers on the Data Broker create Datastreams by naming records: a flood of new names must not grow
+# the catalogue without bound. A message that would pass this many Datastreams is rejected (counted by the bus).
+MAX_DATASTREAMS = 10_000
 
 # framework quantity names -> (observed property, description); unknown quantities keep their own name
 QUANTITIES: dict[str, tuple[str, str]] = {
@@ -218,6 +221,7 @@ class SensorThingsRecorder:
                  locations: dict[str, tuple[float, float]] | None = None, flush_rows: int = 20_000) -> None:
         self.out_dir = Path(run_dir) / "sensorthings"
         self.catalog = SensorThingsCatalog(bus.epoch0, locations)
+        self._bus = bus
         self._sub = bus.subscribe("data", topic_filter, subscriber="sensorthings")
         self._rows: dict[str, list[Any]] = {k: [] for k in _SCHEMA_FIELDS}
         self._writer: Any = None  # pyarrow ParquetWriter, opened at the first flush
@@ -227,6 +231,9 @@ class SensorThingsRecorder:
     def step(self, t_s: float) -> int:
         n = 0
         for msg in self._sub.deliver(t_s):
+            if len(self.catalog.datastreams) + len(msg.records) > MAX_DATASTREAMS and not self._known(msg):
+                self._bus.reject(msg, f"more than {MAX_DATASTREAMS} Datastreams", "sensorthings")
+                continue
             for obs in self.catalog.observations(msg):
                 ds = self.catalog.datastreams[obs.Datastream.iot_id]
                 r = self._rows
@@ -245,6 +252,17 @@ class SensorThingsRecorder:
         if len(self._rows["t_s"]) >= self.flush_rows:
             self._flush()
         return n
+
+    def _known(self, msg: Message) -> bool:
+        """Every record of ``msg`` belongs to a Datastream that exists already."""
+        try:
+            info = parse_topic(msg.topic)
+        except ValueError:
+            return True
+        base = info.base_name
+        prefix = f"{info.site}/{info.device or 'site'}/"
+        return all(prefix + (r.name[len(base):] if r.name.startswith(base) else r.name) in self.catalog.datastreams
+                   for r in msg.records)
 
     def _flush(self) -> None:
         import pyarrow as pa

@@ -33,6 +33,7 @@ ROOT = "s4g"
 ROLES: tuple[str, ...] = ("smx", "aggregator", "data", "control")
 SEGMENT: dict[str, str] = {"smx": "smx", "aggregator": "agg", "data": "data", "control": "control"}
 ROLE_OF_SEGMENT: dict[str, str] = {v: k for k, v in SEGMENT.items()}
+MAX_TOPIC_CHARS = 512  # the layout's topics are far shorter; MQTT would allow 65535 bytes
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*\Z")
 _ROLE_KEY_RE = re.compile(r"(smx|aggregator|data|control)(?::([A-Za-z0-9][A-Za-z0-9_.:\-]*))?\Z")
@@ -109,10 +110,12 @@ def parse_topic(topic: str) -> TopicInfo:
     """Split an S4G topic into its parts; raise ``TopicError`` for anything outside the layout."""
     if not isinstance(topic, str):
         raise TopicError("a topic must be a non-empty string")
+    if len(topic) > MAX_TOPIC_CHARS:  # before the cache: a flood of long foreign topics must not fill memory
+        raise TopicError(f"topic longer than {MAX_TOPIC_CHARS} characters ({topic[:60]!r}...)")
     return _parse_topic(topic)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def _parse_topic(topic: str) -> TopicInfo:
     validate_topic(topic)
     parts = topic.split("/")

@@ -7,6 +7,12 @@ result). It serves on the bench host's loopback by default and needs no network,
 
 The device values come from the SMX broker: the server subscribes like any SMX client and, a few times per
 second, takes what has arrived up to the last step the bench finished publishing.
+
+Hostile or clumsy clients (tests/hostile/test_monitor.py): a malformed request gets a 4xx answer (400 bad
+request line, header or Content-Length, 404, 405, 413 body too large, 431 head too large, 501 chunked bodies)
+and the connection is closed; a client that sends nothing or half a request is cut off after
+``request_timeout_s``; at most ``max_connections`` connections are served at once (Server-Sent-Event streams
+included), the next ones get 503. None of this reaches the bench: the handler never raises.
 """
 
 from __future__ import annotations
@@ -30,7 +36,20 @@ STATIC = {"/": HTML, "/index.html": HTML, "/app.js": ("app.js", "text/javascript
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 PUMP_S = 0.2
 KEEPALIVE_S = 15.0
-MAX_REQUEST = 16384
+MAX_REQUEST = 16384  # request line + headers
+MAX_BODY = 16384  # the control endpoints take no body worth this much
+MAX_CONNECTIONS = 64
+REQUEST_TIMEOUT_S = 10.0
+MAX_TOPICS = 1000  # traffic entries and devices shown: foreign topics on a real broker are unbounded
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+           503: "Service Unavailable"}
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
 
 
 def _clean(x: Any) -> Any:
@@ -49,13 +68,19 @@ class MonitorServer:
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]], stop: Callable[[str], dict[str, str]], *,
                  subscription: Subscription | None = None, published_t: Callable[[], int] = lambda: -1,
-                 host: str = "127.0.0.1", port: int = 0, page: bool = True) -> None:
+                 host: str = "127.0.0.1", port: int = 0, page: bool = True, max_connections: int = MAX_CONNECTIONS,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.snapshot = snapshot
         self.stop_cb = stop
         self.subscription = subscription
         self.published_t = published_t
         self.host, self.port = host, port
         self.page = page
+        self.max_connections = max_connections
+        self.request_timeout_s = request_timeout_s
+        self.connections = 0  # open right now
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.refused = {"bad_request": 0, "timeout": 0, "over_capacity": 0}  # what hostile clients cost us
         self.values: dict[str, dict[str, Any]] = {}  # device token -> {"meas"|"set"|"signals": {q: v}, "t_s"}
         self.messages = 0
         self._feeds: list[tuple[list[Subscription], Callable[[], int]]] = []
@@ -79,7 +104,7 @@ class MonitorServer:
         return self.url
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=MAX_REQUEST)
         self.port = self._server.sockets[0].getsockname()[1]
         self._pump = asyncio.get_running_loop().create_task(self._pump_loop())
 
@@ -95,6 +120,9 @@ class MonitorServer:
                 self._offer(q, None)  # tells the client's stream to end
             if self._server is not None:
                 self._server.close()
+                await asyncio.sleep(0)  # let the event streams end cleanly
+                for w in list(self._writers):  # and cut the rest (half-open clients): wait_closed waits for them
+                    w.transport.abort()
                 await self._server.wait_closed()
 
         try:
@@ -134,6 +162,8 @@ class MonitorServer:
                     log.warning("monitor: %s", exc)
                     continue
                 for m in messages:
+                    if m.topic not in self.traffic and len(self.traffic) >= MAX_TOPICS:
+                        continue
                     self.traffic[m.topic] = {"role": m.role_key, "topic": m.topic, "t_s": m.t_s, "sender": m.sender,
                                              "values": {n: r.value if r.value is not None else r.string
                                                         for n, r in m.by_name().items()}}
@@ -158,6 +188,8 @@ class MonitorServer:
             except MessagingError:
                 continue
             kind = "signals" if info.quantity == "signals" else info.kind
+            if (info.device or "") not in self.values and len(self.values) >= MAX_TOPICS:
+                continue
             entry = self.values.setdefault(info.device or "", {})
             entry[kind or "meas"] = {name: rec.value for name, rec in m.by_name().items()}
             entry["t_s"] = max(entry.get("t_s", -1), m.t_s)
@@ -193,27 +225,94 @@ class MonitorServer:
 
     # -- HTTP --------------------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            if len(head) > MAX_REQUEST:
-                raise ValueError("request too large")
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
-            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-            length = int(headers.get("content-length", "0") or 0)
-            if length:
-                await reader.readexactly(min(length, MAX_REQUEST))
-            path = target.split("?", 1)[0]
+            if self.connections > self.max_connections:
+                self.refused["over_capacity"] += 1
+                await self._send(writer, 503, b"too many connections\n", "text/plain")
+                await self._linger(reader, writer)
+                return
+            try:
+                method, path = await asyncio.wait_for(self._read_request(reader), timeout=self.request_timeout_s)
+            except _HttpError as exc:
+                self.refused["bad_request"] += 1
+                await self._send(writer, exc.status, f"{exc}\n".encode(), "text/plain")
+                await self._linger(reader, writer)
+                return
+            except TimeoutError:
+                self.refused["timeout"] += 1
+                await self._send(writer, 408, b"request timeout\n", "text/plain")
+                return
             await self._route(method, path, writer)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, TimeoutError, ValueError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass  # the client went away: nothing to answer
         finally:
+            self.connections -= 1
+            self._writers.discard(writer)
             if not writer.is_closing():
                 writer.close()
             try:
                 await writer.wait_closed()
-            except ConnectionError:
+            except (ConnectionError, TimeoutError):
                 pass
+
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """After an early answer: stop writing and swallow what the client still sends (briefly, boundedly), so
+        closing with unread input does not reset the connection and destroy the answer before it is read."""
+        try:
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(1.0):
+                swallowed = 0
+                while swallowed < (1 << 20) and (chunk := await reader.read(65536)):
+                    swallowed += len(chunk)
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+
+    @staticmethod
+    async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
+        """Read one request (head and body); (method, path) or _HttpError with the status to answer."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            raise _HttpError(431, "request head too large") from None
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial.strip():
+                raise _HttpError(400, "incomplete request head") from None
+            raise
+        try:
+            lines = head.decode("ascii").split("\r\n")
+        except UnicodeDecodeError:
+            raise _HttpError(400, "request head is not ASCII") from None
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith("/") \
+                or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            raise _HttpError(400, "bad request line")
+        method, target, _ = parts
+        headers: dict[str, str] = {}
+        for ln in lines[1:]:
+            if not ln:
+                continue
+            name, colon, value = ln.partition(":")
+            if not colon or not name or name != name.strip():
+                raise _HttpError(400, "bad header line")
+            key = name.lower()
+            if key in headers and key in ("content-length", "transfer-encoding"):
+                raise _HttpError(400, f"duplicate {name} header")
+            headers[key] = value.strip()
+        if "transfer-encoding" in headers:
+            raise _HttpError(501, "chunked request bodies are not supported")
+        raw_length = headers.get("content-length", "0")
+        if not (raw_length.isascii() and raw_length.isdigit()) or len(raw_length) > 12:
+            raise _HttpError(400, "bad Content-Length")
+        length = int(raw_length)
+        if length > MAX_BODY:
+            raise _HttpError(413, "request body too large")
+        if length:
+            await reader.readexactly(length)
+        return method, target.split("?", 1)[0]
 
     async def _route(self, method: str, path: str, writer: asyncio.StreamWriter) -> None:
         if method == "GET" and path in STATIC and self.page:
@@ -232,10 +331,14 @@ class MonitorServer:
             await self._send(writer, 404, b"not found\n", "text/plain")
 
     async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:
-        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        reason = REASONS[status]
         writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                      "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode() + body)
-        await writer.drain()
+        await self._drain(writer)
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """A client that stops reading is cut off (TimeoutError) instead of holding a connection for ever."""
+        await asyncio.wait_for(writer.drain(), timeout=self.request_timeout_s)
 
     async def _events(self, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
@@ -253,6 +356,6 @@ class MonitorServer:
                     if payload is None:
                         return
                     writer.write(b"event: state\ndata: " + payload.encode() + b"\n\n")
-                await writer.drain()
+                await self._drain(writer)
         finally:
             self._clients.discard(queue)

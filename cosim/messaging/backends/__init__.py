@@ -11,32 +11,7 @@ The bus owns ordering, faults and decoding; a backend only carries bytes.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-
-# (wire topic, payload, retain flag) -- called by the backend for every message it receives
-OnMessage = Callable[[str, bytes, bool], None]
-# (message id, reason) -- called when a broker refuses a publication (MQTT 5 only)
-OnRefused = Callable[[int, str], None]
-
-
-class Backend(ABC):
-    """Carries the payloads of one role key. ``synchronous`` backends deliver inside ``send``."""
-
-    synchronous: bool = False
-    label: str = "?"
-
-    @abstractmethod
-    def open(self, on_message: OnMessage, on_refused: OnRefused) -> None:
-        """Connect and subscribe; return only when publications of this process will come back."""
-
-    @abstractmethod
-    def send(self, wire_topic: str, payload: bytes, qos: int) -> int | None:
-        """Publish; return the MQTT message id when the broker may refuse it later, else None."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Disconnect and stop any thread this backend started (idempotent)."""
+from .base import Backend, OnMessage, OnRefused
 
 
 def create_backend(address: object, *, subscribe: str, client_id: str, subscribe_qos: int,

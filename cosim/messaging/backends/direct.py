@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Backend, OnMessage, OnRefused
+from .base import Backend, OnMessage, OnRefused
 
 
 class DirectBackend(Backend):

@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
-from . import Backend, OnMessage, OnRefused
+from .base import Backend, OnMessage, OnRefused
 
 log = logging.getLogger(__name__)
 
