@@ -23,10 +23,7 @@ UPPER = {"controllers", "hil_bench", "benchmarks", "s4g"}
 _SPEC = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*):[A-Za-z_][A-Za-z0-9_]*$")
 
 #: circles being broken on other branches (branch that removes it)
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"cosim.messaging.backends", "cosim.messaging.backends.direct", "cosim.messaging.backends.mqtt"}):
-        "messaging",
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 #: upward arrows being removed on other branches
 KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
