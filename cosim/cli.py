@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hil_bench import cli as bench_cli
 
     bench_cli.register(sub)
+    from cosim.security import cli as pki_cli
+
+    pki_cli.register(sub)
     return parser
 
 
