@@ -23,6 +23,7 @@ from controllers import registry as controller_registry
 from devices import registry as device_registry
 from devices.base import Address
 from cosim.messaging.config import MessagingSpec
+from cosim.security.spec import SecuritySpec
 from hil_bench.config import BenchSpec
 
 _UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -240,6 +241,8 @@ class Scenario(Strict):
     outputs: OutputSpec = OutputSpec()
     kpis: KpiSpec = KpiSpec()
     bench: BenchSpec | None = Field(None, description="how the scenario runs on the HIL bench (s4g bench run)")
+    security: SecuritySpec | None = Field(None, description="TLS with client certificates from a PKI directory "
+                                                            "on every link that supports it (docs/security.md)")
 
     @field_validator("start")
     @classmethod
