@@ -7,6 +7,12 @@ result). It serves on the bench host's loopback by default and needs no network,
 
 The device values come from the SMX broker: the server subscribes like any SMX client and, a few times per
 second, takes what has arrived up to the last step the bench finished publishing.
+
+Access (:mod:`cosim.security.webauth`): the page, its script and the ``/auth/`` routes are public; the state
+and its event stream need a ``viewer`` (a ``resident`` sees only the devices of their site); the emergency
+stop needs an ``operator``, a matching Origin and the session's CSRF token, and is written to the audit log
+whoever asks. Without a users file the bench is open to whoever reaches it (loopback), as the local operator,
+but a page from another site still cannot stop it (no CSRF token, foreign Origin).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Callable
 
 from cosim.messaging import Subscription, topics
 from cosim.messaging.errors import MessagingError
+from cosim.security.webauth import Principal, Reply, WebAuth
 from devices.io_loop import IoLoop
 
 log = logging.getLogger(__name__)
@@ -49,8 +56,9 @@ class MonitorServer:
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]], stop: Callable[[str], dict[str, str]], *,
                  subscription: Subscription | None = None, published_t: Callable[[], int] = lambda: -1,
-                 host: str = "127.0.0.1", port: int = 0, page: bool = True) -> None:
+                 host: str = "127.0.0.1", port: int = 0, page: bool = True, auth: WebAuth | None = None) -> None:
         self.snapshot = snapshot
+        self.auth = auth or WebAuth.open_access()
         self.stop_cb = stop
         self.subscription = subscription
         self.published_t = published_t
@@ -201,10 +209,10 @@ class MonitorServer:
             method, target, _ = lines[0].split(" ", 2)
             headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
             length = int(headers.get("content-length", "0") or 0)
-            if length:
-                await reader.readexactly(min(length, MAX_REQUEST))
+            body = await reader.readexactly(min(length, MAX_REQUEST)) if length else b""
             path = target.split("?", 1)[0]
-            await self._route(method, path, writer)
+            peer = writer.get_extra_info("peername")
+            await self._route(method, path, writer, headers, body, f"{peer[0]}:{peer[1]}" if peer else "")
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, TimeoutError, ValueError):
             pass
         finally:
@@ -215,29 +223,62 @@ class MonitorServer:
             except ConnectionError:
                 pass
 
-    async def _route(self, method: str, path: str, writer: asyncio.StreamWriter) -> None:
+    # which role each route needs (None: public) and the control actions the audit log records
+    NEEDS = {("GET", "/events"): "viewer", ("GET", "/api/state"): "viewer", ("POST", "/api/stop"): "operator"}
+    ACTIONS = {("POST", "/api/stop"): "emergency stop"}
+
+    def _hosts(self) -> tuple[str, ...]:
+        return (f"{self.host}:{self.port}", f"127.0.0.1:{self.port}", f"localhost:{self.port}")
+
+    async def _route(self, method: str, path: str, writer: asyncio.StreamWriter, headers: dict[str, str] | None = None,
+                     body: bytes = b"", peer: str = "") -> None:
+        key = (method, path)
+        gate = await asyncio.get_running_loop().run_in_executor(  # scrypt and login back-off stay off the loop
+            None, lambda: self.auth.gate(method, path, headers or {}, body, host=self._hosts(),
+                                         need=self.NEEDS.get(key), action=self.ACTIONS.get(key), peer=peer))
+        if isinstance(gate, Reply):
+            await self._send(writer, gate.status, gate.bytes(), "application/json", gate.headers)
+            return
+        who: Principal = gate
         if method == "GET" and path in STATIC and self.page:
             name, ctype = STATIC[path]
             await self._send(writer, 200, (HERE / name).read_bytes(), ctype)
         elif method == "GET" and path == "/events" and self.page:
-            await self._events(writer)
+            await self._events(writer, who)
         elif method == "GET" and path == "/api/state":
-            await self._send(writer, 200, json.dumps(self.state()).encode(), "application/json")
+            await self._send(writer, 200, json.dumps(self.visible(self.state(), who)).encode(), "application/json")
         elif method == "POST" and path == "/api/stop":
-            report = await asyncio.get_running_loop().run_in_executor(None, self.stop_cb, "stop requested over HTTP")
+            report = await asyncio.get_running_loop().run_in_executor(
+                None, self.stop_cb, "stop requested over HTTP")
+            self.auth.audit(self.ACTIONS[key], who, "ok", peer)
             await self._send(writer, 200, json.dumps({"ok": True, "safe": report}).encode(), "application/json")
         elif method not in ("GET", "POST"):
             await self._send(writer, 405, b"method not allowed\n", "text/plain")
         else:
             await self._send(writer, 404, b"not found\n", "text/plain")
 
-    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:
-        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
+    @staticmethod
+    def visible(state: dict[str, Any], who: Principal) -> dict[str, Any]:
+        """A resident sees only their own site's devices and traffic."""
+        if who.role != "resident":
+            return state
+        state = dict(state)
+        state["devices"] = [d for d in state.get("devices", []) if who.sees_site(d.get("site"))]
+        state["traffic"] = [m for m in state.get("traffic", []) if m.get("topic", "").split("/")[1:2] == [who.site]]
+        return state
+
+    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str,
+                    headers: dict[str, str] | None = None) -> None:
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                  405: "Method Not Allowed"}[status]
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode() + body)
+                     f"Cache-Control: no-store\r\nX-Frame-Options: DENY\r\n{extra}Connection: close\r\n\r\n".encode()
+                     + body)
         await writer.drain()
 
-    async def _events(self, writer: asyncio.StreamWriter) -> None:
+    async def _events(self, writer: asyncio.StreamWriter, who: Principal | None = None) -> None:
+        filtered = who is not None and who.role == "resident"
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
                      b"Connection: keep-alive\r\n\r\nretry: 1000\n\n")
         queue: asyncio.Queue = asyncio.Queue(maxsize=1)
@@ -252,6 +293,8 @@ class MonitorServer:
                 else:
                     if payload is None:
                         return
+                    if filtered:
+                        payload = json.dumps(self.visible(json.loads(payload), who), separators=(",", ":"))
                     writer.write(b"event: state\ndata: " + payload.encode() + b"\n\n")
                 await writer.drain()
         finally:
