@@ -31,6 +31,7 @@ from devices import yaml_file
 from devices.base import Address
 from cosim.durations import positive_whole_seconds
 from cosim.paths import check_name
+from cosim.security.spec import SecuritySpec
 
 SECTION_GROUP = "s4g.scenario_sections"
 
@@ -271,6 +272,8 @@ class ScenarioCore(Strict):
     telemetry: TelemetrySpec | None = Field(None, description="field data published on the Data Broker")
     outputs: OutputSpec = OutputSpec()
     kpis: KpiSpec = KpiSpec()
+    security: SecuritySpec | None = Field(None, description="TLS with client certificates from a PKI directory "
+                                                            "on every link that supports it (docs/security.md)")
 
     @field_validator("start")
     @classmethod

@@ -326,7 +326,10 @@ class WorldBuilder:
         from cosim.messaging.link import source_name
 
         sc = self.scenario
-        self.bus = MessageBus(sc.messaging, seed=sc.seed, start=sc.start)
+        from cosim.security.spec import bus_security
+
+        self.bus = MessageBus(sc.messaging, seed=sc.seed, start=sc.start,
+                              **bus_security(sc.security, sc.messaging.namespace if sc.messaging else ""))
         scope = source_name(sc.name)
         groups: dict[tuple, list[tuple]] = {}
         for r in self._routes:
