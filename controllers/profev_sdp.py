@@ -107,6 +107,9 @@ class SdpProblem:
     ev_soc_step: float = 0.01
     objective: Objective = "grid_squared"
     terminal_value_per_kwh: float = 0.0  # objective units per kWh left in the site battery at the end
+    # an EV still plugged in at the horizon's end leaves then (its shortfall is penalised): a receding-horizon
+    # planner must not defer charging past the horizon
+    penalise_at_horizon: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.soc_step <= 0.5 or not 0 < self.ev_soc_step <= 0.5:
@@ -185,9 +188,10 @@ def solve(problem: SdpProblem, net_load_w: np.ndarray, presence: PresenceModel, 
         price_in = price_out = np.zeros(n)
         squared = True
     terminal = -problem.terminal_value_per_kwh * (b_grid * bat.capacity_wh / 1000.0)
+    end_penalty = penalty if problem.penalise_at_horizon else np.zeros_like(penalty)
     value, d_bat, d_ev = _backward(net, presence.p_stay[:n].copy(), presence.p_arrive[:n].copy(), price_in,
                                    price_out, squared, dt_h, len(b_grid), len(e_grid), up, down, ev_up, p_ch,
-                                   p_dis, p_ev, use_steps, penalty, terminal)
+                                   p_dis, p_ev, use_steps, penalty, terminal, end_penalty)
     return SdpPolicy(problem, value, d_bat, d_ev, b_grid, e_grid, (p_ch, p_dis), p_ev)
 
 
@@ -210,13 +214,13 @@ def _interp(row: np.ndarray, x: float) -> float:
 
 @numba.njit(cache=True)
 def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne, up, down, ev_up, p_ch, p_dis,
-              p_ev, use_steps, penalty, terminal):
+              p_ev, use_steps, penalty, terminal, end_penalty):
     n = len(net)
     value = np.empty((n + 1, nb, ne, 2))
     for b in range(nb):
         for e in range(ne):
             value[n, b, e, 0] = terminal[b]
-            value[n, b, e, 1] = terminal[b]
+            value[n, b, e, 1] = terminal[b] + end_penalty[e]
     d_bat = np.zeros((n, nb, ne, 2), dtype=np.int8)
     d_ev = np.zeros((n, nb, ne, 2), dtype=np.int8)
     nd = up + down + 1
