@@ -75,12 +75,14 @@ class ProfevSite:
             out += _shift(self.battery_expected_w, k0 - self.battery_t0, self.horizon_steps)
         return out
 
-    def _solve_ev(self, k0: int, key: object, remaining_wh: float, accept_w: float, base_w: np.ndarray) -> None:
+    def _solve_ev(self, k0: int, key: object, remaining_wh: float, accept_w: float, p_min_w: float,
+                  base_w: np.ndarray) -> None:
         if remaining_wh <= 1.0 or accept_w <= 0:
             self.evs.pop(key, None)
             return
         ev = SdpEv(capacity_wh=remaining_wh * self.ev_eta, p_max_w=accept_w, soc_target=1.0, eta=self.ev_eta,
-                   away_use_wh_per_h=0.0, shortfall_penalty_per_kwh=self.shortfall_penalty_per_kwh)
+                   away_use_wh_per_h=0.0, shortfall_penalty_per_kwh=self.shortfall_penalty_per_kwh,
+                   p_min_w=min(p_min_w, accept_w))
         problem = SdpProblem(_NO_BATTERY, ev, step_s=self.step_s, soc_step=0.5, ev_soc_step=self.ev_grid,
                              penalise_at_horizon=True)
         presence = self._presence(k0)
@@ -96,24 +98,25 @@ class ProfevSite:
 
     def plan(self, k0: int, base_w: np.ndarray, evs: dict, battery_soc: float | None = None) -> None:
         """Re-plan everything at absolute step ``k0``: ``base_w`` the forecast site load without EVs and battery
-        over the horizon; ``evs`` = {key: (remaining AC Wh, power the EV accepts now W)}."""
+        over the horizon; ``evs`` = {key: (remaining AC Wh, power the EV accepts now W, its minimum power W)}."""
         t = _time.perf_counter()
         base = np.asarray(base_w, float)[: self.horizon_steps]
         for key in list(self.evs):
             if key not in evs:
                 del self.evs[key]
-        for key, (rem, acc) in evs.items():
-            self._solve_ev(k0, key, rem, acc, base)
+        for key, (rem, acc, pmin) in evs.items():
+            self._solve_ev(k0, key, rem, acc, pmin, base)
         if self.battery is not None and battery_soc is not None and math.isfinite(battery_soc):
             self._solve_battery(k0, battery_soc, base)
-            for key, (rem, acc) in evs.items():
-                self._solve_ev(k0, key, rem, acc, base)
+            for key, (rem, acc, pmin) in evs.items():
+                self._solve_ev(k0, key, rem, acc, pmin, base)
         self.solve_ms = (_time.perf_counter() - t) * 1e3
 
-    def add_ev(self, k0: int, key: object, remaining_wh: float, accept_w: float, base_w: np.ndarray) -> None:
+    def add_ev(self, k0: int, key: object, remaining_wh: float, accept_w: float, p_min_w: float,
+               base_w: np.ndarray) -> None:
         """An EV plugged in: plan it alone against the others' and the battery's current plans."""
         t = _time.perf_counter()
-        self._solve_ev(k0, key, remaining_wh, accept_w, np.asarray(base_w, float)[: self.horizon_steps])
+        self._solve_ev(k0, key, remaining_wh, accept_w, p_min_w, np.asarray(base_w, float)[: self.horizon_steps])
         self.solve_ms = (_time.perf_counter() - t) * 1e3
 
     def ev_power_w(self, k: int, key: object, delivered_since_wh: float) -> float:
@@ -168,8 +171,7 @@ __all__ = ["EvPlan", "ProfevSite"]
 
 class ProfevPolicy:
     """PROFEV on a :class:`controllers.ev_scheduling.Fleet` (benchmark and tests): plan on plug-in and every
-    ``replan_steps``; the per-EV powers are summed into the site budget that LEVChAg's least-laxity-first
-    executor hands out (each EV either at >= its minimum power or paused)."""
+    ``replan_steps``; LEVChAg's executor gives each EV its planned power (at >= its minimum or 0)."""
 
     def __init__(self, presence: PresenceModel, step_s: int, base_w: np.ndarray | None = None,
                  replan_steps: int = 4, **site_kw) -> None:
@@ -188,23 +190,28 @@ class ProfevPolicy:
         return self.base_w[idx]
 
     def __call__(self, st) -> np.ndarray:
-        from controllers.ev_scheduling import allocate, priority_order
         from devices.wallbox.model import ev_accept_w
 
         f, k = st.fleet, st.k
         present = np.flatnonzero(st.present & (st.remaining_wh > 1e-6))
         accept = ev_accept_w(st.soc, f.p_max_w, f.cv_soc, f.floor)
         if k % self.replan_steps == 0:
-            self.site.plan(k, self._base(k), {int(i): (float(st.remaining_wh[i]), float(accept[i])) for i in present})
+            self.site.plan(k, self._base(k), {int(i): (float(st.remaining_wh[i]), float(accept[i]), float(f.p_min_w[i]))
+                                              for i in present})
             self.at_plan = {int(i): float(st.delivered_wh[i]) for i in present}
             self.known |= set(self.at_plan)
             self.solve_ms.append(self.site.solve_ms)
         for i in present:
             if int(i) not in self.known:
-                self.site.add_ev(k, int(i), float(st.remaining_wh[i]), float(accept[i]), self._base(k))
+                self.site.add_ev(k, int(i), float(st.remaining_wh[i]), float(accept[i]), float(f.p_min_w[i]),
+                                 self._base(k))
                 self.at_plan[int(i)] = float(st.delivered_wh[i])
                 self.known.add(int(i))
                 self.solve_ms.append(self.site.solve_ms)
-        budget = sum(self.site.ev_power_w(k, int(i), float(st.delivered_wh[i]) - self.at_plan.get(int(i), 0.0))
-                     for i in present)
-        return allocate(priority_order(st, "llf"), st.want_w, f.p_min_w, budget + 1e-6)
+        from controllers.levchag import decide
+
+        target = np.zeros(f.n)
+        for i in present:
+            target[i] = self.site.ev_power_w(k, int(i), float(st.delivered_wh[i]) - self.at_plan.get(int(i), 0.0))
+        dep = np.where(st.present, f.departure * f.step_s, np.nan)
+        return decide(st.present, st.remaining_wh, accept, f.p_min_w, dep, k * f.step_s, f.step_s, np.inf, target)
