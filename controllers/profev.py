@@ -7,7 +7,9 @@ Honest by default: everything PROFEV knows comes from before the run or from mea
   (:func:`simulators.ev_fleet.fleet_history`: the same model and random streams, never the run's days);
 * the site's base load (load minus PV, without EVs and battery) is forecast as the mean of the same time of
   day over the ``history_days`` before the start (the site's own profiles, read for those days);
-* ``forecast: perfect`` (the run's true base load) exists only as an explicit, labelled bound.
+* ``forecast: perfect`` (the run's true base load) exists only as an explicit, labelled bound;
+* an EV that declared its departure at plug-in (``declared_departure``, default on) leaves then; the others
+  follow the chain (``declared_departure: false`` is the original PROFEV: the chain for every EV).
 
 Each ``step_s`` PROFEV re-plans every EV and the battery when ``replan_s`` has passed, and plans a newly
 plugged-in EV at once; in between the policies give each EV's power from its measured progress. The EVs'
@@ -45,6 +47,8 @@ class ProfevParams(BaseModel):
     forecast: Literal["history", "perfect"] = Field("history", description="base load: from history (honest) or "
                                                     "the run's truth (a labelled bound)")
     shortfall_penalty_per_kwh: float = Field(1000.0, gt=0, description="per kWh an EV leaves without (kW²h units)")
+    declared_departure: bool = Field(True, description="an EV that declares its departure (app / ISO 15118) "
+                                     "leaves then for certain; False: every EV follows the chain (the original)")
     ev_grid: float = Field(0.01, gt=0, le=0.1, description="EV grid step (share of its remaining energy)")
     battery_grid: float = Field(0.01, gt=0, le=0.1, description="battery SoC grid step")
     levchag: LevchagParams = Field(default_factory=LevchagParams)
@@ -56,7 +60,8 @@ class ProfevParams(BaseModel):
         return self
 
 
-SLOT_INPUTS = ("connected", "e_session_wh", "soc", "ev_energy_wanted_wh", "ev_p_max_w", "ev_id", "ev_phases")
+SLOT_INPUTS = ("connected", "e_session_wh", "soc", "ev_energy_wanted_wh", "ev_p_max_w", "ev_id", "ev_phases",
+               "ev_departure_t_s")
 SITE_INPUTS = ("e_wh", "p_charge_avail_w", "p_discharge_avail_w")
 SITE_OUTPUTS = ("plan", "plan_issued_s", "p_set_w", "solve_ms")
 META = {
@@ -122,18 +127,21 @@ class _Site:
         ev_phases = np.where(np.nan_to_num(slot["ev_phases"]) > 0, np.minimum(slot["ev_phases"], self.phases),
                              self.phases)
         p_min = self.min_w_per_phase * ev_phases
+        dep_s = np.nan_to_num(slot["ev_departure_t_s"])
+        dep = [int(math.ceil(d / p.step_s)) if p.declared_departure and d > 0 else None for d in dep_s]
         bsoc = math.nan
         if self.battery is not None and math.isfinite(site.get("e_wh", math.nan)):
             bsoc = site["e_wh"] / self.battery.capacity_wh
         solved = False
         if k - self.last_plan_k >= p.replan_s // p.step_s:
-            evs = {int(i): (float(remaining[i]), float(accept[i]), float(p_min[i])) for i in np.flatnonzero(plugged)}
+            evs = {int(i): (float(remaining[i]), float(accept[i]), float(p_min[i]), dep[i])
+                   for i in np.flatnonzero(plugged)}
             self.core.plan(k, self._base(k), evs, bsoc)
             self.session = [(ev_id[i], float(e_sess[i])) if plugged[i] else None for i in range(len(self.names))]
             self.last_plan_k, solved = k, True
         for i in range(len(self.names)):
             if plugged[i] and self.session[i] is None:  # plugged in since: plan this EV alone
-                self.core.add_ev(k, i, float(remaining[i]), float(accept[i]), float(p_min[i]), self._base(k))
+                self.core.add_ev(k, i, float(remaining[i]), float(accept[i]), float(p_min[i]), self._base(k), dep[i])
                 self.session[i] = (ev_id[i], float(e_sess[i]))
                 solved = True
             elif not plugged[i] and self.session[i] is not None:
@@ -315,7 +323,8 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfevParams
                             sender_kind="device")
             bay = builder.ev_bays.get(wid)
             if bay is not None:
-                builder.world.connect(bay, slot, "ev_energy_wanted_wh", "ev_p_max_w", "ev_id", "ev_phases")
+                builder.world.connect(bay, slot, "ev_energy_wanted_wh", "ev_p_max_w", "ev_id", "ev_phases",
+                                    "ev_departure_t_s")
         builder.connect(ctl, agent, "plan", "plan_issued_s", role=smx, sender_kind="controller")
         if bat_dev is not None:
             device = builder.devices[bat_dev.id]

@@ -61,7 +61,12 @@ class ProfevSite:
     battery_expected_w: np.ndarray | None = None
     solve_ms: float = 0.0
 
-    def _presence(self, k0: int) -> PresenceModel:
+    def _presence(self, k0: int, departure: int | None = None) -> PresenceModel:
+        """The chain over the horizon from ``k0``; an EV that declared its departure (absolute step) stays until
+        then and leaves then for certain."""
+        if departure is not None:
+            stay = (k0 + np.arange(self.horizon_steps) < departure - 1).astype(float)
+            return PresenceModel(stay, np.zeros(self.horizon_steps))
         per_day = len(self.presence.p_stay)
         idx = (k0 + np.arange(self.horizon_steps)) % per_day
         return PresenceModel(self.presence.p_stay[idx], np.zeros(self.horizon_steps))  # a session does not return
@@ -76,7 +81,7 @@ class ProfevSite:
         return out
 
     def _solve_ev(self, k0: int, key: object, remaining_wh: float, accept_w: float, p_min_w: float,
-                  base_w: np.ndarray) -> None:
+                  base_w: np.ndarray, departure: int | None = None) -> None:
         if remaining_wh <= 1.0 or accept_w <= 0:
             self.evs.pop(key, None)
             return
@@ -85,7 +90,7 @@ class ProfevSite:
                    p_min_w=min(p_min_w, accept_w))
         problem = SdpProblem(_NO_BATTERY, ev, step_s=self.step_s, soc_step=0.5, ev_soc_step=self.ev_grid,
                              penalise_at_horizon=True)
-        presence = self._presence(k0)
+        presence = self._presence(k0, departure)
         pol = solve(problem, base_w + self._others(k0, skip=key), presence)
         self.evs[key] = EvPlan(key, remaining_wh, k0, pol, _expected_ev(pol, presence.p_stay))
 
@@ -98,25 +103,27 @@ class ProfevSite:
 
     def plan(self, k0: int, base_w: np.ndarray, evs: dict, battery_soc: float | None = None) -> None:
         """Re-plan everything at absolute step ``k0``: ``base_w`` the forecast site load without EVs and battery
-        over the horizon; ``evs`` = {key: (remaining AC Wh, power the EV accepts now W, its minimum power W)}."""
+        over the horizon; ``evs`` = {key: (remaining AC Wh, power the EV accepts now W, its minimum power W
+        [, declared departure step or None])}."""
         t = _time.perf_counter()
         base = np.asarray(base_w, float)[: self.horizon_steps]
         for key in list(self.evs):
             if key not in evs:
                 del self.evs[key]
-        for key, (rem, acc, pmin) in evs.items():
-            self._solve_ev(k0, key, rem, acc, pmin, base)
+        for key, ev in evs.items():
+            self._solve_ev(k0, key, *ev[:3], base, *ev[3:])
         if self.battery is not None and battery_soc is not None and math.isfinite(battery_soc):
             self._solve_battery(k0, battery_soc, base)
-            for key, (rem, acc, pmin) in evs.items():
-                self._solve_ev(k0, key, rem, acc, pmin, base)
+            for key, ev in evs.items():
+                self._solve_ev(k0, key, *ev[:3], base, *ev[3:])
         self.solve_ms = (_time.perf_counter() - t) * 1e3
 
     def add_ev(self, k0: int, key: object, remaining_wh: float, accept_w: float, p_min_w: float,
-               base_w: np.ndarray) -> None:
+               base_w: np.ndarray, departure: int | None = None) -> None:
         """An EV plugged in: plan it alone against the others' and the battery's current plans."""
         t = _time.perf_counter()
-        self._solve_ev(k0, key, remaining_wh, accept_w, p_min_w, np.asarray(base_w, float)[: self.horizon_steps])
+        self._solve_ev(k0, key, remaining_wh, accept_w, p_min_w, np.asarray(base_w, float)[: self.horizon_steps],
+                       departure)
         self.solve_ms = (_time.perf_counter() - t) * 1e3
 
     def ev_power_w(self, k: int, key: object, delivered_since_wh: float) -> float:
@@ -174,7 +181,8 @@ class ProfevPolicy:
     ``replan_steps``; LEVChAg's executor gives each EV its planned power (at >= its minimum or 0)."""
 
     def __init__(self, presence: PresenceModel, step_s: int, base_w: np.ndarray | None = None,
-                 replan_steps: int = 4, **site_kw) -> None:
+                 replan_steps: int = 4, declared_departure: bool = False, **site_kw) -> None:
+        self.declared = declared_departure
         self.site = ProfevSite(step_s, presence, **site_kw)
         self.base_w = base_w
         self.replan_steps = replan_steps
@@ -196,7 +204,8 @@ class ProfevPolicy:
         present = np.flatnonzero(st.present & (st.remaining_wh > 1e-6))
         accept = ev_accept_w(st.soc, f.p_max_w, f.cv_soc, f.floor)
         if k % self.replan_steps == 0:
-            self.site.plan(k, self._base(k), {int(i): (float(st.remaining_wh[i]), float(accept[i]), float(f.p_min_w[i]))
+            self.site.plan(k, self._base(k), {int(i): (float(st.remaining_wh[i]), float(accept[i]), float(f.p_min_w[i]),
+                                                       int(f.departure[i]) if self.declared else None)
                                               for i in present})
             self.at_plan = {int(i): float(st.delivered_wh[i]) for i in present}
             self.known |= set(self.at_plan)
@@ -204,7 +213,7 @@ class ProfevPolicy:
         for i in present:
             if int(i) not in self.known:
                 self.site.add_ev(k, int(i), float(st.remaining_wh[i]), float(accept[i]), float(f.p_min_w[i]),
-                                 self._base(k))
+                                 self._base(k), int(f.departure[i]) if self.declared else None)
                 self.at_plan[int(i)] = float(st.delivered_wh[i])
                 self.known.add(int(i))
                 self.solve_ms.append(self.site.solve_ms)
