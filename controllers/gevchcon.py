@@ -71,8 +71,8 @@ class EnvelopePlan:
 
 
 def _solve(inp: FeederInputs, quadratic: bool, penalty: float = 1e4) -> EnvelopePlan:
-    """Columns: x[s,h] (kW), short[s] (kWh) [, z (kW) for the LP]; rows: L <= cumsum_h x + short <= U
-    (the slack only ever helps the lower bound: it is penalised), and for the LP sum_s x[s,h] - z <= -B[h]."""
+    """Columns: x[s,h] (kW), short[s] (kWh) [, z (kW) for the LP]; rows: cumsum_h x + short >= L (the slack,
+    penalised, reports what cannot be delivered), cumsum_h x <= U, and for the LP sum_s x[s,h] - z <= -B[h]."""
     import highspy
     import scipy.sparse as sp
 
@@ -83,9 +83,9 @@ def _solve(inp: FeederInputs, quadratic: bool, penalty: float = 1e4) -> Envelope
     b = inp.base_w.sum(axis=0) / 1e3
     cum = sp.kron(sp.identity(s), sp.csr_matrix(np.tril(np.ones((HOURS, HOURS)))))
     short = sp.kron(sp.identity(s), sp.csr_matrix(np.ones((HOURS, 1))))
-    blocks = [cum, short]
-    row_lo = [(inp.due_wh / 1e3).ravel()]
-    row_hi = [(np.maximum(inp.arrived_wh, inp.due_wh) / 1e3).ravel()]
+    blocks = [sp.vstack([cum, cum]), sp.vstack([short, sp.csr_matrix((n, s))])]
+    row_lo = [(inp.due_wh / 1e3).ravel(), np.full(n, -np.inf)]
+    row_hi = [np.full(n, np.inf), (np.maximum(inp.arrived_wh, inp.due_wh) / 1e3).ravel()]
     col_lo = [np.zeros(n + s)]
     col_hi = [np.repeat(inp.p_max_w / 1e3, HOURS), np.full(s, np.inf)]
     cost = np.concatenate([np.zeros(n), np.full(s, penalty)])
@@ -95,7 +95,7 @@ def _solve(inp: FeederInputs, quadratic: bool, penalty: float = 1e4) -> Envelope
     else:
         agg = sp.hstack([sp.kron(sp.csr_matrix(np.ones((1, s))), sp.identity(HOURS)), sp.csr_matrix((HOURS, s)),
                          sp.csr_matrix(-np.ones((HOURS, 1)))])
-        mat = sp.vstack([sp.hstack([*blocks, sp.csr_matrix((n, 1))]), agg])
+        mat = sp.vstack([sp.hstack([*blocks, sp.csr_matrix((2 * n, 1))]), agg])
         row_lo.append(np.full(HOURS, -np.inf))
         row_hi.append(-b)
         col_lo.append([-np.inf])
