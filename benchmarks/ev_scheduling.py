@@ -31,7 +31,7 @@ import numpy as np
 
 from benchmarks.common import median_spread, print_rows, row
 from controllers.ev_scheduling import (EqualShare, Fleet, PeakMpc, PriorityShare, Uncontrolled, hindsight_lp,
-                                       min_site_limit, simulate)
+                                       min_site_limit, new_highs, simulate)
 
 START = "2019-07-01T00:00:00+02:00"  # a Monday; the history is the days before
 STEP_S = 900
@@ -277,8 +277,7 @@ def _hindsight_cost_lp(highspy, net, pin, pout, bat, e, a, d, need_wh, h) -> flo
     lp.row_lower_, lp.row_upper_ = np.array(rl), np.array(rh)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = m.indptr, m.indices, m.data
-    hs = highspy.Highs()
-    hs.setOptionValue("output_flag", False)
+    hs = new_highs()
     hs.passModel(lp)
     hs.run()
     return float(hs.getInfo().objective_function_value)

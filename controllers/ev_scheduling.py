@@ -174,6 +174,18 @@ class PeakMpc:
         return limits
 
 
+def new_highs():
+    """A quiet HiGHS instance on one thread. HiGHS's global scheduler keeps the thread count of the first run in
+    the process, and a later instance asking for another count fails (status "Not Set"): every HiGHS user of the
+    project (PROFESS, GESSCon) runs on one thread, so this must too."""
+    import highspy
+
+    hs = highspy.Highs()
+    hs.setOptionValue("output_flag", False)
+    hs.setOptionValue("threads", 1)
+    return hs
+
+
 def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: np.ndarray, peak_floor_w: float,
              early_weight: float, unmet_penalty: float = 1e3) -> tuple[np.ndarray, float]:
     """min z + early_weight * sum_t t * P_t + penalty * unmet  (kW, kWh inside)
@@ -245,8 +257,7 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
     lp.row_lower_, lp.row_upper_ = np.array(rlo), np.array(rhi)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
-    hs = highspy.Highs()
-    hs.setOptionValue("output_flag", False)
+    hs = new_highs()
     hs.passModel(lp)
     hs.run()
     if hs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
@@ -335,4 +346,4 @@ def min_site_limit(f: Fleet, make: Callable[[float], Policy], energy_goal: float
 
 
 __all__ = ["EqualShare", "Fleet", "HindsightResult", "PeakMpc", "Planned", "PriorityShare", "SimResult", "State",
-           "Uncontrolled", "allocate", "hindsight_lp", "min_site_limit", "priority_order", "simulate"]
+           "Uncontrolled", "allocate", "hindsight_lp", "new_highs", "min_site_limit", "priority_order", "simulate"]

@@ -32,6 +32,7 @@ import mosaik_api_v3
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from controllers.ev_scheduling import new_highs
 from controllers.gesscon import to_senml
 from controllers.levchag import LevchagParams, site_agent, site_wallboxes, wallbox_views
 from controllers.registry import ControllerKind
@@ -109,8 +110,7 @@ def _solve(inp: FeederInputs, quadratic: bool, penalty: float = 1e4) -> Envelope
     lp.row_lower_, lp.row_upper_ = np.concatenate(row_lo), np.concatenate(row_hi)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = mat.indptr, mat.indices, mat.data
-    hs = highspy.Highs()
-    hs.setOptionValue("output_flag", False)
+    hs = new_highs()
     hs.passModel(lp)
     if quadratic:  # 1/2 x'Qx with Q = 2 A'CA, A = [I ... I], C the centring matrix; HiGHS takes the lower triangle
         q = sp.block_diag([sp.kron(np.ones((s, s)), 2.0 * (np.eye(HOURS) - 1.0 / HOURS)), sp.csr_matrix((s, s))])

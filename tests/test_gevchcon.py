@@ -55,3 +55,15 @@ def test_demand_forecast_pools_the_same_day_type():
     assert due[16] == pytest.approx(10_000) and due[15] == 0
     arrived_we, _ = ev_demand_forecast(sessions, days, weekday=6)
     assert arrived_we[-1] == pytest.approx(10_000)  # the weekend days had sessions too, pooled separately
+
+
+def test_highs_users_share_one_thread_count():
+    """HiGHS keeps the thread count of its first run per process: after GEVChCon, PROFESS still solves."""
+    from controllers.profess_model import HighsProfess, ProfessProblem, SiteBattery, CycleInputs
+
+    min_variance(_inputs())
+    pr = ProfessProblem(battery=SiteBattery(capacity_wh=5000, p_charge_max_w=2000, p_discharge_max_w=2000),
+                        step_s=3600, horizon_steps=24)
+    res = HighsProfess(pr).solve(CycleInputs(load_w=np.full(24, 500.0), pv_w=np.zeros(24), e0_wh=2500.0,
+                                             import_eur_per_kwh=0.2, export_eur_per_kwh=0.05))
+    assert res.status == "optimal"
