@@ -58,8 +58,12 @@ class RunMonitor:
         self._build_task = None
 
     # -- building -------------------------------------------------------------------------------------------
-    def stage(self, text: str) -> None:
-        """The world builder starts ``text`` (e.g. "grid 1-LV-semiurb4--0-sw"); shown with a spinner."""
+    def stage(self, text: str | None) -> None:
+        """The world builder starts ``text`` (e.g. "grid 1-LV-semiurb4--0-sw"), shown with a spinner; None: the
+        build is over (or failed)."""
+        if text is None:
+            self._end_build()
+            return
         self.stages.append((text, time.perf_counter() - self._t0))
         if not self.show:
             return

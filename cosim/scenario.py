@@ -244,6 +244,8 @@ class OutputSpec(Strict):
 class KpiSpec(Strict):
     v_band_pu: tuple[float, float] = (0.9, 1.1)
     v_band_tight_pu: tuple[float, float] = (0.95, 1.05)
+    warmup: Seconds | None = Field(None, description="start of the run left out of the peak powers (default: one "
+                                                     "step when there are controllers, else none)")
 
     @field_validator("v_band_pu", "v_band_tight_pu")
     @classmethod

@@ -501,6 +501,7 @@ class WorldBuilder:
             ],
             "controllers": [{"id": c.id, "kind": c.kind, "devices": c.devices, "params": c.params}
                             for c in sc.controllers],
+            "ev_fleets": [{"id": f.id, "kind": f.kind, "wallboxes": list(f.wallboxes)} for f in sc.ev_fleets],
             "warnings": self.warnings,
             "build_s": round(self.monitor.build_s, 3) if hasattr(self.monitor, "build_s") else None,
         }
