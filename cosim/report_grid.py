@@ -314,11 +314,11 @@ def single_line(ctx: ReportContext) -> Section | None:
         critical = list(dict.fromkeys([min(buses, key=lambda b: worst[b][1]), max(buses, key=lambda b: worst[b][2])]))
         label = "lowest and highest voltage"
     shown = sorted(critical, key=lambda b: -abs(worst[b][0] - 1))
-    named = set(shown[:6])  # the worst few by name; every critical node is marked
+    named = set(shown[:3])  # the worst few by name; every critical node is ringed
     fig.add_trace(go.Scatter(x=[f.distance_m[b] for b in shown], y=[f.row[b] for b in shown], mode="markers+text",
                              name=f"critical node ({label})", text=[b if b in named else "" for b in shown],
                              textposition="top center", textfont={"size": 10},
-                             marker={"symbol": "x-thin-open", "size": 16, "color": "black", "line": {"width": 2}},
+                             marker={"symbol": "circle-open", "size": 17, "color": "#c0392b", "line": {"width": 2}},
                              hoverinfo="skip"))
     slack = ctx.meta.get("grid", {}).get("slack_bus")
     if slack in f.row:
@@ -332,5 +332,5 @@ def single_line(ctx: ReportContext) -> Section | None:
                  f"distances to scale. A bus's colour is its worst voltage over the run and the phases (red below, "
                  f"blue above 1 pu, full colour at the wide band's limits); squares carry sites. {n_crit} buses left "
                  "the tight band "
-                 f"{tight[0]:g}–{tight[1]:g} pu" + (" (marked ×)." if n_crit else "; the weakest buses are marked ×."))
+                 f"{tight[0]:g}–{tight[1]:g} pu" + (" (ringed red)." if n_crit else "; the weakest buses are ringed."))
     return Section("single_line", "Single-line view", intro, [fig])
