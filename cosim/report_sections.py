@@ -76,7 +76,3 @@ def band_lines(fig: go.Figure, bands: list[tuple[tuple[float, float], str]], **w
 
 def note(text: str, kind: str = "note") -> str:
     return f'<p class="{kind}">{text}</p>'
-
-
-def nan_to_none(x: np.ndarray) -> list[Any]:
-    return [None if not np.isfinite(v) else float(v) for v in x]
