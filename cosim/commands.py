@@ -28,22 +28,51 @@ def load_scenario(path: str, until: int | None = None, seed: int | None = None, 
 
 
 def _run_one(loaded, out: Path, args: argparse.Namespace) -> int:
+    import time
+
     from cosim import kpi
+    from cosim.kpi_format import duration
     from cosim.run import run
 
     sc = loaded.scenario
-    console.print(f"[bold]{sc.name}[/]: {sc.duration / 86400:g} d at {sc.step} s steps, {len(sc.sites)} sites, "
-                  f"{len(sc.devices)} devices -> {out}")
+    variant = f" ({loaded.variant})" if getattr(loaded, "variant", None) else ""
+    console.print(f"[bold]{sc.name}[/]{variant}: {duration(sc.duration)} at {duration(sc.step)} steps, "
+                  f"{len(sc.sites)} sites, {len(sc.devices)} devices, {len(sc.controllers)} controllers")
+    t0 = time.perf_counter()
     result = run(loaded, out, progress=not args.no_progress and console.is_terminal, report=not args.no_report)
-    if result.kpis is not None:
-        console.print(kpi.table(result.kpis, wall_time_s=result.wall_s, sites=not args.variant))
-    sim_days = result.steps * sc.step / 86400
-    console.print(f"{result.status}: {result.steps} steps ({sim_days:.3g} d simulated) in {result.wall_s:.2f} s "
-                  f"wall time; run directory: {out}")
+    total_s = time.perf_counter() - t0
     if result.status == "failed":
-        err_console.print(f"[red]run failed:[/] {result.error}")
+        where = f"at step {result.steps + 1}" if result.steps else "before the first step"
+        err_console.print(f"[red bold]run failed[/] {where}: {result.error}")
+        if (out / "error.log").is_file():
+            err_console.print(f"traceback: {out / 'error.log'}")
+    elif result.kpis is not None and result.steps:
+        console.print(kpi.table(result.kpis, sites=args.sites))
+    console.print(_timing_line(result, out, total_s))
+    console.print(f"run directory: {out}")
+    page = out / "report" / "report.html"
+    if page.is_file() and result.steps:
+        console.print(f"report: {page}")
+    if result.status == "failed":
         return EXIT_FAILED
     return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
+
+
+def _timing_line(result, out: Path, total_s: float) -> str:
+    """"complete: 1440 steps (1 d simulated) in 34.5 s wall time (start-up 20.1 s, simulation 12.3 s, KPIs and
+    report 2.1 s)" — start-up from meta.json, which the world builder writes when the world is built."""
+    from cosim.kpi_format import duration
+
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8")) if (out / "meta.json").is_file() else {}
+    build_s = meta.get("build_s")
+    sim = result.steps * meta["step_s"] if "step_s" in meta else None
+    parts = []
+    if build_s is not None:
+        parts.append(f"start-up {duration(build_s)}")
+        parts.append(f"simulation {duration(max(result.wall_s - build_s, 0.0))}")
+    parts.append(f"KPIs and report {duration(max(total_s - result.wall_s, 0.0))}")
+    simulated = f" ({duration(sim)} simulated)" if sim else ""
+    return f"{result.status}: {result.steps} steps{simulated} in {duration(total_s)} wall time ({', '.join(parts)})"
 
 
 def run_dir_option(out: str | None, loaded, suffix: str = "") -> Path:
@@ -123,10 +152,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (run_dir / "meta.json").is_file():
         err_console.print(f"{run_dir}: not a run directory (no meta.json)")
         return EXIT_INVALID
-    kpis = kpi.compute(run_dir)
-    path = report.render(run_dir)
-    wall = json.loads((run_dir / "run.json").read_text()).get("wall_s") if (run_dir / "run.json").is_file() else None
-    console.print(kpi.table(kpis, wall_time_s=wall))
+    baseline = Path(args.baseline) if args.baseline else None
+    if baseline is not None and not (baseline / "meta.json").is_file():
+        err_console.print(f"--baseline {baseline}: not a run directory (no meta.json)")
+        return EXIT_INVALID
+    path = report.render(run_dir, baseline=baseline, static=args.static)
+    kpis = kpi.read(run_dir)
+    console.print(kpi.table(kpis, wall_time_s=kpis["run"].get("wall_time_s"), sites=args.sites))
+    if args.static:
+        console.print(f"static figures (PNG and SVG): {path.parent}")
     console.print(f"report: {path}")
     return EXIT_OK
 
@@ -155,6 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--variant", help="run one of the file's variants, or 'all' (one run directory each)")
+    p.add_argument("--sites", action="store_true", help="also print the KPIs of every site")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a scenario file")
@@ -163,6 +198,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("report", help="re-render KPIs and the report from a run directory alone")
     p.add_argument("run_dir")
+    p.add_argument("--baseline", help="run directory whose KPIs stand beside this run's (default: the sibling "
+                                      "run of the scenario's 'baseline' variant, when there is one)")
+    p.add_argument("--static", action="store_true", help="also write the figures as PNG and SVG (for papers)")
+    p.add_argument("--sites", action="store_true", help="also print the KPIs of every site")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="KPIs of several run directories side by side, and a comparison plot")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 # The presentation half, re-exported: callers that say kpi.table / kpi.fmt / kpi.flatten keep working.
-from cosim.kpi_format import compare_table, flatten, fmt, headline, table  # noqa: F401
+from cosim.kpi_format import compare_table, flatten, fmt, headline, label, show, table  # noqa: F401
 from cosim.rundir import Table, read_meta, read_run, read_table, run_status
 
 KPI_FILE = "kpis.json"
@@ -151,6 +151,23 @@ class RunData:
         lo, hi = self.meta.get("kpis", {}).get("v_band_tight_pu") or DEFAULT_V_BAND_TIGHT
         return float(lo), float(hi)
 
+    @property
+    def warmup_s(self) -> int:
+        """Seconds at the start left out of the peak powers: meta.json kpis.warmup when the scenario sets it, else
+        one step when the run has controllers (a control loop closes with a one-step delay: at step 0 no setpoint
+        has reached a device yet), else 0."""
+        given = self.meta.get("kpis", {}).get("warmup")
+        if given is not None:
+            return int(given)
+        return self.step_s if self.meta.get("controllers") else 0
+
+    def after_warmup(self, x: np.ndarray | None) -> np.ndarray | None:
+        """The steps of a series after the warm-up (all of them if the run is not longer than the warm-up)."""
+        if x is None:
+            return None
+        n = -(-self.warmup_s // self.step_s)
+        return x[n:] if len(x) > n else x
+
     def col(self, table_name: str, ident: str, attr: str) -> np.ndarray | None:
         t = self.tables.get(table_name)
         return None if t is None else t.get(ident, attr)
@@ -257,8 +274,8 @@ def site_kpis(run: RunData, site: dict[str, Any], devices: dict[str, dict[str, A
         "import_kwh": _kwh(imp, dt_h),
         "export_kwh": _kwh(exp, dt_h),
         "load_kwh": _kwh(run.col("sites", sid, "load_p_w"), dt_h),
-        "peak_import_kw": _peak_kw(pcc),
-        "peak_export_kw": None if pcc is None else _peak_kw(-pcc),
+        "peak_import_kw": _peak_kw(run.after_warmup(pcc)),
+        "peak_export_kw": None if pcc is None else _peak_kw(-run.after_warmup(pcc)),
         "bill_eur": _bill_eur(run, pcc),
     }
     devs = [devices[d["id"]] for d in _site_devices(run, site)]
@@ -320,8 +337,8 @@ def total_kpis(run: RunData, sites: dict[str, dict[str, Any]]) -> dict[str, Any]
     v_min = [s["v_min_pu"] for s in members if s["v_min_pu"] is not None]
     v_max = [s["v_max_pu"] for s in members if s["v_max_pu"] is not None]
     out |= {
-        "peak_import_kw": _peak_kw(pcc),
-        "peak_export_kw": None if pcc is None else _peak_kw(-pcc),
+        "peak_import_kw": _peak_kw(run.after_warmup(pcc)),
+        "peak_export_kw": None if pcc is None else _peak_kw(-run.after_warmup(pcc)),
         "pv_curtailed_pct": _pct(out["pv_curtailed_kwh"], (out["pv_kwh"] or 0.0) + (out["pv_curtailed_kwh"] or 0.0)),
         "batt_capacity_kwh": capacity,
         "batt_efc": None if out["batt_throughput_kwh"] is None else _efc(out["batt_throughput_kwh"], capacity),
@@ -425,8 +442,8 @@ def grid_kpis(run: RunData) -> dict[str, Any]:
     trafo_pct, trafo = _max_loading(run, "trafos")
     return {
         "power_source": source,
-        "peak_import_kw": _peak_kw(p),
-        "peak_export_kw": None if p is None else _peak_kw(-p),
+        "peak_import_kw": _peak_kw(run.after_warmup(p)),
+        "peak_export_kw": None if p is None else _peak_kw(-run.after_warmup(p)),
         "import_kwh": import_kwh,
         "export_kwh": _kwh(exp, run.dt_h),
         "losses_kwh": losses_kwh,
@@ -456,6 +473,7 @@ def run_info(run_dir: str | Path, run: RunData) -> dict[str, Any]:
         "steps_recorded": run.steps,
         "simulated_s": run.steps * run.step_s,
         "wall_time_s": _wall_time(read_run(run_dir) or {}),
+        "warmup_s": run.warmup_s,
     }
 
 

@@ -59,7 +59,9 @@ class GridSpec(Strict):
     code: str | None = Field(None, description="SimBench code, e.g. 1-LV-semiurb4--0-sw")
     mode: Literal["balanced", "unbalanced"] = "balanced"
     solver: Literal["fast", "pandapower"] = "fast"
-    static_loads: Literal["zero", "file"] = "zero"
+    static_loads: Literal["profiles", "zero", "file"] = Field(
+        "profiles", description="grid-file loads no site drives: the grid's own profiles (SimBench; other sources "
+                                "draw 0 W with a warning), zero (0 W, silent) or file (the file's fixed values)")
     line_ampacity_a: dict[str, float] = Field(default_factory=dict,
                                               description="rated current per DSF-SE line code (the format has none)")
 
@@ -254,6 +256,8 @@ class OutputSpec(Strict):
 class KpiSpec(Strict):
     v_band_pu: tuple[float, float] = (0.9, 1.1)
     v_band_tight_pu: tuple[float, float] = (0.95, 1.05)
+    warmup: Seconds | None = Field(None, description="start of the run left out of the peak powers (default: one "
+                                                     "step when there are controllers, else none)")
 
     @field_validator("v_band_pu", "v_band_tight_pu")
     @classmethod

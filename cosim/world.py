@@ -69,6 +69,7 @@ class WorldBuilder:
         self._routes: list[tuple] = []
         self.bus: Any = None
         self.ev_bays: dict[str, Any] = {}  # wallbox id -> its EV fleet bay entity
+        self.warnings: list[str] = []
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -133,30 +134,52 @@ class WorldBuilder:
     def build(self) -> "WorldBuilder":
         sc = self.scenario
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._build_profiles_and_grid()
-        self._build_devices()
-        self._build_ev_fleets()
-        for i, ctl in enumerate(sc.controllers):
-            kind = controller_kinds.controller(ctl.kind)
-            params = kind.params.model_validate(ctl.params)
-            kind.build(self, ctl, params)
-        self._build_telemetry()
-        self._build_routes()
-        self._build_recorder()
-        self._write_meta()
+        try:
+            self._build_profiles_and_grid()
+            self._stage(f"{len(sc.devices)} devices")
+            self._build_devices()
+            self._build_ev_fleets()
+            for i, ctl in enumerate(sc.controllers):
+                self._stage(f"controller {ctl.id} ({ctl.kind})")
+                kind = controller_kinds.controller(ctl.kind)
+                params = kind.params.model_validate(ctl.params)
+                kind.build(self, ctl, params)
+            self._stage("messaging and recorder")
+            self._build_telemetry()
+            self._build_routes()
+            self._build_recorder()
+            self._write_meta()
+        finally:
+            self._stage(None)
         return self
+
+    def _stage(self, text: str | None) -> None:
+        """Tell the monitor which part of the build starts (None: the build is over); silent without one."""
+        stage = getattr(self.monitor, "stage", None)
+        if stage is not None:
+            stage(text)
+
+    def _warn(self, text: str) -> None:
+        """A build warning: printed by the monitor and kept in meta.json ("warnings")."""
+        self.warnings.append(text)
+        warn = getattr(self.monitor, "warn", None)
+        if warn is not None:
+            warn(text)
 
     def _build_profiles_and_grid(self) -> None:
         sc = self.scenario
-        profiles = self.sim("Profiles", start=sc.start.isoformat(), horizon_s=sc.duration, timezone=sc.timezone)
         g = sc.grid
+        self._stage("profiles")
+        profiles = self.sim("Profiles", start=sc.start.isoformat(), horizon_s=sc.duration, timezone=sc.timezone)
+        self._stage(f"grid {g.code or g.path} (power flow set-up)")
         extra_loads = [{"id": s.id, "bus": s.bus, "phase": s.phase} for s in sc.sites if s.bus is not None]
         extra_loads += [{"id": f"dev:{d.id}", "bus": d.bus, "phase": d.phase} for d in sc.devices if d.bus]
         grid_sim = self.sim("Grid")
         try:
             self.grid = grid_sim.Grid(source=g.source, path=str(g.path) if g.path else None, code=g.code,
                                       mode=g.mode, solver=g.solver, extra_loads=extra_loads,
-                                      static_loads=g.static_loads, ampacity_a=g.line_ampacity_a or None)
+                                      static_loads="file" if g.static_loads == "file" else "zero",
+                                      ampacity_a=g.line_ampacity_a or None)
         except Exception as exc:  # the grid simulator names what is wrong; place it in the scenario
             raise self.loaded.error(("grid",), f"cannot build the grid: {exc}") from exc
         for child in self.grid.children:
@@ -167,6 +190,7 @@ class WorldBuilder:
         self._bus_vn_kv = {c.eid.removeprefix("bus:"): (c.extra_info or {}).get("vn_kv")
                            for c in self.grid_children.get("Bus", [])}
 
+        self._stage(f"{len(sc.sites)} sites")
         for i, site in enumerate(sc.sites):
             key = site.grid_load or site.id
             if site.grid_load is not None and site.grid_load not in loads:
@@ -192,6 +216,7 @@ class WorldBuilder:
             self.record(handle.pcc, "p_w", "sites", f"{site.id}.pcc_p_w")
             self.record(handle.pcc, "v_pu", "sites", f"{site.id}.v_pu")
             self.sites[site.id] = handle
+        self._drive_other_loads(profiles, loads)
         for i, dev in enumerate(sc.devices):
             if dev.bus is not None and dev.bus not in buses:
                 raise self.loaded.error(("devices", i, "bus"), "expected a bus of the grid", dev.bus)
@@ -204,6 +229,29 @@ class WorldBuilder:
                                       export_eur_per_kwh=p.export_eur_per_kwh, periods=periods, path=_str(p.path))
             for attr in ("import_eur_per_kwh", "export_eur_per_kwh"):
                 self.record(self.price, attr, "prices", f"price.{attr}")
+
+    def _drive_other_loads(self, profiles: Any, loads: dict[str, Any]) -> None:
+        """Grid-file loads that no site drives: the grid's own profiles where it has them (SimBench), else 0 W
+        with a warning (``grid.static_loads: profiles``, the default); ``zero``/``file`` keep the fixed policy."""
+        g = self.scenario.grid
+        driven = {s.grid_load for s in self.scenario.sites if s.grid_load} | {s.id for s in self.scenario.sites}
+        driven |= {f"dev:{d.id}" for d in self.scenario.devices if d.bus}
+        others = [name for name in loads if name not in driven]
+        self.grid_profile_loads: list[str] = []
+        if not others or g.static_loads != "profiles":
+            return
+        if g.source != "simbench":
+            shown = ", ".join(others[:3]) + (" …" if len(others) > 3 else "")
+            self._warn(f"{len(others)} loads of the grid file are not driven by a site and draw 0 W ({shown}): "
+                       f"a {g.source} grid has no profiles of its own; give them sites with a load profile, or set "
+                       "grid.static_loads: file (the file's fixed values) or zero (silences this warning)")
+            return
+        self._stage(f"{len(others)} grid loads on their SimBench profiles")
+        for name in others:
+            ent = self._create(("grid", "static_loads"), profiles.Load, source="simbench", code=g.code,
+                               element=name, scale=1.0, power_factor=None, path=None, column=None)
+            self.world.connect(ent, loads[name], "p_w", "q_var")
+            self.grid_profile_loads.append(name)
 
     def _create(self, loc: tuple, factory: Any, **params: Any) -> Any:
         """Create an entity; a simulator's refusal (bad column, file, ...) becomes a scenario error at ``loc``."""
@@ -443,6 +491,8 @@ class WorldBuilder:
                 "buses": self._bus_names,
                 "lines": self._line_names,
                 "trafos": self._trafo_names,
+                "topology": self._topology(),
+                "profile_loads": getattr(self, "grid_profile_loads", []),
             },
             "sites": [
                 {"id": h.spec.id, "bus": h.spec.bus or (h.pcc.extra_info or {}).get("bus"),
@@ -455,9 +505,21 @@ class WorldBuilder:
                 {"id": d.id, "family": d.family, "site": d.site, "bus": d.bus, "address": d.address}
                 for d in sc.devices
             ],
-            "controllers": [{"id": c.id, "kind": c.kind} for c in sc.controllers],
+            "controllers": [{"id": c.id, "kind": c.kind, "devices": c.devices, "params": c.params}
+                            for c in sc.controllers],
+            "ev_fleets": [{"id": f.id, "kind": f.kind, "wallboxes": list(f.wallboxes)} for f in sc.ev_fleets],
+            "warnings": self.warnings,
+            "build_s": round(self.monitor.build_s, 3) if hasattr(self.monitor, "build_s") else None,
         }
-        (self.out_dir / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        (self.out_dir / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+
+    def _topology(self) -> dict[str, Any]:
+        """Lines (from, to, length) and transformers (hv, lv) by name: the report's feeder distances and single-line
+        view come from these."""
+        lines = [{"id": c.eid.removeprefix("line:"), **(c.extra_info or {})} for c in self.grid_children.get("Line", [])]
+        trafos = [{"id": c.eid.removeprefix("trafo:"), **(c.extra_info or {})}
+                  for c in self.grid_children.get("Trafo", [])]
+        return {"lines": lines, "trafos": trafos}
 
 
 def _str(path: Path | None) -> str | None:

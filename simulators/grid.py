@@ -275,7 +275,9 @@ def _children(m: GridModel) -> list[dict[str, Any]]:
     buses = [{"eid": f"bus:{n}", "type": "Bus", "extra_info": {"vn_kv": m.bus_vn_kv[n]}} for n in m.bus_names]
     lines = [{"eid": f"line:{n}", "type": "Line",
               "extra_info": {"from_bus": name_of[int(net.line.at[i, "from_bus"])],
-                             "to_bus": name_of[int(net.line.at[i, "to_bus"])]}}
+                             "to_bus": name_of[int(net.line.at[i, "to_bus"])],
+                             "length_km": float(net.line.at[i, "length_km"]),
+                             "in_service": bool(net.line.at[i, "in_service"])}}
              for n, i in zip(m.line_names, m.line_index)]
     trafos = [{"eid": f"trafo:{n}", "type": "Trafo",
                "extra_info": {"hv_bus": name_of[int(net.trafo.at[i, "hv_bus"])],

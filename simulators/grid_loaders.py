@@ -9,8 +9,6 @@ file, the key path inside it, what was expected and what was found.
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,52 +58,20 @@ def load_grid(source: str, *, path: str | os.PathLike[str] | None = None, code: 
 # --------------------------------------------------------------------------------------------- SimBench
 
 
-def _default_cache_dir() -> Path:
-    base = os.environ.get("S4G_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "s4g-hil"
-    )
-    return Path(base) / "simbench"
-
-
 def load_simbench(code: str, *, cache_dir: str | os.PathLike[str] | bool | None = None) -> GridModel:
     """Load a SimBench grid by code.
 
-    simbench re-parses its whole CSV data set on every call (~6 s); the net (without its yearly profiles, which the
-    co-simulation does not use here) is cached as pandapower JSON (~0.5 s to read). ``cache_dir=False`` disables it.
+    The net comes from :mod:`simulators.simbench_data`, which parses the SimBench data set once for the grid and
+    the profiles together and caches both (``cache_dir=False`` disables the cache folder).
     """
-    import simbench
+    from simulators import simbench_data
 
-    net: pp.pandapowerNet | None = None
-    cache_file: Path | None = None
-    if cache_dir is not False:
-        folder = _default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)  # type: ignore[arg-type]
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", code)
-        cache_file = folder / f"{safe}-sb{simbench.__version__}-pp{pp.__version__}.json"
-        if cache_file.is_file():
-            try:
-                net = pp.from_json(str(cache_file))
-            except Exception:  # a corrupt cache entry is rebuilt, never trusted
-                net = None
-    if net is None:
-        try:
-            net = simbench.get_simbench_net(code)
-        except Exception as exc:
-            raise GridLoadError(f"simbench:{code}", "code", "a valid SimBench code", f"{code!r} ({exc})") from exc
-        net.profiles = {}
-        if cache_file is not None:
-            _write_atomic(cache_file, pp.to_json(net))
-    return model_from_net(net, source="simbench")
-
-
-def _write_atomic(target: Path, text: str) -> None:
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)  # atomic, so parallel runs never read half a file
-    except OSError:
-        pass  # caching is an optimisation only
+        net = simbench_data.net(code, cache_dir=cache_dir)
+    except simbench_data.UnknownSimbenchCode as exc:
+        raise GridLoadError(f"simbench:{code}", "code", "a valid SimBench code",
+                            f"{code!r} ({exc.__cause__ or exc})") from exc
+    return model_from_net(net, source="simbench")
 
 
 # --------------------------------------------------------------------------------------------- pandapower JSON

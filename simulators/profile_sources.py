@@ -173,27 +173,23 @@ def _s4g_source(source: str, column: str | None) -> _YearlySource:
 # ---- SimBench ---------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def simbench_data(code: str):
-    """SimBench net and its absolute profiles (loading a net takes seconds: once per code and process)."""
-    import simbench
+def simbench_profiles(code: str):
+    """The SimBench net's load and generator profiles (:mod:`simulators.simbench_data`: one parse per code for
+    the grid and the profiles together, cached)."""
+    from simulators import simbench_data
 
     try:
-        net = simbench.get_simbench_net(code)
-    except Exception as exc:  # simbench raises plain ValueError/KeyError with little context
-        raise ProfileError(
-            f"unknown SimBench code {code!r} ({exc}); e.g. '1-LV-semiurb4--0-sw', "
-            f"see simbench.collect_all_simbench_codes()"
-        ) from None
-    profiles = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
-    return net, profiles
+        return simbench_data.profiles(str(code))
+    except simbench_data.UnknownSimbenchCode as exc:
+        raise ProfileError(f"unknown SimBench code {code!r} ({exc})") from None
 
 
 def _simbench_index(code: str | None, table: str, element: str | int | None) -> tuple[Any, int]:
+    """(the code's profiles, the element's column in them)."""
     if not code:
         raise ProfileError("source 'simbench' needs code (a SimBench grid code, e.g. '1-LV-semiurb4--0-sw')")
-    net, _ = simbench_data(str(code))
-    names = [str(n) for n in getattr(net, table).name]
+    data = simbench_profiles(str(code))
+    names = data.names[table]
     if element is None:
         raise ProfileError(f"source 'simbench' needs element: a {table} name of {code} ({name_range(names)})")
     if str(element) not in names:
@@ -201,16 +197,15 @@ def _simbench_index(code: str | None, table: str, element: str | int | None) -> 
             f"{table} {str(element)!r} not in simbench {code} ({name_range(names)})"
             f"{did_you_mean(str(element), names)}"
         )
-    return net, int(getattr(net, table).index[names.index(str(element))])
+    return data, names.index(str(element))
 
 
 def _simbench_source(code: str | None, table: str, element, attr: str) -> _YearlySource:
     """SimBench profiles are 2016 (366 days) of 15-min means; used as a yearly profile."""
-    net, idx = _simbench_index(code, table, element)
-    _, profiles = simbench_data(str(code))
-    values = profiles[(table, attr)][idx].to_numpy(dtype=np.float64) * 1e6  # MW -> W, Mvar -> var
+    data, col = _simbench_index(code, table, element)
+    values = data.values[(table, attr)][:, col] * 1e6  # MW -> W, Mvar -> var
     if table == "sgen":
-        peak_mw = float(net.sgen.at[idx, "p_mw"])  # SimBench sgen p_mw is the installed power
+        peak_mw = float(data.sgen_p_mw[col])  # SimBench sgen p_mw is the installed power
         if peak_mw <= 0:
             raise ProfileError(f"simbench sgen {element!r} in {code} has no installed power (p_mw = {peak_mw})")
         values = values / (peak_mw * 1e3)  # W / kWp

@@ -240,9 +240,14 @@ def test_simbench_cache_is_used(tmp_path, monkeypatch, fur):
         return net
 
     monkeypatch.setattr(simbench, "get_simbench_net", fake_get_simbench_net)
+    from simulators import simbench_data
+
+    simbench_data.clear()
     first = load_simbench("1-LV-test--0-sw", cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("*.json"))) == 1 and first.net.profiles == {}
+    assert len(list(tmp_path.glob("*.pkl"))) == 1 and first.net.profiles == {}
+    simbench_data.clear()  # as a new process: the net comes from the cache folder
     second = load_simbench("1-LV-test--0-sw", cache_dir=tmp_path)
+    simbench_data.clear()
     assert calls == ["1-LV-test--0-sw"]  # the second load came from the cache
     assert second.bus_names == first.bus_names
     assert np.allclose(second.net.line.r_ohm_per_km, first.net.line.r_ohm_per_km)

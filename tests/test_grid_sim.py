@@ -282,7 +282,9 @@ def test_create_result_carries_topology():
     assert kids["load:consumer_4006773"]["extra_info"] == {"bus": "node_a11", "phase": 1}
     assert kids["load:ev"]["extra_info"] == {"bus": "node_a3", "phase": 2}
     assert kids["trafo:transformer_20082"]["extra_info"] == {"hv_bus": "bus_001", "lv_bus": "bus_002"}
-    assert kids["line:powerline_w11"]["extra_info"] == {"from_bus": "node_a10", "to_bus": "node_a11"}
+    line = kids["line:powerline_w11"]["extra_info"]
+    assert (line["from_bus"], line["to_bus"], line["in_service"]) == ("node_a10", "node_a11", True)
+    assert 0 < line["length_km"] < 1  # the report's distances along the feeder
     assert {d["id"] for d in grid["extra_info"]["ders"]} == {"PV_1", "Akku1"}
 
 

@@ -271,15 +271,62 @@ def test_terminal_tables(pv_run: dict[str, Any]) -> None:
     console = Console(record=True, width=200)
     console.print(kpi_format.table(pv_run, wall_time_s=12.34))
     text = console.export_text()
-    assert "energy imported at the PCCs" in text and "42.0" in text and "12.34 s" in text
-    assert "50.0 %" in text  # ratios shown as percentages
+    assert "energy imported" in text and " 42 " in text and "wall time 12.3 s" in text
+    assert "50.0 │ %" in text  # ratios shown as percentages, the unit in its column
+    assert "total." not in text and "_ratio" not in text  # labels, never raw keys
+    assert "per site" not in text  # the per-site table only on request
+    console = Console(record=True, width=200)
+    console.print(kpi_format.table(pv_run, sites=True))
+    assert "per site" in console.export_text()
     other = json.loads(json.dumps(pv_run))
     other["total"]["import_kwh"] = 7.0
     console = Console(record=True, width=200)
     console.print(kpi_format.compare_table([("base", pv_run), ("what-if", other)]))
     text = console.export_text()
-    assert "base" in text and "what-if" in text and "7.000" in text and "42.0" in text
+    assert "base" in text and "what-if" in text and " 7 " in text and " 42 " in text and "energy imported" in text
     assert kpi.table is kpi_format.table and kpi.fmt is kpi_format.fmt  # the CLIs still call kpi.table
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(86400, "1 d"), (3600, "1 h"), (5400, "1 h 30 min"), (60, "1 min"),
+                                               (2.24, "2.2 s"), (34.5, "34.5 s"), (604800, "7 d"),
+                                               (97200, "1 d 3 h"), (None, "—")])
+def test_durations_for_people(seconds, text) -> None:
+    assert kpi_format.duration(seconds) == text
+
+
+def test_kpi_values_for_people() -> None:
+    fmt = kpi_format.fmt
+    assert fmt("total.import_kwh", 1114.2) == "1,114" and fmt("total.import_kwh", 0.0) == "0"
+    assert fmt("total.self_consumption_ratio", 0.937) == "93.7"
+    assert fmt("ev.total.waiting_mean_s", 14261.0) == "238"  # minutes
+    assert kpi_format.display_unit("ev.total.waiting_mean_s") == "min"
+    assert fmt("ev.total.unmet_energy_wh", 64954.0) == "65.0" and kpi_format.display_unit(
+        "ev.total.unmet_energy_wh") == "kWh"
+    assert fmt("run.simulated_s", 3600) == "1 h" and fmt("grid.v_within_10pct", False) == "no"
+    assert kpi_format.show("grid.peak_import_kw", 34.3) == "34.3 kW"
+    assert kpi_format.label("grid.voltage.a.min_pu") == "lowest bus voltage, phase a"
+    assert kpi_format.label("sites.x.self_sufficiency_ratio") == "self-sufficiency"
+
+
+def test_peaks_leave_out_the_warm_up(tmp_path: Path) -> None:
+    """At step 0 no controller has acted: with controllers the peaks start at step 1 (or at kpis.warmup)."""
+    pcc = np.array([9000.0, 1000, 2000, 1500, 500, 800])
+    trafo = pcc + 100
+    tables = {"sites": {"s.pcc_p_w": pcc}, "trafos": {"t.loading_pct": const(10, 6), "t.p_hv_w": trafo}}
+    run_dir = write_run(tmp_path / "r", tables, sites=[{"id": "s", "devices": []}])
+    plain = kpi.compute(run_dir)
+    assert plain["grid"]["peak_import_kw"] == pytest.approx(9.1) and plain["run"]["warmup_s"] == 0
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["controllers"] = [{"id": "c", "kind": "self_consumption"}]
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    k = kpi.compute(run_dir)
+    assert k["run"]["warmup_s"] == 60
+    assert k["grid"]["peak_import_kw"] == pytest.approx(2.1) and k["total"]["peak_import_kw"] == pytest.approx(2.0)
+    assert k["sites"]["s"]["peak_import_kw"] == pytest.approx(2.0)
+    assert k["total"]["import_kwh"] == plain["total"]["import_kwh"]  # energies keep every step
+    meta["kpis"] = {"warmup": 180}
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    assert kpi.compute(run_dir)["grid"]["peak_import_kw"] == pytest.approx(1.6)
 
 
 power = st.floats(min_value=-5000, max_value=5000, allow_nan=False)

@@ -378,7 +378,11 @@ SB_CODE = "1-LV-semiurb4--0-sw"
 
 @pytest.fixture(scope="module")
 def simbench_net():
-    return sources.simbench_data(SB_CODE)
+    """The net and its absolute profiles straight from simbench (not through our cache)."""
+    import simbench
+
+    net = simbench.get_simbench_net(SB_CODE)
+    return net, simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
 
 
 def test_simbench_load_and_pv_profiles(simbench_net):
