@@ -34,6 +34,9 @@ from devices.energy_router import data_map
 from devices.energy_router.data_map import Fcda
 
 DEFAULT_PORT = 102
+#: words in a client error that mean the association is gone (not that a reply was malformed)
+LINK_LOST = ("timeout", "timed out", "connection", "ended unexpectedly", "closed", "reset", "broken pipe", "eof",
+             "not connected")
 REFUSALS = ("ObjectValueInvalid", "ObjectAccessDenied", "TypeInconsistent", "TemporarilyUnavailable")
 
 
@@ -168,7 +171,7 @@ class Iec61850Driver(Driver):
             raise SetpointRejected(f"{self.address.raw}: {exc}") from exc
         except iec.IedError as exc:  # a reply the client could not decode, a service error, a receive timeout
             await self._failed()
-            if "timeout" in str(exc).lower() or "connection" in str(exc).lower():
+            if any(word in str(exc).lower() for word in LINK_LOST):
                 raise DeviceUnavailable(f"{self.address.raw}: {exc}") from exc
             raise ProtocolError(f"{self.address.raw}: {exc}") from exc
 
