@@ -198,6 +198,7 @@ class EnergyRouterBank(ModelBank):
     # -- state machine ----------------------------------------------------------------------------------
     def _enter(self, mask: np.ndarray, state: int) -> None:
         changed = mask & (self.state != state)
+        self.mode_changes += changed  # operating-state changes (island, black-start stages, grid...)
         self.state[changed] = state
         self.t_state[changed] = 0.0
 
@@ -255,7 +256,6 @@ class EnergyRouterBank(ModelBank):
         grid = inp("grid_present", 1.0) > 0.5
         self.grid_present = grid.astype(float)
         pv_avail = np.minimum(self.pv_peak_w / 1000.0 * w_per_kwp, self.pv_mppt_max_w) * self.eta_mppt
-        mode_before = self.mode.copy()
         self._clear_outputs()
         self._out["v_dc_min_v"][:] = np.inf
         remaining, k = float(dt_s), 0
@@ -270,7 +270,6 @@ class EnergyRouterBank(ModelBank):
         self._transitions(grid)  # a stage that ended exactly at the step's end shows in the state measured
         for name in self._MEANS:
             self._out[name] /= dt_s
-        self.mode_changes += self.mode != mode_before
         h = dt_s / 3600.0
         self.e_unserved_wh += self._out["unserved_w"] * h
         self.e_curtail_wh += self._out["pv_curtail_w"] * h
@@ -351,15 +350,16 @@ class EnergyRouterBank(ModelBank):
         dc_served = dc_dem - dc_cut
         deficit -= dc_cut
         aux_served = aux - np.minimum(deficit, aux)
+        # not even the ER's own use can be met, or a surplus nobody can take (a link import): the bus trips and
+        # nothing flows on it for this sub-step
         collapse = (deficit > 1e-6) | overvoltage
-        # a surplus nobody can take (only a link import) trips the bus too: nothing flows then
-        link_bus = np.where(overvoltage, 0.0, link_bus)
-        pv_dc = np.where(overvoltage, 0.0, pv_dc)
-        s_bat = np.where(overvoltage, 0.0, s_bat)
-        s_inv = np.where(overvoltage, 0.0, s_inv)
-        dc_served = np.where(overvoltage, 0.0, dc_served)
-        aux_served = np.where(overvoltage, 0.0, aux_served)
-        ac_served = np.where(overvoltage & island_ac, 0.0, ac_served)
+        link_bus = np.where(collapse, 0.0, link_bus)
+        pv_dc = np.where(collapse, 0.0, pv_dc)
+        s_bat = np.where(collapse, 0.0, s_bat)
+        s_inv = np.where(collapse, 0.0, s_inv)
+        dc_served = np.where(collapse, 0.0, dc_served)
+        aux_served = np.where(collapse, 0.0, aux_served)
+        ac_served = np.where(collapse & island_ac, 0.0, ac_served)
         shed = (ac_cut_dc + dc_cut > 1e-6) & ~collapse
         self.trips += (shed & ~self.shedding) | collapse
         self.shedding = shed
