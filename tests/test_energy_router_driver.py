@@ -18,7 +18,7 @@ from devices.energy_router.driver import Iec61850Driver, measurement_values  # n
 from devices.energy_router.model import EnergyRouterBank  # noqa: E402
 from devices.energy_router.virtual import VirtualEnergyRouter  # noqa: E402
 
-FAMILY = registry.family("energy-router")
+FAMILY = registry.family("energy_router")
 FC = iec61850.FC
 ENV = {"pv_w_per_kwp": 450.0, "dc_load_w": 150.0, "ac_load_w": 250.0, "grid_present": 1.0}
 

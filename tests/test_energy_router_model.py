@@ -11,7 +11,7 @@ from devices import registry
 from devices.energy_router.model import (AC_RAMP, DC_ON, GRID, ISLAND, OFF, PRECHARGE, RESYNC, EnergyRouterBank,
                                          EnergyRouterConfig)
 
-FAMILY = registry.family("energy-router")
+FAMILY = registry.family("energy_router")
 
 
 def bank(n: int = 1, **cfg) -> EnergyRouterBank:
@@ -26,7 +26,7 @@ def env(pv=0.0, dc=100.0, ac=0.0, grid=1.0) -> dict[str, np.ndarray]:
 def test_family_is_registered_with_its_intended_contract_declaration():
     from devices.energy_router import model
 
-    assert FAMILY.name == "energy-router" and FAMILY.battery_setpoint == "batt_p_w"
+    assert FAMILY.name == "energy_router" and FAMILY.battery_setpoint == "batt_p_w"
     assert {"iec61850"} == set(FAMILY.drivers) == set(FAMILY.virtual)
     assert model.INTENDED_INJECTS is True
     assert [i[1] for i in model.INTENDED_INPUTS][0] == "site.pv_w_per_kwp"

@@ -459,7 +459,7 @@ INTEGER_SETPOINTS = ("mode", "control")
 
 
 FAMILY = Family(
-    name="energy-router",
+    name="energy_router",
     config=EnergyRouterConfig,
     bank=EnergyRouterBank,
     measurements=MEASUREMENTS,

@@ -16,11 +16,11 @@ class EnergyRouterHarness(DeviceHarness):
     name = "energy-router-iec61850"
     valid_setpoint = Setpoint({"batt_p_w": 1000.0})
     invalid_setpoint = Setpoint({"batt_p_w": 99_999.0})  # above the 2.5 kW DC/DC rating
-    required_measurements = registry.family("energy-router").measurements
+    required_measurements = registry.family("energy_router").measurements
     expected_wire_error = "object-value-invalid"
 
     def __init__(self) -> None:
-        self.family = registry.family("energy-router")
+        self.family = registry.family("energy_router")
         self.config = self.family.parse_config({})
         self.device = VirtualEnergyRouter(self.family, self.config, device_id="er-conformance")
         self.port = 0

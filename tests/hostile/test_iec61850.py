@@ -18,7 +18,7 @@ from devices.energy_router.mms import MmsServer
 from devices.energy_router.virtual import VirtualEnergyRouter, load_model
 from devices.io_loop import IoLoop
 
-FAMILY = registry.family("energy-router")
+FAMILY = registry.family("energy_router")
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIVE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
