@@ -195,3 +195,30 @@ def test_s4g_topic_table_maps_both_ways():
     assert {t.name for t in s4g_topics.TOPICS if t.in_s4g} == {"p_w", "q_var", "soc", "pv_p_w", "batt_p_w",
                                                                "pv_limit_w", "mode"}
     assert all(not math.isnan(s4g_topics.to_ours(t.suffix, 1.0)[1]) for t in s4g_topics.TOPICS)
+
+
+def test_device_sim_hosts_the_er_over_sim_and_iec61850_with_the_same_results(tmp_path):
+    """The co-simulation's device simulator: one ER as sim://, one as a virtual ER behind MMS it starts itself."""
+    from devices.simulator import DeviceSim
+
+    sim = DeviceSim()
+    sim.init("Devices-0", step_size=60, events_path=str(tmp_path / "events.jsonl"))
+    config = {"pv_kwp": 3, "phases": 3}
+    sim.create(1, "energy_router", address="sim://", device_id="a", config=config)
+    sim.create(1, "energy_router", address="iec61850://", device_id="b", config=config, timeout_s=2.0)
+    sim.setup_done()
+    names = ["p_w", "q_var", "pv_p_w", "batt_p_w", "soc", "v_dc_v", "state", "control", "available"]
+    try:
+        for k, w in enumerate([300.0, 700.0, 0.0, 500.0]):
+            inputs = {d: {"pv_w_per_kwp": {"src": w}} for d in ("a", "b")}
+            if k == 1:
+                for d in ("a", "b"):
+                    inputs[d]["batt_p_w"] = {"ctl": 1200.0}
+            sim.step(60 * k, inputs, 60 * (k + 1))
+            out = sim.get_data({"a": names, "b": names})
+            assert out["b"]["available"] is True
+            for name in names[:-1]:
+                assert out["b"][name] == pytest.approx(out["a"][name], rel=1e-6, abs=1e-3), (k, name)
+        assert out["a"]["control"] == 1 and out["a"]["batt_p_w"] != 0
+    finally:
+        sim.close_devices()
