@@ -210,3 +210,17 @@ def test_dc_link_import_and_export_through_its_converter():
     assert m["link_p_w"][0] == pytest.approx(500.0)
     assert m["p_w"][0] == pytest.approx(-(500 * 0.98 - 110) * 0.96)  # the surplus is exported
     assert abs(b.dc_imbalance_w()[0]) < 1e-9
+
+
+def test_grid_back_during_a_black_start_connects_without_forming_the_island():
+    """Found by hypothesis: the island sequence went on, relay open, although the grid had returned."""
+    b = bank(ac_load_w=100)
+    b.state[0] = OFF
+    b.step(0, 1, env(dc=100, ac=100, grid=0))
+    assert b.measure()["state"][0] == PRECHARGE
+    b.step(1, 7, env(dc=100, ac=100, grid=1))  # back while precharging from the battery
+    m = b.measure()
+    assert m["state"][0] == GRID and m["p_w"][0] > 0 and m["ac_load_w"][0] == pytest.approx(100.0)
+    b.state[0], b.t_state[0] = DC_ON, 0.0
+    b.step(8, 1, env(dc=100, ac=100, grid=1))
+    assert b.measure()["state"][0] == GRID

@@ -210,8 +210,10 @@ class EnergyRouterBank(ModelBank):
         for stage, nxt in ((DC_ON, AC_RAMP), (AC_RAMP, ISLAND), (RESYNC, GRID)):
             self._enter((s == stage) & (self.t_state >= self.durations[stage] - 1e-9), nxt)
         done = (s == PRECHARGE) & (self.t_state >= self.durations[PRECHARGE] - 1e-9)
-        self._enter(done & self.from_grid, GRID)
-        self._enter(done & ~self.from_grid, DC_ON)
+        self._enter(done & ~want_island, GRID)  # the grid is there (or came back during a black start)
+        self._enter(done & want_island, DC_ON)
+        # the grid back before the island was formed: nothing to resynchronise, the inverter connects
+        self._enter(np.isin(s, (DC_ON, AC_RAMP)) & ~want_island, GRID)
         # commands and the grid
         self._enter(off_cmd, OFF)
         can_form = self.battery.e_wh > self.battery.e_min_wh + 1e-9
