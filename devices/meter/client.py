@@ -366,8 +366,9 @@ class DlmsClient:
     """One association over a transport; callers serialise requests (the driver holds a lock)."""
 
     def __init__(self, transport: Transport, timeout_s: float, password: bytes | None = None,
-                 max_pdu: int = CLIENT_MAX_PDU) -> None:
+                 max_pdu: int = CLIENT_MAX_PDU, proposed: int = PROPOSED) -> None:
         self.transport, self.timeout_s, self.password, self.max_pdu = transport, timeout_s, password, max_pdu
+        self.proposed = proposed
         self.conformance = 0
         self.server_max_pdu = 0
         self._invoke = 0
@@ -376,7 +377,7 @@ class DlmsClient:
     async def associate(self) -> A.Aare:
         await self.transport.open(self.timeout_s)
         try:
-            reply = await self.transport.request(A.encode_aarq(PROPOSED, self.max_pdu, self.password), self.timeout_s)
+            reply = await self.transport.request(A.encode_aarq(self.proposed, self.max_pdu, self.password), self.timeout_s)
             if reply[:1] == bytes([A.EXCEPTION_RESPONSE]):
                 raise ProtocolError(f"{self.label}: AARQ answered with {exception_message(reply)}")
             aare = A.decode_aare(reply)
