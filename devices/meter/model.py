@@ -14,8 +14,7 @@ site draws power from the grid) and keeps what a real meter keeps:
   and rolls over to 0 as a real register does (the accumulator is kept modulo the register's range).
   Import and export follow the net (vector) sum of the phases, as meters measuring total power do.
 * **Tariffs**: T2 between ``tariff2_hours`` (local meter time, [from, to), may wrap midnight), else T1. A
-  step is split at every quarter hour, so tariff switches (whole quarter hours) fall between segments and
-  energy is booked to the right tariff exactly.
+  step is split at tariff switches and profile captures, so energy is booked to the right tariff exactly.
 * **Load profile** (15 min by default): at every multiple of ``profile_period_s`` of the meter clock the
   energy registers are captured into a ring buffer of ``profile_entries`` entries (oldest dropped first).
   Inside a step the power is constant, so a capture falling inside a step is exact too.
@@ -47,7 +46,6 @@ UNIT_NAMES = {UNIT_W: "W", UNIT_VAR: "var", UNIT_WH: "Wh", UNIT_VARH: "varh", UN
 U16, U32 = "long-unsigned", "double-long-unsigned"
 U16_MAX, U32_MAX = 0xFFFF, 0xFFFF_FFFF
 MW_S_PER_WH = 3_600_000  # 1 Wh = 3600 J = 3.6e6 mW·s
-QUARTER_H_S = 900
 PHASES = ("a", "b", "c")
 
 
@@ -168,9 +166,12 @@ class MeterConfig(BaseModel):
 
 
 def quantise(x: np.ndarray, scaler: int, top: int) -> np.ndarray:
-    """Value -> register integer (round half away from zero, clipped to 0..top)."""
-    scaled = np.abs(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)) / 10.0 ** scaler
-    return np.minimum(np.floor(scaled + 0.5), top).astype(np.int64)
+    """Finite value -> register integer (round half away from zero, clipped to 0..top)."""
+    return np.minimum(np.floor(np.abs(x) / 10.0 ** scaler + 0.5), top).astype(np.int64)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, 0.0)
 
 
 class MeterBank(ModelBank):
@@ -221,22 +222,32 @@ class MeterBank(ModelBank):
         t_s, dt_s = int(t_s), int(dt_s)
 
         def inp(name: str) -> np.ndarray:
-            raw = np.broadcast_to(np.asarray(env.get(name, INPUT_DEFAULTS[name]), dtype=float), n)
-            return np.array(raw, dtype=float)
+            value = env.get(name)
+            if value is None:
+                return np.full(n, INPUT_DEFAULTS[name])
+            return np.broadcast_to(np.asarray(value, dtype=float), (n,))
 
-        p = np.clip(np.nan_to_num(inp("point_p_w")), -U32_MAX, U32_MAX)
-        q = np.clip(np.nan_to_num(inp("point_q_var")), -U32_MAX, U32_MAX)
-        v_pu = np.nan_to_num(inp("point_v_pu"))
-        v_ph = [np.where(np.isnan(x := inp(f"point_v_{ph}_pu")), v_pu, np.nan_to_num(x)) for ph in PHASES]
+        p = np.clip(_finite(inp("point_p_w")), -U32_MAX, U32_MAX)
+        q = np.clip(_finite(inp("point_q_var")), -U32_MAX, U32_MAX)
+        v_pu = np.maximum(_finite(inp("point_v_pu")), 0.0)
+        v_ph = []
+        for ph in PHASES:
+            x = inp(f"point_v_{ph}_pu")
+            v_ph.append(np.where(np.isnan(x), v_pu, np.maximum(_finite(x), 0.0)))
         p_in = [inp(f"point_p_{ph}_w") for ph in PHASES]
-        have_phases = ~np.isnan(p_in[0]) & ~np.isnan(p_in[1]) & ~np.isnan(p_in[2])
-        p_ph = [np.where(have_phases, np.nan_to_num(x), p / 3.0) for x in p_in]
+        have_phases = ~(np.isnan(p_in[0]) | np.isnan(p_in[1]) | np.isnan(p_in[2]))
+        if have_phases.any():
+            p_ph = [np.where(have_phases, np.clip(_finite(x), -U32_MAX, U32_MAX), p / 3.0) for x in p_in]
+        else:
+            p_ph = [p / 3.0] * 3
         q_ph = [q / 3.0] * 3
         single = ~self.three_phase
-        for k, ph in enumerate(PHASES):  # a single-phase meter: all of the point on its phase
-            on = single & (self.phase_index == k)
-            p_ph[k] = np.where(on, p, p_ph[k])
-            q_ph[k] = np.where(on, q, q_ph[k])
+        any_single = single.any()
+        for k, ph in enumerate(PHASES):
+            if any_single:  # a single-phase meter: all of the point on its phase
+                on = single & (self.phase_index == k)
+                p_ph[k] = np.where(on, p, p_ph[k])
+                q_ph[k] = np.where(on, q, q_ph[k])
             v_k = v_ph[k] * self.v_nom_v
             s_k = np.hypot(p_ph[k], q_ph[k])
             i_k = np.divide(s_k, v_k, out=np.zeros(n), where=v_k > 0)
@@ -269,9 +280,11 @@ class MeterBank(ModelBank):
             left = end - now
             if not (left > 0).any():
                 break
-            step = np.minimum(np.minimum(QUARTER_H_S - now % QUARTER_H_S, self.period_s - now % self.period_s),
-                              np.maximum(left, 0))
-            local_h = ((now + self.offset_s) // 3600) % 24
+            local_s = (now + self.offset_s) % 86_400
+            to_switch = np.minimum((self.t2_from * 3600 - local_s - 1) % 86_400, (self.t2_to * 3600 - local_s - 1)
+                                   % 86_400) + 1  # next tariff switch, 1 .. 86400 s ahead
+            step = np.minimum(np.minimum(to_switch, self.period_s - now % self.period_s), np.maximum(left, 0))
+            local_h = local_s // 3600
             t2 = np.where(self.t2_from <= self.t2_to, (local_h >= self.t2_from) & (local_h < self.t2_to),
                           (local_h >= self.t2_from) | (local_h < self.t2_to))
             for prefix, flow in flows.items():
