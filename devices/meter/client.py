@@ -468,6 +468,12 @@ class DlmsClient:
                 except DataAccessError as exc:
                     out.append(exc.code)
             return out
+        per_request = max(1, ((self.server_max_pdu or 0xFFFF) - 6) // 10)  # the meter's receive limit
+        if len(refs) > per_request:
+            out = []
+            for k in range(0, len(refs), per_request):
+                out += await self.get_many(refs[k:k + per_request])
+            return out
         invoke = self._next_invoke()
         response = await self._get_response(A.encode_get_with_list(invoke, refs), invoke)
         if response.kind == 3:
