@@ -299,7 +299,8 @@ class ServerLink:
             was = self.connected
             self._reset(frame.source)
             self.connected = False
-            return self._frame(UA if was else DM)
+            # the parameters ride along on this UA too: some clients (dlms-cosem 21.3) parse every UA as one
+            return self._frame(UA, negotiation(self.max_tx, self.max_rx)) if was else self._frame(DM)
         if kind == UI:
             return None
         if not self.connected or frame.source != self.client:
