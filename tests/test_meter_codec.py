@@ -141,3 +141,34 @@ def test_wrapper_header():
     assert wrapper.parse_header(raw[:8]) == wrapper.WrapperHeader(16, 1, 2)
     with pytest.raises(DecodeError, match="version"):
         wrapper.parse_header(b"\x00\x02" + raw[2:8])
+
+
+def test_hdlc_server_link_sequence_segmentation_and_a_foreign_client():
+    """SNRM/UA, a long response in segments acknowledged by RR, sequence numbers, DM to another client."""
+    replies = []
+    link = hdlc.ServerLink(1, 17, lambda sap, apdu: replies.append((sap, apdu)) or b"\xc4" + bytes(300),
+                           lambda sap: None, max_info=128)
+    me, c16, c32 = hdlc.Address(1, 17, 2), hdlc.Address(16), hdlc.Address(32)
+
+    def send(frame):
+        return [hdlc.decode_frame(raw[1:-1]) for raw in link.feed(frame.encode())]
+
+    ua, = send(hdlc.Frame(me, c16, hdlc.SNRM))
+    assert ua.kind == hdlc.UA and hdlc.parse_negotiation(ua.info)[5] == 128
+    dm, = send(hdlc.Frame(me, c32, hdlc.i_control(0, 0), hdlc.LLC_REQUEST + b"\xc0"))
+    assert dm.kind == hdlc.DM and dm.destination == c32
+    first, = send(hdlc.Frame(me, c16, hdlc.i_control(0, 0), hdlc.LLC_REQUEST + b"\xc0\x01"))
+    assert replies == [(16, b"\xc0\x01")]
+    assert first.segmented and first.ns == 0 and first.nr == 1 and first.info.startswith(hdlc.LLC_RESPONSE)
+    data = bytearray(first.info)
+    while True:
+        nxt, = send(hdlc.Frame(me, c16, hdlc.rr_control(len(data) // 128)))
+        data += nxt.info
+        if not nxt.segmented:
+            break
+    assert bytes(data) == hdlc.LLC_RESPONSE + b"\xc4" + bytes(300)
+    assert send(hdlc.Frame(hdlc.Address(2), c16, hdlc.SNRM)) == []  # another logical device: not for us
+    ua, = send(hdlc.Frame(me, c16, hdlc.DISC))
+    assert ua.kind == hdlc.UA
+    dm, = send(hdlc.Frame(me, c16, hdlc.DISC))
+    assert dm.kind == hdlc.DM

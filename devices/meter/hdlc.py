@@ -287,15 +287,18 @@ class ServerLink:
             return False
         return dst.size == 1 or dst.lower == self.physical
 
-    def _frame(self, control: int, info: bytes = b"", segmented: bool = False) -> bytes:
-        assert self.client is not None
-        return Frame(self.client, self.me, control, info, segmented).encode()
+    def _frame(self, control: int, info: bytes = b"", segmented: bool = False, to: Address | None = None) -> bytes:
+        destination = to or self.client
+        assert destination is not None
+        return Frame(destination, self.me, control, info, segmented).encode()
 
     def _handle(self, frame: Frame) -> bytes | None:
         kind = frame.kind
         if kind == SNRM:
             return self._snrm(frame)
         if kind == DISC:
+            if self.connected and frame.source != self.client:
+                return self._frame(DM, to=frame.source)  # another client cannot end this link
             was = self.connected
             self._reset(frame.source)
             self.connected = False
@@ -304,8 +307,7 @@ class ServerLink:
         if kind == UI:
             return None
         if not self.connected or frame.source != self.client:
-            self.client = frame.source
-            return self._frame(DM)
+            return self._frame(DM, to=frame.source)  # not connected (to this client)
         if kind == 0:
             return self._information(frame)
         if kind == 0x01:  # RR: the client wants the next segment (or polls)
@@ -326,8 +328,7 @@ class ServerLink:
         try:
             params = parse_negotiation(frame.info)
         except DecodeError:
-            self.client = frame.source
-            return self._frame(FRMR, bytes([frame.control, 0, 0x02]))  # X: information field not permitted
+            return self._frame(FRMR, bytes([frame.control, 0, 0x02]), to=frame.source)  # X: bad information field
         self._reset(frame.source)
         self.connected = True
         # the client's transmit limit is our receive limit and vice versa (capped by ours)
