@@ -245,3 +245,28 @@ def test_driver_reconnects_after_a_protocol_error():
         finally:
             await meter.stop()
     run(body())
+
+
+@pytest.mark.parametrize("scheme", ["dlms+tcp://", "dlms+hdlc+tcp://"])
+def test_device_host_gives_the_same_readings_for_sim_and_a_virtual_meter(scheme):
+    """DeviceSim (the mosaik host every scenario uses) with one sim:// meter and one virtual DLMS meter fed the
+    same connection point: identical measurements every step."""
+    from devices.simulator import DeviceSim
+
+    sim = DeviceSim()
+    sim.init("Devices", step_size=900)
+    a, = sim.create(1, "meter", address="sim://", device_id="m_sim")
+    b, = sim.create(1, "meter", address=scheme, device_id="m_dlms")
+    sim.setup_done()
+    try:
+        names = list(FAM.measurements)
+        for k, p in enumerate([1500.0, -2300.5, 0.0, 800.25]):
+            point = {"point_p_w": {"src": p}, "point_q_var": {"src": p / 4}, "point_v_pu": {"src": 1.03}}
+            sim.step(k * 900, {a["eid"]: point, b["eid"]: point}, 10**9)
+            out = sim.get_data({a["eid"]: names, b["eid"]: names})
+            bad = {n: (out["m_sim"][n], out["m_dlms"][n]) for n in names if not same(out["m_sim"][n], out["m_dlms"][n])}
+            assert not bad
+        assert out["m_sim"]["e_import_wh"] == 575  # (1500 + 800.25) W for 15 min each: 575.06 Wh, whole Wh
+        assert sim.drivers()["m_dlms"].dials == 1  # one association for the whole run
+    finally:
+        sim.finalize()
