@@ -1,0 +1,62 @@
+"""The meter's family declaration (what the framework knows about it).
+
+Declared with today's :class:`devices.family.Family` fields (``env_inputs``/``env_defaults``). The device-family
+contract (CONTRACT.md, issue 11) is being built in parallel; :data:`CONTRACT_INPUTS` below is the declaration
+intended for it, and the lead switches FAMILY to it when the contract lands:
+
+    FAMILY = Family(name="meter", config=MeterConfig, bank=MeterBank, measurements=MEASUREMENTS,
+                    capabilities=capabilities,
+                    inputs=tuple(Input(name, source, required, default)
+                                 for name, source, required, default in CONTRACT_INPUTS),
+                    injects=False,  # a meter reads its point; stepped after the power flow, no lag
+                    drivers=DRIVERS, virtual=VIRTUAL, safe_setpoint={}, battery_setpoint=None,
+                    description=DESCRIPTION)
+
+Until then a meter cannot sit in a scenario: today's world builder connects every device's ``p_w`` to its
+connection point (a meter would be counted as a load) and knows no source for ``point_*`` inputs, so it
+refuses the scenario with "no source for the input 'point_p_w'" before anything runs. Driver, virtual
+device, ``sim://`` bank and ``s4g device serve meter`` work today.
+"""
+
+from __future__ import annotations
+
+import math
+
+from devices.family import Family
+from devices.meter.model import INPUT_DEFAULTS, INPUTS, MEASUREMENTS, MeterBank, MeterConfig, capabilities
+
+#: (attribute, source in the contract's vocabulary, required, default) -- see the module docstring
+CONTRACT_INPUTS: tuple[tuple[str, str, bool, float], ...] = (
+    ("point_p_w", "point.p_w", True, 0.0),
+    ("point_q_var", "point.q_var", True, 0.0),
+    ("point_v_pu", "point.v_pu", True, 1.0),
+    ("point_v_a_pu", "point.v_a_pu", False, math.nan),  # NaN: balanced, use point_v_pu
+    ("point_v_b_pu", "point.v_b_pu", False, math.nan),
+    ("point_v_c_pu", "point.v_c_pu", False, math.nan),
+    ("point_p_a_w", "point.p_a_w", False, math.nan),  # NaN: split point_p_w equally over the phases
+    ("point_p_b_w", "point.p_b_w", False, math.nan),
+    ("point_p_c_w", "point.p_c_w", False, math.nan),
+)
+assert tuple(i[0] for i in CONTRACT_INPUTS) == INPUTS
+
+DRIVERS = {"dlms+tcp": "devices.meter.driver:DlmsTcpDriver",
+           "dlms+hdlc": "devices.meter.driver:DlmsHdlcDriver",
+           "dlms+hdlc+tcp": "devices.meter.driver:DlmsHdlcDriver"}
+VIRTUAL = {"dlms+tcp": "devices.meter.virtual:VirtualMeter",
+           "dlms+hdlc+tcp": "devices.meter.virtual:VirtualMeterHdlc"}
+DESCRIPTION = "Smart Metrology Meter (three- or single-phase) read over DLMS/COSEM: TCP wrapper or HDLC"
+
+FAMILY = Family(
+    name="meter",
+    config=MeterConfig,
+    bank=MeterBank,
+    measurements=MEASUREMENTS,
+    capabilities=capabilities,
+    env_inputs=INPUTS,
+    env_defaults=INPUT_DEFAULTS,
+    safe_setpoint={},
+    drivers=DRIVERS,
+    virtual=VIRTUAL,
+    battery_setpoint=None,
+    description=DESCRIPTION,
+)
