@@ -1,31 +1,18 @@
-"""The meter's family declaration (what the framework knows about it).
+"""The meter's family declaration (what the framework knows about it, docs/architecture.md).
 
-Declared with today's :class:`devices.family.Family` fields (``env_inputs``/``env_defaults``). The device-family
-contract (CONTRACT.md, issue 11) is being built in parallel; :data:`CONTRACT_INPUTS` below is the declaration
-intended for it, and the lead switches FAMILY to it when the contract lands:
-
-    FAMILY = Family(name="meter", config=MeterConfig, bank=MeterBank, measurements=MEASUREMENTS,
-                    capabilities=capabilities,
-                    inputs=tuple(Input(name, source, required, default)
-                                 for name, source, required, default in CONTRACT_INPUTS),
-                    injects=False,  # a meter reads its point; stepped after the power flow, no lag
-                    drivers=DRIVERS, virtual=VIRTUAL, safe_setpoint={}, battery_setpoint=None,
-                    description=DESCRIPTION)
-
-Until then a meter cannot sit in a scenario: today's world builder connects every device's ``p_w`` to its
-connection point (a meter would be counted as a load) and knows no source for ``point_*`` inputs, so it
-refuses the scenario with "no source for the input 'point_p_w'" before anything runs. Driver, virtual
-device, ``sim://`` bank and ``s4g device serve meter`` work today.
+A meter reads its connection point and injects nothing (``injects=False``): the world steps it after the power
+flow, so it meters the solution of the step it is in. Its clock starts at the scenario start (the build
+context) unless its config sets ``clock_start`` (a meter whose clock is off).
 """
 
 from __future__ import annotations
 
 import math
 
-from devices.family import Family
-from devices.meter.model import INPUT_DEFAULTS, INPUTS, MEASUREMENTS, MeterBank, MeterConfig, capabilities
+from devices.family import Family, Input
+from devices.meter.model import INPUTS, MEASUREMENTS, MeterBank, MeterConfig, capabilities
 
-#: (attribute, source in the contract's vocabulary, required, default) -- see the module docstring
+#: (attribute, source in the world's vocabulary, required, default)
 CONTRACT_INPUTS: tuple[tuple[str, str, bool, float], ...] = (
     ("point_p_w", "point.p_w", True, 0.0),
     ("point_q_var", "point.q_var", True, 0.0),
@@ -52,8 +39,8 @@ FAMILY = Family(
     bank=MeterBank,
     measurements=MEASUREMENTS,
     capabilities=capabilities,
-    env_inputs=INPUTS,
-    env_defaults=INPUT_DEFAULTS,
+    inputs=tuple(Input(name, source, required, default) for name, source, required, default in CONTRACT_INPUTS),
+    injects=False,  # a meter reads its point; stepped after the power flow, no lag
     safe_setpoint={},
     drivers=DRIVERS,
     virtual=VIRTUAL,

@@ -18,7 +18,7 @@ site draws power from the grid) and keeps what a real meter keeps:
 * **Load profile** (15 min by default): at every multiple of ``profile_period_s`` of the meter clock the
   energy registers are captured into a ring buffer of ``profile_entries`` entries (oldest dropped first).
   Inside a step the power is constant, so a capture falling inside a step is exact too.
-* **Clock**: ``clock_start`` + simulated seconds (UTC; ``utc_offset_min`` is the meter's local time zone).
+* **Clock**: the scenario start (or ``clock_start``) + simulated seconds (UTC; ``utc_offset_min`` is the meter's local time zone).
 
 Inputs are named after the connection point (``point_p_w`` in, ``p_w`` out) because they share the entity.
 A non-finite input (a dead bus in the power flow) counts as 0 (no voltage, no flow).
@@ -30,13 +30,13 @@ import datetime as dt
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.base import Capabilities
-from devices.family import ModelBank
+from devices.family import DeviceContext, ModelBank
 
 # DLMS unit codes (Blue Book, enumeration of the scaler_unit's unit)
 UNIT_W, UNIT_VAR, UNIT_WH, UNIT_VARH, UNIT_A, UNIT_V, UNIT_HZ, UNIT_NONE = 27, 29, 30, 32, 33, 35, 44, 255
@@ -119,8 +119,8 @@ class MeterConfig(BaseModel):
     utc_offset_min: int = Field(0, ge=-720, le=840, description="local time zone of the meter, minutes east")
     profile_period_s: int = Field(900, description="load-profile capture period (divides one hour)")
     profile_entries: int = Field(2880, ge=1, le=100_000, description="load-profile capacity (ring buffer)")
-    clock_start: dt.datetime = Field(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
-                                     description="meter clock at t = 0 (timezone-aware)")
+    clock_start: dt.datetime | None = Field(None, description="meter clock at t = 0 (timezone-aware); default: "
+                                                              "the scenario start (a meter whose clock is right)")
     serial: str = Field("", max_length=16, pattern=r"^[0-9A-Za-z]*$",
                         description="serial number, 0.0.96.1.0.255 (default: derived from the device id)")
     manufacturer: str = Field("S4G", pattern=r"^[A-Z]{3}$", description="three-letter FLAG id")
@@ -179,15 +179,17 @@ class MeterBank(ModelBank):
 
     setpoint_names = ()
 
-    def __init__(self, configs: list[MeterConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[MeterConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         n = self.n
         col = lambda f, dtype=float: np.array([f(c) for c in configs], dtype=dtype)  # noqa: E731
         self.v_nom_v = col(lambda c: c.v_nom_v)
         self.f_nom_hz = col(lambda c: c.f_nom_hz)
         self.three_phase = col(lambda c: c.phases == 3, bool)
         self.phase_index = col(lambda c: PHASES.index(c.phase), int)
-        self.epoch_s = col(lambda c: int(c.clock_start.timestamp()), np.int64)
+        # the meter's clock: its own clock_start if the config sets one, else the scenario start (build context)
+        self.epoch_s = np.array([int((c.clock_start or ctx.start).timestamp()) for c, ctx in zip(configs, self.contexts)],
+                                dtype=np.int64)
         self.offset_s = col(lambda c: 60 * c.utc_offset_min, np.int64)
         self.t2_from = col(lambda c: c.tariff2_hours[0], np.int64)
         self.t2_to = col(lambda c: c.tariff2_hours[1], np.int64)
