@@ -24,6 +24,7 @@ class SiteHandle:
     pcc: Any  # the grid's Load entity: sums site load and devices, outputs the point's p_w, q_var and voltages
     load: Any | None = None  # profile entity (p_w, q_var)
     pv: Any | None = None  # PV profile entity (w_per_kwp) for the site's devices
+    dc_load: Any | None = None  # DC-load profile entity (p_w): loads on a device's DC bus, not at the PCC
     devices: list[str] = field(default_factory=list)
 
 

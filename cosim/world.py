@@ -11,6 +11,11 @@ inject live in the "Devices" host, stepped before the power flow (their ``point.
 step, as a real controller has one cycle of latency); families that only observe live in a second host,
 "DevicesAfterGrid", stepped after the power flow of the same step, so a meter reads the solution it meters.
 Controller kinds build themselves through the builder's :class:`~cosim.build_context.BuildContext`.
+
+The scenario's events (cosim/events.py) enter through cosim/event_sim.py: an outage opens the site's grid Load
+entity, a sag scales the Grid's source voltage, a trip gates the device's power on its way to the grid, and
+``point.grid_present`` inputs come from the schedule in the same step; a communication loss puts the flows it
+touches on the message bus (on ``direct`` when the scenario has no ``messaging``), whose routes drop them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 
 from cosim import controller_kinds, sources
 from cosim.build_context import SiteHandle
+from cosim.events import Schedule
 from cosim.scenario import DeviceSpec, LoadedScenario, Scenario
 from devices import registry as device_registry
 from devices.base import Address
@@ -68,6 +74,9 @@ class WorldBuilder:
         self._extra_entities: list[Any] = []
         self._routes: list[tuple] = []
         self.bus: Any = None
+        self.schedule = Schedule(list(self.scenario.events), self.scenario.start)
+        self.event_sim: Any = None  # "Events": the schedule's outputs (started when events or their sources are used)
+        self._event_points: dict[str, Any] = {}
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -83,12 +92,13 @@ class WorldBuilder:
                 topic: str | None = None, sender_kind: str = "controller", period_s: int = 0,
                 time_shifted: bool = False, initial_data: dict | None = None) -> None:
         """Connect like ``world.connect``; with a broker ``role`` (data, control, smx, aggregator, smx:<site>)
-        the flow travels as SenML over that role's broker when the scenario puts the role on one.
+        the flow travels as SenML over that role's broker when the scenario puts the role on one (or a
+        communication-loss event touches it).
 
         ``topic`` groups flows into one message per step (default: one topic per role and sender);
         ``period_s`` limits how often a flow is published (telemetry rates).
         """
-        if role is None or not self._role_on_bus(role):
+        if role is None or not (self._role_on_bus(role) or self._comm_loss(role, src, dst)):
             self.world.connect(src, dst, *attr_pairs, time_shifted=time_shifted, initial_data=initial_data)
             return
         self._routes.append((src, dst, attr_pairs, role, topic, sender_kind, period_s, time_shifted, initial_data))
@@ -99,6 +109,14 @@ class WorldBuilder:
             return False
         # a role on "direct" without injected faults is exactly a mosaik connection: keep it one (fastest)
         return spec.broker_for(role) != "direct" or spec.faults_for(role) is not None
+
+    def _comm_loss(self, role: str, src: Any, dst: Any) -> list[tuple[int, int]]:
+        """The windows in which the scenario's communication-loss events cut this flow (empty: none)."""
+        if not self.schedule.of("comm_loss"):
+            return []
+        ids = {ent.full_id: dev_id for dev_id, ent in self.devices.items()}
+        ends = tuple(ids[e.full_id] for e in (src, dst) if e is not None and e.full_id in ids)
+        return self.schedule.comm_loss(role, ends)
 
     def record(self, entity: Any, attr: str, table: str, column: str | list[str]) -> None:
         """Record ``entity.attr`` into ``table`` under ``column`` (a list of columns for a vector attr)."""
@@ -133,6 +151,7 @@ class WorldBuilder:
         sc = self.scenario
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._build_profiles_and_grid()
+        self._build_events()
         self._build_devices()
         self._build_ev_fleets()
         for i, ctl in enumerate(sc.controllers):
@@ -182,6 +201,12 @@ class WorldBuilder:
                                            path=_str(ref.path), code=g.code, element=ref.element)
                 self.world.connect(handle.load, handle.pcc, "p_w", "q_var")
                 self.record(handle.load, "p_w", "sites", f"{site.id}.load_p_w")
+            if site.dc_load is not None:  # on a device's DC bus: read through site.dc_load_p_w, not drawn at the PCC
+                ref = site.dc_load
+                handle.dc_load = self._create(("sites", i, "dc_load"), profiles.Load, source=ref.source,
+                                              column=ref.column, scale=ref.scale, power_factor=1.0,
+                                              path=_str(ref.path), code=g.code, element=ref.element)
+                self.record(handle.dc_load, "p_w", "sites", f"{site.id}.dc_load_p_w")
             pv_ref = site.pv_profile or sc.profiles.pv
             if pv_ref is not None:
                 loc = ("sites", i, "pv_profile") if site.pv_profile else ("profiles", "pv")
@@ -203,6 +228,30 @@ class WorldBuilder:
                                       export_eur_per_kwh=p.export_eur_per_kwh, periods=periods, path=_str(p.path))
             for attr in ("import_eur_per_kwh", "export_eur_per_kwh"):
                 self.record(self.price, attr, "prices", f"price.{attr}")
+
+    def _build_events(self) -> None:
+        """The schedule's simulator: site PCCs that open, the feeder's source voltage (cosim/event_sim.py)."""
+        sch = self.schedule
+        reads_presence = any(i.scope == "point" and i.attr in sources.EVENT_POINT_ATTRS
+                             for d in self.scenario.devices for i in device_registry.family(d.family).inputs)
+        if not sch and not reads_presence:
+            return
+        self.event_sim = self.sim("Events", "cosim.event_sim:EventSim", schedule=sch,
+                                  events_path=str(self.out_dir / "events.jsonl"))
+        for site_id in sorted(sch.outage_sites()):
+            point = self.add_entity(self.event_sim.Point(site=site_id))
+            self.world.connect(point, self.sites[site_id].pcc, "grid_present")
+            self.record(point, "grid_present", "sites", f"{site_id}.grid_present")
+        if sch.has_sag():
+            source = self.add_entity(self.event_sim.Source())
+            self.world.connect(source, self.grid, "v_source_pu")
+            self.record(source, "v_source_pu", "grid", "grid.v_source_pu")
+
+    def _event_point(self, spec: DeviceSpec) -> Any:
+        """The ``point.grid_present`` entity of one device: its site's outages and its own trips."""
+        if spec.id not in self._event_points:
+            self._event_points[spec.id] = self.add_entity(self.event_sim.Point(site=spec.site, device=spec.id))
+        return self._event_points[spec.id]
 
     def _create(self, loc: tuple, factory: Any, **params: Any) -> Any:
         """Create an entity; a simulator's refusal (bad column, file, ...) becomes a scenario error at ``loc``."""
@@ -226,7 +275,14 @@ class WorldBuilder:
             except Exception as exc:
                 raise self.loaded.error(("devices", i), f"cannot create the device: {exc}") from exc
             self.devices[spec.id] = ent
-            if fam.injects:
+            if fam.injects and spec.id in self.schedule.tripped_devices():
+                # a trip opens the device's AC connection: its power passes a gate on its way to the grid
+                gates = self.sim("EventGates", "cosim.event_sim:EventSim", schedule=self.schedule)
+                gate = self.add_entity(gates.Gate(device=spec.id))
+                self.world.connect(ent, gate, "p_w", "q_var")
+                self.world.connect(gate, self.point_of(spec.id), "p_w", "q_var")
+                self.record(gate, "tripped", "devices", f"{spec.id}.tripped")
+            elif fam.injects:
                 self.world.connect(ent, self.point_of(spec.id), "p_w", "q_var")
             if spec.site:
                 self.sites[spec.site].devices.append(spec.id)
@@ -261,6 +317,10 @@ class WorldBuilder:
         if scope == "fleet":
             return
         src = None
+        if scope == "point" and attr in sources.EVENT_POINT_ATTRS:
+            # from the event schedule, in the same step (not from the power flow)
+            self.world.connect(self._event_point(spec), ent, (attr, inp.name))
+            return
         if scope == "point":
             src = self.point_of(spec.id)
         elif scope == "site":
@@ -302,7 +362,7 @@ class WorldBuilder:
     def publish(self, src: Any, *attrs: str, role: str = "data", period_s: int = 0,
                 sender_kind: str = "device") -> None:
         """Publish ``src``'s attributes on a broker role with no mosaik destination (telemetry for the DWH)."""
-        if self._role_on_bus(role):
+        if self._role_on_bus(role) or self._comm_loss(role, src, None):
             self._routes.append((src, None, attrs, role, None, sender_kind, period_s, False, None))
 
     def _build_telemetry(self) -> None:
@@ -323,10 +383,12 @@ class WorldBuilder:
             return
         from cosim.messaging import topics
         from cosim.messaging.bus import MessageBus
+        from cosim.messaging.config import MessagingSpec
         from cosim.messaging.link import source_name
 
         sc = self.scenario
-        self.bus = MessageBus(sc.messaging, seed=sc.seed, start=sc.start)
+        # routes exist without a messaging section only when a communication loss needs them: in memory
+        self.bus = MessageBus(sc.messaging or MessagingSpec(default="direct"), seed=sc.seed, start=sc.start)
         scope = source_name(sc.name)
         groups: dict[tuple, list[tuple]] = {}
         for r in self._routes:
@@ -363,7 +425,7 @@ class WorldBuilder:
                 make = {"data": topics.data_topic, "control": topics.control_topic, "smx": topics.smx_meas_topic}[base]
                 topic = make(site or scope, source, "state")
         route = link.Route(role=role, topic=topic, sender=src.full_id, source=source, sender_kind=kind,
-                           period_s=period_s)
+                           period_s=period_s, down=self._comm_loss(role, src, dst))
         src_attrs = [(p, p) if isinstance(p, str) else p for p in pairs]
         self.world.connect(src, route, *[(a, a) for a, _ in src_attrs])
         if dst is not None:
@@ -450,6 +512,9 @@ class WorldBuilder:
                 for d in sc.devices
             ],
             "controllers": [{"id": c.id, "kind": c.kind} for c in sc.controllers],
+            "events": [{"index": w.index, "kind": w.spec.kind, "from_s": w.t0, "until_s": w.t1,
+                        **{k: getattr(w.spec, k) for k in ("site", "device", "role", "v_pu")
+                           if getattr(w.spec, k) is not None}} for w in self.schedule.windows],
         }
         (self.out_dir / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 

@@ -58,6 +58,11 @@ class _Route:
     source: str
     #: publish at most every period_s seconds (telemetry rates); 0 = on every change
     period_s: int = 0
+    #: [t0, t1) windows of a communication loss (cosim/events.py): nothing is published, receivers hold
+    down: tuple[tuple[int, int], ...] = ()
+
+    def is_down(self, t_s: int) -> bool:
+        return any(t0 <= t_s < t1 for t0, t1 in self.down)
 
 
 def meta(attrs: list[str]) -> dict:
@@ -65,7 +70,7 @@ def meta(attrs: list[str]) -> dict:
         "api_version": "3.0",
         "type": "time-based",
         "models": {"Route": {"public": True,
-                             "params": ["role", "topic", "sender", "sender_kind", "source", "period_s"],
+                             "params": ["role", "topic", "sender", "sender_kind", "source", "period_s", "down"],
                              "attrs": sorted(set(attrs))}},
         "extra_methods": ["stats"],
     }
@@ -103,12 +108,13 @@ one time-shifted edge keeps it acyclic as without the broker.
         return self.meta
 
     def create(self, num: int, model: str, role: str, topic: str, sender: str, source: str,
-               sender_kind: str = "controller", period_s: int = 0) -> list[dict]:
+               sender_kind: str = "controller", period_s: int = 0, down: Any = ()) -> list[dict]:
         assert self.bus is not None
         out = []
         for _ in range(num):
             eid = f"r{len(self.routes)}"
-            self.routes[eid] = _Route(eid, role, topic, sender, source, int(period_s))
+            windows = tuple((int(t0), int(t1)) for t0, t1 in down or ())
+            self.routes[eid] = _Route(eid, role, topic, sender, source, int(period_s), windows)
             self.bus.register(sender, sender_kind)
             out.append({"eid": eid, "type": model})
         return out
@@ -131,6 +137,8 @@ one time-shifted edge keeps it acyclic as without the broker.
         packs: dict[tuple[str, str, str], dict[str, Record]] = {}
         for eid, attrs in sorted(inputs.items()):
             route = self.routes[eid]
+            if route.down and route.is_down(time):
+                continue  # the link is lost: nothing reaches the broker; published again once it is back
             due_key = (route.topic, route.source)
             last = self._last_pub.get(due_key)
             if route.period_s and last is not None and last != time and time - last < route.period_s:
