@@ -245,6 +245,8 @@ class OutputSpec(Strict):
 class KpiSpec(Strict):
     v_band_pu: tuple[float, float] = (0.9, 1.1)
     v_band_tight_pu: tuple[float, float] = (0.95, 1.05)
+    pilot: Literal["bucharest", "bolzano_residential"] | None = Field(
+        None, description="report this pilot's KPIs beside its targets (cosim/pilot_kpis.py)")
 
     @field_validator("v_band_pu", "v_band_tight_pu")
     @classmethod

@@ -469,7 +469,7 @@ class WorldBuilder:
 
     def _entities_by_full_id(self) -> dict[str, Any]:
         ents = [self.grid, *self.grid.children, *self.devices.values(), *self._extra_entities]
-        ents += [e for s in self.sites.values() for e in (s.load, s.pv) if e is not None]
+        ents += [e for s in self.sites.values() for e in (s.load, s.pv, s.dc_load) if e is not None]
         if self.price is not None:
             ents.append(self.price)
         return {e.full_id: e for e in ents}
