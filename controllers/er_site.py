@@ -142,8 +142,9 @@ def decide(p: ErSiteParams, router: dict[str, float], minute: int, m: dict[str, 
     out = dict(held)
     out.update(link_set_w=0.0, nb_link_set_w=0.0, p_limit_set_w=router["inv_p_max_w"], mode_set=float(MODE_MPPT),
                pv_limit_set_w=router["pv_peak_w"])
+    full, empty = soc >= soc_max - 2e-3, soc <= soc_min + 2e-3
     if p.strategy == "rule_based":
-        out["batt_set_w"] = float(np.clip(target, -cap_d, cap_c))
+        out["batt_set_w"] = _feasible(float(np.clip(target, -cap_d, cap_c)), full, empty)
         return out
     start, end = _minutes(p.peak_hours[0]), _minutes(p.peak_hours[1])
     peak = in_window(minute, start, end)
@@ -159,28 +160,34 @@ def decide(p: ErSiteParams, router: dict[str, float], minute: int, m: dict[str, 
         target = max(target, need_w)
     elif soc <= p.soc_reserve:
         target = max(target, 0.0)  # keep the outage reserve: charge from surplus only, never discharge
-    batt = float(np.clip(target, -cap_d, cap_c))
-    if soc <= soc_min + 1e-3:
-        batt = max(batt, 0.0)
+    batt = _feasible(float(np.clip(target, -cap_d, cap_c)), full, empty)
     out["batt_set_w"] = batt
-    # curtailment avoidance: what the PCC would still export beyond the limit after the battery took its part
-    surplus = -(m["pcc_p_w"] - (batt - m["batt_p_w"])) - p.export_limit_w
-    if surplus > 0 and not peak:
+    # curtailment avoidance: what the PCC would export beyond the limit with this battery power and all the PV
+    # available (what is produced plus what is curtailed now)
+    curtailed = max(m.get("pv_curtail_w", 0.0), 0.0) if np.isfinite(m.get("pv_curtail_w", nan)) else 0.0
+    net = m["pcc_p_w"] - m["batt_p_w"] - curtailed  # the site without its battery, PV unlimited
+    excess = -(net + batt) - p.export_limit_w
+    if excess > 0 and not peak:
         link = 0.0
-        nb_draws = m.get("nb_p_w", nan)
-        if p.neighbour is not None and np.isfinite(nb_draws) and m.get("nb_state", nan) == GRID_STATE \
-                and m.get("nb_soc", 1.0) < router["nb_soc_max"] - 0.01:
-            link = min(surplus, router["link_max_w"], max(nb_draws, 0.0))
+        nb_soc = m.get("nb_soc", nan)
+        if p.neighbour is not None and m.get("nb_state", nan) == GRID_STATE and np.isfinite(nb_soc) \
+                and (nb_soc < router["nb_soc_max"] - 0.01 or m.get("nb_p_w", 0.0) > 0):
+            link = min(excess, router["link_max_w"])
         if link >= p.link_min_w:
             out["link_set_w"] = -link  # + = import at this router's terminal
             out["nb_link_set_w"] = link
-            surplus -= link
-        if surplus > 1.0:
-            # the last resort: limit PV to what is produced now minus what cannot go anywhere
-            produced = max(-m.get("pv_p_w", 0.0), 0.0)
+            excess -= link
+        if excess > 1.0:
+            # the last resort: limit PV to what is available minus what can go nowhere
+            available = max(-m.get("pv_p_w", 0.0), 0.0) + curtailed
             out["mode_set"] = float(MODE_RPPT)
-            out["pv_limit_set_w"] = float(max(produced - surplus, 0.0))
+            out["pv_limit_set_w"] = float(max(available - excess, 0.0))
     return out
+
+
+def _feasible(batt: float, full: bool, empty: bool) -> float:
+    """Ask only for what the battery can do: no charge when full, no discharge when empty."""
+    return min(batt, 0.0) if full else max(batt, 0.0) if empty else batt
 
 
 def _build(builder: "BuildContext", spec: "ControllerSpec", params: BaseModel) -> None:

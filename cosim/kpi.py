@@ -160,7 +160,7 @@ class RunData:
         return max((len(t) for t in self.tables.values()), default=0)
 
 
-KPI_TABLES = ("grid", "buses", "lines", "trafos", "sites", "devices", "prices")
+KPI_TABLES = ("grid", "buses", "lines", "trafos", "sites", "devices", "prices", "controllers")
 
 
 def load(run_dir: str | Path) -> RunData:
@@ -490,6 +490,14 @@ def ev_kpis(run_dir: Path) -> dict[str, Any]:
     return {"ev": {"total": session_kpis(path), "fleets": fleets}}
 
 
+def _pilot(run: RunData) -> dict[str, Any]:
+    """The scenario's pilot KPIs beside their targets (``kpis.pilot``; cosim/pilot_kpis.py)."""
+    from cosim import pilot_kpis
+
+    pilot = pilot_kpis.compute(run)
+    return {} if pilot is None else {"pilot": pilot}
+
+
 def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
     """All KPIs of the run in ``run_dir``; also written to ``run_dir/kpis.json``.
 
@@ -507,6 +515,7 @@ def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
             "sites": sites,
             "devices": devices,
             **ev_kpis(run_dir),
+            **_pilot(run),
         }
     )
     (run_dir / KPI_FILE).write_text(json.dumps(kpis, indent=2, allow_nan=False) + "\n", encoding="utf-8")

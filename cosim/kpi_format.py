@@ -123,6 +123,10 @@ def table(kpis: dict[str, Any], wall_time_s: float | None = None, sites: bool = 
         for site, k in site_kpis.items():
             st.add_row(site, *(_compact(key, k.get(key)) for _, key in SITE_COLUMNS))
         parts.insert(0, st)
+    if kpis.get("pilot"):
+        from cosim.pilot_kpis import rich_table
+
+        parts.append(rich_table(kpis["pilot"]))
     return Group(*parts)
 
 

@@ -227,7 +227,7 @@ def _banner(info: dict[str, Any]) -> str:
     return f'<div class="banner"><b>Partial run</b> ({_e(why)}): {_e(steps)}. KPIs cover the recorded steps only.</div>'
 
 
-def _html(kpis: dict[str, Any], images: dict[str, bytes]) -> str:
+def _html(kpis: dict[str, Any], images: dict[str, bytes], extra: str = "") -> str:
     info = kpis["run"]
     flat = kpi.flatten({k: kpis[k] for k in ("run", "total", "grid")})
     figures = "".join(
@@ -243,6 +243,7 @@ def _html(kpis: dict[str, Any], images: dict[str, bytes]) -> str:
         f"status {_e(info.get('status'))}</p>"
         f"{_banner(info)}"
         f"<h2>Summary</h2>{_kv_table(flat)}"
+        f"{extra}"
         f"<h2>Figures</h2>{figures}"
         f"<h2>Sites</h2>{_matrix_table(kpis['sites'], 'site')}"
         f"<h2>Devices</h2>{_matrix_table(kpis['devices'], 'device')}"
@@ -264,5 +265,7 @@ def render(run_dir: str | Path) -> Path:
         images[name] = _png(plot(plotted))
         (out / f"{name}.png").write_bytes(images[name])
     page = out / REPORT_FILE
-    page.write_text(_html(kpis, images), encoding="utf-8")
+    from cosim.outage_report import section  # pilot targets, events, the router through an outage
+
+    page.write_text(_html(kpis, images, section(run_dir, plotted, kpis, out)), encoding="utf-8")
     return page

@@ -508,7 +508,8 @@ class WorldBuilder:
                 for h in self.sites.values()
             ],
             "devices": [
-                {"id": d.id, "family": d.family, "site": d.site, "bus": d.bus, "address": d.address}
+                {"id": d.id, "family": d.family, "site": d.site, "bus": d.bus, "address": d.address,
+                 "config": d.config}
                 for d in sc.devices
             ],
             "controllers": [{"id": c.id, "kind": c.kind} for c in sc.controllers],
