@@ -157,7 +157,10 @@ def decide(p: ErSiteParams, router: dict[str, float], minute: int, m: dict[str, 
         # charge towards the peak's level within the hours left, from PV first, the grid making up the rest
         left_h = max(((start - minute) % 1440) / 60.0, 0.25)
         need_w = (p.soc_peak - soc) * router["capacity_wh"] / left_h
-        target = max(target, need_w)
+        # from the grid only up to the peak's import cap: pre-charging must not make a new peak of its own
+        cap = p.import_limit_w if p.import_limit_w is not None else router["inv_p_max_w"]
+        room = cap - (m["pcc_p_w"] - m["batt_p_w"])
+        target = max(target, min(need_w, room))
     elif soc <= p.soc_reserve:
         target = max(target, 0.0)  # keep the outage reserve: charge from surplus only, never discharge
     batt = _feasible(float(np.clip(target, -cap_d, cap_c)), full, empty)

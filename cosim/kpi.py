@@ -263,9 +263,16 @@ def site_kpis(run: RunData, site: dict[str, Any], devices: dict[str, dict[str, A
     }
     devs = [devices[d["id"]] for d in _site_devices(run, site)]
     out |= _aggregate_devices(devs)
-    v = run.col("sites", sid, "v_pu")
+    v = _supplied(run, sid, run.col("sites", sid, "v_pu"))
     out |= {"v_min_pu": _nanmin(v), "v_max_pu": _nanmax(v)}
     return _finish(out)
+
+
+def _supplied(run: RunData, sid: str, v: np.ndarray | None) -> np.ndarray | None:
+    """A site's voltages with the steps of an outage at its PCC (events: grid_present 0) left out: EN 50160 counts
+    interruptions apart from voltage variations."""
+    present = run.col("sites", sid, "grid_present")
+    return v if v is None or present is None else np.where(present > 0.5, v, np.nan)
 
 
 def _group_capacity(members: Sequence[dict[str, Any]]) -> Num:
@@ -411,6 +418,7 @@ def _site_voltage_ok(run: RunData) -> bool | None:
     if sites is None or not ids:
         return None
     _, m = sites.matrix("v_pu", ids)
+    m = np.column_stack([_supplied(run, sid, m[:, j]) for j, sid in enumerate(ids)]) if len(ids) else m
     if not np.isfinite(m).any():
         return None
     return _outside(m, run.v_band) == 0

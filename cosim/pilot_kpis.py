@@ -252,7 +252,8 @@ def compare_rows(kpis_list: list[dict[str, Any]]) -> list[tuple[str, list[str]]]
         cells = []
         for p in pilots:
             r = p["rows"][i] if p and i < len(p["rows"]) and p["rows"][i]["key"] == row["key"] else None
-            cells.append("—" if r is None else (fmt_value(r) + (f" {verdict(r)}" if r["target"] else "")))
+            shown = r is not None and r["value"] is not None
+            cells.append(fmt_value(r) + (f" {verdict(r)}" if r["target"] else "") if shown else "—")
         out.append((label, cells))
     return out
 

@@ -92,6 +92,9 @@ class EnergyRouterConfig(BaseModel):
     t_dc_settle_s: float = Field(2.0, gt=0, description="black start: DC bus energised, AC not yet")
     t_ac_ramp_s: float = Field(3.0, gt=0, description="black start: the AC island voltage ramps up")
     t_resync_s: float = Field(60.0, gt=0, description="stable grid needed before the relay closes again")
+    on_grid_loss: Literal["island", "black_start"] = Field(
+        "island", description="grid lost while energised: island at once (seamless transfer), or de-energise "
+        "(the anti-islanding relay drops the bus) and black-start from the battery")
     mode_init: int = Field(MODE_MPPT, ge=0, le=7, description="DERStr mode at start-up")
     ied_name: str = Field("ER", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
     ld_inst: str = Field("LD0", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -146,6 +149,7 @@ class EnergyRouterBank(ModelBank):
         self.droop = col(lambda c: c.dc_droop_pu)
         self.v_ac_nom, self.f_nom = col(lambda c: c.v_ac_nom_v), col(lambda c: c.f_nom_hz)
         self.e_black_start_wh = col(lambda c: c.black_start_soc_min * c.battery.capacity_wh)
+        self.seamless = np.array([c.on_grid_loss == "island" for c in configs], dtype=bool)
         self.durations = {PRECHARGE: col(lambda c: c.t_precharge_s), DC_ON: col(lambda c: c.t_dc_settle_s),
                           AC_RAMP: col(lambda c: c.t_ac_ramp_s), RESYNC: col(lambda c: c.t_resync_s)}
         # operating point (what the setpoints commanded)
@@ -219,8 +223,8 @@ class EnergyRouterBank(ModelBank):
         can_form = self.battery.e_wh > self.battery.e_min_wh + 1e-9
         losing = (s == GRID) & want_island
         self.trips[losing & ~can_form] += 1
-        self._enter(losing & can_form, ISLAND)
-        self._enter(losing & ~can_form, OFF)
+        self._enter(losing & can_form & self.seamless, ISLAND)
+        self._enter(losing & ~(can_form & self.seamless), OFF)  # then a black start below, if the SoC allows
         self._enter((s == ISLAND) & ~want_island, RESYNC)
         self._enter((s == RESYNC) & want_island, ISLAND)
         self._enter((s == PRECHARGE) & self.from_grid & want_island, OFF)
@@ -253,9 +257,10 @@ class EnergyRouterBank(ModelBank):
             return np.where(np.isnan(arr), fallback, arr)
 
         w_per_kwp = np.maximum(inp("pv_w_per_kwp", 0.0), 0.0)
-        dc_load = np.maximum(inp("dc_load_w", self.dc_load_default), 0.0)
+        # the world's inputs (dc_load_demand_w, grid_available) or the names a caller uses directly
+        dc_load = np.maximum(inp("dc_load_demand_w", inp("dc_load_w", self.dc_load_default)), 0.0)
         ac_load = np.maximum(inp("ac_load_w", self.ac_load_default), 0.0)
-        grid = inp("grid_present", 1.0) > 0.5
+        grid = inp("grid_available", inp("grid_present", 1.0)) > 0.5
         self.grid_present = grid.astype(float)
         pv_avail = np.minimum(self.pv_peak_w / 1000.0 * w_per_kwp, self.pv_mppt_max_w) * self.eta_mppt
         self._clear_outputs()
