@@ -29,7 +29,7 @@ from cosim.build_context import SiteHandle
 from cosim.scenario import DeviceSpec, LoadedScenario, Scenario
 from devices import registry as device_registry
 from devices.base import Address
-from devices.family import Family, Input
+from devices.family import METERED, Family, Input
 
 SIM_CONFIG: dict[str, dict[str, str]] = {
     "Profiles": {"python": "simulators.profiles:ProfileSim"},
@@ -230,9 +230,13 @@ class WorldBuilder:
                 self.world.connect(ent, self.point_of(spec.id), "p_w", "q_var")
             if spec.site:
                 self.sites[spec.site].devices.append(spec.id)
+                if fam.meters_point:  # the site's SMM (validation refuses a second one)
+                    self.sites[spec.site].meter = ent
             for inp in fam.inputs:
                 self._connect_input(i, spec, fam, ent, inp)
             attrs = fam.measurements if wanted == "*" else [a for a in wanted if a in fam.measurements]
+            if fam.meters_point:  # the site's energy KPIs read these
+                attrs = list(dict.fromkeys([*attrs, *METERED]))
             # a sim:// device is always available: its column would be all ones, so only protocol devices get one
             status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
             for attr in (*attrs, *status):
@@ -442,7 +446,8 @@ class WorldBuilder:
                 {"id": h.spec.id, "bus": h.spec.bus or (h.pcc.extra_info or {}).get("bus"),
                  "phase": h.spec.phase if h.spec.bus else (h.pcc.extra_info or {}).get("phase"),
                  "devices": h.devices, "contract_import_w": h.spec.contract_import_w,
-                 "contract_export_w": h.spec.contract_export_w}
+                 "contract_export_w": h.spec.contract_export_w,
+                 "meter": h.meter.eid if h.meter is not None else None}
                 for h in self.sites.values()
             ],
             "devices": [

@@ -2,7 +2,8 @@
 
 A meter reads its connection point and injects nothing (``injects=False``): the world steps it after the power
 flow, so it meters the solution of the step it is in. Its clock starts at the scenario start (the build
-context) unless its config sets ``clock_start`` (a meter whose clock is off).
+context) unless its config sets ``clock_start`` (a meter whose clock is off). It ``meters_point``: placed at a
+site, it is the site's Unbundled Smart Meter.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ FAMILY = Family(
     capabilities=capabilities,
     inputs=INPUTS,  # the connection point's solution (point.*)
     injects=False,  # a meter reads its point; stepped after the power flow, no lag
+    meters_point=True,  # at a site: the site's SMM (the SMX reads the PCC through it, KPIs from its registers)
     safe_setpoint={},
     drivers=DRIVERS,
     virtual=VIRTUAL,
