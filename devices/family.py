@@ -158,6 +158,10 @@ class Family:
     #: placed at a site is the site's meter (its SMM): the SMX reads the PCC through it and the site's energy KPIs
     #: come from its registers
     meters_point: bool = False
+    #: measurement -> (topic name, factor): the device's own telemetry topics (e.g. the S4G ER connector's
+    #: ``EnergyRouterInverter/MMXN1.Watt.instMag.f``), published on its site's SMX broker under
+    #: ``s4g/{site}/smx/{device}/native/`` as one SenML record each, value = factor x ours (its own convention)
+    topics: Mapping[str, tuple[str, float]] = field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -171,6 +175,8 @@ class Family:
         if self.meters_point and (self.injects or not set(METERED) <= set(self.measurements)):
             raise ValueError(f"family {self.name!r} meters its point, so it must not inject and must measure "
                              f"{', '.join(METERED)}")
+        if unknown_topics := set(self.topics) - set(self.measurements):
+            raise ValueError(f"family {self.name!r}: topics for {sorted(unknown_topics)}, which it does not measure")
         if unknown := set(self.virtual) - set(self.drivers):
             raise ValueError(f"family {self.name!r}: virtual devices for {sorted(unknown)} but no driver")
         if "sim" in self.drivers:

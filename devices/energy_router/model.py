@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
+from devices.energy_router import s4g_topics
 from devices.family import DeviceContext, Family, Input, ModelBank
 
 OFF, PRECHARGE, DC_ON, AC_RAMP, ISLAND, RESYNC, GRID = range(7)
@@ -479,5 +480,6 @@ FAMILY = Family(
     drivers={"iec61850": "devices.energy_router.driver:Iec61850Driver"},
     virtual={"iec61850": "devices.energy_router.virtual:VirtualEnergyRouter"},
     battery_setpoint="batt_p_w",
+    topics=s4g_topics.measurement_topics(),  # the S4G SenML topics, on the SMX broker too
     description="S4G Energy Router: AC port, 400 V DC bus with PV, battery, DC loads and a DC link (IEC 61850 MMS)",
 )
