@@ -23,6 +23,7 @@ import time
 from benchmarks.common import row
 from devices import registry
 from devices.base import Address
+from devices.family import DeviceContext
 from devices.io_loop import IoLoop
 from devices.meter import axdr
 from devices.meter.apdu import AttributeRef
@@ -91,13 +92,14 @@ async def _profile_reads(address: str, start: dt.datetime, n: int) -> list[float
 def latency(n: int) -> list[dict]:
     io = IoLoop("bench-dlms")
     config = FAMILY.parse_config({})
-    device = VirtualMeter(FAMILY, config, device_id="bench")
+    context = DeviceContext(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), 900, "bench")  # clock at midnight
+    device = VirtualMeter(FAMILY, config, context=context)
     try:
         tcp = io.run(device.start(), 10)
         hdlc = io.run(device.start_hdlc(), 10)
         for k in range(96 * 2):  # two days of 15-min steps
             io.run(device.advance(k * 900, 900, POINT), 10)
-        start = config.clock_start + dt.timedelta(days=1)
+        start = context.start + dt.timedelta(days=1)
         assoc = asyncio.run(_association_reads(device.wrapper.port, n))
         base = _baseline_association(device.wrapper.port, max(10, n // 5))
         profile_tcp = asyncio.run(_profile_reads(tcp, start, max(10, n // 5)))

@@ -70,12 +70,18 @@ def problems(sc: Any, family_of: Callable[[str], Family], add: Callable[[tuple, 
     sites = {s.id: s for s in sc.sites}
     in_fleet = {wb for fleet in sc.ev_fleets for wb in fleet.wallboxes}
     offered = set(known())
+    meter_of: dict[str, str] = {}  # site -> the device that meters its PCC
     for i, dev in enumerate(sc.devices):
         try:
             fam = family_of(dev.family)
         except KeyError:
             continue  # reported with the family
         site = sites.get(dev.site) if dev.site else None
+        if fam.meters_point and dev.site:
+            if dev.site in meter_of:
+                add(("devices", i, "site"), f"site {dev.site!r} already has a meter at its PCC "
+                    f"({meter_of[dev.site]!r}); {dev.id!r} would be a second one: one meter per site", dev.site)
+            meter_of.setdefault(dev.site, dev.id)
         missing_fleet: list[str] = []
         for inp in fam.inputs:
             what = f"family {fam.name!r} reads {inp.name!r} from {inp.source}"

@@ -35,7 +35,7 @@ from cosim.events import Schedule
 from cosim.scenario import DeviceSpec, LoadedScenario, Scenario
 from devices import registry as device_registry
 from devices.base import Address
-from devices.family import Family, Input
+from devices.family import METERED, Family, Input
 
 SIM_CONFIG: dict[str, dict[str, str]] = {
     "Profiles": {"python": "simulators.profiles:ProfileSim"},
@@ -159,6 +159,7 @@ class WorldBuilder:
             params = kind.params.model_validate(ctl.params)
             kind.build(self, ctl, params)
         self._build_telemetry()
+        self._build_native_topics()
         self._build_routes()
         self._build_recorder()
         self._write_meta()
@@ -286,9 +287,13 @@ class WorldBuilder:
                 self.world.connect(ent, self.point_of(spec.id), "p_w", "q_var")
             if spec.site:
                 self.sites[spec.site].devices.append(spec.id)
+                if fam.meters_point:  # the site's SMM (validation refuses a second one)
+                    self.sites[spec.site].meter = ent
             for inp in fam.inputs:
                 self._connect_input(i, spec, fam, ent, inp)
             attrs = fam.measurements if wanted == "*" else [a for a in wanted if a in fam.measurements]
+            if fam.meters_point:  # the site's energy KPIs read these
+                attrs = list(dict.fromkeys([*attrs, *METERED]))
             # a sim:// device is always available: its column would be all ones, so only protocol devices get one
             status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
             for attr in (*attrs, *status):
@@ -360,10 +365,20 @@ class WorldBuilder:
                 self.world.connect(device, bay, "p_w", time_shifted=True, initial_data={"p_w": 0.0})
 
     def publish(self, src: Any, *attrs: str, role: str = "data", period_s: int = 0,
-                sender_kind: str = "device") -> None:
-        """Publish ``src``'s attributes on a broker role with no mosaik destination (telemetry for the DWH)."""
-        if self._role_on_bus(role) or self._comm_loss(role, src, None):
-            self._routes.append((src, None, attrs, role, None, sender_kind, period_s, False, None))
+                sender_kind: str = "device", native: dict[str, tuple[str, float]] | None = None) -> None:
+        """Publish ``src``'s attributes on a broker role with no mosaik destination (telemetry for the DWH);
+        ``native`` (attr -> (topic name, factor)) publishes them under the source's own topic names instead."""
+        if self._role_on_bus(role) or (native is None and self._comm_loss(role, src, None)):
+            self._routes.append((src, None, attrs, role, None, sender_kind, period_s, False, None, native))
+
+    def _build_native_topics(self) -> None:
+        """A family that declares its own telemetry topics (``Family.topics``: the S4G ER connector's) has its
+        devices' measurements on their site's SMX broker under those names too, when that broker is not direct."""
+        for dev_id, ent in self.devices.items():
+            spec = self.device_specs[dev_id]
+            fam = device_registry.family(spec.family)
+            if fam.topics and spec.site:
+                self.publish(ent, *fam.topics, role=f"smx:{spec.site}", native=dict(fam.topics))
 
     def _build_telemetry(self) -> None:
         spec = self.scenario.telemetry
@@ -408,11 +423,13 @@ class WorldBuilder:
             sensorthings |= hosts_dwh
             link = self.sim(f"BusLink{n}", "cosim.messaging.link:BusLinkSim", bus=self.bus, attrs=sorted(attrs),
                             step_size=step, sensorthings_dir=str(self.out_dir) if hosts_dwh else None)
-            for src, dst, pairs, role, topic, kind, period_s, shifted, initial in routes:
-                self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial)
+            for src, dst, pairs, role, topic, kind, period_s, shifted, initial, *native in routes:
+                self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial,
+                                native[0] if native else None)
 
     def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple, role: str, topic: str | None,
-                   kind: str, period_s: int, shifted: bool, initial: dict | None) -> None:
+                   kind: str, period_s: int, shifted: bool, initial: dict | None,
+                   native: dict[str, tuple[str, float]] | None = None) -> None:
         from cosim.messaging import topics
         from cosim.messaging.link import source_name
 
@@ -425,7 +442,8 @@ class WorldBuilder:
                 make = {"data": topics.data_topic, "control": topics.control_topic, "smx": topics.smx_meas_topic}[base]
                 topic = make(site or scope, source, "state")
         route = link.Route(role=role, topic=topic, sender=src.full_id, source=source, sender_kind=kind,
-                           period_s=period_s, down=self._comm_loss(role, src, dst))
+                           period_s=period_s, down=self._comm_loss(role, src, dst),
+                           native={a: list(v) for a, v in native.items()} if native else None)
         src_attrs = [(p, p) if isinstance(p, str) else p for p in pairs]
         self.world.connect(src, route, *[(a, a) for a, _ in src_attrs])
         if dst is not None:
@@ -504,7 +522,8 @@ class WorldBuilder:
                 {"id": h.spec.id, "bus": h.spec.bus or (h.pcc.extra_info or {}).get("bus"),
                  "phase": h.spec.phase if h.spec.bus else (h.pcc.extra_info or {}).get("phase"),
                  "devices": h.devices, "contract_import_w": h.spec.contract_import_w,
-                 "contract_export_w": h.spec.contract_export_w}
+                 "contract_export_w": h.spec.contract_export_w,
+                 "meter": h.meter.eid if h.meter is not None else None}
                 for h in self.sites.values()
             ],
             "devices": [

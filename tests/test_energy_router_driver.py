@@ -182,6 +182,32 @@ def test_protocol_and_sim_give_the_same_measurements_within_float32():
     run(body())
 
 
+def test_the_data_model_is_stamped_on_the_build_context_and_readings_on_the_time_base():
+    """The device clock of the virtual ER is the scenario's calendar; Measurement.t_s is the driver's clock."""
+    import datetime as dt
+
+    from devices.family import DeviceContext
+
+    start = dt.datetime(2024, 6, 1, 8, tzinfo=dt.timezone.utc)
+
+    async def body():
+        device = VirtualEnergyRouter(FAMILY, FAMILY.parse_config({}), context=DeviceContext(start, 60, "er-ctx"))
+        await device.start()
+        try:
+            async with _driver(device) as driver:
+                driver.clock = lambda: device.t_s  # as the device host sets it
+                await device.advance(0, 60, ENV)
+                await device.advance(60, 60, ENV)
+                m = await driver.read()
+            assert m.t_s == 120
+            stamp = device.data.leaf(f"{device.cfg.ld_inst}/MMXN1.Watt.t[MX]").value
+            assert stamp == (start + dt.timedelta(seconds=120)).timestamp()
+            assert device.device_id == "er-ctx" and device.serial.startswith("ER")
+        finally:
+            await device.stop()
+    run(body())
+
+
 def test_s4g_topic_table_maps_both_ways():
     assert s4g_topics.MEASUREMENT_TOPICS["p_w"] == "EnergyRouterInverter/MMXN1.Watt.instMag.f"
     assert s4g_topics.SETPOINT_TOPICS["batt_p_w"] == "EnergyRouterInverter/ZBTC1.BatChaPwr.setMag.f"

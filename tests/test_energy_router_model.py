@@ -23,13 +23,13 @@ def env(pv=0.0, dc=100.0, ac=0.0, grid=1.0) -> dict[str, np.ndarray]:
             "grid_present": np.array([grid])}
 
 
-def test_family_is_registered_with_its_intended_contract_declaration():
-    from devices.energy_router import model
-
+def test_family_is_registered_injects_its_grid_port_and_reads_the_site_pv():
     assert FAMILY.name == "energy_router" and FAMILY.battery_setpoint == "batt_p_w"
     assert {"iec61850"} == set(FAMILY.drivers) == set(FAMILY.virtual)
-    assert model.INTENDED_INJECTS is True
-    assert [i[1] for i in model.INTENDED_INPUTS][0] == "site.pv_w_per_kwp"
+    assert FAMILY.injects is True and {"p_w", "q_var"} <= set(FAMILY.measurements)
+    assert [(i.name, i.source, i.required) for i in FAMILY.inputs] == [
+        ("pv_w_per_kwp", "site.pv_w_per_kwp", False), ("dc_load_demand_w", "site.dc_load_p_w", False),
+        ("grid_available", "point.grid_present", False)]  # the Bucharest pilot's sources (issue 14)
 
 
 # -- DC bus balance under anything ---------------------------------------------------------------------------

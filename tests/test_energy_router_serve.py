@@ -18,7 +18,7 @@ FAM = registry.family("energy_router")
 def test_serve_islands_without_grid_takes_a_setpoint_and_stops_on_sigterm(tmp_path):
     cfg = tmp_path / "er.yaml"
     cfg.write_text("phases: 3\npv_kwp: 3\n")
-    proc = subprocess.Popen([sys.executable, "-m", "cosim.cli", "device", "serve", "energy_router", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "s4g", "device", "serve", "energy-router", "--port", "0",
                              "--step", "0.2", "--config", str(cfg), "--no-grid", "--ac-load-w", "300"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

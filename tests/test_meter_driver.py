@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from devices import registry
 from devices.base import Address, DeviceUnavailable, ProtocolError, Setpoint, SetpointRejected
+from devices.family import DeviceContext
 from devices.meter.client import AssociationRefused
 from devices.meter.driver import DlmsHdlcDriver, DlmsTcpDriver
 from devices.meter.model import PROFILE_KEYS, MeterBank
@@ -29,9 +30,13 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
+START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+CONTEXT = DeviceContext(START, 900, "m-test")  # a scenario starting at START (the meter's clock starts there)
+
+
 async def started(**cfg) -> tuple[VirtualMeter, str, str]:
     config = FAM.parse_config(cfg)
-    meter = VirtualMeter(FAM, config, device_id="m-test")
+    meter = VirtualMeter(FAM, config, context=CONTEXT)
     return meter, await meter.start(), await meter.start_hdlc()
 
 
@@ -59,15 +64,17 @@ def test_protocol_reads_equal_sim_exactly(steps, phases):
     """The same inputs on a sim:// bank and on the virtual meter: every measurement identical, both transports."""
     async def body():
         meter, tcp, hdlc = await started(phases=phases, phase="b")
-        ref = MeterBank([meter.cfg])
+        ref = MeterBank([meter.cfg], [CONTEXT])
         try:
             async with driver(tcp) as a, driver(hdlc) as b:
+                a.clock = b.clock = lambda: meter.t_s  # as the device host sets it: the simulated time
                 for k, point in enumerate(steps):
                     await meter.advance(k * 900, 900, point)
                     ref.step(k * 900, 900, {n: np.array([v]) for n, v in point.items()})
                     expected = {n: float(v[0]) for n, v in ref.measure().items()}
                     for m in (await a.read(), await b.read()):
-                        assert m.t_s == meter.cfg.clock_start.timestamp() + (k + 1) * 900
+                        assert m.t_s == (k + 1) * 900  # the time base; the meter's clock is a measurement
+                        assert m["clock_unix_s"] == START.timestamp() + (k + 1) * 900
                         bad = {n: (m.values[n], e) for n, e in expected.items() if not same(m.values[n], e)}
                         assert not bad
         finally:
@@ -81,7 +88,7 @@ def test_load_profile_for_a_time_range_over_both_transports():
         try:
             for k in range(4 * 30):  # 30 h of 15 min steps with a changing load
                 await meter.advance(k * 900, 900, {"point_p_w": 400.0 + 10 * k, "point_q_var": -50.0})
-            start = meter.cfg.clock_start + dt.timedelta(hours=2)
+            start = START + dt.timedelta(hours=2)
             end = start + dt.timedelta(days=1)
             times, values = meter.mbank.profile(0)
             wanted = [(t, v) for t, v in zip(times, values) if start.timestamp() <= t <= end.timestamp()]

@@ -20,6 +20,7 @@ from dlms_cosem.exceptions import DlmsClientException  # noqa: E402
 from dlms_cosem.time import datetime_from_bytes  # noqa: E402
 
 from devices import registry  # noqa: E402
+from devices.family import DeviceContext
 from devices.io_loop import IoLoop  # noqa: E402
 from devices.meter.model import PROFILE_KEYS  # noqa: E402
 from devices.meter.virtual import VirtualMeter  # noqa: E402
@@ -28,13 +29,14 @@ FAM = registry.family("meter")
 pytestmark = pytest.mark.timeout(60)  # a blocking client that waits for a frame it cannot parse never returns
 IC = enumerations.CosemInterface
 CLOCK = cosem.CosemAttribute(IC.CLOCK, cosem.Obis(0, 0, 1, 0, 0), 2)
+CONTEXT = DeviceContext(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), 900, "interop")  # the meter's clock start
 
 
 @pytest.fixture(scope="module")
 def meter():
     io = IoLoop("interop")
     config = FAM.parse_config({"password": "12345678", "utc_offset_min": 60})
-    device = VirtualMeter(FAM, config, device_id="interop")
+    device = VirtualMeter(FAM, config, context=CONTEXT)
     io.run(device.start(), 10)
     io.run(device.start_hdlc(), 10)
     for k in range(4 * 26):  # 26 h of 15-min steps
@@ -75,7 +77,7 @@ def check_reads(client: DlmsClient, device: VirtualMeter) -> None:
         assert clock.utcoffset() == dt.timedelta(hours=1)  # local time of the meter, deviation -60
         serial_no = utils.parse_as_dlms_data(c.get(cosem.CosemAttribute(IC.DATA, cosem.Obis(0, 0, 96, 1, 0), 2)))
         assert bytes(serial_no).decode() == device.serial
-        start = device.cfg.clock_start + dt.timedelta(hours=1)
+        start = device.context.start + dt.timedelta(hours=1)
         descriptor = RangeDescriptor(restricting_object=CaptureObject(CLOCK, 0), from_value=start,
                                      to_value=start + dt.timedelta(days=1))
         raw = c.get(cosem.CosemAttribute(IC.PROFILE_GENERIC, cosem.Obis(1, 0, 99, 1, 0), 2),

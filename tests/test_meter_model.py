@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from devices import registry
+from devices.family import DeviceContext
 from devices.meter.model import MW_S_PER_WH, PROFILE_KEYS, MeterBank, MeterConfig
 
 FAM = registry.family("meter")
@@ -19,7 +20,8 @@ START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def bank(n: int = 1, **cfg) -> MeterBank:
-    return MeterBank([MeterConfig(**cfg) for _ in range(n)])
+    """Meters whose clock starts at START (the build context of a scenario starting then)."""
+    return MeterBank([MeterConfig(**cfg) for _ in range(n)], [DeviceContext(START, 60, f"m{i}") for i in range(n)])
 
 
 def step(b: MeterBank, t: int, dt_s: int, p: float, q: float = 0.0, v: float = 1.0, **extra) -> None:
@@ -27,13 +29,25 @@ def step(b: MeterBank, t: int, dt_s: int, p: float, q: float = 0.0, v: float = 1
                      **{k: np.full(b.n, x) for k, x in extra.items()}})
 
 
-def test_family_is_registered_read_only_and_declares_its_inputs():
+def test_family_is_registered_read_only_observes_its_point_and_declares_its_inputs():
     assert FAM.setpoints == () and FAM.capabilities(FAM.parse_config({})).setpoints == {}
-    assert set(FAM.env_inputs) == {"point_p_w", "point_q_var", "point_v_pu", "point_v_a_pu", "point_v_b_pu",
-                                   "point_v_c_pu", "point_p_a_w", "point_p_b_w", "point_p_c_w"}
-    assert not set(FAM.env_inputs) & set(FAM.measurements)  # inputs and measurements share one entity
-    from devices.meter.family import CONTRACT_INPUTS
-    assert all(src.startswith("point.") for _, src, _, _ in CONTRACT_INPUTS)
+    assert FAM.injects is False  # stepped after the power flow: it meters the solution of its own step
+    assert set(FAM.input_names) == {"point_p_w", "point_q_var", "point_v_pu", "point_v_a_pu", "point_v_b_pu",
+                                    "point_v_c_pu", "point_p_a_w", "point_p_b_w", "point_p_c_w"}
+    assert {i.source for i in FAM.inputs if i.required} == {"point.p_w", "point.q_var", "point.v_pu"}
+    assert all(i.scope == "point" for i in FAM.inputs)
+    from cosim import sources
+    assert {i.source for i in FAM.inputs} <= set(sources.known())  # every source is in the world's vocabulary
+
+
+def test_clock_starts_at_the_build_context_unless_the_config_sets_one():
+    ctx = DeviceContext(dt.datetime(2025, 6, 1, 12, tzinfo=dt.timezone.utc), 60, "m1")
+    own = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    b = MeterBank([MeterConfig(), MeterConfig(clock_start=own)], [ctx, ctx])
+    step(b, 0, 60, 1000.0)
+    assert b.clock_s(0) == ctx.start.timestamp() + 60 and b.clock_s(1) == own.timestamp() + 60
+    m = b.measure()
+    assert list(m["clock_unix_s"]) == [ctx.start.timestamp() + 60, own.timestamp() + 60]
 
 
 @settings(max_examples=60, deadline=None)

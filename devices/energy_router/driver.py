@@ -16,14 +16,13 @@ Errors: no answer within the timeout or a lost connection is DeviceUnavailable; 
 (``object-value-invalid``, ``object-access-denied``, a failed Operate) is SetpointRejected; a reply that cannot
 be decoded, a value of the wrong type, a missing FCDA or a read-back that differs is ProtocolError. After a
 failure the association is dropped and re-opened on a later call, no earlier than an exponentially growing
-back-off (0.2 s ... 5 s).
+back-off (0.2 s ... 5 s). Readings are stamped with ``self.clock()`` (the time base of devices.base).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
 from typing import Any, ClassVar, Mapping
 from urllib.parse import parse_qs
 
@@ -106,7 +105,7 @@ class Iec61850Driver(Driver):
             except ProtocolError:
                 await self._failed()
                 raise
-            return Measurement(time.time(), values)
+            return Measurement(self.clock(), values)
 
     async def _write(self, setpoint: Setpoint) -> None:
         async with self._lock:

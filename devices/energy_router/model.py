@@ -38,14 +38,15 @@ neighbour over the link; PV producing is −).
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
-from devices.family import Family, ModelBank
+from devices.energy_router import s4g_topics
+from devices.family import DeviceContext, Family, Input, ModelBank
 
 OFF, PRECHARGE, DC_ON, AC_RAMP, ISLAND, RESYNC, GRID = range(7)
 STATE_NAMES = ("off", "precharge", "dc_on", "ac_ramp", "island", "resync", "grid")
@@ -131,8 +132,8 @@ class EnergyRouterBank(ModelBank):
 
     setpoint_names = ("mode", "control", "batt_p_w", "p_w", "q_var", "pf", "pv_limit_w", "link_p_w", "p_limit_w")
 
-    def __init__(self, configs: list[EnergyRouterConfig]) -> None:
-        super().__init__(configs)
+    def __init__(self, configs: list[EnergyRouterConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
+        super().__init__(configs, contexts)
         n = self.n
         for sp in self.setpoint_names:
             self.setpoints[sp][:] = np.nan  # NaN: no new command (each command is consumed by the next step)
@@ -465,30 +466,31 @@ def capabilities(cfg: EnergyRouterConfig) -> Capabilities:
 INTEGER_SETPOINTS = ("mode", "control")
 
 
+#: what the world feeds: the site's PV and DC-load profiles and grid presence (the scenario's events). The
+#: critical AC loads take the config's ``ac_load_w`` (``ac_load_w`` must not come from ``site.load_p_w``: the
+#: site's load is already drawn at the PCC, and the ER's ``p_w`` includes what it serves, so it would be counted
+#: twice). ``s4g device serve`` sets the bank's env keys ``dc_load_w`` / ``ac_load_w`` / ``grid_present`` directly.
+INPUTS: tuple[Input, ...] = (
+    Input("pv_w_per_kwp", "site.pv_w_per_kwp", required=False, default=0.0),
+    # the site's DC-load profile (sites[].dc_load); without one (NaN) the config's dc_load_w. The names differ
+    # from the measurements dc_load_w / grid_present (served, seen); step() also reads those as env keys.
+    Input("dc_load_demand_w", "site.dc_load_p_w", required=False, default=math.nan),
+    # 0 during an outage at the PCC or a trip of the ER (the scenario's events), in the same step
+    Input("grid_available", "point.grid_present", required=False, default=1.0),
+)
+
 FAMILY = Family(
     name="energy_router",
     config=EnergyRouterConfig,
     bank=EnergyRouterBank,
     measurements=MEASUREMENTS,
     capabilities=capabilities,
-    # Today's world wires only these; the DC loads, the critical AC loads and grid presence fall back to the
-    # config (dc_load_w, ac_load_w) and 1 until the contract's inputs (INTENDED_INPUTS below) are wired.
-    env_inputs=("pv_w_per_kwp",),
+    injects=True,  # p_w / q_var are the ER's AC grid port, added at its connection point
+    inputs=INPUTS,
     safe_setpoint={"batt_p_w": 0.0, "q_var": 0.0},
     drivers={"iec61850": "devices.energy_router.driver:Iec61850Driver"},
     virtual={"iec61850": "devices.energy_router.virtual:VirtualEnergyRouter"},
     battery_setpoint="batt_p_w",
+    topics=s4g_topics.measurement_topics(),  # the S4G SenML topics, on the SMX broker too
     description="S4G Energy Router: AC port, 400 V DC bus with PV, battery, DC loads and a DC link (IEC 61850 MMS)",
 )
-
-# ---- FOR THE LEAD: the declaration intended once devices/family.py has the contract's Input/injects ------------
-# (CONTRACT.md). Sources marked "new" are not in the contract's vocabulary yet: the Bucharest pilot (issue 14)
-# adds them (a DC-load profile per site; grid presence at the connection point from the scenario's outage events).
-INTENDED_INPUTS = (
-    # (name on the entity, world source, required, default)
-    ("pv_w_per_kwp", "site.pv_w_per_kwp", False, 0.0),
-    ("dc_load_w", "site.dc_load_p_w", False, math.nan),  # new; NaN: the config's dc_load_w
-    ("ac_load_w", "site.load_p_w", False, math.nan),  # the critical AC loads behind the ER; NaN: config ac_load_w
-    ("grid_present", "point.grid_present", False, 1.0),  # new; 0 during an outage at the PCC
-)
-INTENDED_INJECTS = True  # p_w / q_var are the ER's grid port, added at its connection point

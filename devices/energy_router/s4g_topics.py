@@ -6,7 +6,8 @@ The S4G ER connector published each FCDA on its own topic, ``<prefix>/EnergyRout
 ``.../ZBTC1.BatChaPwr.setMag.f`` (battery power, W) and the substitution values ``MMDC1.Watt.subMag.f`` (PV power
 reference, W) and ``MMXN1.VolAmpr.subMag.f`` (reactive power reference, var). Values on these topics are in the
 device's convention (the same as over IEC 61850: :mod:`devices.energy_router.data_map`); :func:`to_ours` and
-:func:`to_topic_value` convert. Wiring them into the brokers is the messaging layer's job; this is the table.
+:func:`to_topic_value` convert. The family declares the measurement topics (``Family.topics``), so the world
+publishes an ER's telemetry on its site's SMX broker under these names too.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ TOPICS: tuple[Topic, ...] = (
 BY_SUFFIX = {t.suffix: t for t in TOPICS}
 MEASUREMENT_TOPICS = {t.name: t.suffix for t in TOPICS if not t.setpoint}
 SETPOINT_TOPICS = {t.name: t.suffix for t in TOPICS if t.setpoint and t.suffix.split("/")[-1] != "MMXN1.VolAmpr.subMag.f"}
+
+
+def measurement_topics() -> dict[str, tuple[str, float]]:
+    """Our measurement name -> (topic suffix, factor: topic value = factor x ours), for ``Family.topics``."""
+    return {name: (suffix, BY_SUFFIX[suffix].fcda.to_device(1.0)) for name, suffix in MEASUREMENT_TOPICS.items()}
 
 
 def to_ours(suffix: str, value: float) -> tuple[str, float]:

@@ -1,6 +1,6 @@
 """Serve one virtual Energy Router over IEC 61850 MMS in wall-clock time.
 
-``s4g device serve energy_router [--port 102] [--host 127.0.0.1] [--config FILE] [--step 1] [--pv-w-per-kwp W]
+``s4g device serve energy-router [--port 102] [--host 127.0.0.1] [--config FILE] [--step 1] [--pv-w-per-kwp W]
 [--dc-load-w W] [--ac-load-w W] [--no-grid] [--device-id ID]``. The PV irradiance, the DC and critical AC loads
 and grid presence are constants from the command line (a co-simulation feeds them through the scenario). Port
 102 needs privileges on most systems: 0 picks a free port; the driver address is printed once the server

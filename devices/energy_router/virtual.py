@@ -13,7 +13,6 @@ answered) and :meth:`corrupt_next_reply` (the next MMS response has a broken BER
 
 from __future__ import annotations
 
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from devices.energy_router.mms import OBJECT_ACCESS_DENIED, OBJECT_VALUE_INVALID
 from devices.energy_router.mms_server import MmsTcpServer
 from devices.energy_router.model import INTEGER_SETPOINTS, EnergyRouterBank, EnergyRouterConfig
 from devices.energy_router.scl_model import DataModel, Node
-from devices.family import Family
+from devices.family import DeviceContext, Family
 from devices.virtual import VirtualDevice
 
 ICD = Path(__file__).with_name("energy_router.icd")
@@ -46,15 +45,16 @@ def load_model(config: EnergyRouterConfig) -> DataModel:
 class VirtualEnergyRouter(VirtualDevice):
     scheme = "iec61850"
 
-    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device") -> None:
+    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
+                 context: DeviceContext | None = None) -> None:
         if not isinstance(config, EnergyRouterConfig):
             raise TypeError(f"a virtual Energy Router needs an EnergyRouterConfig, got {type(config).__name__}")
-        super().__init__(family, config, device_id=device_id)
+        super().__init__(family, config, device_id=device_id, context=context)
         assert isinstance(self.bank, EnergyRouterBank)
         self.cfg: EnergyRouterConfig = config
         self.erbank: EnergyRouterBank = self.bank
         self.capabilities = family.capabilities(config)
-        self.serial = config.serial or f"ER{zlib.crc32(device_id.encode()) % 100_000_000:08d}"
+        self.serial = config.serial or f"ER{zlib.crc32(self.device_id.encode()) % 100_000_000:08d}"
         self.data = load_model(config)
         self.ld = config.ld_name
         self._setpoints = {f.item: f for f in (*data_map.SETPOINTS.values(), *data_map.ALIASES) if f.fc != "ST"}
@@ -62,7 +62,6 @@ class VirtualEnergyRouter(VirtualDevice):
                           for do, target in data_map.CONTROLS.items()}
         self.server = MmsTcpServer(MmsServer(self.data, self._on_write, Identity("s4g-hil", "EnergyRouter", "1")))
         self._host = "127.0.0.1"
-        self._clock0 = time.time()
         self._static()
         self.sync()
 
@@ -109,9 +108,10 @@ class VirtualEnergyRouter(VirtualDevice):
             self._set(ref, value)
 
     def sync(self) -> None:
-        """Measurements and the held setpoints into the data model (device convention), stamped now."""
+        """Measurements and the held setpoints into the data model (device convention), stamped with the device
+        clock (the build context's start + the model's time: the scenario's calendar, or now stand-alone)."""
         m = {k: float(v[0]) for k, v in self.erbank.measure().items()}
-        now = self._clock0 + self.t_s
+        now = self.context.at(self.t_s).timestamp()
         for f in data_map.MEASURED:
             value = f.to_device(m[f.name])
             self._set(f"{f.ref}[{f.fc}]", int(round(value)) if f.integer else value)

@@ -19,7 +19,8 @@ on, and a unit other than the expected one is a ProtocolError (a kW register rea
 ``read()`` fetches every value and the clock in one GET with list (or one GET each if the meter does not
 offer it) and maps them at this boundary: ``p_w = +P - (-P)`` (1.7.0 - 2.7.0, load arrow at the meter:
 + = import from the grid), likewise ``q_var`` and the per-phase powers; values are ``integer * 10**scaler``.
-``Measurement.t_s`` is the meter's clock (0.0.1.0.0.255) as unix seconds. ``read_profile(start, end)`` reads
+``Measurement.t_s`` is the framework's time base (``self.clock()``); the meter's own clock (0.0.1.0.0.255) is the
+measurement ``clock_unix_s`` (a meter's clock may be off). ``read_profile(start, end)`` reads
 the load profile (1.0.99.1.0.255) with a range descriptor on the clock.
 
 A meter takes no setpoint: ``write`` raises SetpointRejected before anything reaches the wire. After a failure
@@ -137,8 +138,8 @@ class DlmsDriver(Driver):
                 await self._failed()
                 raise ProtocolError(f"{self.address.raw}: clock: {clock!r}")
             t = self._datetime(clock.value)
-            values = {name: float(arr[0]) for name, arr in derive(regs).items()}
-            return Measurement(t.timestamp(), values)
+            values = {name: float(arr[0]) for name, arr in derive(regs, np.array([t.timestamp()])).items()}
+            return Measurement(self.clock(), values)
 
     async def read_profile(self, start: dt.datetime, end: dt.datetime, obis: str = "1.0.99.1.0.255"
                            ) -> list[ProfileEntry]:

@@ -18,7 +18,8 @@ site draws power from the grid) and keeps what a real meter keeps:
 * **Load profile** (15 min by default): at every multiple of ``profile_period_s`` of the meter clock the
   energy registers are captured into a ring buffer of ``profile_entries`` entries (oldest dropped first).
   Inside a step the power is constant, so a capture falling inside a step is exact too.
-* **Clock**: the scenario start (or ``clock_start``) + simulated seconds (UTC; ``utc_offset_min`` is the meter's local time zone).
+* **Clock**: the scenario start (the build context), or ``clock_start`` if the config sets one, + simulated
+  seconds (UTC; ``utc_offset_min`` is the meter's local time zone); measured as ``clock_unix_s``.
 
 Inputs are named after the connection point (``point_p_w`` in, ``p_w`` out) because they share the entity.
 A non-finite input (a dead bus in the power flow) counts as 0 (no voltage, no flow).
@@ -36,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.base import Capabilities
-from devices.family import DeviceContext, ModelBank
+from devices.family import DeviceContext, Input, ModelBank
 
 # DLMS unit codes (Blue Book, enumeration of the scaler_unit's unit)
 UNIT_W, UNIT_VAR, UNIT_WH, UNIT_VARH, UNIT_A, UNIT_V, UNIT_HZ, UNIT_NONE = 27, 29, 30, 32, 33, 35, 44, 255
@@ -94,14 +95,19 @@ PROFILE_KEYS = ("e_import_wh", "e_export_wh", "e_q_import_varh", "e_q_export_var
 
 MEASUREMENTS = ("p_w", "q_var", "p_import_w", "p_export_w", "q_import_var", "q_export_var",
                 "p_a_w", "p_b_w", "p_c_w", "v_a_v", "v_b_v", "v_c_v", "v_v", "i_a_a", "i_b_a", "i_c_a",
-                "pf", "f_hz", *ENERGY_KEYS)
+                "pf", "f_hz", *ENERGY_KEYS, "clock_unix_s")
 
-#: env inputs (the connection point's solution; names differ from the measurements on purpose)
-INPUTS = ("point_p_w", "point_q_var", "point_v_pu", "point_v_a_pu", "point_v_b_pu", "point_v_c_pu",
-          "point_p_a_w", "point_p_b_w", "point_p_c_w")
-#: NaN = not given: per-phase voltage falls back to point_v_pu, per-phase power to an equal split
-INPUT_DEFAULTS = {"point_p_w": 0.0, "point_q_var": 0.0, "point_v_pu": 1.0,
-                  **{f"point_v_{ph}_pu": math.nan for ph in PHASES}, **{f"point_p_{ph}_w": math.nan for ph in PHASES}}
+#: the inputs: the connection point's solution (``point.*``, read after the power flow of the same step); named
+#: ``point_*`` because inputs and measurements share one entity. NaN defaults = not given: a per-phase voltage
+#: falls back to ``point_v_pu``, per-phase power to an equal split of ``point_p_w``.
+INPUTS: tuple[Input, ...] = (
+    Input("point_p_w", "point.p_w"),
+    Input("point_q_var", "point.q_var"),
+    Input("point_v_pu", "point.v_pu", default=1.0),
+    *(Input(f"point_v_{ph}_pu", f"point.v_{ph}_pu", required=False, default=math.nan) for ph in PHASES),
+    *(Input(f"point_p_{ph}_w", f"point.p_{ph}_w", required=False, default=math.nan) for ph in PHASES),
+)
+INPUT_DEFAULTS = {i.name: i.default for i in INPUTS}
 
 
 class MeterConfig(BaseModel):
@@ -188,8 +194,8 @@ class MeterBank(ModelBank):
         self.three_phase = col(lambda c: c.phases == 3, bool)
         self.phase_index = col(lambda c: PHASES.index(c.phase), int)
         # the meter's clock: its own clock_start if the config sets one, else the scenario start (build context)
-        self.epoch_s = np.array([int((c.clock_start or ctx.start).timestamp()) for c, ctx in zip(configs, self.contexts)],
-                                dtype=np.int64)
+        self.epoch_s = np.array([int((c.clock_start or ctx.start).timestamp()) for c, ctx in
+                                 zip(configs, self.contexts)], dtype=np.int64)
         self.offset_s = col(lambda c: 60 * c.utc_offset_min, np.int64)
         self.t2_from = col(lambda c: c.tariff2_hours[0], np.int64)
         self.t2_to = col(lambda c: c.tariff2_hours[1], np.int64)
@@ -211,7 +217,7 @@ class MeterBank(ModelBank):
         self.profile_v = np.zeros((n, self.capacity, len(PROFILE_KEYS)), dtype=np.int64)
         self.profile_head = np.zeros(n, dtype=np.int64)  # next slot to write
         self.profile_count = np.zeros(n, dtype=np.int64)
-        self.t_s = 0  # simulated seconds since clock_start (end of the last step)
+        self.t_s = 0  # simulated seconds since the clock's start (end of the last step)
 
     # -- clock ------------------------------------------------------------------------------------------
     def clock_s(self, i: int) -> int:
@@ -319,7 +325,7 @@ class MeterBank(ModelBank):
         return np.where(self.served[key], self.reg[key] * self.resolution[key], np.nan)
 
     def measure(self) -> dict[str, np.ndarray]:
-        return derive({key: self.value(key) for key in self.reg})
+        return derive({key: self.value(key) for key in self.reg}, (self.epoch_s + self.t_s).astype(float))
 
     def profile(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Load profile of meter ``i``, oldest first: capture times (unix s) and register integers."""
@@ -328,11 +334,13 @@ class MeterBank(ModelBank):
         return self.profile_t[i, order].copy(), self.profile_v[i, order].copy()
 
 
-def derive(v: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Register values (by key, NaN where absent) -> the measurements, load arrow (+ = import). The one
-    mapping: the bank uses it on its registers, the DLMS driver on what it read from the wire."""
+def derive(v: Mapping[str, np.ndarray], clock_unix_s: np.ndarray) -> dict[str, np.ndarray]:
+    """Register values (by key, NaN where absent) and the meter clock (unix s) -> the measurements, load arrow
+    (+ = import). The one mapping: the bank uses it on its registers, the DLMS driver on what it read from the
+    wire. The meter's clock is a measurement (a meter's clock may be off); ``Measurement.t_s`` is the time base."""
     out = {key: v[key] for key in ("p_import_w", "p_export_w", "q_import_var", "q_export_var", "pf", "f_hz",
                                    *ENERGY_KEYS)}
+    out["clock_unix_s"] = clock_unix_s
     out["p_w"] = v["p_import_w"] - v["p_export_w"]
     out["q_var"] = v["q_import_var"] - v["q_export_var"]
     volts = []

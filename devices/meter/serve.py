@@ -3,22 +3,21 @@
 ``s4g device serve meter [--port 4059] [--hdlc-port 4060] [--serial /dev/ttyX --baud 9600] [--host 127.0.0.1]
 [--config FILE] [--step 1] [--p-w W] [--q-var VAR] [--v-pu PU]``. The connection point the meter reads is
 constant from the command line (the bench feeds it; a co-simulation feeds it from the power flow). The meter's
-clock starts at the current wall time (unless the config file sets ``clock_start``). Ctrl-C or SIGTERM stops it
-cleanly. Port 0 picks a free port; the addresses are printed once every listener is up.
+clock starts at the current wall time (a stand-alone build context) unless the config file sets ``clock_start``.
+Ctrl-C or SIGTERM stops it cleanly. Port 0 picks a free port; the addresses are printed once every listener is up.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 
 from devices import registry
 from devices.meter.model import MeterConfig
 from devices.meter.server import serve_serial
 from devices.meter.virtual import VirtualMeter
 from devices.meter.wrapper import DEFAULT_PORT
-from devices.serving import load_config_file, read_config_file, run_served, stop_on_signals
+from devices.serving import load_config_file, run_served, stop_on_signals
 from devices.virtual import run_wall_clock
 
 
@@ -38,10 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str | None) -> MeterConfig:
-    raw = read_config_file(path, MeterConfig)
-    overrides = {} if "clock_start" in raw else {
-        "clock_start": dt.datetime.now(dt.timezone.utc).replace(microsecond=0)}
-    return load_config_file(path, MeterConfig, overrides)
+    config = load_config_file(path, MeterConfig)
+    assert isinstance(config, MeterConfig)
+    return config
 
 
 async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:

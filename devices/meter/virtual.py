@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from devices.family import Family
+from devices.family import DeviceContext, Family
 from devices.meter.model import MeterBank, MeterConfig
 from devices.meter.objects import MeterObjects
 from devices.meter.server import CosemServer, TcpListener, hdlc_handler, wrapper_handler
@@ -21,14 +21,15 @@ from devices.virtual import VirtualDevice
 class VirtualMeter(VirtualDevice):
     scheme = "dlms+tcp"
 
-    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device") -> None:
+    def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
+                 context: DeviceContext | None = None) -> None:
         if not isinstance(config, MeterConfig):
             raise TypeError(f"a virtual meter needs a MeterConfig, got {type(config).__name__}")
-        super().__init__(family, config, device_id=device_id)
+        super().__init__(family, config, device_id=device_id, context=context)
         assert isinstance(self.bank, MeterBank)
         self.cfg: MeterConfig = config
         self.mbank: MeterBank = self.bank
-        self.serial = config.serial_for(device_id)
+        self.serial = config.serial_for(self.device_id)
         self.objects = MeterObjects(self.mbank, 0, config, self.serial)
         self.server = CosemServer(self.objects, config)
         self.wrapper = TcpListener(wrapper_handler(self.server))
