@@ -257,7 +257,7 @@ def wire_lessag(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagP
     smx = f"smx:{site.spec.id}"  # the site's own SMX broker carries the local loop
     builder.connect(device, agent, "batt_p_w", "e_wh", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
                     sender_kind="device")
-    builder.connect(site.pcc, agent, ("p_w", "pcc_p_w"), role=smx, sender_kind="device")
+    builder.connect(site.pcc_reading, agent, ("p_w", "pcc_p_w"), role=smx, sender_kind="device")
     if site.load is not None:
         builder.world.connect(site.load, agent, ("p_w", "load_p_w"))
     if site.pv is not None:

@@ -342,7 +342,11 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfessParam
         smx = f"smx:{site.spec.id}"  # the site's SMX broker carries the local loop
         builder.connect(device, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
                         sender_kind="device")
-        builder.connect(site.pcc, ctl, ("p_w", "pcc_p_w"), "v_pu", role=smx, sender_kind="device")
+        if site.meter is None:
+            builder.connect(site.pcc, ctl, ("p_w", "pcc_p_w"), "v_pu", role=smx, sender_kind="device")
+        else:  # the site's SMM gives the PCC power (over DLMS in protocol mode), the grid its voltage
+            builder.connect(site.meter, ctl, ("p_w", "pcc_p_w"), role=smx, sender_kind="device")
+            builder.connect(site.pcc, ctl, "v_pu", role=smx, sender_kind="device")
         if site.load is not None:
             builder.world.connect(site.load, ctl, ("p_w", "load_p_w"))
         if site.pv is not None:

@@ -30,7 +30,7 @@ def _build_baseline(model: str):
             ctl = builder.add_entity(getattr(sim, model)())
             device = builder.devices[dev.id]
             smx = f"smx:{site.spec.id}"  # the site's SMX broker carries the local loop
-            builder.connect(site.pcc, ctl, ("p_w", "pcc_p_w"), role=smx, sender_kind="device")
+            builder.connect(site.pcc_reading, ctl, ("p_w", "pcc_p_w"), role=smx, sender_kind="device")
             builder.connect(device, ctl, "batt_p_w", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
                             sender_kind="device")
             builder.connect(ctl, device, ("p_set_w", setpoint), role=smx, sender_kind="agent", time_shifted=True,

@@ -24,7 +24,15 @@ class SiteHandle:
     pcc: Any  # the grid's Load entity: sums site load and devices, outputs the point's p_w, q_var and voltages
     load: Any | None = None  # profile entity (p_w, q_var)
     pv: Any | None = None  # PV profile entity (w_per_kwp) for the site's devices
+    dc_load: Any | None = None  # DC-load profile entity (p_w): loads on a device's DC bus, not at the PCC
     devices: list[str] = field(default_factory=list)
+    meter: Any | None = None  # the site's meter (SMM): a device at the site whose family ``meters_point``
+
+    @property
+    def pcc_reading(self) -> Any:
+        """What the SMX reads the PCC's ``p_w`` / ``q_var`` from: the site's meter if it has one (over its protocol
+        in protocol mode), else the grid's connection point."""
+        return self.meter if self.meter is not None else self.pcc
 
 
 @runtime_checkable

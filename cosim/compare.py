@@ -65,6 +65,9 @@ def table(run_dirs: list[Path]) -> Comparison:
     flats = [kpi.flatten(_kpis(d)) for d in run_dirs]
     names = [_name(d, _kpis(d)) for d in run_dirs]
     rows = [(label, [_fmt(f.get(key), how) for f in flats]) for label, key, how in ROWS]
+    from cosim.pilot_kpis import compare_rows
+
+    rows += compare_rows([_kpis(d) for d in run_dirs])  # a pilot's KPIs with its targets, met / NOT met
     meta = json.loads((run_dirs[0] / "meta.json").read_text())
     return Comparison(names, rows, meta.get("duration_s", 0) / 86400)
 

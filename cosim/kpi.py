@@ -177,7 +177,7 @@ class RunData:
         return max((len(t) for t in self.tables.values()), default=0)
 
 
-KPI_TABLES = ("grid", "buses", "lines", "trafos", "sites", "devices", "prices")
+KPI_TABLES = ("grid", "buses", "lines", "trafos", "sites", "devices", "prices", "controllers")
 
 
 def load(run_dir: str | Path) -> RunData:
@@ -247,17 +247,47 @@ def _efc(throughput_kwh: float, capacity_kwh: Num) -> Num:
 # ---------------------------------------------------------------- sites
 
 
-def _bill_eur(run: RunData, pcc: np.ndarray | None) -> Num:
-    """Σ (import·import price − export·export price) per step; a missing export price counts as 0 €/kWh."""
-    if pcc is None or "prices" not in run.tables:
+def _bill_eur(run: RunData, imp: np.ndarray | None, exp: np.ndarray | None) -> Num:
+    """Σ (import·import price − export·export price) per step (mean powers in W); a missing export price counts
+    as 0 €/kWh."""
+    if imp is None or exp is None or "prices" not in run.tables:
         return None
     p_imp = run.col("prices", "price", "import_eur_per_kwh")
     if p_imp is None:
         return None
     p_exp = run.col("prices", "price", "export_eur_per_kwh")
-    imp, exp = _split(pcc)
     cost = imp * p_imp - (exp * p_exp if p_exp is not None else 0.0)
     return float(np.nansum(cost)) * run.dt_h / 1000.0
+
+
+def _register_steps(e_wh: np.ndarray, first_wh: float) -> np.ndarray:
+    """Energy per step from a cumulative register recorded at the end of each step. The register before the first
+    step is not recorded: ``first_wh`` (from the power reading) stands in for the first step. A register that rolls
+    over (a real one keeps a fixed number of digits) is unwrapped at the power of ten above its largest reading."""
+    d = np.diff(e_wh, prepend=np.nan)
+    d[0] = first_wh
+    top = float(np.nanmax(e_wh)) if np.isfinite(e_wh).any() else 0.0
+    if top > 0:
+        d = np.where(d < 0, d + 10.0 ** (math.floor(math.log10(top)) + 1), d)
+    return d
+
+
+def site_energy(run: RunData, site: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(net, import, export) mean power per step at a site's PCC, in W. From its meter's registers when the site
+    has one (meta.json ``sites[].meter``: a device whose family meters its point), else from the simulated PCC."""
+    meter = site.get("meter")
+    if meter:
+        p = run.col("devices", meter, "p_w")
+        e_imp, e_exp = run.col("devices", meter, "e_import_wh"), run.col("devices", meter, "e_export_wh")
+        if p is not None and e_imp is not None and e_exp is not None and len(p):
+            h = run.dt_h
+            p0 = float(p[0]) if math.isfinite(p[0]) else 0.0
+            return (p, _register_steps(e_imp, max(p0, 0.0) * h) / h, _register_steps(e_exp, max(-p0, 0.0) * h) / h)
+    pcc = run.col("sites", site["id"], "pcc_p_w")
+    if pcc is None:
+        return None, None, None
+    imp, exp = _split(pcc)
+    return pcc, imp, exp
 
 
 def _site_devices(run: RunData, site: dict[str, Any]) -> list[dict[str, Any]]:
@@ -268,21 +298,27 @@ def _site_devices(run: RunData, site: dict[str, Any]) -> list[dict[str, Any]]:
 def site_kpis(run: RunData, site: dict[str, Any], devices: dict[str, dict[str, Any]]) -> dict[str, Any]:
     sid = site["id"]
     dt_h = run.dt_h
-    pcc = run.col("sites", sid, "pcc_p_w")
-    imp, exp = _split(pcc) if pcc is not None else (None, None)
+    pcc, imp, exp = site_energy(run, site)
     out: dict[str, Any] = {
         "import_kwh": _kwh(imp, dt_h),
         "export_kwh": _kwh(exp, dt_h),
         "load_kwh": _kwh(run.col("sites", sid, "load_p_w"), dt_h),
         "peak_import_kw": _peak_kw(run.after_warmup(pcc)),
         "peak_export_kw": None if pcc is None else _peak_kw(-run.after_warmup(pcc)),
-        "bill_eur": _bill_eur(run, pcc),
+        "bill_eur": _bill_eur(run, imp, exp),
     }
     devs = [devices[d["id"]] for d in _site_devices(run, site)]
     out |= _aggregate_devices(devs)
-    v = run.col("sites", sid, "v_pu")
+    v = _supplied(run, sid, run.col("sites", sid, "v_pu"))
     out |= {"v_min_pu": _nanmin(v), "v_max_pu": _nanmax(v)}
     return _finish(out)
+
+
+def _supplied(run: RunData, sid: str, v: np.ndarray | None) -> np.ndarray | None:
+    """A site's voltages with the steps of an outage at its PCC (events: grid_present 0) left out: EN 50160 counts
+    interruptions apart from voltage variations."""
+    present = run.col("sites", sid, "grid_present")
+    return v if v is None or present is None else np.where(present > 0.5, v, np.nan)
 
 
 def _group_capacity(members: Sequence[dict[str, Any]]) -> Num:
@@ -332,7 +368,7 @@ def total_kpis(run: RunData, sites: dict[str, dict[str, Any]]) -> dict[str, Any]
     """Sums over sites for energies; peaks are coincident (peak of the summed PCC power), not sums of peaks."""
     members = list(sites.values())
     out: dict[str, Any] = {key: _sum(s[key] for s in members) for key in ADDITIVE_KEYS}
-    pcc = _sum_series(run.col("sites", sid, "pcc_p_w") for sid in sites)
+    pcc = _sum_series(site_energy(run, s)[0] for s in run.meta.get("sites", []) if s["id"] in sites)
     capacity = _group_capacity(members)
     v_min = [s["v_min_pu"] for s in members if s["v_min_pu"] is not None]
     v_max = [s["v_max_pu"] for s in members if s["v_max_pu"] is not None]
@@ -428,6 +464,7 @@ def _site_voltage_ok(run: RunData) -> bool | None:
     if sites is None or not ids:
         return None
     _, m = sites.matrix("v_pu", ids)
+    m = np.column_stack([_supplied(run, sid, m[:, j]) for j, sid in enumerate(ids)]) if len(ids) else m
     if not np.isfinite(m).any():
         return None
     return _outside(m, run.v_band) == 0
@@ -508,6 +545,14 @@ def ev_kpis(run_dir: Path) -> dict[str, Any]:
     return {"ev": {"total": session_kpis(path), "fleets": fleets}}
 
 
+def _pilot(run: RunData) -> dict[str, Any]:
+    """The scenario's pilot KPIs beside their targets (``kpis.pilot``; cosim/pilot_kpis.py)."""
+    from cosim import pilot_kpis
+
+    pilot = pilot_kpis.compute(run)
+    return {} if pilot is None else {"pilot": pilot}
+
+
 def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
     """All KPIs of the run in ``run_dir``; also written to ``run_dir/kpis.json``.
 
@@ -525,6 +570,7 @@ def compute(run_dir: str | Path, data: RunData | None = None) -> dict[str, Any]:
             "sites": sites,
             "devices": devices,
             **ev_kpis(run_dir),
+            **_pilot(run),
         }
     )
     (run_dir / KPI_FILE).write_text(json.dumps(kpis, indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -348,6 +348,10 @@ def table(kpis: dict[str, Any], wall_time_s: float | None = None, sites: bool = 
         for site, k in site_kpis.items():
             st.add_row(site, *(fmt(key, k.get(key)) for _, key in SITE_COLUMNS))
         parts.append(st)
+    if kpis.get("pilot"):
+        from cosim.pilot_kpis import rich_table
+
+        parts.insert(1, rich_table(kpis["pilot"]))  # the pilot's targets right after the headline KPIs
     return Group(*parts)
 
 

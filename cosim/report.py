@@ -24,7 +24,7 @@ import logging
 import traceback
 from pathlib import Path
 
-from cosim import report_context, report_flows, report_grid, report_html
+from cosim import outage_report, report_context, report_flows, report_grid, report_html
 from cosim.report_sections import Section, SectionFn, e, note
 
 REPORT_DIR = "report"
@@ -32,6 +32,7 @@ REPORT_FILE = "report.html"
 log = logging.getLogger(__name__)
 
 SECTIONS: list[SectionFn] = [
+    outage_report.pilot_section,
     report_grid.voltage_profile,
     report_grid.voltage_heatmap,
     report_grid.unbalance,

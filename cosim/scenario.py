@@ -24,7 +24,8 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       ValidationInfo, create_model, field_validator, model_validator)
 
-from cosim import controller_kinds, sources
+from cosim import controller_kinds, events, sources
+from cosim.events import EventSpec
 from cosim.messaging.config import MessagingSpec
 from devices import registry as device_registry
 from devices import yaml_file
@@ -126,6 +127,8 @@ class SiteSpec(Strict):
     bus: str | None = Field(None, description="or: the bus to connect to (a new connection point)")
     phase: Literal[1, 2, 3] | None = Field(None, description="single-phase connection (1=a, 2=b, 3=c); none = 3-phase")
     load: LoadProfileRef | None = None
+    dc_load: LoadProfileRef | None = Field(None, description="DC loads behind the site's devices, W (source "
+                                           "site.dc_load_p_w; not drawn at the PCC)")
     pv_profile: PvProfileRef | None = None
     contract_import_w: float | None = Field(None, gt=0)
     contract_export_w: float | None = Field(None, gt=0)
@@ -258,6 +261,8 @@ class KpiSpec(Strict):
     v_band_tight_pu: tuple[float, float] = (0.95, 1.05)
     warmup: Seconds | None = Field(None, description="start of the run left out of the peak powers (default: one "
                                                      "step when there are controllers, else none)")
+    pilot: Literal["bucharest", "bolzano_residential"] | None = Field(
+        None, description="report this pilot's KPIs beside its targets (cosim/pilot_kpis.py)")
 
     @field_validator("v_band_pu", "v_band_tight_pu")
     @classmethod
@@ -283,6 +288,8 @@ class ScenarioCore(Strict):
     devices: list[DeviceSpec] = Field(default_factory=list)
     controllers: list[ControllerSpec] = Field(default_factory=list)
     ev_fleets: list[EvFleetSpec] = Field(default_factory=list)
+    events: list[EventSpec] = Field(default_factory=list, description="scheduled outages, voltage sags, device "
+                                    "trips and communication losses (cosim/events.py)")
     messaging: MessagingSpec | None = Field(None, description="S4G broker roles; absent: every flow is direct")
     telemetry: TelemetrySpec | None = Field(None, description="field data published on the Data Broker")
     outputs: OutputSpec = OutputSpec()
@@ -502,13 +509,14 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
                 add(("ev_fleets", i, "wallboxes", j), "this device already belongs to another fleet", wb)
             in_fleet.add(wb)
     sources.problems(sc, device_registry.family, add)
+    events.problems(sc, add)
     _reference_problems(sc, add)
     if sc.grid.path is not None and not sc.grid.path.is_file():
         add(("grid", "path"), "grid file not found", str(sc.grid.path))
     else:
         _grid_problems(sc, add)
     for i, site in enumerate(sc.sites):
-        for key in ("load", "pv_profile"):
+        for key in ("load", "dc_load", "pv_profile"):
             ref = getattr(site, key)
             if ref is not None and ref.path is not None and not ref.path.is_file():
                 add(("sites", i, key, "path"), "profile file not found", str(ref.path))

@@ -11,6 +11,11 @@ inject live in the "Devices" host, stepped before the power flow (their ``point.
 step, as a real controller has one cycle of latency); families that only observe live in a second host,
 "DevicesAfterGrid", stepped after the power flow of the same step, so a meter reads the solution it meters.
 Controller kinds build themselves through the builder's :class:`~cosim.build_context.BuildContext`.
+
+The scenario's events (cosim/events.py) enter through cosim/event_sim.py: an outage opens the site's grid Load
+entity, a sag scales the Grid's source voltage, a trip gates the device's power on its way to the grid, and
+``point.grid_present`` inputs come from the schedule in the same step; a communication loss puts the flows it
+touches on the message bus (on ``direct`` when the scenario has no ``messaging``), whose routes drop them.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import numpy as np
 
 from cosim import controller_kinds, sources
 from cosim.build_context import SiteHandle
+from cosim.events import Schedule
 from cosim.scenario import DeviceSpec, LoadedScenario, Scenario
 from devices import registry as device_registry
 from devices.base import Address
-from devices.family import Family, Input
+from devices.family import METERED, Family, Input
 
 SIM_CONFIG: dict[str, dict[str, str]] = {
     "Profiles": {"python": "simulators.profiles:ProfileSim"},
@@ -70,6 +76,9 @@ class WorldBuilder:
         self.bus: Any = None
         self.ev_bays: dict[str, Any] = {}  # wallbox id -> its EV fleet bay entity
         self.warnings: list[str] = []
+        self.schedule = Schedule(list(self.scenario.events), self.scenario.start)
+        self.event_sim: Any = None  # "Events": the schedule's outputs (started when events or their sources are used)
+        self._event_points: dict[str, Any] = {}
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -85,12 +94,13 @@ class WorldBuilder:
                 topic: str | None = None, sender_kind: str = "controller", period_s: int = 0,
                 time_shifted: bool = False, initial_data: dict | None = None) -> None:
         """Connect like ``world.connect``; with a broker ``role`` (data, control, smx, aggregator, smx:<site>)
-        the flow travels as SenML over that role's broker when the scenario puts the role on one.
+        the flow travels as SenML over that role's broker when the scenario puts the role on one (or a
+        communication-loss event touches it).
 
         ``topic`` groups flows into one message per step (default: one topic per role and sender);
         ``period_s`` limits how often a flow is published (telemetry rates).
         """
-        if role is None or not self._role_on_bus(role):
+        if role is None or not (self._role_on_bus(role) or self._comm_loss(role, src, dst)):
             self.world.connect(src, dst, *attr_pairs, time_shifted=time_shifted, initial_data=initial_data)
             return
         self._routes.append((src, dst, attr_pairs, role, topic, sender_kind, period_s, time_shifted, initial_data))
@@ -101,6 +111,14 @@ class WorldBuilder:
             return False
         # a role on "direct" without injected faults is exactly a mosaik connection: keep it one (fastest)
         return spec.broker_for(role) != "direct" or spec.faults_for(role) is not None
+
+    def _comm_loss(self, role: str, src: Any, dst: Any) -> list[tuple[int, int]]:
+        """The windows in which the scenario's communication-loss events cut this flow (empty: none)."""
+        if not self.schedule.of("comm_loss"):
+            return []
+        ids = {ent.full_id: dev_id for dev_id, ent in self.devices.items()}
+        ends = tuple(ids[e.full_id] for e in (src, dst) if e is not None and e.full_id in ids)
+        return self.schedule.comm_loss(role, ends)
 
     def record(self, entity: Any, attr: str, table: str, column: str | list[str]) -> None:
         """Record ``entity.attr`` into ``table`` under ``column`` (a list of columns for a vector attr)."""
@@ -136,6 +154,7 @@ class WorldBuilder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._build_profiles_and_grid()
+            self._build_events()
             self._stage(f"{len(sc.devices)} devices")
             self._build_devices()
             self._build_ev_fleets()
@@ -146,6 +165,7 @@ class WorldBuilder:
                 kind.build(self, ctl, params)
             self._stage("messaging and recorder")
             self._build_telemetry()
+            self._build_native_topics()
             self._build_routes()
             self._build_recorder()
             self._write_meta()
@@ -207,6 +227,12 @@ class WorldBuilder:
                                            path=_str(ref.path), code=g.code, element=ref.element)
                 self.world.connect(handle.load, handle.pcc, "p_w", "q_var")
                 self.record(handle.load, "p_w", "sites", f"{site.id}.load_p_w")
+            if site.dc_load is not None:  # on a device's DC bus: read through site.dc_load_p_w, not drawn at the PCC
+                ref = site.dc_load
+                handle.dc_load = self._create(("sites", i, "dc_load"), profiles.Load, source=ref.source,
+                                              column=ref.column, scale=ref.scale, power_factor=1.0,
+                                              path=_str(ref.path), code=g.code, element=ref.element)
+                self.record(handle.dc_load, "p_w", "sites", f"{site.id}.dc_load_p_w")
             pv_ref = site.pv_profile or sc.profiles.pv
             if pv_ref is not None:
                 loc = ("sites", i, "pv_profile") if site.pv_profile else ("profiles", "pv")
@@ -253,6 +279,30 @@ class WorldBuilder:
             self.world.connect(ent, loads[name], "p_w", "q_var")
             self.grid_profile_loads.append(name)
 
+    def _build_events(self) -> None:
+        """The schedule's simulator: site PCCs that open, the feeder's source voltage (cosim/event_sim.py)."""
+        sch = self.schedule
+        reads_presence = any(i.scope == "point" and i.attr in sources.EVENT_POINT_ATTRS
+                             for d in self.scenario.devices for i in device_registry.family(d.family).inputs)
+        if not sch and not reads_presence:
+            return
+        self.event_sim = self.sim("Events", "cosim.event_sim:EventSim", schedule=sch,
+                                  events_path=str(self.out_dir / "events.jsonl"))
+        for site_id in sorted(sch.outage_sites()):
+            point = self.add_entity(self.event_sim.Point(site=site_id))
+            self.world.connect(point, self.sites[site_id].pcc, "grid_present")
+            self.record(point, "grid_present", "sites", f"{site_id}.grid_present")
+        if sch.has_sag():
+            source = self.add_entity(self.event_sim.Source())
+            self.world.connect(source, self.grid, "v_source_pu")
+            self.record(source, "v_source_pu", "grid", "grid.v_source_pu")
+
+    def _event_point(self, spec: DeviceSpec) -> Any:
+        """The ``point.grid_present`` entity of one device: its site's outages and its own trips."""
+        if spec.id not in self._event_points:
+            self._event_points[spec.id] = self.add_entity(self.event_sim.Point(site=spec.site, device=spec.id))
+        return self._event_points[spec.id]
+
     def _create(self, loc: tuple, factory: Any, **params: Any) -> Any:
         """Create an entity; a simulator's refusal (bad column, file, ...) becomes a scenario error at ``loc``."""
         try:
@@ -275,13 +325,24 @@ class WorldBuilder:
             except Exception as exc:
                 raise self.loaded.error(("devices", i), f"cannot create the device: {exc}") from exc
             self.devices[spec.id] = ent
-            if fam.injects:
+            if fam.injects and spec.id in self.schedule.tripped_devices():
+                # a trip opens the device's AC connection: its power passes a gate on its way to the grid
+                gates = self.sim("EventGates", "cosim.event_sim:EventSim", schedule=self.schedule)
+                gate = self.add_entity(gates.Gate(device=spec.id))
+                self.world.connect(ent, gate, "p_w", "q_var")
+                self.world.connect(gate, self.point_of(spec.id), "p_w", "q_var")
+                self.record(gate, "tripped", "devices", f"{spec.id}.tripped")
+            elif fam.injects:
                 self.world.connect(ent, self.point_of(spec.id), "p_w", "q_var")
             if spec.site:
                 self.sites[spec.site].devices.append(spec.id)
+                if fam.meters_point:  # the site's SMM (validation refuses a second one)
+                    self.sites[spec.site].meter = ent
             for inp in fam.inputs:
                 self._connect_input(i, spec, fam, ent, inp)
             attrs = fam.measurements if wanted == "*" else [a for a in wanted if a in fam.measurements]
+            if fam.meters_point:  # the site's energy KPIs read these
+                attrs = list(dict.fromkeys([*attrs, *METERED]))
             # a sim:// device is always available: its column would be all ones, so only protocol devices get one
             status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
             for attr in (*attrs, *status):
@@ -310,6 +371,10 @@ class WorldBuilder:
         if scope == "fleet":
             return
         src = None
+        if scope == "point" and attr in sources.EVENT_POINT_ATTRS:
+            # from the event schedule, in the same step (not from the power flow)
+            self.world.connect(self._event_point(spec), ent, (attr, inp.name))
+            return
         if scope == "point":
             src = self.point_of(spec.id)
         elif scope == "site":
@@ -351,10 +416,20 @@ class WorldBuilder:
                 self.world.connect(device, bay, "p_w", time_shifted=True, initial_data={"p_w": 0.0})
 
     def publish(self, src: Any, *attrs: str, role: str = "data", period_s: int = 0,
-                sender_kind: str = "device") -> None:
-        """Publish ``src``'s attributes on a broker role with no mosaik destination (telemetry for the DWH)."""
-        if self._role_on_bus(role):
-            self._routes.append((src, None, attrs, role, None, sender_kind, period_s, False, None))
+                sender_kind: str = "device", native: dict[str, tuple[str, float]] | None = None) -> None:
+        """Publish ``src``'s attributes on a broker role with no mosaik destination (telemetry for the DWH);
+        ``native`` (attr -> (topic name, factor)) publishes them under the source's own topic names instead."""
+        if self._role_on_bus(role) or (native is None and self._comm_loss(role, src, None)):
+            self._routes.append((src, None, attrs, role, None, sender_kind, period_s, False, None, native))
+
+    def _build_native_topics(self) -> None:
+        """A family that declares its own telemetry topics (``Family.topics``: the S4G ER connector's) has its
+        devices' measurements on their site's SMX broker under those names too, when that broker is not direct."""
+        for dev_id, ent in self.devices.items():
+            spec = self.device_specs[dev_id]
+            fam = device_registry.family(spec.family)
+            if fam.topics and spec.site:
+                self.publish(ent, *fam.topics, role=f"smx:{spec.site}", native=dict(fam.topics))
 
     def _build_telemetry(self) -> None:
         spec = self.scenario.telemetry
@@ -374,12 +449,14 @@ class WorldBuilder:
             return
         from cosim.messaging import topics
         from cosim.messaging.bus import MessageBus
+        from cosim.messaging.config import MessagingSpec
         from cosim.messaging.link import source_name
 
         sc = self.scenario
         from cosim.security.spec import bus_security
 
-        self.bus = MessageBus(sc.messaging, seed=sc.seed, start=sc.start,
+        # routes exist without a messaging section only when a communication loss needs them: in memory
+        self.bus = MessageBus(sc.messaging or MessagingSpec(default="direct"), seed=sc.seed, start=sc.start,
                               **bus_security(sc.security, sc.messaging.namespace if sc.messaging else ""))
         scope = source_name(sc.name)
         groups: dict[tuple, list[tuple]] = {}
@@ -400,11 +477,13 @@ class WorldBuilder:
             sensorthings |= hosts_dwh
             link = self.sim(f"BusLink{n}", "cosim.messaging.link:BusLinkSim", bus=self.bus, attrs=sorted(attrs),
                             step_size=step, sensorthings_dir=str(self.out_dir) if hosts_dwh else None)
-            for src, dst, pairs, role, topic, kind, period_s, shifted, initial in routes:
-                self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial)
+            for src, dst, pairs, role, topic, kind, period_s, shifted, initial, *native in routes:
+                self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial,
+                                native[0] if native else None)
 
     def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple, role: str, topic: str | None,
-                   kind: str, period_s: int, shifted: bool, initial: dict | None) -> None:
+                   kind: str, period_s: int, shifted: bool, initial: dict | None,
+                   native: dict[str, tuple[str, float]] | None = None) -> None:
         from cosim.messaging import topics
         from cosim.messaging.link import source_name
 
@@ -417,7 +496,8 @@ class WorldBuilder:
                 make = {"data": topics.data_topic, "control": topics.control_topic, "smx": topics.smx_meas_topic}[base]
                 topic = make(site or scope, source, "state")
         route = link.Route(role=role, topic=topic, sender=src.full_id, source=source, sender_kind=kind,
-                           period_s=period_s)
+                           period_s=period_s, down=self._comm_loss(role, src, dst),
+                           native={a: list(v) for a, v in native.items()} if native else None)
         src_attrs = [(p, p) if isinstance(p, str) else p for p in pairs]
         self.world.connect(src, route, *[(a, a) for a, _ in src_attrs])
         if dst is not None:
@@ -461,7 +541,7 @@ class WorldBuilder:
 
     def _entities_by_full_id(self) -> dict[str, Any]:
         ents = [self.grid, *self.grid.children, *self.devices.values(), *self._extra_entities]
-        ents += [e for s in self.sites.values() for e in (s.load, s.pv) if e is not None]
+        ents += [e for s in self.sites.values() for e in (s.load, s.pv, s.dc_load) if e is not None]
         if self.price is not None:
             ents.append(self.price)
         return {e.full_id: e for e in ents}
@@ -498,11 +578,13 @@ class WorldBuilder:
                 {"id": h.spec.id, "bus": h.spec.bus or (h.pcc.extra_info or {}).get("bus"),
                  "phase": h.spec.phase if h.spec.bus else (h.pcc.extra_info or {}).get("phase"),
                  "devices": h.devices, "contract_import_w": h.spec.contract_import_w,
-                 "contract_export_w": h.spec.contract_export_w}
+                 "contract_export_w": h.spec.contract_export_w,
+                 "meter": h.meter.eid if h.meter is not None else None}
                 for h in self.sites.values()
             ],
             "devices": [
-                {"id": d.id, "family": d.family, "site": d.site, "bus": d.bus, "address": d.address}
+                {"id": d.id, "family": d.family, "site": d.site, "bus": d.bus, "address": d.address,
+                 "config": d.config}
                 for d in sc.devices
             ],
             "controllers": [{"id": c.id, "kind": c.kind, "devices": c.devices, "params": c.params}
@@ -510,6 +592,9 @@ class WorldBuilder:
             "ev_fleets": [{"id": f.id, "kind": f.kind, "wallboxes": list(f.wallboxes)} for f in sc.ev_fleets],
             "warnings": self.warnings,
             "build_s": round(self.monitor.build_s, 3) if hasattr(self.monitor, "build_s") else None,
+            "events": [{"index": w.index, "kind": w.spec.kind, "from_s": w.t0, "until_s": w.t1,
+                        **{k: getattr(w.spec, k) for k in ("site", "device", "role", "v_pu")
+                           if getattr(w.spec, k) is not None}} for w in self.schedule.windows],
         }
         (self.out_dir / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
 

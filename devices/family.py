@@ -25,6 +25,9 @@ from pydantic import BaseModel
 from devices.base import Capabilities
 
 _SOURCE = re.compile(r"^[a-z]+\.[a-z][a-z0-9_]*$")
+#: what a family that meters its connection point measures (``Family.meters_point``): the point's net power (load
+#: arrow) and the registers of the energy drawn from / fed into the grid there (Wh, cumulative)
+METERED = ("p_w", "q_var", "e_import_wh", "e_export_wh")
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,14 @@ class Family:
     safe_setpoint: Mapping[str, float] = field(default_factory=dict)
     #: the setpoint that sets the battery's power (+ = charge), for storage controllers; None if no battery
     battery_setpoint: str | None = None
+    #: True: the device meters its connection point (measures METERED; does not inject). A device of such a family
+    #: placed at a site is the site's meter (its SMM): the SMX reads the PCC through it and the site's energy KPIs
+    #: come from its registers
+    meters_point: bool = False
+    #: measurement -> (topic name, factor): the device's own telemetry topics (e.g. the S4G ER connector's
+    #: ``EnergyRouterInverter/MMXN1.Watt.instMag.f``), published on its site's SMX broker under
+    #: ``s4g/{site}/smx/{device}/native/`` as one SenML record each, value = factor x ours (its own convention)
+    topics: Mapping[str, tuple[str, float]] = field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -161,6 +172,11 @@ class Family:
             raise ValueError(f"family {self.name!r}: inputs {sorted(clash)} are also measurements or setpoints")
         if self.injects and not {"p_w", "q_var"} <= set(self.measurements):
             raise ValueError(f"family {self.name!r} injects power, so it must measure 'p_w' and 'q_var'")
+        if self.meters_point and (self.injects or not set(METERED) <= set(self.measurements)):
+            raise ValueError(f"family {self.name!r} meters its point, so it must not inject and must measure "
+                             f"{', '.join(METERED)}")
+        if unknown_topics := set(self.topics) - set(self.measurements):
+            raise ValueError(f"family {self.name!r}: topics for {sorted(unknown_topics)}, which it does not measure")
         if unknown := set(self.virtual) - set(self.drivers):
             raise ValueError(f"family {self.name!r}: virtual devices for {sorted(unknown)} but no driver")
         if "sim" in self.drivers:

@@ -399,7 +399,10 @@ class BoundaryDriver(Driver):
 
     # -- safe state --------------------------------------------------------------------------------------------
     async def _write_safe(self, source: str) -> str | None:
-        """On the bench loop: write the safe setpoint (no bench limits: it is always allowed); None if confirmed."""
+        """On the bench loop: write the safe setpoint (no bench limits: it is always allowed); None if confirmed.
+        A device that takes no setpoint (a meter) is always safe: nothing is written."""
+        if not self.safe.values:
+            return None
         wire = Wire()
         try:
             await self._wire(lambda: self.inner.write(self.safe), wire)

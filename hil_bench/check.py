@@ -71,7 +71,8 @@ async def check_device(plan: DevicePlan, config: Any, *, arm: bool = False) -> C
         result.identity = dict(await driver.identity())
         result.reachable = True
         if arm:
-            await driver.write(Setpoint(plan.family.safe_setpoint))
+            if plan.family.safe_setpoint:  # a device that takes no setpoint (a meter) is always safe
+                await driver.write(Setpoint(plan.family.safe_setpoint))
             result.armed = True
     except (DeviceError, TimeoutError, OSError) as exc:
         result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -10,6 +10,11 @@ setpoints on the SMX broker for the live monitor.
 A device that does not answer has no measurement; offline that NaN would stop the power flow. On the bench its
 ``p_w`` and ``q_var`` enter the power flow as 0 W -- it is taken as being in its safe state, disconnected --
 while ``available`` says it is not answering and its other measurements stay NaN.
+
+Families that only observe (a meter) live in a second host stepped after the power flow ("DevicesAfterGrid",
+``after_grid=True``), as offline. Both hosts put their devices behind the boundary and feed and publish them; the
+step is paced once: the first host to step at a time begins it (waits for the wall clock), and the host stepped
+last (the post-grid one when it holds devices) ends it (timing row, the monitor's step mark, observers).
 """
 
 from __future__ import annotations
@@ -26,26 +31,36 @@ def _single(sources: dict[str, Any]) -> Any:
 
 class BenchDeviceSim(DeviceSim):
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
-             bench: Any = None, **params: Any) -> dict:
+             bench: Any = None, after_grid: bool = False, **params: Any) -> dict:
         if bench is None:
             raise ValueError("BenchDeviceSim is started by the bench (hil_bench.run), with bench=<BenchRuntime>")
         self.bench = bench
-        bench.device_sim = self
+        self.after_grid = after_grid
+        if after_grid:
+            bench.observer_sim = self
+        else:
+            bench.device_sim = self
         return super().init(sid, time_resolution=time_resolution, step_size=step_size, events_path=events_path,
                             driver_wrapper=bench.boundary.wrap, **params)
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         rt = self.bench
-        row = rt.pacer.begin(time)
-        rt.on_step_start(row)
-        rt.boundary.begin_step(row)
+        row = rt.pacer.current
+        if row is None or row.t_s != time:  # the first host of this step paces it
+            row = rt.pacer.begin(time)
+            rt.on_step_start(row)
+            rt.boundary.begin_step(row)
+        observers = rt.observer_sim
+        ends = self.after_grid or observers is None or not observers.devices  # the last host of the step ends it
         self._feed(time, inputs)
         try:
             return super().step(time, inputs, max_advance)
         finally:
-            rt.pacer.end(row)
-            self._publish_measurements(time)
-            rt.on_step_end(row)
+            if ends:
+                rt.pacer.end(row)
+            self._publish_measurements(time, mark=ends)
+            if ends:
+                rt.on_step_end(row)
 
     def get_data(self, outputs: dict) -> dict:
         data = super().get_data(outputs)
@@ -76,7 +91,7 @@ class BenchDeviceSim(DeviceSim):
                 if setpoints:
                     rt.flow.put(time, plan.site, eid, "set", setpoints)
 
-    def _publish_measurements(self, time: int) -> None:
+    def _publish_measurements(self, time: int, mark: bool = True) -> None:
         rt = self.bench
         if rt.flow is None:
             return
@@ -89,4 +104,5 @@ class BenchDeviceSim(DeviceSim):
             else:
                 continue
             rt.flow.put(time, rt.plans[eid].site, eid, "meas", values)
-        rt.flow.mark(time)
+        if mark:
+            rt.flow.mark(time)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from devices import registry
-from devices.family import Family
+from devices.family import DeviceContext, Family
 from devices.io_loop import IoLoop
 from devices.virtual import VirtualDevice
 
@@ -58,15 +58,16 @@ class Hosting:
         self.devices: dict[str, HostedDevice] = {}
         self.t0: float | None = None
 
-    def start(self, device_id: str, family: Family, config, scheme: str) -> str:
-        """Start the family's virtual device for ``scheme`` on a free loopback port; return its driver address."""
+    def start(self, device_id: str, family: Family, config, scheme: str, context: DeviceContext | None = None) -> str:
+        """Start the family's virtual device for ``scheme`` on a free loopback port; return its driver address.
+        ``context``: its build context (the scenario's start: the device's clock); stand-alone without one."""
         spec = family.virtual.get(scheme)
         if spec is None:
             raise ValueError(f"{device_id}: family {family.name!r} has no virtual device for {scheme!r}")
         cls = registry.load_spec(spec)
 
         async def _start() -> HostedDevice:
-            virtual = cls(family, config, device_id=device_id)
+            virtual = cls(family, config, device_id=device_id, context=context)
             hosted = HostedDevice(device_id, family, virtual, env=family.input_defaults)
             hosted.address = await virtual.start()
             return hosted

@@ -32,8 +32,9 @@ from cosim.progress import RunInterrupted, RunMonitor
 from cosim.run import recorded_steps, versions
 from cosim.scenario import LoadedScenario
 from cosim.security.webauth import server_auth as monitor_auth
-from cosim.world import WorldBuilder
+from cosim.world import OBSERVER_HOST, WorldBuilder
 from devices.base import Address
+from devices.family import DeviceContext
 from devices.io_loop import IoLoop
 from hil_bench.boundary import Boundary, DevicePlan, plan_devices, with_revert
 from hil_bench.check import CheckResult, check_all
@@ -138,6 +139,7 @@ class BenchRuntime:
         self.iolog: IoLog | None = None
         self.server: Any = None
         self.device_sim: Any = None  # the BenchDeviceSim, set by itself
+        self.observer_sim: Any = None  # the post-grid BenchDeviceSim (families that only observe), if any
         self._estop_lock = threading.Lock()
         self._drill_state: dict[int, bool] = {}
         self._late_events = 0
@@ -179,8 +181,11 @@ class BenchRuntime:
                 self.flow = FlowBus(self.spec.monitor.broker, start=sc.start, seed=sc.seed).open()
             self._serve()
             builder = WorldBuilder(bench_loaded, self.run_dir, monitor=self.run_monitor)
-            builder.sim("Devices", "hil_bench.devsim:BenchDeviceSim", events_path=str(self.run_dir / "events.jsonl"),
-                        bench=self)
+            events = str(self.run_dir / "events.jsonl")
+            builder.sim("Devices", "hil_bench.devsim:BenchDeviceSim", events_path=events, bench=self)
+            if any(not plan.family.injects for plan in self.plans.values()):  # a meter: stepped after the grid
+                builder.sim(OBSERVER_HOST, "hil_bench.devsim:BenchDeviceSim", events_path=events, bench=self,
+                            after_grid=True)
             builder.build()
             self._watch_scenario_brokers(builder)
             # Everything built so far lives for the whole run: keep it out of the garbage collector's full
@@ -241,7 +246,9 @@ class BenchRuntime:
             plan = self.plans[d.id]
             if plan.kind == "hosted":
                 fam = plan.family
-                address = self.hosting.start(d.id, fam, fam.parse_config(d.config), Address.parse(d.address).scheme)
+                context = DeviceContext(sc.start, sc.step, d.id)  # its clock on the scenario's calendar
+                address = self.hosting.start(d.id, fam, fam.parse_config(d.config), Address.parse(d.address).scheme,
+                                             context=context)
                 plan.driver_address = with_revert(address, revert) if self.spec.device_revert else address
             elif plan.kind in ("real", "replay") and not plan.driver_address:
                 plan.driver_address = plan.address
@@ -398,7 +405,7 @@ class BenchRuntime:
     def snapshot(self) -> dict[str, Any]:
         sc = self.scenario
         devices = []
-        sim_devices = getattr(self.device_sim, "devices", {})
+        sim_devices = {**getattr(self.device_sim, "devices", {}), **getattr(self.observer_sim, "devices", {})}
         for plan in self.plans.values():
             drv = self.boundary.drivers.get(plan.id) if self.boundary is not None else None
             host_dev = sim_devices.get(plan.id)

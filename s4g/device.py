@@ -1,7 +1,8 @@
 """``s4g device serve FAMILY ...``: run one virtual device stand-alone, clocked by wall time.
 
 Each family that can be served has ``devices/<family>/serve.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``; they are found here by name, so adding a family adds its command. Option values are
+``run(args) -> int``; they are found here by name, so adding a family adds its command (a name with ``_``
+also answers to its spelling with ``-``: ``s4g device serve energy-router``). Option values are
 checked by the argparse types of :mod:`devices.serving`: a bad one is exit code 2 and a message naming it.
 """
 
@@ -31,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fsub = serve.add_subparsers(dest="family", required=True)
     for name in servable():
         module = importlib.import_module(f"devices.{name}.serve")
-        p = fsub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None)
+        # a package name with "_" is also served under its spelling with "-" (energy_router, energy-router)
+        aliases = [name.replace("_", "-")] if "_" in name else []
+        p = fsub.add_parser(name, aliases=aliases,
+                            help=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None)
         module.add_arguments(p)
         p.set_defaults(func=module.run)

@@ -9,6 +9,10 @@ sees after the power flow: the net ``p_w`` / ``q_var`` drawn there, per phase ``
 point draws on its phase only, a three-phase one is symmetric), its voltage ``v_pu`` (the point's phase, or the
 positive sequence for three-phase points) and the phase voltages ``v_a_pu`` .. ``v_c_pu`` of its bus (balanced
 grids: all equal). These are the ``point.*`` sources of the device-family contract (docs/architecture.md).
+
+Events (cosim/events.py): a Load's input ``grid_present`` = 0 opens the point (an outage at a PCC): it draws
+nothing in the power flow, the rest of the feeder goes on, and the point reports 0 W and 0 V (the grid is absent on
+its side; no NaN). The Grid's input ``v_source_pu`` scales the source (slack) voltage: a sag upstream.
 """
 
 from __future__ import annotations
@@ -48,12 +52,12 @@ META: dict[str, Any] = {
             "public": True,
             "params": ["source", "path", "code", "mode", "solver", "extra_loads", "static_loads", "ampacity_a",
                        "lv_z0_over_z1"],
-            "attrs": GRID_SCALARS + GRID_VECTORS,
+            "attrs": GRID_SCALARS + GRID_VECTORS + ["v_source_pu"],
         },
         "Bus": {"public": False, "params": [], "attrs": ["v_pu", "v_a_pu", "v_b_pu", "v_c_pu"]},
         "Line": {"public": False, "params": [], "attrs": ["loading_pct", "pl_w"]},
         "Trafo": {"public": False, "params": [], "attrs": ["loading_pct", "p_hv_w"]},
-        "Load": {"public": False, "params": [], "attrs": LOAD_ATTRS},
+        "Load": {"public": False, "params": [], "attrs": LOAD_ATTRS + ["grid_present"]},
     },
 }
 
@@ -103,6 +107,7 @@ class GridEngine:
         self.load_names = [load.name for load in model.loads]
         self.load_pos = {name: k for k, name in enumerate(self.load_names)}
         self.p_w, self.q_var = self._initial_powers(model.net, model.loads, static_loads)
+        self.connected = np.ones(len(self.load_names), dtype=bool)  # False: the point is open (an outage)
         if static_loads == "zero":
             _zero_static_injections(model.net)
         if mode == "unbalanced":
@@ -134,8 +139,20 @@ class GridEngine:
         if q_var is not None:
             self.q_var[k] = q_var
 
+    def set_connected(self, name: str, connected: bool) -> None:
+        """Open (False) or close a connection point: an open point draws nothing and reports 0 W and 0 V."""
+        self.connected[self.load_pos[name]] = connected
+
+    def set_source_v_pu(self, k: float) -> None:
+        """The source voltage as a factor of its set value (a sag: < 1)."""
+        self.powerflow.set_source_scale(k)
+
+    def drawn(self) -> tuple[np.ndarray, np.ndarray]:
+        """The powers the points draw in the power flow (0 at an open point)."""
+        return np.where(self.connected, self.p_w, 0.0), np.where(self.connected, self.q_var, 0.0)
+
     def solve(self) -> PowerFlowResult:
-        self.result = self.powerflow.solve(self.p_w, self.q_var)
+        self.result = self.powerflow.solve(*self.drawn())
         return self.result
 
     def describe_loads(self) -> str:
@@ -210,10 +227,18 @@ class GridSim(mosaik_api_v3.Simulator):
         engine = self._require_engine()
         targets = {"p_w": engine.p_w, "q_var": engine.q_var}  # written in place: one lookup per input, no calls
         for eid, attrs in inputs.items():
+            if eid == self.grid_eid and set(attrs) == {"v_source_pu"}:
+                engine.set_source_v_pu(_sum_inputs(eid, "v_source_pu", attrs["v_source_pu"]) or 1.0)
+                continue
             k = self._load_eid_pos.get(eid)
             if k is None:
-                raise ValueError(f"{eid!r} takes no inputs; only Load entities accept p_w / q_var")
+                raise ValueError(f"{eid!r} takes no inputs; only Load entities accept p_w / q_var / grid_present "
+                                 "(and the Grid v_source_pu)")
             for attr, sources in attrs.items():
+                if attr == "grid_present":
+                    present = _sum_inputs(eid, attr, sources)
+                    engine.connected[k] = present is None or present > 0.5
+                    continue
                 target = targets.get(attr)
                 if target is None:
                     raise ValueError(f"Load input {attr!r} unknown; expected p_w or q_var")
@@ -238,7 +263,7 @@ class GridSim(mosaik_api_v3.Simulator):
 
     def _value(self, engine: GridEngine, res: PowerFlowResult, eid: str, attr: str) -> Any:
         if eid == self.grid_eid:
-            return _grid_value(res, attr)
+            return engine.powerflow.source_scale if attr == "v_source_pu" else _grid_value(res, attr)
         kind = eid.split(":", 1)[0]
         if kind == "bus":
             k = self._bus_pos[eid]
@@ -251,6 +276,10 @@ class GridSim(mosaik_api_v3.Simulator):
             return float(res.trafo_loading_pct[k] if attr == "loading_pct" else res.trafo_p_hv_w[k])
         if kind == "load":
             k = engine.load_pos[eid[len("load:"):]]
+            if not engine.connected[k]:
+                return 0.0  # an open point: nothing drawn, no voltage, no grid
+            if attr == "grid_present":
+                return 1.0
             if attr in _LOAD_SCALARS:
                 return float({"p_w": engine.p_w, "q_var": engine.q_var, "v_pu": res.load_v_pu}[attr][k])
             ph = "abc".index(attr[2])

@@ -80,6 +80,8 @@ class PowerFlowResult:
 class _Backend(Protocol):
     def solve(self, p_mw: FloatArray, q_mvar: FloatArray) -> PowerFlowResult: ...
 
+    def scale_source(self, k: float) -> None: ...
+
 
 class PowerFlow:
     """Repeated power flow on one pandapower net with a fixed set of driven loads.
@@ -120,6 +122,17 @@ class PowerFlow:
             backend = _FastUnbalanced(net, self.loads, tol_mva, max_iter)
         self._backend = backend
         self._last: tuple[FloatArray, FloatArray, PowerFlowResult] | None = None
+        self.source_scale = 1.0
+
+    def set_source_scale(self, k: float) -> None:
+        """Scale the source (slack) voltage by ``k`` from the next solve on: a voltage sag upstream (1 = as built)."""
+        k = float(k)
+        if not (math.isfinite(k) and k > 0):
+            raise ValueError(f"source voltage scale must be finite and > 0, got {k!r}")
+        if k != self.source_scale:
+            self.source_scale = k
+            self._backend.scale_source(k)
+            self._last = None
 
     def solve(self, p_w: ArrayLike, q_var: ArrayLike) -> PowerFlowResult:
         p = np.asarray(p_w, dtype=np.float64) * 1e-6
@@ -187,6 +200,10 @@ class _PandapowerBackend:
     def __init__(self, net: pp.pandapowerNet, loads: Sequence[LoadRef], mode: Mode, options: dict[str, object]) -> None:
         self.net, self.loads, self.mode, self.options = net, list(loads), mode, options
         self.load_bus_pos = _load_bus_positions(net, self.loads)
+        self.vm_source = net.ext_grid.vm_pu.to_numpy(dtype=float).copy()
+
+    def scale_source(self, k: float) -> None:
+        self.net.ext_grid["vm_pu"] = self.vm_source * k
 
     def solve(self, p_mw: FloatArray, q_mvar: FloatArray) -> PowerFlowResult:
         net = self.net
@@ -425,6 +442,12 @@ class _FastBalanced:
         self.w = -self.z.solve(np.asarray(ybus[t.pq][:, t.ref] @ self.v_ref, dtype=complex).ravel())
         self.v_pq = self.w.copy()  # warm start: the previous step's solution
         self.tol, self.max_iter = tol_mva / self.base_mva, max_iter
+        self._source = (self.v_ref.copy(), self.w.copy())
+
+    def scale_source(self, k: float) -> None:
+        # the no-load voltages are linear in the slack voltage
+        self.v_ref, self.w = self._source[0] * k, self._source[1] * k
+        self.v_pq = self.w.copy()
 
     def solve(self, p_mw: FloatArray, q_mvar: FloatArray) -> PowerFlowResult:
         s = self.s_static + self.c_load @ (p_mw + 1j * q_mvar)
@@ -548,6 +571,12 @@ class _FastUnbalanced:
         self.c_load = sp.csr_matrix(sp.vstack(per_phase) * (-1.0 / self.base_mva))
         self.load_phase = phases
         self.tol, self.max_iter = tol_mva / self.base_mva, max_iter
+        self._source = (self.v1_ref.copy(), self.w1.copy())
+
+    def scale_source(self, k: float) -> None:
+        # the no-load voltages are linear in the slack voltage
+        self.v1_ref, self.w1 = self._source[0] * k, self._source[1] * k
+        self.v012 = self._no_load()
 
     def _no_load(self) -> ComplexArray:
         v012 = np.zeros((3, self.topo.n_bus), dtype=complex)

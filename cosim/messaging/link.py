@@ -6,7 +6,9 @@ A connection ``src.attr -> dst.attr`` that the scenario puts on a broker role be
 destination. Each source has a topic ``s4g/{site}/{role}/{source}/.../state``; in each step the link
 simulator publishes one SenML pack per topic with the source's new values, named ``{site}/{source}/{attr}``
 (vectors ``.../{attr}/{i}``) with the unit the attribute name carries; an attribute that already is a SenML
-pack (GESSCon's 24 hourly set-points) travels as its own message on ``.../{source}/schedule/{attr}``. Then it
+pack (GESSCon's 24 hourly set-points) travels as its own message on ``.../{source}/schedule/{attr}``; an attribute
+the route names in ``native`` (a family's own topic names, ``Family.topics``) as its own message on
+``s4g/{site}/smx/{source}/native/{name}``, one record named ``name``, value = factor x ours. Then it
 asks the bus for everything due by now; a route outputs the last value delivered for its source (None before
 the first), as a subscriber holds the last message. The bus makes
 delivery deterministic, so a run gives the same results with a role on ``direct``, on the embedded broker or
@@ -67,6 +69,13 @@ class _Route:
     source: str
     #: publish at most every period_s seconds (telemetry rates); 0 = on every change
     period_s: int = 0
+    #: attr -> (topic name, factor): published under the source's own topic names (smx role only)
+    native: dict[str, tuple[str, float]] | None = None
+    #: [t0, t1) windows of a communication loss (cosim/events.py): nothing is published, receivers hold
+    down: tuple[tuple[int, int], ...] = ()
+
+    def is_down(self, t_s: int) -> bool:
+        return any(t0 <= t_s < t1 for t0, t1 in self.down)
 
 
 def meta(attrs: list[str]) -> dict:
@@ -74,7 +83,8 @@ def meta(attrs: list[str]) -> dict:
         "api_version": "3.0",
         "type": "time-based",
         "models": {"Route": {"public": True,
-                             "params": ["role", "topic", "sender", "sender_kind", "source", "period_s"],
+                             "params": ["role", "topic", "sender", "sender_kind", "source", "period_s", "native",
+                                        "down"],
                              "attrs": sorted(set(attrs))}},
         "extra_methods": ["stats"],
     }
@@ -114,12 +124,15 @@ one time-shifted edge keeps it acyclic as without the broker.
         return self.meta
 
     def create(self, num: int, model: str, role: str, topic: str, sender: str, source: str,
-               sender_kind: str = "controller", period_s: int = 0) -> list[dict]:
+               sender_kind: str = "controller", period_s: int = 0, native: dict | None = None,
+               down: Any = ()) -> list[dict]:
         assert self.bus is not None
         out = []
+        names = {a: (str(n), float(f)) for a, (n, f) in native.items()} if native else None
         for _ in range(num):
             eid = f"r{len(self.routes)}"
-            self.routes[eid] = _Route(eid, role, topic, sender, source, int(period_s))
+            windows = tuple((int(t0), int(t1)) for t0, t1 in down or ())
+            self.routes[eid] = _Route(eid, role, topic, sender, source, int(period_s), names, windows)
             self._senders.setdefault(topic, set()).add(sender)
             self.bus.register(sender, sender_kind)
             out.append({"eid": eid, "type": model})
@@ -143,6 +156,8 @@ one time-shifted edge keeps it acyclic as without the broker.
         packs: dict[tuple[str, str, str], dict[str, Record]] = {}
         for eid, attrs in sorted(inputs.items()):
             route = self.routes[eid]
+            if route.down and route.is_down(time):
+                continue  # the link is lost: nothing reaches the broker; published again once it is back
             due_key = (route.topic, route.source)
             last = self._last_pub.get(due_key)
             if route.period_s and last is not None and last != time and time - last < route.period_s:
@@ -151,6 +166,9 @@ one time-shifted edge keeps it acyclic as without the broker.
                 if len(sources) != 1:
                     raise ValueError(f"route {eid}.{attr} has {len(sources)} sources; a route carries one")
                 value = next(iter(sources.values()))
+                if route.native and attr in route.native:
+                    self._publish_native(route, attr, value, time)
+                    continue
                 if value is None or _same(value, self._sent.get((route.topic, attr))):
                     continue
                 self._sent[(route.topic, attr)] = value
@@ -175,6 +193,20 @@ one time-shifted edge keeps it acyclic as without the broker.
         if self._sensorthings is not None:
             self._sensorthings.step(time)
         return time + self.step_size
+
+    def _publish_native(self, route: _Route, attr: str, value: Any, time: int) -> None:
+        """One value under the source's own topic name (a family's ``topics``), in the device's convention."""
+        from cosim.messaging import topics
+
+        assert self.bus is not None and route.native is not None
+        name, factor = route.native[attr]
+        topic = topics.smx_native_topic(topics.parse_topic(route.topic).site, route.source, name)
+        if value is None or _same(value, self._sent.get((topic, attr))):
+            return
+        self._sent[(topic, attr)] = value
+        self._last_pub[(route.topic, route.source)] = time
+        unit = unit_of(attr) if abs(factor) == 1.0 else None  # a scaled value (SoC in %) is in the device's unit
+        self.bus.publish(route.role, topic, [_number(name, factor * float(value), unit)], time, route.sender)
 
     @staticmethod
     def _pack_topic(route: _Route, attr: str) -> str:

@@ -7,7 +7,9 @@ role            segment     carries
 ==============  ==========  ====================================================================================
 ``smx``         ``smx``     local traffic of one site's SMX broker: device measurements to local agents
                             (``s4g/{site}/smx/{device}/meas/{quantity}``) and local set-points back
-                            (``s4g/{site}/smx/{device}/set/{quantity}``); one SMX broker per site
+                            (``s4g/{site}/smx/{device}/set/{quantity}``); one SMX broker per site. A device
+                            family's own topic names (``Family.topics``) live below
+                            ``s4g/{site}/smx/{device}/native/`` (one or more levels)
 ``aggregator``  ``agg``     site-level aggregates between a site's local agent and the aggregation layer
                             (``s4g/{site}/agg/up/{quantity}``, requests ``s4g/{site}/agg/down/{quantity}``)
 ``data``        ``data``    field data going up to the cloud: ``s4g/{site}/data/{device}/{quantity}``
@@ -77,6 +79,13 @@ def smx_set_topic(site: str, device: str, quantity: str) -> str:
             f"{check_token(quantity, 'quantity')}")
 
 
+def smx_native_topic(site: str, device: str, name: str) -> str:
+    """A device's telemetry under its own topic name (e.g. ``EnergyRouterInverter/MMXN1.Watt.instMag.f``, one or
+    more levels) on its site's SMX broker: ``s4g/{site}/smx/{device}/native/{name}``."""
+    levels = [check_token(level, "topic name level") for level in name.split("/")]
+    return f"{ROOT}/{check_token(site, 'site')}/smx/{check_token(device, 'device')}/native/{'/'.join(levels)}"
+
+
 def agg_up_topic(site: str, quantity: str) -> str:
     """A site aggregate to the aggregator: ``s4g/{site}/agg/up/{quantity}``."""
     return f"{ROOT}/{check_token(site, 'site')}/agg/up/{check_token(quantity, 'quantity')}"
@@ -126,6 +135,10 @@ def _parse_topic(topic: str) -> TopicInfo:
     if role is None:
         raise TopicError(f"topic {topic!r}: unknown role segment {seg!r} (expected one of {sorted(ROLE_OF_SEGMENT)})")
     rest = parts[3:]
+    if role == "smx" and len(rest) >= 3 and rest[1] == "native":  # a family's own names: the levels below native/
+        for level in rest[2:]:
+            check_token(level, "topic name level")
+        return _info(topic, site, role, rest[0], "native", "/".join(rest[2:]), check_quantity=False)
     shapes = {
         "data": ((2, None),),
         "control": ((2, None), (3, "schedule")),
@@ -147,11 +160,13 @@ def _parse_topic(topic: str) -> TopicInfo:
     raise TopicError(f"topic {topic!r} does not fit the {role} layout ({_layout_hint(role)})")
 
 
-def _info(topic: str, site: str, role: str, device: str | None, kind: str | None, quantity: str) -> TopicInfo:
+def _info(topic: str, site: str, role: str, device: str | None, kind: str | None, quantity: str,
+          check_quantity: bool = True) -> TopicInfo:
     check_token(site, "site")
     if device is not None:
         check_token(device, "device")
-    check_token(quantity, "quantity")
+    if check_quantity:
+        check_token(quantity, "quantity")
     return TopicInfo(topic, site, role, device, kind, quantity)
 
 
@@ -159,7 +174,7 @@ def _layout_hint(role: str) -> str:
     return {
         "data": "s4g/{site}/data/{device}/{quantity}",
         "control": "s4g/{site}/control/{device}/{quantity} or s4g/{site}/control/{device}/schedule/{quantity}",
-        "smx": "s4g/{site}/smx/{device}/meas|set/{quantity}",
+        "smx": "s4g/{site}/smx/{device}/meas|set/{quantity} or s4g/{site}/smx/{device}/native/{name...}",
         "aggregator": "s4g/{site}/agg/up|down/{quantity}",
     }[role]
 

@@ -20,6 +20,8 @@ class DeviceHarness(abc.ABC):
     invalid_setpoint: Setpoint
     #: measurement names every read must contain
     required_measurements: tuple[str, ...] = ("p_w",)
+    #: a read-only device (a meter): every write, ``valid_setpoint`` included, is refused with SetpointRejected
+    read_only: bool = False
 
     @abc.abstractmethod
     async def start_device(self) -> None:

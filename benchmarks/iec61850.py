@@ -1,0 +1,100 @@
+"""The Energy Router over IEC 61850 MMS on loopback: read and setpoint-write latency.
+
+``python -m benchmarks.iec61850 [--quick]``
+
+* One driver read: an MMS Read of the ER's 25 measurement FCDAs decoded to a Measurement (the iec61850
+  package's client against our server): median and p99 in ms. Baseline: the same client reading the same
+  FCDAs one at a time (25 MMS Reads), as a SCADA polling point by point would.
+* One setpoint write with read-back (``batt_p_w`` -> ``ZBTC1.BatChaPwr.setMag.f``, one Write and one Read):
+  median and p99 in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+from benchmarks.common import row
+from devices import registry
+from devices.base import Address, Setpoint
+from devices.energy_router import data_map
+from devices.energy_router.driver import Iec61850Driver
+from devices.energy_router.virtual import VirtualEnergyRouter
+from devices.io_loop import IoLoop
+
+FAMILY = registry.family("energy_router")
+ENV = {"pv_w_per_kwp": 400.0, "dc_load_w": 150.0, "ac_load_w": 200.0}
+
+
+def _percentiles(samples_s: list[float]) -> tuple[float, float]:
+    ms = sorted(s * 1000.0 for s in samples_s)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+
+
+async def _measure(address: str, n: int) -> tuple[list[float], list[float], list[float]]:
+    import iec61850
+
+    config = FAMILY.parse_config({})
+    reads, writes, pointwise = [], [], []
+    async with Iec61850Driver(Address.parse(address), FAMILY.capabilities(config)) as driver:
+        for k in range(n + 10):
+            t0 = time.perf_counter()
+            await driver.read()
+            if k >= 10:
+                reads.append(time.perf_counter() - t0)
+        for k in range(n + 10):
+            t0 = time.perf_counter()
+            await driver.write(Setpoint({"batt_p_w": float(100 * (k % 20) - 1000)}))
+            if k >= 10:
+                writes.append(time.perf_counter() - t0)
+    host_port = address.split("//")[1].split("/")[0]
+    conn = await iec61850.IedConnection.connect(host_port, timeout_ms=5000)
+    try:
+        for k in range(max(n // 5, 20) + 2):
+            t0 = time.perf_counter()
+            for f in data_map.MEASURED:
+                await conn.read(f"ERLD0/{f.ref}", getattr(iec61850.FC, f.fc))
+            if k >= 2:
+                pointwise.append(time.perf_counter() - t0)
+    finally:
+        await conn.disconnect()
+    return reads, writes, pointwise
+
+
+def latency(n: int) -> list[dict]:
+    io = IoLoop("bench-iec61850")
+    device = VirtualEnergyRouter(FAMILY, FAMILY.parse_config({}), device_id="bench")
+    try:
+        address = io.run(device.start(), 10)
+        io.run(device.advance(0, 1, ENV), 10)
+        reads, writes, pointwise = asyncio.run(_measure(address, n))
+    finally:
+        io.run(device.stop(), 10)
+        io.close()
+    r_med, r_p99 = _percentiles(reads)
+    w_med, w_p99 = _percentiles(writes)
+    b_med, b_p99 = _percentiles(pointwise)
+    k = len(data_map.MEASURED)
+    return [
+        row(f"MMS read of {k} measurement FCDAs -> Measurement, median", r_med, b_med, "ms", goal_max=5.0),
+        row(f"MMS read of {k} measurement FCDAs -> Measurement, p99", r_p99, b_p99, "ms", goal_max=20.0),
+        row("setpoint write + read-back (ZBTC1.BatChaPwr.setMag.f), median", w_med, None, "ms", goal_max=10.0),
+        row("setpoint write + read-back (ZBTC1.BatChaPwr.setMag.f), p99", w_p99, None, "ms", goal_max=40.0),
+    ]
+
+
+def run(quick: bool) -> list[dict]:
+    return latency(60 if quick else 500)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    for r in run(parser.parse_args().quick):
+        print(f"{r['figure']}: {r['ours']:.3f} {r['unit']} (baseline {r['baseline']}, goal {r['goal']}, met {r['met']})")
+
+
+if __name__ == "__main__":
+    main()
