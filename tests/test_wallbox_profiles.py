@@ -102,14 +102,31 @@ def test_composite_merges_and_cuts_at_every_change():
     (prof(1, 0, 1000, purpose=pf.TX), "without a running transaction"),
     (prof(1, 0, 1000, periods=[(60, 1000)]), "start at 0"),
     (prof(1, 0, 1000, periods=[(0, 1000), (0, 2000)]), "increase"),
-    (prof(1, 0, 1000, kind="Relative"), "no startSchedule"),
     (prof(1, 0, 1000, kind="Recurring"), "recurrencyKind"),
     (prof(1, 0, 1000, connector=2), "does not exist"),
-    (prof(1, 0, 1000, valid_to=T0 - timedelta(hours=1)), "in the past"),
+    (prof(1, 0, 1000, kind="Relative").__class__(**{**prof(1, 0, 1000, kind="Relative").__dict__, "purpose": pf.MAX,
+                                                   "connector": 0}), None),  # 1.6 allows a Relative station cap
 ])
 def test_check_rejects_with_a_reason(profile, why):
-    with pytest.raises(pf.ProfileError, match=why):
+    if why is None:
         pf.check(profile, [], ST, pf.NO_TX, T0)
+        with pytest.raises(pf.ProfileError, match="K01.FR.38"):
+            pf.check(profile, [], ST201, pf.NO_TX, T0)
+        return
+    for station in (ST, ST201):
+        with pytest.raises(pf.ProfileError, match=why):
+            pf.check(profile, [], station, pf.NO_TX, T0)
+
+
+def test_start_schedule_rules_per_version():
+    relative_with_start = prof(1, 0, 1000, kind="Relative")
+    absolute_without = prof(1, 0, 1000, start=None, kind="Absolute")
+    pf.check(relative_with_start, [], ST, pf.NO_TX, T0)  # 1.6: startSchedule optional, ignored by Relative
+    pf.check(absolute_without, [], ST, pf.NO_TX, T0)  # 1.6: runs from the start of charging
+    with pytest.raises(pf.ProfileError, match="K01.FR.41"):
+        pf.check(relative_with_start, [], ST201, pf.NO_TX, T0)
+    with pytest.raises(pf.ProfileError, match="K01.FR.40"):
+        pf.check(absolute_without, [], ST201, pf.NO_TX, T0)
 
 
 def test_tx_profile_rules_per_version():

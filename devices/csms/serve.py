@@ -15,9 +15,11 @@ import signal
 import time
 
 from devices.serving import duration_s, identity, port, run_served, step_s, websocket_url
-from devices.wallbox.csms import CsmsServer, StationState
+from devices.wallbox import proxy
+from devices.wallbox.csms import CsmsServer
 from devices.wallbox.model import status_name
-from devices.wallbox.rpc import Payload
+from devices.wallbox.rpc import Payload, printable
+from devices.wallbox.station_state import StationState
 
 EVENTS = {"BootNotification", "StatusNotification", "StartTransaction", "StopTransaction", "TransactionEvent"}
 
@@ -47,8 +49,8 @@ def _fmt(x: float, unit: str) -> str:
 def describe(st: StationState) -> str:
     m = st.measurement()
     link = "online" if st.connected else "offline"
-    tx = f"tx {st.tx_id}" if st.tx_id else "no tx"
-    return (f"{st.cp_id:<16} OCPP {st.version:<5} {link:<7} {status_name(m['status']):<13} "
+    tx = f"tx {printable(st.tx_id, 40)}" if st.tx_id else "no tx"
+    return (f"{printable(st.cp_id, 40):<16} OCPP {st.version:<5} {link:<7} {status_name(m['status']):<13} "
             f"{_fmt(m['p_w'], 'W'):>9} {_fmt(m['e_wh'], 'Wh'):>11}  {tx}, session {_fmt(m['e_session_wh'], 'Wh')}")
 
 
@@ -65,14 +67,15 @@ def _on_message(st: StationState, action: str, p: Payload) -> None:
         text = f"stop transaction {p['transactionId']} ({p.get('reason', 'Local')})"
     else:
         text = f"transaction {p['eventType']} {p['transactionInfo']['transactionId']}"
-    print(f"{time.strftime('%H:%M:%S')} {st.cp_id}: {text}", flush=True)
+    # everything from the station is escaped: a charge point id or model can carry terminal control codes
+    print(f"{time.strftime('%H:%M:%S')} {printable(st.cp_id, 40)}: {printable(text, 120)}", flush=True)
 
 
 async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
     ids = [x.strip() for x in (args.ids or "").split(",") if x.strip()]
     server = CsmsServer(args.host, args.port, accept_any=not ids)
     for cp_id in ids:
-        server.expect(cp_id, args.version, args.upstream)
+        server.expect(cp_id, args.version, proxy.factory(args.upstream) if args.upstream else None)
     server.listeners.append(_on_message)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,16 +1,19 @@
-"""The virtual charge point: a wallbox model behind OCPP 1.6J or 2.0.1, as a websocket client of a CSMS.
+"""The virtual charge point's shared core: a wallbox model behind OCPP as a websocket client of a CSMS.
 
 It connects to ``<csms_url>/<cp_id>`` with the version's subprotocol, boots, reports status and transactions
 as the model's state changes (``advance`` is called by the co-simulation clock or by a wall clock), sends
-MeterValues at the configured interval, obeys charging profiles (the composite schedule of
-:mod:`devices.wallbox.profiles` limits the model's charging power, split at period boundaries inside a
-step) and answers the CSMS's requests. When the connection drops it reconnects with exponential backoff;
-transaction messages (start/stop, periodic meter values of a transaction) wait in an outbox until the CSMS
-has acknowledged them, so none are lost; status and heartbeats are not queued (the current status is sent
-after every boot).
+meter values at the configured interval, obeys charging profiles (the composite schedule of
+:mod:`devices.wallbox.profiles` limits the model's charging power, split at period boundaries inside a step)
+and answers the CSMS's requests. What differs between OCPP 1.6J and 2.0.1 (message shapes, the handler
+table) lives in :mod:`devices.wallbox.chargepoint16` and :mod:`devices.wallbox.chargepoint201`.
+
+One run-loop policy, whatever goes wrong: a refused or malformed BootNotification answer, a dropped link, a
+frame that cannot be decoded, a failing handler or a bug in the sender all end the connection (never the
+loop); the charge point backs off (:class:`devices.backoff.Backoff`, jittered by its id) and connects again,
+until :meth:`stop`. Transaction messages wait in the :class:`~devices.wallbox.outbox.Outbox` until confirmed.
 
 Test hooks (used by the conformance harness): ``silent`` (keep the socket, answer nothing) and
-``corrupt_next_reply`` (the next CALLRESULT is cut in half).
+``corrupt_next`` (the next CALLRESULT is cut in half).
 """
 
 from __future__ import annotations
@@ -19,38 +22,31 @@ import asyncio
 import logging
 import math
 import random
+import time
 import uuid
-from collections import deque
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 from urllib.parse import quote
 
 import numpy as np
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from devices.backoff import Backoff
 from devices.wallbox import profiles as pf
-from devices.wallbox.model import (CHARGING, FAULTED, FINISHING, PREPARING, RESERVED, STATUS_NAMES, SUSPENDED_EV,
-                                   SUSPENDED_EVSE, UNAVAILABLE, WallboxBank, WallboxConfig)
-from devices.wallbox.rpc import (SUBPROTOCOL, CallErrorReply, ConnectionLost, Endpoint, MalformedReply, OcppFault,
-                                 Payload)
+from devices.wallbox.model import WallboxBank, WallboxConfig
+from devices.wallbox.outbox import Outbox, OutMsg
+from devices.wallbox.rpc import SUBPROTOCOL, CallErrorReply, ConnectionLost, Endpoint, MalformedReply, Payload
 
 log = logging.getLogger(__name__)
 
 CONNECTOR = 1
 
 
-def fmt(x: float, digits: int = 3) -> str:
-    return f"{x:.{digits}f}"
-
-
-@dataclass
-class OutMsg:
-    action: str
-    build: Callable[[], Payload]
-    persistent: bool
-    on_result: Callable[[Payload], None] | None = None
+class BootRefused(Exception):
+    """The CSMS did not accept our BootNotification (CALLERROR, malformed answer, no answer)."""
 
 
 @dataclass
@@ -73,7 +69,7 @@ class _FaultyConnection:
     def __init__(self, ws: ClientConnection, cp: "VirtualChargePoint") -> None:
         self.ws, self.cp = ws, cp
 
-    async def recv(self) -> str:
+    async def recv(self) -> str | bytes:
         while True:
             msg = await self.ws.recv()
             if not self.cp.silent:
@@ -91,7 +87,10 @@ class _FaultyConnection:
 class VirtualChargePoint:
     """Base: connection, outbox, model stepping, profiles. Subclasses speak one OCPP version."""
 
-    version = ""
+    version: ClassVar[str] = ""
+    #: OCPP action -> method answering it, and action -> method run after the answer went out
+    HANDLERS: ClassVar[dict[str, str]] = {}
+    AFTER: ClassVar[dict[str, str]] = {}
 
     def __init__(self, bank: WallboxBank, cfg: WallboxConfig, *, cp_id: str, csms_url: str,
                  clock: Callable[[], datetime], clock_at: Callable[[float], datetime] | None = None,
@@ -111,17 +110,23 @@ class VirtualChargePoint:
                                   max_periods=cfg.max_periods, version=self.version)
         self.profiles: list[pf.Profile] = []
         self.settings: dict[str, Any] = {"meter_interval_s": cfg.meter_interval_s,
-                                         "heartbeat_interval_s": cfg.heartbeat_interval_s}
+                                         "heartbeat_interval_s": cfg.heartbeat_interval_s,
+                                         "tx_attempts": cfg.tx_message_attempts,
+                                         "tx_retry_interval_s": cfg.tx_message_retry_interval_s}
         self.tx: LocalTx | None = None
-        self.outbox: deque[OutMsg] = deque()
+        self.outbox = Outbox()
         self.reported_status: int | None = None
         self.silent = False
         self.corrupt_next = False
         self.boots = 0
+        #: what happened to the connection: connects, disconnects by cause, boot refusals, ...
+        self.stats: Counter = Counter()
+        self.last_disconnect: str = ""
         self._stop_reason: str | None = None
         self._pending_start_profile: Any = None  # a TxProfile given with a remote start
         self._remote_start_id: int | None = None  # 2.0.1 remoteStartId of the next transaction
         self._unavailable_after_tx = False
+        self._reset_after_tx = False  # 2.0.1 Reset OnIdle during a transaction
         self._last_sent_t = -math.inf
         self._ws: ClientConnection | None = None
         self.endpoint: Endpoint | None = None
@@ -133,6 +138,7 @@ class VirtualChargePoint:
         self._last_meter_t: float | None = None
         self._last_heartbeat_t = 0.0
         self._rng = random.Random(cp_id)
+        self._background: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -148,11 +154,17 @@ class VirtualChargePoint:
                 await asyncio.wait_for(self._ws.close(), 2)
             except Exception:  # already gone
                 pass
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for t in (task, *self._background):
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*(t for t in (task, *self._background) if t is not None), return_exceptions=True)
         self._ws = None
         self._booted.clear()
+
+    @property
+    def running(self) -> bool:
+        """The run loop is alive (it ends only by :meth:`stop`)."""
+        return self._task is not None and not self._task.done()
 
     @property
     def connected(self) -> bool:
@@ -165,55 +177,66 @@ class VirtualChargePoint:
     async def wait_booted(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._booted.wait(), timeout_s)
 
+    @property
+    def stats_all(self) -> Counter:
+        """Connection, outbox and RPC counts together."""
+        out = Counter(self.stats)
+        out.update(self.outbox.stats)
+        return out
+
     async def _run(self) -> None:
-        delay = self.backoff_s[0]
         url = self.csms_url.rstrip("/") + "/" + quote(self.cp_id, safe="")
+        backoff = Backoff(*self.backoff_s)
         while not self._stopping:
             try:
                 async with connect(url, subprotocols=[SUBPROTOCOL[self.version]], open_timeout=5,
-                                   ping_interval=20, ping_timeout=20, close_timeout=2) as ws:
+                                   ping_interval=20, ping_timeout=20, close_timeout=2, max_size=1 << 20) as ws:
                     self._ws = ws
-                    delay = self.backoff_s[0]
-                    await self._session(ws)
+                    self.stats["connects"] += 1
+                    await self._session(ws, backoff)
+                cause = "closed"
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, websockets.exceptions.WebSocketException, ConnectionLost) as exc:
-                log.info("%s: connection to %s failed or dropped: %s", self.cp_id, url, exc)
+            except Exception as exc:  # every error class: count, back off, connect again; never a silent stop
+                cause = type(exc).__name__
+                self.last_disconnect = f"{cause}: {exc}"[:300]
+                level = logging.INFO if isinstance(exc, (OSError, TimeoutError, ConnectionLost,
+                                                         websockets.exceptions.WebSocketException)) else logging.WARNING
+                log.log(level, "%s: connection to %s ended: %s", self.cp_id, url, self.last_disconnect)
             finally:
                 self._ws = None
                 self._booted.clear()
                 self.endpoint = None
                 self._progress.set()
+            self.stats[f"disconnects_{cause}"] += 1
             if self._stopping:
                 return
-            # exponential backoff with jitter: a restarting CSMS is not hammered by all its stations at once
-            await asyncio.sleep(delay * (0.75 + 0.5 * self._rng.random()))
-            delay = min(delay * 2, self.backoff_s[1])
+            backoff.failed()  # with jitter: a restarting CSMS is not hammered by all its stations at once
+            wait = max(backoff.retry_at - time.monotonic(), 0.0) * (0.75 + 0.5 * self._rng.random())
+            await asyncio.sleep(wait)
 
-    async def _session(self, ws: ClientConnection) -> None:
-        ep = Endpoint(self.cp_id, _FaultyConnection(ws, self), self.version, timeout_s=self.call_timeout_s)
-        self._install_handlers(ep)
+    async def _session(self, ws: ClientConnection, backoff: Backoff) -> None:
+        ep = Endpoint(self.cp_id, _FaultyConnection(ws, self), self.version, timeout_s=self.call_timeout_s,
+                      stats=self.stats)
+        ep.handlers.update({action: getattr(self, name) for action, name in self.HANDLERS.items()})
+        ep.after.update({action: getattr(self, name) for action, name in self.AFTER.items()})
         receiver = asyncio.create_task(ep.run())
         sender: asyncio.Task | None = None
         try:
-            while True:
-                reply = await self._race(ep.request("BootNotification", self._boot_payload()), receiver)
-                interval = int(reply.get("interval", 0))
-                if reply["status"] == "Accepted":
-                    if interval > 0:
-                        self.settings["heartbeat_interval_s"] = interval
-                    break
-                await self._race(asyncio.sleep(interval if interval > 0 else 10), receiver)
+            await self._boot(ep, receiver)
+            backoff.succeeded()
             self.endpoint = ep
             self.boots += 1
             # stale statuses are superseded by the current one; transaction messages stay queued
-            self.outbox = deque(m for m in self.outbox if m.persistent)
+            self.outbox.keep_transaction_messages()
             self.reported_status = None
             self._booted.set()
             self._progress.set()
             self._send_status(self._now(), force=True)
             sender = asyncio.create_task(self._send_loop(ep))
-            await receiver
+            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises what ended the session (a lost connection, a bug in the sender)
         finally:
             self._booted.clear()
             self.endpoint = None
@@ -222,6 +245,23 @@ class VirtualChargePoint:
                     task.cancel()
             await asyncio.gather(*(t for t in (sender, receiver) if t is not None), return_exceptions=True)
             self._progress.set()
+
+    async def _boot(self, ep: Endpoint, receiver: asyncio.Task) -> None:
+        """BootNotification until Accepted (Pending/Rejected: again after the interval). Any other answer
+        ends the connection: the run loop backs off and connects again."""
+        while True:
+            try:
+                reply = await self._race(ep.request("BootNotification", self._boot_payload()), receiver)
+            except (CallErrorReply, MalformedReply, TimeoutError) as exc:
+                self.stats["boot_refused"] += 1
+                raise BootRefused(f"BootNotification: {exc}") from None
+            interval = int(reply.get("interval", 0))
+            if reply["status"] == "Accepted":
+                if interval > 0:
+                    self.settings["heartbeat_interval_s"] = interval
+                return
+            self.stats[f"boot_{reply['status']}"] += 1
+            await self._race(asyncio.sleep(min(interval, 3600) if interval > 0 else 10), receiver)
 
     @staticmethod
     async def _race(coro: Any, receiver: asyncio.Task) -> Any:
@@ -244,22 +284,38 @@ class VirtualChargePoint:
 
     async def _send_loop(self, ep: Endpoint) -> None:
         while True:
-            if not self.outbox:
+            msg = self.outbox.head()
+            if msg is None:
                 self._wake_sender.clear()
                 await self._wake_sender.wait()
                 continue
-            msg = self.outbox[0]
-            try:
-                reply = await ep.request(msg.action, msg.build())
-            except (CallErrorReply, MalformedReply, ValueError) as exc:
-                log.warning("%s: %s refused or answered badly, dropped: %s", self.cp_id, msg.action, exc)
-                reply = None
-            except TimeoutError:
-                log.info("%s: %s not answered, retrying", self.cp_id, msg.action)
+            payload = msg.build()
+            if payload is None:
+                self.outbox.skipped(msg, "void")
+                self._progress.set()
                 continue
-            if self.outbox and self.outbox[0] is msg:
-                self.outbox.popleft()
-            if reply is not None and msg.on_result is not None:
+            try:
+                reply = await ep.request(msg.action, payload)
+            except TimeoutError:  # no failure to process: send it again (OCPP: until it is answered)
+                log.info("%s: %s not answered, sending it again", self.cp_id, msg.action)
+                continue
+            except ValueError as exc:  # we built an invalid message: a bug, never sent again
+                log.error("%s: %s", self.cp_id, exc)
+                self.outbox.skipped(msg, "invalid")
+                self._progress.set()
+                continue
+            except (CallErrorReply, MalformedReply) as exc:  # the CSMS failed to process it
+                msg.failures += 1
+                if msg.persistent and msg.failures < int(self.settings["tx_attempts"]):
+                    log.info("%s: %s refused (%s), attempt %d", self.cp_id, msg.action, exc, msg.failures)
+                    await asyncio.sleep(float(self.settings["tx_retry_interval_s"]) * msg.failures)
+                    continue
+                log.warning("%s: %s refused %d times, skipped: %s", self.cp_id, msg.action, msg.failures, exc)
+                self.outbox.skipped(msg, "refused")
+                self._progress.set()
+                continue
+            self.outbox.confirmed(msg)
+            if msg.on_result is not None:
                 msg.on_result(reply)
             self._progress.set()
 
@@ -344,12 +400,20 @@ class VirtualChargePoint:
             if self._unavailable_after_tx:
                 self._unavailable_after_tx = False
                 b.set_available(0, False)
+            if self._reset_after_tx:  # 2.0.1 Reset OnIdle, answered Scheduled while the transaction ran
+                self._reset_after_tx = False
+                self._later(self.reset())
         if self.tx is None and b.tx_active[0]:
             self.tx = LocalTx(local_id=str(uuid.uuid4()), session=int(b.sessions[0]), start=when,
                               start_register_wh=float(b.e_wh[0]), id_tag=self.id_tag, trigger=trigger)
             self._last_meter_t = None
             self._start_tx(when)
         self._send_status(when)
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _register(self) -> float:
         return float(self.bank.e_wh[0])
@@ -358,7 +422,7 @@ class VirtualChargePoint:
         m = self.bank.measure()
         return {k: float(v[0]) for k, v in m.items()}
 
-    # -- commands from the CSMS ------------------------------------------------------------------------------
+    # -- commands from the CSMS (version-neutral) ------------------------------------------------------------
     def set_profile(self, profile: pf.Profile) -> str:
         try:
             pf.check(profile, self.profiles, self.station, self._tx_context(), self._now())
@@ -367,6 +431,10 @@ class VirtualChargePoint:
             return "Rejected"
         self.profiles = pf.install(self.profiles, profile, self.version)
         return "Accepted"
+
+    def clear_profiles(self, **criteria: Any) -> str:
+        self.profiles, n = pf.clear(self.profiles, **criteria)
+        return "Accepted" if n else "Unknown"
 
     def composite(self, connector: int, duration_s: int, unit: str) -> tuple[datetime, list[pf.Period]]:
         now = self._now()
@@ -394,10 +462,10 @@ class VirtualChargePoint:
         if self.bank.remote_stop(0):
             self._stop_reason = "Remote"
 
-    async def reset(self) -> None:
+    async def reset(self, reason: str = "SoftReset") -> None:
         """Reboot: stop the transaction, drop the connection; the run loop reconnects and boots again."""
         if self.bank.remote_stop(0):
-            self._stop_reason = "SoftReset" if self.version == "1.6" else "ImmediateReset"
+            self._stop_reason = reason
         self._emit_changes(self._now(), trigger="ResetCommand")
         self.bank.finished[0] = False
         if self.cfg.auto_start and self.bank.plugged[0]:
@@ -407,10 +475,14 @@ class VirtualChargePoint:
         if self._ws is not None:
             await self._ws.close()
 
+    # -- handlers the same in both versions ------------------------------------------------------------------
+    async def _on_data_transfer(self, p: Payload) -> Payload:
+        return {"status": "UnknownVendorId"}
+
+    async def _after_remote(self, _: Payload) -> None:
+        self._emit_changes(self._now(), trigger="RemoteStart")
+
     # -- version-specific ------------------------------------------------------------------------------------
-    def _install_handlers(self, ep: Endpoint) -> None:
-        raise NotImplementedError
-
     def _boot_payload(self) -> Payload:
         raise NotImplementedError
 
@@ -430,525 +502,4 @@ class VirtualChargePoint:
         raise NotImplementedError
 
 
-# ======================================================================================================
-class ChargePoint16(VirtualChargePoint):
-    version = "1.6"
-
-    CONFIG_READONLY = ("ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit",
-                       "ChargingScheduleMaxPeriods", "MaxChargingProfilesInstalled", "NumberOfConnectors",
-                       "SupportedFeatureProfiles", "MeterValuesSampledData")
-
-    def _config(self) -> dict[str, str]:
-        return {
-            "MeterValueSampleInterval": str(self.settings["meter_interval_s"]),
-            "HeartbeatInterval": str(self.settings["heartbeat_interval_s"]),
-            "ChargeProfileMaxStackLevel": str(self.station.max_stack_level),
-            "ChargingScheduleAllowedChargingRateUnit": "Current,Power",
-            "ChargingScheduleMaxPeriods": str(self.station.max_periods),
-            "MaxChargingProfilesInstalled": str(self.station.max_profiles),
-            "NumberOfConnectors": "1",
-            "SupportedFeatureProfiles": "Core,SmartCharging,RemoteTrigger",
-            "MeterValuesSampledData": "Energy.Active.Import.Register,Power.Active.Import,Current.Import,"
-                                      "Power.Offered,Current.Offered,SoC",
-        }
-
-    def _boot_payload(self) -> Payload:
-        out = {"chargePointVendor": self.cfg.vendor[:20], "chargePointModel": self.cfg.model[:20],
-               "firmwareVersion": self.cfg.firmware[:50]}
-        out["chargePointSerialNumber"] = (self.cfg.serial or self.cp_id)[:25]
-        return out
-
-    def _samples(self, context: str, register: float | None = None) -> list[dict]:
-        m = self.meter_snapshot()
-        reg = m["e_wh"] if register is None else register
-        sv = [{"value": fmt(reg), "context": context, "measurand": "Energy.Active.Import.Register",
-               "location": "Outlet", "unit": "Wh"}]
-        if context not in ("Transaction.Begin", "Transaction.End"):
-            sv.append({"value": fmt(m["p_w"]), "context": context, "measurand": "Power.Active.Import",
-                       "location": "Outlet", "unit": "W"})
-            for ph, key in (("L1", "i_l1_a"), ("L2", "i_l2_a"), ("L3", "i_l3_a")):
-                sv.append({"value": fmt(m[key]), "context": context, "measurand": "Current.Import",
-                           "phase": ph, "location": "Outlet", "unit": "A"})
-            sv.append({"value": fmt(m["p_max_w"]), "context": context, "measurand": "Power.Offered",
-                       "location": "Outlet", "unit": "W"})
-            sv.append({"value": fmt(m["i_max_a"]), "context": context, "measurand": "Current.Offered",
-                       "location": "Outlet", "unit": "A"})
-            if math.isfinite(m["soc"]):
-                sv.append({"value": fmt(m["soc"] * 100.0), "context": context, "measurand": "SoC",
-                           "location": "EV", "unit": "Percent"})
-        return sv
-
-    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict:
-        return {"timestamp": pf.format_time(when), "sampledValue": self._samples(context, register)}
-
-    def _send_status(self, when: datetime, force: bool = False) -> None:
-        code = int(self.bank.status[0])
-        if code == self.reported_status and not force:
-            return
-        self.reported_status = code
-        payload = {"connectorId": CONNECTOR, "errorCode": "OtherError" if code == FAULTED else "NoError",
-                   "status": STATUS_NAMES[code], "timestamp": pf.format_time(when)}
-        self.enqueue(OutMsg("StatusNotification", lambda: payload, persistent=False))
-
-    def _tx_id_int(self, tx: LocalTx) -> int:
-        return int(tx.remote_id) if tx.remote_id is not None else -1
-
-    def _start_tx(self, when: datetime) -> None:
-        tx = self.tx
-        assert tx is not None
-        begin = self._meter_value(when, "Transaction.Begin", tx.start_register_wh)
-
-        def started(reply: Payload) -> None:
-            tx.remote_id = str(reply["transactionId"])
-            if reply["idTagInfo"]["status"] != "Accepted" and self.tx is tx:
-                log.warning("%s: CSMS refused id tag %s: stopping", self.cp_id, tx.id_tag)
-                self.remote_stop()
-                self._stop_reason = "DeAuthorized"
-                self._emit_changes(self._now(), trigger="Deauthorized")
-
-        payload = {"connectorId": CONNECTOR, "idTag": tx.id_tag, "meterStart": int(round(tx.start_register_wh)),
-                   "timestamp": pf.format_time(when)}
-        self.enqueue(OutMsg("StartTransaction", lambda: payload, persistent=True, on_result=started))
-        # full-resolution start register (meterStart is an integer)
-        self.enqueue(OutMsg("MeterValues", lambda: {"connectorId": CONNECTOR, "transactionId": self._tx_id_int(tx),
-                                                    "meterValue": [begin]}, persistent=True))
-        if self._pending_start_profile:
-            raw, self._pending_start_profile = self._pending_start_profile, None
-            self.set_profile(pf.from_v16(CONNECTOR, raw))
-
-    def _stop_tx(self, when: datetime, reason: str) -> None:
-        tx = self.tx
-        assert tx is not None
-        self.tx = None
-        reg = self._register()
-        data = [self._meter_value(tx.start, "Transaction.Begin", tx.start_register_wh),
-                self._meter_value(when, "Transaction.End", reg)]
-        payload = {"meterStop": int(round(reg)), "timestamp": pf.format_time(when), "reason": reason,
-                   "idTag": tx.id_tag, "transactionData": data}
-        self.enqueue(OutMsg("StopTransaction", lambda: {**payload, "transactionId": self._tx_id_int(tx)},
-                            persistent=True))
-
-    def _send_periodic_meter(self, when: datetime) -> None:
-        tx = self.tx
-        assert tx is not None
-        mv = self._meter_value(when, "Sample.Periodic")
-        self.enqueue(OutMsg("MeterValues", lambda: {"connectorId": CONNECTOR, "transactionId": self._tx_id_int(tx),
-                                                    "meterValue": [mv]}, persistent=True))
-
-    def _send_triggered_meter(self) -> None:
-        tx = self.tx
-        payload: Payload = {"connectorId": CONNECTOR, "meterValue": [self._meter_value(self._now(), "Trigger")]}
-        if tx is not None and tx.remote_id is not None:
-            payload["transactionId"] = int(tx.remote_id)
-        self.enqueue(OutMsg("MeterValues", lambda: payload, persistent=False))
-
-    # handlers -------------------------------------------------------------------------------------------------
-    def _install_handlers(self, ep: Endpoint) -> None:
-        ep.handlers.update({
-            "SetChargingProfile": self._on_set_profile, "ClearChargingProfile": self._on_clear_profile,
-            "GetCompositeSchedule": self._on_composite, "RemoteStartTransaction": self._on_remote_start,
-            "RemoteStopTransaction": self._on_remote_stop, "ChangeConfiguration": self._on_change_config,
-            "GetConfiguration": self._on_get_config, "TriggerMessage": self._on_trigger, "Reset": self._on_reset,
-            "DataTransfer": self._on_data_transfer, "ChangeAvailability": self._on_availability,
-        })
-        ep.after.update({"TriggerMessage": self._after_trigger, "RemoteStartTransaction": self._after_remote,
-                         "RemoteStopTransaction": self._after_remote, "Reset": self._after_reset,
-                         "ChangeAvailability": self._after_remote})
-
-    async def _on_availability(self, p: Payload) -> Payload:
-        if p["connectorId"] not in (0, CONNECTOR):
-            return {"status": "Rejected"}
-        return {"status": self.change_availability(p["type"] == "Operative")}
-
-    async def _on_set_profile(self, p: Payload) -> Payload:
-        try:
-            profile = pf.from_v16(p["connectorId"], p["csChargingProfiles"])
-        except pf.ProfileError as exc:
-            raise OcppFault("PropertyConstraintViolation", str(exc)) from None
-        return {"status": self.set_profile(profile)}
-
-    async def _on_clear_profile(self, p: Payload) -> Payload:
-        self.profiles, n = pf.clear(self.profiles, profile_id=p.get("id"), connector=p.get("connectorId"),
-                                    purpose=p.get("chargingProfilePurpose"), stack_level=p.get("stackLevel"))
-        return {"status": "Accepted" if n else "Unknown"}
-
-    async def _on_composite(self, p: Payload) -> Payload:
-        connector = int(p["connectorId"])
-        if not 0 <= connector <= self.station.connectors:
-            return {"status": "Rejected"}
-        unit = p.get("chargingRateUnit") or "W"
-        start, periods = self.composite(connector, int(p["duration"]), unit)
-        return {"status": "Accepted", "connectorId": connector, "scheduleStart": pf.format_time(start),
-                "chargingSchedule": {
-                    "duration": int(p["duration"]), "startSchedule": pf.format_time(start), "chargingRateUnit": unit,
-                    "chargingSchedulePeriod": [{"startPeriod": q.start_s, "limit": floor1(q.limit),
-                                                "numberPhases": int(q.phases or self.station.phases)}
-                                               for q in periods]}}
-
-    async def _on_remote_start(self, p: Payload) -> Payload:
-        if p.get("connectorId", CONNECTOR) != CONNECTOR or self.tx is not None:
-            return {"status": "Rejected"}
-        prof = p.get("chargingProfile")
-        if prof is not None and prof.get("chargingProfilePurpose") != pf.TX:
-            return {"status": "Rejected"}
-        return {"status": "Accepted" if self.remote_start(p["idTag"], prof) else "Rejected"}
-
-    async def _on_remote_stop(self, p: Payload) -> Payload:
-        if self.tx is None or str(p["transactionId"]) != str(self.tx.remote_id):
-            return {"status": "Rejected"}
-        self.remote_stop()
-        return {"status": "Accepted"}
-
-    async def _after_remote(self, _: Payload) -> None:
-        self._emit_changes(self._now(), trigger="RemoteStart")
-
-    async def _on_change_config(self, p: Payload) -> Payload:
-        key, value = p["key"], p["value"]
-        if key not in self._config():
-            return {"status": "NotSupported"}
-        if key in self.CONFIG_READONLY:
-            return {"status": "Rejected"}
-        try:
-            v = int(value)
-        except ValueError:
-            return {"status": "Rejected"}
-        if v < 0:
-            return {"status": "Rejected"}
-        self.settings["meter_interval_s" if key == "MeterValueSampleInterval" else "heartbeat_interval_s"] = v
-        return {"status": "Accepted"}
-
-    async def _on_get_config(self, p: Payload) -> Payload:
-        conf = self._config()
-        keys = p.get("key") or list(conf)
-        known = [{"key": k, "readonly": k in self.CONFIG_READONLY, "value": conf[k]} for k in keys if k in conf]
-        unknown = [k for k in keys if k not in conf]
-        return {"configurationKey": known, **({"unknownKey": unknown} if unknown else {})}
-
-    async def _on_trigger(self, p: Payload) -> Payload:
-        if p.get("connectorId") not in (None, 0, CONNECTOR):
-            return {"status": "Rejected"}
-        ok = p["requestedMessage"] in ("MeterValues", "StatusNotification", "Heartbeat", "BootNotification")
-        return {"status": "Accepted" if ok else "NotImplemented"}
-
-    async def _after_trigger(self, p: Payload) -> None:
-        what = p["requestedMessage"]
-        if what == "MeterValues":
-            self._send_triggered_meter()
-        elif what == "StatusNotification":
-            self._send_status(self._now(), force=True)
-        elif what == "Heartbeat":
-            self.enqueue(OutMsg("Heartbeat", lambda: {}, persistent=False))
-        elif what == "BootNotification":
-            self.enqueue(OutMsg("BootNotification", self._boot_payload, persistent=False))
-
-    async def _on_reset(self, p: Payload) -> Payload:
-        return {"status": "Accepted"}
-
-    async def _after_reset(self, p: Payload) -> None:
-        await self.reset()
-
-    async def _on_data_transfer(self, p: Payload) -> Payload:
-        return {"status": "UnknownVendorId"}
-
-
-def floor1(x: float) -> float:
-    """Round a limit down to the 0.1 resolution of the schema (never report more than is allowed)."""
-    if not math.isfinite(x):
-        return 0.0
-    return math.floor(x * 10 + 1e-6) / 10
-
-
-# ======================================================================================================
-_CHARGING_STATE = {CHARGING: "Charging", SUSPENDED_EV: "SuspendedEV", SUSPENDED_EVSE: "SuspendedEVSE",
-                   PREPARING: "EVConnected", FINISHING: "EVConnected"}
-_STOP_REASON_201 = {"EVDisconnected": "EVDisconnected", "Remote": "Remote", "DeAuthorized": "DeAuthorized",
-                    "ImmediateReset": "ImmediateReset", "SoftReset": "ImmediateReset"}
-_TRIGGER_OF_REASON = {"EVDisconnected": "EVCommunicationLost", "Remote": "RemoteStop",
-                      "DeAuthorized": "Deauthorized", "ImmediateReset": "ResetCommand"}
-
-
-def connector_status_201(code: int) -> str:
-    if code == FAULTED:
-        return "Faulted"
-    if code == UNAVAILABLE:
-        return "Unavailable"
-    if code == RESERVED:
-        return "Reserved"
-    return "Available" if code == 0 else "Occupied"
-
-
-class ChargePoint201(VirtualChargePoint):
-    version = "2.0.1"
-
-    VARIABLES = {  # (component, variable) -> (settings key or constant, readonly)
-        ("SampledDataCtrlr", "TxUpdatedInterval"): ("meter_interval_s", False),
-        ("OCPPCommCtrlr", "HeartbeatInterval"): ("heartbeat_interval_s", False),
-        ("SmartChargingCtrlr", "Enabled"): ("true", True),
-        ("SmartChargingCtrlr", "ProfileStackLevel"): ("max_stack_level", True),
-        ("SmartChargingCtrlr", "RateUnit"): ("A,W", True),
-        ("SmartChargingCtrlr", "PeriodsPerSchedule"): ("max_periods", True),
-        ("SmartChargingCtrlr", "Entries"): ("max_profiles", True),
-    }
-
-    def _boot_payload(self) -> Payload:
-        return {"chargingStation": {"model": self.cfg.model[:20], "vendorName": self.cfg.vendor[:50],
-                                    "serialNumber": (self.cfg.serial or self.cp_id)[:25],
-                                    "firmwareVersion": self.cfg.firmware[:50]},
-                "reason": "PowerUp"}
-
-    def _samples(self, context: str, register: float | None = None) -> list[dict]:
-        m = self.meter_snapshot()
-        reg = m["e_wh"] if register is None else register
-        uom = lambda u: {"unitOfMeasure": {"unit": u}}  # noqa: E731
-        sv = [{"value": round(reg, 3), "context": context, "measurand": "Energy.Active.Import.Register",
-               "location": "Outlet", **uom("Wh")}]
-        if context not in ("Transaction.Begin", "Transaction.End"):
-            sv.append({"value": round(m["p_w"], 3), "context": context, "measurand": "Power.Active.Import",
-                       "location": "Outlet", **uom("W")})
-            for ph, key in (("L1", "i_l1_a"), ("L2", "i_l2_a"), ("L3", "i_l3_a")):
-                sv.append({"value": round(m[key], 3), "context": context, "measurand": "Current.Import",
-                           "phase": ph, "location": "Outlet", **uom("A")})
-            sv.append({"value": round(m["p_max_w"], 3), "context": context, "measurand": "Power.Offered",
-                       "location": "Outlet", **uom("W")})
-            sv.append({"value": round(m["i_max_a"], 3), "context": context, "measurand": "Current.Offered",
-                       "location": "Outlet", **uom("A")})
-            if math.isfinite(m["soc"]):
-                sv.append({"value": round(m["soc"] * 100.0, 3), "context": context, "measurand": "SoC",
-                           "location": "EV", **uom("Percent")})
-        return sv
-
-    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict:
-        return {"timestamp": pf.format_time(when), "sampledValue": self._samples(context, register)}
-
-    def _send_status(self, when: datetime, force: bool = False) -> None:
-        code = int(self.bank.status[0])
-        old = self.reported_status
-        if code == old and not force:
-            return
-        self.reported_status = code
-        if force or old is None or connector_status_201(code) != connector_status_201(old):
-            payload = {"timestamp": pf.format_time(when), "connectorStatus": connector_status_201(code),
-                       "evseId": CONNECTOR, "connectorId": CONNECTOR}
-            self.enqueue(OutMsg("StatusNotification", lambda: payload, persistent=False))
-        tx = self.tx
-        state = _CHARGING_STATE.get(code)
-        if tx is not None and state is not None and state != tx.charging_state:
-            tx.charging_state = state
-            self._tx_event(tx, "Updated", when, "ChargingStateChanged", {"chargingState": state})
-
-    def _tx_event(self, tx: LocalTx, event: str, when: datetime, trigger: str, info: dict,
-                  meter: list | None = None, extra: dict | None = None) -> None:
-        payload: Payload = {"eventType": event, "timestamp": pf.format_time(when), "triggerReason": trigger,
-                            "seqNo": tx.seq_no, "transactionInfo": {"transactionId": tx.local_id, **info},
-                            "evse": {"id": CONNECTOR, "connectorId": CONNECTOR}}
-        tx.seq_no += 1
-        if meter:
-            payload["meterValue"] = meter
-        if not self.connected:
-            payload["offline"] = True
-        if extra:
-            payload.update(extra)
-        self.enqueue(OutMsg("TransactionEvent", lambda: payload, persistent=True))
-
-    def _start_tx(self, when: datetime) -> None:
-        tx = self.tx
-        assert tx is not None
-        tx.remote_id = tx.local_id
-        code = int(self.bank.status[0])
-        tx.charging_state = _CHARGING_STATE.get(code, "EVConnected")
-        info: dict = {"chargingState": tx.charging_state}
-        remote_id = self._remote_start_id
-        trigger = "RemoteStart" if remote_id is not None else "CablePluggedIn"
-        if remote_id is not None:
-            info["remoteStartId"] = remote_id
-            self._remote_start_id = None
-        self._tx_event(tx, "Started", when, trigger, info,
-                       meter=[self._meter_value(when, "Transaction.Begin", tx.start_register_wh)],
-                       extra={"idToken": {"idToken": tx.id_tag, "type": "Central" if remote_id is not None
-                                          else "Local"}})
-        raw = self._pending_start_profile
-        if raw:
-            self._pending_start_profile = None
-            self.set_profile(pf.from_v201(CONNECTOR, {**raw, "transactionId": tx.local_id}))
-
-    def _stop_tx(self, when: datetime, reason: str) -> None:
-        tx = self.tx
-        assert tx is not None
-        self.tx = None
-        stopped = _STOP_REASON_201.get(reason, "Other")
-        trigger = "EVDeparted" if reason == "EVDisconnected" else _TRIGGER_OF_REASON.get(reason, "AbnormalCondition")
-        state = "Idle" if reason == "EVDisconnected" else "EVConnected"
-        self._tx_event(tx, "Ended", when, trigger, {"chargingState": state, "stoppedReason": stopped},
-                       meter=[self._meter_value(when, "Transaction.End", self._register())])
-
-    def _send_periodic_meter(self, when: datetime) -> None:
-        tx = self.tx
-        assert tx is not None
-        self._tx_event(tx, "Updated", when, "MeterValuePeriodic", {},
-                       meter=[self._meter_value(when, "Sample.Periodic")])
-
-    def _send_triggered_meter(self) -> None:
-        payload = {"evseId": CONNECTOR, "meterValue": [self._meter_value(self._now(), "Trigger")]}
-        self.enqueue(OutMsg("MeterValues", lambda: payload, persistent=False))
-
-    # handlers -------------------------------------------------------------------------------------------------
-    def _install_handlers(self, ep: Endpoint) -> None:
-        ep.handlers.update({
-            "SetChargingProfile": self._on_set_profile, "ClearChargingProfile": self._on_clear_profile,
-            "GetCompositeSchedule": self._on_composite, "RequestStartTransaction": self._on_remote_start,
-            "RequestStopTransaction": self._on_remote_stop, "GetVariables": self._on_get_variables,
-            "SetVariables": self._on_set_variables, "TriggerMessage": self._on_trigger, "Reset": self._on_reset,
-            "DataTransfer": self._on_data_transfer, "ChangeAvailability": self._on_availability,
-        })
-        ep.after.update({"TriggerMessage": self._after_trigger, "RequestStartTransaction": self._after_remote,
-                         "RequestStopTransaction": self._after_remote, "Reset": self._after_reset,
-                         "ChangeAvailability": self._after_remote})
-
-    async def _on_availability(self, p: Payload) -> Payload:
-        if (p.get("evse") or {}).get("id", 0) not in (0, CONNECTOR):
-            return {"status": "Rejected"}
-        return {"status": self.change_availability(p["operationalStatus"] == "Operative")}
-
-    async def _on_set_profile(self, p: Payload) -> Payload:
-        try:
-            profile = pf.from_v201(p["evseId"], p["chargingProfile"])
-        except pf.ProfileError as exc:
-            raise OcppFault("PropertyConstraintViolation", str(exc)) from None
-        status = self.set_profile(profile)
-        out: Payload = {"status": status}
-        if status == "Rejected":
-            out["statusInfo"] = {"reasonCode": "InvalidProfile"}
-        return out
-
-    async def _on_clear_profile(self, p: Payload) -> Payload:
-        crit = p.get("chargingProfileCriteria") or {}
-        purpose = crit.get("chargingProfilePurpose")
-        purpose = {"ChargingStationMaxProfile": pf.MAX}.get(purpose, purpose)
-        self.profiles, n = pf.clear(self.profiles, profile_id=p.get("chargingProfileId"),
-                                    connector=crit.get("evseId"), purpose=purpose, stack_level=crit.get("stackLevel"))
-        return {"status": "Accepted" if n else "Unknown"}
-
-    async def _on_composite(self, p: Payload) -> Payload:
-        evse = int(p["evseId"])
-        if not 0 <= evse <= self.station.connectors:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEVSE"}}
-        unit = p.get("chargingRateUnit") or "W"
-        start, periods = self.composite(evse, int(p["duration"]), unit)
-        return {"status": "Accepted", "schedule": {
-            "evseId": evse, "duration": int(p["duration"]), "scheduleStart": pf.format_time(start),
-            "chargingRateUnit": unit,
-            "chargingSchedulePeriod": [{"startPeriod": q.start_s, "limit": floor1(q.limit),
-                                        "numberPhases": int(q.phases or self.station.phases)} for q in periods]}}
-
-    async def _on_remote_start(self, p: Payload) -> Payload:
-        if p.get("evseId", CONNECTOR) != CONNECTOR or self.tx is not None:
-            return {"status": "Rejected"}
-        prof = p.get("chargingProfile")
-        if prof is not None and prof.get("chargingProfilePurpose") != pf.TX:
-            return {"status": "Rejected"}
-        if not self.remote_start(p["idToken"]["idToken"], prof):
-            return {"status": "Rejected"}
-        self._remote_start_id = int(p["remoteStartId"])
-        return {"status": "Accepted"}
-
-    async def _on_remote_stop(self, p: Payload) -> Payload:
-        if self.tx is None or p["transactionId"] != self.tx.local_id:
-            return {"status": "Rejected"}
-        self.remote_stop()
-        return {"status": "Accepted"}
-
-    async def _after_remote(self, _: Payload) -> None:
-        self._emit_changes(self._now(), trigger="RemoteStart")
-
-    def _variable(self, comp: str, var: str) -> tuple[str, bool] | None:
-        found = self.VARIABLES.get((comp, var))
-        if found is None:
-            return None
-        key, ro = found
-        if key in self.settings:
-            return str(self.settings[key]), ro
-        if hasattr(self.station, key):
-            return str(getattr(self.station, key)), ro
-        return key, ro
-
-    async def _on_get_variables(self, p: Payload) -> Payload:
-        results = []
-        for item in p["getVariableData"]:
-            comp, var = item["component"]["name"], item["variable"]["name"]
-            found = self._variable(comp, var)
-            res: Payload = {"component": item["component"], "variable": item["variable"]}
-            if found is None:
-                known_comp = any(c == comp for c, _ in self.VARIABLES)
-                res["attributeStatus"] = "UnknownVariable" if known_comp else "UnknownComponent"
-            else:
-                res["attributeStatus"] = "Accepted"
-                res["attributeValue"] = found[0]
-            results.append(res)
-        return {"getVariableResult": results}
-
-    async def _on_set_variables(self, p: Payload) -> Payload:
-        results = []
-        for item in p["setVariableData"]:
-            comp, var = item["component"]["name"], item["variable"]["name"]
-            res: Payload = {"component": item["component"], "variable": item["variable"]}
-            found = self.VARIABLES.get((comp, var))
-            if found is None:
-                known_comp = any(c == comp for c, _ in self.VARIABLES)
-                res["attributeStatus"] = "UnknownVariable" if known_comp else "UnknownComponent"
-            elif found[1]:
-                res["attributeStatus"] = "Rejected"
-            else:
-                try:
-                    v = int(item["attributeValue"])
-                except ValueError:
-                    v = -1
-                if v < 0:
-                    res["attributeStatus"] = "Rejected"
-                else:
-                    self.settings[found[0]] = v
-                    res["attributeStatus"] = "Accepted"
-            results.append(res)
-        return {"setVariableResult": results}
-
-    async def _on_trigger(self, p: Payload) -> Payload:
-        evse = (p.get("evse") or {}).get("id", CONNECTOR)
-        if evse not in (0, CONNECTOR):
-            return {"status": "Rejected"}
-        ok = p["requestedMessage"] in ("MeterValues", "StatusNotification", "Heartbeat", "BootNotification",
-                                       "TransactionEvent")
-        if p["requestedMessage"] == "TransactionEvent" and self.tx is None:
-            return {"status": "Rejected"}
-        return {"status": "Accepted" if ok else "NotImplemented"}
-
-    async def _after_trigger(self, p: Payload) -> None:
-        what = p["requestedMessage"]
-        if what == "MeterValues":
-            self._send_triggered_meter()
-        elif what == "StatusNotification":
-            code = int(self.bank.status[0])
-            payload = {"timestamp": pf.format_time(self._now()), "connectorStatus": connector_status_201(code),
-                       "evseId": CONNECTOR, "connectorId": CONNECTOR}
-            self.enqueue(OutMsg("StatusNotification", lambda: payload, persistent=False))
-        elif what == "Heartbeat":
-            self.enqueue(OutMsg("Heartbeat", lambda: {}, persistent=False))
-        elif what == "BootNotification":
-            self.enqueue(OutMsg("BootNotification", self._boot_payload, persistent=False))
-        elif what == "TransactionEvent" and self.tx is not None:
-            self._tx_event(self.tx, "Updated", self._now(), "Trigger", {},
-                           meter=[self._meter_value(self._now(), "Trigger")])
-
-    async def _on_reset(self, p: Payload) -> Payload:
-        return {"status": "Accepted"}
-
-    async def _after_reset(self, p: Payload) -> None:
-        await self.reset()
-
-    async def _on_data_transfer(self, p: Payload) -> Payload:
-        return {"status": "UnknownVendorId"}
-
-
-CHARGE_POINTS: dict[str, type[VirtualChargePoint]] = {"1.6": ChargePoint16, "2.0.1": ChargePoint201}
-
-
-
-__all__ = ["VirtualChargePoint", "ChargePoint16", "ChargePoint201", "CHARGE_POINTS", "OutMsg", "LocalTx", "floor1"]
+__all__ = ["VirtualChargePoint", "LocalTx", "OutMsg", "BootRefused", "CONNECTOR"]

@@ -30,11 +30,12 @@ from urllib.parse import parse_qs, unquote
 
 from devices.base import (Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint,
                           SetpointRejected)
-from devices.wallbox import csms
+from devices.wallbox import csms, proxy
 from devices.wallbox import profiles as pf
-from devices.wallbox.chargepoint import floor1
 from devices.wallbox.model import status_name
 from devices.wallbox.rpc import CallErrorReply, ConnectionLost, MalformedReply, Payload
+from devices.wallbox.session import Session
+from devices.wallbox.station_state import StationState
 
 DEFAULT_PORT = 9000
 PROXY_STACK_LEVEL = 8
@@ -64,7 +65,7 @@ class OcppDriver(Driver):
         self.voltage_v = float(q.get("voltage", 230.0))
         self.phases = int(q.get("phases", 3))
         self._server: csms.CsmsServer | None = None
-        self._state: csms.StationState | None = None
+        self._state: StationState | None = None
         self._lock = asyncio.Lock()
         self._applied: tuple[str, float, int] | None = None
         self._wanted: tuple[str, float] | None = None
@@ -80,7 +81,9 @@ class OcppDriver(Driver):
                 self._server = await csms.acquire(self.host, self.port)
             except OSError as exc:
                 raise DeviceUnavailable(f"{self.address.raw}: cannot listen on {self.host}:{self.port}: {exc}") from exc
-            self._state = self._server.expect(self.cp_id, self.version, self.upstream)
+            self._state = self._server.expect(self.cp_id, self.version,
+                                              proxy.factory(self.upstream) if self.upstream else None,
+                                              connectors=max(self.connector, 1))
         self._open = True
         session = await self._server.wait_booted(self.cp_id, self.timeout_s)
         if session is None:
@@ -95,19 +98,19 @@ class OcppDriver(Driver):
             await server.forget(self.cp_id)
             await csms.release(server)
 
-    def _require_open(self) -> tuple[csms.CsmsServer, csms.StationState]:
+    def _require_open(self) -> tuple[csms.CsmsServer, StationState]:
         if not self._open or self._server is None or self._state is None:
             raise DeviceUnavailable(f"{self.address.raw}: not connected")
         return self._server, self._state
 
-    async def _session(self, deadline: float) -> csms.Session:
+    async def _session(self, deadline: float) -> Session:
         server, _ = self._require_open()
         session = await server.wait_booted(self.cp_id, max(deadline - time.monotonic(), 0.0))
         if session is None:
             raise DeviceUnavailable(f"charge point {self.cp_id!r} is not connected to ws://{self.host}:{self.port}/")
         return session
 
-    async def _call(self, session: csms.Session, action: str, payload: Payload, deadline: float) -> Payload:
+    async def _call(self, session: Session, action: str, payload: Payload, deadline: float) -> Payload:
         try:
             return await session.request(action, payload, max(deadline - time.monotonic(), 0.001))
         except TimeoutError as exc:
@@ -161,7 +164,7 @@ class OcppDriver(Driver):
             unit, limit = "A", float(i)
         else:
             return
-        limit = floor1(limit)
+        limit = pf.floor1(limit)
         async with self._lock:
             _, state = self._require_open()
             if self._applied == (unit, limit, state.epoch):
@@ -170,7 +173,7 @@ class OcppDriver(Driver):
             session = await self._session(deadline)
             await self._apply(session, unit, limit, deadline)
 
-    def _profile(self, unit: str, limit: float, state: csms.StationState) -> pf.Profile:
+    def _profile(self, unit: str, limit: float, state: StationState) -> pf.Profile:
         # Absolute from the station's own clock (the last time it reported), so clock skew cannot delay it;
         # before it has reported any time, Relative (no clock needed: the one period applies at once)
         start = state.cp_time.replace(microsecond=0) if state.cp_time else None
@@ -180,7 +183,7 @@ class OcppDriver(Driver):
         return pf.constant_limit(self.profile_id, self.stack_level, limit, unit, purpose=self.purpose,
                                  connector=self.connector, start=start, transaction_id=tx)
 
-    async def _apply(self, session: csms.Session, unit: str, limit: float, deadline: float) -> None:
+    async def _apply(self, session: Session, unit: str, limit: float, deadline: float) -> None:
         assert self._state is not None
         state = self._state
         profile = self._profile(unit, limit, state)
@@ -201,7 +204,7 @@ class OcppDriver(Driver):
             await self._confirm(session, unit, limit, deadline)
         self._applied = (unit, limit, state.epoch)
 
-    async def _confirm(self, session: csms.Session, unit: str, limit: float, deadline: float) -> None:
+    async def _confirm(self, session: Session, unit: str, limit: float, deadline: float) -> None:
         assert self._state is not None
         if self.version == "1.6":
             req: Payload = {"connectorId": self.connector, "duration": 60, "chargingRateUnit": unit}
@@ -249,7 +252,7 @@ class OcppDriver(Driver):
             return await self._call(session, action, payload, time.monotonic() + self.timeout_s)
 
     @property
-    def state(self) -> csms.StationState | None:
+    def state(self) -> StationState | None:
         return self._state
 
 

@@ -74,6 +74,10 @@ class WallboxConfig(BaseModel):
     max_stack_level: int = Field(8, ge=1)
     max_profiles: int = Field(16, ge=1)
     max_periods: int = Field(48, ge=1)
+    tx_message_attempts: int = Field(5, ge=1, description="a transaction message the CSMS refuses (CALLERROR) is "
+                                     "skipped after this many attempts (1.6 TransactionMessageAttempts)")
+    tx_message_retry_interval_s: float = Field(1.0, ge=0, description="wait interval x failures before a retry "
+                                               "(1.6 TransactionMessageRetryInterval)")
 
     @property
     def p_hw_max_w(self) -> float:

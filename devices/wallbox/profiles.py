@@ -12,7 +12,10 @@ docs/devices/wallbox.md for the full list and the interpretations chosen where t
 * within a purpose the applicable profile with the highest stack level prevails; a profile applies at t when
   t is inside [validFrom, validTo) and inside its schedule (after the schedule start, before its duration).
 * kinds: Absolute (startSchedule), Recurring Daily/Weekly (startSchedule is the first recurrence), Relative
-  (starts with the transaction; without one, its first period applies).
+  (starts with the transaction; without one, its first period applies). OCPP 1.6 makes startSchedule
+  optional for every kind: without it an Absolute or Recurring schedule runs from the start of charging (like
+  Relative), and a Relative one ignores it; 2.0.1 requires it for Absolute/Recurring and forbids it for
+  Relative (K01.FR.40/41).
 * the composite limit is the minimum of the station cap, the transaction stack and the hardware limit; A and
   W convert with the phase-to-neutral voltage and the number of phases in use (never more than a period's
   numberPhases).
@@ -45,6 +48,7 @@ class Period:
     start_s: int
     limit: float
     phases: int | None = None
+    phase_to_use: int | None = None  # 2.0.1, single-phase charging on a switchable station
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,9 @@ def format_time(t: datetime) -> str:
 def _periods(raw: Iterable[Mapping[str, Any]]) -> tuple[Period, ...]:
     out = []
     for p in raw:
-        phases = p.get("numberPhases")
-        out.append(Period(int(p["startPeriod"]), float(p["limit"]), int(phases) if phases is not None else None))
+        phases, use = p.get("numberPhases"), p.get("phaseToUse")
+        out.append(Period(int(p["startPeriod"]), float(p["limit"]), int(phases) if phases is not None else None,
+                          int(use) if use is not None else None))
     return tuple(out)
 
 
@@ -156,7 +161,8 @@ def _schedule_wire(s: Schedule, with_id: bool) -> dict[str, Any]:
     out["chargingRateUnit"] = s.unit
     out["chargingSchedulePeriod"] = [
         {"startPeriod": int(p.start_s), "limit": round(float(p.limit), 1),
-         **({"numberPhases": int(p.phases)} if p.phases is not None else {})}
+         **({"numberPhases": int(p.phases)} if p.phases is not None else {}),
+         **({"phaseToUse": int(p.phase_to_use)} if p.phase_to_use is not None and with_id else {})}
         for p in s.periods
     ]
     if s.min_rate is not None:
@@ -220,6 +226,13 @@ def to_v201(p: Profile) -> dict[str, Any]:
     return out
 
 
+def floor1(x: float) -> float:
+    """Round a limit down to the 0.1 resolution of the schema (never report more than is allowed)."""
+    if not math.isfinite(x):
+        return 0.0
+    return math.floor(x * 10 + 1e-6) / 10
+
+
 def constant_limit(profile_id: int, stack_level: int, limit: float, unit: str, *, purpose: str = TX_DEFAULT,
                    connector: int = 1, start: datetime | None = None, transaction_id: str | None = None) -> Profile:
     """A profile holding one limit from ``start`` on (Absolute) or from the transaction start (Relative)."""
@@ -251,21 +264,24 @@ def check(p: Profile, installed: Iterable[Profile], station: Station, tx: Tx, no
             raise ProfileError(f"TxProfile for transaction {p.transaction_id}, running: {tx.id}")
     elif p.transaction_id is not None:
         raise ProfileError("transactionId is only allowed in a TxProfile")
+    if p.purpose == MAX and p.kind == "Relative" and station.version != "1.6":
+        raise ProfileError("a ChargingStationMaxProfile cannot be Relative (K01.FR.38)")
     if not 0 <= p.stack_level <= station.max_stack_level:
         raise ProfileError(f"stackLevel {p.stack_level} outside 0..{station.max_stack_level}")
     if p.kind not in ("Absolute", "Recurring", "Relative"):
         raise ProfileError(f"unknown kind {p.kind}")
     for s in (p.schedule, *p.extra_schedules):
         _check_schedule(p, s, station)
-    if p.valid_from and p.valid_to and p.valid_to <= p.valid_from:
-        raise ProfileError("validTo is not after validFrom")
-    if p.valid_to and p.valid_to <= now:
-        raise ProfileError("validTo is in the past")
+    # a validity that has ended (or is empty) is allowed by both versions: such a profile never applies
     others = [q for q in installed if q.id != p.id]
     if station.version != "1.6":
         for q in others:
-            if (q.purpose == p.purpose and q.stack_level == p.stack_level and q.connector == p.connector
-                    and _overlap(q, p)):
+            if q.purpose != p.purpose or q.stack_level != p.stack_level or q.connector != p.connector:
+                continue
+            if p.purpose == TX and str(q.transaction_id) == str(p.transaction_id):  # K01.FR.39
+                raise ProfileError(f"profile {q.id} already has stackLevel {p.stack_level} for transaction "
+                                   f"{p.transaction_id}")
+            if p.purpose != TX and _overlap(q, p):  # K01.FR.06
                 raise ProfileError(f"profile {q.id} already has stackLevel {p.stack_level} and purpose "
                                    f"{p.purpose} on EVSE {p.connector} for an overlapping validity")
     replaced = [q for q in others if station.version == "1.6" and _same_slot(q, p)]
@@ -284,8 +300,8 @@ def _check_schedule(p: Profile, s: Schedule, station: Station) -> None:
         raise ProfileError("the first period must start at 0")
     if any(b.start_s <= a.start_s for a, b in zip(s.periods, s.periods[1:])):
         raise ProfileError("period starts must increase")
-    if s.duration_s is not None and s.duration_s <= 0:
-        raise ProfileError("duration must be positive")
+    if s.duration_s is not None and s.duration_s < 0:
+        raise ProfileError("duration is negative")
     hw = station.max_current_a if s.unit == "A" else station.max_power_w
     for q in s.periods:
         if not math.isfinite(q.limit) or q.limit < 0:
@@ -294,15 +310,18 @@ def _check_schedule(p: Profile, s: Schedule, station: Station) -> None:
             raise ProfileError(f"limit {q.limit:g} {s.unit} above the hardware maximum {hw:g} {s.unit}")
         if q.phases is not None and not 1 <= q.phases <= 3:
             raise ProfileError(f"numberPhases {q.phases} outside 1..3")
-    if p.kind == "Relative" and s.start is not None:
-        raise ProfileError("a Relative profile has no startSchedule")
-    if p.kind in ("Absolute", "Recurring") and s.start is None:
-        raise ProfileError(f"an {p.kind} profile needs startSchedule")
-    if p.kind == "Recurring":
-        if p.recurrency not in RECURRENCE_S:
-            raise ProfileError("a Recurring profile needs recurrencyKind Daily or Weekly")
-        if s.duration_s is not None and s.duration_s > RECURRENCE_S[p.recurrency]:
-            raise ProfileError("duration longer than the recurrence")
+        if station.version != "1.6":
+            if q.phases is not None and q.phases > station.phases:  # K01.FR.45
+                raise ProfileError(f"numberPhases {q.phases}: the station is supplied by {station.phases}")
+            if q.phase_to_use is not None:  # K01.FR.19/20: needs numberPhases 1 and AC phase switching
+                raise ProfileError("phaseToUse: this station cannot switch phases")
+    if station.version != "1.6":  # 1.6 makes startSchedule optional for every kind
+        if p.kind == "Relative" and s.start is not None:
+            raise ProfileError("a Relative profile has no startSchedule (K01.FR.41)")
+        if p.kind in ("Absolute", "Recurring") and s.start is None:
+            raise ProfileError(f"an {p.kind} profile needs startSchedule (K01.FR.40)")
+    if p.kind == "Recurring" and p.recurrency not in RECURRENCE_S:
+        raise ProfileError("a Recurring profile needs recurrencyKind Daily or Weekly")
 
 
 def _same_slot(a: Profile, b: Profile) -> bool:
@@ -346,18 +365,26 @@ def end_transaction(installed: Iterable[Profile], connector: int) -> list[Profil
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------
+def _anchor(p: Profile, tx: Tx) -> datetime | None:
+    """Where the schedule starts: startSchedule, else (Relative, or 1.6 without startSchedule) the start of
+    charging; None = no transaction to start from (then the first period applies)."""
+    if p.kind != "Relative" and p.schedule.start is not None:
+        return p.schedule.start
+    return tx.start if tx.active and tx.start is not None else None
+
+
 def _schedule_origin(p: Profile, t: datetime, tx: Tx) -> datetime | None:
     """Start of the schedule (recurrence) in force at t, or None if the schedule has not started."""
-    s = p.schedule
-    if p.kind == "Relative":
-        return tx.start if tx.active and tx.start is not None else t
-    if s.start is None or t < s.start:
+    base = _anchor(p, tx)
+    if base is None:
+        return t
+    if t < base:
         return None
     if p.kind == "Recurring":
         period = RECURRENCE_S[p.recurrency or "Daily"]
-        k = int((t - s.start).total_seconds() // period)
-        return s.start + timedelta(seconds=k * period)
-    return s.start
+        k = int((t - base).total_seconds() // period)
+        return base + timedelta(seconds=k * period)
+    return base
 
 
 def period_at(p: Profile, t: datetime, tx: Tx = NO_TX) -> Period | None:
@@ -436,17 +463,16 @@ def _breakpoints(p: Profile, t0: datetime, t1: datetime, tx: Tx) -> set[datetime
             out.add(t)
     s = p.schedule
     offsets = [q.start_s for q in s.periods] + ([s.duration_s] if s.duration_s is not None else [])
-    if p.kind == "Relative":
-        origins = [tx.start] if tx.active and tx.start is not None else []
-    elif s.start is None:
+    base = _anchor(p, tx)
+    if base is None:
         origins = []
     elif p.kind == "Recurring":
         period = RECURRENCE_S[p.recurrency or "Daily"]
-        k0 = max(0, int((t0 - s.start).total_seconds() // period))
-        k1 = int((t1 - s.start).total_seconds() // period) + 1
-        origins = [s.start + timedelta(seconds=k * period) for k in range(k0, k1 + 1)]
+        k0 = max(0, int((t0 - base).total_seconds() // period))
+        k1 = int((t1 - base).total_seconds() // period) + 1
+        origins = [base + timedelta(seconds=k * period) for k in range(k0, k1 + 1)]
     else:
-        origins = [s.start]
+        origins = [base]
     for o in origins:
         for off in offsets:
             t = o + timedelta(seconds=off)
@@ -487,4 +513,4 @@ def next_change(installed: Iterable[Profile], t: datetime, horizon_s: float, tx:
 __all__ = ["MAX", "EXTERNAL", "TX_DEFAULT", "TX", "Period", "Schedule", "Profile", "Station", "Tx", "NO_TX",
            "ProfileError", "check", "install", "clear", "end_transaction", "period_at", "limit_at", "composite",
            "convert", "from_v16", "to_v16", "from_v201", "to_v201", "constant_limit", "parse_time", "format_time",
-           "next_change"]
+           "next_change", "floor1"]

@@ -24,6 +24,7 @@ transaction messages meanwhile, so the upstream loses nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -32,8 +33,9 @@ from ocpp.messages import Call, CallError, CallResult, MessageType
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 
-from devices.wallbox.csms import CsmsServer, Session, StationState
-from devices.wallbox.rpc import SUBPROTOCOL, ConnectionLost, Endpoint, OcppFault, validate
+from devices.wallbox.rpc import SUBPROTOCOL, ConnectionLost, Endpoint, OcppFault, printable, validate
+from devices.wallbox.session import Session, SessionFactory, SessionHost
+from devices.wallbox.station_state import StationState
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class _StationSide(Endpoint):
     """Faces the charge point: its calls go upstream, its answers go to whoever asked."""
 
     def __init__(self, proxy: "ProxySession", ws: Any) -> None:
-        super().__init__(proxy.state.cp_id, ws, proxy.version, timeout_s=proxy.timeout_s)
+        super().__init__(proxy.state.cp_id, ws, proxy.version, timeout_s=proxy.timeout_s, stats=proxy.server.stats)
         self.proxy = proxy
         self.for_upstream: dict[str, asyncio.Future] = {}  # upstream calls waiting for the station's answer
 
@@ -59,7 +61,7 @@ class _StationSide(Endpoint):
         try:
             validate(MessageType.Call, call.action, call.payload, self.version)
         except OcppFault as fault:
-            await self._reply_error(call.unique_id, fault.code, fault.description, fault.details)
+            await self.refuse(call, fault)
             return
         state = self.proxy.state
         state.observe_call(call.action, call.payload)
@@ -69,7 +71,8 @@ class _StationSide(Endpoint):
             try:
                 validate(MessageType.CallResult, call.action, reply.payload, self.version)
             except OcppFault as fault:
-                log.warning("%s: upstream answer to %s is invalid: %s", self.id, call.action, fault.description)
+                log.warning("%s: upstream answer to %s is invalid: %s", printable(self.id), call.action,
+                            fault.description)
                 await self._reply_error(call.unique_id, "InternalError", "the upstream CSMS answered invalidly")
                 return
             state.observe_result(call.action, call.payload, reply.payload)
@@ -94,7 +97,8 @@ class _UpstreamSide(Endpoint):
     """Faces the legacy CSMS: forwards the station's calls, passes the CSMS's calls to the station."""
 
     def __init__(self, proxy: "ProxySession", ws: Any) -> None:
-        super().__init__(proxy.state.cp_id + "@upstream", ws, proxy.version, timeout_s=proxy.timeout_s)
+        super().__init__(proxy.state.cp_id + "@upstream", ws, proxy.version, timeout_s=proxy.timeout_s,
+                         stats=proxy.server.stats)
         self.proxy = proxy
 
     async def forward(self, call: Call) -> CallResult | CallError:
@@ -115,7 +119,7 @@ class _UpstreamSide(Endpoint):
         try:
             validate(MessageType.Call, call.action, call.payload, self.version)
         except OcppFault as fault:
-            await self._reply_error(call.unique_id, fault.code, fault.description, fault.details)
+            await self.refuse(call, fault)
             return
         reply = await self.proxy.station_side.forward(call)
         await self.send_raw(reply.to_json())
@@ -127,7 +131,7 @@ class _UpstreamSide(Endpoint):
 class ProxySession(Session):
     """One charge point connected through us to the upstream CSMS."""
 
-    def __init__(self, server: CsmsServer, state: StationState, ws: ServerConnection, *, upstream: str,
+    def __init__(self, server: SessionHost, state: StationState, ws: ServerConnection, *, upstream: str,
                  timeout_s: float = 30.0) -> None:
         super().__init__(server, state, ws, timeout_s=timeout_s)
         self.timeout_s = timeout_s
@@ -142,7 +146,7 @@ class ProxySession(Session):
             self._up_ws = await connect(self.upstream_url, subprotocols=[SUBPROTOCOL[self.version]], open_timeout=10,
                                         close_timeout=2)
         except Exception as exc:  # unreachable upstream: the station will retry with backoff
-            log.warning("%s: upstream %s unreachable: %s", self.state.cp_id, self.upstream_url, exc)
+            log.warning("%s: upstream %s unreachable: %s", printable(self.state.cp_id), self.upstream_url, exc)
             await self.ws.close(1011, "upstream CSMS unreachable")
             return
         self.upstream_side = _UpstreamSide(self, self._up_ws)
@@ -158,3 +162,11 @@ class ProxySession(Session):
     async def close(self) -> None:
         await asyncio.gather(self.ws.close(), *([self._up_ws.close()] if self._up_ws is not None else []),
                              return_exceptions=True)
+
+
+def factory(upstream: str) -> SessionFactory:
+    """The session factory that serves a charge point through the legacy CSMS at ``upstream``."""
+    return functools.partial(ProxySession, upstream=upstream)
+
+
+__all__ = ["ProxySession", "factory"]

@@ -20,8 +20,13 @@ from pydantic import BaseModel
 from devices.family import Family
 from devices.virtual import VirtualDevice
 from devices.wallbox import csms
-from devices.wallbox.chargepoint import CHARGE_POINTS, VirtualChargePoint
+from devices.wallbox.chargepoint import VirtualChargePoint
+from devices.wallbox.chargepoint16 import ChargePoint16
+from devices.wallbox.chargepoint201 import ChargePoint201
 from devices.wallbox.model import ENV_INPUTS, WallboxBank, WallboxConfig
+
+
+CHARGE_POINTS: dict[str, type[VirtualChargePoint]] = {"1.6": ChargePoint16, "2.0.1": ChargePoint201}
 
 
 class VirtualWallbox(VirtualDevice):

@@ -1,0 +1,415 @@
+"""A hostile charge point against our CSMS, OCPP 1.6J and 2.0.1.
+
+Hypothesis draws sequences of frames (valid calls of a charging session interleaved with garbage, deep
+nesting, binary frames, wrong types, unknown actions, impossible values, floods, answers to calls nobody
+made); each bad frame must get the version's CALLERROR (or nothing, for a response), the connection stays up,
+the station's state only follows the valid frames, every rejection is counted, and a call of ours that is
+pending while garbage arrives is still answered. Half-open and idle connections are closed, a connection
+beyond the cap is refused at the handshake, and the reproductions of issue 12 (deep JSON closing with 1011, a
+non-JSON frame failing our pending call, terminal escapes in a charge point id, impossible values accepted)
+are pinned as examples. ``pytest tests/hostile --hostile-long`` runs many more examples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import socket
+from contextlib import redirect_stdout
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from devices.wallbox.csms import CsmsServer
+
+NOW = "2024-05-06T10:00:00Z"
+SUB = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
+VERSIONS = ["1.6", "2.0.1"]
+FRAMEWORK = {"1.6": "FormationViolation", "2.0.1": "RpcFrameworkError"}  # unreadable frame, id "-1"
+FORMAT = {"1.6": "FormationViolation", "2.0.1": "FormatViolation"}
+
+
+def examples(request, default: int, long: int) -> int:
+    return long if request.config.getoption("--hostile-long", default=False) else default
+
+
+def run(coro, timeout_s: float = 60):
+    return asyncio.run(asyncio.wait_for(coro, timeout_s))
+
+
+# -- the messages of a charging session, per version -----------------------------------------------------------
+def boot(v: str) -> tuple[str, dict]:
+    if v == "1.6":
+        return "BootNotification", {"chargePointVendor": "X", "chargePointModel": "Y"}
+    return "BootNotification", {"chargingStation": {"model": "Y", "vendorName": "X"}, "reason": "PowerUp"}
+
+
+def status(v: str, connector: int = 1, ts: str = NOW) -> tuple[str, dict]:
+    if v == "1.6":
+        return "StatusNotification", {"connectorId": connector, "errorCode": "NoError", "status": "Charging",
+                                      "timestamp": ts}
+    return "StatusNotification", {"timestamp": ts, "connectorStatus": "Occupied", "evseId": connector,
+                                  "connectorId": 1}
+
+
+def meter(v: str, value: float | str, measurand: str = "Energy.Active.Import.Register", tx=None) -> tuple[str, dict]:
+    sv: dict = {"value": str(value) if v == "1.6" else float(value), "measurand": measurand}
+    payload: dict = {"meterValue": [{"timestamp": NOW, "sampledValue": [sv]}]}
+    if v == "1.6":
+        payload["connectorId"] = 1
+        if tx is not None:
+            payload["transactionId"] = int(tx)
+    else:
+        payload["evseId"] = 1
+    return "MeterValues", payload
+
+
+def start(v: str, seq_tx: str = "T1") -> tuple[str, dict]:
+    if v == "1.6":
+        return "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 100, "timestamp": NOW}
+    return "TransactionEvent", {"eventType": "Started", "timestamp": NOW, "triggerReason": "CablePluggedIn",
+                                "seqNo": 0, "transactionInfo": {"transactionId": seq_tx},
+                                "evse": {"id": 1, "connectorId": 1}}
+
+
+def stop(v: str, tx) -> tuple[str, dict]:
+    if v == "1.6":
+        return "StopTransaction", {"transactionId": int(tx), "meterStop": 2000, "timestamp": NOW}
+    return "TransactionEvent", {"eventType": "Ended", "timestamp": NOW, "triggerReason": "EVDeparted", "seqNo": 1,
+                                "transactionInfo": {"transactionId": str(tx), "stoppedReason": "EVDisconnected"},
+                                "evse": {"id": 1, "connectorId": 1}}
+
+
+def frame(uid: str, call: tuple[str, dict]) -> str:
+    return json.dumps([2, uid, call[0], call[1]])
+
+
+def bad_frames(v: str) -> dict[str, tuple[object, str | None, bool]]:
+    """name -> (frame with UID as the unique id, expected CALLERROR code (None: no reply), answered by UID)."""
+    b_action, b_payload = boot(v)
+    vendor_wrong = ({"chargePointVendor": 5, "chargePointModel": "Y"} if v == "1.6"
+                    else {"chargingStation": {"model": "Y", "vendorName": 5}, "reason": "PowerUp"})
+    missing = {"chargePointModel": "Y"} if v == "1.6" else {"reason": "PowerUp"}
+    return {
+        "not_json": ("this is not json {", FRAMEWORK[v], False),
+        "deep_call": ('[2,"UID","Heartbeat",' + "[" * 5000 + "]" * 5000 + "]", FORMAT[v], True),
+        "deep_anonymous": ("[" * 100_000, FRAMEWORK[v], False),
+        "binary": (b"\x00\xffOCPP", FRAMEWORK[v], False),
+        "wrong_type": (json.dumps([2, "UID", b_action, vendor_wrong]), "TypeConstraintViolation", True),
+        "missing_field": (json.dumps([2, "UID", b_action, missing]),
+                          "ProtocolError" if v == "1.6" else "OccurrenceConstraintViolation", True),
+        "extra_field": (json.dumps([2, "UID", b_action, {**b_payload, "extra": 1}]), FORMAT[v], True),
+        "payload_not_object": (json.dumps([2, "UID", b_action, [1, 2]]), "TypeConstraintViolation", True),
+        "unknown_action": ('[2,"UID","Teleport",{}]', "NotImplemented", True),
+        "unhandled_action": (json.dumps([2, "UID", "GetCompositeSchedule", {}]), "NotSupported", True),
+        "bad_message_type": ('[7,"UID","Heartbeat",{}]', "ProtocolError" if v == "1.6" else "MessageTypeNotSupported",
+                             True),
+        "non_iso_timestamp": (frame("UID", status(v, ts="yesterday at noon")), "TypeConstraintViolation", True),
+        "impossible_date": (frame("UID", status(v, ts="2024-13-45T99:00:00Z")), "TypeConstraintViolation", True),
+        "negative_meter": (frame("UID", meter(v, -5)), "PropertyConstraintViolation", True),
+        "negative_current": (frame("UID", meter(v, -3, "Current.Import")), "PropertyConstraintViolation", True),
+        "soc_250": (frame("UID", meter(v, 250, "SoC")), "PropertyConstraintViolation", True),
+        "connector_99": (frame("UID", status(v, connector=99)), "PropertyConstraintViolation", True),
+        "stop_unknown_tx": (frame("UID", stop(v, 2_000_000_000) if v == "1.6" else
+                                  ("TransactionEvent", {**stop(v, "X")[1], "evse": {"id": 99}})),
+                            "PropertyConstraintViolation", True),
+        "result_unknown_id": ('[3,"UID",{"status":"Accepted"}]', None, False),
+        "error_unknown_id": ('[4,"UID","GenericError","x",{}]', None, False),
+    }
+
+
+class Station:
+    """The hostile charge point: a raw websocket client that reads our answers by unique id."""
+
+    def __init__(self, ws, version: str) -> None:
+        self.ws, self.version = ws, version
+        self.n = 0
+        self.answers: dict[str, list] = {}
+
+    def uid(self) -> str:
+        self.n += 1
+        return f"h{self.n}"
+
+    async def read_until(self, uid: str, timeout_s: float = 5.0) -> list:
+        while uid not in self.answers:
+            msg = json.loads(await asyncio.wait_for(self.ws.recv(), timeout_s))
+            self.answers[msg[1]] = msg
+        return self.answers.pop(uid)
+
+    async def call(self, call: tuple[str, dict]) -> list:
+        uid = self.uid()
+        await self.ws.send(frame(uid, call))
+        return await self.read_until(uid)
+
+
+async def started_server(version: str, **kw) -> CsmsServer:
+    server = CsmsServer("127.0.0.1", 0, **kw)
+    await server.start()
+    server.expect("EVIL", version)
+    return server
+
+
+def rejected(server: CsmsServer) -> int:
+    return sum(n for k, n in server.stats.items() if k.startswith("rejected_"))
+
+
+# -- hypothesis: sequences of valid and bad frames -------------------------------------------------------------
+STEPS = ["start", "meter", "stop", "heartbeat", "flood", "pending_call", "garbage_text", *bad_frames("1.6")]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_bad_frames_in_any_order_get_their_callerror_and_the_session_follows_only_valid_ones(request, version):
+    @settings(max_examples=examples(request, 12, 300), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(steps=st.lists(st.sampled_from(STEPS), min_size=1, max_size=14),
+           junk=st.lists(st.one_of(st.text(max_size=60), st.binary(max_size=30)), min_size=1, max_size=3))
+    def scenario(steps, junk):
+        run(_scenario(version, steps, junk), 60)
+
+    scenario()
+
+
+async def _scenario(version: str, steps: list[str], junk: list) -> None:
+    server = await started_server(version)
+    v16 = version == "1.6"
+    table = bad_frames(version)
+    try:
+        async with connect(server.url + "EVIL", subprotocols=[SUB[version]]) as ws:
+            cp = Station(ws, version)
+            assert (await cp.call(boot(version)))[0] == 3
+            state = server.states["EVIL"]
+            errors = unknown = 0
+            tx = None
+            e_wh = None
+            for step in steps:
+                if step == "start":
+                    reply = await cp.call(start(version, f"T{cp.n}"))
+                    assert reply[0] == 3
+                    tx = reply[2]["transactionId"] if v16 else f"T{cp.n - 1}"
+                elif step == "meter":
+                    value = 1000.0 + cp.n
+                    assert (await cp.call(meter(version, value, tx=tx if v16 else None)))[0] == 3
+                    e_wh = value
+                elif step == "stop":
+                    if tx is None and v16:  # a stop of a transaction that never started: refused
+                        reply = await cp.call(stop(version, 2_000_000_000))
+                        assert reply[0] == 4 and reply[2] == "PropertyConstraintViolation"
+                        errors += 1
+                    else:
+                        assert (await cp.call(stop(version, tx or "never-started")))[0] == 3
+                        e_wh = 2000.0 if v16 else e_wh
+                    tx = None
+                elif step == "heartbeat":
+                    assert (await cp.call(("Heartbeat", {})))[0] == 3
+                elif step == "flood":  # OCPP-J allows one outstanding call; a burst is answered, the excess refused
+                    uids = [cp.uid() for _ in range(30)]
+                    for uid in uids:
+                        await ws.send(frame(uid, ("Heartbeat", {})))
+                    replies = [await cp.read_until(uid) for uid in uids]
+                    assert all(r[0] == 3 or (r[0] == 4 and r[2] == "GenericError") for r in replies)
+                    errors += sum(r[0] == 4 for r in replies)
+                elif step == "pending_call":  # our own call survives garbage arriving before its answer
+                    session = server.sessions["EVIL"]
+                    trigger = ({"requestedMessage": "Heartbeat"} if v16 else {"requestedMessage": "Heartbeat"})
+                    ours = asyncio.create_task(session.request("TriggerMessage", trigger, 5))
+                    call = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    assert call[0] == 2 and call[2] == "TriggerMessage"
+                    await ws.send("}{ not json")
+                    errors += 1
+                    await ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+                    assert (await ours)["status"] == "Accepted"
+                    await cp.read_until("-1")
+                elif step == "garbage_text":
+                    for item in junk:  # whatever it is: one CALLERROR or silence, never a dead connection
+                        before = rejected(server) + server.stats["replies_unknown_id"] + server.stats[
+                            "malformed_replies"]
+                        await ws.send(item)
+                        probe = cp.uid()
+                        await ws.send(frame(probe, ("Heartbeat", {})))
+                        while True:
+                            msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                            if msg[1] == probe:
+                                assert msg[0] == 3
+                                break
+                            if not _is_call(item):
+                                assert msg[0] == 4  # the only other thing we may get: the CALLERROR for the junk
+                            errors += msg[0] == 4
+                        after = rejected(server) + server.stats["replies_unknown_id"] + server.stats[
+                            "malformed_replies"]
+                        assert after == before + 1 or _is_call(item)
+                else:
+                    raw, code, by_uid = table[step]
+                    uid = cp.uid()
+                    if isinstance(raw, str):
+                        raw = raw.replace("UID", uid)
+                    await ws.send(raw)
+                    if code is None:  # nothing comes back; a probe shows it was handled (frames go in order)
+                        unknown += 1
+                        assert (await cp.call(("Heartbeat", {})))[0] == 3
+                        continue
+                    reply = await cp.read_until(uid if by_uid else "-1")
+                    assert reply[0] == 4 and reply[2] == code, (step, reply)
+                    errors += 1
+            # the connection is still up and answers; the state followed the valid frames only
+            assert (await cp.call(("Heartbeat", {})))[0] == 3
+            assert state.tx_id == (None if tx is None else str(tx))
+            if e_wh is not None:
+                assert state.e_wh == pytest.approx(e_wh)
+            assert rejected(server) == errors
+            assert server.stats["replies_unknown_id"] + server.stats["malformed_replies"] >= unknown
+    finally:
+        await server.stop()
+
+
+def _is_call(item) -> bool:
+    """Junk that happens to be a well-formed CALL (answered like any call)."""
+    try:
+        msg = json.loads(item)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(msg, list) and len(msg) == 4 and msg[0] == 2 and isinstance(msg[1], str)
+
+
+# -- connections: half-open, idle, flood beyond the cap, oversized frames --------------------------------------
+@pytest.mark.parametrize("version", VERSIONS)
+def test_half_open_idle_and_surplus_connections_are_closed_or_refused_and_the_server_lives(version):
+    async def body():
+        server = await started_server(version, boot_timeout_s=0.3, idle_timeout_s=0.6, max_connections=3)
+        for i in range(5):
+            server.expect(f"CP{i}", version)
+        try:
+            # a TCP connection that never completes the websocket handshake is closed by the handshake timeout
+            raw = socket.create_connection(("127.0.0.1", server.port))
+            raw.setblocking(False)
+            # connected but never boots: closed with 1008
+            quiet = await connect(server.url + "CP0", subprotocols=[SUB[version]])
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(quiet.recv(), 5)
+            assert closed.value.rcvd.code == 1008
+            # boots, then goes silent: closed as idle
+            idle = await connect(server.url + "CP1", subprotocols=[SUB[version]])
+            await Station(idle, version).call(boot(version))
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(idle.recv(), 5)
+            for cp_id in ("CP0", "CP1"):  # the server has let go of both
+                st = server.states[cp_id]
+                assert await st.wait_for(lambda: not st.connected, 5)
+            assert server.stats["closed_boot_timeout"] == 1 and server.stats["closed_idle_timeout"] == 1
+            # the cap: three connections are served, the fourth is refused with HTTP 503 ...
+            held = [await connect(server.url + f"CP{i}", subprotocols=[SUB[version]]) for i in (2, 3, 4)]
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(server.url + "EVIL", subprotocols=[SUB[version]])
+            assert refused.value.response.status_code == 503 and server.stats["refused_cap"] == 1
+            # ... but a station reconnecting (its old connection half-dead) replaces its own slot
+            again = await connect(server.url + "CP2", subprotocols=[SUB[version]])
+            assert (await Station(again, version).call(boot(version)))[0] == 3
+            for ws in held + [again]:
+                await ws.close()
+            # a frame beyond the size limit ends that connection with the websocket's own 1009, nothing else
+            async with connect(server.url + "EVIL", subprotocols=[SUB[version]], max_size=None) as big:
+                await big.send("[" + " " * (2 << 20) + "]")
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(big.recv(), 5)
+                assert closed.value.rcvd.code == 1009
+            async with connect(server.url + "EVIL", subprotocols=[SUB[version]]) as ok:
+                assert (await Station(ok, version).call(boot(version)))[0] == 3
+            raw.close()
+        finally:
+            await server.stop()
+
+    run(body())
+
+
+# -- the reproductions of issue 12 -----------------------------------------------------------------------------
+@pytest.mark.parametrize("version", VERSIONS)
+def test_deeply_nested_json_gets_a_callerror_not_a_1011_close(version):
+    async def body():
+        server = await started_server(version)
+        try:
+            async with connect(server.url + "EVIL", subprotocols=[SUB[version]]) as ws:
+                await ws.send('[2,"deep","Heartbeat",' + "[" * 100_000 + "]" * 100_000 + "]")
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert reply[0] == 4 and reply[1] == "deep" and reply[2] == FORMAT[version]
+                await ws.send("[" * 100_000)
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert reply[:3] == [4, "-1", FRAMEWORK[version]]
+                assert (await Station(ws, version).call(boot(version)))[0] == 3
+        finally:
+            await server.stop()
+
+    run(body())
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_non_json_frame_does_not_fail_our_pending_call(version):
+    async def body():
+        server = await started_server(version)
+        try:
+            async with connect(server.url + "EVIL", subprotocols=[SUB[version]]) as ws:
+                await Station(ws, version).call(boot(version))
+                ours = asyncio.create_task(server.sessions["EVIL"].request(
+                    "TriggerMessage", {"requestedMessage": "Heartbeat"}, 5))
+                call = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                await ws.send("garbage, not JSON")
+                await ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+                assert (await ours) == {"status": "Accepted"}
+        finally:
+            await server.stop()
+
+    run(body())
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_impossible_values_are_refused_with_the_protocols_error(version):
+    async def body():
+        server = await started_server(version)
+        table = bad_frames(version)
+        try:
+            async with connect(server.url + "EVIL", subprotocols=[SUB[version]]) as ws:
+                cp = Station(ws, version)
+                await cp.call(boot(version))
+                for name in ("non_iso_timestamp", "impossible_date", "negative_meter", "soc_250", "connector_99",
+                             "stop_unknown_tx"):
+                    raw, code, _ = table[name]
+                    uid = cp.uid()
+                    await ws.send(str(raw).replace("UID", uid))
+                    reply = await cp.read_until(uid)
+                    assert reply[0] == 4 and reply[2] == code, (name, reply)
+                state = server.states["EVIL"]
+                assert state.e_wh != state.e_wh and state.status != state.status  # NaN: nothing taken over
+        finally:
+            await server.stop()
+
+    run(body())
+
+
+def test_terminal_escapes_in_a_charge_point_id_are_escaped_in_logs_and_output(caplog):
+    from devices.csms import serve as csms_serve
+
+    evil = "CP\x1b[2J\x1b]0;owned\x07"
+
+    async def body():
+        server = CsmsServer("127.0.0.1", 0, accept_any=True)
+        await server.start()
+        server.listeners.append(csms_serve._on_message)
+        try:
+            path = "".join(c if c.isalnum() else f"%{ord(c):02X}" for c in evil)
+            async with connect(server.url + path, subprotocols=["ocpp1.6"]) as ws:
+                await Station(ws, "1.6").call(("BootNotification", {"chargePointVendor": "X",
+                                                                    "chargePointModel": "\x1b[31mred"}))
+            return server.states[evil]
+        finally:
+            await server.stop()
+
+    out = io.StringIO()
+    with caplog.at_level(logging.INFO), redirect_stdout(out):
+        st = run(body())
+        print(csms_serve.describe(st))
+    text = out.getvalue() + caplog.text
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b" in out.getvalue() and "\\x1b" in caplog.text  # escaped, still recognisable
