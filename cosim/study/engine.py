@@ -9,9 +9,7 @@ the data files go to the workers once as a bundle (:mod:`cosim.study.variants`).
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
-import math
 import threading
 import time
 import uuid
@@ -22,7 +20,8 @@ from typing import Any, Callable
 
 from cosim.study import store as store_mod
 from cosim.study.search import Bisection
-from cosim.study.spec import LoadedStudy, VARIANT_KEY
+from cosim.study.selectors import selected
+from cosim.study.spec import LoadedStudy
 from cosim.study.task import TaskOptions, run_variant
 from cosim.study.variants import BaseDocument, Bundle, Variant, check, document, portable_text
 from cosim.study.sampling import Domain, full_grid, sample
@@ -475,20 +474,6 @@ class StudyRunner:
             except Exception:  # the table is the result; a report that cannot be drawn must not lose it
                 log.exception("study report failed")
         self._write_info(self.status.state)
-
-
-def selected(selector: Any, v: Variant) -> bool:
-    if selector == "all":
-        return True
-    if selector in ("none", None):
-        return False
-    return any(all(_same(v.axes.get(k), val) for k, val in sel.items()) for sel in selector)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
 
 
 class _Bar:

@@ -9,14 +9,12 @@ import base64
 import html
 import io
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from cosim.study.engine import StudyRunner
 
 REPORT = "report.html"
 MAX_ROWS = 300
@@ -67,7 +65,7 @@ def pareto(points: list[tuple[float, float]], senses: tuple[str, str]) -> list[i
     return front
 
 
-def _kpi_plots(runner: "StudyRunner", rows: list[dict[str, Any]]) -> str:
+def _kpi_plots(runner: Any, rows: list[dict[str, Any]]) -> str:
     study = runner.study
     axes = [a.name for a in study.axes if any(_num(r.get(a.name)) is not None for r in rows)]
     cats = [a.name for a in study.axes if a.name not in axes]
@@ -96,7 +94,7 @@ def _kpi_plots(runner: "StudyRunner", rows: list[dict[str, Any]]) -> str:
     return "<h2>KPIs against the axes</h2><p>green: every target met, red: a target broken.</p>" + _png(fig)
 
 
-def _pareto_html(runner: "StudyRunner", rows: list[dict[str, Any]]) -> str:
+def _pareto_html(runner: Any, rows: list[dict[str, Any]]) -> str:
     objs = runner.study.objectives
     if len(objs) != 2:
         return ""
@@ -118,7 +116,7 @@ def _pareto_html(runner: "StudyRunner", rows: list[dict[str, Any]]) -> str:
     return "<h2>Pareto front</h2>" + _png(fig) + _table([ok[i] for i in front], cols)
 
 
-def _targets_html(runner: "StudyRunner", rows: list[dict[str, Any]]) -> str:
+def _targets_html(runner: Any, rows: list[dict[str, Any]]) -> str:
     if not runner.study.targets:
         return ""
     parts = ["<h2>Pilot targets</h2><table><tr><th>target</th><th>KPI</th><th>bound</th><th>variants meeting it"
@@ -133,7 +131,7 @@ def _targets_html(runner: "StudyRunner", rows: list[dict[str, Any]]) -> str:
     return "".join(parts) + "</table>"
 
 
-def _heatmaps(runner: "StudyRunner") -> str:
+def _heatmaps(runner: Any) -> str:
     from cosim.rundir import read_meta, read_table
     from cosim.study.store import RUNS
 
@@ -166,7 +164,7 @@ def _heatmaps(runner: "StudyRunner") -> str:
     return "<h2>Voltage heat maps (node × time)</h2>" + "".join(out) if out else ""
 
 
-def _lifetime_html(runner: "StudyRunner", rows: list[dict[str, Any]]) -> str:
+def _lifetime_html(runner: Any, rows: list[dict[str, Any]]) -> str:
     spec = runner.study.lifetime
     if spec is None:
         return ""
@@ -214,7 +212,7 @@ CSS = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-col
        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}img{max-width:100%}")
 
 
-def render(runner: "StudyRunner") -> str:
+def render(runner: Any) -> str:
     from cosim.study.tables import search_rows
 
     rows = runner.rows()

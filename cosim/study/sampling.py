@@ -70,7 +70,7 @@ def sample(domains: Sequence[Domain], plan: str, samples: int | None = None, see
         return full_grid(domains)
     if samples is None or samples < 1:
         raise ValueError(f"plan {plan!r} needs samples >= 1")
-    unit = unit_lhs(samples, len(domains), seed) if plan == "lhs" else unit_random(samples, len(domains), seed)
+    u = unit_lhs(samples, len(domains), seed) if plan == "lhs" else unit_random(samples, len(domains), seed)
     return [{d.name: d.at(float(u[i, j])) for j, d in enumerate(domains)} for i in range(samples)]
 
 

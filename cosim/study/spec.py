@@ -298,7 +298,7 @@ def load(path: str | Path) -> LoadedStudy:
 
 def _scenario_problems(ls: LoadedStudy, root: Any) -> list[Problem]:
     """Key paths and variant names checked against the base scenario document."""
-    from cosim.study import variants as variants_mod
+    from cosim.study.base import BaseDocument
 
     def problem(loc: tuple, message: str, found: Any = _MISSING) -> Problem:
         return Problem(key_path(loc), message, found, _line_of(root, loc))
@@ -307,7 +307,7 @@ def _scenario_problems(ls: LoadedStudy, root: Any) -> list[Problem]:
     if not ls.scenario_path.is_file():
         return [problem(("scenario", "path"), "scenario file not found", str(ls.scenario_path))]
     try:
-        base = variants_mod.BaseDocument.read(ls.scenario_path, study.scenario.variant)
+        base = BaseDocument.read(ls.scenario_path, study.scenario.variant)
     except ScenarioError as exc:
         return [problem(("scenario",), f"the base scenario is invalid: {exc}")]
     except KeyError as exc:

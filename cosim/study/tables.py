@@ -3,13 +3,11 @@ results (one row per combination of the other axes)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from cosim.study.engine import StudyRunner
+from typing import Any
 
 
-def flat_rows(runner: "StudyRunner") -> list[dict[str, Any]]:
+
+def flat_rows(runner: Any) -> list[dict[str, Any]]:
     study = runner.study
     rows = []
     for vid in runner.order or list(runner.results):
@@ -36,10 +34,10 @@ def flat_rows(runner: "StudyRunner") -> list[dict[str, Any]]:
     return rows
 
 
-def _economics(runner: "StudyRunner", rows: list[dict[str, Any]]) -> None:
+def _economics(runner: Any, rows: list[dict[str, Any]]) -> None:
     from cosim.study import economics as eco
     from cosim.study.post import assumptions, economics_case
-    from cosim.study.engine import selected
+    from cosim.study.selectors import selected
     from cosim.study.variants import document
 
     spec = runner.study.economics.model_dump()
@@ -67,7 +65,7 @@ def _economics(runner: "StudyRunner", rows: list[dict[str, Any]]) -> None:
             row |= {f"eco.{k}": x for k, x in eco.versus(case, cases[ref_id][0], a).items()}
 
 
-def search_rows(runner: "StudyRunner") -> list[dict[str, Any]]:
+def search_rows(runner: Any) -> list[dict[str, Any]]:
     s = runner.study.search
     out = []
     for b in runner.searches:
