@@ -152,3 +152,36 @@ def test_cli_refuses_bad_workers_and_scheduler(capsys):
             cli.main(argv)
         assert info.value.code == 2
     assert cli.main(["study", str(Path("nowhere.yaml"))]) == 2
+
+
+def test_null_removes_list_elements_and_cases_patch_several_keys(tmp_path):
+    doc = {"devices": [{"id": "a"}, {"id": "b"}, {"id": "a"}], "controllers": [{"id": "c", "devices": ["b"]}]}
+    out = keypath.patched(doc, {"devices[id=a]": None, "controllers[0].devices": ["b", "x"]})
+    assert out["devices"] == [{"id": "b"}] and out["controllers"][0]["devices"] == ["b", "x"]
+    path = study_file(tmp_path, "name: s\nscenario: {path: TINY}\naxes:\n  - name: case\n    cases:\n"
+                                "      none: {'devices[id=libal]': null, controllers: []}\n"
+                                "      small: {'devices[id=libal].config.battery.capacity_wh': 20000}\n"
+                                "      typo: {'devices[id=nope].bus': x}\n")
+    [p] = problems(path)
+    assert p.key_path == "axes[0].cases.typo.devices[id=nope].bus" and p.line == 8
+    path = study_file(tmp_path, "name: s\nscenario: {path: TINY}\naxes:\n  - name: case\n    key: seed\n"
+                                "    cases: {a: {seed: 1}}\n")
+    assert "takes no 'key'" in problems(path)[0].message
+
+
+def test_cases_axis_documents(tmp_path):
+    from cosim.study.base import BaseDocument
+    from cosim.study.variants import Variant, document
+
+    path = study_file(tmp_path, "name: s\nscenario: {path: TINY}\naxes:\n  - name: case\n    cases:\n"
+                                "      none: {'devices[id=libal]': null, controllers: []}\n"
+                                "      small: {'devices[id=libal].config.battery.capacity_wh': 20000}\n"
+                                "  - {name: kwp, key: ['devices[id=pv1].config.pv_kwp', 'devices[id=pv1].config.ac_max_w'],"
+                                " values: [4], scale: [1, 1000]}\nuntil: 10min\n")
+    ls = load(path)
+    base = BaseDocument.read(ls.scenario_path)
+    none = document(ls, base, Variant.make({"case": "none", "kwp": 4}))
+    small = document(ls, base, Variant.make({"case": "small", "kwp": 4}))
+    assert [d["id"] for d in none["devices"]] == ["pv1"] and none["controllers"] == []
+    assert small["devices"][1]["config"]["battery"]["capacity_wh"] == 20000
+    assert small["devices"][0]["config"] == {"pv_kwp": 4, "ac_max_w": 4000} and small["duration"] == 600

@@ -201,7 +201,8 @@ class StudyRunner:
             if names is not None and axis.name not in names:
                 continue
             r = axis.range
-            out.append(Domain(axis.name, tuple(axis.values) if axis.values is not None else None,
+            values = axis.domain_values
+            out.append(Domain(axis.name, tuple(values) if values is not None else None,
                               None if r is None else r.low, None if r is None else r.high,
                               None if r is None else r.num, bool(r and r.integer)))
         return out
@@ -284,7 +285,8 @@ class StudyRunner:
         study = self.study
         kpis = list(study.kept_kpis)
         if study.economics is not None:
-            kpis += [k for k in ("run.simulated_s", "grid.losses_kwh", "total.bill_eur") if k not in kpis]
+            kpis += [k for k in ("run.simulated_s", "grid.losses_kwh", "total.bill_eur",
+                                 "devices.*.batt_throughput_kwh") if k not in kpis]
         keep: list[str] = []
         if selected(study.outputs.runs, v):
             keep = list(study.outputs.tables)

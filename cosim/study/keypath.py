@@ -132,10 +132,18 @@ def _render(loc: tuple) -> str:
 
 
 def assign(doc: dict[str, Any], path: str, value: Any) -> list[tuple]:
-    """Write ``value`` at every place ``path`` points at (in place); the locations written."""
+    """Write ``value`` at every place ``path`` points at (in place); the locations written.
+
+    ``None`` on list elements (``devices[id=libal]: null``) removes them: a variant without that device.
+    """
     locs = []
-    for container, key, loc in targets(doc, path):
-        container[key] = copy.deepcopy(value)
+    found = targets(doc, path)
+    removals = [(c, k) for c, k, _ in found if value is None and isinstance(c, list)]
+    for container, key in sorted(removals, key=lambda ck: ck[1], reverse=True):
+        del container[key]
+    for container, key, loc in found:
+        if not (value is None and isinstance(container, list)):
+            container[key] = copy.deepcopy(value)
         locs.append(loc)
     return locs
 

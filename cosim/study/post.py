@@ -38,9 +38,14 @@ def lifetime_kpis(run_dir, spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _capacity_kwh(devices: list[dict[str, Any]], patterns: list[str]) -> float:
+def _capacity_kwh(devices: list[dict[str, Any]], patterns: list[str], kpis: dict[str, Any]) -> float:
+    """Installed storage: the devices matching ``patterns`` whose battery moved energy in the run (a battery
+    left idle, e.g. under ``no_storage``, counts as not installed)."""
     total = 0.0
     for dev in devices:
+        moved = kpis.get(f"devices.{dev.get('id')}.batt_throughput_kwh")
+        if moved is not None and moved <= 0:
+            continue
         if any(fnmatch.fnmatch(str(dev.get("id")), p) for p in patterns):
             battery = (dev.get("config") or {}).get("battery") or {}
             total += float(battery.get("capacity_wh") or 0.0) / 1000.0
@@ -65,8 +70,8 @@ def economics_case(doc: dict[str, Any], kpis: dict[str, Any], spec: dict[str, An
     per_year = 365.25 * 86400 / simulated_s if simulated_s else 0.0
     return Case(
         pv_kwp=pv_kwp,
-        dso_storage_kwh=_capacity_kwh(devices, spec.get("dso_storage", [])),
-        household_storage_kwh=_capacity_kwh(devices, spec.get("household_storage", [])),
+        dso_storage_kwh=_capacity_kwh(devices, spec.get("dso_storage", []), kpis),
+        household_storage_kwh=_capacity_kwh(devices, spec.get("household_storage", []), kpis),
         losses_kwh_per_year=float(kpis.get("grid.losses_kwh") or 0.0) * per_year,
         bill_eur_per_year=float(kpis.get("total.bill_eur") or 0.0) * per_year,
         strengthening=breaks_grid and spec.get("strengthening", "dsf-ee") != "none",

@@ -53,35 +53,66 @@ class AxisSpec(Strict):
     """One parameter swept by the study."""
 
     name: Name = Field(description="column name in the table (e.g. capacity_kwh)")
-    key: str | list[str] = Field(description="key path(s) into the scenario, or 'variant' for its variants")
+    key: str | list[str] | None = Field(None, description="key path(s) into the scenario, or 'variant' for its "
+                                        "variants")
     values: list[Any] | None = Field(None, min_length=1, max_length=100_000)
     range: RangeSpec | None = None
-    scale: float = Field(1.0, description="value written = axis value x scale (e.g. 1000: kWh axis, Wh key)")
+    cases: dict[str, dict[str, Any]] | None = Field(None, description="named cases, each a mapping of key paths "
+                                                    "to values (null removes a list element)")
+    scale: float | list[float] = Field(1.0, description="value written = axis value x scale (e.g. 1000: kWh "
+                                       "axis, Wh key); a list gives one factor per key")
 
     @field_validator("key")
     @classmethod
-    def _paths(cls, v: str | list[str]) -> str | list[str]:
-        for path in [v] if isinstance(v, str) else v:
+    def _paths(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for path in [] if v is None else [v] if isinstance(v, str) else v:
             if path != VARIANT_KEY:
+                keypath.parse(path)
+        return v
+
+    @field_validator("cases")
+    @classmethod
+    def _case_paths(cls, v: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        for case in (v or {}).values():
+            for path in case:
                 keypath.parse(path)
         return v
 
     @model_validator(mode="after")
     def _domain(self) -> "AxisSpec":
+        if self.cases is not None:
+            if self.key is not None or self.values is not None or self.range is not None:
+                raise ValueError("an axis with 'cases' takes no 'key', 'values' or 'range'")
+            return self
+        if self.key is None:
+            raise ValueError("give 'key' (with 'values' or 'range') or 'cases'")
         if (self.values is None) == (self.range is None):
             raise ValueError("give exactly one of 'values' or 'range'")
+        if isinstance(self.scale, list) and len(self.scale) != len(self.keys):
+            raise ValueError(f"'scale' lists {len(self.scale)} factors for {len(self.keys)} keys")
         return self
 
     @property
     def keys(self) -> list[str]:
-        return [self.key] if isinstance(self.key, str) else list(self.key)
+        return [] if self.key is None else [self.key] if isinstance(self.key, str) else list(self.key)
 
-    def written(self, value: Any) -> Any:
-        """The value written into the scenario for the axis value ``value``."""
-        if self.scale != 1.0 and isinstance(value, (int, float)) and not isinstance(value, bool):
-            out = value * self.scale
-            return int(out) if float(out).is_integer() and isinstance(value, int) else out
-        return value
+    @property
+    def domain_values(self) -> list[Any] | None:
+        return list(self.cases) if self.cases is not None else self.values
+
+    def assignments(self, value: Any) -> list[tuple[str, Any]]:
+        """(key path, value written) for the axis value ``value``."""
+        if self.cases is not None:
+            return list(self.cases[value].items())
+        scales = self.scale if isinstance(self.scale, list) else [self.scale] * len(self.keys)
+        return [(k, _scaled(value, f)) for k, f in zip(self.keys, scales)]
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    if factor != 1.0 and isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = value * factor
+        return int(out) if isinstance(value, int) and float(out).is_integer() else out
+    return value
 
 
 class PlanSpec(Strict):
@@ -227,8 +258,6 @@ class Study(Strict):
             missing = [m for m in self.search.meets if m not in targets]
             if missing:
                 raise ValueError(f"search.meets names unknown targets {missing}; targets: {sorted(targets)}")
-        if self.plan.kind != "grid" and any(a.range is None and a.values is None for a in self.axes):
-            raise ValueError("every axis needs values or a range")
         return self
 
     @property
@@ -334,6 +363,13 @@ def _scenario_problems(ls: LoadedStudy, root: Any) -> list[Problem]:
                 keypath.targets(base.patched_copy(), path)
             except keypath.KeyPathError as exc:
                 problems.append(problem(loc, str(exc), path))
+    for i, axis in enumerate(study.axes):
+        for name, case in (axis.cases or {}).items():
+            for path in case:
+                try:
+                    keypath.targets(base.patched_copy(), path)
+                except keypath.KeyPathError as exc:
+                    problems.append(problem(("axes", i, "cases", name, path), str(exc)))
     if study.search is not None:
         axis = study.axis(study.search.axis)
         if axis.range is None and not all(isinstance(v, (int, float)) for v in axis.values or []):

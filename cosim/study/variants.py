@@ -53,8 +53,7 @@ def document(ls: LoadedStudy, base: BaseDocument, variant: Variant) -> dict[str,
     for path, value in study.set.items():
         keypath.assign(doc, path, value)
     for axis in study.axes:
-        value = axis.written(variant.axes[axis.name])
-        for path in axis.keys:
+        for path, value in axis.assignments(variant.axes[axis.name]):
             if path != VARIANT_KEY:
                 keypath.assign(doc, path, value)
     if study.until is not None:
