@@ -118,9 +118,10 @@ class DaskPool:
                 out.append({"id": vid, "status": "lost", "error": f"{type(exc).__name__}: {exc}"})
         return out
 
-    def warm(self) -> None:
-        """Import the simulation stack on every worker (so timings measure variants, not first imports)."""
-        self.client.run(_warm_imports)
+    def warm(self, text: str, options: TaskOptions) -> None:
+        """Run one variant on every worker and drop the result, so timings measure variants, not the first
+        imports and compilations of each process (a benchmark's warm-up; the direct baseline gets one too)."""
+        self.client.run(run_variant, self.bundle.token, dict(self.bundle.files), "warm-up", text, options)
 
     def cancel(self) -> None:
         if self.futures:
@@ -133,12 +134,6 @@ class DaskPool:
         finally:
             if self.cluster is not None:
                 self.cluster.close()
-
-
-def _warm_imports() -> None:
-    import cosim.run  # noqa: F401
-    import cosim.world  # noqa: F401
-    import simulators.grid  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -337,9 +332,11 @@ class StudyRunner:
             with bar:
                 self._pool = self._make_pool()
                 self.timing["pool_start_s"] = time.perf_counter() - t_pool
-                if self.warm and hasattr(self._pool, "warm"):
+                if self.warm and hasattr(self._pool, "warm") and todo:
                     t_w = time.perf_counter()
-                    self._pool.warm()
+                    first = todo[0]
+                    self._pool.warm(portable_text(document(self.ls, self.base, first), self.base_dir, self.bundle),
+                                    self._options(first))
                     self.timing["warm_s"] = time.perf_counter() - t_w
                 t_run = time.perf_counter()
                 self._loop(todo, bar)
