@@ -169,6 +169,25 @@ def test_search_lifetime_and_economics(tmp_path):
     s = pd.read_parquet(tmp_path / "out" / "search.parquet")
     assert s["max_pv_kwp"].iloc[0] == b.answer
     assert t["lifetime.libal.soh_10y"].between(0.5, 1.0).all()
-    assert (t["eco.case"] == 2).all() and t["eco.tco_dso_eur"].gt(0).all()
+    assert (t["eco.case"] == 0).all() and t["eco.tco_dso_eur"].gt(0).all()  # an idle battery is not installed
     ref = t[t["pv_kwp"] == 1].iloc[0]
     assert ref["eco.npv_eur"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_economics_axes_share_simulations(tmp_path):
+    study = write_study(
+        tmp_path,
+        axes=[{"name": "case", "cases": {"none": {"devices[id=libal]": None, "controllers": []},
+                                         "dso": {}}},
+              {"name": "price", "key": "economics.battery_eur_per_kwh", "values": [400, 800]}],
+        economics={"dso_storage": ["libal"], "years": 10, "reference": {"case": "none"}})
+    runner = StudyRunner(load(study), tmp_path / "out", workers=0)
+    status = runner.run()
+    assert status.done == 4 and status.failed == 0
+    t = pd.read_parquet(tmp_path / "out" / "table.parquet").set_index(["case", "price"])
+    # two simulations, four rows: the battery price only changes the economics
+    assert t.loc[("dso", 400), "grid.losses_kwh"] == t.loc[("dso", 800), "grid.losses_kwh"]
+    assert t.loc[("none", 400), "eco.case"] == 0
+    # the battery at the transformer stays idle in 20 minutes: it counts as not installed (case 0)
+    assert t.loc[("dso", 400), "eco.tco_dso_eur"] == pytest.approx(t.loc[("none", 400), "eco.tco_dso_eur"], rel=0.5)
+    assert t.loc[("none", 800), "eco.npv_eur"] == pytest.approx(0.0, abs=1e-6)

@@ -182,6 +182,7 @@ class StudyRunner:
         self.order: list[str] = []  # variant ids in plan (and search) order
         self.variants: dict[str, Variant] = {}
         self.searches: list[Bisection] = []
+        self._by_text: dict[str, list[str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = None
@@ -371,7 +372,11 @@ class StudyRunner:
             ready.append(self.results[v.id])
             return
         text = portable_text(document(self.ls, self.base, v), self.base_dir, self.bundle)
-        self._pool.submit(v.id, text, self._options(v))
+        options = self._options(v)
+        twin = self._by_text.setdefault(text + repr(options), [])
+        twin.append(v.id)
+        if len(twin) == 1:  # variants that differ only in economics.* axes share one simulation
+            self._pool.submit(v.id, text, options)
 
     def _loop(self, todo: deque, bar: "_Bar") -> None:
         ready: deque = deque()
@@ -400,6 +405,14 @@ class StudyRunner:
             bar.update()
 
     def _handle(self, result: dict[str, Any], todo: deque, fresh: bool) -> None:
+        if fresh:
+            twins = next((ids for ids in self._by_text.values() if ids and ids[0] == result["id"]), [result["id"]])
+            for other in twins[1:]:
+                copy = {k: v for k, v in result.items() if k not in ("tables", "traceback")} | {"id": other}
+                self._handle_one(copy, todo, fresh)
+        self._handle_one(result, todo, fresh)
+
+    def _handle_one(self, result: dict[str, Any], todo: deque, fresh: bool) -> None:
         vid = result["id"]
         v = self.variants.get(vid)
         if result["status"] == "lost":

@@ -24,6 +24,8 @@ from devices import yaml_file
 Name = Annotated[str, AfterValidator(check_name)]
 #: the axis key that picks one of the base scenario file's own ``variants`` (e.g. a controller strategy)
 VARIANT_KEY = "variant"
+#: axis keys ``economics.<assumption>`` change an economic assumption, not the scenario (no extra simulation)
+ECONOMICS_PREFIX = "economics."
 Scalar = float | int | str | bool | None
 
 
@@ -215,6 +217,11 @@ class EconomicsSpec(Strict):
                                              "compare against (e.g. the one without storage)")
 
 
+ECONOMIC_ASSUMPTIONS = ("years", "discount_rate", "battery_eur_per_kwh", "battery_price_trend",
+                        "battery_lifetime_years", "permit_eur_per_kwh", "energy_eur_per_kwh", "loss_share_dso",
+                        "opex_share")
+
+
 class Study(Strict):
     name: Name
     description: str = ""
@@ -350,6 +357,12 @@ def _scenario_problems(ls: LoadedStudy, root: Any) -> list[Problem]:
     for i, axis in enumerate(study.axes):
         for j, path in enumerate(axis.keys):
             loc = ("axes", i, "key") + ((j,) if isinstance(axis.key, list) else ())
+            if path.startswith(ECONOMICS_PREFIX):
+                field = path[len(ECONOMICS_PREFIX):]
+                if study.economics is None or field not in ECONOMIC_ASSUMPTIONS:
+                    problems.append(problem(loc, "an economics.* axis needs an 'economics' section and one of "
+                                            f"{', '.join(ECONOMIC_ASSUMPTIONS)}", path))
+                continue
             if path == VARIANT_KEY:
                 if axis.values is None:
                     problems.append(problem(("axes", i), "a 'variant' axis takes 'values' (variant names)"))

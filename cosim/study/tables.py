@@ -38,7 +38,7 @@ def _economics(runner: Any, rows: list[dict[str, Any]]) -> None:
     from cosim.study import economics as eco
     from cosim.study.post import assumptions, economics_case
     from cosim.study.selectors import selected
-    from cosim.study.variants import document
+    from cosim.study.variants import document, economic_overrides
 
     spec = runner.study.economics.model_dump()
     cases: dict[str, tuple[Any, Any]] = {}
@@ -50,7 +50,7 @@ def _economics(runner: Any, rows: list[dict[str, Any]]) -> None:
             continue
         doc = document(runner.ls, runner.base, v)
         ruls = [x for k, x in row.items() if k.startswith("lifetime.") and k.endswith(".rul_years") and x]
-        a = assumptions(spec, doc, min(ruls) if ruls else None)
+        a = assumptions(spec | economic_overrides(runner.ls, v), doc, min(ruls) if ruls else None)
         case = economics_case(doc, row, spec, breaks_grid=row.get("targets_met") is False)
         cases[row["variant"]] = (case, a)
         costs = eco.tco(case, a)
@@ -58,9 +58,15 @@ def _economics(runner: Any, rows: list[dict[str, Any]]) -> None:
                 "eco.tco_dso_eur": costs["dso"], "eco.tco_households_eur": costs["households"],
                 "eco.tco_community_eur": costs["community"]}
     ref = spec.get("reference")
-    ref_id = next((vid for vid in cases if ref and selected([ref], runner.variants[vid])), None)
+    econ_axes = {a.name for a in runner.study.axes if any(k.startswith("economics.") for k in a.keys)}
     for row in rows:
-        if row["variant"] in cases and ref_id is not None:
+        if row["variant"] not in cases or not ref:
+            continue
+        v = runner.variants[row["variant"]]
+        # the reference under the same economic assumptions (same values of the economics.* axes)
+        want = dict(ref) | {k: v.axes[k] for k in econ_axes if k not in ref}
+        ref_id = next((vid for vid in cases if selected([want], runner.variants[vid])), None)
+        if ref_id is not None:
             case, a = cases[row["variant"]]
             row |= {f"eco.{k}": x for k, x in eco.versus(case, cases[ref_id][0], a).items()}
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from cosim.scenario import Scenario
 from cosim.study import keypath
 from cosim.study.base import BaseDocument
-from cosim.study.spec import VARIANT_KEY, LoadedStudy, canonical
+from cosim.study.spec import ECONOMICS_PREFIX, VARIANT_KEY, LoadedStudy, canonical
 
 BUNDLE_DIR = "files"
 
@@ -54,7 +54,7 @@ def document(ls: LoadedStudy, base: BaseDocument, variant: Variant) -> dict[str,
         keypath.assign(doc, path, value)
     for axis in study.axes:
         for path, value in axis.assignments(variant.axes[axis.name]):
-            if path != VARIANT_KEY:
+            if path != VARIANT_KEY and not path.startswith(ECONOMICS_PREFIX):
                 keypath.assign(doc, path, value)
     if study.until is not None:
         doc["duration"] = study.until
@@ -165,4 +165,14 @@ def unpack(token: str, files: dict[str, bytes]) -> Path:
     return folder
 
 
-__all__ = ["BaseDocument", "Bundle", "Variant", "document", "portable_text", "unpack", "variant_id"]
+def economic_overrides(ls: LoadedStudy, variant: Variant) -> dict[str, Any]:
+    """The economic assumptions the variant's ``economics.*`` axes set."""
+    out = {}
+    for axis in ls.study.axes:
+        for path, value in axis.assignments(variant.axes[axis.name]):
+            if path.startswith(ECONOMICS_PREFIX):
+                out[path[len(ECONOMICS_PREFIX):]] = value
+    return out
+
+
+__all__ = ["economic_overrides", "BaseDocument", "Bundle", "Variant", "document", "portable_text", "unpack", "variant_id"]
