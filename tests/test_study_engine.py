@@ -191,3 +191,38 @@ def test_economics_axes_share_simulations(tmp_path):
     # the battery at the transformer stays idle in 20 minutes: it counts as not installed (case 0)
     assert t.loc[("dso", 400), "eco.tco_dso_eur"] == pytest.approx(t.loc[("none", 400), "eco.tco_dso_eur"], rel=0.5)
     assert t.loc[("none", 800), "eco.npv_eur"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cli_refuses_output_paths_before_running(inline_run, tmp_path, capsys):
+    runner, _, out = inline_run
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert cli.main(["study", str(runner.ls.path), "--out", str(a_file), "--workers", "0"]) == 2
+    assert cli.main(["study", str(runner.ls.path), "--out", str(out), "--workers", "0", "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_leaves_a_directory_that_resumes(tmp_path):
+    study = write_study(tmp_path, axes=[{"name": "seed", "key": "seed", "values": list(range(5))}])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "s4g", "study", str(study), "--workers", "0", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.is_file() and results.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout[-2000:]
+    info = json.loads((out / "study.json").read_text())
+    assert info["state"] == "interrupted" and "--resume" in stdout
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert rows and all(r["status"] == "complete" for r in rows)  # the interrupted variant is not a failure
+    assert (out / "table.parquet").is_file()
+    done = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(pd.read_parquet(out / "table.parquet")) == 5
+    assert json.loads((out / "study.json").read_text())["status"]["cached"] == len(rows)

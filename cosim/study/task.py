@@ -70,6 +70,8 @@ def run_variant(bundle_token: str, files: dict[str, bytes], variant_id: str, tex
         result = run(loaded, work / "run", progress=False, kpis=True, report=False)
         out["run_s"] = time.perf_counter() - t_run
         out["steps"] = result.steps
+        if result.status == "interrupted":  # Ctrl-C in this process (--workers 0): stop the study, record nothing
+            raise KeyboardInterrupt
         if result.status != "complete":
             out["error"] = result.error or f"run {result.status}"
             return out
