@@ -74,7 +74,7 @@ class DaskPool:
             self.client = Client(scheduler, timeout="20s")
         else:
             self.cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=logging.ERROR, host="127.0.0.1")
+                                        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, host="127.0.0.1")
             self.client = Client(self.cluster)
         self.workers = len(self.client.scheduler_info().get("workers", {}))
         self.scattered: dict[str, Any] = {}
