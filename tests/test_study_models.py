@@ -163,3 +163,9 @@ def test_libal_soh_shrinks_usable_capacity():
     assert new.battery.soc[0] == pytest.approx(0.95, abs=1e-3) and aged.battery.soc[0] == pytest.approx(0.95, abs=1e-3)
     assert aged.battery.e_wh[0] == pytest.approx(0.8 * new.battery.e_wh[0], rel=2e-3)
     assert aged.soh[0] < 0.8 and new.soh[0] < 1.0 and math.isfinite(aged.battery.e_wh[0])
+
+
+def test_bisection_reports_a_non_monotone_range():
+    b = Bisection({}, "x", 0.0, 10.0, 1.0, "min")
+    b.feed(10.0, False)
+    assert b.feed(0.0, True) == [] and b.done and b.answer == 0.0 and "not monotone" in b.reason

@@ -45,12 +45,14 @@ class Bisection:
         if self.lo is None:
             if self.low not in self.met or self.high not in self.met:
                 return []
-            good_end, bad_end = (self.high, self.low) if self.find == "min" else (self.low, self.high)
-            if not self.met[good_end]:
-                self.done, self.reason = True, f"no value in [{self.low:g}, {self.high:g}] meets the targets"
+            far_end, near_end = (self.high, self.low) if self.find == "min" else (self.low, self.high)
+            if self.met[near_end]:  # the end on the goal side (low for min) meets: the answer
+                self.done, self.answer = True, near_end
+                self.reason = ("the whole range meets the targets" if self.met[far_end] else
+                               f"met at {near_end:g} but not at {far_end:g}: not monotone, look at the table")
                 return []
-            if self.met[bad_end]:
-                self.done, self.answer, self.reason = True, bad_end, "the whole range meets the targets"
+            if not self.met[far_end]:
+                self.done, self.reason = True, f"no value in [{self.low:g}, {self.high:g}] meets the targets"
                 return []
             self.lo, self.hi = self.low, self.high
         else:
