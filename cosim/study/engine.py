@@ -67,7 +67,7 @@ class DaskPool:
     def __init__(self, bundle: Bundle, workers: int | None = None, scheduler: str | None = None) -> None:
         from distributed import Client, LocalCluster
 
-        logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines would bury the progress bar
+        logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO and shutdown lines would bury the bar
         self.bundle = bundle
         self.cluster = None
         if scheduler:
