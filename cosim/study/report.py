@@ -85,13 +85,28 @@ def _kpi_plots(runner: Any, rows: list[dict[str, Any]]) -> str:
                 labels = sorted({str(r.get(ax_name)) for r in ok})
                 x = [labels.index(str(r.get(ax_name))) for r in ok]
                 ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
-            colour = ["tab:green" if r.get("targets_met") else "tab:red" if r.get("targets_met") is False
-                      else "tab:blue" for r in ok]
-            ax.scatter(x, [_num(r.get(k)) for r in ok], c=colour, s=14)
+            group = cats[0] if axes and cats else None
+            if group is None:
+                colour = ["tab:green" if r.get("targets_met") else "tab:red" if r.get("targets_met") is False
+                          else "tab:blue" for r in ok]
+                ax.scatter(x, [_num(r.get(k)) for r in ok], c=colour, s=14)
+            else:  # a numeric x: one colour per value of the first categorical axis; x marks a broken target
+                for n, label in enumerate(sorted({str(r.get(group)) for r in ok})):
+                    for met, marker in ((True, "o"), (False, "x")):
+                        pts = [(xv, _num(r.get(k))) for xv, r in zip(x, ok)
+                               if str(r.get(group)) == label and bool(r.get("targets_met")) == met]
+                        if pts:
+                            ax.scatter(*zip(*pts), color=f"C{n}", marker=marker, s=18,
+                                       label=f"{group}={label}" if met or not any(
+                                           bool(r.get("targets_met")) for r in ok if str(r.get(group)) == label)
+                                       else None)
+                if i == 0 and j == 0:
+                    ax.legend(fontsize=7)
             ax.set_xlabel(ax_name)
             ax.set_ylabel(k, fontsize=8)
             ax.grid(alpha=0.3)
-    return "<h2>KPIs against the axes</h2><p>green: every target met, red: a target broken.</p>" + _png(fig)
+    return ("<h2>KPIs against the axes</h2><p>green or a dot: every target met; red or a cross: a target "
+            "broken.</p>" + _png(fig))
 
 
 def _pareto_html(runner: Any, rows: list[dict[str, Any]]) -> str:
