@@ -3,7 +3,6 @@ LocalCluster with 2 workers, a failing variant recorded while the others finish,
 search, lifetime and economics columns, the report."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
