@@ -33,13 +33,14 @@ CHECK_ALL_UP_TO = 64
 
 # ---------------------------------------------------------------------------------------------- pools
 class InlinePool:
-    """``--workers 0``: every task in this process, one after the other (for debugging)."""
+    """``--workers 0``: every task in this process, one after the other, no Dask (for debugging)."""
 
     workers = 0
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.queue: deque = deque()
+        self.stopping = False
 
     def submit(self, vid: str, text: str, options: TaskOptions) -> None:
         self.queue.append((vid, text, options))
@@ -49,10 +50,32 @@ class InlinePool:
         return len(self.queue)
 
     def wait_one(self, timeout: float) -> list[dict[str, Any]]:
+        """Run the next variant, in a thread of this process so that Ctrl-C reaches the study here and not the
+        co-simulation's own handler (which would take a request arriving just before a run's end and drop it).
+        The first Ctrl-C lets the running variant finish and be recorded, then the study stops (``stopping``);
+        a second one stops at once."""
         if not self.queue:
             return []
         vid, text, options = self.queue.popleft()
-        return [run_variant(self.bundle.token, dict(self.bundle.files), vid, text, options)]
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            box["result"] = run_variant(self.bundle.token, dict(self.bundle.files), vid, text, options)
+
+        thread = threading.Thread(target=work, name=f"variant-{vid}", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(0.2)
+        except KeyboardInterrupt:
+            from cosim.console import err_console
+
+            err_console.print(f"stopping after variant {vid} (Ctrl-C again to stop at once)")
+            self.stopping = True
+            while thread.is_alive():
+                thread.join(0.2)
+        return [box.get("result") or {"id": vid, "status": "lost", "error": "the variant's thread ended without "
+                                      "a result"}]
 
     def cancel(self) -> None:
         self.queue.clear()
@@ -401,6 +424,9 @@ class StudyRunner:
                 break
             for result in self._pool.wait_one(timeout=0.5):
                 self._handle(result, todo, fresh=True)
+            if getattr(self._pool, "stopping", False):
+                self._stop.set()
+                break
             feed_all()
             bar.update()
 
