@@ -166,7 +166,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from cosim.scenario import json_schema
+    if args.study:
+        from cosim.study.spec import json_schema
+    else:
+        from cosim.scenario import json_schema
 
     text = json.dumps(json_schema(), indent=2)
     if args.out:
@@ -211,6 +214,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--readme", help="replace the table between <!-- compare:start --> and <!-- compare:end -->")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the scenario format")
+    p = sub.add_parser("schema", help="print the JSON Schema of the scenario format (or of studies: --study)")
     p.add_argument("--out")
+    p.add_argument("--study", action="store_true", help="the schema of study files instead")
     p.set_defaults(func=cmd_schema)

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from cosim import commands
+from cosim.study import cli as study_cli
 from cosim.console import EXIT_INTERRUPTED, EXIT_INVALID, err_console
 from cosim.security import cli as pki_cli
 from hil_bench import cli as bench_cli
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands.register(sub)
     forecast.register(sub)
+    study_cli.register(sub)
     # listed for --help; main() hands everything after it to `python -m benchmarks`
     sub.add_parser("bench-perf", help="run the performance benchmarks (same as python -m benchmarks)",
                    add_help=False)

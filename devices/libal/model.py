@@ -9,7 +9,9 @@ this module adds what the BMS knows and decides:
 - temperature: one thermal mass heated by ``I^2 R`` and cooled towards the ambient temperature;
 - charge/discharge current limits (CCL/DCL, A, quantised down to the 0.1 A the BMS reports) that derate linearly to
   zero near full/empty SoC and outside the charge/discharge temperature windows, and drop to zero on a protection alarm;
-- alarms and warnings as a bitmask (:class:`Alarm`).
+- alarms and warnings as a bitmask (:class:`Alarm`);
+- ageing: the state of health (``soh_init`` minus a linear fade with throughput) scales the usable capacity, so an
+  aged battery (e.g. ``soh_init`` from a lifetime study, devices/battery/ageing.py) stores less in a run.
 
 The PCS follows its AC setpoint ``p_w`` (+ = charging, load arrow) within the BMS limits converted to power at the
 present pack voltage (``CCL * V / eta_charge`` when charging, ``DCL * V * eta_discharge`` when discharging; the
@@ -183,8 +185,20 @@ class LibalBank(ModelBank):
         self.q_var = np.zeros(n)
         self.v_v = self.ns * ocv_cell_v(self.battery.soc)
         self.dt_s = 60
+        self.capacity_rated_wh = self.battery.capacity_wh.copy()
+        self._age(start=True)
         self.alarms = self._alarms()
         self.i_charge_max_a, self.i_discharge_max_a = self._current_limits()
+
+    def _age(self, start: bool = False) -> None:
+        """Usable capacity = rated capacity x SoH (the SoC window scales with it); at the start the initial SoC
+        applies to the aged capacity, later the stored energy is kept (clipped into the shrinking window)."""
+        bat = self.battery
+        soc0 = bat.soc
+        bat.capacity_wh = self.capacity_rated_wh * np.maximum(self.soh, 1e-6)
+        bat.e_min_wh = self.soc_lo * bat.capacity_wh
+        bat.e_max_wh = self.soc_hi * bat.capacity_wh
+        bat.e_wh = soc0 * bat.capacity_wh if start else np.clip(bat.e_wh, bat.e_min_wh, bat.e_max_wh)
 
     # -- BMS ----------------------------------------------------------------------------------------------
     @property
@@ -280,6 +294,7 @@ class LibalBank(ModelBank):
         t_inf = self.t_amb_c + self.i_a**2 * self.r_ohm / self.k_th
         self.t_c = t_inf + (self.t_c - t_inf) * np.exp(-self.k_th * dt_s / self.c_th)
         self.throughput_wh = self.throughput_wh + np.abs(p_dc) * dt_s / 3600.0
+        self._age()
         q_room = np.sqrt(np.maximum(self.s_max_va**2 - p**2, 0.0))
         self.q_var = np.where(self.pcs_enabled, np.clip(self.setpoints["q_var"], -q_room, q_room), 0.0)
         self.alarms = self._alarms()
