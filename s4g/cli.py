@@ -13,6 +13,7 @@ import sys
 
 from cosim import commands
 from cosim.console import EXIT_INTERRUPTED, EXIT_INVALID, err_console
+from cosim.sta import commands as sta_commands
 from hil_bench import cli as bench_cli
 from s4g import device, forecast
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     device.register(sub)
     bench_cli.register(sub)
+    sta_commands.register(sub)
     return parser
 
 
