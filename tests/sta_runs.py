@@ -86,7 +86,7 @@ class Mosquitto:
         d.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         conf = ["allow_anonymous true", "persistence true", f"persistence_location {d}/", "max_queued_messages 0",
-                "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
+                "log_dest stderr", "log_type error", "log_type warning", "log_type notice", "log_type information",
                 f"listener {self.port} 127.0.0.1"]
         if os.geteuid() == 0:
             conf.insert(0, f"user {getpass.getuser()}")

@@ -103,6 +103,7 @@ class OgcWrapper:
         self.stats = {"received": 0, "queued": 0, "duplicates": 0, "invalid": 0, "sent": 0, "acked": 0}
         self._inflight: dict[int, int] = {}  # paho mid -> queue seq
         self._acked: list[int] = []
+        self._early: set[int] = set()
         self._last_seq = 0
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -136,6 +137,8 @@ class OgcWrapper:
             if seq is not None:
                 self._acked.append(seq)
                 self.stats["acked"] += 1
+            else:  # the PUBACK came before publish() returned its mid to us
+                self._early.add(mid)
             self._wake.notify_all()
 
     def _forward(self) -> None:
@@ -149,12 +152,18 @@ class OgcWrapper:
             if room > 0 and self.data.connected:
                 for seq, topic, payload in self.queue.after(self._last_seq, room):
                     try:
-                        with self._wake:  # the PUBACK may come before publish() returns: map under the lock
-                            mid = self.data.publish(topic, payload, qos=1)
-                            self._inflight[mid] = seq
+                        # not under our lock: paho calls _on_ack holding its own lock (lock order)
+                        mid = self.data.publish(topic, payload, qos=1)
                     except BrokerUnavailable as exc:
                         log.warning("wrapper %s: %s", self.site, exc)
                         break
+                    with self._wake:
+                        if mid in self._early:
+                            self._early.discard(mid)
+                            self._acked.append(seq)
+                            self.stats["acked"] += 1
+                        else:
+                            self._inflight[mid] = seq
                     self._last_seq = seq
                     self.stats["sent"] += 1
             with self._wake:
