@@ -50,9 +50,11 @@ def test_service_root_lists_every_entity_set(client):
 
 
 def test_entities_carry_ids_links_and_navigation(client, run_dir):
-    things = client.get("/v1.1/Things", params={"$count": "true"}).json()
+    things = client.get("/v1.1/Things", params={"$count": "true", "$top": "1000"}).json()
     entities = json.loads((run_dir / "sensorthings" / "entities.json").read_text())
-    assert things["@iot.count"] == len(entities["Things"]) == len(things["value"])
+    # the run's Things, and the tariff Thing that carries its prices
+    assert things["@iot.count"] == len(entities["Things"]) + 1 == len(things["value"])
+    assert [t["properties"]["kind"] for t in things["value"]].count("tariff") == 1
     t = things["value"][0]
     assert t["@iot.selfLink"] == f"http://testserver/v1.1/Things({t['@iot.id']})"
     assert t["Datastreams@iot.navigationLink"] == f"http://testserver/v1.1/Things({t['@iot.id']})/Datastreams"
@@ -91,7 +93,10 @@ def test_thing_properties_carry_the_broker_topics_gesscon_reads(client, run_dir)
 
 
 def test_paging_visits_every_observation_once(client, run_dir):
-    total = _parquet(run_dir, "SELECT count(*) FROM OBS")[0][0]
+    tariff = client.get("/v1.1/Observations", params={
+        "$filter": "Datastream/Thing/properties/kind eq 'tariff'", "$count": "true"}).json()["@iot.count"]
+    total = _parquet(run_dir, "SELECT count(*) FROM OBS")[0][0] + tariff
+    assert tariff >= 2  # one import and one export price at least
     url, seen, pages = "/v1.1/Observations?$top=100&$select=id&$count=true", [], 0
     while url:
         body = client.get(url).json()

@@ -18,13 +18,15 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from .schema import TABLES
+
+OM_MEASUREMENT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
 
 ST_DIR = "sensorthings"
 
@@ -104,6 +106,7 @@ class Store:
         self.lock = threading.Lock()  # writers
         self._next = dict.fromkeys(TABLES, 1)
         self.runs: list[str] = []
+        self.run_dirs: dict[str, Path] = {}
         # (run, string key) -> integer id, per table
         self.keys: dict[str, dict[tuple[str, str], int]] = {t: {} for t in TABLES}
 
@@ -136,7 +139,10 @@ class Store:
             if not new:
                 continue
             scope, _, device = key.partition("/")
-            props = {**thing.get("properties", {}), **ctx.thing_properties(scope, device or key)}
+            own = thing.get("properties", {})
+            props = {**own, **ctx.thing_properties(scope, device or key)}
+            if "kind" in own:  # e.g. the tariff Thing
+                props["kind"] = own["kind"]
             rows["things"].append((tid, thing.get("name", key), thing.get("description", ""), j(props)))
             site = props.get("site")
             loc_key = f"site:{site}" if site else f"thing:{key}"
@@ -213,9 +219,51 @@ class Store:
         entities = json.loads(entities_path.read_text(encoding="utf-8"))
         with self.lock:
             self.runs.append(run)
+            self.run_dirs[run] = run_dir
             self._add_entities(run, ctx, entities)
             self._load_observations(run, entities, obs_path)
+        self._add_tariff(run, ctx, run_dir)
         return run
+
+    def _add_tariff(self, run: str, ctx: RunContext, run_dir: Path) -> None:
+        """The run's energy prices as the Datastreams of a ``tariff`` Thing (one Observation per price change),
+        so the household pages can price energy from the API alone."""
+        import pyarrow.parquet as pq
+
+        path = run_dir / "timeseries" / "prices.parquet"
+        if not path.exists() or ctx.start is None:
+            return
+        table = pq.read_table(path).to_pydict()
+        scope = next((k[1].split("/", 1)[0] for k in self.keys["things"] if k[0] == run), ctx.scenario)
+        cols = {"import": "price.import_eur_per_kwh", "export": "price.export_eur_per_kwh"}
+        thing = f"{scope}/tariff"
+        entities: dict[str, list[dict[str, Any]]] = {
+            "Things": [{"@iot.id": thing, "name": thing, "description": "energy prices of the run",
+                        "properties": {"kind": "tariff"}}],
+            "Sensors": [{"@iot.id": thing, "name": "tariff", "description": "the scenario's price profile"}],
+            "ObservedProperties": [{"@iot.id": "EnergyPrice", "name": "EnergyPrice",
+                                    "definition": "urn:s4g:quantity:EnergyPrice", "description": "energy price"}],
+            "Datastreams": [{"@iot.id": f"{thing}/price_{k}_eur_kwh", "name": f"{thing}/price_{k}_eur_kwh",
+                             "description": f"{k} price", "observationType": OM_MEASUREMENT,
+                             "unitOfMeasurement": {"name": "euro per kilowatt-hour", "symbol": "EUR/kWh"},
+                             "Thing": {"@iot.id": thing}, "Sensor": {"@iot.id": thing},
+                             "ObservedProperty": {"@iot.id": "EnergyPrice"}} for k, c in cols.items() if c in table],
+        }
+        self.add_entities(run, ctx, entities)
+        fid = self.feature_of(run, thing)
+        rows = []
+        for kind, col in cols.items():
+            if col not in table:
+                continue
+            did = self.keys["datastreams"][(run, f"{thing}/price_{kind}_eur_kwh")]
+            last = None
+            for t_s, value in zip(table["t_s"], table[col], strict=True):
+                if value is None or value == last:
+                    continue
+                last = value
+                t = ctx.start + timedelta(seconds=int(t_s))
+                rows.append((t, t, float(value), None, json.dumps({"t_s": t_s}), did, fid))
+        self.add_observations(rows)
 
     def _map_table(self, run: str, entities: dict[str, list[dict[str, Any]]]) -> list[tuple[str, int, int]]:
         out = []
