@@ -112,8 +112,8 @@ class LiveRun:
                  "parameters": row[4], "datastream_id": row[5], "feature_id": row[6]}, base)
             payload = json.dumps(entity).encode()
             try:
-                self.mqtt.send(f"{VERSION}/Datastreams({row[5]})/Observations", payload, 0)
-                self.mqtt.send(f"{VERSION}/Observations", payload, 0)
+                self.mqtt.send(f"{VERSION}/Datastreams({row[5]})/Observations", payload, 1)
+                self.mqtt.send(f"{VERSION}/Observations", payload, 1)
                 self.published += 1
             except BrokerUnavailable as exc:  # the API keeps serving; subscribers miss this one
                 log.warning("MQTT extension: %s", exc)
