@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import median_spread, percentile, print_rows, row
+from benchmarks.common import percentile, print_rows, row
 
 START = datetime(2019, 6, 1, tzinfo=UTC)
 
@@ -119,7 +119,8 @@ def _queries(store: Any, run: Path, days: int, n: int) -> list[dict]:
         t0 = time.perf_counter()
         con.execute("SELECT * FROM read_parquet($p) WHERE phenomenon_time >= $a AND phenomenon_time < $b "
                     "ORDER BY phenomenon_time LIMIT 1000",
-                    {"p": path, "a": a.strftime("%Y-%m-%dT%H:%M:%SZ"), "b": b.strftime("%Y-%m-%dT%H:%M:%SZ")}).fetchall()
+                    {"p": path, "a": a.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "b": b.strftime("%Y-%m-%dT%H:%M:%SZ")}).fetchall()
         raw.append(time.perf_counter() - t0)
     ms = 1e3
     return [

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from cosim.progress import RunInterrupted, RunMonitor
 from cosim.scenario import LoadedScenario

@@ -28,7 +28,8 @@ def db():
 
 def test_a_run_loads_once_and_matches_its_parquet_file(run_dir, db):
     parquet = f"'{run_dir}/sensorthings/observations.parquet'"
-    (n_obs, n_ds, total), = duckdb.sql(f"SELECT count(*), count(DISTINCT datastream), sum(result) FROM {parquet}").fetchall()
+    ((n_obs, n_ds, total),) = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT datastream), sum(result) FROM {parquet}").fetchall()
     with Warehouse(db) as wh:
         name, inserted = wh.load_run(run_dir)
         assert inserted == n_obs == wh.count(name)
@@ -43,9 +44,10 @@ def test_a_run_loads_once_and_matches_its_parquet_file(run_dir, db):
             WHERE t.properties->>'kind' = 'site' AND d.properties->>'quantity' = 'p_w'
             GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
         assert rows and {r[0] for r in rows} >= {"consumer_4006773", "consumer_4018215"}
-        expect = duckdb.sql(f"SELECT avg(result) FROM {parquet} WHERE datastream = 'fur_skive/load:consumer_4006773/p_w'"
+        expect = duckdb.sql(f"SELECT avg(result) FROM {parquet} WHERE "
+                            "datastream = 'fur_skive/load:consumer_4006773/p_w'"
                             " AND phenomenon_time < '2019-06-15T09:00:00Z'").fetchall()[0][0]
-        got = [r[2] for r in rows if r[0] == "consumer_4006773"][0]
+        got = next(r[2] for r in rows if r[0] == "consumer_4006773")
         assert got == pytest.approx(expect)
         # the broker topics are in the warehouse too
         topic = con.execute("SELECT properties->'dataBroker'->>'topic' FROM things WHERE key = %s",
@@ -67,7 +69,8 @@ def test_retention_keeps_only_the_last_days(run_dir, db):
         assert wh.apply_retention() == 0  # 0 days: keep everything
         wh.set_retention(1 / 24)
         assert expect > 0 and wh.apply_retention() == expect
-        assert wh.con.execute("SELECT min(phenomenon_time) FROM observations").fetchone()[0] >= newest - timedelta(hours=1)
+        oldest = wh.con.execute("SELECT min(phenomenon_time) FROM observations").fetchone()[0]
+        assert oldest >= newest - timedelta(hours=1)
 
 
 def test_dwh_load_command(run_dir, db, capsys):

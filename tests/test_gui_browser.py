@@ -88,7 +88,8 @@ def test_residential_page_shows_the_household_and_nothing_else(server, browser, 
     assert float(_value(browser, "#batt-now")) == pytest.approx(batt)
     assert float(_value(browser, "#load-now")) == pytest.approx(grid - dev)
     # today's imported energy: Σ max(p, 0) · 15 min over the PCC samples
-    (imp,), = duckdb.sql(f"SELECT sum(greatest(result, 0)) * 900 / 3.6e6 FROM '{run_dir}/sensorthings/observations.parquet'"
+    parquet = f"'{run_dir}/sensorthings/observations.parquet'"
+    ((imp,),) = duckdb.sql(f"SELECT sum(greatest(result, 0)) * 900 / 3.6e6 FROM {parquet}"
                          f" WHERE datastream = 'fur_skive/load:{HOME}/p_w'").fetchall()
     assert float(_value(browser, '#today b[data-key="import_kwh"]')) == pytest.approx(imp)
     assert _value(browser, '#today b[data-key="bill_eur"]') not in (None, "")
@@ -114,8 +115,8 @@ def test_technical_page_shows_topics_devices_and_broker_rates(server, browser, r
         _last(run_dir, name))
     assert float(_value(browser, f'#topics tr[data-name="{name}"] td[data-key="age"]')) == 0.0
     published = json.loads((run_dir / "run.json").read_text())["messaging"]["roles"]["data"]["published"]
-    cell = browser.execute_script("return document.querySelector('#roles tr[data-role=\"data\"] td[data-key=\"published\"]')"
-                                  ".textContent;")
+    cell = browser.execute_script("return document.querySelector(arguments[0]).textContent;",
+                                  '#roles tr[data-role="data"] td[data-key="published"]')
     assert int(cell) == published > 0
     assert browser.execute_script("return document.querySelectorAll('#devices tbody tr').length;") >= 3
     assert _fetch_status(browser, "/v1.1/Things") == 200  # an engineer reads the API too

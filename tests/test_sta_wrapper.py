@@ -6,12 +6,10 @@ produced: none lost, none twice, each datastream in time order."""
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,7 +89,8 @@ class WrapperProcess:
     def __init__(self, smx: Mosquitto, data: Mosquitto, queue: Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cosim.sta.wrapper", "--site", SITE, "--smx", smx.url, "--data", data.url,
-             "--queue", str(queue)], cwd=REPO, stdout=subprocess.PIPE, stderr=(queue.parent.parent / "wrapper.log").open("a"))
+             "--queue", str(queue)], cwd=REPO, stdout=subprocess.PIPE,
+            stderr=(queue.parent.parent / "wrapper.log").open("a"))  # kept for a failure's post-mortem
         wait_for_line(self.proc.stdout, "ready", 30, what="the wrapper")
 
     def kill(self) -> None:

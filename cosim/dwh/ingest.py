@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cosim.messaging import senml, topics
+from cosim.messaging import senml
 from cosim.messaging.backends.mqtt import MqttBackend
 from cosim.messaging.config import parse_broker_url
 from cosim.messaging.errors import MessagingError

@@ -74,7 +74,8 @@ def create_gui_app(store: Store, *, engine: Engine | None = None, users: str | N
                            peer=request.client.host if request.client else "")
         if isinstance(answer, Reply) or (hasattr(answer, "status") and hasattr(answer, "body")):
             return _reply(answer)  # type: ignore[arg-type]
-        if need is not None and getattr(answer, "role", None) == RESIDENT and not path.startswith(("/gui/api/home", "/gui/api/sites")):
+        resident = getattr(answer, "role", None) == RESIDENT
+        if need is not None and resident and not path.startswith(("/gui/api/home", "/gui/api/sites")):
             return JSONResponse({"error": "residents see their own home page only"}, status_code=403)
         request.state.who = answer
         return await call_next(request)

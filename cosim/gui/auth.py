@@ -101,7 +101,7 @@ class LocalAuth:
         cookie = SimpleCookie()
         try:
             cookie.load(headers.get("cookie", ""))
-        except Exception:  # noqa: BLE001 - a malformed cookie is no session
+        except Exception:
             return None
         token = cookie[COOKIE].value if COOKIE in cookie else None
         with self._lock:

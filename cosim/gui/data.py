@@ -12,7 +12,7 @@ grid; battery charging +, PV producing −); the page shows PV production and ex
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def _offset(store: Store, run: str) -> timezone:
         if start.utcoffset() is not None:
             return timezone(start.utcoffset() or timedelta(0))
     del row
-    return timezone.utc
+    return UTC
 
 
 def _run_of_site(store: Store, site: str) -> str | None:
@@ -95,7 +95,8 @@ def home(store: Store, site: str, run: str | None = None) -> dict[str, Any] | No
         run_end = cur.execute("SELECT max(o.phenomenon_time) FROM observations o JOIN datastreams d "
                               "ON d.id = o.datastream_id WHERE d.properties->>'run' = $run", {"run": run}).fetchone()
         plan = _rows(cur, """
-            SELECT o.phenomenon_time AS t, o.result AS v FROM observations o JOIN datastreams d ON d.id = o.datastream_id
+            SELECT o.phenomenon_time AS t, o.result AS v
+            FROM observations o JOIN datastreams d ON d.id = o.datastream_id
             JOIN things t ON t.id = d.thing_id WHERE t.properties->>'site' = $site AND t.properties->>'run' = $run
               AND d.properties->>'quantity' LIKE 'plan%' ORDER BY 1""", {"site": site, "run": run})
     finally:
@@ -130,7 +131,7 @@ def home(store: Store, site: str, run: str | None = None) -> dict[str, Any] | No
         per["bill_eur"] = np.maximum(g, 0) * k * price_imp - np.maximum(-g, 0) * k * pe
         bill0 = np.maximum(g0, 0) * k * price_imp - np.maximum(-g0, 0) * k * pe
         per["saved_eur"] = bill0 - per["bill_eur"]
-    local = [x.replace(tzinfo=timezone.utc).astimezone(tz) for x in t]
+    local = [x.replace(tzinfo=UTC).astimezone(tz) for x in t]
     days = _group(per, [d.strftime("%Y-%m-%d") for d in local])
     months = _group(per, [d.strftime("%Y-%m") for d in local])
     last = len(series) - 1
@@ -296,6 +297,7 @@ def _roles(store: Store, run: str | None) -> list[dict[str, Any]]:
             published = int(counters.get("published", 0))
             out.append({"run": name, "role": role, "broker": ((info.get("messaging") or {}).get("brokers") or {})
                         .get(role.split(":")[0], ""), "published": published,
-                        "delivered": int(counters.get("delivered", 0)), "dead_letters": int(counters.get("dead_letters", 0)),
+                        "delivered": int(counters.get("delivered", 0)),
+                        "dead_letters": int(counters.get("dead_letters", 0)),
                         "per_hour": published / seconds * 3600 if seconds else None})
     return out

@@ -13,7 +13,7 @@ Observation of the Datastream ``{site}/{device}/{quantity}`` of the Thing ``{sit
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +132,7 @@ class Observation(_Entity):
 
 def iso(epoch_s: float) -> str:
     """Epoch seconds -> ISO 8601 UTC with a ``Z`` (millisecond precision when needed)."""
-    dt = datetime.fromtimestamp(epoch_s, tz=timezone.utc)
+    dt = datetime.fromtimestamp(epoch_s, tz=UTC)
     text = dt.isoformat(timespec="milliseconds" if epoch_s != int(epoch_s) else "seconds")
     return text.replace("+00:00", "Z")
 

@@ -13,7 +13,8 @@ import logging
 import socket
 import ssl
 import threading
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
