@@ -5,7 +5,7 @@ Each scenario step the agent
 1. reads the latest schedule (a SenML pack of 24 hourly set-points, + = charging) and when it was issued;
 2. if the schedule is missing, does not cover the current hour, or is older than ``max_age_s``, falls back
    to rule-based self-consumption (the PCC is driven to zero) and logs the change (``events()`` and the
-   numeric output ``fallback`` = 1);
+   numeric output ``fallback`` = 1) - the policy every local agent shares (controllers/upper_layer.py);
 3. otherwise follows it: ``mode="direct"`` takes the current hour's set-point and corrects it in real
    time towards the PCC power GESSCon planned (``pcc_gain`` in [0, 1]: 0 = pure schedule, 1 = hold the
    planned PCC exchange whatever the forecast error); ``mode="profess"`` re-plans with PROFESS every
@@ -30,6 +30,7 @@ from controllers.baselines import self_consumption_setpoint
 from controllers.schedule_codec import from_senml
 from controllers.profess import ProfessParams, _Site
 from controllers.registry import ControllerKind
+from controllers.upper_layer import FallbackLog, plan_age_s, plan_status
 
 if TYPE_CHECKING:  # pragma: no cover
     from cosim.scenario import ControllerSpec
@@ -75,7 +76,7 @@ class LessagSim(mosaik_api_v3.Simulator):
         self.p_set_w = np.zeros(0)
         self.fallback = np.zeros(0)
         self.age_s = np.zeros(0)
-        self._events: list[dict] = []
+        self._log = FallbackLog("LESSAg", "self-consumption")
         self._decoded: dict[str, tuple[int, Any]] = {}  # eid -> (id of the pack object, decoded)
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
@@ -132,7 +133,7 @@ class LessagSim(mosaik_api_v3.Simulator):
 
     def events(self) -> list[dict]:
         """Fallback changes: ``{"t_s", "eid", "event": "fallback"|"resume", "reason"}``."""
-        return list(self._events)
+        return self._log.events()
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         n = len(self.eids)
@@ -154,19 +155,12 @@ class LessagSim(mosaik_api_v3.Simulator):
         for i, eid in enumerate(self.eids):
             now = self.start_unix[i] + time
             dec = self._decode(eid, packs[i])
-            issued = num["schedule_issued_s"][i]
-            self.age_s[i] = time - issued if np.isfinite(issued) and issued >= 0 else np.nan
-            if dec is None:
-                reason[i] = "missing"
-                continue
-            t0, v = dec
-            h = int(np.floor((now - t0) / 3600.0))
-            if not 0 <= h < v.size:
-                reason[i] = "expired"
-            elif not np.isfinite(self.age_s[i]) or self.age_s[i] > self.params[i].max_age_s:
-                reason[i] = "stale"
-            else:
-                sched[i] = v[h]
+            self.age_s[i] = plan_age_s(time, num["schedule_issued_s"][i])
+            h = int(np.floor((now - dec[0]) / 3600.0)) if dec is not None else -1
+            reason[i] = plan_status(dec is not None, dec is not None and 0 <= h < dec[1].size, self.age_s[i],
+                                    self.params[i].max_age_s)
+            if not reason[i]:
+                sched[i] = dec[1][h]
         ok = np.isfinite(sched)
         sc = self_consumption_setpoint(num["pcc_p_w"], num["batt_p_w"], num["p_charge_avail_w"],
                                        num["p_discharge_avail_w"])
@@ -185,15 +179,7 @@ class LessagSim(mosaik_api_v3.Simulator):
         lo = np.where(np.isfinite(num["p_discharge_avail_w"]), -num["p_discharge_avail_w"], -np.inf)
         p = np.clip(p, lo, hi)
         p = np.where(ok, p, sc)
-        new_fb = (~ok).astype(float)
-        for i, eid in enumerate(self.eids):
-            if new_fb[i] != self.fallback[i] or (time == 0 and new_fb[i]):
-                ev = {"t_s": int(time), "eid": eid, "event": "fallback" if new_fb[i] else "resume",
-                      "reason": reason[i] if new_fb[i] else ""}
-                self._events.append(ev)
-                if new_fb[i]:
-                    log.info("LESSAg %s at t=%s s: schedule %s, falling back to self-consumption", eid, time, reason[i])
-        self.fallback = new_fb
+        self.fallback = self._log.update(time, self.eids, reason)
         self.p_set_w = np.where(np.isfinite(p), p, 0.0)
         return time + self.step_size
 

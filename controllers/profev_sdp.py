@@ -46,6 +46,7 @@ class SdpEv:
     eta: float = 0.92
     away_use_wh_per_h: float = 1500.0  # expected consumption while away (driving and parked)
     shortfall_penalty_per_kwh: float = 100.0  # objective units per kWh below target at departure
+    p_min_w: float = 0.0  # IEC 61851: the EV charges at >= this or not at all (except to finish)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,33 @@ class PresenceModel:
         return cls(p_stay, p_arrive)
 
 
+def pooled_presence(sessions: Sequence[tuple[float, float]], *, step_s: int, smoothing: float = 1.0) -> PresenceModel:
+    """The chain of *one* EV at a site with many chargers: ``p_stay[t]`` = the share of sessions present at step
+    t of the day that are still there at t+1, pooled over all sessions (times in seconds from a local midnight).
+
+    :meth:`PresenceModel.estimate` follows one charger's occupancy (any EV), which at a busy site is "always
+    home"; a site planner needs each EV's own departure hazard. ``p_arrive`` is 0: a session that left does not
+    come back. ``smoothing`` pseudo-observations of staying make a step never seen keep the EV.
+    """
+    if step_s <= 0 or 86400 % step_s:
+        raise ValueError("step_s must divide a day")
+    per_day = 86400 // step_s
+    stay = np.zeros(per_day)
+    leave = np.zeros(per_day)
+    for arrive, depart in sessions:
+        if not (math.isfinite(arrive) and math.isfinite(depart)) or depart <= arrive:
+            raise ValueError(f"session ({arrive}, {depart}) must end after it starts")
+        a, d = int(math.ceil(arrive / step_s)), int(math.ceil(depart / step_s))
+        if d <= a:
+            continue
+        steps = np.arange(a, d) % per_day
+        np.add.at(stay, steps[:-1], 1.0)
+        leave[steps[-1]] += 1.0
+    p_stay = (stay + smoothing) / (stay + leave + smoothing) if smoothing > 0 else \
+        np.where(stay + leave > 0, stay / np.maximum(stay + leave, 1e-300), 1.0)
+    return PresenceModel(p_stay, np.zeros(per_day))
+
+
 @dataclass(frozen=True)
 class SdpProblem:
     battery: SdpBattery
@@ -107,6 +135,9 @@ class SdpProblem:
     ev_soc_step: float = 0.01
     objective: Objective = "grid_squared"
     terminal_value_per_kwh: float = 0.0  # objective units per kWh left in the site battery at the end
+    # an EV still plugged in at the horizon's end leaves then (its shortfall is penalised): a receding-horizon
+    # planner must not defer charging past the horizon
+    penalise_at_horizon: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.soc_step <= 0.5 or not 0 < self.ev_soc_step <= 0.5:
@@ -172,6 +203,7 @@ def solve(problem: SdpProblem, net_load_w: np.ndarray, presence: PresenceModel, 
     up = int(bat.p_charge_max_w // p_ch + 1e-9) if bat.p_charge_max_w > 0 else 0
     down = int(bat.p_discharge_max_w // p_dis + 1e-9) if bat.p_discharge_max_w > 0 else 0
     ev_up = int(ev.p_max_w // p_ev + 1e-9) if ev.p_max_w > 0 else 0
+    ev_min = max(1, int(math.ceil(ev.p_min_w / p_ev - 1e-9))) if ev.p_max_w > 0 else 1
     use_steps = ev.away_use_wh_per_h * dt_h / e_step_wh
     shortfall_kwh = np.maximum(ev.soc_target - e_grid, 0.0) * ev.capacity_wh / 1000.0
     penalty = shortfall_kwh * ev.shortfall_penalty_per_kwh
@@ -185,9 +217,10 @@ def solve(problem: SdpProblem, net_load_w: np.ndarray, presence: PresenceModel, 
         price_in = price_out = np.zeros(n)
         squared = True
     terminal = -problem.terminal_value_per_kwh * (b_grid * bat.capacity_wh / 1000.0)
+    end_penalty = penalty if problem.penalise_at_horizon else np.zeros_like(penalty)
     value, d_bat, d_ev = _backward(net, presence.p_stay[:n].copy(), presence.p_arrive[:n].copy(), price_in,
                                    price_out, squared, dt_h, len(b_grid), len(e_grid), up, down, ev_up, p_ch,
-                                   p_dis, p_ev, use_steps, penalty, terminal)
+                                   p_dis, p_ev, use_steps, penalty, terminal, end_penalty, ev_min)
     return SdpPolicy(problem, value, d_bat, d_ev, b_grid, e_grid, (p_ch, p_dis), p_ev)
 
 
@@ -210,13 +243,13 @@ def _interp(row: np.ndarray, x: float) -> float:
 
 @numba.njit(cache=True)
 def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne, up, down, ev_up, p_ch, p_dis,
-              p_ev, use_steps, penalty, terminal):
+              p_ev, use_steps, penalty, terminal, end_penalty, ev_min):
     n = len(net)
     value = np.empty((n + 1, nb, ne, 2))
     for b in range(nb):
         for e in range(ne):
             value[n, b, e, 0] = terminal[b]
-            value[n, b, e, 1] = terminal[b]
+            value[n, b, e, 1] = terminal[b] + end_penalty[e]
     d_bat = np.zeros((n, nb, ne, 2), dtype=np.int8)
     d_ev = np.zeros((n, nb, ne, 2), dtype=np.int8)
     nd = up + down + 1
@@ -247,6 +280,8 @@ def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne,
                 for k in range(k_lo, k_hi + 1):
                     row = w_home[b + k - down]
                     for de in range(de_hi + 1):
+                        if 0 < de < ev_min and e + de != ne - 1:
+                            continue  # below the minimum current, unless it finishes the EV (it draws less)
                         c = stage[k, de] + row[e + de]
                         if c < best:
                             best, best_k, best_de = c, k, de
@@ -264,4 +299,4 @@ def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne,
     return value, d_bat, d_ev
 
 
-__all__ = ["PresenceModel", "SdpBattery", "SdpEv", "SdpPolicy", "SdpProblem", "solve"]
+__all__ = ["PresenceModel", "pooled_presence", "SdpBattery", "SdpEv", "SdpPolicy", "SdpProblem", "solve"]

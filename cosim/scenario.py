@@ -31,6 +31,7 @@ from devices import yaml_file
 from devices.base import Address
 from cosim.durations import positive_whole_seconds
 from cosim.paths import check_name
+from cosim.security.spec import SecuritySpec
 
 SECTION_GROUP = "s4g.scenario_sections"
 
@@ -222,6 +223,17 @@ class EvFleetSpec(Strict):
     distance_km_mean: float = Field(35.0, gt=0)
     ev_types: Annotated[list[EvTypeSpec] | None, AfterValidator(_as_dicts)] = None
     groups: Annotated[list[EvGroupSpec] | None, AfterValidator(_as_dicts)] = None
+    session_model: str | None = Field(None, description="commercial: draw sessions from a model fitted to published "
+                                      "statistics (simulators/ev_sessions.py, e.g. 'workplace'); replaces groups")
+
+    @field_validator("session_model")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        from simulators.ev_sessions import MODELS
+
+        if v is not None and v not in MODELS:
+            raise ValueError(f"expected one of {', '.join(sorted(MODELS))}")
+        return v
 
 
 class TelemetrySpec(Strict):
@@ -271,6 +283,8 @@ class ScenarioCore(Strict):
     telemetry: TelemetrySpec | None = Field(None, description="field data published on the Data Broker")
     outputs: OutputSpec = OutputSpec()
     kpis: KpiSpec = KpiSpec()
+    security: SecuritySpec | None = Field(None, description="TLS with client certificates from a PKI directory "
+                                                            "on every link that supports it (docs/security.md)")
 
     @field_validator("start")
     @classmethod

@@ -68,6 +68,7 @@ class WorldBuilder:
         self._extra_entities: list[Any] = []
         self._routes: list[tuple] = []
         self.bus: Any = None
+        self.ev_bays: dict[str, Any] = {}  # wallbox id -> its EV fleet bay entity
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -289,11 +290,13 @@ class WorldBuilder:
             site = fleet_sim.Site(kind=spec.kind, connectors=len(spec.wallboxes), evs_per_day=spec.evs_per_day,
                                   unplug_when_done=spec.unplug_when_done, working_days=spec.working_days,
                                   plug_probability=spec.plug_probability, distance_km_mean=spec.distance_km_mean,
-                                  ev_types=spec.ev_types, groups=spec.groups, name=spec.id)
+                                  ev_types=spec.ev_types, groups=spec.groups, name=spec.id,
+                                  session_model=spec.session_model)
             self.add_entity(site)
             for attr in ("p_w", "n_plugged", "n_waiting"):
                 self.record(site, attr, "ev_fleets", f"{spec.id}.{attr}")
             for bay, dev_id in zip(site.children, spec.wallboxes):
+                self.ev_bays[dev_id] = bay  # controllers read the EV driver's declaration (departure, energy) here
                 device = self.devices[dev_id]
                 fam = device_registry.family(self.device_specs[dev_id].family)
                 self.world.connect(bay, device, *[(i.attr, i.name) for i in fam.inputs if i.scope == "fleet"])
@@ -326,7 +329,10 @@ class WorldBuilder:
         from cosim.messaging.link import source_name
 
         sc = self.scenario
-        self.bus = MessageBus(sc.messaging, seed=sc.seed, start=sc.start)
+        from cosim.security.spec import bus_security
+
+        self.bus = MessageBus(sc.messaging, seed=sc.seed, start=sc.start,
+                              **bus_security(sc.security, sc.messaging.namespace if sc.messaging else ""))
         scope = source_name(sc.name)
         groups: dict[tuple, list[tuple]] = {}
         for r in self._routes:

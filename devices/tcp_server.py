@@ -11,20 +11,29 @@ Counters (``counters``, a Counter): ``accepted``, ``refused`` (over the cap), ``
 (the handler raised something unexpected: logged, the server keeps serving), ``closed`` and whatever the protocol
 counts with ``conn.count(...)`` / ``server.count(...)``; every rejection a protocol makes (an exception reply, an
 error element, a 4xx) is counted under ``rejected`` and its own name.
+
+TLS (``start(..., ssl=context)``, contexts from :mod:`devices.tls`): the handshake runs inside the connection's
+task, bounded by ``TLS_HANDSHAKE_S``, so a peer without a valid certificate (none, another CA, revoked,
+expired) is counted (``tls_refused``) and closed before the protocol sees a byte; ``conn.identity`` is the
+verified peer (name, role, site) the protocol may authorise by.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as ssl_module
 from collections import Counter
 from typing import Awaitable, Callable
+
+from devices.tls import PeerIdentity, peer_identity
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 16
 IDLE_TIMEOUT_S = 300.0
 STOP_GRACE_S = 2.0
+TLS_HANDSHAKE_S = 10.0
 
 
 class IdleTimeout(Exception):
@@ -41,6 +50,8 @@ class ServedConnection:
         self.idle_timeout_s: float | None = server.idle_timeout_s
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        #: the verified TLS client (None without TLS or without a client certificate)
+        self.identity: PeerIdentity | None = peer_identity(writer.get_extra_info("ssl_object"))
 
     async def _bounded(self, aw: Awaitable[bytes]) -> bytes:
         if self.idle_timeout_s is None:
@@ -84,6 +95,7 @@ class TcpServer:
         self.limit = limit
         self.port = 0
         self.host = "127.0.0.1"
+        self.ssl: ssl_module.SSLContext | None = None
         self.counters: Counter[str] = Counter()
         self.connections: set[ServedConnection] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -93,9 +105,11 @@ class TcpServer:
     def serving(self) -> bool:
         return self._server is not None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen (port 0: a free one chosen by the OS); return the bound port. OSError if the port is taken."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl: ssl_module.SSLContext | None = None) -> int:
+        """Listen (port 0: a free one chosen by the OS); return the bound port. OSError if the port is taken.
+        With ``ssl`` every connection first completes a TLS handshake (see the module doc)."""
         if self._server is None:
+            self.ssl = ssl
             try:
                 self._server = await asyncio.start_server(self._accept, host, port, limit=self.limit)
             except OSError as exc:  # say which server and where: a serve command prints this and exits 2
@@ -137,8 +151,17 @@ class TcpServer:
             return
         task = asyncio.current_task()
         assert task is not None
-        conn = ServedConnection(self, reader, writer)
         self._tasks.add(task)
+        if self.ssl is not None:
+            try:
+                await asyncio.wait_for(writer.start_tls(self.ssl), TLS_HANDSHAKE_S)
+            except (ssl_module.SSLError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                self.count("tls_refused")
+                log.info("%s: TLS handshake with %s failed: %s", self.name, writer.get_extra_info("peername"), exc)
+                self._tasks.discard(task)
+                writer.close()
+                return
+        conn = ServedConnection(self, reader, writer)
         self.connections.add(conn)
         self.counters["accepted"] += 1
         try:
@@ -146,7 +169,7 @@ class TcpServer:
         except IdleTimeout as exc:
             self.counters["timed_out"] += 1
             log.debug("%s: %s", self.name, exc)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError, ssl_module.SSLError):
             pass  # the peer went away, or the server stops
         except Exception:  # a bug in one connection must not take the others (or the server) down
             self.counters["errored"] += 1

@@ -68,6 +68,8 @@ class MonitorSpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535, description="0 = any free port (printed at start)")
     broker: str = Field("embedded", description="broker of the SMX role: embedded, direct or mosquitto://host:port")
+    users: str | None = Field(None, description="users file (cosim.security.webauth.add_user): login with roles; "
+                                                "absent: no login, the local operator (loopback benches)")
 
 
 class Drill(_Strict):

@@ -19,10 +19,12 @@ from typing import Any
 CTL_FILE = "bench.ctl"
 
 
-def write_ctl(run_dir: Path, url: str) -> Path:
+def write_ctl(run_dir: Path, url: str, token: str | None = None) -> Path:
     path = Path(run_dir) / CTL_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "url": url, "started": time.time()}), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the token is a credential
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"pid": os.getpid(), "url": url, "started": time.time(), "token": token}))
     tmp.replace(path)
     return path
 
@@ -65,7 +67,10 @@ def request_stop(run_dir: Path, timeout_s: float = 30.0) -> dict[str, Any]:
         raise FileNotFoundError(f"{run_dir}: no {CTL_FILE}: no bench is running there")
     url = str(info.get("url", "")).rstrip("/") + "/api/stop"
     try:
-        req = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if info.get("token"):
+            headers["Authorization"] = f"Bearer {info['token']}"
+        req = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
         with urllib.request.urlopen(req, timeout=timeout_s) as reply:
             body = json.loads(reply.read().decode())
         return {"via": "http", "safe": body.get("safe", {})}

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from cosim.progress import RunInterrupted, RunMonitor
 from cosim.run import recorded_steps, versions
 from cosim.scenario import LoadedScenario
+from cosim.security.webauth import server_auth as monitor_auth
 from cosim.world import WorldBuilder
 from devices.base import Address
 from devices.io_loop import IoLoop
@@ -272,13 +273,15 @@ class BenchRuntime:
             self.snapshot, self.emergency_stop,
             subscription=self.flow.subscribe() if self.flow is not None else None,
             published_t=(lambda: self.flow.published_t) if self.flow is not None else (lambda: -1),
-            host=mon.host if mon.enabled else "127.0.0.1", port=mon.port if mon.enabled else 0, page=mon.enabled)
+            host=mon.host if mon.enabled else "127.0.0.1", port=mon.port if mon.enabled else 0, page=mon.enabled,
+            auth=monitor_auth(mon.users, self.run_dir / "audit.jsonl"))
         try:
             url = self.server.start()
         except OSError as exc:
             raise RuntimeError(f"cannot serve the monitor on {mon.host}:{mon.port}: {exc} "
                                "(--monitor-port 0 picks a free port)") from exc
-        write_ctl(self.run_dir, url)
+        # `s4g bench stop` authenticates with a bearer token only the bench host's user can read (ctl file 0600)
+        write_ctl(self.run_dir, url, token=self.server.auth.service_token("s4g bench stop", "operator"))
         if mon.enabled:
             self.monitor_url = url
             self.echo(f"live monitor: {url}")
@@ -401,7 +404,7 @@ class BenchRuntime:
             host_dev = sim_devices.get(plan.id)
             state = drv.health.state if drv is not None else ("simulated" if plan.kind == "sim" else "starting")
             devices.append({
-                "id": plan.id, "token": token(plan.id), "family": plan.family.name, "kind": plan.kind,
+                "id": plan.id, "token": token(plan.id), "family": plan.family.name, "kind": plan.kind, "site": plan.site,
                 "address": plan.driver_address or plan.address, "state": state,
                 "faults": drv.health.faults if drv is not None else 0,
                 "rejected": host_dev.rejected if host_dev is not None else 0,

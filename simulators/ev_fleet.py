@@ -48,7 +48,7 @@ META = {
         "Site": {"public": True,
                  "params": ["kind", "connectors", "evs_per_day", "ev_types", "groups", "working_days",
                             "distance_km_mean", "distance_km_sigma", "plug_probability", "unplug_when_done",
-                            "plug_in_h", "unplug_h", "soc_arrival_range", "name"],
+                            "plug_in_h", "unplug_h", "soc_arrival_range", "name", "session_model"],
                  "attrs": ["p_w", "n_plugged", "n_waiting", "sessions_completed", "e_delivered_wh"]},
         "Bay": {"public": False, "params": [], "attrs": [*ENV_OUTPUTS, "p_w"]},
     },
@@ -88,6 +88,7 @@ class EV:
     bay: int | None = None
     t_plug_s: int | None = None
     t_unplug_s: int | None = None
+    t_first_charge_s: int | None = None  # start of the first step with charging power
     e_delivered_wh: float = 0.0
     p_peak_w: float = 0.0
     done: simpy.Event | None = field(default=None, repr=False)
@@ -96,6 +97,7 @@ class EV:
         until = self.t_plug_s if self.t_plug_s is not None else (self.t_unplug_s or self.t_departure_s)
         wait = until - self.t_arrival_s
         unmet = max(0.0, self.energy_wanted_wh - self.e_delivered_wh)
+        first = self.t_first_charge_s
         return {
             "record": "session", "site": self.site, "ev_id": int(self.ev_id), "ev_type": self.ev_type,
             "group": self.group, "bay": self.bay, "t_arrival_s": self.t_arrival_s, "t_plug_s": self.t_plug_s,
@@ -104,7 +106,16 @@ class EV:
             "soc_arrival": self.soc_arrival, "e_wanted_wh": self.energy_wanted_wh,
             "e_delivered_wh": self.e_delivered_wh, "e_unmet_wh": unmet,
             "completed": served and unmet <= max(1.0, 1e-3 * self.energy_wanted_wh), "p_peak_w": self.p_peak_w,
+            "served_95": served and self.e_delivered_wh >= SERVED_SHARE * self.energy_wanted_wh - 1e-6,
+            "t_first_charge_s": first,
+            # waiting time to the first charge; an EV that never charged waited its whole stay
+            "wait_first_charge_s": max(int((first if first is not None else (self.t_unplug_s or self.t_departure_s))
+                                           - self.t_arrival_s), 0),
         }
+
+
+#: a session is "served" when it left with at least this share of the energy it asked for
+SERVED_SHARE = 0.95
 
 
 @dataclass
@@ -124,6 +135,7 @@ class SiteSpec:
     plug_in_h: tuple[float, float] = (18.75, 1.3)
     unplug_h: tuple[float, float] = (7 + 20 / 60, 0.8)
     soc_arrival_range: tuple[float, float] = (0.1, 0.6)
+    session_model: str | None = None  # simulators.ev_sessions model name (commercial sites)
 
 
 class Site:
@@ -143,6 +155,7 @@ class Site:
         self.e_delivered_wh = 0.0
         self.completed = 0
         self.counter = 0
+        self.history = False  # True: draw days before the start as they were (fleet_history)
         env.process(self._days())
 
     # -- demand ----------------------------------------------------------------------------------------------
@@ -150,22 +163,25 @@ class Site:
         return np.random.default_rng([self.fleet.seed, self.spec.index, day + 1000])
 
     def _draw_ev(self, rng: np.random.Generator, arrival: float, departure: float, group: str,
-                 home: int | None) -> EV | None:
+                 home: int | None, energy_wh: float | None = None) -> EV | None:
         fl, sp = self.fleet, self.spec
         types = sp.ev_types
         shares = np.array([t.get("share", 1.0) for t in types], dtype=float)
         t = types[int(rng.choice(len(types), p=shares / shares.sum()))]
         km = float(rng.lognormal(math.log(sp.distance_km_mean) - sp.distance_km_sigma ** 2 / 2, sp.distance_km_sigma))
         soc = float(rng.uniform(*sp.soc_arrival_range))
-        wanted = min(km * float(t["wh_per_km"]), (0.95 - soc) * float(t["capacity_wh"]))
+        want = km * float(t["wh_per_km"]) if energy_wh is None else energy_wh
+        wanted = min(want, (0.95 - soc) * float(t["capacity_wh"]))  # never more than the battery can take
         a, d = fl.quantize(arrival), fl.quantize(departure)
-        if d <= max(a, 0):
+        if not self.history:  # a run starts at 0: earlier arrivals are there at 0, earlier departures gone
+            a = max(a, 0)
+        if d <= a:
             return None
         self.counter += 1
         return EV(ev_id=float((sp.index + 1) * 1_000_000 + self.counter), site=sp.name, kind=sp.kind,
                   ev_type=str(t.get("name", "ev")), group=group, capacity_wh=float(t["capacity_wh"]),
                   p_max_w=float(t["p_max_w"]), phases=int(t.get("phases", 3)), soc_arrival=soc,
-                  energy_wanted_wh=max(wanted, 0.0), t_arrival_s=max(a, 0), t_departure_s=d, home_bay=home)
+                  energy_wanted_wh=max(wanted, 0.0), t_arrival_s=a, t_departure_s=d, home_bay=home)
 
     def _day_evs(self, day: int) -> list[EV]:
         fl, sp = self.fleet, self.spec
@@ -180,6 +196,14 @@ class Site:
                 plug = midnight + 3600 * rng.normal(*sp.plug_in_h)
                 unplug = fl.local_midnight_s(day + 1) + 3600 * rng.normal(*sp.unplug_h)
                 ev = self._draw_ev(rng, plug, max(unplug, plug + 900), "household", bay)
+                if ev is not None:
+                    evs.append(ev)
+        elif sp.kind == "commercial" and sp.session_model is not None:
+            from simulators.ev_sessions import draw_day, model
+
+            for d in draw_day(model(sp.session_model), rng, sp.evs_per_day, weekday):
+                arrival = midnight + 3600 * d.arrival_h
+                ev = self._draw_ev(rng, arrival, arrival + 3600 * d.dwell_h, d.group, None, d.energy_wh)
                 if ev is not None:
                     evs.append(ev)
         elif sp.kind == "commercial":
@@ -253,6 +277,8 @@ class Site:
                 continue
             ev.e_delivered_wh += p * dt_s / 3600.0
             ev.p_peak_w = max(ev.p_peak_w, p)
+            if p > 0 and ev.t_first_charge_s is None:
+                ev.t_first_charge_s = self.fleet.time - int(dt_s)
             if ev.done is not None and not ev.done.triggered and \
                     ev.e_delivered_wh >= ev.energy_wanted_wh - max(1.0, 1e-3 * ev.energy_wanted_wh):
                 ev.done.succeed()
@@ -326,7 +352,8 @@ class EVFleetSim(mosaik_api_v3.Simulator):
                working_days: Iterable[int] = (0, 1, 2, 3, 4), distance_km_mean: float = 35.0,
                distance_km_sigma: float = 0.6, plug_probability: float = 0.9, unplug_when_done: bool = False,
                plug_in_h: Iterable[float] = (18.75, 1.3), unplug_h: Iterable[float] = (7 + 20 / 60, 0.8),
-               soc_arrival_range: Iterable[float] = (0.1, 0.6), name: str | None = None) -> list[dict]:
+               soc_arrival_range: Iterable[float] = (0.1, 0.6), name: str | None = None,
+               session_model: str | None = None) -> list[dict]:
         if model != "Site":
             raise ValueError("only Site entities can be created (bays are their children)")
         out = []
@@ -340,7 +367,12 @@ class EVFleetSim(mosaik_api_v3.Simulator):
                             unplug_when_done=bool(unplug_when_done),
                             plug_in_h=tuple(plug_in_h),  # type: ignore[arg-type]
                             unplug_h=tuple(unplug_h),  # type: ignore[arg-type]
-                            soc_arrival_range=tuple(soc_arrival_range))  # type: ignore[arg-type]
+                            soc_arrival_range=tuple(soc_arrival_range),  # type: ignore[arg-type]
+                            session_model=session_model)
+            if session_model is not None:
+                from simulators.ev_sessions import model
+
+                model(session_model)  # an unknown name fails here, not at the first day
             site = Site(self, spec)
             self.sites[eid] = site
             children = []
@@ -438,7 +470,9 @@ def read_sessions(path: str | Path) -> tuple[list[dict], list[dict]]:
 def session_kpis(path: str | Path, site: str | None = None) -> dict[str, float]:
     """Charging KPIs from a sessions file (optionally of one site).
 
-    energy_delivered_wh, energy_wanted_wh, unmet_energy_wh (wanted minus delivered at departure, unserved EVs
+    sessions_served (left with >= 95 % of the energy asked for), energy_ratio (delivered / wanted),
+    wait_first_charge_mean_s / _max_s (arrival to the first step with charging power; an EV that never
+    charged counts its whole stay), energy_delivered_wh, energy_wanted_wh, unmet_energy_wh (wanted minus delivered at departure, unserved EVs
     count with everything they wanted), services_completed (EVs that left with what they wanted), arrivals,
     served (EVs that got a connector), peak_charging_w (the site's highest step-mean power), waiting time
     (mean and max over all arrivals, and how many EVs had to wait).
@@ -448,6 +482,9 @@ def session_kpis(path: str | Path, site: str | None = None) -> dict[str, float]:
         sessions = [s for s in sessions if s["site"] == site]
         sites = [s for s in sites if s["site"] == site]
     waits = np.array([s["wait_s"] for s in sessions], dtype=float)
+    first = np.array([s.get("wait_first_charge_s", s["wait_s"]) for s in sessions], dtype=float)
+    wanted = float(sum(s["e_wanted_wh"] for s in sessions))
+    delivered = float(sum(s["e_delivered_wh"] for s in sessions))
     return {
         "arrivals": float(len(sessions)),
         "served": float(sum(bool(s["served"]) for s in sessions)),
@@ -459,8 +496,30 @@ def session_kpis(path: str | Path, site: str | None = None) -> dict[str, float]:
         "waiting_mean_s": float(waits.mean()) if waits.size else 0.0,
         "waiting_max_s": float(waits.max()) if waits.size else 0.0,
         "n_waited": float((waits > 0).sum()),
+        "sessions_served": float(sum(bool(s.get("served_95", False)) for s in sessions)),
+        "energy_ratio": delivered / wanted if wanted > 0 else 1.0,
+        "wait_first_charge_mean_s": float(first.mean()) if first.size else 0.0,
+        "wait_first_charge_max_s": float(first.max()) if first.size else 0.0,
     }
 
 
-__all__ = ["EVFleetSim", "session_kpis", "read_sessions", "ENV_OUTPUTS", "DEFAULT_EV_TYPES", "DEFAULT_GROUPS",
+def fleet_history(*, start: str, timezone: str | None, seed: int, step_s: int, sites: list[dict], index: int,
+                  days: int) -> list[EV]:
+    """The EVs site ``index`` of a fleet would have seen on the ``days`` days before ``start``.
+
+    Drawn by the same code and generators as the run (one Generator per (seed, site, day)), so a controller
+    can estimate its forecasts from history without seeing the run's future. ``sites`` are the ``create``
+    keyword arguments of every site of the fleet, in order (the site index enters the random streams).
+    Day -1 is left out: its residential EVs are still plugged in at the start.
+    """
+    sim = EVFleetSim()
+    sim.init("history", step_size=step_s, start=start, timezone=timezone, seed=seed)
+    for kw in sites:
+        sim.create(1, "Site", **kw)
+    site = list(sim.sites.values())[index]
+    site.history = True
+    return [ev for d in range(-days, -1) for ev in site._day_evs(d)]
+
+
+__all__ = ["EVFleetSim", "fleet_history", "SERVED_SHARE", "session_kpis", "read_sessions", "ENV_OUTPUTS", "DEFAULT_EV_TYPES", "DEFAULT_GROUPS",
            "EV"]

@@ -392,7 +392,10 @@ def test_monitor_server_routes():
         assert b"EventSource" in urllib.request.urlopen(url + "app.js", timeout=5).read()
         got = json.loads(urllib.request.urlopen(url + "api/state", timeout=5).read())
         assert got["devices"][0]["value"] is None and got["devices"][0]["meas"] == {}
-        req = urllib.request.Request(url + "api/stop", data=b"", method="POST")
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # no CSRF token: a foreign page cannot stop it
+            urllib.request.urlopen(urllib.request.Request(url + "api/stop", data=b"", method="POST"), timeout=5)
+        csrf = json.loads(urllib.request.urlopen(url + "auth/me", timeout=5).read())["csrf"]
+        req = urllib.request.Request(url + "api/stop", data=b"", method="POST", headers={"X-CSRF-Token": csrf})
         assert json.loads(urllib.request.urlopen(req, timeout=5).read()) == {"ok": True, "safe": {"d1": "ok"}}
         assert stops == ["stop requested over HTTP"]
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from cosim.gui.app import create_gui_app
-from cosim.gui.auth import LocalAuth, User, hash_password
+from cosim.security.webauth import User, WebAuth, hash_password
 from cosim.sta.server import HttpServer
 from cosim.sta.store import Store
 from tests.sta_runs import pilot_run
@@ -32,7 +32,7 @@ def server(run_dir):
     store.add_run(run_dir)
     users = [User("alice", "resident", hash_password("alice-pw"), site=HOME),
              User("eve", "engineer", hash_password("eve-pw"))]
-    with HttpServer(create_gui_app(store, auth=LocalAuth(users))) as srv:
+    with HttpServer(create_gui_app(store, auth=WebAuth(users))) as srv:
         yield srv
 
 

@@ -10,7 +10,9 @@ Access (roles of the shared web-auth design, :mod:`cosim.gui.auth`):
 ``/auth/...``          login, logout, who am I (the gate answers these itself)
 =====================  =====================================================================================
 
-Without a users file the server is open (it binds 127.0.0.1 by default): everyone is the local engineer.
+Login, sessions, CSRF and the audit log are the framework's shared web access control
+(:mod:`cosim.security.webauth`); without a users file the server is open (it binds 127.0.0.1 by default):
+everyone is the local engineer.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from cosim.sta.engine import Engine
 from cosim.sta.server import add_sta_routes
 from cosim.sta.store import Store
 
 from . import data
-from .auth import RESIDENT, Gate, LocalAuth, Reply, load_users
+from .auth import RESIDENT, Gate, Reply, gui_auth
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/gui/home": "home.html", "/gui/tech": "tech.html", "/gui/gui.css": "gui.css", "/gui/home.js": "home.js",
@@ -54,7 +57,7 @@ def create_gui_app(store: Store, *, engine: Engine | None = None, users: str | N
     """``auth``: any object with the ``gate`` interface (the shared WebAuth, or LocalAuth); else a users file
     (``users``) or open access."""
     app = FastAPI(title="S4G SensorThings API and GUIs", docs_url=None, redoc_url=None, openapi_url=None)
-    gate: Gate = auth or LocalAuth(load_users(users) if users else None)
+    gate: Gate = auth or gui_auth(users)
     engine = engine or Engine(store)
     app.state.store, app.state.engine, app.state.auth = store, engine, gate
 
@@ -70,8 +73,9 @@ def create_gui_app(store: Store, *, engine: Engine | None = None, users: str | N
             need = NEEDS.get(path, "admin")
         headers = {k.lower(): v for k, v in request.headers.items()}
         host = request.headers.get("host", "")
-        answer = gate.gate(request.method, path, headers, body, host=host, need=need,
-                           peer=request.client.host if request.client else "")
+        # off the event loop: a login after failures is slowed down on purpose (WebAuth sleeps)
+        answer = await run_in_threadpool(gate.gate, request.method, path, headers, body, host=host, need=need,
+                                         peer=request.client.host if request.client else "")
         if isinstance(answer, Reply) or (hasattr(answer, "status") and hasattr(answer, "body")):
             return _reply(answer)  # type: ignore[arg-type]
         resident = getattr(answer, "role", None) == RESIDENT

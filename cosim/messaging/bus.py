@@ -54,7 +54,7 @@ from typing import Any
 from . import senml, topics
 from .backends import Backend, create_backend
 from .config import BrokerAddress, MessagingSpec, parse_broker_url
-from .embedded_broker import EmbeddedBroker
+from .embedded_broker import BrokerSecurity, EmbeddedBroker
 from .errors import BrokerUnavailable, DeliveryTimeout, PublishNotAllowed, SenMLError, TopicError
 from .faults import FaultInjector
 from .senml import Record
@@ -257,7 +257,11 @@ class MessageBus:
     """
 
     def __init__(self, spec: MessagingSpec | Mapping[str, Any] | None = None, *, seed: int = 0,
-                 start: datetime | float = DEFAULT_START, strict_units: bool = True, decode_own: bool = False) -> None:
+                 start: datetime | float = DEFAULT_START, strict_units: bool = True, decode_own: bool = False,
+                 security: BrokerSecurity | None = None, client_identity: str = "cosim") -> None:
+        #: secure embedded brokers (TLS, client certificates, topic policy) and the certificate our clients show
+        self.security = security
+        self.client_identity = client_identity
         if spec is None:
             spec = MessagingSpec()
         elif not isinstance(spec, MessagingSpec):
@@ -305,13 +309,14 @@ class MessageBus:
             raise BrokerUnavailable("the message bus was closed")
         try:
             if any(r.address.kind == "embedded" for r in self._roles.values()):
-                self._embedded = EmbeddedBroker(name=f"bus-{self._instance}").start(self.spec.timeout_s)
+                self._embedded = EmbeddedBroker(name=f"bus-{self._instance}",
+                                                security=self.security).start(self.spec.timeout_s)
             for role in self._roles.values():
                 address = role.address
                 sub_qos = self.spec.subscribe_qos
                 if address.kind == "embedded":
                     assert self._embedded is not None
-                    address = BrokerAddress(kind="mqtt", host=self._embedded.host, port=self._embedded.port)
+                    address = self._embedded_address(self._embedded)
                 backend = create_backend(
                     address, subscribe=self._prefix + topics.role_filter(role.key),
                     client_id=f"s4g-bus-{self._instance}-{role.key.replace(':', '-')}",
@@ -326,6 +331,16 @@ class MessageBus:
         self._opened = True
         log.debug("message bus open: %s", self.describe())
         return self
+
+    def _embedded_address(self, broker: EmbeddedBroker) -> BrokerAddress:
+        if self.security is None:
+            return BrokerAddress(kind="mqtt", host=broker.host, port=broker.port)
+        from devices.tls import TlsFiles
+
+        files = TlsFiles.from_pki(self.security.pki, self.client_identity)
+        return BrokerAddress(kind="mqtt", host=broker.host, port=broker.port, tls=True, ca=str(files.ca),
+                             certfile=str(files.cert), keyfile=str(files.key),
+                             crl=str(files.crl) if files.crl else None)
 
     def close(self) -> None:
         """Let in-flight messages come back (so ``stats()`` is the same in every mode; skipped once a delivery

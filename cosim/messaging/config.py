@@ -61,6 +61,7 @@ class BrokerAddress:
     ca: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    crl: str | None = None  # the broker's certificate is checked against this CRL
     insecure: bool = False
     protocol: int = 3  # 3 = MQTT 3.1.1, 5 = MQTT 5
 
@@ -94,7 +95,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
     if parts.path not in ("", "/"):
         raise ValueError(f"broker address {url!r}: unexpected path {parts.path!r}")
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    known = {"ca", "certfile", "keyfile", "insecure", "v", "password_env"}
+    known = {"ca", "certfile", "keyfile", "crl", "pki", "identity", "insecure", "v", "password_env"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise ValueError(f"broker address {url!r}: unknown parameter(s) {', '.join(unknown)} "
@@ -110,10 +111,24 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise ValueError(f"broker address {url!r}: v must be 3 (MQTT 3.1.1) or 5 (MQTT 5)")
     if "certfile" in query and "keyfile" not in query:
         raise ValueError(f"broker address {url!r}: certfile needs keyfile")
+    if "pki" in query:  # ca, certificate of identity=, key and CRL from a PKI directory (s4g pki)
+        from devices.tls import TlsConfigError, TlsFiles
+
+        try:
+            files = TlsFiles.from_pki(query["pki"], query.get("identity") or None)
+        except TlsConfigError as exc:
+            raise ValueError(f"broker address {url!r}: {exc}") from None
+        for key, value in (("ca", files.ca), ("certfile", files.cert), ("keyfile", files.key), ("crl", files.crl)):
+            if value is not None:
+                query.setdefault(key, str(value))
+    elif "identity" in query:
+        raise ValueError(f"broker address {url!r}: identity= needs pki=DIR")
     return BrokerAddress(
-        kind="mqtt", host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls or "ca" in query,
+        kind="mqtt", host=parts.hostname, port=port or (8883 if tls else 1883),
+        tls=tls or "ca" in query or "crl" in query,
         username=unquote(parts.username) if parts.username else None, password=password,
         ca=query.get("ca") or None, certfile=query.get("certfile") or None, keyfile=query.get("keyfile") or None,
+        crl=query.get("crl") or None,
         insecure=query.get("insecure", "0").lower() in ("1", "true", "yes"),
         protocol=5 if version == "5" else 3,
     )

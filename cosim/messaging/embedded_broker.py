@@ -6,6 +6,10 @@ and ``stop()`` shuts it down cleanly, joins its thread and closes its event loop
 
     with EmbeddedBroker() as broker:
         print(broker.url)        # mqtt://127.0.0.1:40123
+
+``EmbeddedBroker(security=BrokerSecurity(pki, policy))`` serves TLS only (the broker's certificate from the PKI),
+requires a client certificate that verifies against the PKI and its CRL, and applies the policy through the
+plugins of :mod:`.broker_auth` (identity from the certificate, topic ACL), as Mosquitto does in production.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from devices import tls
 
 from .errors import BrokerUnavailable
 
@@ -30,10 +39,26 @@ def _quiet_amqtt() -> None:
             logger.setLevel(logging.WARNING)
 
 
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """TLS and policy of a secure embedded broker: the PKI directory, the broker's identity in it, and the
+    policy object (:class:`cosim.security.broker_policy.BrokerPolicy`)."""
+
+    pki: str | Path
+    policy: Any
+    identity: str = "broker"
+
+    def context(self) -> ssl.SSLContext:
+        return tls.server_context(tls.TlsFiles.from_pki(self.pki, self.identity))
+
+
 class EmbeddedBroker:
     """amqtt broker in its own thread and event loop. ``start()`` returns once it listens; ``port`` is then set."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str = "embedded") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str = "embedded",
+                 security: BrokerSecurity | None = None) -> None:
+        self.security = security
+        self._policy_key: str | None = None
         self.host = host
         self.port = port
         self._requested_port = port
@@ -51,7 +76,14 @@ class EmbeddedBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.security else 'mqtt'}://{self.host}:{self.port}"
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Refused connections, publications, subscriptions and deliveries (secure brokers)."""
+        from .broker_auth import COUNTS
+
+        return dict(COUNTS.get(self._policy_key or "", {}))
 
     def start(self, timeout: float = 10.0) -> EmbeddedBroker:
         if self._thread is not None:
@@ -85,6 +117,13 @@ class EmbeddedBroker:
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(loop.stop)
         self._join(timeout)
+        self._unregister()
+
+    def _unregister(self) -> None:
+        if self._policy_key is not None:
+            from .broker_auth import unregister
+
+            unregister(self._policy_key)
 
     def _join(self, timeout: float) -> None:
         if self._thread is not None:
@@ -102,6 +141,19 @@ class EmbeddedBroker:
 
     # -- the broker thread -----------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
+        if self.security is not None:
+            from . import broker_auth
+
+            files = tls.TlsFiles.from_pki(self.security.pki, self.security.identity)
+            self._policy_key = self._policy_key or broker_auth.register(self.security.policy)
+            plugin = {"policy": self._policy_key}
+            return {
+                "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self._requested_port}", "ssl": True,
+                                          "cafile": str(files.ca), "certfile": str(files.cert),
+                                          "keyfile": str(files.key)}},
+                "plugins": {"cosim.messaging.broker_auth.CertificateAuthPlugin": plugin,
+                            "cosim.messaging.broker_auth.TopicPolicyPlugin": plugin},
+            }
         return {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self._requested_port}"}},
             # only what we need: anonymous access; no $SYS publisher, no packet logging
@@ -128,7 +180,15 @@ class EmbeddedBroker:
     async def _start(self) -> None:
         from amqtt.broker import Broker
 
-        broker = Broker(self._config())
+        context = self.security.context() if self.security is not None else None
+
+        class _Broker(Broker):
+            # amqtt's own context accepts clients without a certificate and checks no CRL: ours does both
+            def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:  # type: ignore[override]
+                assert context is not None
+                return context
+
+        broker = _Broker(self._config())
         await broker.start()
         self._broker = broker
         if self._requested_port == 0:

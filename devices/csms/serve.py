@@ -4,6 +4,11 @@
 [--every 10] [--duration S]``. Without ``--ids`` any charge point id is admitted (OCPP 1.6J and 2.0.1, by
 subprotocol); with ``--upstream`` the admitted stations are proxied to a legacy CSMS. Boots, status changes
 and transactions are printed as they happen, and a table of all stations every ``--every`` seconds.
+
+Security (docs/security.md): ``--security-profile 1`` checks HTTP Basic auth against ``--passwords FILE`` (a
+JSON object charge point id -> password); ``2`` adds TLS (``--tls-pki DIR``, server certificate ``csms``);
+``3`` requires client certificates named after the charge point instead of passwords. On a non-loopback
+``--host`` the CSMS refuses to start without TLS unless ``--insecure`` is given.
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ import math
 import signal
 import time
 
+from pathlib import Path
+
+from devices import serve_security
 from devices.serving import duration_s, identity, port, run_served, step_s, websocket_url
 from devices.wallbox import proxy
 from devices.wallbox.csms import CsmsServer
+from devices.wallbox.security import PROFILES, CsmsSecurity, OcppSecurityError, check_password
+from devices.wire_json import loads
 from devices.wallbox.model import status_name
 from devices.wallbox.rpc import Payload, printable
 from devices.wallbox.station_state import StationState
@@ -33,6 +43,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", type=websocket_url, help="proxy the --ids stations to this legacy CSMS URL")
     parser.add_argument("--every", type=step_s, default=10.0, help="print the station table every N s (default 10)")
     parser.add_argument("--duration", type=duration_s, help="stop after this many seconds (default: until Ctrl-C)")
+    parser.add_argument("--security-profile", type=int, choices=PROFILES, default=0,
+                        help="OCPP security profile: 0 none, 1 basic auth, 2 TLS + basic auth, 3 TLS + client "
+                             "certificates (default 0)")
+    parser.add_argument("--passwords", metavar="FILE", help="JSON object: charge point id -> basic-auth password "
+                                                             "(profiles 1 and 2)")
+    serve_security.add_arguments(parser, identity="csms", tls_help="(profiles 2 and 3)")
+
+
+def security_from_args(args: argparse.Namespace) -> CsmsSecurity:
+    passwords = None
+    if args.passwords:
+        raw = loads(Path(args.passwords).read_bytes())
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise OcppSecurityError(f"--passwords {args.passwords}: expected a JSON object id -> password")
+        passwords = {k: check_password(v) for k, v in raw.items()}
+    if args.security_profile in (1, 2) and not passwords:
+        raise OcppSecurityError(f"--security-profile {args.security_profile} needs --passwords FILE")
+    if args.security_profile >= 2 and not args.tls_pki:
+        raise OcppSecurityError(f"--security-profile {args.security_profile} needs --tls-pki DIR")
+    context = serve_security.server_ssl(args, require_client_cert=args.security_profile == 3) \
+        if args.security_profile >= 2 else None
+    return CsmsSecurity(args.security_profile, context, passwords)
 
 
 def _ids(text: str) -> str:
@@ -73,7 +105,10 @@ def _on_message(st: StationState, action: str, p: Payload) -> None:
 
 async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
     ids = [x.strip() for x in (args.ids or "").split(",") if x.strip()]
-    server = CsmsServer(args.host, args.port, accept_any=not ids)
+    security = security_from_args(args)
+    serve_security.check_bind(args.host, encrypted=security.ssl is not None, insecure=args.insecure,
+                              what=f"the CSMS (security profile {security.profile})")
+    server = CsmsServer(args.host, args.port, accept_any=not ids, security=security)
     for cp_id in ids:
         server.expect(cp_id, args.version, proxy.factory(args.upstream) if args.upstream else None)
     server.listeners.append(_on_message)
@@ -86,7 +121,8 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
             bound = await server.start()
         except OSError as exc:
             raise OSError(f"--port {args.port}: cannot listen on {args.host} ({exc.strerror or exc})") from None
-        print(f"CSMS listening on ws://{args.host}:{bound}/<charge point id> "
+        print(f"CSMS listening on {security.scheme}://{args.host}:{bound}/<charge point id> "
+              f"(security profile {security.profile}) "
               f"({'ids ' + ', '.join(ids) if ids else 'any id'}; OCPP 1.6J and 2.0.1)", flush=True)
         if ready is not None:
             ready.set()

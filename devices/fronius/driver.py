@@ -34,6 +34,7 @@ from devices.base import Address, Capabilities, DeviceError, DeviceUnavailable, 
     SetpointRejected
 from devices.connection import ReconnectingDriver
 from devices.fronius.model import CHA_ST_EMPTY, CHA_ST_FULL, RVRT_S_MAX
+from devices import tls
 from devices.fronius.modbus_client import ModbusException, ModbusTcpClient
 from devices.fronius.sunspec_map import (
     BASE_ADDRESS,
@@ -164,7 +165,7 @@ class ReadBackMismatch(ProtocolError):
 
 class SunSpecDriver(ReconnectingDriver):
     schemes = ("sunspec+tcp",)
-    query_keys = ("revert_s",)
+    query_keys = ("revert_s", *tls.TLS_QUERY_KEYS)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         super().__init__(address, capabilities, timeout_s=timeout_s)
@@ -180,7 +181,13 @@ class SunSpecDriver(ReconnectingDriver):
         self.revert_s: int | None = int(query["revert_s"][0]) if "revert_s" in query else None
         if self.revert_s is not None and not 0 <= self.revert_s < RVRT_S_MAX:  # 0xFFFF reads as unimplemented
             raise ValueError(f"{address.raw}: revert_s must be 0..{RVRT_S_MAX - 1}")
-        self.port = address.port or 502
+        try:
+            files = tls.files_from_query(query)
+            self.ssl = tls.client_context(files) if files is not None else None
+        except tls.TlsConfigError as exc:
+            raise ValueError(f"{address.raw}: {exc}") from None
+        # Modbus/TCP Security listens on 802 (IANA mbap/tls), plain Modbus TCP on 502
+        self.port = address.port or (tls.MODBUS_TLS_PORT if self.ssl is not None else 502)
         self._client: ModbusTcpClient | None = None
         self.models: list[ModelEntry] = []
         self._spans: list[tuple[int, int]] = []
@@ -202,7 +209,7 @@ class SunSpecDriver(ReconnectingDriver):
         return self._up and self._client is not None and self._client.is_open
 
     async def _open_link(self) -> None:
-        self._client = ModbusTcpClient(self.address.host or "", self.port, self.unit, self.timeout_s)
+        self._client = ModbusTcpClient(self.address.host or "", self.port, self.unit, self.timeout_s, ssl=self.ssl)
         await self._client.open()
         await self._discover(self._client)
 
@@ -224,6 +231,9 @@ class SunSpecDriver(ReconnectingDriver):
         except ModbusException as exc:
             if exc.code == 0x03:
                 raise SetpointRejected(f"{self.address.raw}: device refused batt_p_w={p_w:g}: {exc}") from exc
+            if exc.code == 0x01 and self.ssl is not None:  # Modbus/TCP Security: the role may not write
+                raise SetpointRejected(f"{self.address.raw}: the device does not authorise this certificate's "
+                                       f"role to write ({exc})") from exc
             raise
 
     def _translate(self, exc: BaseException) -> DeviceError:

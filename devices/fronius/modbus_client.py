@@ -104,8 +104,9 @@ def parse_reply(request: bytes, pdu: bytes) -> list[int]:
 
 
 class ModbusTcpClient:
-    def __init__(self, host: str, port: int, unit: int, timeout_s: float) -> None:
+    def __init__(self, host: str, port: int, unit: int, timeout_s: float, *, ssl=None) -> None:
         self.host, self.port, self.unit, self.timeout_s = host, port, unit, timeout_s
+        self.ssl = ssl  # Modbus/TCP Security: an ssl.SSLContext (devices.tls.client_context)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tid = 0
@@ -116,7 +117,7 @@ class ModbusTcpClient:
 
     async def open(self) -> None:
         self._reader, self._writer = await open_stream(self.host, self.port, self.timeout_s,
-                                                       f"{self.host}:{self.port}")
+                                                       f"{self.host}:{self.port}", ssl=self.ssl)
 
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
@@ -150,6 +151,6 @@ class ModbusTcpClient:
         except TimeoutError as exc:
             await self.close()
             raise DeviceUnavailable(f"{self.host}:{self.port}: no reply within {self.timeout_s:g} s") from exc
-        except (OSError, asyncio.IncompleteReadError) as exc:
+        except (OSError, asyncio.IncompleteReadError) as exc:  # ssl.SSLError included (a TLS alert)
             await self.close()
             raise DeviceUnavailable(f"{self.host}:{self.port}: connection lost: {exc!r}") from exc

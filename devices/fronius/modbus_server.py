@@ -13,6 +13,10 @@ write multiple registers. Everything else follows the Modbus application protoco
 
 An MBAP header with a protocol id other than 0 or a length outside 2..254 cannot be answered (the stream is out of
 step): the connection is closed. Each exception reply and each closed stream is counted (``server.counters``).
+
+Modbus/TCP Security (``tcp.start(..., ssl=...)``, port 802): the client's certificate role authorises it.
+With ``write_roles`` set, a write (0x06, 0x10) from a role not in it is answered 0x01 ILLEGAL FUNCTION, as the
+specification's authorisation rule says, and counted ``unauthorised``; reads are open to every verified client.
 """
 
 from __future__ import annotations
@@ -92,8 +96,11 @@ class ModbusTcpRegisterServer:
 
     def __init__(self, store: RegisterStore, unit_id: int, *, max_connections: int = 16,
                  idle_timeout_s: float | None = 300.0,
-                 corrupt: Callable[[bytes], bytes] | None = None) -> None:
+                 corrupt: Callable[[bytes], bytes] | None = None,
+                 write_roles: frozenset[str] | None = None) -> None:
         self.store = store
+        #: roles allowed to write over TLS (None: whoever completed the handshake); ignored without TLS
+        self.write_roles = write_roles
         self.unit_id = unit_id
         self.silent = False
         self.corrupt_next = False
@@ -104,6 +111,11 @@ class ModbusTcpRegisterServer:
     @property
     def counters(self):
         return self.tcp.counters
+
+    def _authorised(self, conn: ServedConnection, function: int) -> bool:
+        if function not in (WRITE_SINGLE, WRITE_MULTIPLE) or self.tcp.ssl is None or self.write_roles is None:
+            return True
+        return conn.identity is not None and conn.identity.role in self.write_roles
 
     async def _serve(self, conn: ServedConnection) -> None:
         while True:
@@ -121,6 +133,9 @@ class ModbusTcpRegisterServer:
             pdu = await conn.readexactly(length - 1)
             if unit != self.unit_id:
                 reply = bytes([(pdu[0] | 0x80) & 0xFF, GATEWAY_NO_RESPONSE])
+            elif not self._authorised(conn, pdu[0]):
+                conn.count("unauthorised", rejected=False)
+                reply = bytes([(pdu[0] | 0x80) & 0xFF, ILLEGAL_FUNCTION])
             else:
                 reply = handle_pdu(self.store, pdu)
             if reply[0] & 0x80:

@@ -3,7 +3,9 @@
 ``s4g device serve fronius [--port 1502] [--host 127.0.0.1] [--http-port 8080] [--config FILE] [--pv-kwp KWP]
 [--step 1] [--pv-w-per-kwp W] [--site-load-w W]``. The PV irradiance and the site's load are constants from the
 command line (the bench feeds them; a co-simulation feeds them through the scenario). Ctrl-C or SIGTERM stops
-it cleanly. Port 0 picks a free port; the addresses are printed once both servers listen.
+it cleanly. Port 0 picks a free port; the addresses are printed once both servers listen. ``--tls-pki DIR``
+serves SunSpec as Modbus/TCP Security (TLS with client certificates; use ``--port 802``); the Solar API has no
+TLS here and stays on 127.0.0.1 then (``--insecure`` exposes it on ``--host`` too).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from devices import registry
 from devices.fronius.model import FroniusConfig
 from devices.fronius.solar_api import SolarApiServer
 from devices.fronius.virtual import FroniusSunSpecDevice
+from devices import serve_security
 from devices.serving import finite, load_config_file, non_negative, number, port, run_served, step_s, stop_on_signals
 from devices.virtual import run_wall_clock
 
@@ -31,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PV yield per kWp, W (default 500)")
     parser.add_argument("--site-load-w", type=finite, default=800.0, help="site load without the inverter, W")
     parser.add_argument("--device-id", default="fronius", help="device id (the default serial derives from it)")
+    serve_security.add_arguments(parser, identity="device", tls_help="(Modbus/TCP Security, port 802)")
 
 
 def load_config(path: str | None, pv_kwp: float | None) -> FroniusConfig:
@@ -49,11 +53,17 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
 async def _serve_until(stop: asyncio.Event, args: argparse.Namespace, config: FroniusConfig,
                        device: FroniusSunSpecDevice, solar_api: SolarApiServer, ready: asyncio.Event | None) -> None:
     try:
-        address = await device.start(args.host, args.port)
-        http_port = await solar_api.start(args.host, args.http_port)
+        context = serve_security.server_ssl(args)
+        serve_security.check_bind(args.host, encrypted=context is not None, insecure=args.insecure,
+                                  what="SunSpec Modbus TCP")
+        # the Solar API has no TLS: with TLS for SunSpec it stays on loopback unless --insecure
+        http_host = args.host if context is None or args.insecure else "127.0.0.1"
+        serve_security.check_bind(http_host, encrypted=False, insecure=args.insecure, what="the Solar API (HTTP)")
+        address = await device.start(args.host, args.port, ssl=context)
+        http_port = await solar_api.start(http_host, args.http_port)
         print(f"Fronius {config.model_name} (serial {device.map.serial}), step {args.step:g} s", flush=True)
-        print(f"SunSpec Modbus TCP: {address}", flush=True)
-        print(f"Solar API:          fronius+http://{args.host}:{http_port}", flush=True)
+        print(f"SunSpec Modbus TCP: {address}{' (TLS, client certificates)' if context else ''}", flush=True)
+        print(f"Solar API:          fronius+http://{http_host}:{http_port}", flush=True)
         if ready is not None:
             ready.set()
         env = {"pv_w_per_kwp": args.pv_w_per_kwp, "site_load_w": args.site_load_w}

@@ -37,6 +37,9 @@ def corrupt_frame(frame: bytes) -> bytes:
         data[7] ^= 0x40
     return bytes(data)
 
+#: certificate roles that may write over Modbus/TCP Security (control components and the co-simulation)
+WRITE_ROLES = frozenset({"controller", "cosim"})
+
 
 class FroniusSunSpecDevice(VirtualDevice):
     scheme = "sunspec+tcp"
@@ -53,11 +56,13 @@ class FroniusSunSpecDevice(VirtualDevice):
         self.map = FroniusRegisterMap(config, device_id)
         self.image: list[int] = self.map.registers(self.fbank.state(0))
         self.server = ModbusTcpRegisterServer(self, config.unit_id, max_connections=max_connections,
-                                              idle_timeout_s=idle_timeout_s, corrupt=corrupt_frame)
+                                              idle_timeout_s=idle_timeout_s, corrupt=corrupt_frame,
+                                              write_roles=WRITE_ROLES)
 
     # -- VirtualDevice -----------------------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        await self.server.tcp.start(host, port)
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl=None) -> str:
+        """Serve SunSpec on host:port; with ``ssl`` (devices.tls.server_context) as Modbus/TCP Security."""
+        await self.server.tcp.start(host, port, ssl=ssl)
         return self.address
 
     async def stop(self) -> None:

@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import json
 
-from devices import registry
+from devices import registry, serve_security
 from devices.libal.model import LibalConfig
 from devices.libal.virtual import LibalVirtualDevice
 from devices.serving import (fraction, modbus_unit, port, read_config_file, run_served, step_s, stop_on_signals,
@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=step_s, default=1.0, help="model step in wall-clock seconds (default 1)")
     parser.add_argument("--soc-init", type=fraction, help="initial state of charge 0..1, overrides the config")
     parser.add_argument("--device-id", default="libal", help="device id used in log lines")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback --host: RTU over TCP and socketcand have no TLS (anyone on that "
+                             "network can read and command the battery)")
 
 
 def load_config(path: str | None, soc_init: float | None) -> LibalConfig:
@@ -60,6 +63,8 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
 async def _serve_until(stop: asyncio.Event, args: argparse.Namespace, config: LibalConfig,
                        device: LibalVirtualDevice, ready: asyncio.Event | None) -> None:
     try:
+        serve_security.check_bind(args.host, encrypted=False, insecure=args.insecure,
+                                  what="Modbus RTU over TCP and socketcand (no TLS)")
         address = await device.start(args.host, args.rtu_port, can_port=args.can_port)
         b = config.battery
         print(f"LiBal rack {b.capacity_wh / 1000:g} kWh, PCS {b.p_charge_max_w / 1000:g}/{b.p_discharge_max_w / 1000:g} kW, "

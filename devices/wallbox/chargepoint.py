@@ -38,6 +38,7 @@ from devices.backoff import Backoff
 from devices.wallbox import profiles as pf
 from devices.wallbox.model import WallboxBank, WallboxConfig
 from devices.wallbox.outbox import Outbox, OutMsg
+from devices.wallbox.security import OcppSecurityError, StationSecurity, basic_auth_header, check_password
 from devices.wallbox.rpc import SUBPROTOCOL, CallErrorReply, ConnectionLost, Endpoint, MalformedReply, Payload
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,12 @@ class VirtualChargePoint:
     def __init__(self, bank: WallboxBank, cfg: WallboxConfig, *, cp_id: str, csms_url: str,
                  clock: Callable[[], datetime], clock_at: Callable[[float], datetime] | None = None,
                  id_tag: str = "S4G", backoff_s: tuple[float, float] = (0.05, 5.0),
-                 call_timeout_s: float = 10.0, drain_timeout_s: float = 10.0) -> None:
+                 call_timeout_s: float = 10.0, drain_timeout_s: float = 10.0,
+                 security: StationSecurity | None = None) -> None:
         self.bank, self.cfg = bank, cfg
+        #: security profile, password and TLS context (devices.wallbox.security); the password and the profile
+        #: can be changed by the CSMS (AuthorizationKey / BasicAuthPassword, SecurityProfile) for the next connect
+        self.security = security or StationSecurity()
         self.cp_id = cp_id
         self.csms_url = csms_url
         self.clock = clock
@@ -112,7 +117,9 @@ class VirtualChargePoint:
         self.settings: dict[str, Any] = {"meter_interval_s": cfg.meter_interval_s,
                                          "heartbeat_interval_s": cfg.heartbeat_interval_s,
                                          "tx_attempts": cfg.tx_message_attempts,
-                                         "tx_retry_interval_s": cfg.tx_message_retry_interval_s}
+                                         "tx_retry_interval_s": cfg.tx_message_retry_interval_s,
+                                         "security_profile": self.security.profile,
+                                         "authorization_key": self.security.password}
         self.tx: LocalTx | None = None
         self.outbox = Outbox()
         self.reported_status: int | None = None
@@ -190,7 +197,8 @@ class VirtualChargePoint:
         while not self._stopping:
             try:
                 async with connect(url, subprotocols=[SUBPROTOCOL[self.version]], open_timeout=5,
-                                   ping_interval=20, ping_timeout=20, close_timeout=2, max_size=1 << 20) as ws:
+                                   ping_interval=20, ping_timeout=20, close_timeout=2, max_size=1 << 20,
+                                   **self._security_options()) as ws:
                     self._ws = ws
                     self.stats["connects"] += 1
                     await self._session(ws, backoff)
@@ -214,6 +222,38 @@ class VirtualChargePoint:
             backoff.failed()  # with jitter: a restarting CSMS is not hammered by all its stations at once
             wait = max(backoff.retry_at - time.monotonic(), 0.0) * (0.75 + 0.5 * self._rng.random())
             await asyncio.sleep(wait)
+
+    def _security_options(self) -> dict[str, Any]:
+        """TLS context and the Authorization header of the current profile and password."""
+        opts: dict[str, Any] = {}
+        if self.security.ssl is not None:
+            opts["ssl"] = self.security.ssl
+        password = self.settings.get("authorization_key")
+        if self.settings["security_profile"] in (1, 2) and password:
+            opts["additional_headers"] = {"Authorization": basic_auth_header(self.cp_id, password)}
+        return opts
+
+    def change_security(self, key: str, value: str) -> str:
+        """A CSMS's change of the profile or the password (1.6 SecurityProfile / AuthorizationKey, 2.0.1
+        SecurityCtrlr.BasicAuthPassword): 'Accepted' or 'Rejected'. The profile may only go up (whitepaper:
+        a lower one is rejected), and to 2/3 only with TLS configured; both apply from the next connection."""
+        if key == "authorization_key":
+            try:
+                check_password(value)
+            except OcppSecurityError:
+                return "Rejected"
+            self.settings["authorization_key"] = value
+            return "Accepted"
+        try:
+            profile = int(value)
+        except ValueError:
+            return "Rejected"
+        if profile not in (1, 2, 3) or profile < self.settings["security_profile"] \
+                or (profile >= 2 and self.security.ssl is None) \
+                or (profile in (1, 2) and not self.settings.get("authorization_key")):
+            return "Rejected"
+        self.settings["security_profile"] = profile
+        return "Accepted"
 
     async def _session(self, ws: ClientConnection, backoff: Backoff) -> None:
         ep = Endpoint(self.cp_id, _FaultyConnection(ws, self), self.version, timeout_s=self.call_timeout_s,

@@ -43,12 +43,16 @@ class ChargePoint16(VirtualChargePoint):
     #: read-write configuration keys -> settings
     CONFIG_RW = {"MeterValueSampleInterval": "meter_interval_s", "HeartbeatInterval": "heartbeat_interval_s",
                  "TransactionMessageAttempts": "tx_attempts", "TransactionMessageRetryInterval": "tx_retry_interval_s"}
+    #: security whitepaper keys: the password is write-only (listed without its value), the profile only goes up
+    CONFIG_SECURITY = {"AuthorizationKey": "authorization_key", "SecurityProfile": "security_profile"}
     CONFIG_READONLY = ("ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit",
                        "ChargingScheduleMaxPeriods", "MaxChargingProfilesInstalled", "NumberOfConnectors",
                        "SupportedFeatureProfiles", "MeterValuesSampledData")
 
-    def _config(self) -> dict[str, str]:
-        out = {key: str(self.settings[name]) for key, name in self.CONFIG_RW.items()}
+    def _config(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {key: str(self.settings[name]) for key, name in self.CONFIG_RW.items()}
+        out["SecurityProfile"] = str(self.settings["security_profile"])
+        out["AuthorizationKey"] = None  # write-only
         out.update({
             "ChargeProfileMaxStackLevel": str(self.station.max_stack_level),
             "ChargingScheduleAllowedChargingRateUnit": "Current,Power",
@@ -214,6 +218,8 @@ class ChargePoint16(VirtualChargePoint):
             return {"status": "NotSupported"}
         if key in self.CONFIG_READONLY:
             return {"status": "Rejected"}
+        if key in self.CONFIG_SECURITY:
+            return {"status": self.change_security(self.CONFIG_SECURITY[key], value)}
         try:
             v = float(value) if key == "TransactionMessageRetryInterval" else int(value)
         except ValueError:
@@ -226,7 +232,8 @@ class ChargePoint16(VirtualChargePoint):
     async def _on_get_config(self, p: Payload) -> Payload:
         conf = self._config()
         keys = p.get("key") or list(conf)
-        known = [{"key": k, "readonly": k in self.CONFIG_READONLY, "value": conf[k]} for k in keys if k in conf]
+        known = [{"key": k, "readonly": k in self.CONFIG_READONLY, **({"value": conf[k]} if conf[k] is not None else {})}
+                 for k in keys if k in conf]
         unknown = [k for k in keys if k not in conf]
         return {"configurationKey": known, **({"unknownKey": unknown} if unknown else {})}
 

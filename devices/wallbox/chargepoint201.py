@@ -60,7 +60,11 @@ class ChargePoint201(VirtualChargePoint):
         ("SmartChargingCtrlr", "RateUnit", None): ("A,W", True),
         ("SmartChargingCtrlr", "PeriodsPerSchedule", None): ("max_periods", True),
         ("SmartChargingCtrlr", "Entries", None): ("max_profiles", True),
+        # security (2.0.1 part 2, A00): the profile changes through NetworkConnectionProfiles, not SetVariables
+        ("SecurityCtrlr", "SecurityProfile", None): ("security_profile", True),
+        ("SecurityCtrlr", "BasicAuthPassword", None): ("authorization_key", False),  # write-only
     }
+    WRITE_ONLY = frozenset({"authorization_key"})
 
     def _boot_payload(self) -> Payload:
         return {"chargingStation": {"model": self.cfg.model[:20], "vendorName": self.cfg.vendor[:50],
@@ -256,7 +260,9 @@ class ChargePoint201(VirtualChargePoint):
             res: Payload = {"component": item["component"], "variable": item["variable"], "attributeStatus": status}
             if "attributeType" in item:
                 res["attributeType"] = item["attributeType"]
-            if found is not None:
+            if found is not None and found[0] in self.WRITE_ONLY:
+                res["attributeStatus"] = "Rejected"  # a write-only variable is never read back
+            elif found is not None:
                 res["attributeValue"] = self._value(found[0])
             results.append(res)
         return {"getVariableResult": results}
@@ -275,6 +281,8 @@ class ChargePoint201(VirtualChargePoint):
         return {"setVariableResult": results}
 
     def _set_setting(self, key: str, text: str) -> str:
+        if key == "authorization_key":
+            return self.change_security(key, text)
         try:
             v = float(text) if key == "tx_retry_interval_s" else int(text)
         except ValueError:

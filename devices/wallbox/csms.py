@@ -10,7 +10,10 @@ peers do not hold a slot). Each connected station is served by the session its a
 proxy to a legacy CSMS when the driver asks for one).
 
 What the station reports is kept in a :class:`~devices.wallbox.station_state.StationState` that outlives
-connections (a charge point that reconnects keeps its transaction). Servers are shared in the process: every
+connections (a charge point that reconnects keeps its transaction). Security profiles 1-3 (basic auth, TLS,
+client certificates; :mod:`devices.wallbox.security`) are checked at the handshake too (401/403, or no TLS
+handshake at all for a revoked or foreign certificate); an allow-list (``expect``, or ``--ids``) refuses every
+other id with 404. Servers are shared in the process: every
 driver and virtual device asking for the same (host, port) gets the same server (:func:`acquire` /
 :func:`release`, ref-counted). Every rejection is counted in :attr:`CsmsServer.stats`; charge-point ids are
 escaped before they reach a log line.
@@ -31,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from devices.wallbox.rpc import SUBPROTOCOL, VERSION_OF_SUBPROTOCOL, Payload, printable
+from devices.wallbox.security import CsmsSecurity, _digest, check_password
 from devices.wallbox.session import CsmsSession, Expected, Session, SessionFactory
 from devices.wallbox.station_state import StationState
 
@@ -45,8 +49,10 @@ class CsmsServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, accept_any: bool = False,
                  heartbeat_s: int = 300, request_timeout_s: float = 30.0, max_connections: int = 1024,
                  boot_timeout_s: float = 60.0, idle_timeout_s: float | None = None,
-                 any_connectors: int = 8) -> None:
+                 any_connectors: int = 8, security: CsmsSecurity | None = None) -> None:
         self.host, self.port = host, port
+        self.security = security or CsmsSecurity()
+        self._password_digests: dict[str, bytes] = {}  # cp_id -> SHA-256 of its basic-auth password
         self.accept_any = accept_any
         self.heartbeat_s = heartbeat_s
         self.request_timeout_s = request_timeout_s
@@ -78,7 +84,7 @@ class CsmsServer:
         self._server = await serve(self._handle, self.host, self.port, process_request=self._process_request,
                                    select_subprotocol=self._select_subprotocol,
                                    subprotocols=list(SUBPROTOCOL.values()), ping_interval=20, ping_timeout=20,
-                                   close_timeout=2, compression=None)
+                                   close_timeout=2, compression=None, ssl=self.security.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -96,12 +102,15 @@ class CsmsServer:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
+        return f"{self.security.scheme}://{self.host}:{self.port}/"
 
     # -- admission -----------------------------------------------------------------------------------------
     def expect(self, cp_id: str, version: str, session: SessionFactory | None = None,
-               connectors: int = 1) -> StationState:
-        """Admit ``cp_id`` speaking ``version``, served by ``session`` (default: we are its CSMS)."""
+               connectors: int = 1, password: str | None = None) -> StationState:
+        """Admit ``cp_id`` speaking ``version``, served by ``session`` (default: we are its CSMS); ``password``
+        is its basic-auth password (security profiles 1 and 2)."""
+        if password is not None:
+            self._password_digests[cp_id] = _digest(check_password(password))
         self.expected[cp_id] = Expected(version, session, connectors)
         self._expected_changed.set()
         state = self.states.get(cp_id)
@@ -156,6 +165,15 @@ class CsmsServer:
         if not cp_id or (cp_id not in self.expected and not self.accept_any):
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown_id",
                                 f"unknown charge point {printable(cp_id)!r}")
+        refusal = self.security.refusal(cp_id, request.headers.get("Authorization"),
+                                        connection.transport.get_extra_info("ssl_object"),
+                                        self._password_digests.get(cp_id))
+        if refusal is not None:
+            status, why, text = refusal
+            response = self._refuse(connection, status, why, f"charge point {printable(cp_id)!r}: {text}")
+            if status == HTTPStatus.UNAUTHORIZED:
+                response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+            return response
         if self.connections >= self.max_connections and cp_id not in self.sessions:  # a reconnect replaces
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "cap",
                                 f"more than {self.max_connections} connections")
@@ -276,14 +294,19 @@ def _usable(server: CsmsServer | None) -> bool:
     raise RuntimeError(f"the CSMS on {server.host}:{server.port} runs on another event loop")
 
 
-async def acquire(host: str, port: int = 0, *, accept_any: bool = False) -> CsmsServer:
+async def acquire(host: str, port: int = 0, *, accept_any: bool = False,
+                  security: CsmsSecurity | None = None) -> CsmsServer:
     """The shared server for (host, port), started if needed. Port 0 = the process's default loopback CSMS
-    for ``host`` (all virtual charge points of a run share it)."""
+    for ``host`` (all virtual charge points of a run share it). Every user of one server must ask for the
+    same ``security`` (ValueError otherwise: a driver must not weaken a secure CSMS, nor the other way round)."""
     loop_key = (host, id(asyncio.get_running_loop()))
     async with _lock():
         server = _defaults.get(loop_key) if port == 0 else _servers.get((host, port))
+        if _usable(server) and security is not None and server.security is not security:
+            raise ValueError(f"the CSMS on {host}:{server.port} runs with security profile "
+                             f"{server.security.profile}; this driver asks for another setting")
         if not _usable(server):
-            server = CsmsServer(host, port, accept_any=accept_any)
+            server = CsmsServer(host, port, accept_any=accept_any, security=security)
             await server.start()
             _servers[(host, server.port)] = server
             if port == 0:

@@ -30,10 +30,12 @@ from urllib.parse import parse_qs, unquote
 
 from devices.base import (Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint,
                           SetpointRejected)
+from devices import tls
 from devices.wallbox import csms, proxy
 from devices.wallbox import profiles as pf
 from devices.wallbox.model import status_name
 from devices.wallbox.rpc import CallErrorReply, ConnectionLost, MalformedReply, Payload
+from devices.wallbox.security import OcppSecurityError, csms_security_from_query
 from devices.wallbox.session import Session
 from devices.wallbox.station_state import StationState
 
@@ -43,7 +45,8 @@ PROXY_STACK_LEVEL = 8
 
 class OcppDriver(Driver):
     version = ""
-    query_keys = ("upstream", "stack", "profile_id", "purpose", "connector", "confirm", "voltage", "phases")
+    query_keys = ("upstream", "stack", "profile_id", "purpose", "connector", "confirm", "voltage", "phases",
+                  "security_profile", "password_env", "upstream_identity", *tls.TLS_QUERY_KEYS)
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         super().__init__(address, capabilities, timeout_s=timeout_s)
@@ -64,6 +67,11 @@ class OcppDriver(Driver):
         self.confirm = q.get("confirm", "1") not in ("0", "false", "no")
         self.voltage_v = float(q.get("voltage", 230.0))
         self.phases = int(q.get("phases", 3))
+        try:  # security profile 1-3 of our CSMS and this station's password (devices.wallbox.security)
+            self.security, self.password = csms_security_from_query(q)
+            self.upstream_ssl = self._upstream_ssl(q)
+        except (OcppSecurityError, tls.TlsConfigError) as exc:
+            raise ValueError(f"{address.raw}: {exc}") from None
         self._server: csms.CsmsServer | None = None
         self._state: StationState | None = None
         self._lock = asyncio.Lock()
@@ -78,18 +86,27 @@ class OcppDriver(Driver):
             return
         if self._server is None:
             try:
-                self._server = await csms.acquire(self.host, self.port)
+                self._server = await csms.acquire(self.host, self.port, security=self.security)
             except OSError as exc:
                 raise DeviceUnavailable(f"{self.address.raw}: cannot listen on {self.host}:{self.port}: {exc}") from exc
             self._state = self._server.expect(self.cp_id, self.version,
-                                              proxy.factory(self.upstream) if self.upstream else None,
-                                              connectors=max(self.connector, 1))
+                                              proxy.factory(self.upstream, ssl=self.upstream_ssl)
+                                              if self.upstream else None,
+                                              connectors=max(self.connector, 1), password=self.password)
         self._open = True
         session = await self._server.wait_booted(self.cp_id, self.timeout_s)
         if session is None:
             await self.close()
             raise DeviceUnavailable(f"charge point {self.cp_id!r} did not connect and boot to our CSMS on "
                                     f"ws://{self.host}:{self.port}/ within {self.timeout_s:g} s")
+
+    def _upstream_ssl(self, q: dict[str, str]):
+        """TLS towards a wss:// upstream: its CA from pki=, our client certificate upstream_identity= (optional)."""
+        if not (self.upstream or "").startswith("wss://"):
+            return None
+        if not q.get("pki"):
+            return tls.client_context(tls.TlsFiles())  # the system's trust store
+        return tls.client_context(tls.TlsFiles.from_pki(q["pki"], q.get("upstream_identity")))
 
     async def close(self) -> None:
         self._open = False

@@ -162,6 +162,13 @@ def charge_exact(soc: np.ndarray, e_left_wh: np.ndarray, p_cap_w: np.ndarray, p_
     return energy, soc
 
 
+def ev_accept_w(soc, p_ev_w, cv_soc=0.9, floor=0.1):
+    """The power an EV accepts at ``soc``: its on-board maximum, tapering linearly with the remaining
+    capacity above ``cv_soc``, never below ``floor`` of the maximum (the CC-CV curve of :func:`charge_exact`)."""
+    soc = np.asarray(soc, dtype=float)
+    return np.asarray(p_ev_w, dtype=float) * np.clip((1.0 - soc) / (1.0 - np.asarray(cv_soc, dtype=float)), floor, 1.0)
+
+
 class WallboxBank(ModelBank):
     """N wallboxes with the EVs plugged into them."""
 

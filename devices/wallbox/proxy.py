@@ -132,7 +132,7 @@ class ProxySession(Session):
     """One charge point connected through us to the upstream CSMS."""
 
     def __init__(self, server: SessionHost, state: StationState, ws: ServerConnection, *, upstream: str,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, ssl: Any = None) -> None:
         super().__init__(server, state, ws, timeout_s=timeout_s)
         self.timeout_s = timeout_s
         self.upstream_url = upstream.rstrip("/") + "/" + quote(state.cp_id, safe="")
@@ -140,11 +140,15 @@ class ProxySession(Session):
         self.endpoint = self.station_side  # our own requests (driver) go through the station side
         self.upstream_side: _UpstreamSide | None = None  # type: ignore[assignment]
         self._up_ws: Any = None
+        self.upstream_ssl = ssl  # wss:// upstream: a devices.tls client context
 
     async def run(self) -> None:
         try:
+            # the station's basic-auth credentials go upstream unchanged: the legacy CSMS keeps checking them
+            auth = self.ws.request.headers.get("Authorization") if self.ws.request is not None else None
             self._up_ws = await connect(self.upstream_url, subprotocols=[SUBPROTOCOL[self.version]], open_timeout=10,
-                                        close_timeout=2)
+                                        close_timeout=2, **({"ssl": self.upstream_ssl} if self.upstream_ssl else {}),
+                                        **({"additional_headers": {"Authorization": auth}} if auth else {}))
         except Exception as exc:  # unreachable upstream: the station will retry with backoff
             log.warning("%s: upstream %s unreachable: %s", printable(self.state.cp_id), self.upstream_url, exc)
             await self.ws.close(1011, "upstream CSMS unreachable")
@@ -164,9 +168,10 @@ class ProxySession(Session):
                              return_exceptions=True)
 
 
-def factory(upstream: str) -> SessionFactory:
-    """The session factory that serves a charge point through the legacy CSMS at ``upstream``."""
-    return functools.partial(ProxySession, upstream=upstream)
+def factory(upstream: str, ssl: Any = None) -> SessionFactory:
+    """The session factory that serves a charge point through the legacy CSMS at ``upstream`` (``wss://`` with
+    ``ssl``, a devices.tls client context)."""
+    return functools.partial(ProxySession, upstream=upstream, ssl=ssl)
 
 
 __all__ = ["ProxySession", "factory"]

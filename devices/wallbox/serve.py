@@ -45,6 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML or JSON file with WallboxConfig fields")
     parser.add_argument("--step", type=step_s, default=1.0, help="model step in seconds (default 1)")
     parser.add_argument("--duration", type=duration_s, help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--security-profile", type=int, choices=(0, 1, 2, 3), default=0,
+                        help="OCPP security profile (1 basic auth, 2 TLS + basic auth, 3 TLS + client certificate)")
+    parser.add_argument("--password-env", metavar="VAR", help="environment variable holding the basic-auth "
+                                                                "password (profiles 1 and 2)")
+    parser.add_argument("--tls-pki", metavar="DIR", help="PKI directory: the CSMS's CA, and for profile 3 the "
+                                                          "certificate named --id")
+
+
+def station_security(args: argparse.Namespace):
+    import os
+
+    from devices.wallbox.security import StationSecurity
+
+    password = os.environ.get(args.password_env) if args.password_env else None
+    if args.password_env and password is None:
+        raise ValueError(f"--password-env {args.password_env}: the environment variable is not set")
+    return StationSecurity.from_pki(args.security_profile, args.tls_pki, args.id, password)
 
 
 #: what each EV key must be (the same bounds as WallboxConfig's EV defaults)
@@ -165,7 +182,7 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task] = []
     try:
-        await dev.start_client(args.csms)
+        await dev.start_client(args.csms, security=station_security(args))
         print(f"charge point {args.id} (OCPP {args.ocpp}) -> {args.csms.rstrip('/')}/{args.id}", flush=True)
         if args.commands:
             tasks.append(asyncio.create_task(_commands(dev, plugging, stop)))
@@ -201,5 +218,10 @@ def run(args: argparse.Namespace) -> int:
         parse_ev(args.ev)
     except (TypeError, ValueError) as exc:
         print(f"--ev: {exc}", file=sys.stderr)
+        return 2
+    try:
+        station_security(args)  # a bad security setting is a message, not a traceback
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return run_served(serve, args)

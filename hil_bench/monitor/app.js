@@ -138,12 +138,40 @@ function connect() {
   source.onerror = () => { conn.textContent = "no live data (reconnecting)"; conn.className = "conn off"; };
 }
 
+// who is logged in, and the CSRF token every state-changing request carries (cosim/security/webauth.py)
+let session = null;
+
+function showSession(me) {
+  session = me;
+  document.getElementById("login").hidden = !!me;
+  document.getElementById("who").textContent = me ? `${me.user} (${me.role})` : "";
+}
+
+document.getElementById("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const reply = await fetch("/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ user: document.getElementById("login-user").value,
+                           password: document.getElementById("login-password").value }) });
+  const body = await reply.json();
+  document.getElementById("login-error").textContent = reply.ok ? "" : body.error;
+  if (reply.ok) { showSession(body); connect(); }
+});
+
 document.getElementById("estop").addEventListener("click", async () => {
   const button = document.getElementById("estop");
+  const out = document.getElementById("estop-result");
   button.disabled = true;
-  const reply = await fetch("/api/stop", { method: "POST" });
+  const reply = await fetch("/api/stop", { method: "POST", headers: { "X-CSRF-Token": session ? session.csrf : "" } });
   const result = await reply.json();
+  if (!reply.ok) {
+    out.textContent = "Refused: " + result.error;
+    button.disabled = false;
+    return;
+  }
   button.textContent = "Stopped: " + Object.entries(result.safe || {}).map(([d, r]) => `${d} ${r}`).join(", ");
 });
 
-connect();
+(async () => {
+  const me = await fetch("/auth/me");
+  if (me.ok) { showSession(await me.json()); connect(); } else { showSession(null); }
+})();

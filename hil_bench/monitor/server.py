@@ -13,6 +13,12 @@ request line, header or Content-Length, 404, 405, 413 body too large, 431 head t
 and the connection is closed; a client that sends nothing or half a request is cut off after
 ``request_timeout_s``; at most ``max_connections`` connections are served at once (Server-Sent-Event streams
 included), the next ones get 503. None of this reaches the bench: the handler never raises.
+
+Access (:mod:`cosim.security.webauth`): the page, its script and the ``/auth/`` routes are public; the state
+and its event stream need a ``viewer`` (a ``resident`` sees only the devices of their site); the emergency
+stop needs an ``operator``, a matching Origin and the session's CSRF token, and is written to the audit log
+whoever asks. Without a users file the bench is open to whoever reaches it (loopback), as the local operator,
+but a page from another site still cannot stop it (no CSRF token, foreign Origin).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, Callable
 
 from cosim.messaging import Subscription, topics
 from cosim.messaging.errors import MessagingError
+from cosim.security.webauth import Principal, Reply, WebAuth
 from devices.io_loop import IoLoop
 
 log = logging.getLogger(__name__)
@@ -41,8 +48,8 @@ MAX_BODY = 16384  # the control endpoints take no body worth this much
 MAX_CONNECTIONS = 64
 REQUEST_TIMEOUT_S = 10.0
 MAX_TOPICS = 1000  # traffic entries and devices shown: foreign topics on a real broker are unbounded
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-           413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
            503: "Service Unavailable"}
 
 
@@ -69,8 +76,9 @@ class MonitorServer:
     def __init__(self, snapshot: Callable[[], dict[str, Any]], stop: Callable[[str], dict[str, str]], *,
                  subscription: Subscription | None = None, published_t: Callable[[], int] = lambda: -1,
                  host: str = "127.0.0.1", port: int = 0, page: bool = True, max_connections: int = MAX_CONNECTIONS,
-                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, auth: WebAuth | None = None) -> None:
         self.snapshot = snapshot
+        self.auth = auth or WebAuth.open_access()
         self.stop_cb = stop
         self.subscription = subscription
         self.published_t = published_t
@@ -234,7 +242,8 @@ class MonitorServer:
                 await self._linger(reader, writer)
                 return
             try:
-                method, path = await asyncio.wait_for(self._read_request(reader), timeout=self.request_timeout_s)
+                method, path, headers, body = await asyncio.wait_for(self._read_request(reader),
+                                                                     timeout=self.request_timeout_s)
             except _HttpError as exc:
                 self.refused["bad_request"] += 1
                 await self._send(writer, exc.status, f"{exc}\n".encode(), "text/plain")
@@ -244,7 +253,9 @@ class MonitorServer:
                 self.refused["timeout"] += 1
                 await self._send(writer, 408, b"request timeout\n", "text/plain")
                 return
-            await self._route(method, path, writer)
+            peer = writer.get_extra_info("peername")
+            await self._route(method, path, writer, headers, body,
+                              f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "")
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass  # the client went away: nothing to answer
         finally:
@@ -272,8 +283,8 @@ class MonitorServer:
             pass
 
     @staticmethod
-    async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
-        """Read one request (head and body); (method, path) or _HttpError with the status to answer."""
+    async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes]:
+        """Read one request; (method, path, headers, body) or _HttpError with the status to answer."""
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
@@ -310,37 +321,68 @@ class MonitorServer:
         length = int(raw_length)
         if length > MAX_BODY:
             raise _HttpError(413, "request body too large")
-        if length:
-            await reader.readexactly(length)
-        return method, target.split("?", 1)[0]
+        body = await reader.readexactly(length) if length else b""
+        return method, target.split("?", 1)[0], headers, body
 
-    async def _route(self, method: str, path: str, writer: asyncio.StreamWriter) -> None:
+    # which role each route needs (None: public) and the control actions the audit log records
+    NEEDS = {("GET", "/events"): "viewer", ("GET", "/api/state"): "viewer", ("POST", "/api/stop"): "operator"}
+    ACTIONS = {("POST", "/api/stop"): "emergency stop"}
+
+    def _hosts(self) -> tuple[str, ...]:
+        return (f"{self.host}:{self.port}", f"127.0.0.1:{self.port}", f"localhost:{self.port}")
+
+    async def _route(self, method: str, path: str, writer: asyncio.StreamWriter, headers: dict[str, str] | None = None,
+                     body: bytes = b"", peer: str = "") -> None:
+        key = (method, path)
+        gate = await asyncio.get_running_loop().run_in_executor(  # scrypt and login back-off stay off the loop
+            None, lambda: self.auth.gate(method, path, headers or {}, body, host=self._hosts(),
+                                         need=self.NEEDS.get(key), action=self.ACTIONS.get(key), peer=peer))
+        if isinstance(gate, Reply):
+            await self._send(writer, gate.status, gate.bytes(), "application/json", gate.headers)
+            return
+        who: Principal = gate
         if method == "GET" and path in STATIC and self.page:
             name, ctype = STATIC[path]
             await self._send(writer, 200, (HERE / name).read_bytes(), ctype)
         elif method == "GET" and path == "/events" and self.page:
-            await self._events(writer)
+            await self._events(writer, who)
         elif method == "GET" and path == "/api/state":
-            await self._send(writer, 200, json.dumps(self.state()).encode(), "application/json")
+            await self._send(writer, 200, json.dumps(self.visible(self.state(), who)).encode(), "application/json")
         elif method == "POST" and path == "/api/stop":
-            report = await asyncio.get_running_loop().run_in_executor(None, self.stop_cb, "stop requested over HTTP")
+            report = await asyncio.get_running_loop().run_in_executor(
+                None, self.stop_cb, "stop requested over HTTP")
+            self.auth.audit(self.ACTIONS[key], who, "ok", peer)
             await self._send(writer, 200, json.dumps({"ok": True, "safe": report}).encode(), "application/json")
         elif method not in ("GET", "POST"):
             await self._send(writer, 405, b"method not allowed\n", "text/plain")
         else:
             await self._send(writer, 404, b"not found\n", "text/plain")
 
-    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:
+    @staticmethod
+    def visible(state: dict[str, Any], who: Principal) -> dict[str, Any]:
+        """A resident sees only their own site's devices and traffic."""
+        if who.role != "resident":
+            return state
+        state = dict(state)
+        state["devices"] = [d for d in state.get("devices", []) if who.sees_site(d.get("site"))]
+        state["traffic"] = [m for m in state.get("traffic", []) if m.get("topic", "").split("/")[1:2] == [who.site]]
+        return state
+
+    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str,
+                    headers: dict[str, str] | None = None) -> None:
         reason = REASONS[status]
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode() + body)
+                     f"Cache-Control: no-store\r\nX-Frame-Options: DENY\r\n{extra}Connection: close\r\n\r\n".encode()
+                     + body)
         await self._drain(writer)
 
     async def _drain(self, writer: asyncio.StreamWriter) -> None:
         """A client that stops reading is cut off (TimeoutError) instead of holding a connection for ever."""
         await asyncio.wait_for(writer.drain(), timeout=self.request_timeout_s)
 
-    async def _events(self, writer: asyncio.StreamWriter) -> None:
+    async def _events(self, writer: asyncio.StreamWriter, who: Principal | None = None) -> None:
+        filtered = who is not None and who.role == "resident"
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
                      b"Connection: keep-alive\r\n\r\nretry: 1000\n\n")
         queue: asyncio.Queue = asyncio.Queue(maxsize=1)
@@ -355,6 +397,8 @@ class MonitorServer:
                 else:
                     if payload is None:
                         return
+                    if filtered:
+                        payload = json.dumps(self.visible(json.loads(payload), who), separators=(",", ":"))
                     writer.write(b"event: state\ndata: " + payload.encode() + b"\n\n")
                 await self._drain(writer)
         finally:

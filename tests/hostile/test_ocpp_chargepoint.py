@@ -207,6 +207,10 @@ class ScriptedCsms:
         elif event == "garbage_reply":  # the charge point's call times out and is sent again
             msg = await self.next_call(ws)
             await ws.send("ERROR 500")
+            # the charge point answers the garbage with a CALLERROR: wait for it, so that under load it cannot
+            # arrive after the next event's expectation for the same (anonymous) id is set
+            self.want["-1"] = FRAMEWORK[self.version]
+            await self.serve_until(ws, lambda: not self.want)
         elif event == "unknown_result":
             await ws.send(json.dumps([3, "nobody-asked", {"status": "Accepted"}]))
         elif event == "stall":  # a half-open peer: reads nothing for longer than the call timeout

@@ -13,11 +13,14 @@ import logging
 import socket
 import ssl
 import threading
+from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from devices import tls
 
 from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
@@ -35,6 +38,10 @@ def _nodelay(client: mqtt.Client) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # not a TCP socket (e.g. a unix socket or websockets)
             pass
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 class MqttBackend(Backend):
@@ -68,13 +75,14 @@ class MqttBackend(Backend):
         if a.username is not None:
             client.username_pw_set(a.username, a.password)
         if a.tls:
+            # our context (devices.tls): verifies the broker against the CA and, with crl=, the CRL
             try:
-                client.tls_set(ca_certs=a.ca, certfile=a.certfile, keyfile=a.keyfile,
-                               cert_reqs=ssl.CERT_REQUIRED)
+                context = tls.client_context(tls.TlsFiles(
+                    ca=_path(a.ca), cert=_path(a.certfile), key=_path(a.keyfile), crl=_path(a.crl)),
+                    check_hostname=not a.insecure)
+                client.tls_set_context(context)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise BrokerUnavailable(f"{a.label}: TLS setup failed: {exc}") from exc
-            if a.insecure:
-                client.tls_insecure_set(True)
 
         def _on_connect(c: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
             _nodelay(c)

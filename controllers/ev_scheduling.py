@@ -1,0 +1,349 @@
+"""EV charging schedules on arrays: the site-level algorithms LEVChAg, PROFEV and the benchmark share.
+
+A :class:`Fleet` is a set of charging sessions on a step grid (arrival and departure steps, the AC energy each
+EV asks for, its power limits and battery). :func:`simulate` charges them step by step with the wallbox
+model's exact CC-CV integration (:func:`devices.wallbox.model.charge_exact`: the EV tapers near full, so a
+schedule can ask for more than the EV takes) and the IEC 61851 rule (a limit below the minimum current pauses
+the EV). A policy maps the state at a step to per-EV power limits:
+
+* :class:`Uncontrolled` - every EV at its maximum;
+* :class:`EqualShare` - a site limit shared equally (controllers.ev_baselines);
+* :class:`PriorityShare` - a site limit given out in priority order, earliest deadline first (``"edf"``) or
+  least laxity first (``"llf"``), each EV either at >= its minimum power or paused (:func:`allocate`);
+* :class:`PeakMpc` - receding-horizon LP (HiGHS) over the EVs present, knowing the energy and departure each
+  declared at plug-in but nothing of future arrivals: minimise the site's peak (never below the peak already
+  reached), prefer charging early; its first step is the site budget, executed least-laxity-first;
+* :func:`hindsight_lp` - the same LP over all sessions with full knowledge: the lower bound on the peak.
+
+Powers in W, energy in Wh (AC side unless named), steps of ``step_s`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol, Sequence
+
+import numpy as np
+
+from controllers.ev_baselines import equal_share_limits
+from devices.wallbox.model import charge_exact, ev_accept_w
+
+MIN_CURRENT_A = 6.0  # IEC 61851-1: below it the EVSE pauses the EV
+
+
+@dataclass(frozen=True)
+class Fleet:
+    step_s: int
+    n_steps: int
+    arrival: np.ndarray  # first step plugged in
+    departure: np.ndarray  # first step gone (exclusive)
+    energy_wh: np.ndarray  # AC energy asked for
+    p_max_w: np.ndarray  # min(on-board charger, wallbox hardware)
+    p_min_w: np.ndarray  # minimum current x phases x voltage
+    capacity_wh: np.ndarray
+    soc0: np.ndarray
+    eta: float = 0.92
+    cv_soc: float = 0.9
+    floor: float = 0.1
+
+    @property
+    def n(self) -> int:
+        return int(self.arrival.size)
+
+    @classmethod
+    def from_sessions(cls, sessions: Sequence[dict], *, step_s: int, t0_s: int = 0, n_steps: int | None = None,
+                      p_hw_max_w: float = 22_080.0, voltage_v: float = 230.0) -> "Fleet":
+        """Sessions as dicts with ``t_arrival_s`` (or ``t_plug_s``), ``t_departure_s``, ``e_wanted_wh``,
+        ``p_max_w`` (on-board charger), ``phases``, ``capacity_wh``, ``soc_arrival``; times from ``t0_s``."""
+        arr = np.array([(s.get("t_plug_s", s["t_arrival_s"]) or s["t_arrival_s"]) - t0_s for s in sessions], float)
+        dep = np.array([s["t_departure_s"] - t0_s for s in sessions], float)
+        a = np.ceil(arr / step_s).astype(int)
+        d = np.maximum(np.ceil(dep / step_s).astype(int), a)
+        phases = np.array([s.get("phases", 3) for s in sessions], float)
+        n = int(d.max()) if n_steps is None and d.size else int(n_steps or 0)
+        return cls(step_s, n, a, d, np.array([s["e_wanted_wh"] for s in sessions], float),
+                   np.minimum([s["p_max_w"] for s in sessions], p_hw_max_w),
+                   MIN_CURRENT_A * voltage_v * phases, np.array([s["capacity_wh"] for s in sessions], float),
+                   np.array([s["soc_arrival"] for s in sessions], float))
+
+
+@dataclass
+class State:
+    """What a policy sees at step ``k`` (arrays over all sessions; absent EVs have ``present`` False)."""
+
+    k: int
+    present: np.ndarray
+    delivered_wh: np.ndarray
+    soc: np.ndarray
+    fleet: Fleet
+
+    @property
+    def remaining_wh(self) -> np.ndarray:
+        return np.maximum(self.fleet.energy_wh - self.delivered_wh, 0.0)
+
+    @property
+    def want_w(self) -> np.ndarray:
+        """What each present EV would draw at most this step: what it accepts now, no more than finishes it."""
+        f = self.fleet
+        w = np.minimum(ev_accept_w(self.soc, f.p_max_w, f.cv_soc, f.floor), self.remaining_wh * 3600.0 / f.step_s)
+        return np.where(self.present & (self.remaining_wh > 1e-6), w, 0.0)
+
+    @property
+    def laxity_s(self) -> np.ndarray:
+        """Time left before departure minus the time needed at full power (smaller = more urgent)."""
+        f = self.fleet
+        accept = np.maximum(ev_accept_w(self.soc, f.p_max_w, f.cv_soc, f.floor), 1e-9)
+        return (f.departure - self.k) * f.step_s - self.remaining_wh * 3600.0 / accept
+
+
+class Policy(Protocol):
+    def __call__(self, st: State) -> np.ndarray: ...
+
+
+def allocate(order: np.ndarray, want_w: np.ndarray, p_min_w: np.ndarray, budget_w: float) -> np.ndarray:
+    """Per-EV limits from a power budget, EVs served in ``order`` (indices): each gets what it wants or what is
+    left, but never less than its minimum power; an EV that cannot get its minimum is paused (limit 0) and the
+    next one tried. An EV wanting less than its minimum (nearly done) gets the minimum as limit and draws only
+    what it wants, which is what counts against the budget."""
+    limits = np.zeros(want_w.shape)
+    left = float(budget_w)
+    for i in order:
+        w = float(want_w[i])
+        if w <= 0:
+            continue
+        need = min(w, float(p_min_w[i]))  # the least this EV draws if it charges at all
+        if left + 1e-9 < need:
+            continue
+        g = min(w, left)
+        limits[i] = max(g, float(p_min_w[i]))
+        left -= g
+    return limits
+
+
+def priority_order(st: State, rule: Literal["edf", "llf"]) -> np.ndarray:
+    idx = np.flatnonzero(st.want_w > 0)
+    key = st.fleet.departure[idx] if rule == "edf" else st.laxity_s[idx]
+    return idx[np.lexsort((idx, key))]  # ties: by index, deterministic
+
+
+# -- policies ---------------------------------------------------------------------------------------------------
+
+class Uncontrolled:
+    def __call__(self, st: State) -> np.ndarray:
+        return np.where(st.present, st.fleet.p_max_w, 0.0)
+
+
+@dataclass
+class EqualShare:
+    limit_w: float
+
+    def __call__(self, st: State) -> np.ndarray:
+        return equal_share_limits(st.want_w > 0, self.limit_w, st.fleet.p_max_w, st.fleet.p_min_w)
+
+
+@dataclass
+class PriorityShare:
+    limit_w: float
+    rule: Literal["edf", "llf"] = "llf"
+
+    def __call__(self, st: State) -> np.ndarray:
+        return allocate(priority_order(st, self.rule), st.want_w, st.fleet.p_min_w, self.limit_w)
+
+
+@dataclass
+class PeakMpc:
+    """Receding-horizon min-peak LP over the EVs present (declared energy and departure, no future arrivals)."""
+
+    early_weight: float = 1e-4  # per kW and step of delay: among equal peaks, charge early
+    peak_w: float = 0.0  # highest site power so far: sunk, so the LP never pays to go below it
+    solve_s: list[float] = field(default_factory=list)
+
+    def __call__(self, st: State) -> np.ndarray:
+        import time
+
+        f = st.fleet
+        idx = np.flatnonzero(st.want_w > 0)
+        if idx.size == 0:
+            return np.zeros(f.n)
+        t0 = time.perf_counter()
+        plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight)
+        self.solve_s.append(time.perf_counter() - t0)
+        budget = float(plan[:, 0].sum())
+        limits = allocate(priority_order(st, "llf"), st.want_w, f.p_min_w, budget + 1e-6)
+        self.peak_w = max(self.peak_w, float(np.minimum(limits, st.want_w).sum()))
+        return limits
+
+
+def new_highs():
+    """A quiet HiGHS instance on one thread. HiGHS's global scheduler keeps the thread count of the first run in
+    the process, and a later instance asking for another count fails (status "Not Set"): every HiGHS user of the
+    project (PROFESS, GESSCon) runs on one thread, so this must too."""
+    import highspy
+
+    hs = highspy.Highs()
+    hs.setOptionValue("output_flag", False)
+    hs.setOptionValue("threads", 1)
+    return hs
+
+
+def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: np.ndarray, peak_floor_w: float,
+             early_weight: float, unmet_penalty: float = 1e3) -> tuple[np.ndarray, float]:
+    """min z + early_weight * sum_t t * P_t + penalty * unmet  (kW, kWh inside)
+
+    s.t. sum_t p_it h + u_i = remaining_i; 0 <= p_it <= p_max_i (0 outside [arrival, departure));
+    taper: p_it <= p_max_i (1 - soc_it) / (1 - cv) with soc_it = soc_i + eta/cap * sum_{s<t} p_is h
+    (only for EVs that can reach cv_soc); z >= sum_i p_it, z >= peak_floor.
+    Returns the plan [len(idx), T] in W and z in W."""
+    import highspy
+    import scipy.sparse as sp
+
+    h = f.step_s / 3600.0
+    dep = f.departure[idx]
+    arr = np.maximum(f.arrival[idx], k0)
+    T = int(max(dep.max() - k0, 1))
+    m = idx.size
+    pmax = f.p_max_w[idx] / 1e3
+    nv = m * T + m + 1  # p (row-major by EV), u, z
+    col_p = lambda i, t: i * T + t  # noqa: E731
+    ub = np.zeros(nv)
+    for i in range(m):
+        a, d = arr[i] - k0, dep[i] - k0
+        ub[col_p(i, a):col_p(i, d)] = pmax[i]
+    ub[m * T:m * T + m] = remaining_wh / 1e3
+    ub[-1] = np.inf
+    lb = np.zeros(nv)
+    lb[-1] = peak_floor_w / 1e3
+    cost = np.zeros(nv)
+    cost[:m * T] = early_weight * np.tile(np.arange(T), m)
+    cost[m * T:m * T + m] = unmet_penalty
+    cost[-1] = 1.0
+    rows, cols, vals, rlo, rhi = [], [], [], [], []
+    r = 0
+    # energy
+    for i in range(m):
+        rows += [r] * (T + 1)
+        cols += [col_p(i, t) for t in range(T)] + [m * T + i]
+        vals += [h] * T + [1.0]
+        rlo.append(remaining_wh[i] / 1e3)
+        rhi.append(remaining_wh[i] / 1e3)
+        r += 1
+    # peak: sum_i p_it - z <= 0
+    for t in range(T):
+        rows += [r] * (m + 1)
+        cols += [col_p(i, t) for i in range(m)] + [nv - 1]
+        vals += [1.0] * m + [-1.0]
+        rlo.append(-np.inf)
+        rhi.append(0.0)
+        r += 1
+    # taper
+    span = 1.0 - f.cv_soc
+    cap = f.capacity_wh[idx] / 1e3
+    for i in range(m):
+        if soc[i] + f.eta * remaining_wh[i] / 1e3 / cap[i] <= f.cv_soc:
+            continue
+        a, d = arr[i] - k0, dep[i] - k0
+        c = pmax[i] / span * f.eta / cap[i] * h
+        for t in range(a, d):
+            rows += [r] * (t - a + 1)
+            cols += [col_p(i, s) for s in range(a, t + 1)]
+            vals += [c] * (t - a) + [1.0]
+            rlo.append(-np.inf)
+            rhi.append(max(pmax[i] * (1.0 - soc[i]) / span, f.floor * pmax[i]))
+            r += 1
+    A = sp.csc_matrix((vals, (rows, cols)), shape=(r, nv))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = nv, r
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, lb, ub
+    lp.row_lower_, lp.row_upper_ = np.array(rlo), np.array(rhi)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
+    hs = new_highs()
+    hs.passModel(lp)
+    hs.run()
+    if hs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"peak LP: {hs.modelStatusToString(hs.getModelStatus())}")
+    x = np.asarray(hs.getSolution().col_value)
+    return x[:m * T].reshape(m, T) * 1e3, float(x[-1]) * 1e3
+
+
+@dataclass
+class HindsightResult:
+    peak_w: float
+    plan_w: np.ndarray  # [n, n_steps]
+    unmet_wh: float
+
+
+def hindsight_lp(f: Fleet, early_weight: float = 1e-4) -> HindsightResult:
+    """The min-peak schedule with every session known in advance (the perfect-foresight bound; the minimum
+    current is relaxed, so it is a lower bound on any feasible schedule's peak)."""
+    idx = np.arange(f.n)
+    plan, z = _peak_lp(f, 0, idx, f.energy_wh.copy(), f.soc0.copy(), 0.0, early_weight)
+    full = np.zeros((f.n, f.n_steps))
+    full[:, :plan.shape[1]] = plan[:, :f.n_steps]
+    return HindsightResult(z, full, float(np.maximum(f.energy_wh - plan.sum(axis=1) * f.step_s / 3600, 0).sum()))
+
+
+class Planned:
+    """Follow a precomputed plan ``[n, n_steps]`` (W) as limits (e.g. the hindsight optimum)."""
+
+    def __init__(self, plan_w: np.ndarray) -> None:
+        self.plan_w = plan_w
+
+    def __call__(self, st: State) -> np.ndarray:
+        return self.plan_w[:, st.k] if st.k < self.plan_w.shape[1] else np.zeros(st.fleet.n)
+
+
+# -- simulation -------------------------------------------------------------------------------------------------
+
+@dataclass
+class SimResult:
+    power_w: np.ndarray  # [n_steps, n] mean power per step
+    delivered_wh: np.ndarray
+
+    @property
+    def site_w(self) -> np.ndarray:
+        return self.power_w.sum(axis=1)
+
+    @property
+    def peak_w(self) -> float:
+        return float(self.site_w.max()) if self.power_w.size else 0.0
+
+
+def simulate(f: Fleet, policy: Callable[[State], np.ndarray]) -> SimResult:
+    """Charge the fleet step by step: the policy's limits, the minimum-current pause, the EV's CC-CV curve."""
+    delivered = np.zeros(f.n)
+    soc = f.soc0.copy()
+    power = np.zeros((f.n_steps, f.n))
+    for k in range(f.n_steps):
+        present = (f.arrival <= k) & (k < f.departure)
+        st = State(k, present, delivered, soc, f)
+        limits = np.where(present, np.asarray(policy(st), float), 0.0)
+        limits = np.where(limits + 1e-9 >= f.p_min_w, limits, 0.0)  # IEC 61851: below the minimum, pause
+        e, soc_new = charge_exact(soc, st.remaining_wh, limits, f.p_max_w, np.full(f.n, f.cv_soc),
+                                  np.full(f.n, f.floor), f.capacity_wh, np.full(f.n, f.eta), f.step_s)
+        e = np.where(present, e, 0.0)
+        soc = np.where(present, soc_new, soc)
+        delivered = delivered + e
+        power[k] = e * 3600.0 / f.step_s
+    return SimResult(power, delivered)
+
+
+def min_site_limit(f: Fleet, make: Callable[[float], Policy], energy_goal: float = 0.999, tol_w: float = 100.0,
+                   hi_w: float | None = None) -> tuple[float, SimResult]:
+    """The lowest site limit at which ``make(limit)`` still delivers ``energy_goal`` of the energy (bisection)."""
+    total = float(f.energy_wh.sum())
+    hi = float(hi_w if hi_w is not None else f.p_max_w.sum())
+    best = simulate(f, make(hi))
+    lo = 0.0
+    while hi - lo > tol_w:
+        mid = (lo + hi) / 2
+        res = simulate(f, make(mid))
+        if res.delivered_wh.sum() >= energy_goal * total:
+            hi, best = mid, res
+        else:
+            lo = mid
+    return hi, best
+
+
+__all__ = ["EqualShare", "Fleet", "HindsightResult", "PeakMpc", "Planned", "PriorityShare", "SimResult", "State",
+           "Uncontrolled", "allocate", "hindsight_lp", "new_highs", "min_site_limit", "priority_order", "simulate"]

@@ -1,0 +1,71 @@
+"""The S4G EV controllers in the Bolzano scenario: sim:// and OCPP 1.6J / 2.0.1 virtual wallboxes give the same
+KPIs (tolerances as tests/test_ev_scenario.py), LEVChAg keeps the site's import limit, every variant builds."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cosim.run import run
+from cosim.scenario import load
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _scenario(tmp_path: Path, address: str, variant: str, **site) -> Path:
+    data = yaml.safe_load((REPO / "scenarios" / "bolzano_commercial.yaml").read_text())
+    data.update(data.pop("variants")[variant])
+    data["sites"] = [s for s in data["sites"] if s["id"] in ("commercial", "LV4.101 Load 1")]
+    if variant != "s4g_feeder":
+        data["sites"] = [s for s in data["sites"] if s["id"] == "commercial"]
+    data["sites"][0].update(site)
+    data.update({"start": "2019-06-17T07:00:00+02:00", "duration": "5h", "step": "5min"})
+    for dev in data["devices"]:
+        if dev["family"] == "wallbox":
+            dev["address"] = address
+    path = tmp_path / f"{variant}_{address.split(':')[0]}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _same(a: dict, b: dict) -> None:
+    for key in ("arrivals", "served", "sessions_served", "services_completed", "n_waited", "waiting_mean_s"):
+        assert b[key] == a[key], key
+    for key in ("energy_delivered_wh", "unmet_energy_wh", "energy_wanted_wh"):
+        assert b[key] == pytest.approx(a[key], abs=0.1), key
+    assert b["peak_charging_w"] == pytest.approx(a["peak_charging_w"], abs=1e-3)
+    assert b["wait_first_charge_mean_s"] == a["wait_first_charge_mean_s"]
+
+
+@pytest.mark.parametrize("address", ["ocpp16://", "ocpp201://"])
+def test_levchag_and_profev_over_ocpp_equal_sim(tmp_path, address):
+    sim = run(load(_scenario(tmp_path, "sim://", "s4g")), tmp_path / "sim", progress=False, report=False)
+    wire = run(load(_scenario(tmp_path, address, "s4g")), tmp_path / "wire", progress=False, report=False)
+    assert sim.status == wire.status == "complete"
+    a, b = sim.kpis["ev"]["total"], wire.kpis["ev"]["total"]
+    assert a["arrivals"] > 5 and a["energy_delivered_wh"] > 10_000
+    _same(a, b)
+    assert wire.kpis["sites"]["commercial"]["import_kwh"] == pytest.approx(
+        sim.kpis["sites"]["commercial"]["import_kwh"], abs=1e-3)
+
+
+def test_levchag_keeps_a_tight_import_limit(tmp_path):
+    path = _scenario(tmp_path, "sim://", "uncontrolled", contract_import_w=15_000)
+    free = run(load(path), tmp_path / "free", progress=False, report=False)
+    data = yaml.safe_load(path.read_text())
+    data["controllers"] = [{"id": "ess_self_consumption", "kind": "self_consumption", "devices": ["ess"]},
+                           {"id": "lev", "kind": "levchag", "devices": ["wb1", "wb2", "wb3", "wb4", "wb5"],
+                            "params": {"margin_w": 2000}}]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    lev = run(load(path), tmp_path / "lev", progress=False, report=False)
+    assert free.kpis["sites"]["commercial"]["peak_import_kw"] > 15.0  # uncontrolled breaks it
+    assert lev.kpis["sites"]["commercial"]["peak_import_kw"] <= 15.0
+    assert lev.kpis["ev"]["total"]["energy_delivered_wh"] > 0.5 * free.kpis["ev"]["total"]["energy_delivered_wh"]
+
+
+def test_feeder_variant_with_gevchcon_runs_and_both_parks_charge(tmp_path):
+    res = run(load(_scenario(tmp_path, "sim://", "s4g_feeder")), tmp_path / "feeder", progress=False, report=False)
+    assert res.status == "complete"
+    fleets = res.kpis["ev"]["fleets"]
+    assert set(fleets) == {"bolzano_fleet", "second_park"}
+    assert all(f["energy_delivered_wh"] > 0 for f in fleets.values())
