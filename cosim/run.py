@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from cosim.progress import RunInterrupted, RunMonitor
 from cosim.scenario import LoadedScenario
@@ -143,6 +144,9 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
     started = dt.datetime.now().astimezone()
     monitor = RunMonitor(sc.start, sc.duration, show=progress)
     builder = WorldBuilder(loaded, run_dir, monitor=monitor)
+    from cosim.sta.live import start_live  # the scenario's `sensorthings:` section: serve the live run
+
+    live = start_live(sc, run_dir)
     status, error = "complete", None
     try:
         builder.build()
@@ -158,6 +162,8 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
             raise
     finally:
         _shutdown(builder)
+        if live is not None:
+            live.close()
     _write_run_json(run_dir, loaded, status, monitor, error, started, _record_messaging(builder, run_dir))
     result = RunResult(run_dir, status, monitor.wall_s, recorded_steps(run_dir) or 0, error=error)
     if kpis and (run_dir / "timeseries").is_dir():

@@ -14,6 +14,7 @@ import sys
 from cosim import commands
 from cosim.study import cli as study_cli
 from cosim.console import EXIT_INTERRUPTED, EXIT_INVALID, err_console
+from cosim.sta import commands as sta_commands
 from cosim.security import cli as pki_cli
 from hil_bench import cli as bench_cli
 from s4g import device, forecast
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     device.register(sub)
     bench_cli.register(sub)
+    sta_commands.register(sub)
     pki_cli.register(sub)
     return parser
 

@@ -30,6 +30,17 @@ COMMANDS = {
     ("device", "serve", "wallbox"): {"--csms", "--id", "--ocpp", "--ev", "--plug-at", "--unplug-at", "--daily",
                                      "--commands", "--config", "--step", "--duration"},
     ("device", "serve", "csms"): {"--host", "--port", "--ids", "--version", "--upstream", "--every", "--duration"},
+    # commands this wave added
+    ("device", "serve", "meter"): {"--port"},
+    ("device", "serve", "energy-router"): {"--port"},
+    ("device", "serve", "energy_router"): {"--port"},
+    ("study",): {"--workers", "--scheduler", "--resume", "--out", "--no-progress"},
+    ("sta", "serve"): {"--host", "--port", "--users"},
+    ("dwh", "load"): set(),
+    ("pki", "init"): set(),
+    ("pki", "issue"): set(),
+    ("pki", "revoke"): set(),
+    ("pki", "crl"): set(),
 }
 
 

@@ -13,7 +13,7 @@ Observation of the Datastream ``{site}/{device}/{quantity}`` of the Thing ``{sit
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,12 @@ from .senml import Record
 from .topics import TopicInfo, parse_topic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .bus import Message, MessageBus
+
+# run directory -> a callable that sees each step's new Observations (the live SensorThings server, cosim.sta.live)
+LIVE_SINKS: dict[str, Callable[[SensorThingsCatalog, list[tuple[Observation, str, int]]], None]] = {}
 
 OM_MEASUREMENT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
 OM_TRUTH = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_TruthObservation"
@@ -111,6 +116,7 @@ class Datastream(_Entity):
     description: str = ""
     unitOfMeasurement: UnitOfMeasurement
     observationType: str = OM_MEASUREMENT
+    properties: dict[str, Any] = Field(default_factory=dict)  # {"topic": the Data Broker topic it arrives on}
     Thing: Ref
     Sensor: Ref
     ObservedProperty: Ref
@@ -126,7 +132,7 @@ class Observation(_Entity):
 
 def iso(epoch_s: float) -> str:
     """Epoch seconds -> ISO 8601 UTC with a ``Z`` (millisecond precision when needed)."""
-    dt = datetime.fromtimestamp(epoch_s, tz=timezone.utc)
+    dt = datetime.fromtimestamp(epoch_s, tz=UTC)
     text = dt.isoformat(timespec="milliseconds" if epoch_s != int(epoch_s) else "seconds")
     return text.replace("+00:00", "Z")
 
@@ -176,7 +182,8 @@ class SensorThingsCatalog:
         uom = UnitOfMeasurement(name=UNIT_NAMES.get(unit, unit) if unit else None, symbol=unit,
                                 definition=SENML_UNITS_URL if unit else None)
         ds = Datastream(iot_id=ds_id, name=ds_id, description=f"{prop_name} of {thing_id}", unitOfMeasurement=uom,
-                        observationType=obs_type, Thing=Ref(iot_id=thing_id), Sensor=Ref(iot_id=thing_id),
+                        observationType=obs_type, properties={"topic": info.topic},
+                        Thing=Ref(iot_id=thing_id), Sensor=Ref(iot_id=thing_id),
                         ObservedProperty=Ref(iot_id=prop_name))
         self.datastreams[ds_id] = ds
         return ds
@@ -227,9 +234,11 @@ class SensorThingsRecorder:
         self._writer: Any = None  # pyarrow ParquetWriter, opened at the first flush
         self.flush_rows = flush_rows
         self.count = 0
+        self._sink = LIVE_SINKS.get(str(Path(run_dir).resolve()))
 
     def step(self, t_s: float) -> int:
         n = 0
+        new: list[tuple[Observation, str, int]] = []
         for msg in self._sub.deliver(t_s):
             if len(self.catalog.datastreams) + len(msg.records) > MAX_DATASTREAMS and not self._known(msg):
                 self._bus.reject(msg, f"more than {MAX_DATASTREAMS} Datastreams", "sensorthings")
@@ -248,6 +257,10 @@ class SensorThingsRecorder:
                 r["sender"].append(msg.sender)
                 r["seq"].append(msg.seq)
                 n += 1
+                if self._sink is not None:
+                    new.append((obs, msg.sender, msg.seq))
+        if new and self._sink is not None:
+            self._sink(self.catalog, new)
         self.count += n
         if len(self._rows["t_s"]) >= self.flush_rows:
             self._flush()

@@ -15,6 +15,7 @@ import ssl
 import threading
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -45,7 +46,13 @@ def _path(value: str | None) -> Path | None:
 
 class MqttBackend(Backend):
     def __init__(self, address: BrokerAddress, *, subscribe: str, client_id: str, subscribe_qos: int = 1,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, clean_session: bool = True,
+                 on_published: Callable[[int], None] | None = None, reconnect_max_s: int | None = None) -> None:
+        # clean_session=False (MQTT 3.1.1): the broker keeps the subscription and queues QoS>0 messages while
+        # this client is away (store-and-forward clients); on_published(mid) is called for every PUBACK.
+        self.clean_session = clean_session
+        self.on_published = on_published
+        self.reconnect_max_s = reconnect_max_s  # paho backs off up to 120 s by default
         self.address = address
         self.label = address.label
         self.subscribe_filter = subscribe
@@ -62,7 +69,8 @@ class MqttBackend(Backend):
     def open(self, on_message: OnMessage, on_refused: OnRefused) -> None:
         a = self.address
         protocol = mqtt.MQTTv5 if a.protocol == 5 else mqtt.MQTTv311
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
+                             clean_session=None if protocol == mqtt.MQTTv5 else self.clean_session)
         client.connect_timeout = self.timeout
         if a.username is not None:
             client.username_pw_set(a.username, a.password)
@@ -102,6 +110,8 @@ class MqttBackend(Backend):
         def _on_publish(_c: mqtt.Client, _ud: Any, mid: int, rc: Any, _props: Any) -> None:
             if rc is not None and rc.is_failure:
                 on_refused(mid, str(rc))
+            elif self.on_published is not None:
+                self.on_published(mid)
 
         def _on_disconnect(_c: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
             if self._closing:
@@ -117,6 +127,8 @@ class MqttBackend(Backend):
         client.on_message = _on_message
         client.on_publish = _on_publish
         client.on_disconnect = _on_disconnect
+        if self.reconnect_max_s is not None:
+            client.reconnect_delay_set(min_delay=1, max_delay=self.reconnect_max_s)
         try:
             client.connect(a.host, a.port, keepalive=60)
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -142,6 +154,21 @@ class MqttBackend(Backend):
             # NO_CONN: paho keeps QoS>0 messages and sends them after reconnecting
             raise BrokerUnavailable(f"{self.label}: publish failed: {mqtt.error_string(info.rc)}")
         return info.mid if self.address.protocol == 5 and qos > 0 else None
+
+    def publish(self, wire_topic: str, payload: bytes, qos: int = 1) -> int:
+        """Publish and return paho's message id (``on_published`` gets it back with the PUBACK)."""
+        client = self._client
+        if client is None:
+            raise BrokerUnavailable(f"{self.label}: not connected")
+        info = client.publish(wire_topic, payload, qos=qos, retain=False)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise BrokerUnavailable(f"{self.label}: publish failed: {mqtt.error_string(info.rc)}")
+        return int(info.mid)
+
+    @property
+    def connected(self) -> bool:
+        client = self._client
+        return client is not None and client.is_connected()
 
     def close(self) -> None:
         client, self._client = self._client, None
