@@ -356,10 +356,13 @@ class FroniusRegisterMap:
     """Register image of one virtual Fronius hybrid (or, with a :class:`PvConfig`, a PV-only inverter), holding
     registers from 40000, built from a :class:`FroniusState`."""
 
-    def __init__(self, cfg: FroniusConfig | PvConfig, device_id: str = "device") -> None:
+    def __init__(self, cfg: FroniusConfig | PvConfig, device_id: str = "device",
+                 served: tuple[int, ...] | None = None) -> None:
+        """``served``: the models in order (default SERVED_MODELS, or SERVED_MODELS_PV without storage); 1, 103,
+        120, 121 and 160 (and 124 with storage) are always needed, 122, 123, 126 and 132 may be left out."""
         self.cfg = cfg
         self.storage = isinstance(cfg, FroniusConfig)
-        self.served = SERVED_MODELS if self.storage else SERVED_MODELS_PV
+        self.served = served or (SERVED_MODELS if self.storage else SERVED_MODELS_PV)
         self.serial = cfg.serial_for(device_id)
         # PV strings, then StCha and StDisCha as a GEN24 Plus reports them
         self.n_modules = cfg.pv_strings + (2 if self.storage else 0)
@@ -397,9 +400,12 @@ class FroniusRegisterMap:
         if self.storage:
             st_off = STORAGE.offsets()
             self.writable |= {self.addr[124] + st_off[n]: (124, n) for n in STORAGE_WRITABLE}
-        ctl_off = CONTROLS.offsets()
-        self.writable |= {self.addr[123] + ctl_off[n]: (123, n) for n in CONTROLS_WRITABLE}
+        if 123 in self.addr:
+            ctl_off = CONTROLS.offsets()
+            self.writable |= {self.addr[123] + ctl_off[n]: (123, n) for n in CONTROLS_WRITABLE}
         for mid, names in ((126, VOLT_VAR_WRITABLE), (132, VOLT_WATT_WRITABLE)):
+            if mid not in self.addr:
+                continue
             offs = MODELS[mid].offsets() | MODELS[mid].group_offsets(0)
             self.writable |= {self.addr[mid] + offs[n]: (mid, n) for n in names}
         # the common, nameplate and settings models never change: encoded once
