@@ -25,6 +25,7 @@ SUN = {"pv_w_per_kwp": np.array([1000.0])}
 
 
 def bank(**controls) -> PvBank:
+    controls.setdefault("step_gain_max", 1.0)  # the curves' static response; the sampled-loop damping is tested apart
     return PvBank([PvConfig(pv_kwp=6, ac_max_w=6000, controls=InverterControls(**controls))])
 
 
@@ -147,3 +148,24 @@ def test_any_valid_volt_var_curve_keeps_q_within_the_curve_and_the_rating(vs, qs
 
 def test_setpoint_rules_pass_writes_without_curves():
     setpoint_rules({"p_limit_w": 1.0, "vv_ena": 1})
+
+
+def test_the_sampled_loop_converges_to_the_continuous_equilibrium_on_a_weak_feeder():
+    """v = v0 + s * p_w with a collective loop gain of ~4: undamped the loop flips every step, damped it settles
+    where the curve and the grid meet."""
+    def run(gain: float) -> list[float]:
+        b = PvBank([PvConfig(pv_kwp=6, ac_max_w=6000, controls=InverterControls(
+            step_gain_max=gain, volt_watt=VoltWattCurve(enabled=True, response_s=10)))])
+        v, out = 1.0, []
+        for k in range(40):
+            m = step(b, 60 * k, v)
+            v = 1.06 - 0.0000267 * m["p_w"]  # ~0.155 pu at 5.8 kW: the phase's inverters together
+            out.append(v)
+        return out
+
+    flipping = run(1.0)
+    assert abs(flipping[-1] - flipping[-2]) > 0.02  # the limit cycle of an undamped sampled loop
+    settled = run(0.3)
+    assert abs(settled[-1] - settled[-2]) < 1e-6
+    p_cap = (100 - (settled[-1] - 1.06) / 0.04 * 80) / 100 * 6000  # on the curve at the voltage it causes
+    assert settled[-1] == pytest.approx(1.06 + 0.0000267 * min(p_cap, 5820), abs=1e-6)

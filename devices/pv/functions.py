@@ -11,6 +11,13 @@ What an inverter does with its active and reactive power besides converting PV, 
   ``VRef``); volt-var gives Q in % of ``VArMax`` (= the apparent-power rating here), volt-watt caps the active
   output in % of ``WMax``. Each answers as a first-order lag whose 95 % time is the curve's response time
   (``RmpTms`` / ``RmpPt1Tms``), the "open-loop response time" of IEEE 1547-2018.
+* **Sampled loop.** A real inverter measures its voltage continuously and settles within seconds; here it sees
+  the voltage of the previous co-simulation step (one minute, say). With a response time shorter than the step the
+  sampled loop "inverter -> grid -> inverter" has a gain far above one on a weak feeder (every inverter of a phase
+  reacts to the same voltage) and would flip between full and reduced output every step. So a curve's response
+  moves at most ``step_gain_max`` (default 0.3) of the remaining way per step: the iteration converges to the same
+  equilibrium the continuous loop settles at (curve output = curve(voltage it causes)) as long as the collective
+  loop gain stays below 2 / 0.3 - 1 = 5.7; the price is a settling over a few steps instead of seconds.
 * **Revert timers** (``*_RvrtTms``, 126/132 ``RvrtTms``): each write (re)arms the timer of what it touched; when
   it runs out that function returns to its start-up setting (the device's ``controls`` config). 0 = never.
 
@@ -101,6 +108,8 @@ class InverterControls(BaseModel):
     pf: float = Field(1.0, description="OutPFSet, signed: < 0 under-excited (absorbing)")
     pf_enabled: bool = Field(False, description="OutPFSet_Ena")
     revert_s: int = Field(0, ge=0, le=RVRT_S_MAX, description="every *_RvrtTms at start-up (0 = never)")
+    step_gain_max: float = Field(0.3, gt=0, le=1, description="largest share of the remaining change a curve "
+                                 "response makes in one co-simulation step (stability of the sampled loop)")
     volt_var: VoltVarCurve = VoltVarCurve()
     volt_watt: VoltWattCurve = VoltWattCurve()
 
@@ -188,6 +197,7 @@ class InverterFunctions:
         self.n = n = len(controls)
         self.w_max = np.asarray(ac_max_w, dtype=float)
         self.s_max = np.asarray(s_max_va, dtype=float)
+        self.gain_max = np.array([c.step_gain_max for c in controls], dtype=float)
         self.conn = np.ones(n, dtype=int)
         self.lim_pct = np.zeros(n)
         self.lim_ena = np.zeros(n, dtype=int)
@@ -385,7 +395,8 @@ class InverterFunctions:
         self.lim_now_pct = self._limit_at(t_s + 0.5 * dt_s)  # the mean over the step of a linear ramp
         # the lags: weight of the new target after dt for a 95 % time T (T = 0: at once)
         def lag(t95: np.ndarray) -> np.ndarray:
-            return np.where(t95 > 0, 1.0 - np.exp(-dt_s / np.maximum(t95 * _TAU_PER_T95, 1e-9)), 1.0)
+            a = np.where(t95 > 0, 1.0 - np.exp(-dt_s / np.maximum(t95 * _TAU_PER_T95, 1e-9)), 1.0)
+            return np.minimum(a, self.gain_max)  # see "sampled loop" in the module docstring
 
         vv_target = np.where(self.vv_ena == 1, piecewise(v, self.vv_v, self.vv_q) / 100.0 * self.s_max, 0.0)
         vv_target = np.where(self.pf_ena == 1, 0.0, vv_target)
