@@ -39,7 +39,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controllers.forecast import DEFAULT_FORECAST, ForecastMethod, make_forecaster
-from controllers.gesscon_voltage import FeederVoltageModel, VoltageLimits, VoltageRows, plan_within_band
+from controllers.gesscon_voltage import (
+    FeederVoltageModel,
+    VoltageLimits,
+    VoltageRows,
+    plan_within_band,
+    sunniest_recent,
+)
 from controllers.registry import ControllerKind
 from devices.battery.params import BatteryRatings, ContractLimits
 
@@ -499,7 +505,11 @@ class _Feeder:
             load_fc, pv_fc = self.point_fc[pt["id"]]
             load = load_fc.forecast(k, HOURS)
             j = eng.load_pos[pt["load"]]
-            p[:, j] += load - pv_fc.forecast(k, HOURS) * pt["pv_kwp"]
+            pv = pv_fc.forecast(k, HOURS)
+            days = self.voltage.limits.pv_days
+            if days:
+                pv = np.fmax(pv, sunniest_recent(pv_fc.history, k, HOURS, days))
+            p[:, j] += load - pv * pt["pv_kwp"]
             q[:, j] += load * pt["q_per_p"]
         return p, q
 

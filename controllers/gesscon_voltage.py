@@ -8,6 +8,12 @@ voltage). The plan then keeps ``V0 + S x`` within ``[v_min + margin, v_max - mar
 above any price), ``x`` the batteries' hourly power (kW, + = charging). Only node-hours whose base voltage comes
 within ``watch_pu`` of a limit get a constraint: the rest cannot reach a limit with the batteries at hand.
 
+PV for the voltage check. A causal day-ahead forecast (persistence, seasonal naive, ridge) follows the last days; on
+the Fur summer week the hot days come after cloudy ones, so the forecast misses exactly the hours the limits are for.
+The voltage rows therefore use, for each hour, the largest PV seen at that hour over the last ``pv_days`` days (or
+the forecast, if larger): still causal, planned for the sunniest recent day. The energy part of the plan keeps the
+forecast.
+
 The linearisation error is measured after each plan: the power flow with the planned battery powers against
 ``V0 + S x`` (the largest absolute difference over node-hours). Linearised at idle batteries it grows with the
 battery power: on the Fur feeder with the 50 kW LiBal battery at node_a12 at midday 2.6e-4 pu at 10 kW, 2.7e-3 at
@@ -36,6 +42,9 @@ class VoltageLimits(BaseModel):
     watch_pu: float = Field(0.05, gt=0, description="node-hours with V0 this close to a limit get a constraint")
     penalty_eur_per_pu_h: float = Field(1000.0, gt=0, description="cost of a planned violation")
     perturbation_w: float = Field(1000.0, gt=0)
+    pv_days: int = Field(7, ge=0, le=31, description="plan the voltages for the sunniest of the last N days seen at "
+                         "each hour (a day-ahead PV forecast cannot tell a clear day after cloudy ones); 0 = the "
+                         "forecast itself")
     refinements: int = Field(3, ge=0, le=10, description="re-linearise at the plan and solve again, at most")
     tolerance_pu: float = Field(5e-4, gt=0, description="stop refining when the plan's error is below this")
 
@@ -145,3 +154,16 @@ def plan_within_band(model: FeederVoltageModel, p_w: np.ndarray, q_var: np.ndarr
         if err < lim.tolerance_pu:
             return best, err, k + 1
     return best, err, lim.refinements + 1
+
+
+def sunniest_recent(history: np.ndarray, k: int, hours: int, days: int) -> np.ndarray:
+    """For hours ``k .. k+hours-1`` (hourly series), the largest value at the same hour of the day over the last
+    ``days`` days observed before ``k`` (NaN where nothing is known)."""
+    out = np.full(hours, np.nan)
+    for m in range(hours):
+        src = [k + m - 24 * d for d in range(1, days + 1) if 0 <= k + m - 24 * d < min(k, history.size)]
+        vals = history[src] if src else np.zeros(0)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            out[m] = vals.max()
+    return out

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controllers.registry import ControllerKind
 from devices import registry as device_registry
-from devices.pv.functions import TAN_PHI_MAX, VV_Q, VV_V, VW_P, VW_V, VoltVarCurve, VoltWattCurve
+from devices.pv.functions import SETPOINTS, TAN_PHI_MAX, VV_Q, VV_V, VW_P, VW_V, VoltVarCurve, VoltWattCurve
 
 if TYPE_CHECKING:  # pragma: no cover
     from cosim.build_context import BuildContext
@@ -71,7 +71,7 @@ class InverterSettingsParams(BaseModel):
 
 
 META = {"api_version": "3.0", "type": "time-based",
-        "models": {"Settings": {"public": True, "params": ["values", "refresh_s"], "attrs": []}}}
+        "models": {"Settings": {"public": True, "params": ["values", "refresh_s"], "attrs": list(SETPOINTS)}}}
 
 
 class InverterSettingsSim(mosaik_api_v3.Simulator):
@@ -83,10 +83,8 @@ class InverterSettingsSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, attrs: list[str] | None = None,
-             **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
         self.step_size = int(step_size)
-        self.meta["models"]["Settings"]["attrs"] = list(attrs or [])
         return self.meta
 
     def create(self, num: int, model: str, values: dict[str, float] | None = None, refresh_s: int = 0) -> list[dict]:
@@ -127,8 +125,7 @@ def _build(builder: "BuildContext", spec: "ControllerSpec", params: InverterSett
     if not targets:
         raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: no inverter with grid-support "
                                    "functions among its devices")
-    attrs = sorted({a for _, values in targets for a in values})
-    sim = builder.sim("InverterSettings", "controllers.inverter_settings:InverterSettingsSim", attrs=attrs)
+    sim = builder.sim("InverterSettings", "controllers.inverter_settings:InverterSettingsSim")
     for dev, values in targets:
         ent = builder.add_entity(sim.Settings(values=values, refresh_s=params.refresh_s))
         # the DSO's settings travel on the Control Broker, applied from the next step like every command

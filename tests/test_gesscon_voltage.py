@@ -81,3 +81,12 @@ def test_the_plan_charges_the_feeder_battery_to_keep_the_band(fur):
     worst = np.nanmax(v_true[10:15]) - (limits.v_max_pu - limits.margin_pu)
     # the band holds in the power flow, or the plan's slack says by how much it could not (plus the error)
     assert worst <= plans[-1].extra["v_violation_pu"] + err + 1e-9
+
+
+def test_the_sunniest_recent_day_is_causal():
+    from controllers.gesscon_voltage import sunniest_recent
+
+    h = np.arange(24 * 3, dtype=float)  # three days, rising
+    got = sunniest_recent(h, 48, 24, 7)
+    assert np.array_equal(got, h[24:48])  # day 2 is the largest before step 48; day 3 is not seen yet
+    assert np.isnan(sunniest_recent(h, 0, 24, 7)).all()
