@@ -18,7 +18,7 @@ from devices.fronius.sunspec_map import (
     decode_model,
 )
 from devices.fronius.virtual import FroniusSunSpecDevice
-from devices.pv.driver import PvSunSpecDriver
+from devices.fronius.driver import SunSpecDriver
 from devices.pv.model import PvBank
 from devices.pv.virtual import PvSunSpecDevice
 
@@ -118,7 +118,7 @@ def test_driver_writes_every_function_and_reads_it_back():
     async def body():
         dev = PvSunSpecDevice(PV, PV.parse_config(CFG), device_id="drv")
         addr = await dev.start()
-        drv = PvSunSpecDriver(Address.parse(addr + "?revert_s=900"), PV.capabilities(PV.parse_config(CFG)))
+        drv = SunSpecDriver(Address.parse(addr + "?revert_s=900"), PV.capabilities(PV.parse_config(CFG)))
         try:
             await drv.connect()
             await drv.write(Setpoint({**VW, **VV, "vw_ena": 1, "vv_ena": 1, "p_limit_w": 4500.0}))
@@ -151,7 +151,7 @@ def test_a_device_without_the_curve_models_refuses_curve_setpoints():
         dev.map = FroniusRegisterMap(dev.cfg, "old", served=(1, 103, 120, 121, 123, 160))  # no 122, 126, 132
         dev.sync()
         addr = await dev.start()
-        drv = PvSunSpecDriver(Address.parse(addr), PV.capabilities(dev.cfg))
+        drv = SunSpecDriver(Address.parse(addr), PV.capabilities(dev.cfg))
         try:
             await drv.connect()
             with pytest.raises(SetpointRejected, match="model 132"):
@@ -179,7 +179,7 @@ def test_the_same_commands_give_the_same_physics_on_sim_and_over_the_wire():
 
     async def wire():
         dev = PvSunSpecDevice(PV, cfg, device_id="eq")
-        drv = PvSunSpecDriver(Address.parse(await dev.start()), PV.capabilities(cfg))
+        drv = SunSpecDriver(Address.parse(await dev.start()), PV.capabilities(cfg))
         out = []
         try:
             await drv.connect()

@@ -189,7 +189,6 @@ class ReadBackMismatch(ProtocolError):
 class SunSpecDriver(ReconnectingDriver):
     schemes = ("sunspec+tcp",)
     query_keys = ("revert_s",)
-    requires_storage = True  # a hybrid: model 124 and the battery modules of 160 must be there
 
     def __init__(self, address: Address, capabilities: Capabilities, *, timeout_s: float = 2.0) -> None:
         super().__init__(address, capabilities, timeout_s=timeout_s)
@@ -206,6 +205,9 @@ class SunSpecDriver(ReconnectingDriver):
         if self.revert_s is not None and not 0 <= self.revert_s < RVRT_S_MAX:  # 0xFFFF reads as unimplemented
             raise ValueError(f"{address.raw}: revert_s must be 0..{RVRT_S_MAX - 1}")
         self.port = address.port or 502
+        # one driver for the hybrid and the PV-only family (one scheme, one class): a device whose capabilities
+        # take a battery setpoint must have model 124 and the battery modules of 160
+        self.requires_storage = "batt_p_w" in capabilities.setpoints
         self._client: ModbusTcpClient | None = None
         self.models: list[ModelEntry] = []
         self._spans: list[tuple[int, int]] = []
@@ -243,7 +245,8 @@ class SunSpecDriver(ReconnectingDriver):
         values = measurement_values(blocks["inverter"], blocks["mppt"], blocks.get("storage"), self._nameplate,
                                     blocks.get("status"))
         self._storage = blocks.get("storage")
-        return Measurement(self.clock(), values)
+        wanted = self.capabilities.measurements
+        return Measurement(self.clock(), {k: v for k, v in values.items() if k in wanted})
 
     async def _write_once(self, setpoint: Setpoint) -> None:
         values = dict(setpoint.values)

@@ -163,7 +163,7 @@ FAMILY = Family(
     capabilities=_capabilities,
     injects=True,
     inputs=(Input("pv_w_per_kwp", "site.pv_w_per_kwp"), Input("v_pu", "point.v_pu", required=False, default=1.0)),
-    drivers={"sunspec+tcp": "devices.pv.driver:PvSunSpecDriver"},
+    drivers={"sunspec+tcp": "devices.fronius.driver:SunSpecDriver"},  # the same driver: no storage asked for
     virtual={"sunspec+tcp": "devices.pv.virtual:PvSunSpecDevice"},
     # harmless on a bench: no output (limit 0 %); the ramp and revert settings still apply
     safe_setpoint={"p_limit_w": 0.0},
