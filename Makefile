@@ -36,10 +36,14 @@ lint: $(BIN)/ruff
 bench: install
 	$(BIN)/python -m benchmarks
 
-# The Fur/Skive comparison in the README: every variant over the summer week, table written into README.md
+# The Fur/Skive comparison in the README: every variant over the summer week (the S4G controllers, then the
+# voltage levers alone and combined, on causal forecasts; combined_oracle is the perfect-foresight upper bound),
+# table written into README.md. About 5 min per variant on a quiet 2-core machine.
+COMPARE_VARIANTS ?= baseline rule_based profess profess_gesscon full pv_limit pv_volt_watt libal_voltage \
+                    gesscon_voltage combined combined_oracle
 compare: install
 	$(BIN)/s4g run scenarios/fur_skive.yaml --variant all --until 7d --out runs/fur_skive-week --no-report
-	$(BIN)/s4g compare $(addprefix runs/fur_skive-week/,baseline rule_based profess profess_gesscon full) \
+	$(BIN)/s4g compare $(addprefix runs/fur_skive-week/,$(COMPARE_VARIANTS)) \
 	  --readme README.md --plot docs/img/fur_skive_comparison.png
 
 clean:

@@ -25,6 +25,9 @@ from typing import Callable, Literal
 import numpy as np
 
 ForecastMethod = Literal["perfect", "persistence", "seasonal_naive", "ridge"]
+#: what PROFESS, LESSAg and GESSCon use unless a scenario says otherwise: a forecaster that sees no future
+#: ("perfect" reads the true future: an explicit, labelled upper bound for studies, never a default)
+DEFAULT_FORECAST: ForecastMethod = "ridge"
 
 
 class Forecaster:

@@ -35,7 +35,14 @@ import mosaik_api_v3
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from controllers.forecast import ForecastMethod, make_forecaster
+from controllers.forecast import DEFAULT_FORECAST, ForecastMethod, make_forecaster
+from controllers.gesscon_voltage import (
+    FeederVoltageModel,
+    VoltageLimits,
+    VoltageRows,
+    plan_within_band,
+    sunniest_recent,
+)
 from controllers.registry import ControllerKind
 from devices.battery.params import BatteryRatings, ContractLimits
 from controllers.schedule_codec import HOURS, to_senml
@@ -188,7 +195,8 @@ class Gesscon:
         self.last.extra["day_start"] = day_start
         return self.last.setpoints_w
 
-    def solve(self, site_forecasts, prices, battery_states) -> GessconPlan:
+    def solve(self, site_forecasts, prices, battery_states, voltage: VoltageRows | None = None) -> GessconPlan:
+        """``voltage``: the feeder's voltage limits, linear in the sites' battery powers (gesscon_voltage.py)."""
         t0 = _time.perf_counter()
         cfg, S, H = self.config, self.S, HOURS
         load = np.zeros((S, H))
@@ -232,6 +240,7 @@ class Gesscon:
         forbid_c = np.zeros((S, H), bool)
         forbid_d = np.zeros((S, H), bool)
         rounds = 0
+        n_v = self._add_voltage_rows(voltage) if voltage is not None else 0
         while True:
             hi_r = hi.copy()
             hi_r[self.c_pc[forbid_c]] = 0.0
@@ -252,6 +261,12 @@ class Gesscon:
             forbid_d |= both & (pc >= pd)
             forbid_c |= both & (pc < pd)
             rounds += 1
+        v_slack = 0.0
+        if n_v:
+            if status == self._hs.HighsModelStatus.kOptimal:
+                v_slack = float(np.max(x[self.ncol:self.ncol + 2 * n_v], initial=0.0))
+            hs.deleteRows(n_v, np.arange(self.nrow, self.nrow + n_v, dtype=np.int32))
+            hs.deleteCols(2 * n_v, np.arange(self.ncol, self.ncol + 2 * n_v, dtype=np.int32))
         solve_s = _time.perf_counter() - t0
         if status != self._hs.HighsModelStatus.kOptimal:
             zero = {s.id: np.zeros(H) for s in self.sites}
@@ -270,8 +285,34 @@ class Gesscon:
             overload_w=(x[self.c_ou] + x[self.c_od]) * 1e3,
             objective=float(hs.getInfo().objective_function_value),
             solve_s=solve_s,
-            extra={"complementarity_rounds": rounds, "curtailed_wh": float((pv - x[self.c_pv]).sum() * 1e3)},
+            extra={"complementarity_rounds": rounds, "curtailed_wh": float((pv - x[self.c_pv]).sum() * 1e3),
+                   "voltage_rows": n_v, "v_violation_pu": v_slack},
         )
+
+    def _add_voltage_rows(self, v: VoltageRows) -> int:
+        """Rows ``lo <= sum_b coef[b] (P_ch - P_dis)[b, h] + s_lo - s_hi <= hi`` with penalised slacks."""
+        k = int(v.hour.size)
+        if k == 0:
+            return 0
+        if v.coef.shape != (k, self.S):
+            raise ValueError(f"voltage rows: expected coefficients for {self.S} batteries, got {v.coef.shape}")
+        hs = self.highs
+        n = 2 * k
+        hs.addCols(n, np.full(n, v.penalty), np.zeros(n), np.full(n, self._hs.kHighsInf), 0,
+                   np.zeros(n, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0))
+        starts, index, value = [], [], []
+        for j in range(k):
+            starts.append(len(index))
+            h = int(v.hour[j])
+            for b in range(self.S):
+                if v.coef[j, b] != 0.0:
+                    index += [int(self.c_pc[b, h]), int(self.c_pd[b, h])]
+                    value += [float(v.coef[j, b]), -float(v.coef[j, b])]
+            index += [self.ncol + 2 * j, self.ncol + 2 * j + 1]
+            value += [1.0, -1.0]
+        hs.addRows(k, np.asarray(v.lo, float), np.asarray(v.hi, float), len(index), np.asarray(starts, np.int32),
+                   np.asarray(index, np.int32), np.asarray(value, float))
+        return k
 
     def senml(self, plan: GessconPlan | None = None, day_start: float | None = None) -> dict[str, list[dict]]:
         plan = plan or self.last
@@ -289,11 +330,14 @@ class GessconParams(BaseModel):
     transformer_limit_w: float | None = Field(None, gt=0)
     degradation_eur_per_kwh: float = Field(0.02, ge=0)
     terminal_value_eur_per_kwh: float | None = Field(None, ge=0)
-    forecast: ForecastMethod = "perfect"
+    forecast: ForecastMethod = Field(DEFAULT_FORECAST, description="load and PV forecaster; 'perfect' reads the "
+                                     "true future: the oracle, an upper bound for studies")
     plan_at_s: int = Field(0, ge=0, lt=86400, description="seconds after the run start of the daily planning")
     execute: Literal["lessag", "direct", "none"] = Field(
         "lessag", description="who applies the schedule: a LESSAg per site (default), the device directly, or nobody")
     lessag: dict[str, Any] = Field(default_factory=dict, description="params of the LESSAg agents (see lessag)")
+    voltage_limits: VoltageLimits | None = Field(None, description="keep the feeder's voltages in this band in the "
+                                                 "plan (a power flow at the forecast, linear in the batteries)")
 
     @field_validator("lessag")
     @classmethod
@@ -317,9 +361,11 @@ META = {
     "models": {
         "Feeder": {"public": True,
                    "params": ["params", "sites", "pv_kwp", "truth", "import_eur_per_kwh", "export_eur_per_kwh",
-                              "start_unix_s", "start_tod_s"],
-                   "attrs": ["objective", "solve_ms", "overload_w", "transformer_plan_w"]},
+                              "start_unix_s", "start_tod_s", "grid", "points", "battery_loads"],
+                   "attrs": ["objective", "solve_ms", "overload_w", "transformer_plan_w", "voltage_rows",
+                             "v_violation_pu", "v_lin_error_pu"]},
         "Site": {"public": False, "params": [], "attrs": [*SITE_INPUTS, *SITE_OUTPUTS]},
+        "Point": {"public": False, "params": [], "attrs": ["load_p_w", "pv_w_per_kwp"]},
     },
     "extra_methods": ["plans"],
 }
@@ -348,6 +394,64 @@ class _Feeder:
         self.issued_s = -1
         self.plan_t = -1
         self.solve_ms = 0.0
+        self.voltage: FeederVoltageModel | None = None
+        self.points: list[dict] = []
+        self.point_fc: dict[str, tuple] = {}
+        self.point_acc: dict[str, dict[str, list]] = {}
+        self.v_lin_error_pu = float("nan")
+
+    def watch_voltages(self, grid: dict, points: list[dict], battery_loads: list[str], start_tod_s: int) -> None:
+        """Voltage limits in the plan: a grid engine of the scenario's grid, and a forecaster per connection point
+        (``points``: id, load (grid load name), pv_kwp (AC), q_per_p of its load)."""
+        from simulators.grid import GridEngine
+        from simulators.grid_loaders import load_grid
+
+        model = load_grid(grid["source"], path=grid.get("path"), code=grid.get("code"),
+                          ampacity_a=grid.get("ampacity_a"))
+        engine = GridEngine(model, mode=grid.get("mode", "balanced"), solver=grid.get("solver", "fast"),
+                            extra_loads=grid.get("extra_loads") or (), static_loads=grid.get("static_loads", "zero"))
+        assert self.params.voltage_limits is not None
+        self.voltage = FeederVoltageModel(engine, battery_loads, self.params.voltage_limits)
+        self.points = points
+        method = self.params.forecast
+        for pt in points:
+            truth = pt.get("truth") or {}
+            self.point_fc[pt["id"]] = (
+                make_forecaster(method, 3600, truth=_arr(truth.get("load_w")), start_tod_s=start_tod_s),
+                make_forecaster(method, 3600, truth=_arr(truth.get("pv_w_per_kwp")), start_tod_s=start_tod_s))
+            self.point_acc[pt["id"]] = {"load": [0.0, 0], "pv": [0.0, 0]}
+
+    def observe_point(self, pid: str, load: float, pv: float) -> None:
+        a = self.point_acc[pid]
+        for key, v in (("load", load), ("pv", pv)):
+            if np.isfinite(v):
+                a[key][0] += v
+                a[key][1] += 1
+
+    def _close_points(self) -> None:
+        for pid, a in self.point_acc.items():
+            for key, fc in zip(("load", "pv"), self.point_fc[pid]):
+                if a[key][1]:
+                    fc.observe(self.hour_acc, a[key][0] / a[key][1])
+                a[key] = [0.0, 0]
+
+    def _injections(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hourly injections (W, var) of every grid load at the forecast, batteries idle: (H, loads) each."""
+        assert self.voltage is not None
+        eng = self.voltage.engine
+        p = np.zeros((HOURS, len(eng.load_names)))
+        q = np.zeros_like(p)
+        for pt in self.points:
+            load_fc, pv_fc = self.point_fc[pt["id"]]
+            load = load_fc.forecast(k, HOURS)
+            j = eng.load_pos[pt["load"]]
+            pv = pv_fc.forecast(k, HOURS)
+            days = self.voltage.limits.pv_days
+            if days:
+                pv = np.fmax(pv, sunniest_recent(pv_fc.history, k, HOURS, days))
+            p[:, j] += load - pv * pt["pv_kwp"]
+            q[:, j] += load * pt["q_per_p"]
+        return p, q
 
     def observe(self, hour: int, sid: str, load: float, pv: float) -> None:
         a = self.acc[sid]
@@ -361,6 +465,7 @@ class _Feeder:
     def close_hour(self, hour: int) -> None:
         if hour == self.hour_acc:
             return
+        self._close_points()
         for sid, a in self.acc.items():
             for key, fc in (("load", self.load_fc[sid]), ("pv", self.pv_fc[sid])):
                 if a[key][1]:
@@ -374,7 +479,20 @@ class _Feeder:
                       "pv_w": self.pv_fc[s.id].forecast(k, HOURS) * self.pv_kwp.get(s.id, 0.0)} for s in self.sites}
         prices = {"import": _window(self.ci, k), "export": _window(self.ce, k)}
         day_start = self.start_unix_s + t_s
-        self.core.plan(day_start, fcs, prices, e_wh)
+        if self.voltage is None:
+            self.core.last = self.core.solve(fcs, prices, e_wh)
+        else:
+            p, q = self._injections(k)
+
+            def solve(rows: VoltageRows) -> np.ndarray | None:
+                self.core.last = self.core.solve(fcs, prices, e_wh, voltage=rows)
+                if self.core.last.status != "optimal":
+                    return None
+                return np.array([self.core.last.setpoints_w[s.id] for s in self.sites]) / 1e3
+
+            _, self.v_lin_error_pu, solves = plan_within_band(self.voltage, p, q, solve)
+            self.core.last.extra |= {"v_lin_error_pu": self.v_lin_error_pu, "voltage_solves": solves}
+        self.core.last.extra["day_start"] = day_start
         self.plan = self.core.last
         self.solve_ms = self.plan.solve_s * 1e3
         if self.plan.status != "optimal":
@@ -400,6 +518,7 @@ class GessconSim(mosaik_api_v3.Simulator):
         super().__init__(META)
         self.feeders: dict[str, _Feeder] = {}
         self.site_of: dict[str, tuple[str, str]] = {}  # site eid -> (feeder eid, site id)
+        self.point_of: dict[str, tuple[str, str]] = {}  # point eid -> (feeder eid, point id)
         self.step_size = 60
         self.time = 0
 
@@ -411,7 +530,8 @@ class GessconSim(mosaik_api_v3.Simulator):
     def create(self, num: int, model: str, params: dict | None = None,  # type: ignore[override]
                sites: list[dict] | None = None,
                pv_kwp: dict | None = None, truth: dict | None = None, import_eur_per_kwh=None,
-               export_eur_per_kwh=None, start_unix_s: float = 0.0, start_tod_s: int = 0) -> list[dict]:
+               export_eur_per_kwh=None, start_unix_s: float = 0.0, start_tod_s: int = 0, grid: dict | None = None,
+               points: list[dict] | None = None, battery_loads: list[str] | None = None) -> list[dict]:
         if model != "Feeder":
             raise ValueError("create Feeder entities; their Site children come with them")
         p = GessconParams.model_validate(params or {})
@@ -426,6 +546,12 @@ class GessconSim(mosaik_api_v3.Simulator):
                 ceid = f"{eid}.{s.id}"
                 self.site_of[ceid] = (eid, s.id)
                 children.append({"eid": ceid, "type": "Site"})
+            if p.voltage_limits is not None and grid is not None:
+                self.feeders[eid].watch_voltages(grid, points or [], battery_loads or [], start_tod_s)
+                for pt in points or []:
+                    ceid = f"{eid}.point.{pt['id']}"
+                    self.point_of[ceid] = (eid, pt["id"])
+                    children.append({"eid": ceid, "type": "Point"})
             out.append({"eid": eid, "type": "Feeder", "children": children})
         return out
 
@@ -434,6 +560,12 @@ class GessconSim(mosaik_api_v3.Simulator):
         hour = time // 3600
         vals: dict[str, dict[str, dict[str, float]]] = {}
         for ceid, attrs in inputs.items():
+            if ceid in self.point_of:
+                feid, pid = self.point_of[ceid]
+                got = {n: [v for v in src.values() if v is not None] for n, src in attrs.items()}
+                self.feeders[feid].observe_point(pid, float(sum(got.get("load_p_w", []) or [np.nan])),
+                                                 float(sum(got.get("pv_w_per_kwp", []) or [np.nan])))
+                continue
             if ceid not in self.site_of:
                 continue
             feid, sid = self.site_of[ceid]
@@ -469,7 +601,14 @@ class GessconSim(mosaik_api_v3.Simulator):
                     elif a == "transformer_plan_w":
                         h = (self.time - f.plan_t) // 3600 if f.plan else -1
                         row[a] = float(f.plan.transformer_w[h]) if f.plan and 0 <= h < HOURS else float("nan")
+                    elif a in ("voltage_rows", "v_violation_pu"):
+                        row[a] = float(f.plan.extra.get(a, 0.0)) if f.plan else 0.0
+                    elif a == "v_lin_error_pu":
+                        row[a] = f.v_lin_error_pu
                 data[eid] = row
+                continue
+            if eid in self.point_of:
+                data[eid] = {}
                 continue
             feid, sid = self.site_of[eid]
             f = self.feeders[feid]
@@ -495,59 +634,105 @@ class GessconSim(mosaik_api_v3.Simulator):
 def _build(builder: WorldBuilder, spec: ControllerSpec, params: GessconParams) -> None:
     from controllers.lessag import LessagParams, wire_lessag
     from controllers.profess import device_battery, price_series, start_tod_s, truth_series
+    from controllers.wiring import battery_base, has_follower
     from devices import registry as device_registry
 
     sc = builder.scenario
     devs = builder.select_devices(spec.devices, needs_battery=True)
     sites, pv_kwp, truth, handles = [], {}, {}, []
     for dev in devs:
-        site = builder.site_of(dev.id)
-        if site is None:
-            if spec.devices == "*":  # a grid battery without a site is not a GESSCon ESS
-                continue
-            raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} has no site")
+        site = builder.site_of(dev.id)  # None: a grid battery on its own bus, planned with no load and no PV
         sb, pv = device_battery(builder, dev)
         sites.append(GessconSite(id=dev.id, capacity_wh=sb.capacity_wh, p_charge_max_w=sb.p_charge_max_w,
                                  p_discharge_max_w=sb.p_discharge_max_w, eta_charge=sb.eta_charge,
                                  eta_discharge=sb.eta_discharge, soc_min=sb.soc_min, soc_max=sb.soc_max,
                                  self_discharge_per_day=sb.self_discharge_per_day,
                                  contract_import_w=sb.contract_import_w, contract_export_w=sb.contract_export_w))
-        pv_kwp[dev.id] = pv["pv_kwp"] * pv["pv_eta"]
-        if params.forecast == "perfect":
+        pv_kwp[dev.id] = pv["pv_kwp"] * pv["pv_eta"] if site is not None else 0.0
+        if params.forecast == "perfect" and site is not None:
             truth[dev.id] = {"load_w": truth_series(builder, site.load, "p_w", 3600, 86400),
                              "pv_w_per_kwp": truth_series(builder, site.pv, "w_per_kwp", 3600, 86400)}
         handles.append((dev, site))
     if not sites:
         return
     imp, exp = price_series(builder, 3600, 86400)
+    voltage = _voltage_inputs(builder, params, [dev for dev, _ in handles]) if params.voltage_limits else {}
     sim = builder.sim("Gesscon", "controllers.gesscon:GessconSim")
     feeder = builder.add_entity(sim.Feeder(params=params.model_dump(), sites=[s.model_dump() for s in sites],
                                            pv_kwp=pv_kwp, truth=truth or None, import_eur_per_kwh=imp,
                                            export_eur_per_kwh=exp, start_unix_s=sc.start.timestamp(),
-                                           start_tod_s=start_tod_s(builder)))
+                                           start_tod_s=start_tod_s(builder), **voltage))
     children = {c.eid.split(".", 1)[1]: c for c in feeder.children}
-    builder.record(feeder, "objective", "controllers", f"{spec.id}.objective")
-    builder.record(feeder, "solve_ms", "controllers", f"{spec.id}.solve_ms")
+    for attr in ("objective", "solve_ms", *(("voltage_rows", "v_violation_pu", "v_lin_error_pu") if voltage else ())):
+        builder.record(feeder, attr, "controllers", f"{spec.id}.{attr}")
+    for pt in voltage.get("points", []):  # every connection point's load and PV, up the Data Broker
+        child = builder.add_entity(children[f"point.{pt['id']}"])
+        handle = builder.sites[pt["id"]]
+        if handle.load is not None:
+            builder.connect(handle.load, child, ("p_w", "load_p_w"), role="data", sender_kind="device", period_s=900)
+        if handle.pv is not None and pt["pv_kwp"] > 0:
+            builder.world.connect(handle.pv, child, ("w_per_kwp", "pv_w_per_kwp"))
     lessag_params = LessagParams.model_validate(params.lessag)
     for dev, site in handles:
         child = builder.add_entity(children[dev.id])
         device = builder.devices[dev.id]
         # site telemetry goes up over the Data Broker (every 15 min, as field data does)
         builder.connect(device, child, "e_wh", role="data", sender_kind="device", period_s=900)
-        if site.load is not None:
+        if site is not None and site.load is not None:
             builder.connect(site.load, child, ("p_w", "load_p_w"), role="data", sender_kind="device", period_s=900)
-        if site.pv is not None:
+        if site is not None and site.pv is not None:
             builder.world.connect(site.pv, child, ("w_per_kwp", "pv_w_per_kwp"))
         builder.record(child, "p_schedule_w", "controllers", f"{spec.id}/{dev.id}.p_schedule_w")
-        if params.execute == "lessag":
+        if has_follower(builder, dev.id):  # a local controller (LiBal's voltage control) adds to the plan
+            battery_base(builder, dev.id, schedule=child)
+        elif params.execute == "lessag" and site is not None:
             wire_lessag(builder, spec, lessag_params, dev, site, child)
-        elif params.execute == "direct":
+        elif params.execute in ("direct", "lessag"):  # a battery without a site has no LESSAg: the plan directly
             setpoint = device_registry.family(dev.family).battery_setpoint
             if setpoint is None:
                 raise ValueError(f"gesscon execute: direct needs a battery; device {dev.id!r} ({dev.family}) takes no "
                                  "battery setpoint")
             builder.connect(child, device, ("p_schedule_w", setpoint), role="control", time_shifted=True,
                             initial_data={"p_schedule_w": 0.0})
+
+
+def _voltage_inputs(builder: "WorldBuilder", params: GessconParams, devs: list) -> dict[str, Any]:
+    """What the Feeder needs to plan with the feeder's voltages: the grid as the world built it, every site as a
+    connection point (its load, its PV in AC kW, its load's q/p), and the grid load of each planned battery."""
+    from controllers.profess import truth_series
+    from devices import registry as device_registry
+
+    sc = builder.scenario
+    g = sc.grid
+    extra = [{"id": s.id, "bus": s.bus, "phase": s.phase} for s in sc.sites if s.bus is not None]
+    extra += [{"id": f"dev:{d.id}", "bus": d.bus, "phase": d.phase} for d in sc.devices if d.bus]
+    grid = {"source": g.source, "path": str(g.path) if g.path else None, "code": g.code, "mode": g.mode,
+            "solver": g.solver, "extra_loads": extra, "static_loads": g.static_loads,
+            "ampacity_a": g.line_ampacity_a or None}
+    kwp: dict[str, float] = {}
+    for d in sc.devices:
+        if d.site is None:
+            continue
+        cfg = device_registry.family(d.family).parse_config(d.config)
+        kwp[d.site] = kwp.get(d.site, 0.0) + float(getattr(cfg, "pv_kwp", 0.0) or 0.0) * float(
+            getattr(cfg, "eta_inverter", 1.0))
+    points = []
+    for s in sc.sites:
+        handle = builder.sites[s.id]
+        pf = getattr(s.load, "power_factor", None) if s.load is not None else None
+        pt = {"id": s.id, "load": s.grid_load or s.id, "pv_kwp": kwp.get(s.id, 0.0),
+              "q_per_p": float(np.tan(np.arccos(pf))) if pf else 0.0}
+        if params.forecast == "perfect":
+            pt["truth"] = {"load_w": truth_series(builder, handle.load, "p_w", 3600, 86400),
+                           "pv_w_per_kwp": truth_series(builder, handle.pv, "w_per_kwp", 3600, 86400)}
+        points.append(pt)
+    battery_loads = [(sc_site.grid_load or sc_site.id) if (sc_site := _site_spec(sc, d)) else f"dev:{d.id}"
+                     for d in devs]
+    return {"grid": grid, "points": points, "battery_loads": battery_loads}
+
+
+def _site_spec(sc, dev):
+    return next((s for s in sc.sites if s.id == dev.site), None) if dev.site else None
 
 
 GESSCON = ControllerKind("gesscon", GessconParams, _build,

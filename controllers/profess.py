@@ -21,7 +21,7 @@ import mosaik_api_v3
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controllers.forecast import ForecastMethod, make_forecaster
+from controllers.forecast import DEFAULT_FORECAST, ForecastMethod, make_forecaster
 from controllers.profess_model import Profess
 from controllers.profess_problem import (PRESETS, CycleInputs, ObjectiveName, ObjectiveWeights, ProfessProblem,
                                          ProfessResult, SiteBattery)
@@ -43,7 +43,8 @@ class ProfessParams(BaseModel):
     weights: ObjectiveWeights | None = Field(None, description="override the objective's preset weights")
     step_s: int = Field(900, gt=0, description="MPC step: 60, 300, 900 or 3600 s (a multiple of the scenario step)")
     horizon_s: int = Field(86400, gt=0)
-    forecast: ForecastMethod = "perfect"
+    forecast: ForecastMethod = Field(DEFAULT_FORECAST, description="load and PV forecaster; 'perfect' reads the "
+                                     "true future: the oracle, an upper bound for studies")
     degradation_eur_per_kwh: float = Field(0.02, ge=0)
     terminal_value_eur_per_kwh: float = Field(0.0, ge=0)
     voltage_sensitivity_pu_per_kw: float = Field(0.0, description="dV/dP at the PCC, e.g. -0.002 pu per kW import")

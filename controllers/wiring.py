@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,6 +38,27 @@ def _build_baseline(model: str):
             builder.record(ctl, "p_set_w", "controllers", f"{spec.id}/{dev.id}.p_set_w")
 
     return build
+
+
+def battery_base(builder: "BuildContext", device_id: str, *, schedule: Any = None, follower: Any = None) -> None:
+    """Meet a battery's planned power (GESSCon's ``p_schedule_w``) and a local controller that adds its own
+    correction to it (the voltage controller's ``p_base_w``), whichever of the two is built first: the second one
+    connects them, over the Control Broker like every schedule."""
+    slots = builder.__dict__.setdefault("_s4g_battery_base", {})
+    slot = slots.setdefault(device_id, {})
+    if schedule is not None:
+        slot["schedule"] = schedule
+    if follower is not None:
+        slot["follower"] = follower
+    if "schedule" in slot and "follower" in slot and not slot.get("connected"):
+        builder.connect(slot["schedule"], slot["follower"], ("p_schedule_w", "p_base_w"), role="control")
+        slot["connected"] = True
+
+
+def has_follower(builder: "BuildContext", device_id: str) -> bool:
+    """Does a controller of the scenario add to this battery's plan (a voltage_control naming it)?"""
+    return any(c.kind == "voltage_control" and (c.devices == "*" or device_id in c.devices)
+               for c in builder.scenario.controllers)
 
 
 SELF_CONSUMPTION = ControllerKind("self_consumption", NoParams, _build_baseline("SelfConsumption"),

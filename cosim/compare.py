@@ -14,6 +14,9 @@ from rich.table import Table as RichTable
 
 from cosim import kpi
 
+#: equivalent full cycles over every device with a battery, those without a site (a grid battery) included
+ALL_EFC = "derived.all_batt_efc"
+
 #: (label, flattened KPI key, format) — the rows of the comparison
 ROWS = (
     ("self-consumption", "total.self_consumption_ratio", "pct"),
@@ -21,13 +24,15 @@ ROWS = (
     ("peak import at the transformer (kW)", "grid.peak_import_kw", "1f"),
     ("peak export at the transformer (kW)", "grid.peak_export_kw", "1f"),
     ("PV curtailed", "total.pv_curtailed_pct", "pct100"),
+    ("PV curtailed (kWh)", "total.pv_curtailed_kwh", "1f"),
     ("node-minutes outside ±10 %", "grid.v_minutes_outside_10pct", "0f"),
     ("node-minutes outside ±5 %", "grid.v_minutes_outside_5pct", "0f"),
     ("voltage max (pu)", "total.v_max_pu", "4f"),
     ("voltage min (pu)", "total.v_min_pu", "4f"),
     ("grid losses (kWh)", "grid.losses_kwh", "2f"),
     ("energy bill (EUR)", "total.bill_eur", "2f"),
-    ("battery full cycles", "total.batt_efc", "2f"),
+    ("battery full cycles (site batteries)", "total.batt_efc", "2f"),
+    ("battery full cycles (every battery)", ALL_EFC, "2f"),
     ("target: PCC voltage within 230 V ±10 %", "grid.v_within_10pct", "met"),
 )
 
@@ -61,8 +66,20 @@ def _fmt(value: Any, how: str) -> str:
     return f"{value:.{how[0]}f}"
 
 
+def _all_efc(flat: dict[str, Any]) -> float | None:
+    """Σ throughput / (2 Σ capacity) over the devices' KPIs (kpi.device_kpis), whatever their site."""
+    through = cap = 0.0
+    for key, value in flat.items():
+        if key.startswith("devices.") and key.endswith(".batt_capacity_kwh") and value:
+            cap += value
+            through += flat.get(key.removesuffix("capacity_kwh") + "throughput_kwh") or 0.0
+    return through / (2.0 * cap) if cap else None
+
+
 def table(run_dirs: list[Path]) -> Comparison:
     flats = [kpi.flatten(_kpis(d)) for d in run_dirs]
+    for f in flats:
+        f[ALL_EFC] = _all_efc(f)
     names = [_name(d, _kpis(d)) for d in run_dirs]
     rows = [(label, [_fmt(f.get(key), how) for f in flats]) for label, key, how in ROWS]
     from cosim.pilot_kpis import compare_rows

@@ -43,16 +43,20 @@ class SetpointRejected(DeviceError):
 
 @dataclass(frozen=True)
 class Limit:
-    """Accepted range of one setpoint, inclusive, in the unit its name carries."""
+    """Accepted range of one setpoint, inclusive, in the unit its name carries; ``integer``: whole values only
+    (an enumeration such as connect 0/1: 0.5 is refused, not rounded)."""
 
     min: float
     max: float
+    integer: bool = False
 
     def check(self, name: str, value: float) -> None:
         if not isinstance(value, (int, float)) or math.isnan(value):
             raise SetpointRejected(f"{name}={value!r} is not a number")
         if value < self.min or value > self.max:
             raise SetpointRejected(f"{name}={value:g} outside [{self.min:g}, {self.max:g}]")
+        if self.integer and not float(value).is_integer():
+            raise SetpointRejected(f"{name}={value:g} is not a whole number")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class Capabilities:
 
     measurements: tuple[str, ...]
     setpoints: Mapping[str, Limit] = field(default_factory=dict)
+    #: rules across setpoints written together (e.g. a curve's points must come as a whole and in order):
+    #: raises SetpointRejected; applied after every value passed its Limit
+    rules: Callable[[Mapping[str, float]], None] | None = None
 
     def check(self, setpoint: "Setpoint") -> None:
         for name, value in setpoint.values.items():
@@ -68,6 +75,8 @@ class Capabilities:
             if limit is None:
                 raise SetpointRejected(f"setpoint {name!r} not accepted; accepted: {sorted(self.setpoints)}")
             limit.check(name, value)
+        if self.rules is not None:
+            self.rules(setpoint.values)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from devices import registry
-from devices.base import Address, Capabilities, DeviceError, Driver, Measurement, Setpoint, SetpointRejected
+from devices.base import Address, Capabilities, DeviceError, Driver, Limit, Measurement, Setpoint, SetpointRejected
 from devices.family import ConnectionPoint, DeviceContext, Family, ModelBank
 from devices.io_loop import IoLoop
 from devices.sim import SimDriver
@@ -36,6 +36,7 @@ from devices.virtual import VirtualDevice
 log = logging.getLogger(__name__)
 
 STATUS_ATTRS = ("available", "rejected")
+_NO_LIMIT = Limit(0.0, 0.0)
 POWER_ATTRS = ("p_w", "q_var")
 
 
@@ -246,22 +247,35 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     def _apply_bank_setpoints(self, time: int, bank: ModelBank, devs: list[_Device],
                               limits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        integer = {sp for sp in limits if any(d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs)}
         pending = [(i, d) for i, d in enumerate(devs) if d.pending]
         if not pending:
             return
+        for i, dev in pending:  # rules across setpoints (curves): the whole write is refused, nothing applied
+            if dev.capabilities.rules is not None:
+                try:
+                    dev.capabilities.rules(dev.pending)
+                except SetpointRejected as exc:
+                    dev.rejected += 1
+                    self._event(time, dev.eid, "setpoint_rejected", str(exc))
+                    dev.pending.clear()
+        pending = [(i, d) for i, d in pending if d.pending]
         for sp, (lo, hi) in limits.items():
             idx = np.array([i for i, d in pending if sp in d.pending], dtype=int)
             if idx.size == 0:
                 continue
             values = np.array([devs[i].pending[sp] for i in idx])
             ok = (values >= lo[idx]) & (values <= hi[idx])  # NaN compares False: refused too
+            if sp in integer:
+                ok &= np.mod(values, 1.0) == 0
             bank.setpoints[sp][idx[ok]] = values[ok]
             for i in idx[~ok]:
                 dev = devs[i]
                 dev.rejected += 1
                 lim = dev.capabilities.setpoints.get(sp)
                 allowed = f"[{lim.min:g}, {lim.max:g}]" if lim else "not accepted"
-                self._event(time, dev.eid, "setpoint_rejected", f"{sp}={dev.pending[sp]:g} outside {allowed}")
+                whole = " (whole numbers only)" if lim and lim.integer else ""
+                self._event(time, dev.eid, "setpoint_rejected", f"{sp}={dev.pending[sp]:g} outside {allowed}{whole}")
         for _, d in pending:
             d.pending.clear()
 

@@ -8,6 +8,7 @@
       virtual_step_s: 1         # simulated seconds per model step of the virtual devices the bench hosts
       limits:
         fronius_4006773: {p_min_w: -2000, p_max_w: 2000, soc_min: 0.1, soc_max: 0.95, ramp_w_per_s: 100}
+        pv_4018368: {p_min_w: -3000, pf_min: 0.9, allow_disconnect: false, curve_v_min_pu: 1.0}
       monitor: {port: 8765, broker: embedded}
       drills:
         - {at: 20min, device: fronius_4006773, fault: controller_silent}
@@ -51,6 +52,12 @@ class DeviceLimits(_Strict):
     soc_min: float | None = Field(None, ge=0, le=1)
     soc_max: float | None = Field(None, ge=0, le=1)
     ramp_w_per_s: float | None = Field(None, gt=0)
+    # the grid-support setpoints of PV inverters (devices/pv/functions.py); p_limit_w, an output cap, must allow no
+    # more output than p_min_w does (p_limit_w <= -p_min_w) and is otherwise not a drawn power
+    pf_min: float | None = Field(None, gt=0, le=1, description="tan_phi refused beyond this |power factor|")
+    allow_disconnect: bool = Field(True, description="False: conn = 0 (trip the inverter) is refused")
+    curve_v_min_pu: float | None = Field(None, gt=0, description="volt-var / volt-watt points below are refused")
+    curve_v_max_pu: float | None = Field(None, gt=0, description="volt-var / volt-watt points above are refused")
 
     @model_validator(mode="after")
     def _ordered(self) -> "DeviceLimits":
@@ -58,6 +65,9 @@ class DeviceLimits(_Strict):
             raise ValueError("p_min_w must not exceed p_max_w")
         if self.soc_min is not None and self.soc_max is not None and self.soc_min >= self.soc_max:
             raise ValueError("soc_min must be below soc_max")
+        if (self.curve_v_min_pu is not None and self.curve_v_max_pu is not None
+                and self.curve_v_min_pu >= self.curve_v_max_pu):
+            raise ValueError("curve_v_min_pu must be below curve_v_max_pu")
         return self
 
 

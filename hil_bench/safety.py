@@ -1,7 +1,9 @@
 """Safety rules of the bench, as plain functions and small state machines (no I/O, unit-testable).
 
 * :func:`check_limits`: the operator's limits of a device (``bench.limits``), checked before anything is
-  written; a setpoint outside is refused with :class:`~devices.base.SetpointRejected`, never clipped.
+  written; a setpoint outside is refused with :class:`~devices.base.SetpointRejected`, never clipped. They cover
+  the PV inverters' grid-support setpoints too: the output cap ``p_limit_w`` against ``p_min_w``, the power factor
+  (``pf_min``), disconnecting (``allow_disconnect``) and the curves' voltages (``curve_v_min_pu``/``_max_pu``).
 * :class:`ControllerWatch`: notices a controller that stopped sending setpoints to a device.
 * :class:`DeviceHealth`: the device watchdog's states: ``armed`` (normal), ``faulted`` (stopped answering;
   the boundary holds the controller's setpoints and keeps trying to write the safe setpoint), ``safe`` (the
@@ -27,6 +29,9 @@ def check_limits(limits: DeviceLimits, values: Mapping[str, float], *, t_s: floa
         value = float(value)
         if math.isnan(value):
             raise SetpointRejected(f"{name}=NaN refused by the bench")
+        _check_inverter_function(limits, name, value)
+        if name == "p_limit_w":
+            continue  # an output cap, checked above; the ramp applies to drawn powers
         if name.endswith("_w"):
             if limits.p_max_w is not None and value > limits.p_max_w:
                 raise SetpointRejected(f"{name}={value:g} above the bench limit p_max_w={limits.p_max_w:g}")
@@ -46,6 +51,25 @@ def check_limits(limits: DeviceLimits, values: Mapping[str, float], *, t_s: floa
             if value < 0 and limits.soc_min is not None and soc <= limits.soc_min:
                 raise SetpointRejected(f"{name}={value:g} (discharge) refused: soc {soc:.3f} <= soc_min "
                                        f"{limits.soc_min:g}")
+
+
+def _check_inverter_function(limits: DeviceLimits, name: str, value: float) -> None:
+    """Bench limits of the PV inverters' grid-support setpoints (devices/pv/functions.py)."""
+    if name == "p_limit_w" and limits.p_min_w is not None and -value < limits.p_min_w:
+        raise SetpointRejected(f"p_limit_w={value:g} allows more output than the bench limit p_min_w="
+                               f"{limits.p_min_w:g}")
+    elif name == "tan_phi" and limits.pf_min is not None:
+        pf = 1.0 / math.sqrt(1.0 + value * value)
+        if pf < limits.pf_min - 1e-12:
+            raise SetpointRejected(f"tan_phi={value:g} is a power factor of {pf:.3f}, below the bench limit "
+                                   f"pf_min={limits.pf_min:g}")
+    elif name == "conn" and value == 0 and not limits.allow_disconnect:
+        raise SetpointRejected("conn=0 (disconnect) refused: the bench does not allow it (allow_disconnect)")
+    elif name.startswith(("vv_v", "vw_v")) and name.endswith("_pu"):
+        if limits.curve_v_min_pu is not None and value < limits.curve_v_min_pu:
+            raise SetpointRejected(f"{name}={value:g} below the bench limit curve_v_min_pu={limits.curve_v_min_pu:g}")
+        if limits.curve_v_max_pu is not None and value > limits.curve_v_max_pu:
+            raise SetpointRejected(f"{name}={value:g} above the bench limit curve_v_max_pu={limits.curve_v_max_pu:g}")
 
 
 @dataclass

@@ -439,3 +439,23 @@ def test_hosted_wallbox_behind_the_boundary(tmp_path):
         hosting.stop()
         caller.close()
         io.close()
+
+
+PV_LIMITS = DeviceLimits(p_min_w=-3000, pf_min=0.9, allow_disconnect=False, curve_v_min_pu=1.0, curve_v_max_pu=1.12)
+
+
+@pytest.mark.parametrize("values,refused", [
+    ({"p_limit_w": 3000}, None), ({"p_limit_w": 3001}, "p_min_w"), ({"p_limit_w": 0}, None),
+    ({"tan_phi": 0.48}, None), ({"tan_phi": -0.49}, "pf_min"), ({"conn": 1}, None), ({"conn": 0}, "disconnect"),
+    ({"vw_v1_pu": 1.06, "vw_v2_pu": 1.1}, None), ({"vw_v1_pu": 0.99}, "curve_v_min_pu"),
+    ({"vv_v4_pu": 1.13}, "curve_v_max_pu"), ({"vv_q1_pct": -44}, None),
+])
+def test_bench_limits_cover_the_inverter_functions(values, refused):
+    """An output cap is checked against the most negative power allowed; the ramp limit is not applied to it."""
+    call = lambda: check_limits(PV_LIMITS, values, t_s=0, soc=None, battery_setpoint=None,  # noqa: E731
+                                last_written={"p_limit_w": (0.0, 0.0)})
+    if refused is None:
+        call()
+    else:
+        with pytest.raises(SetpointRejected, match=refused):
+            call()

@@ -117,7 +117,7 @@ def test_write_maps_onto_model_124_and_reads_back():
             m = await drv.read()
             assert m["batt_p_w"] == pytest.approx(-1500, abs=1) and m["p_w"] == pytest.approx(-1500, abs=1)
             ident = await drv.identity()
-            assert ident["manufacturer"] == "Fronius" and ident["models"] == [1, 103, 120, 121, 160, 124]
+            assert ident["manufacturer"] == "Fronius" and ident["models"] == [1, 103, 120, 121, 122, 123, 160, 124, 126, 132]
             with pytest.raises(SetpointRejected):  # outside capabilities: nothing reaches the wire
                 await drv.write(Setpoint({"batt_p_w": 4001.0}))
             assert dev.fbank.in_w_rte_pct[0] == pytest.approx(-37.5)

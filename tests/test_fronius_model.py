@@ -27,8 +27,8 @@ def step(bank, t=0, dt=60, pv=0.0, load=0.0):
 def test_family_is_registered_with_both_schemes():
     fam = registry.family("fronius")
     assert set(fam.drivers) == set(fam.virtual) == {"sunspec+tcp", "fronius+http"}
-    assert fam.battery_setpoint == "batt_p_w" and fam.setpoints == ("batt_p_w",)
-    assert set(fam.input_names) == {"pv_w_per_kwp", "site_load_w"}
+    assert fam.battery_setpoint == "batt_p_w" and fam.setpoints[0] == "batt_p_w" and "p_limit_w" in fam.setpoints
+    assert set(fam.input_names) == {"pv_w_per_kwp", "site_load_w", "v_pu"}
     cap = fam.capabilities(fam.parse_config({"battery": {**BATT, "p_discharge_max_w": 3000}}))
     assert (cap.setpoints["batt_p_w"].min, cap.setpoints["batt_p_w"].max) == (-3000, 4000)
 

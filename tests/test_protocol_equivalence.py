@@ -27,9 +27,12 @@ def _pilot(tmp_path: Path, address: str) -> Path:
     data = yaml.safe_load((REPO / "scenarios" / "fur_skive.yaml").read_text())
     data["grid"]["path"] = str(REPO / "scenarios" / data["grid"]["path"])
     data.update({"start": "2019-06-15T11:00:00+02:00", "duration": "2h"})
-    # the LiBal battery works too: it keeps the Skive site's PCC at zero
+    # the LiBal battery works too: at the Skive site (one line: site instead of bus) it keeps the site's PCC at zero
     data["controllers"].append({"id": "skive_sc", "kind": "self_consumption", "devices": ["libal"]})
     for dev in data["devices"]:
+        if dev["id"] == "libal":
+            dev.pop("bus", None)
+            dev["site"] = "skive"
         if dev["family"] in PROTOCOL:
             dev["address"] = PROTOCOL[dev["family"]] if address != "sim://" else "sim://"
     path = tmp_path / f"{address.split(':')[0]}.yaml"

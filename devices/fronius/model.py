@@ -39,6 +39,9 @@ from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryConfig
 from devices.battery.params import ParamsModel
 from devices.family import DeviceContext, Family, Input, ModelBank
+from devices.pv.functions import SETPOINTS as FUNCTION_SETPOINTS
+from devices.pv.functions import InverterControls, InverterFunctions, setpoint_limits, setpoint_rules
+from devices.pv.model import ControlState, control_state
 from devices.pv_battery.model import PvBatteryBank, PvBatteryConfig
 
 #: SunSpec model 124 ChaSt enumeration
@@ -61,6 +64,8 @@ class FroniusConfig(ParamsModel):
     pv_mppt_max_w: float | None = Field(None, gt=0, description="DC limit of the MPPT inputs (default: none)")
     pv_strings: int = Field(2, ge=1, le=2, description="MPPT inputs reported in SunSpec model 160")
     ac_max_w: float = Field(5000.0, gt=0, description="inverter AC active-power rating (WRtg)")
+    s_max_va: float | None = Field(None, gt=0, description="apparent-power rating (VARtg; default ac_max_w)")
+    controls: InverterControls = Field(InverterControls(), description="start-up settings of models 123/126/132")
     eta_inverter: float = Field(0.97, gt=0, le=1, description="PV DC -> AC efficiency")
     battery: BatteryConfig = Field(default_factory=_default_battery)
     soc_reserve: float = Field(0.0, ge=0, le=1, description="SoC kept for backup, MinRsvPct / 100 at start-up")
@@ -77,7 +82,13 @@ class FroniusConfig(ParamsModel):
     @model_validator(mode="after")
     def _ratings(self) -> "FroniusConfig":
         self.pv_config()  # the pv_battery rules (battery ratings within ac_max_w) apply as they are
+        if self.s_max_va is not None and self.s_max_va < self.ac_max_w:
+            raise ValueError("s_max_va must be at least ac_max_w")
         return self
+
+    @property
+    def s_rating_va(self) -> float:
+        return self.s_max_va or self.ac_max_w
 
     def pv_config(self) -> PvBatteryConfig:
         return PvBatteryConfig(pv_kwp=self.pv_kwp, pv_mppt_max_w=self.pv_mppt_max_w, ac_max_w=self.ac_max_w,
@@ -143,17 +154,19 @@ class FroniusState:
     e_grid_export_wh: float
     v_v: float
     f_hz: float
+    controls: ControlState | None = None  # models 122/123/126/132 (None: a state without them)
 
 
 class FroniusBank(ModelBank):
     """N Fronius hybrids stepped as arrays; index i is one device."""
 
-    setpoint_names = ("batt_p_w",)
+    setpoint_names = ("batt_p_w", *FUNCTION_SETPOINTS)
 
     def __init__(self, configs: list[FroniusConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
         n = self.n
-        self.setpoints["batt_p_w"][:] = np.nan  # no command yet: self-consumption
+        for name in self.setpoint_names:
+            self.setpoints[name][:] = np.nan  # no command yet: self-consumption, start-up settings
         self.pv = PvBatteryBank([c.pv_config() for c in configs])
         self.battery = self.pv.battery  # every Fronius here has its battery: same indices
         col = lambda f: np.array([f(c) for c in configs], dtype=float)  # noqa: E731
@@ -171,6 +184,11 @@ class FroniusBank(ModelBank):
         self.rvrt_deadline_s = np.full(n, np.inf)
         self.min_rsv_pct = col(lambda c: c.soc_reserve * 100.0)  # SunSpec's unit from here on
         self.cha_gri_set = np.array([int(c.allow_grid_charging) for c in configs], dtype=int)
+        self.functions = InverterFunctions([c.controls for c in configs], col(lambda c: c.ac_max_w),
+                                           col(lambda c: c.s_rating_va))
+        self.v_pu = np.ones(n)
+        self.q_var = np.zeros(n)
+        self.pv_avail_w = np.zeros(n)
         # outputs of the last step
         self.t_s = 0.0
         self.dt_s = 60
@@ -217,13 +235,19 @@ class FroniusBank(ModelBank):
     def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
         self._consume_commands(t_s)
         self._revert_due(t_s)
+        fn = self.functions
+        fn.apply_setpoints(self.setpoints, t_s)
         self.dt_s = dt_s
         h = dt_s / 3600.0
         n = self.n
+        self.v_pu = np.broadcast_to(np.asarray(env.get("v_pu", 1.0), dtype=float), (n,)).copy()
+        cap, q_vv = fn.step(t_s, dt_s, self.v_pu)
+        connected = fn.conn == 1
         w_per_kwp = np.broadcast_to(np.maximum(np.asarray(env.get("pv_w_per_kwp", 0.0), dtype=float), 0.0), n)
         load = np.broadcast_to(np.asarray(env.get("site_load_w", 0.0), dtype=float), n)
         pv = self.pv
-        pv_avail = np.minimum(pv.pv_kwp * w_per_kwp, pv.pv_mppt_max_w) * pv.eta_inverter
+        self.pv_avail_w = np.minimum(pv.pv_kwp * w_per_kwp, pv.pv_mppt_max_w) * pv.eta_inverter
+        pv_avail = np.where(connected, self.pv_avail_w, 0.0)  # a disconnected inverter converts nothing
 
         # Self-consumption target, kept inside the model-124 window.
         upper = np.where(self.stor_ctl_mod & CHARGE_LIMIT, self.in_w_rte_pct / 100.0 * self.w_cha_max_w,
@@ -237,12 +261,14 @@ class FroniusBank(ModelBank):
         request = np.maximum(request, -room_wh * self.battery.eta_discharge / h)
 
         pv.setpoints["batt_p_w"][:] = request
-        pv.step(t_s, dt_s, {"pv_w_per_kwp": np.array(w_per_kwp, dtype=float)})
+        pv.step(t_s, dt_s, {"pv_w_per_kwp": np.where(connected, w_per_kwp, 0.0)},
+                export_cap_w=cap, import_cap_w=np.where(connected, np.inf, 0.0))
 
         self.p_w = pv.p_w.copy()
+        self.q_var = fn.q_var(self.p_w, q_vv)
         self.batt_p_w = pv.batt_p_w.copy()
         self.pv_p_w = pv.pv_p_w.copy()
-        self.pv_curtail_w = pv.pv_curtail_w.copy()
+        self.pv_curtail_w = self.pv_avail_w + self.pv_p_w  # clipped by the rating, limited, or disconnected
         self.pv_dc_w = -self.pv_p_w / self.eta_inverter
         self.site_load_w = np.array(load, dtype=float)
         self.grid_p_w = self.site_load_w + self.p_w
@@ -274,7 +300,7 @@ class FroniusBank(ModelBank):
         charge, discharge = self._available()
         return {
             "p_w": self.p_w.copy(),
-            "q_var": np.zeros(self.n),
+            "q_var": self.q_var.copy(),
             "pv_p_w": self.pv_p_w.copy(),
             "batt_p_w": self.batt_p_w.copy(),
             "soc": self.battery.soc.copy(),
@@ -282,7 +308,7 @@ class FroniusBank(ModelBank):
             "pv_curtail_w": self.pv_curtail_w.copy(),
             "p_charge_avail_w": charge,
             "p_discharge_avail_w": discharge,
-            "v_v": self.v_nom_v.copy(),
+            "v_v": np.where(np.isfinite(self.v_pu), self.v_pu, 1.0) * self.v_nom_v,
             "f_hz": self.f_nom_hz.copy(),
         }
 
@@ -291,7 +317,7 @@ class FroniusBank(ModelBank):
         charge, discharge = self._available()
         f = lambda a: float(a[i])  # noqa: E731
         return FroniusState(
-            t_s=self.t_s, p_w=f(self.p_w), q_var=0.0, batt_p_w=f(self.batt_p_w), pv_p_w=f(self.pv_p_w),
+            t_s=self.t_s, p_w=f(self.p_w), q_var=f(self.q_var), batt_p_w=f(self.batt_p_w), pv_p_w=f(self.pv_p_w),
             pv_dc_w=f(self.pv_dc_w), pv_curtail_w=f(self.pv_curtail_w), site_load_w=f(self.site_load_w),
             grid_p_w=f(self.grid_p_w), soc=f(self.battery.soc), e_wh=f(self.battery.e_wh),
             p_charge_avail_w=f(charge), p_discharge_avail_w=f(discharge), cha_st=int(self.charge_status()[i]),
@@ -300,7 +326,8 @@ class FroniusBank(ModelBank):
             cha_gri_set=int(self.cha_gri_set[i]), e_ac_out_wh=f(self.e_ac_out_wh), e_pv_wh=f(self.e_pv_wh),
             e_batt_in_wh=f(self.e_batt_in_wh), e_batt_out_wh=f(self.e_batt_out_wh),
             e_grid_import_wh=f(self.e_grid_import_wh), e_grid_export_wh=f(self.e_grid_export_wh),
-            v_v=f(self.v_nom_v), f_hz=f(self.f_nom_hz),
+            v_v=f(np.where(np.isfinite(self.v_pu), self.v_pu, 1.0) * self.v_nom_v), f_hz=f(self.f_nom_hz),
+            controls=control_state(self.functions, i, f(self.pv_avail_w)),
         )
 
 
@@ -310,7 +337,8 @@ MEASUREMENTS = ("p_w", "q_var", "pv_p_w", "batt_p_w", "soc", "e_wh", "pv_curtail
 
 def _capabilities(cfg: FroniusConfig) -> Capabilities:
     return Capabilities(measurements=MEASUREMENTS,
-                        setpoints={"batt_p_w": Limit(-cfg.battery.p_discharge_max_w, cfg.battery.p_charge_max_w)})
+                        setpoints={"batt_p_w": Limit(-cfg.battery.p_discharge_max_w, cfg.battery.p_charge_max_w),
+                                   **setpoint_limits(cfg.ac_max_w)}, rules=setpoint_rules)
 
 
 FAMILY = Family(
@@ -321,12 +349,14 @@ FAMILY = Family(
     capabilities=_capabilities,
     injects=True,
     # the inverter's own smart meter sees the household load of its site besides the inverter
-    inputs=(Input("pv_w_per_kwp", "site.pv_w_per_kwp"), Input("site_load_w", "site.load_p_w")),
+    inputs=(Input("pv_w_per_kwp", "site.pv_w_per_kwp"), Input("site_load_w", "site.load_p_w"),
+            Input("v_pu", "point.v_pu", required=False, default=1.0)),  # for volt-var / volt-watt
     safe_setpoint={"batt_p_w": 0.0},
     drivers={"sunspec+tcp": "devices.fronius.driver:SunSpecDriver",
              "fronius+http": "devices.fronius.solar_api_driver:SolarApiDriver"},
     virtual={"sunspec+tcp": "devices.fronius.virtual:FroniusSunSpecDevice",
              "fronius+http": "devices.fronius.solar_api:FroniusSolarApiDevice"},
     battery_setpoint="batt_p_w",
-    description="Fronius hybrid inverter with battery (SunSpec Modbus TCP with model 124, Solar API v1)",
+    description="Fronius hybrid inverter with battery (SunSpec Modbus TCP: storage 124, controls 123/126/132; "
+                "Solar API v1)",
 )

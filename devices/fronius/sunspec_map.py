@@ -2,8 +2,8 @@
 
 Point order, types, sizes, scale factors and units are read from the SunSpec Alliance's model definitions (the
 JSON files pysunspec2 ships, Apache-2.0) for the common model 1, the inverter models 101/102/103, nameplate 120,
-basic settings 121, basic storage control 124 and the multiple-MPPT extension 160 (a fixed block plus a repeating
-``module`` group). Offsets below count from
+basic settings 121, measurements/status 122, immediate controls 123, basic storage control 124, volt-var 126,
+volt-watt 132 and the multiple-MPPT extension 160 (126, 132 and 160 are a fixed block plus one repeating group). Offsets below count from
 the model's first register (``ID`` at offset 0, ``L`` at offset 1), as SunSpec documents them.
 
 Addressing: the map starts with ``'SunS'`` at Modbus protocol address 40000 (0-based PDU address); Fronius
@@ -15,15 +15,21 @@ uint32/bitfield32 0xFFFFFFFF, int32 0x80000000, acc32 0 ("not accumulated"), str
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
 from importlib import resources
 from functools import cached_property
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from devices.base import ProtocolError
 from devices.fronius.model import RATE_PCT_MAX, FroniusConfig, FroniusState
+from devices.pv.functions import NPT
+from devices.pv.model import PvConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from devices.pv.functions import InverterFunctions
 
 BASE_ADDRESS = 40000
 SUNS = (0x5375, 0x6E53)  # 'SunS'
@@ -35,8 +41,9 @@ _TYPES: dict[str, tuple[int, int, bool]] = {
     "uint16": (1, 0xFFFF, False), "enum16": (1, 0xFFFF, False), "bitfield16": (1, 0xFFFF, False),
     "int16": (1, 0x8000, True), "sunssf": (1, 0x8000, True), "pad": (1, 0x8000, False),
     "uint32": (2, 0xFFFFFFFF, False), "bitfield32": (2, 0xFFFFFFFF, False), "int32": (2, 0x80000000, True),
-    "acc32": (2, 0, False),
+    "acc32": (2, 0, False), "acc64": (4, 0, False),
 }
+_ACC = ("acc32", "acc64")
 
 Raw = int | str | None
 
@@ -95,6 +102,14 @@ class ModelDef:
             off += p.size
         return out
 
+    def group_offsets(self, k: int = 0) -> dict[str, int]:
+        """Point name -> offset from the model start of the points of repeating group ``k`` (0-based)."""
+        out, off = {}, 2 + self.fixed_length + k * self.repeat_length
+        for p in self.repeating:
+            out[p.name] = off
+            off += p.size
+        return out
+
     @cached_property
     def _by_name(self) -> dict[str, Point]:
         return {p.name: p for p in (*self.points, *self.repeating)}
@@ -105,6 +120,15 @@ class ModelDef:
 
 #: Fronius accepts writes to these model-124 points; every other point is read-only on the device.
 STORAGE_WRITABLE = ("StorCtl_Mod", "MinRsvPct", "OutWRte", "InWRte", "InOutWRte_RvrtTms", "ChaGriSet")
+#: the grid-support points the virtual inverters implement and accept writes to (model 123, 126, 132); the
+#: randomisation windows (*WinTms), the reactive-power percent mode and the curve ramp rates are not implemented
+CONTROLS_WRITABLE = ("Conn_RvrtTms", "Conn", "WMaxLimPct", "WMaxLimPct_RvrtTms", "WMaxLimPct_RmpTms", "WMaxLim_Ena",
+                     "OutPFSet", "OutPFSet_RvrtTms", "OutPFSet_Ena")
+CURVE_FIXED_WRITABLE = ("ModEna", "RvrtTms")
+VOLT_VAR_WRITABLE = (*CURVE_FIXED_WRITABLE, "ActPt", "DeptRef", "V1", "VAr1", "V2", "VAr2", "V3", "VAr3", "V4", "VAr4",
+                     "RmpTms")
+VOLT_WATT_WRITABLE = (*CURVE_FIXED_WRITABLE, "ActPt", "DeptRef", "V1", "W1", "V2", "W2", "V3", "W3", "V4", "W4",
+                      "RmpPt1Tms")
 
 
 def _official_point(raw: Mapping[str, object], writable: tuple[str, ...] | None) -> Point:
@@ -146,8 +170,13 @@ NAMEPLATE = official_model(120)
 SETTINGS = official_model(121, writable=())  # served read-only
 STORAGE = official_model(124, writable=STORAGE_WRITABLE)
 MPPT = official_model(160)
+STATUS = official_model(122, writable=())  # measurements and status, read-only
+CONTROLS = official_model(123, writable=CONTROLS_WRITABLE)
+VOLT_VAR = official_model(126, writable=VOLT_VAR_WRITABLE)
+VOLT_WATT = official_model(132, writable=VOLT_WATT_WRITABLE)
 
-MODELS: dict[int, ModelDef] = {1: COMMON, **INVERTERS, 120: NAMEPLATE, 121: SETTINGS, 124: STORAGE, 160: MPPT}
+MODELS: dict[int, ModelDef] = {1: COMMON, **INVERTERS, 120: NAMEPLATE, 121: SETTINGS, 122: STATUS, 123: CONTROLS,
+                               124: STORAGE, 126: VOLT_VAR, 132: VOLT_WATT, 160: MPPT}
 
 # -- point codec ---------------------------------------------------------------------------------------------
 
@@ -156,7 +185,7 @@ def unimplemented(point: Point) -> list[int]:
     if point.type == "string":
         return [0] * point.size
     marker = _TYPES[point.type][1]
-    return [marker] if point.size == 1 else [(marker >> 16) & 0xFFFF, marker & 0xFFFF]
+    return [(marker >> (16 * k)) & 0xFFFF for k in range(point.size - 1, -1, -1)]
 
 
 def encode_point(point: Point, raw: Raw) -> list[int]:
@@ -168,7 +197,7 @@ def encode_point(point: Point, raw: Raw) -> list[int]:
         return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
     bits = 16 * point.size
     value = int(raw) & ((1 << bits) - 1)  # two's complement for the signed types
-    return [value] if point.size == 1 else [(value >> 16) & 0xFFFF, value & 0xFFFF]
+    return [(value >> (16 * k)) & 0xFFFF for k in range(point.size - 1, -1, -1)]
 
 
 def decode_point(point: Point, regs: Sequence[int]) -> Raw:
@@ -180,9 +209,11 @@ def decode_point(point: Point, regs: Sequence[int]) -> Raw:
         if not data:
             return None
         return data.decode("ascii", errors="replace").strip()
-    value = regs[0] if point.size == 1 else (regs[0] << 16) | regs[1]
+    value = 0
+    for r in regs:
+        value = (value << 16) | r
     size, marker, signed = _TYPES[point.type]
-    if value == marker and point.type != "acc32":
+    if value == marker and point.type not in _ACC:
         return None
     if signed and value >= 1 << (16 * size - 1):
         value -= 1 << (16 * size)
@@ -195,7 +226,7 @@ def representable(point: Point) -> tuple[int, int]:
     bits = 16 * size
     if signed:
         return -(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1
-    return (0, (1 << bits) - 1) if point.type == "acc32" else (0, (1 << bits) - 2)
+    return (0, (1 << bits) - 1) if point.type in _ACC else (0, (1 << bits) - 2)
 
 
 def to_raw(point: Point, value: float | None, sf: int | None) -> int | None:
@@ -203,8 +234,8 @@ def to_raw(point: Point, value: float | None, sf: int | None) -> int | None:
     if value is None or sf is None or not math.isfinite(value):
         return None
     raw = round(value / 10.0 ** sf)
-    if point.type == "acc32":
-        return raw % (1 << 32)  # an accumulator rolls over
+    if point.type in _ACC:
+        return raw % (1 << (16 * point.size))  # an accumulator rolls over
     lo, hi = representable(point)
     return max(lo, min(hi, raw))
 
@@ -303,10 +334,17 @@ def decode_model(regs: Sequence[int], expected_id: int | None = None) -> ModelVa
     return ModelValues(mid, fixed, repeats)
 
 
-# -- the map a virtual Fronius serves ---------------------------------------------------------------------------
+# -- the map a virtual Fronius (or PV inverter) serves ------------------------------------------------------
 
-#: the order a Fronius GEN24 Plus lists its inverter models in (122/123 are not served here)
-SERVED_MODELS = (1, 103, 120, 121, 160, 124)
+#: the order a Fronius GEN24 Plus lists its models in, then volt-var 126 and volt-watt 132 (a GEN24 does not
+#: serve those two; the drivers find every model by scanning, so their place does not matter)
+SERVED_MODELS = (1, 103, 120, 121, 122, 123, 160, 124, 126, 132)
+#: a PV inverter without storage: the same without 124 (and without the battery modules of 160)
+SERVED_MODELS_PV = (1, 103, 120, 121, 122, 123, 160, 126, 132)
+#: SunSpec 126 DeptRef 2 = % of VArMax, 132 DeptRef 1 = % of WMax: the only references served
+VV_DEPT_REF, VW_DEPT_REF = 2, 1
+CURVE_NAMES = {126: "IEEE1547 B VV", 132: "IEEE1547 B VW"}
+CURVE_Y = {126: "VAr", 132: "W"}
 
 
 def battery_voltage(cfg: FroniusConfig, soc: float) -> float:
@@ -315,39 +353,61 @@ def battery_voltage(cfg: FroniusConfig, soc: float) -> float:
 
 
 class FroniusRegisterMap:
-    """Register image of one virtual Fronius (holding registers from 40000) built from a :class:`FroniusState`."""
+    """Register image of one virtual Fronius hybrid (or, with a :class:`PvConfig`, a PV-only inverter), holding
+    registers from 40000, built from a :class:`FroniusState`."""
 
-    def __init__(self, cfg: FroniusConfig, device_id: str = "device") -> None:
+    def __init__(self, cfg: FroniusConfig | PvConfig, device_id: str = "device",
+                 served: tuple[int, ...] | None = None) -> None:
+        """``served``: the models in order (default SERVED_MODELS, or SERVED_MODELS_PV without storage); 1, 103,
+        120, 121 and 160 (and 124 with storage) are always needed, 122, 123, 126 and 132 may be left out."""
         self.cfg = cfg
+        self.storage = isinstance(cfg, FroniusConfig)
+        self.served = served or (SERVED_MODELS if self.storage else SERVED_MODELS_PV)
         self.serial = cfg.serial_for(device_id)
-        self.n_modules = cfg.pv_strings + 2  # PV strings, then StCha and StDisCha as a GEN24 Plus reports them
-        b = cfg.battery
+        # PV strings, then StCha and StDisCha as a GEN24 Plus reports them
+        self.n_modules = cfg.pv_strings + (2 if self.storage else 0)
+        s_rating = cfg.s_rating_va
         pv_dc_max = max(cfg.pv_kwp * 1000.0 * 1.25, 1.0)
         if cfg.pv_mppt_max_w:
             pv_dc_max = min(pv_dc_max, cfg.pv_mppt_max_w * 1.25)
-        self.ahr_rtg = b.capacity_wh / cfg.battery_v_nom_v
+        b = cfg.battery if self.storage else None
+        self.ahr_rtg = b.capacity_wh / cfg.battery_v_nom_v if b else 0.0
+        batt_w = max(b.p_charge_max_w, b.p_discharge_max_w) if b else 0.0
         s = self.sf = {
-            "A": -2, "V": -1, "W": choose_sf(cfg.ac_max_w * 1.25, "int16", 0), "Hz": -2, "PF": -1, "WH": 0,
+            "A": -2, "V": -1, "W": choose_sf(s_rating * 1.25, "int16", 0), "Hz": -2, "PF": -1, "WH": 0,
             "DCA": -2, "DCV": -1, "DCW103": choose_sf(pv_dc_max, "int16", 0), "Tmp": -1,
-            "WRtg": choose_sf(cfg.ac_max_w, "uint16", 0), "ARtg": -2, "PFRtg": -3,
-            "WHRtg": choose_sf(b.capacity_wh, "uint16", 0), "AhrRtg": choose_sf(self.ahr_rtg, "uint16"),
-            "ChaRte": choose_sf(max(b.p_charge_max_w, b.p_discharge_max_w), "uint16", 0), "ECPNomHz": -2,
-            "WChaMax": choose_sf(cfg.w_cha_max_w, "uint16", 0), "Pct": -2,
-            "StorAval": choose_sf(self.ahr_rtg, "uint16"), "InBatV": -1,
-            "DCW160": choose_sf(max(pv_dc_max, b.p_charge_max_w, b.p_discharge_max_w) * 1.25, "uint16", 0),
-            "DCWH": 0,
+            "WRtg": choose_sf(s_rating, "uint16", 0), "ARtg": -2, "PFRtg": -3,
+            "WHRtg": choose_sf(b.capacity_wh, "uint16", 0) if b else 0,
+            "AhrRtg": choose_sf(self.ahr_rtg, "uint16") if b else 0,
+            "ChaRte": choose_sf(batt_w, "uint16", 0) if b else 0, "ECPNomHz": -2,
+            "WChaMax": choose_sf(cfg.w_cha_max_w, "uint16", 0) if b else 0, "Pct": -2,
+            "StorAval": choose_sf(self.ahr_rtg, "uint16") if b else 0, "InBatV": -1,
+            "DCW160": choose_sf(max(pv_dc_max, batt_w) * 1.25, "uint16", 0), "DCWH": 0,
+            "WAval": choose_sf(pv_dc_max, "uint16", 0), "OutPFSet": -3, "CurveV": -2, "CurveY": -2,
         }
         self.addr: dict[int, int] = {}
         self.lengths: dict[int, int] = {}
         addr = BASE_ADDRESS + 2
-        for mid in SERVED_MODELS:
+        for mid in self.served:
             self.addr[mid] = addr
-            self.lengths[mid] = MODELS[mid].length(self.n_modules if mid == 160 else 0)
+            repeats = self.n_modules if mid == 160 else (1 if mid in (126, 132) else 0)
+            self.lengths[mid] = MODELS[mid].length(repeats)
             addr += 2 + self.lengths[mid]
         self.end_address = addr  # the end marker's ID register
         self.size = addr + 2 - BASE_ADDRESS
-        st_off = STORAGE.offsets()
-        self.writable = {self.addr[124] + st_off[name]: name for name in STORAGE_WRITABLE}
+        #: writable register -> (model id, point name)
+        self.writable: dict[int, tuple[int, str]] = {}
+        if self.storage:
+            st_off = STORAGE.offsets()
+            self.writable |= {self.addr[124] + st_off[n]: (124, n) for n in STORAGE_WRITABLE}
+        if 123 in self.addr:
+            ctl_off = CONTROLS.offsets()
+            self.writable |= {self.addr[123] + ctl_off[n]: (123, n) for n in CONTROLS_WRITABLE}
+        for mid, names in ((126, VOLT_VAR_WRITABLE), (132, VOLT_WATT_WRITABLE)):
+            if mid not in self.addr:
+                continue
+            offs = MODELS[mid].offsets() | MODELS[mid].group_offsets(0)
+            self.writable |= {self.addr[mid] + offs[n]: (mid, n) for n in names}
         # the common, nameplate and settings models never change: encoded once
         self._static = {1: encode_model(COMMON, self._common()), 120: encode_model(NAMEPLATE, self._nameplate()),
                         121: encode_model(SETTINGS, self._settings())}
@@ -358,27 +418,33 @@ class FroniusRegisterMap:
                 "SN": self.serial, "DA": self.cfg.unit_id}
 
     def _nameplate(self) -> dict[str, Raw]:
-        cfg, s, b = self.cfg, self.sf, self.cfg.battery
+        cfg, s = self.cfg, self.sf
+        s_rating = cfg.s_rating_va
         tr = lambda name, v, sf: to_raw(NAMEPLATE.point(name), v, sf)  # noqa: E731
-        return {
-            "DERTyp": 82, "WRtg": tr("WRtg", cfg.ac_max_w, s["WRtg"]), "WRtg_SF": s["WRtg"],
-            "VARtg": tr("VARtg", cfg.ac_max_w, s["WRtg"]), "VARtg_SF": s["WRtg"],
-            "VArRtgQ1": tr("VArRtgQ1", cfg.ac_max_w, s["W"]), "VArRtgQ2": tr("VArRtgQ2", cfg.ac_max_w, s["W"]),
-            "VArRtgQ3": tr("VArRtgQ3", -cfg.ac_max_w, s["W"]), "VArRtgQ4": tr("VArRtgQ4", -cfg.ac_max_w, s["W"]),
-            "VArRtg_SF": s["W"], "ARtg": tr("ARtg", cfg.ac_max_w / (3 * cfg.v_nom_v), s["ARtg"]),
+        out: dict[str, Raw] = {
+            "DERTyp": 82 if self.storage else 4, "WRtg": tr("WRtg", cfg.ac_max_w, s["WRtg"]), "WRtg_SF": s["WRtg"],
+            "VARtg": tr("VARtg", s_rating, s["WRtg"]), "VARtg_SF": s["WRtg"],
+            "VArRtgQ1": tr("VArRtgQ1", s_rating, s["W"]), "VArRtgQ2": tr("VArRtgQ2", s_rating, s["W"]),
+            "VArRtgQ3": tr("VArRtgQ3", -s_rating, s["W"]), "VArRtgQ4": tr("VArRtgQ4", -s_rating, s["W"]),
+            "VArRtg_SF": s["W"], "ARtg": tr("ARtg", s_rating / (3 * cfg.v_nom_v), s["ARtg"]),
             "ARtg_SF": s["ARtg"], "PFRtgQ1": 800, "PFRtgQ2": -800, "PFRtgQ3": 800, "PFRtgQ4": -800,
-            "PFRtg_SF": s["PFRtg"], "WHRtg": tr("WHRtg", b.capacity_wh, s["WHRtg"]), "WHRtg_SF": s["WHRtg"],
-            "AhrRtg": tr("AhrRtg", self.ahr_rtg, s["AhrRtg"]), "AhrRtg_SF": s["AhrRtg"],
-            "MaxChaRte": tr("MaxChaRte", b.p_charge_max_w, s["ChaRte"]), "MaxChaRte_SF": s["ChaRte"],
-            "MaxDisChaRte": tr("MaxDisChaRte", b.p_discharge_max_w, s["ChaRte"]), "MaxDisChaRte_SF": s["ChaRte"],
+            "PFRtg_SF": s["PFRtg"],
         }
+        if self.storage:
+            b = cfg.battery
+            out |= {"WHRtg": tr("WHRtg", b.capacity_wh, s["WHRtg"]), "WHRtg_SF": s["WHRtg"],
+                    "AhrRtg": tr("AhrRtg", self.ahr_rtg, s["AhrRtg"]), "AhrRtg_SF": s["AhrRtg"],
+                    "MaxChaRte": tr("MaxChaRte", b.p_charge_max_w, s["ChaRte"]), "MaxChaRte_SF": s["ChaRte"],
+                    "MaxDisChaRte": tr("MaxDisChaRte", b.p_discharge_max_w, s["ChaRte"]),
+                    "MaxDisChaRte_SF": s["ChaRte"]}
+        return out
 
     def _settings(self) -> dict[str, Raw]:
         cfg, s = self.cfg, self.sf
         return {"WMax": to_raw(SETTINGS.point("WMax"), cfg.ac_max_w, s["WRtg"]), "WMax_SF": s["WRtg"],
                 "VRef": to_raw(SETTINGS.point("VRef"), cfg.v_nom_v, s["V"]), "VRef_SF": s["V"],
                 "VRefOfs": 0, "VRefOfs_SF": s["V"],
-                "VAMax": to_raw(SETTINGS.point("VAMax"), cfg.ac_max_w, s["WRtg"]), "VAMax_SF": s["WRtg"],
+                "VAMax": to_raw(SETTINGS.point("VAMax"), cfg.s_rating_va, s["WRtg"]), "VAMax_SF": s["WRtg"],
                 "ECPNomHz": to_raw(SETTINGS.point("ECPNomHz"), cfg.f_nom_hz, s["ECPNomHz"]),
                 "ECPNomHz_SF": s["ECPNomHz"]}
 
@@ -387,12 +453,15 @@ class FroniusRegisterMap:
         cfg, s = self.cfg, self.sf
         tr = lambda name, v, sf: to_raw(INVERTERS[103].point(name), v, sf)  # noqa: E731
         w = -st.p_w  # SunSpec W: + = AC power delivered by the inverter
-        var = -st.q_var
+        var = -st.q_var  # + = reactive power delivered (over-excited)
         va = math.hypot(w, var)
         a_ph = va / (3 * st.v_v)
         dcv = cfg.pv_string_v if st.pv_dc_w > 0.5 else 0.0
         producing = abs(w) > 0.5 or abs(st.batt_p_w) > 0.5
         state = 5 if st.pv_curtail_w > 1.0 else (4 if producing else 2)  # THROTTLED, MPPT, SLEEPING
+        pf = 100.0 * abs(w) / va if va > 0 else 100.0
+        if w * var < 0:
+            pf = -pf  # absorbing while delivering (or the reverse): under-excited, negative
         return {
             "A": tr("A", 3 * a_ph, s["A"]), "AphA": tr("AphA", a_ph, s["A"]), "AphB": tr("AphB", a_ph, s["A"]),
             "AphC": tr("AphC", a_ph, s["A"]), "A_SF": s["A"],
@@ -400,7 +469,7 @@ class FroniusRegisterMap:
             **{k: tr(k, st.v_v, s["V"]) for k in ("PhVphA", "PhVphB", "PhVphC")}, "V_SF": s["V"],
             "W": tr("W", w, s["W"]), "W_SF": s["W"], "Hz": tr("Hz", st.f_hz, s["Hz"]), "Hz_SF": s["Hz"],
             "VA": tr("VA", va, s["W"]), "VA_SF": s["W"], "VAr": tr("VAr", var, s["W"]), "VAr_SF": s["W"],
-            "PF": tr("PF", 100.0 * abs(w) / va if va > 0 else 100.0, s["PF"]), "PF_SF": s["PF"],
+            "PF": tr("PF", pf, s["PF"]), "PF_SF": s["PF"],
             "WH": tr("WH", st.e_ac_out_wh, s["WH"]), "WH_SF": s["WH"],
             "DCA": tr("DCA", st.pv_dc_w / dcv if dcv else 0.0, s["DCA"]), "DCA_SF": s["DCA"],
             "DCV": tr("DCV", dcv, s["DCV"]), "DCV_SF": s["DCV"],
@@ -412,7 +481,6 @@ class FroniusRegisterMap:
     def _mppt(self, st: FroniusState) -> tuple[dict[str, Raw], list[dict[str, Raw]]]:
         cfg, s = self.cfg, self.sf
         tr = lambda name, v, sf: to_raw(MPPT.point(name), v, sf)  # noqa: E731
-        vbat = battery_voltage(cfg, st.soc)
         modules = []
 
         def module(mid: int, label: str, w: float, v: float, wh: float, active: int, idle: int) -> dict[str, Raw]:
@@ -424,9 +492,11 @@ class FroniusRegisterMap:
         for k in range(cfg.pv_strings):
             modules.append(module(k + 1, "String", st.pv_dc_w / cfg.pv_strings, cfg.pv_string_v,
                                   st.e_pv_wh / cfg.pv_strings, 4, 2))
-        n = cfg.pv_strings
-        modules.append(module(n + 1, "StCha", max(st.batt_p_w, 0.0), vbat, st.e_batt_in_wh, 4, 8))
-        modules.append(module(n + 2, "StDisCha", max(-st.batt_p_w, 0.0), vbat, st.e_batt_out_wh, 4, 8))
+        if self.storage:
+            n = cfg.pv_strings
+            vbat = battery_voltage(cfg, st.soc)
+            modules.append(module(n + 1, "StCha", max(st.batt_p_w, 0.0), vbat, st.e_batt_in_wh, 4, 8))
+            modules.append(module(n + 2, "StDisCha", max(-st.batt_p_w, 0.0), vbat, st.e_batt_out_wh, 4, 8))
         fixed = {"DCA_SF": s["DCA"], "DCV_SF": s["DCV"], "DCW_SF": s["DCW160"], "DCWH_SF": s["DCWH"], "Evt": 0,
                  "N": len(modules)}
         return fixed, modules
@@ -447,10 +517,53 @@ class FroniusRegisterMap:
             "StorAval_SF": s["StorAval"], "InBatV_SF": s["InBatV"], "InOutWRte_SF": s["Pct"],
         }
 
+    def _status(self, st: FroniusState) -> dict[str, Raw]:
+        c, s = st.controls, self.sf
+        assert c is not None
+        tr = lambda name, v, sf: to_raw(STATUS.point(name), v, sf)  # noqa: E731
+        on = c.conn == 1
+        w = -st.p_w
+        return {"PVConn": 0b111 if on else 0b010, "StorConn": (0b111 if on else 0b010) if self.storage else 0,
+                "ECPConn": int(on), "ActWh": tr("ActWh", st.e_ac_out_wh, 0),
+                "VArAval": tr("VArAval", math.sqrt(max(self.cfg.s_rating_va ** 2 - w * w, 0.0)), s["W"]),
+                "VArAval_SF": s["W"], "WAval": tr("WAval", c.p_avail_w, s["WAval"]), "WAval_SF": s["WAval"],
+                "StSetLimMsk": 0, "StActCtl": c.active_bits}
+
+    def _controls(self, st: FroniusState) -> dict[str, Raw]:
+        c, s = st.controls, self.sf
+        assert c is not None
+        tr = lambda name, v, sf: to_raw(CONTROLS.point(name), v, sf)  # noqa: E731
+        return {"Conn_RvrtTms": c.conn_rvrt_s, "Conn": c.conn,
+                "WMaxLimPct": tr("WMaxLimPct", c.lim_pct, s["Pct"]), "WMaxLimPct_RvrtTms": c.lim_rvrt_s,
+                "WMaxLimPct_RmpTms": c.lim_ramp_s, "WMaxLim_Ena": c.lim_ena,
+                "OutPFSet": tr("OutPFSet", c.pf, s["OutPFSet"]), "OutPFSet_RvrtTms": c.pf_rvrt_s,
+                "OutPFSet_Ena": c.pf_ena, "VArPct_Ena": 0,
+                "WMaxLimPct_SF": s["Pct"], "OutPFSet_SF": s["OutPFSet"]}
+
+    def _curve(self, mid: int, st: FroniusState) -> tuple[dict[str, Raw], list[dict[str, Raw]]]:
+        c, s = st.controls, self.sf
+        assert c is not None
+        mdef = MODELS[mid]
+        if mid == 126:
+            ena, npt, vs, ys, rsp, rvrt = c.vv_ena, c.vv_npt, c.vv_v_pu, [-q for q in c.vv_q_pct], c.vv_rsp_s, \
+                c.vv_rvrt_s  # SunSpec VAr: + = injecting; ours: + = absorbing
+        else:
+            ena, npt, vs, ys, rsp, rvrt = c.vw_ena, c.vw_npt, c.vw_v_pu, list(c.vw_p_pct), c.vw_rsp_s, c.vw_rvrt_s
+        y = CURVE_Y[mid]
+        fixed = {"ActCrv": 1, "ModEna": ena, "RvrtTms": rvrt, "NCrv": 1, "NPt": NPT, "V_SF": s["CurveV"],
+                 "DeptRef_SF": s["CurveY"]}
+        group: dict[str, Raw] = {"ActPt": npt, "DeptRef": VV_DEPT_REF if mid == 126 else VW_DEPT_REF,
+                                 "CrvNam": CURVE_NAMES[mid], "ReadOnly": 0,
+                                 ("RmpTms" if mid == 126 else "RmpPt1Tms"): rsp}
+        for k in range(npt):
+            group[f"V{k + 1}"] = to_raw(mdef.point(f"V{k + 1}"), 100.0 * vs[k], s["CurveV"])
+            group[f"{y}{k + 1}"] = to_raw(mdef.point(f"{y}{k + 1}"), ys[k], s["CurveY"])
+        return fixed, [group]
+
     def registers(self, st: FroniusState) -> list[int]:
         """The whole image, from register 40000 ('SunS') to the end marker."""
         regs = list(SUNS)
-        for mid in SERVED_MODELS:
+        for mid in self.served:
             if mid == 103:
                 regs += encode_model(INVERTERS[103], self._inverter(st))
             elif mid == 160:
@@ -458,31 +571,112 @@ class FroniusRegisterMap:
                 regs += encode_model(MPPT, fixed, modules)
             elif mid == 124:
                 regs += encode_model(STORAGE, self._storage(st))
+            elif mid == 122:
+                regs += encode_model(STATUS, self._status(st))
+            elif mid == 123:
+                regs += encode_model(CONTROLS, self._controls(st))
+            elif mid in (126, 132):
+                regs += encode_model(MODELS[mid], *self._curve(mid, st))
             else:
                 regs += self._static[mid]
         regs += [END_MODEL_ID, 0]
         return regs
 
+    def written(self, address: int, values: Sequence[int]) -> dict[int, dict[str, float]]:
+        """Registers written -> {model id: {point name: value in engineering units}} (NaN: "not implemented"
+        written, which no point accepts). KeyError for a register that is not writable."""
+        out: dict[int, dict[str, float]] = {}
+        for k, reg in enumerate(values):
+            mid, name = self.writable[address + k]
+            point = MODELS[mid].point(name)
+            raw = decode_point(point, [reg])
+            if name in ("InOutWRte_RvrtTms", "Conn_RvrtTms", "WMaxLimPct_RvrtTms", "OutPFSet_RvrtTms", "RvrtTms",
+                        "WMaxLimPct_RmpTms", "RmpTms", "RmpPt1Tms"):
+                value = float(0xFFFF if raw is None else raw)  # 0xFFFF is a time here, refused as out of range
+            elif raw is None:
+                value = math.nan
+            elif point.sf is None:
+                value = float(raw)
+            else:
+                value = float(raw) * 10.0 ** self._sf_of(mid, point.sf)
+            out.setdefault(mid, {})[name] = value
+        return out
+
+    def _sf_of(self, mid: int, sf_point: str) -> int:
+        s = self.sf
+        return {"InOutWRte_SF": s["Pct"], "MinRsvPct_SF": s["Pct"], "WMaxLimPct_SF": s["Pct"],
+                "OutPFSet_SF": s["OutPFSet"], "V_SF": s["CurveV"], "DeptRef_SF": s["CurveY"]}[sf_point]
+
     def storage_fields(self, address: int, values: Sequence[int]) -> dict[str, float]:
         """Registers written into model 124 -> storage-control fields in physical units (model.py names)."""
         out: dict[str, float] = {}
-        for k, reg in enumerate(values):
-            name = self.writable.get(address + k)
-            if name is None:
-                raise KeyError(address + k)
-            raw = decode_point(STORAGE.point(name), [reg])
-            if name == "StorCtl_Mod":
-                out["stor_ctl_mod"] = float(0xFFFF if raw is None else raw)
-            elif name == "MinRsvPct":
-                out["min_rsv_pct"] = math.nan if raw is None else float(raw) * 10.0 ** self.sf["Pct"]
-            elif name in ("OutWRte", "InWRte"):
-                key = "out_w_rte_pct" if name == "OutWRte" else "in_w_rte_pct"
-                out[key] = math.nan if raw is None else float(raw) * 10.0 ** self.sf["Pct"]
-            elif name == "InOutWRte_RvrtTms":
-                out["rvrt_s"] = float(0xFFFF if raw is None else raw)  # 0xFFFF is a valid timeout here
-            else:
-                out["cha_gri_set"] = float(0xFFFF if raw is None else raw)
+        for name, value in self.written(address, values).get(124, {}).items():
+            if (124, name) not in self.writable.values():
+                raise KeyError(name)
+            key = {"StorCtl_Mod": "stor_ctl_mod", "MinRsvPct": "min_rsv_pct", "OutWRte": "out_w_rte_pct",
+                   "InWRte": "in_w_rte_pct", "InOutWRte_RvrtTms": "rvrt_s", "ChaGriSet": "cha_gri_set"}[name]
+            if key in ("stor_ctl_mod", "cha_gri_set") and math.isnan(value):
+                value = float(0xFFFF)
+            out[key] = value
         return out
+
+
+def control_fields(mid: int, values: Mapping[str, float]) -> tuple[str, dict[str, object]]:
+    """A write to model 123, 126 or 132 (engineering units, SunSpec names) -> (function, fields) in the names of
+    :meth:`devices.pv.functions.InverterFunctions.write`. A write to 123 touching several functions is split by
+    :func:`split_controls` first."""
+    if mid in (126, 132):
+        y = CURVE_Y[mid]
+        f: dict[str, object] = {}
+        points_v, points_y = {}, {}
+        for name, value in values.items():
+            if name == "ModEna":
+                f["ena"] = value
+            elif name == "RvrtTms":
+                f["rvrt_s"] = value
+            elif name in ("RmpTms", "RmpPt1Tms"):
+                f["rsp_s"] = value
+            elif name == "ActPt":
+                f["npt"] = value
+            elif name == "DeptRef":
+                f["dept_ref_ok"] = value == (VV_DEPT_REF if mid == 126 else VW_DEPT_REF)
+            elif name.startswith("V") and name[1:].isdigit():
+                points_v[int(name[1:]) - 1] = value / 100.0
+            elif name.startswith(y) and name[len(y):].isdigit():
+                points_y[int(name[len(y):]) - 1] = -value if mid == 126 else value
+        if points_v:
+            f["v_pu"] = points_v
+        if points_y:
+            f["y"] = points_y
+        return ("vv" if mid == 126 else "vw"), f
+    raise ValueError(f"model {mid} has no curve")
+
+
+#: model-123 point -> (function, field)
+_CONTROLS_FIELDS = {"Conn": ("conn", "conn"), "Conn_RvrtTms": ("conn", "rvrt_s"),
+                    "WMaxLimPct": ("lim", "pct"), "WMaxLimPct_RvrtTms": ("lim", "rvrt_s"),
+                    "WMaxLimPct_RmpTms": ("lim", "ramp_s"), "WMaxLim_Ena": ("lim", "ena"),
+                    "OutPFSet": ("pf", "pf"), "OutPFSet_RvrtTms": ("pf", "rvrt_s"), "OutPFSet_Ena": ("pf", "ena")}
+
+
+def split_controls(values: Mapping[str, float]) -> dict[str, dict[str, object]]:
+    """A write to model 123 -> {function: fields}."""
+    out: dict[str, dict[str, object]] = {}
+    for name, value in values.items():
+        func, key = _CONTROLS_FIELDS[name]
+        out.setdefault(func, {})[key] = value
+    return out
+
+
+def apply_controls(fn: "InverterFunctions", i: int, t_s: float, mid: int, values: Mapping[str, float]) -> None:
+    """Apply a write to model 123, 126 or 132 to inverter ``i``: checked as a whole on a copy first, so a refused
+    write (ValueError) changes nothing, even when it touches several functions of model 123."""
+    writes = list(split_controls(values).items()) if mid == 123 else [control_fields(mid, values)]
+    trial = copy.deepcopy(fn)
+    for func, fields in writes:
+        trial.write(i, t_s, func, fields)
+    for func, fields in writes:
+        fn.write(i, t_s, func, fields)
 
 
 def rate_raw(p_w: float, w_cha_max_w: float, sf: int) -> int:

@@ -1,9 +1,10 @@
 """A virtual Fronius hybrid behind SunSpec Modbus TCP (:mod:`devices.fronius.modbus_server`), scheme ``sunspec+tcp``.
 
 The register image is rebuilt from the model after every step (:meth:`sync`) and after every accepted write.
-Writes go to model 124's writable points only (StorCtl_Mod, MinRsvPct, OutWRte, InWRte, InOutWRte_RvrtTms,
-ChaGriSet): a write touching any other register is answered ILLEGAL DATA ADDRESS (0x02) by the datastore, a
-value the device does not accept ILLEGAL DATA VALUE (0x03); in both cases nothing changes. Unit ids other
+Writes go to model 124's writable points (StorCtl_Mod, MinRsvPct, OutWRte, InWRte, InOutWRte_RvrtTms, ChaGriSet)
+and to the grid-support points of 123, 126 and 132 (``sunspec_map.CONTROLS_WRITABLE`` ...): a write touching any
+other register is answered ILLEGAL DATA ADDRESS (0x02) by the datastore, a value the device does not accept
+ILLEGAL DATA VALUE (0x03); in both cases nothing changes. Unit ids other
 than the configured one get GATEWAY TARGET DEVICE FAILED TO RESPOND (0x0B), function codes other than 0x03, 0x06
 and 0x10 ILLEGAL FUNCTION (0x01).
 
@@ -18,10 +19,10 @@ from typing import Sequence
 
 from pydantic import BaseModel
 
-from devices.family import DeviceContext, Family
+from devices.family import DeviceContext, Family, ModelBank
 from devices.fronius.model import FroniusBank, FroniusConfig
 from devices.fronius.modbus_server import ILLEGAL_DATA_ADDRESS, ILLEGAL_DATA_VALUE, ModbusError, ModbusTcpRegisterServer
-from devices.fronius.sunspec_map import BASE_ADDRESS, FroniusRegisterMap
+from devices.fronius.sunspec_map import BASE_ADDRESS, FroniusRegisterMap, apply_controls
 from devices.virtual import VirtualDevice
 
 log = logging.getLogger(__name__)
@@ -101,12 +102,28 @@ class FroniusSunSpecDevice(VirtualDevice):
         return self.image[offset:offset + count]
 
     def write(self, address: int, values: Sequence[int]) -> None:
-        if any(address + k not in self.map.writable for k in range(len(values))):
-            raise ModbusError(ILLEGAL_DATA_ADDRESS)  # read-only or outside model 124's writable points
-        try:
-            fields = self.map.storage_fields(address, [int(v) for v in values])
-            self.fbank.set_storage_control(0, self.t_s, **fields)
-        except (KeyError, ValueError) as exc:
-            log.info("%s: write %s at %d refused: %s", self.device_id, list(values), address, exc)
-            raise ModbusError(ILLEGAL_DATA_VALUE) from None
+        write_controls(self, self.fbank, address, values)
         self.sync()
+
+
+def write_controls(dev: VirtualDevice, bank: ModelBank, address: int, values: Sequence[int]) -> None:
+    """A Modbus write into the served map -> the model: storage (124) or grid-support functions (123/126/132).
+
+    A register that is not writable anywhere in the write: 0x02 ILLEGAL DATA ADDRESS; a value the device does not
+    accept: 0x03 ILLEGAL DATA VALUE; in both cases nothing changes. One write lands in one model (the writable
+    points of two models are never adjacent)."""
+    rmap: FroniusRegisterMap = dev.map  # type: ignore[attr-defined]
+    if any(address + k not in rmap.writable for k in range(len(values))):
+        raise ModbusError(ILLEGAL_DATA_ADDRESS)  # read-only, not implemented, or outside the map
+    try:
+        written = rmap.written(address, [int(v) for v in values])
+        if len(written) != 1:
+            raise ValueError("a write spans two models")
+        (mid, points), = written.items()
+        if mid == 124:
+            bank.set_storage_control(0, dev.t_s, **rmap.storage_fields(address, [int(v) for v in values]))  # type: ignore[attr-defined]
+        else:
+            apply_controls(bank.functions, 0, dev.t_s, mid, points)  # type: ignore[attr-defined]
+    except (KeyError, ValueError) as exc:
+        log.info("%s: write %s at %d refused: %s", dev.device_id, list(values), address, exc)
+        raise ModbusError(ILLEGAL_DATA_VALUE) from None

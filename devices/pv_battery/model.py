@@ -54,21 +54,26 @@ class PvBatteryBank(ModelBank):
         self.batt_p_w = np.zeros(n)
         self.pv_curtail_w = np.zeros(n)
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray], *,
+             export_cap_w: np.ndarray | None = None, import_cap_w: np.ndarray | None = None) -> None:
+        """``export_cap_w`` / ``import_cap_w``: tighter AC limits for this step than the rating (an inverter's
+        active-power limit or volt-watt cap on what it delivers; 0 / 0 when it is disconnected)."""
         self.dt_s = dt_s
         w_per_kwp = np.maximum(np.asarray(env.get("pv_w_per_kwp", 0.0), dtype=float), 0.0)
         pv_avail = np.minimum(self.pv_kwp * w_per_kwp, self.pv_mppt_max_w) * self.eta_inverter
+        export_cap = self.ac_max_w if export_cap_w is None else np.minimum(self.ac_max_w, export_cap_w)
+        import_cap = self.ac_max_w if import_cap_w is None else np.minimum(self.ac_max_w, import_cap_w)
 
         # The inverter can route to the battery at most the PV plus the AC import rating, and take from it
         # at most the AC export rating; without grid charging only PV can charge.
         request = np.where(self.has_battery, self.setpoints["batt_p_w"], 0.0)
-        charge_cap = np.where(self.allow_grid_charging, pv_avail + self.ac_max_w, pv_avail)
-        request = np.clip(request, -self.ac_max_w, charge_cap)
+        charge_cap = np.where(self.allow_grid_charging, pv_avail + import_cap, pv_avail)
+        request = np.clip(request, -export_cap, charge_cap)
 
         batt = np.zeros(self.n)
         if self._batt_idx.size:
             batt[self._batt_idx] = self.battery.step(dt_s, request[self._batt_idx]).p_w
-        pv_used = np.clip(self.ac_max_w + batt, 0.0, pv_avail)
+        pv_used = np.clip(export_cap + batt, 0.0, pv_avail)
 
         self.batt_p_w = batt
         self.pv_p_w = -pv_used
