@@ -707,7 +707,8 @@ def _voltage_inputs(builder: "WorldBuilder", params: GessconParams, devs: list) 
     extra = [{"id": s.id, "bus": s.bus, "phase": s.phase} for s in sc.sites if s.bus is not None]
     extra += [{"id": f"dev:{d.id}", "bus": d.bus, "phase": d.phase} for d in sc.devices if d.bus]
     grid = {"source": g.source, "path": str(g.path) if g.path else None, "code": g.code, "mode": g.mode,
-            "solver": g.solver, "extra_loads": extra, "static_loads": g.static_loads,
+            # the engine knows "zero"/"file"; "profiles" drives the file's loads from outside, as in the world
+            "solver": g.solver, "extra_loads": extra, "static_loads": "file" if g.static_loads == "file" else "zero",
             "ampacity_a": g.line_ampacity_a or None}
     kwp: dict[str, float] = {}
     for d in sc.devices:

@@ -47,7 +47,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     except StudyDirError as exc:
         err_console.print(str(exc), markup=False, highlight=False)
         return EXIT_INVALID
-    console.print(f"{status.state}: {status.done} run, {status.failed} failed, {status.cached} reused, "
+    console.print(f"{status.state}: {status.done} done, {status.failed} failed, {status.cached} reused, "
                   f"{status.lost} lost; table: {out / 'table.parquet'}, report: {out / 'report.html'}")
     if status.state == "interrupted":
         console.print(f"complete it with: s4g study {args.study} --out {out} --resume")

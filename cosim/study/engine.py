@@ -59,21 +59,26 @@ class InlinePool:
         vid, text, options = self.queue.popleft()
         box: dict[str, Any] = {}
 
+        done = threading.Event()  # not Thread.is_alive(): a join interrupted by Ctrl-C can report a live thread dead
+
         def work() -> None:
-            box["result"] = run_variant(self.bundle.token, dict(self.bundle.files), vid, text, options)
+            try:
+                box["result"] = run_variant(self.bundle.token, dict(self.bundle.files), vid, text, options)
+            finally:
+                done.set()
 
         thread = threading.Thread(target=work, name=f"variant-{vid}", daemon=True)
         thread.start()
         try:
-            while thread.is_alive():
-                thread.join(0.2)
+            while not done.wait(0.2):
+                pass
         except KeyboardInterrupt:
             from cosim.console import err_console
 
             err_console.print(f"stopping after variant {vid} (Ctrl-C again to stop at once)")
             self.stopping = True
-            while thread.is_alive():
-                thread.join(0.2)
+            while not done.wait(0.2):
+                pass
         return [box.get("result") or {"id": vid, "status": "lost", "error": "the variant's thread ended without "
                                       "a result"}]
 
