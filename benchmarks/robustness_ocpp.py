@@ -107,6 +107,7 @@ async def _csms(version: str, quick: bool) -> ProbeResult:
         finally:
             await server.stop()
         result.crashes += tracebacks.count
+    result.silent_stops += not sent  # no transaction went through at all
     result.lost = sum((sent - taken).values())
     result.duplicated = sum((taken - sent).values())
     return result
@@ -227,6 +228,7 @@ async def _charge_point(version: str, quick: bool) -> ProbeResult:
                 unique = set(csms.confirmed)
                 result.lost = stats["tx_enqueued"] - len(unique)  # a skipped message is lost too
                 result.duplicated = len(csms.confirmed) - len(unique)
+                result.silent_stops += stats["tx_enqueued"] == 0  # no transaction went through at all
             finally:
                 await dev.stop()
     result.crashes += tracebacks.count
