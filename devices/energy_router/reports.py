@@ -49,6 +49,13 @@ class ReportClient(Protocol):
         """Queue an unconfirmed MMS PDU; False if it was dropped (the client does not read fast enough)."""
 
 
+def _loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _bit(value: int, nbits: int, k: int) -> bool:
     return bool(value & (1 << (nbits - 1 - k)))
 
@@ -168,8 +175,9 @@ class ReportEngine:
         block.last = self._values(block)
         block.pending.clear()
         period_ms = int(block.get("IntgPd"))
-        if block.trg(INTEGRITY) and period_ms > 0:
-            block.integrity = asyncio.get_running_loop().create_task(self._integrity(block, period_ms / 1000))
+        loop = _loop()
+        if block.trg(INTEGRITY) and period_ms > 0 and loop is not None:  # no loop: a server used in-process
+            block.integrity = loop.create_task(self._integrity(block, period_ms / 1000))
         return None
 
     def _disable(self, block: Urcb) -> None:
@@ -206,9 +214,9 @@ class ReportEngine:
                     block.pending[k] = block.pending.get(k, 0) | (1 << (6 - 1 - DATA_CHANGE))
                     block.last[k] = now
             if block.pending and block.flush is None:
-                buf_ms = int(block.get("BufTm"))
-                if buf_ms > 0:
-                    block.flush = asyncio.get_running_loop().call_later(buf_ms / 1000, self._flush, block)
+                buf_ms, loop = int(block.get("BufTm")), _loop()
+                if buf_ms > 0 and loop is not None:
+                    block.flush = loop.call_later(buf_ms / 1000, self._flush, block)
                 else:
                     self._flush(block)
 
