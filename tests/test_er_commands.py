@@ -48,6 +48,7 @@ def _mosquitto_up() -> bool:
 
 
 def _run(tmp_path: Path, broker: str) -> tuple[dict, dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "s.yaml"
     path.write_text(textwrap.dedent(SCENARIO.format(fur=FUR, broker=broker, namespace=f"t{uuid.uuid4().hex[:8]}")))
     builder = WorldBuilder(load(path), tmp_path / "run").build()
