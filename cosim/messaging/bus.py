@@ -407,10 +407,10 @@ class MessageBus:
         kind = self._kinds.get(sender)
         ok = lambda allowed: ((kind is not None and kind in allowed)  # noqa: E731
                               or any(fnmatchcase(sender, pat) for pat in allowed))
-        allowed = self.spec.publish_acl.get(role.base)
+        allowed, where = self.spec.publish_acl.get(role.base), f"the {role.base} broker"
         for topic_filter, kinds in self._topic_acl:
             if topics.matches(topic_filter, topic) and not ok(kinds):
-                allowed = kinds
+                allowed, where = kinds, topic
                 break
         else:
             if allowed is None or ok(allowed):
@@ -418,7 +418,7 @@ class MessageBus:
         with self._cond:
             role.stats.refused += 1
         raise PublishNotAllowed(
-            f"sender {sender!r} ({kind or 'unregistered'}) may not publish on {topic or 'the ' + role.base + ' broker'}; "
+            f"sender {sender!r} ({kind or 'unregistered'}) may not publish on {where}; "
             f"allowed: {', '.join(allowed)} (register control components with bus.register(name, 'controller'))")
 
     # -- routing helpers -----------------------------------------------------------------------------------
