@@ -4,8 +4,8 @@ Initiate, Conclude, and the confirmed services IEC 61850-8-1 maps GetDataValues 
 and directory services onto: Read (of variables or of a named variable list), Write, GetNameList,
 GetVariableAccessAttributes, GetNamedVariableListAttributes, Identify. Writes below a report control block go to
 the :class:`~devices.energy_router.reports.ReportEngine`, which sends InformationReports to the association that
-enabled it. No I/O here: a request PDU (decoded BER) goes in, the response PDU (bytes) comes out. A request that cannot be understood gets a RejectPDU
-(pdu-error or confirmed-request reason), an unknown object an access failure: the protocol's own answers.
+enabled it. No I/O here: a request PDU (decoded BER) goes in, the response PDU (bytes) comes out. A request
+that cannot be understood gets a RejectPDU (pdu-error or confirmed-request reason), an unknown object an access failure: the protocol's own answers.
 """
 
 from __future__ import annotations
