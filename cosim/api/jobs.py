@@ -116,7 +116,6 @@ class Registry:
             job.wait(10)
         for s in list(self.studies.values()):
             s.runner.cancel()
-            if s.runner._thread is not None:
-                s.runner._thread.join(60)
+            s.wait(60)
         if self._own_folder:
             shutil.rmtree(self.folder, ignore_errors=True)  # type: ignore[arg-type]

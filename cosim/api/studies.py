@@ -105,6 +105,14 @@ class StudyJob:
             round(100.0 * finished / s["total"], 1) if s["total"] else 0.0)
         return {"id": self.id, "name": self.name, **_finite(s)}
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the study's thread has ended (tests, shutdown)."""
+        thread = self.runner._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
     def rows(self) -> list[dict[str, Any]]:
         """The table so far (the engine writes table.parquet at the end; rows() works while it runs)."""
         return [_finite(r) for r in self.runner.rows()]
