@@ -72,17 +72,38 @@ def _yaml_mapping(text: str, what: str) -> dict[str, Any]:
 
 
 def _uploaded_scenario(text: str, roots: list[Path], target: Path) -> Path:
-    """Write an uploaded scenario with its data paths made absolute in the first root (and inside the roots)."""
-    from cosim.study.variants import _rewrite_paths
+    """Write an uploaded scenario with its data paths made absolute in the first root; every path it names (in
+    the base document and in each of its variants) must lie inside the roots, checked before any file is read."""
+    from pydantic import ValidationError
+
+    from cosim.scenario import Scenario
+    from cosim.study.variants import _path_locations, _set_at
 
     doc = _yaml_mapping(text, "scenario")
-
-    def inside_roots(source: Path) -> str:
-        if not _inside(source, roots):
-            raise ApiError(422, f"scenario: the file {source.name!r} lies outside the server's scenario folders")
-        return str(source.resolve())
-
-    target.write_text(_rewrite_paths(doc, roots[0], inside_roots), encoding="utf-8")
+    variants = doc.get("variants") or {}
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise ApiError(422, "scenario.variants: expected a mapping of variant name -> replaced keys")
+    base = {k: v for k, v in doc.items() if k != "variants"}
+    for name, override in [(None, {}), *variants.items()]:
+        merged = {**base, **override}
+        try:
+            model = Scenario.model_validate(merged)
+        except ValidationError as exc:
+            where = f"variants.{name}." if name else ""
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first.get("loc", ()))
+            raise ApiError(422, f"scenario: {where}{loc}: {first.get('msg')} ({exc.error_count()} problem(s))") from None
+        for loc, value in _path_locations(model):
+            source = value if value.is_absolute() else roots[0] / value
+            if not _inside(source, roots):
+                raise ApiError(422, f"scenario: {'.'.join(map(str, loc))}: the file {value.name!r} lies outside "
+                                    "the server's scenario folders")
+            owner = base if name is None else override
+            if name is None or loc[0] in override:
+                _set_at(owner, loc, str(source.resolve()))
+    if variants:
+        base["variants"] = variants
+    target.write_text(yaml.safe_dump(base, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return target
 
 
