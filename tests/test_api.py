@@ -266,3 +266,31 @@ def test_junk_runs_and_studies_get_4xx(local, body):
     assert r.status_code in (404, 422), (r.status_code, r.text)
     r = local.post("/api/studies", json=body if not isinstance(body, dict) else {"study": json.dumps(body)})
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
+
+
+def test_the_command_refuses_an_open_api_beyond_loopback(capsys):
+    from s4g.cli import main
+
+    assert main(["api", "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "--users" in capsys.readouterr().err
+    assert main(["api", "--port", "0", "--tls-cert", "x.pem"]) == 2
+
+
+def test_the_command_serves_the_page_and_the_api(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "s4g", "api", "--port", "0", "--data", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        line = proc.stdout.readline()  # printed once the socket is bound: connections queue until uvicorn serves
+        url = line.split()[2].rstrip("/")
+        assert url.startswith("http://127.0.0.1:"), line
+        r = httpx.get(url + "/", timeout=30)
+        assert r.status_code == 200 and "S4G Professional" in r.text
+        assert httpx.get(url + "/static/plotly.min.js", timeout=30).status_code == 200
+        assert httpx.get(url + "/api/scenarios").json() == ["bolzano_commercial.yaml", "bucharest.yaml",
+                                                            "fur_skive.yaml"]
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -4,6 +4,7 @@ server; :func:`register` adds the command to the command line assembled in :mod:
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 from cosim.console import EXIT_INVALID, EXIT_OK, console, err_console, option
@@ -16,12 +17,33 @@ def _count(text: str) -> int:
     return n
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cosim.api.app import create_api_app
     from cosim.api.jobs import REPO_SCENARIOS, Limits, Registry
 
+    if not _loopback(args.host) and not args.users:
+        err_console.print(f"--host {args.host}: beyond this machine the API needs a login (--users FILE; "
+                          "docs/api.md)", markup=False)
+        return EXIT_INVALID
+    if bool(args.tls_cert) != bool(args.tls_key):
+        err_console.print("--tls-cert and --tls-key go together", markup=False)
+        return EXIT_INVALID
+    if not _loopback(args.host) and not args.tls_cert:
+        err_console.print("warning: no TLS: passwords and session cookies cross the network in clear "
+                          "(--tls-cert/--tls-key)", markup=False)
     roots = [Path(p) for p in (args.scenarios or [])] or [REPO_SCENARIOS]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
@@ -30,14 +52,21 @@ def cmd_api(args: argparse.Namespace) -> int:
     limits = Limits(max_running_simulations=max(args.max_runs, 1), study_workers=args.study_workers)
     registry = Registry(folder=Path(args.data) if args.data else None, scenario_roots=roots, limits=limits)
     app = create_api_app(registry, users=args.users)
-    console.print(f"Professional GUI: http://{args.host}:{args.port}/   DSF-SE API: /se   studies: /api   "
-                  f"OpenAPI: /openapi.json")
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    try:  # bound before the line is printed: what it says is reachable, and --port 0 names the port it got
+        sock = socket.create_server((args.host, args.port))
     except OSError as exc:  # the port is taken or not ours to bind
+        registry.close()
         err_console.print(f"cannot serve on {args.host}:{args.port}: {exc}", markup=False)
         return EXIT_INVALID
+    scheme = "https" if args.tls_cert else "http"
+    host, port = sock.getsockname()[:2]
+    console.print(f"Professional GUI: {scheme}://{host}:{port}/   DSF-SE API: /se   studies: /api   "
+                  "OpenAPI: /openapi.json", soft_wrap=True)
+    config = uvicorn.Config(app, log_level="warning", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         registry.close()
     return EXIT_OK
 
@@ -53,4 +82,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-workers", type=option(_count), default=0,
                    help="Dask worker processes per study (default 0: in this process)")
     p.add_argument("--max-runs", type=option(_count), default=2, help="simulations running at once (default 2)")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; e.g. one issued by s4g pki issue)")
+    p.add_argument("--tls-key", help="the certificate's private key (PEM)")
     p.set_defaults(func=cmd_api)
