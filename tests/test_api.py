@@ -294,3 +294,55 @@ def test_the_command_serves_the_page_and_the_api(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_roles_bearer_tokens_and_the_audit_log(tmp_path):
+    from cosim.security.webauth import add_user
+
+    users = tmp_path / "users.json"
+    add_user(users, "dso", "engineer", "dso-pw")
+    add_user(users, "look", "viewer", "look-pw")
+    reg = Registry(folder=tmp_path / "api")
+    with HttpServer(create_api_app(reg, users=str(users), audit_log=tmp_path / "audit.jsonl")) as srv:
+        assert httpx.get(f"{srv.url}/se/simulation").status_code == 401
+        assert httpx.get(f"{srv.url}/").status_code == 200  # the page loads, then asks for a login
+
+        def token(user, pw):
+            r = httpx.post(f"{srv.url}/auth/login", json={"user": user, "password": pw})
+            assert r.status_code == 200, r.text
+            return {"Authorization": f"Bearer {r.json()['token']}"}
+
+        viewer, engineer = token("look", "look-pw"), token("dso", "dso-pw")
+        assert httpx.get(f"{srv.url}/se/simulation", headers=viewer).json() == []
+        refused = httpx.post(f"{srv.url}/se/simulation", content=FUR.read_bytes(), headers=viewer)
+        assert refused.status_code == 403 and "engineer" in refused.json()["error"]
+        r = httpx.post(f"{srv.url}/se/simulation", content=FUR.read_bytes(), headers=engineer)
+        assert r.status_code == 201, r.text  # a bearer token needs no CSRF token
+    reg.close()
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert any(e["user"] == "look" and e["result"].startswith("refused") and e["action"] == "POST /se/simulation"
+               for e in audit)
+
+
+def test_the_command_serves_https_with_a_pki_certificate(tmp_path):
+    import subprocess
+    import sys
+
+    from cosim.security import pki
+
+    d = tmp_path / "pki"
+    pki.init(d)
+    pki.issue(d, "api", "web", hosts=["127.0.0.1"])
+    proc = subprocess.Popen([sys.executable, "-m", "s4g", "api", "--port", "0", "--data", str(tmp_path / "data"),
+                             "--tls-cert", str(d / "certs" / "api.pem"), "--tls-key", str(d / "keys" / "api.key")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        url = proc.stdout.readline().split()[2].rstrip("/")
+        assert url.startswith("https://127.0.0.1:"), url
+        r = httpx.get(url + "/api/scenarios", verify=str(d / "ca.pem"), timeout=30)
+        assert r.status_code == 200 and "fur_skive.yaml" in r.json()
+        with pytest.raises(httpx.ConnectError):  # a client that does not trust the PKI does not get in
+            httpx.get(url + "/api/scenarios", timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(20)

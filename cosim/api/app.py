@@ -56,13 +56,15 @@ def _need(method: str, path: str) -> str | None:
 
 
 def create_api_app(registry: Registry | None = None, *, users: str | None = None, auth: Gate | None = None,
-                   limits: Limits | None = None) -> FastAPI:
+                   limits: Limits | None = None, audit_log: str | Path | None = None) -> FastAPI:
+    """``auth``: any object with the gate interface; else a users file (``users``) or open access as the local
+    engineer. Changing requests are audited (``audit_log``: also appended to that JSON-lines file)."""
     reg = registry or Registry(limits=limits or Limits())
     app = FastAPI(title="S4G DSF-SE API and studies", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json",
                   description="The S4G simulation engine's REST API (DSF-SE, /se) on this framework's grid "
                               "simulator, and what-if studies (/api). See docs/api.md.")
-    gate: Gate = auth or gui_auth(users)
+    gate: Gate = auth or gui_auth(users, audit_log=audit_log)
     app.state.registry, app.state.auth = reg, gate
     plotly_cache: dict[str, str] = {}
 
@@ -83,9 +85,10 @@ def create_api_app(registry: Registry | None = None, *, users: str | None = None
         path = request.url.path
         body = await request.body() if path.startswith("/auth/") else b""
         headers = {k.lower(): v for k, v in request.headers.items()}
+        action = f"{request.method} {path}" if request.method in UNSAFE and not path.startswith("/auth/") else None
         answer = await run_in_threadpool(gate.gate, request.method, path, headers, body,
                                          host=request.headers.get("host", ""), need=_need(request.method, path),
-                                         peer=request.client.host if request.client else "")
+                                         action=action, peer=request.client.host if request.client else "")
         if isinstance(answer, Reply) or (hasattr(answer, "status") and hasattr(answer, "body")):
             return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
         request.state.who = answer

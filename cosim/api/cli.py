@@ -51,7 +51,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     limits = Limits(max_running_simulations=max(args.max_runs, 1), study_workers=args.study_workers)
     registry = Registry(folder=Path(args.data) if args.data else None, scenario_roots=roots, limits=limits)
-    app = create_api_app(registry, users=args.users)
+    audit = registry.folder / "audit.jsonl" if args.users else None  # type: ignore[operator]
+    app = create_api_app(registry, users=args.users, audit_log=audit)
     try:  # bound before the line is printed: what it says is reachable, and --port 0 names the port it got
         sock = socket.create_server((args.host, args.port))
     except OSError as exc:  # the port is taken or not ours to bind
