@@ -246,7 +246,9 @@ def local(registry):
     return c
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.integers() | st.text(max_size=8),
+scalars = (st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.integers()
+           | st.text(max_size=8))
+json_values = st.recursive(scalars,
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                                        max_size=4), max_leaves=12)
 grid_like = st.fixed_dictionaries({"common": json_values, "radials": st.lists(

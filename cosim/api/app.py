@@ -46,7 +46,7 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
-    return get_plotlyjs()
+    return str(get_plotlyjs())
 
 
 def _need(method: str, path: str) -> str | None:
@@ -92,7 +92,8 @@ def create_api_app(registry: Registry | None = None, *, users: str | None = None
         if isinstance(answer, Reply) or (hasattr(answer, "status") and hasattr(answer, "body")):
             return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
         request.state.who = answer
-        return await call_next(request)
+        response: Response = await call_next(request)
+        return response
 
     # -- the page ------------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -130,7 +131,7 @@ def create_api_app(registry: Registry | None = None, *, users: str | None = None
 
     @app.get("/se/commands/status/{gid}", tags=["DSF-SE"], summary="Progress in % (a number, as the original)")
     def status(gid: str) -> float:
-        return reg.grid(gid).status()["progress"]
+        return float(reg.grid(gid).status()["progress"])
 
     def abort(gid: str) -> Response:
         job = reg.grid(gid)

@@ -126,9 +126,9 @@ def single_line(model: GridModel) -> dict[str, Any]:
         branches.append({"name": name, "kind": "trafo", "from": name_of[int(row.hv_bus)],
                          "to": name_of[int(row.lv_bus)]})
     adjacent: dict[str, list[str]] = defaultdict(list)
-    for b in branches:
-        adjacent[b["from"]].append(b["to"])
-        adjacent[b["to"]].append(b["from"])
+    for br in branches:
+        adjacent[br["from"]].append(br["to"])
+        adjacent[br["to"]].append(br["from"])
     root = model.slack_bus or model.bus_names[0]
     depth, children, order = {root: 0}, defaultdict(list), [root]
     queue = deque([root])

@@ -65,7 +65,7 @@ class RunRequest(BaseModel):
     gridId: str | None = Field(None, description="accepted for the original clients; the path names the grid")
 
     @model_validator(mode="after")
-    def _check(self) -> "RunRequest":
+    def _check(self) -> RunRequest:
         if self.sim_duration_in_hours is None and self.duration is None:
             raise ValueError("give sim_duration_in_hours or duration {day, month, year}")
         if self.hours <= 0 or self.hours > 8784:
@@ -170,7 +170,8 @@ class SimulationJob:
         self.progress = pct
 
 
-def _prepare_engine(grid: StoredGrid, req: RunRequest) -> tuple[GridEngine, list[dict[str, Any]], list[str], np.ndarray]:
+def _prepare_engine(grid: StoredGrid,
+                    req: RunRequest) -> tuple[GridEngine, list[dict[str, Any]], list[str], np.ndarray]:
     model = grid.model()
     net = model.net
     # unrated lines get 1 kA so that loading % / 100 is the current in kA; their loading is not reported
@@ -178,7 +179,8 @@ def _prepare_engine(grid: StoredGrid, req: RunRequest) -> tuple[GridEngine, list
     net.line.loc[unrated, "max_i_ka"] = 1.0
     pv_units = [d for d in model.ders if d.get("kind") == "pv"] if req.pv else []
     extra = [{"id": f"pv:{d['id']}", "bus": d["bus"]} for d in pv_units]
-    mode = "unbalanced" if any(load.phase is not None for load in model.loads) else "balanced"
+    mode: Literal["balanced", "unbalanced"] = (
+        "unbalanced" if any(load.phase is not None for load in model.loads) else "balanced")
     engine = GridEngine(model, mode=mode, solver="fast", extra_loads=extra, static_loads="file")
     i_max_ka = (net.line.max_i_ka * net.line.df * net.line.parallel).to_numpy(dtype=float)
     return engine, pv_units, [str(x) for x in np.asarray(model.line_names)[unrated.to_numpy()]], i_max_ka

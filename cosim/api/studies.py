@@ -91,8 +91,9 @@ def _uploaded_scenario(text: str, roots: list[Path], target: Path) -> Path:
         except ValidationError as exc:
             where = f"variants.{name}." if name else ""
             first = exc.errors()[0]
-            loc = ".".join(str(x) for x in first.get("loc", ()))
-            raise ApiError(422, f"scenario: {where}{loc}: {first.get('msg')} ({exc.error_count()} problem(s))") from None
+            at = ".".join(str(x) for x in first.get("loc", ()))
+            raise ApiError(422, f"scenario: {where}{at}: {first.get('msg')} "
+                                f"({exc.error_count()} problem(s))") from None
         for loc, value in _path_locations(model):
             source = value if value.is_absolute() else roots[0] / value
             if not _inside(source, roots):
@@ -113,7 +114,7 @@ class StudyJob:
 
     @property
     def out(self) -> Path:
-        return self.runner.out
+        return Path(self.runner.out)
 
     @property
     def running(self) -> bool:

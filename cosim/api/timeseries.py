@@ -56,7 +56,8 @@ def _finite(v: Any) -> bool:
 def _sample(prof: dict[str, Any], t_h: np.ndarray, base_kw: float) -> np.ndarray:
     """Profile values at times ``t_h`` (repeating), in W."""
     items = prof["items"][(t_h // prof["interval_h"]).astype(int) % len(prof["items"])] * prof["multiplier"]
-    return (items * base_kw if prof["normalized"] else items) * 1000.0
+    out: np.ndarray = (items * base_kw if prof["normalized"] else items) * 1000.0
+    return out
 
 
 def load_powers(doc: dict[str, Any], names: list[str], base_w: np.ndarray, how: str, start: datetime,
