@@ -188,6 +188,14 @@ def test_unknown_ids_csrf_and_limits(client, registry, fur_id):
         assert client.put(f"/se/commands/abort/{gid}").status_code == 200
 
 
+def test_scenario_info_for_templates(client):
+    info = client.get("/api/scenarios/fur_skive.yaml").json()
+    assert "baseline" in info["variants"] and info["duration"] == "1d"
+    assert any(d["family"] == "libal" for d in info["devices"])
+    assert client.get("/api/scenarios/nope.yaml").status_code == 422
+    assert client.get("/api/scenarios/..%2F..%2Fpyproject.toml").status_code in (404, 422)
+
+
 def test_openapi_document_lists_the_dsf_se_paths(client):
     doc = client.get("/openapi.json").json()
     for path in ("/se/simulation", "/se/commands/run/{gid}", "/se/commands/status/{gid}",

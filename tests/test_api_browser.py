@@ -69,11 +69,15 @@ def test_grid_simulation_and_study_in_the_browser(server, browser):
     assert fill == "rgb(214, 40, 40)"
     assert _js(browser, "return document.getElementById('sim-progress').value;") == 100
     assert _js(browser, "return document.querySelectorAll('#sim-plot .scatterlayer .trace').length;") >= 2
+    results_url = _js(browser, "return document.getElementById('dl-results').href;")
+    assert httpx.get(results_url).json()["critical_nodes"] == result["critical_nodes"]
 
     # a study from a base scenario's template: launched, followed to the end, compared in a table and a plot
     Select(browser.find_element(By.ID, "scenario")).select_by_value("tiny.yaml")
     browser.find_element(By.ID, "template").click()
-    assert "path: tiny.yaml" in _js(browser, "return document.getElementById('study-text').value;")
+    wait.until(lambda b: "path: tiny.yaml" in _js(b, "return document.getElementById('study-text').value;"))
+    text = _js(browser, "return document.getElementById('study-text').value;")
+    assert "key: variant, values: [idle]" in text and "libal (libal)" in text  # from the scenario itself
     browser.find_element(By.ID, "launch").click()
     wait.until(lambda b: _js(b, "return document.body.dataset.study;") in ("complete", "failed", "interrupted"))
     assert _js(browser, "return document.body.dataset.study;") == "complete", \

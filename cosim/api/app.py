@@ -172,6 +172,10 @@ def create_api_app(registry: Registry | None = None, *, users: str | None = None
     def scenarios() -> list[str]:
         return reg.scenarios()
 
+    @app.get("/api/scenarios/{name}", tags=["studies"], summary="A base scenario's variants, devices and period")
+    def scenario(name: str) -> dict[str, Any]:
+        return reg.scenario(name)
+
     @app.post("/api/studies", tags=["studies"], summary="Submit a study (YAML text) and start it")
     def post_study(req: StudyRequest) -> Response:
         job = reg.submit_study(req)

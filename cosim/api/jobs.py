@@ -11,11 +11,12 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ApiError
 from .grids import StoredGrid
 from .simulation import RunRequest, SimulationJob
-from .studies import StudyJob, StudyRequest, submit
+from .studies import StudyJob, StudyRequest, scenario_info, submit
 
 REPO_SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -108,6 +109,9 @@ class Registry:
 
     def scenarios(self) -> list[str]:
         return sorted({p.name for r in self.scenario_roots for p in r.glob("*.yaml")})
+
+    def scenario(self, name: str) -> dict[str, Any]:
+        return scenario_info(name, self.scenario_roots)
 
     def close(self) -> None:
         """Stop every worker (abort simulations, cancel studies) and remove a folder this registry made."""

@@ -108,6 +108,24 @@ def _uploaded_scenario(text: str, roots: list[Path], target: Path) -> Path:
     return target
 
 
+def scenario_info(name: str, roots: list[Path]) -> dict[str, Any]:
+    """What a study template needs of a base scenario: its variants, devices, period and step (no validation)."""
+    from devices import yaml_file
+
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ApiError(422, f"scenario {name!r}: a file name of the scenario folders, e.g. fur_skive.yaml")
+    path = resolve_scenario(name, roots)
+    try:
+        data = yaml_file.read(path).data
+    except Exception as exc:  # the file is the server's; say what is wrong without its path
+        raise ApiError(422, f"scenario {name!r} cannot be read: {type(exc).__name__}") from None
+    devices = [{"id": d.get("id"), "family": d.get("family")} for d in data.get("devices") or []
+               if isinstance(d, dict)]
+    return {"name": name, "scenario": data.get("name"), "description": data.get("description"),
+            "duration": data.get("duration"), "step": data.get("step"),
+            "variants": list(data.get("variants") or {}), "devices": devices}
+
+
 class StudyJob:
     def __init__(self, jid: str, folder: Path, runner: Any, name: str) -> None:
         self.id, self.folder, self.runner, self.name = jid, folder, runner, name

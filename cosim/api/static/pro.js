@@ -63,7 +63,7 @@ async function showGrid(id) {
   $("grid-info").textContent = `${layout.name}: ${layout.buses.length} buses, ${layout.branches.length} branches, ${layout.loads} loads (${layout.kind})`;
   $("grid-info").dataset.grid = id;
   $("run").disabled = false;
-  $("sim-summary").textContent = ""; $("critical").textContent = ""; $("sim-plot").innerHTML = "";
+  $("sim-summary").textContent = ""; $("sim-downloads").textContent = ""; $("critical").textContent = ""; $("sim-plot").innerHTML = "";
   drawGrid();
   const st = await api("GET", `/se/simulation/${id}/state`);
   if (st.state === "done") await showResults();
@@ -117,7 +117,7 @@ async function runSimulation() {
   try {
     await api("PUT", `/se/commands/run/${gridId}`, runBody());
   } catch (e) { $("sim-state").textContent = "refused: " + e.message; return; }
-  levels = {}; drawGrid();
+  levels = {}; drawGrid(); $("sim-downloads").textContent = "";
   $("abort").disabled = false; $("run").disabled = true;
   pollSimulation();
 }
@@ -142,6 +142,7 @@ async function showResults() {
   drawGrid(values);
   const s = r.summary;
   $("sim-summary").textContent = `${s.steps} power flows over ${s.hours} h: voltage ${fmt(s.v_min_pu)} … ${fmt(s.v_max_pu)} pu, losses ${fmt(s.losses_kwh, 2)} kWh, transformer peak ${Object.values(r.powers.Transformer).map(v => fmt(v, 1) + " kW").join(", ")}`;
+  $("sim-downloads").innerHTML = `Download: <a id="dl-results" href="/se/simulation/${gridId}" download="results-${gridId}.json">results (JSON)</a>`;
   $("critical").textContent = r.critical_nodes.length ? `Critical nodes (> ${r.thresholds.high} %): ${r.critical_nodes.join(", ")}` : "No critical node.";
   document.body.dataset.critical = String(r.critical_nodes.length);
   const t = r.series.t_h;
@@ -155,12 +156,17 @@ async function showResults() {
 }
 
 // ---------------------------------------------------------------- studies
-function template(scenario) {
+async function template(scenario) {
+  const info = await api("GET", `/api/scenarios/${encodeURIComponent(scenario)}`);
+  const strategies = info.variants.length
+    ? `  - {name: strategy, key: variant, values: [${info.variants.slice(0, 2).join(", ")}]}   # its variants: ${info.variants.join(", ")}\n` : "";
+  const devices = info.devices.map(d => `${d.id} (${d.family})`).join(", ");
   return `name: ${scenario.replace(/\.ya?ml$/, "")}_study
 scenario: {path: ${scenario}}
-until: 1h                      # the simulated period of every variant
+until: 1h                      # the simulated period of every variant (the scenario's: ${info.duration})
+# devices: ${devices}
 axes:                          # one column each in the table (docs/studies.md: key paths, ranges, cases)
-  - {name: seed, key: seed, values: [1, 2]}
+${strategies}  - {name: seed, key: seed, values: [1, 2]}
 kpis: [grid.v_minutes_outside_10pct, total.v_max_pu, grid.losses_kwh]
 targets:
   - {name: v10, kpi: grid.v_minutes_outside_10pct, max: 0, label: every node within ±10 %}
@@ -245,7 +251,10 @@ async function main(me) {
   $("grid-list").onchange = (ev) => ev.target.value && showGrid(ev.target.value);
   $("run").onclick = runSimulation;
   $("abort").onclick = abortSimulation;
-  $("template").onclick = () => { $("study-text").value = template($("scenario").value); };
+  $("template").onclick = async () => {
+    try { $("study-text").value = await template($("scenario").value); }
+    catch (e) { $("study-error").textContent = e.message; }
+  };
   $("launch").onclick = launchStudy;
   $("cancel").onclick = () => api("POST", `/api/studies/${studyId}/cancel`).catch(e => { $("study-error").textContent = e.message; });
   $("kpi").onchange = plotStudy; $("axis").onchange = plotStudy;
