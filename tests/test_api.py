@@ -357,3 +357,22 @@ def test_a_cancelled_study_keeps_what_finished(client, registry):
     status = client.get(f"/api/studies/{sid}").json()
     assert status["state"] == "interrupted" and status["done"] < 4  # 4 planned; the running one may finish
     assert len(client.get(f"/api/studies/{sid}/table").json()) == status["done"]
+
+
+def test_profiles_of_the_document_and_pv(client, registry):
+    doc = json.loads(FUR.read_text())
+    radial = doc["radials"][0]
+    radial["powerProfiles"] = [{"id": "off", "items": [0.0], "interval": 1, "normalized": True}]
+    for load in radial["loads"]:
+        load["power_profile_id"] = "off"
+    gid = client.post("/se/simulation", content=json.dumps(doc).encode()).json()
+    start = "2019-06-15T12:00:00+02:00"  # midday: the PV produces
+    idle = _run(client, registry, gid, sim_duration_in_hours=1, step_min=30, start=start, pv=False)
+    # nothing draws and nothing produces: no losses, every bus at the source's voltage
+    assert idle["losses"]["circuit_total_losses"] == pytest.approx(0.0, abs=1e-9)
+    v = [p[m] for node in idle["voltages"].values() for p in node.values() for m in ("min", "max")]
+    assert max(v) - min(v) < 1e-6
+    sunny = _run(client, registry, gid, sim_duration_in_hours=1, step_min=30, start=start, pv=True)
+    pv_bus = next(n for n in sunny["nodes"] if n["bus"] == "consumer_4006773")
+    assert pv_bus["v_max_pu"] > max(v) + 1e-4  # the PV's export raises its bus above the source
+    assert sunny["losses"]["circuit_total_losses"] > 0

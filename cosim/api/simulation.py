@@ -194,7 +194,9 @@ def run_simulation(grid: StoredGrid, req: RunRequest, stop: threading.Event,
     n_file = len(model.loads) - len(pv_units)
     names = engine.load_names[:n_file]
     base_p, base_q = engine.p_w[:n_file].copy(), engine.q_var[:n_file].copy()
+    # reactive power follows active power at each load's own ratio; a load with Q but no P keeps its Q (scaled)
     q_ratio = np.divide(base_q, base_p, out=np.zeros_like(base_q), where=base_p != 0)
+    q_fixed = np.where(base_p == 0, base_q * req.load_scale, 0.0)
     p_load = load_powers(grid.document, names, base_p, req.load_profile, req.start, step_s, n) * req.load_scale
     p_pv = pv_powers(grid.document, pv_units, req.start, step_s, n)
     nb, nl = len(model.bus_names), len(model.line_names)
@@ -209,7 +211,7 @@ def run_simulation(grid: StoredGrid, req: RunRequest, stop: threading.Event,
         if stop.is_set():
             break
         engine.p_w[:n_file] = p_load[:, k]
-        engine.q_var[:n_file] = p_load[:, k] * q_ratio
+        engine.q_var[:n_file] = p_load[:, k] * q_ratio + q_fixed
         engine.p_w[n_file:] = p_pv[:, k]
         res = engine.solve()
         v = res.v_abc_pu
