@@ -376,3 +376,16 @@ def test_profiles_of_the_document_and_pv(client, registry):
     pv_bus = next(n for n in sunny["nodes"] if n["bus"] == "consumer_4006773")
     assert pv_bus["v_max_pu"] > max(v) + 1e-4  # the PV's export raises its bus above the source
     assert sunny["losses"]["circuit_total_losses"] > 0
+
+
+def test_an_uploaded_scenario_runs_with_data_of_the_scenario_folder(client, registry):
+    # its grid path is relative: it resolves in the first scenario folder (here tests/study_data), not the job's
+    scenario = (STUDY_DATA / "tiny.yaml").read_text()
+    study = ("name: uploaded\nscenario: {path: mine.yaml}\nuntil: 10min\n"
+             "axes: [{name: strategy, key: variant, values: [idle]}]\nkpis: [total.v_max_pu]\n")
+    r = client.post("/api/studies", json={"study": study, "scenario": scenario})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert registry.study(sid).wait(300)
+    rows = client.get(f"/api/studies/{sid}/table").json()
+    assert [row["status"] for row in rows] == ["complete"] and 0.9 < rows[0]["total.v_max_pu"] < 1.1
