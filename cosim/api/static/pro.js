@@ -212,7 +212,8 @@ function showTable() {
       td.textContent = typeof v === "number" ? (Number.isInteger(v) ? v : v.toPrecision(4)) : (v === null || v === undefined ? "" : String(v));
     }
   }
-  const axes = cols.filter(c => !c.includes(".") && !META.has(c));
+  const distinct = (c) => new Set(rows.map(r => String(r[c]))).size;
+  const axes = cols.filter(c => !c.includes(".") && !META.has(c)).sort((a, b) => distinct(b) - distinct(a));  // varied first
   const kpis = cols.filter(c => c.includes(".") && !c.startsWith("target.") && rows.some(r => typeof r[c] === "number"));
   fillSelect($("axis"), axes); fillSelect($("kpi"), kpis);
   plotStudy();
