@@ -77,7 +77,7 @@ def _uploaded_scenario(text: str, roots: list[Path], target: Path) -> Path:
     from pydantic import ValidationError
 
     from cosim.scenario import Scenario
-    from cosim.study.variants import _path_locations, _set_at
+    from cosim.study.variants import path_locations, set_at
 
     doc = _yaml_mapping(text, "scenario")
     variants = doc.get("variants") or {}
@@ -94,14 +94,14 @@ def _uploaded_scenario(text: str, roots: list[Path], target: Path) -> Path:
             at = ".".join(str(x) for x in first.get("loc", ()))
             raise ApiError(422, f"scenario: {where}{at}: {first.get('msg')} "
                                 f"({exc.error_count()} problem(s))") from None
-        for loc, value in _path_locations(model):
+        for loc, value in path_locations(model):
             source = value if value.is_absolute() else roots[0] / value
             if not _inside(source, roots):
                 raise ApiError(422, f"scenario: {'.'.join(map(str, loc))}: the file {value.name!r} lies outside "
                                     "the server's scenario folders")
             owner = base if name is None else override
             if name is None or loc[0] in override:
-                _set_at(owner, loc, str(source.resolve()))
+                set_at(owner, loc, str(source.resolve()))
     if variants:
         base["variants"] = variants
     target.write_text(yaml.safe_dump(base, sort_keys=False, allow_unicode=True), encoding="utf-8")

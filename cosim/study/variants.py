@@ -65,7 +65,7 @@ def document(ls: LoadedStudy, base: BaseDocument, variant: Variant) -> dict[str,
 # ---------------------------------------------------------------- files the scenario references
 
 
-def _path_locations(model: BaseModel, loc: tuple = ()) -> list[tuple[tuple, Path]]:
+def path_locations(model: BaseModel, loc: tuple = ()) -> list[tuple[tuple, Path]]:
     """Every Path field of a validated scenario with its location (field names are the document's keys)."""
     out = []
     for name, info in type(model).model_fields.items():
@@ -74,15 +74,15 @@ def _path_locations(model: BaseModel, loc: tuple = ()) -> list[tuple[tuple, Path
         if isinstance(value, Path):
             out.append((loc + (key,), value))
         elif isinstance(value, BaseModel):
-            out += _path_locations(value, loc + (key,))
+            out += path_locations(value, loc + (key,))
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 if isinstance(item, BaseModel):
-                    out += _path_locations(item, loc + (key, i))
+                    out += path_locations(item, loc + (key, i))
     return out
 
 
-def _set_at(doc: Any, loc: tuple, value: Any) -> None:
+def set_at(doc: Any, loc: tuple, value: Any) -> None:
     for part in loc[:-1]:
         doc = doc[part]
     doc[loc[-1]] = value
@@ -122,9 +122,9 @@ def _rewrite_paths(doc: dict[str, Any], base_dir: Path, rewrite: Callable[[Path]
         model = Scenario.model_validate(doc)
     except ValidationError:  # the worker (or the check) reports the same error for this variant
         return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
-    for loc, value in _path_locations(model):
+    for loc, value in path_locations(model):
         source = value if value.is_absolute() else (base_dir / value)
-        _set_at(doc, loc, rewrite(source) if source.is_file() else str(source))  # missing: validation names it
+        set_at(doc, loc, rewrite(source) if source.is_file() else str(source))  # missing: validation names it
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
@@ -175,4 +175,4 @@ def economic_overrides(ls: LoadedStudy, variant: Variant) -> dict[str, Any]:
     return out
 
 
-__all__ = ["economic_overrides", "BaseDocument", "Bundle", "Variant", "document", "portable_text", "unpack", "variant_id"]
+__all__ = ["economic_overrides", "BaseDocument", "Bundle", "Variant", "document", "path_locations", "set_at", "portable_text", "unpack", "variant_id"]
