@@ -120,6 +120,11 @@ def plan_devices(loaded: Any, spec: BenchSpec) -> dict[str, DevicePlan]:
         if drill.fault == "device_silent" and plan.kind != "hosted":
             raise loaded.error(("bench", "drills", i, "fault"), "device_silent needs a device the bench hosts "
                                "(an address without a host)", drill.fault)
+    for dev_id, address in spec.device_clocks.items():
+        plan = plans.get(dev_id)
+        if plan is None or plan.kind != "real":
+            raise loaded.error(("bench", "device_clocks", dev_id), "expected the id of a device with a host in "
+                               "its address (a served device that follows the bench's clock)", address)
     return plans
 
 
