@@ -23,6 +23,10 @@ from devices.clock_link import ClockClient
 from hil_bench.hosting import Hosting
 from hil_bench.records import IoLog
 
+#: how long the bench waits for a follower to confirm a step: not a cycle's fraction like a driver's timeout --
+#: waiting is what makes its behaviour independent of scheduling; one that is gone is refused at once anyway
+CLOCK_LINK_TIMEOUT_S = 30.0
+
 
 class SteppedClocks:
     """Advances hosted virtual devices and clock-link followers to the end of each step (on the bench loop)."""

@@ -40,7 +40,7 @@ from devices.family import DeviceContext
 from devices.io_loop import IoLoop
 from hil_bench.boundary import Boundary, DevicePlan, plan_devices, with_revert
 from hil_bench.check import CheckResult, check_all
-from hil_bench.clocks import SteppedClocks
+from hil_bench.clocks import CLOCK_LINK_TIMEOUT_S, SteppedClocks
 from hil_bench.config import BenchSpec
 from hil_bench.control import CTL_FILE, write_ctl
 from hil_bench.flow import FlowBus, token
@@ -181,7 +181,7 @@ class BenchRuntime:
             self.hosting = Hosting(self.io, self.spec.rt_factor, self.spec.virtual_step_s)
             bench_loaded = self._start_hosted()
             if self.spec.clock == "steps":
-                followers = {dev: ClockClient(address, self.plans[dev].timeout_s)
+                followers = {dev: ClockClient(address, CLOCK_LINK_TIMEOUT_S)
                              for dev, address in self.spec.device_clocks.items()}
                 self.clocks = SteppedClocks(self.hosting, followers, self.spec.virtual_step_s, self.iolog)
             self.pacer.on_start(self._clocks_start)
