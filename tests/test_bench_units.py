@@ -73,6 +73,14 @@ def test_bench_section_device_references_are_checked(tmp_path):
     data["bench"] = {"limits": {"nobody": {"p_max_w": 1}}}
     with pytest.raises(ScenarioError, match="bench.limits.nobody"):  # found by validation, before any bench run
         load(write_scenario(data, tmp_path / "s.yaml"))
+    # only a served device (an address with a host) can follow the bench's clock, and only with clock: steps
+    data["bench"] = {"device_clocks": {"fronius_4006773": "tcp://127.0.0.1:9"}}
+    with pytest.raises(ScenarioError, match="only with clock: steps"):
+        load(write_scenario(data, tmp_path / "s.yaml"))
+    hosted = pilot_data(bench={"clock": "steps", "device_clocks": {"fronius_4006773": "tcp://127.0.0.1:9"}})
+    loaded = load(write_scenario(hosted, tmp_path / "s.yaml"))
+    with pytest.raises(ScenarioError, match="bench.device_clocks.fronius_4006773"):
+        plan_devices(loaded, loaded.scenario.bench)
 
 
 def test_device_kinds_and_revert_timer():
