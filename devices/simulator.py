@@ -305,6 +305,13 @@ class DeviceSim(mosaik_api_v3.Simulator):
             dev.driver = self._driver_wrapper(dev.eid, dev.driver)
         self._io.run(dev.driver.connect(), timeout_s=dev.timeout_s + 5)
 
+    def _advance_clocks(self, time: int, dt: int, env_by_eid: dict[str, dict[str, float]]) -> None:
+        """Between the writes and the reads of a step: advance the in-process virtual devices over the step (the
+        HIL bench overrides this: its virtual devices keep time by the wall clock or by its own steps)."""
+        assert self._io is not None
+        clocked = [d for d in self.devices.values() if d.bank is None and d.virtual is not None]
+        self._io.gather([d.virtual.advance(time, dt, self._env_with_defaults(d, env_by_eid)) for d in clocked])
+
     def _step_protocol_devices(self, time: int, dt: int, env_by_eid: dict[str, dict[str, float]]) -> None:
         assert self._io is not None
         remote = [d for d in self.devices.values() if d.bank is None]
@@ -317,8 +324,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
             elif isinstance(res, BaseException):
                 raise res
             dev.pending.clear()
-        clocked = [d for d in remote if d.virtual is not None]
-        self._io.gather([d.virtual.advance(time, dt, self._env_with_defaults(d, env_by_eid)) for d in clocked])
+        self._advance_clocks(time, dt, env_by_eid)
         readings = self._io.gather([d.driver.read() for d in remote])
         for dev, res in zip(remote, readings):
             if isinstance(res, Measurement):

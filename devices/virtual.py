@@ -56,6 +56,13 @@ class VirtualDevice(abc.ABC):
         self.sync()
 
 
+async def advance_to(device: VirtualDevice, t_s: int, step_s: int, env: Mapping[str, float]) -> None:
+    """Advance ``device`` from its own ``t_s`` to ``t_s`` in model steps of at most ``step_s`` simulated seconds
+    (a clock that someone else drives: the bench, or a served device following it). Never backwards."""
+    while device.t_s < t_s:
+        await device.advance(device.t_s, min(step_s, t_s - device.t_s), env)
+
+
 async def run_wall_clock(device: VirtualDevice, dt_s: float, env: Mapping[str, float] | None = None,
                          stop: asyncio.Event | None = None) -> None:
     """Advance ``device`` in wall time every ``dt_s`` seconds until ``stop`` is set (bench / stand-alone)."""

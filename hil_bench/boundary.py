@@ -120,6 +120,11 @@ def plan_devices(loaded: Any, spec: BenchSpec) -> dict[str, DevicePlan]:
         if drill.fault == "device_silent" and plan.kind != "hosted":
             raise loaded.error(("bench", "drills", i, "fault"), "device_silent needs a device the bench hosts "
                                "(an address without a host)", drill.fault)
+    for dev_id, address in spec.device_clocks.items():
+        plan = plans.get(dev_id)
+        if plan is None or plan.kind != "real":
+            raise loaded.error(("bench", "device_clocks", dev_id), "expected the id of a device with a host in "
+                               "its address (a served device that follows the bench's clock)", address)
     return plans
 
 
@@ -230,14 +235,21 @@ class BoundaryDriver(Driver):
         future = asyncio.run_coroutine_threadsafe(coro, self.b.io.loop)  # type: ignore[arg-type]
         return await asyncio.wrap_future(future)
 
-    async def _wire(self, op: Callable[[], Awaitable[T]], wire: Wire) -> T:
-        """On the bench loop: one operation on the wire, timed from when it got a slot."""
+    async def _wire(self, op: Callable[[], Awaitable[T]], wire: Wire, *, slot: bool = True) -> T:
+        """On the bench loop: one operation on the wire, timed from when it got a slot (``slot=False``: the
+        background probe of a faulted device, which must not make the step's exchange wait behind its timeout)."""
+        if not slot:
+            return await self._timed(op, wire)
         async with self.b.slots():
-            wire.started = time.perf_counter()
-            try:
-                return await op()
-            finally:
-                wire.duration_s = time.perf_counter() - wire.started
+            return await self._timed(op, wire)
+
+    @staticmethod
+    async def _timed(op: Callable[[], Awaitable[T]], wire: Wire) -> T:
+        wire.started = time.perf_counter()
+        try:
+            return await op()
+        finally:
+            wire.duration_s = time.perf_counter() - wire.started
 
     def _log(self, op: str, status: str, source: str, started: float, values: Mapping[str, float] | None = None,
              duration_s: float = math.nan, detail: str = "") -> None:
@@ -398,14 +410,14 @@ class BoundaryDriver(Driver):
         await self._on_bench(self.inner.close())
 
     # -- safe state --------------------------------------------------------------------------------------------
-    async def _write_safe(self, source: str) -> str | None:
+    async def _write_safe(self, source: str, *, slot: bool = True) -> str | None:
         """On the bench loop: write the safe setpoint (no bench limits: it is always allowed); None if confirmed.
         A device that takes no setpoint (a meter) is always safe: nothing is written."""
         if not self.safe.values:
             return None
         wire = Wire()
         try:
-            await self._wire(lambda: self.inner.write(self.safe), wire)
+            await self._wire(lambda: self.inner.write(self.safe), wire, slot=slot)
         except DeviceError as exc:
             self._log("write", "error", source, wire.started, self.safe.values, wire.duration_s, str(exc))
             return f"{type(exc).__name__}: {exc}"
@@ -436,14 +448,16 @@ class BoundaryDriver(Driver):
     async def _probe_loop(self) -> None:
         """On the bench loop: until the device answers, try its safe setpoint every cycle."""
         while not self.sealed:
-            error = await self._write_safe("watchdog")
+            # outside the I/O slots: a device that does not answer costs its own probe an io_timeout per try, never
+            # the healthy devices' exchange (it would make every step late by that much while the device is down)
+            error = await self._write_safe("watchdog", slot=False)
             if error is None:
                 t = self.b.t_s
                 self.health.go("safe", t, "safe setpoint confirmed")
                 self.b.events.emit(t, self.plan.id, "safe_state", f"safe setpoint {dict(self.safe.values)} "
                                    "confirmed by the device")
                 try:
-                    self.last = await self._wire(self.inner.read, Wire())
+                    self.last = await self._wire(self.inner.read, Wire(), slot=False)
                 except DeviceError:
                     pass
                 self.protocol_errors_in_row = 0

@@ -6,6 +6,7 @@
       policy: warn              # what a late step does: warn | skip | stop
       read_at: 0.8              # devices are read this far into each cycle (the rest is for grid + controllers)
       virtual_step_s: 1         # simulated seconds per model step of the virtual devices the bench hosts
+      clock: wall               # hosted virtual devices keep time by: wall (like hardware) | steps (tests)
       limits:
         fronius_4006773: {p_min_w: -2000, p_max_w: 2000, soc_min: 0.1, soc_max: 0.95, ramp_w_per_s: 100}
         pv_4018368: {p_min_w: -3000, pf_min: 0.9, allow_disconnect: false, curve_v_min_pu: 1.0}
@@ -111,6 +112,14 @@ class BenchSpec(_Strict):
                                      "default: two steps, and at least the first second of wall time")
     read_at: float = Field(0.8, gt=0, lt=1, description="fraction of each cycle after which devices are read")
     virtual_step_s: int = Field(1, ge=1, description="simulated seconds per model step of hosted virtual devices")
+    clock: Literal["wall", "steps"] = Field(
+        "wall", description="how the virtual devices keep time: 'wall' -- by the wall clock, as hardware does; "
+        "'steps' -- the bench advances them to the end of each step after its writes, before its reads (the offline "
+        "semantics, independent of scheduling: for tests of the bench; the pacing, timeouts and watchdogs stay on "
+        "the wall clock)")
+    device_clocks: dict[str, str] = Field(
+        default_factory=dict, description="with clock 'steps': served virtual devices (s4g device serve "
+        "--clock-port) that follow the bench's clock and inputs, device id -> tcp://HOST:PORT of their clock link")
     io_timeout: Seconds | None = Field(None, description="driver timeout (default: half a cycle, at most the "
                                                          "device's timeout_s)")
     io_concurrency: int = Field(1, ge=1, description="device operations on the wire at the same time; the rest "
@@ -133,6 +142,11 @@ class BenchSpec(_Strict):
         for i, drill in enumerate(self.drills):
             if drill.device not in device_ids:
                 add(("drills", i, "device"), "expected the id of a device in 'devices'", drill.device)
+        for dev_id, address in self.device_clocks.items():
+            if dev_id not in device_ids:
+                add(("device_clocks", dev_id), "expected the id of a device in 'devices'", dev_id)
+            elif self.clock != "steps":
+                add(("device_clocks", dev_id), "a device follows the bench's clock only with clock: steps", address)
 
     def cycle_s(self, step_s: int) -> float:
         """Wall seconds of one co-simulation step."""

@@ -4,8 +4,9 @@ The bench starts it in place of the offline ``DeviceSim`` (same models, attribut
 builder is unchanged). Each step it: waits until the step is due (:class:`~hil_bench.realtime.Pacer`), applies
 the late policy, feeds the simulated quantities (the env inputs: PV irradiance, site load, terminal voltage)
 to the hosted virtual devices and publishes them as signals for the real ones, runs the device exchange (the
-boundary drivers write at once and read at ``read_at`` of the cycle), and publishes the measurements and the
-setpoints on the SMX broker for the live monitor.
+boundary drivers write at once and read at ``read_at`` of the cycle; in between, with ``clock: steps``, the
+bench advances its virtual devices to the step's end), and publishes the measurements and the setpoints on the
+SMX broker for the live monitor.
 
 A device that does not answer has no measurement; offline that NaN would stop the power flow. On the bench its
 ``p_w`` and ``q_var`` enter the power flow as 0 W -- it is taken as being in its safe state, disconnected --
@@ -61,6 +62,14 @@ class BenchDeviceSim(DeviceSim):
             self._publish_measurements(time, mark=ends)
             if ends:
                 rt.on_step_end(row)
+
+    def _advance_clocks(self, time: int, dt: int, env_by_eid: dict[str, dict[str, float]]) -> None:
+        """Between the step's writes and its reads: with ``clock: steps`` the bench advances its virtual devices
+        to the step's end (hil_bench.clocks); with ``clock: wall`` they keep time themselves."""
+        rt = self.bench
+        if rt.clocks is not None:
+            ids = [eid for eid, dev in self.devices.items() if dev.bank is None]
+            rt.io.run(rt.clocks.advance(ids, time, time + dt, env_by_eid))
 
     def get_data(self, outputs: dict) -> dict:
         data = super().get_data(outputs)

@@ -1,9 +1,11 @@
-"""The virtual devices the bench hosts (addresses without a host), clocked by the wall clock.
+"""The virtual devices the bench hosts (addresses without a host), clocked by the wall clock or by the bench's steps.
 
 Offline, the device host advances a virtual device's model by a whole step when the co-simulation says so; on
-the bench the model lives in wall time like hardware: from the first step on, every ``virtual_step_s``
-simulated seconds (``virtual_step_s * rt_factor`` wall seconds) it advances to ``(now - T0) / rt_factor``,
-with the exogenous inputs (PV irradiance, site load, ...) the grid simulation fed it last. The servers and the
+the bench (``clock: wall``, the default) the model lives in wall time like hardware: from the first step on,
+every ``virtual_step_s`` simulated seconds (``virtual_step_s * rt_factor`` wall seconds) it advances to
+``(now - T0) / rt_factor``, with the exogenous inputs (PV irradiance, site load, ...) the grid simulation fed
+it last. With ``clock: steps`` there is no clock task: the bench calls :meth:`Hosting.advance_to` once per step,
+after the writes and before the reads (see :mod:`hil_bench.clocks`). The servers and the
 clocks run on the bench's I/O loop, the same loop as the drivers, so a family whose driver and virtual device
 share objects in-process (the OCPP CSMS) works as offline.
 """
@@ -19,7 +21,7 @@ from typing import Mapping
 from devices import registry
 from devices.family import DeviceContext, Family
 from devices.io_loop import IoLoop
-from devices.virtual import VirtualDevice
+from devices.virtual import VirtualDevice, advance_to
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,12 @@ class Hosting:
                     raise
                 hosted.t_model = target
             await asyncio.sleep(max(0.0, t0 + (hosted.t_model + step) * rt - time.perf_counter()))
+
+    async def advance_to(self, device_id: str, t_s: int) -> None:
+        """On the bench loop (``clock: steps``): advance one hosted model to ``t_s`` with its latest inputs."""
+        hosted = self.devices[device_id]
+        await advance_to(hosted.virtual, t_s, self.virtual_step_s, hosted.env)
+        hosted.t_model = hosted.virtual.t_s
 
     def stop(self) -> None:
         async def _stop() -> None:

@@ -9,7 +9,7 @@ column         meaning
 =============  ======================================================================================
 t_s            simulated step (int64 s from the scenario start)
 wall_s         wall seconds since the first step's due time when the operation started
-op             ``read`` | ``write``
+op             ``read`` | ``write`` | ``clock`` (``clock: steps``: a served device told the step's end, ``t_s``)
 status         ``ok`` | ``held`` (measurement repeated, no wire) | ``rejected`` (refused before or by the
                device) | ``dropped`` (not sent: device faulted, emergency stop, drill) | ``deferred``
                (skipped step) | ``error`` (device error)

@@ -6,7 +6,8 @@ Order of a run (``BenchRuntime.run``):
    (:mod:`hil_bench.check`); one that does not answer, or refuses its safe setpoint, stops everything here
    (:class:`BenchRefused`, exit code 2) -- the answering ones are left armed in their safe state;
 2. start the hosted virtual devices on loopback and give the device host their addresses (SunSpec addresses
-   get the revert timer of two cycles, driver timeouts fit the cycle);
+   get the revert timer of two cycles, driver timeouts fit the cycle); with ``clock: steps``, link the served
+   devices that follow the bench's clock (:mod:`hil_bench.clocks`);
 3. build the world exactly as offline, with :class:`~hil_bench.devsim.BenchDeviceSim` as device host;
 4. serve the live monitor and the control endpoint (``RUN_DIR/bench.ctl``), trap Ctrl-C and SIGTERM;
 5. run; then, whatever happened, drive every protocol device to its safe state before anything is closed,
@@ -34,10 +35,12 @@ from cosim.scenario import LoadedScenario
 from cosim.security.webauth import server_auth as monitor_auth
 from cosim.world import OBSERVER_HOST, WorldBuilder
 from devices.base import Address
+from devices.clock_link import ClockClient
 from devices.family import DeviceContext
 from devices.io_loop import IoLoop
 from hil_bench.boundary import Boundary, DevicePlan, plan_devices, with_revert
 from hil_bench.check import CheckResult, check_all
+from hil_bench.clocks import CLOCK_LINK_TIMEOUT_S, SteppedClocks
 from hil_bench.config import BenchSpec
 from hil_bench.control import CTL_FILE, write_ctl
 from hil_bench.flow import FlowBus, token
@@ -133,6 +136,7 @@ class BenchRuntime:
         self.monitor_url: str | None = None
         self.io: IoLoop | None = None
         self.hosting: Hosting | None = None
+        self.clocks: SteppedClocks | None = None  # clock: steps
         self.boundary: Boundary | None = None
         self.flow: FlowBus | None = None
         self.events: EventSink | None = None
@@ -176,6 +180,10 @@ class BenchRuntime:
                                      self.events)
             self.hosting = Hosting(self.io, self.spec.rt_factor, self.spec.virtual_step_s)
             bench_loaded = self._start_hosted()
+            if self.spec.clock == "steps":
+                followers = {dev: ClockClient(address, CLOCK_LINK_TIMEOUT_S)
+                             for dev, address in self.spec.device_clocks.items()}
+                self.clocks = SteppedClocks(self.hosting, followers, self.spec.virtual_step_s, self.iolog)
             self.pacer.on_start(self._clocks_start)
             if self.spec.monitor.enabled:
                 self.flow = FlowBus(self.spec.monitor.broker, start=sc.start, seed=sc.seed).open()
@@ -270,7 +278,8 @@ class BenchRuntime:
     def _clocks_start(self, t0: float) -> None:
         assert self.hosting is not None and self.iolog is not None
         self.iolog.t0 = t0
-        self.hosting.start_clocks(t0)
+        if self.clocks is None:  # clock: wall -- with clock: steps the device host advances them every step
+            self.hosting.start_clocks(t0)
 
     def _serve(self) -> None:
         from hil_bench.monitor import MonitorServer
@@ -381,6 +390,8 @@ class BenchRuntime:
             steps.append(("world", lambda: _shutdown_world(builder.world)))
             if hasattr(builder, "close"):  # the scenario's message bus and its embedded broker
                 steps.append(("scenario brokers", builder.close))
+        if self.clocks is not None and self.io is not None:
+            steps.append(("clock links", lambda: self.io.run(self.clocks.close(), timeout_s=10)))
         if self.hosting is not None:
             steps.append(("hosted devices", self.hosting.stop))
         if self.flow is not None:

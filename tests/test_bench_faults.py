@@ -2,7 +2,10 @@
 operator's limit, emergency stops (``s4g bench stop``, Ctrl-C), and a device that is not there at all.
 
 All runs use the Fur feeder at 200x real time (a 60 s step is a 0.3 s cycle), so "two control cycles" is two
-60-second steps of simulated time.
+60-second steps of simulated time. Nothing here depends on how fast the machine is: the virtual devices keep the
+bench's time (``clock: steps``; the separately served device over its clock link), every assertion is on the
+simulated times the bench recorded, and where the bench acts on wall time -- a driver's reply timeout, its
+reconnect back-off -- the test gives it a generous deadline (``io_timeout``) or waits for the event it asserts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -26,7 +30,10 @@ from hil_bench.run import BenchRefused, run_bench
 from hil_bench.testing import REPO, pilot_data, serve_fronius, write_scenario
 
 RT = 0.005
-BENCH = {"rt_factor": RT, "virtual_step_s": 5, "read_at": 0.6, "tolerance": "50ms", "monitor": {"enabled": False}}
+# io_timeout: a reply timeout is wall time; half a 0.3 s cycle (the default) on a busy machine would fault healthy
+# devices. A silent device is faulted in the step it fails, however long the timeout (asserted below).
+BENCH = {"rt_factor": RT, "virtual_step_s": 5, "read_at": 0.6, "tolerance": "50ms", "monitor": {"enabled": False},
+         "clock": "steps", "io_timeout": "5s"}
 STEP = 60
 
 
@@ -50,6 +57,19 @@ def events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
 
 
+def notice_when_back(rt, device: str, back: threading.Event) -> None:
+    """Set ``back`` when the bench records that ``device`` answers again (its ``device_back`` event)."""
+    emit = rt.events.emit
+
+    def emit_and_notice(t_s, dev, kind, message, **kwargs):
+        event = emit(t_s, dev, kind, message, **kwargs)
+        if dev == device and kind == "device_back":
+            back.set()
+        return event
+
+    rt.events.emit = emit_and_notice
+
+
 def test_watchdogs_and_limits(tmp_path):
     silent, limited, orphan = "fronius_4006773", "fronius_4018215", "fronius_4011906"
     bench = {**BENCH, "limits": {limited: {"p_min_w": -100, "p_max_w": 100}},
@@ -57,14 +77,20 @@ def test_watchdogs_and_limits(tmp_path):
                         {"at": "5min", "device": orphan, "fault": "controller_silent"}]}
     data = small_pilot([silent, limited, orphan], "20min", bench)
     models: dict[int, dict[str, tuple[float, int]]] = {}
+    back, came_back = threading.Event(), {}
 
     def sample(t_s, rt):  # the hosted devices' own physics, as the step ends
         models[t_s] = {dev: (float(h.virtual.fbank.batt_p_w[0]), int(h.virtual.fbank.stor_ctl_mod[0]))
                        for dev, h in rt.hosting.devices.items()}
+        if t_s == 0:
+            notice_when_back(rt, silent, back)
+        if t_s == 600:  # the drill has ended: the run waits here until the watchdog has the device back
+            came_back["in_time"] = back.wait(120)  # its driver's reconnect back-off is wall time (up to 5 s)
 
     result = run_bench(load(write_scenario(data, tmp_path / "drills.yaml")), tmp_path / "run", progress=False,
                        report=False, observers=(sample,))
     assert result.status == "complete", result.error
+    assert came_back["in_time"], "the silent device did not come back within 120 s of wall time after the drill"
     run_dir, ev = result.run_dir, events(result.run_dir)
 
     # a device that stops answering: faulted at once, in its own fallback (SunSpec revert) within two cycles
@@ -72,8 +98,8 @@ def test_watchdogs_and_limits(tmp_path):
     assert [e["t_s"] for e in down] == [300] and "reverts to its default mode 120 s" in down[0]["message"]
     batt, mode = models[300 + 2 * STEP][silent]
     assert mode == 0 or abs(batt) < 1.0  # self-consumption again (revert), or zero power
-    # it answers again when the drill ends at 600 s, as soon as its driver's reconnect back-off (up to 5 s of
-    # wall time, 1000 s simulated at 200x) lets it: confirmed safe first, then controlled again
+    # it answers again once the drill has ended at 600 s (the run waited for that at 600 s): confirmed safe first,
+    # then controlled again
     back = {e["kind"]: e["t_s"] for e in ev if e["device"] == silent and e["kind"] in ("safe_state", "device_back")}
     assert 600 <= back["safe_state"] <= back["device_back"]
     held = [r for r in io_rows(run_dir, silent) if r["source"] == "controller" and r["status"] == "dropped"]
@@ -105,8 +131,9 @@ def test_watchdogs_and_limits(tmp_path):
 def test_killed_device(tmp_path):
     real, hosted = "fronius_4006773", "fronius_4018215"
     config = next(d for d in pilot_data()["devices"] if d["id"] == real)["config"]
-    with serve_fronius(config, tmp_path, device_id=real, step=RT) as served:
-        data = small_pilot([real, hosted], "10min", BENCH, {real: served.address})
+    with serve_fronius(config, tmp_path, device_id=real, follow_clock=True) as served:
+        data = small_pilot([real, hosted], "10min", {**BENCH, "device_clocks": {real: served.clock_address}},
+                           {real: served.address})
         path = write_scenario(data, tmp_path / "kill.yaml")
         assert s4g(["bench", "check", str(path)]) == 0  # reachable, identified
 
@@ -125,6 +152,8 @@ def test_killed_device(tmp_path):
     rows = io_rows(run_dir, real)
     assert not [r for r in rows if r["t_s"] > t_fault and r["source"] == "controller" and r["status"] == "ok"]
     assert any(r["source"] == "watchdog" and r["status"] == "error" for r in rows)  # safe state attempted
+    clock = {r["t_s"]: r["status"] for r in rows if r["op"] == "clock"}  # it kept the bench's time until killed
+    assert clock == {t: "ok" if t <= 240 else "error" for t in range(0, 600, STEP)}
     devices = pq.read_table(run_dir / "timeseries" / "devices.parquet").to_pydict()
     t = devices["t_s"]
     p_real = [p for ts, p in zip(t, devices[f"{real}.p_w"]) if ts >= t_fault]

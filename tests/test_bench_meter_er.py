@@ -90,6 +90,7 @@ bench:
   virtual_step_s: 5
   read_at: 0.6
   tolerance: 50ms
+  io_timeout: 5s  # a reply timeout is wall time: half a 0.3 s cycle is not fair to a healthy device on a busy machine
   monitor: {{enabled: false}}
   limits: {{er: {{p_min_w: -1500, p_max_w: 1500}}}}
   drills: [{{at: 8min, device: er, fault: controller_silent}}]

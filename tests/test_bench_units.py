@@ -73,6 +73,14 @@ def test_bench_section_device_references_are_checked(tmp_path):
     data["bench"] = {"limits": {"nobody": {"p_max_w": 1}}}
     with pytest.raises(ScenarioError, match="bench.limits.nobody"):  # found by validation, before any bench run
         load(write_scenario(data, tmp_path / "s.yaml"))
+    # only a served device (an address with a host) can follow the bench's clock, and only with clock: steps
+    data["bench"] = {"device_clocks": {"fronius_4006773": "tcp://127.0.0.1:9"}}
+    with pytest.raises(ScenarioError, match="only with clock: steps"):
+        load(write_scenario(data, tmp_path / "s.yaml"))
+    hosted = pilot_data(bench={"clock": "steps", "device_clocks": {"fronius_4006773": "tcp://127.0.0.1:9"}})
+    loaded = load(write_scenario(hosted, tmp_path / "s.yaml"))
+    with pytest.raises(ScenarioError, match="bench.device_clocks.fronius_4006773"):
+        plan_devices(loaded, loaded.scenario.bench)
 
 
 def test_device_kinds_and_revert_timer():
@@ -281,6 +289,54 @@ def test_boundary_faults_a_silent_device_and_brings_it_back_safe(boundary):
     assert inner.written[-1] == {"batt_p_w": 0.0} and wrapped.health.state == "armed"
     kinds = [e["kind"] for e in events.events]
     assert kinds.index("device_unavailable") < kinds.index("safe_state") < kinds.index("device_back")
+
+
+class HangingDriver(FakeDriver):
+    """A device that, once ``hang`` is set, accepts writes and never answers them (until ``release``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hang = False
+        self.on_wire = threading.Event()
+        self.release: asyncio.Event | None = None
+
+    async def _write(self, setpoint):
+        if self.hang:
+            self.release = self.release or asyncio.Event()
+            self.on_wire.set()
+            await self.release.wait()
+            raise DeviceUnavailable("fake: no reply")
+        await super()._write(setpoint)
+
+
+def test_probing_a_faulted_device_does_not_hold_up_the_others(tmp_path):
+    """io_concurrency 1: the watchdog's background probe of a device that does not answer waits out its timeout
+    outside the I/O slot, so the healthy devices' exchange of the step goes on meanwhile."""
+    io, caller = IoLoop("test-bench"), IoLoop("test-host")
+    spec = BenchSpec(rt_factor=0.001)
+    timing = TimingLog(spec.tolerance)
+    pacer = Pacer(spec.rt_factor, 60, tolerance_s=spec.tolerance, policy="warn", read_at=0.5, timing=timing,
+                  stop=threading.Event())
+    plans = {dev: DevicePlan(dev, FRONIUS, "real", f"fake://{dev}", "site", 0.1) for dev in ("dead", "alive")}
+    b = Boundary(spec, 60, plans, io, pacer, timing, IoLog(tmp_path), EventSink(None))
+    dead_inner = HangingDriver(Address.parse("fake://dead"), CAPS)
+    dead, alive = b.wrap("dead", dead_inner), b.wrap("alive", FakeDriver(Address.parse("fake://alive"), CAPS))
+    try:
+        caller.run(dead.connect())
+        caller.run(alive.connect())
+        b.begin_step(pacer.begin(0))
+        dead_inner.down, dead_inner.hang = True, True
+        with pytest.raises(DeviceUnavailable):
+            caller.run(dead.read())  # faulted: the probe starts and its safe setpoint hangs on the wire
+        assert dead_inner.on_wire.wait(10) and dead.health.state == "faulted"
+        assert caller.run(alive.read(), timeout_s=10)["p_w"] == 100.0  # not queued behind the hanging probe
+        caller.run(alive.write(Setpoint({"batt_p_w": 50.0})), timeout_s=10)
+    finally:
+        if dead_inner.release is not None:
+            io.loop.call_soon_threadsafe(dead_inner.release.set)
+        b.safe_all("end", timeout_s=10)
+        caller.close()
+        io.close()
 
 
 def test_boundary_controller_watchdog_and_emergency_stop(boundary):
