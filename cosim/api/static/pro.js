@@ -186,9 +186,9 @@ async function pollStudy() {
   const st = await api("GET", `/api/studies/${studyId}`);
   $("study-progress").value = st.progress;
   $("study-state").textContent = `${st.name}: ${st.state}, ${st.done} done, ${st.failed} failed of ${st.total}` + (st.eta_s ? `, about ${Math.round(st.eta_s)} s left` : "");
-  document.body.dataset.study = st.state;
   rows = await api("GET", `/api/studies/${studyId}/table`);
   showTable();
+  document.body.dataset.study = st.state;  // after the table: a finished state means the final table is shown
   if (st.error) $("study-error").textContent = st.error;
   if (!DONE.has(st.state)) { studyTimer = setTimeout(pollStudy, 500); return; }
   $("cancel").disabled = true; $("launch").disabled = false;
