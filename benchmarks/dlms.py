@@ -92,7 +92,7 @@ async def _profile_reads(address: str, start: dt.datetime, n: int) -> list[float
 def latency(n: int) -> list[dict]:
     io = IoLoop("bench-dlms")
     config = FAMILY.parse_config({})
-    context = DeviceContext(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), 900, "bench")  # clock at midnight
+    context = DeviceContext(dt.datetime(2024, 1, 1, tzinfo=dt.UTC), 900, "bench")  # clock at midnight
     device = VirtualMeter(FAMILY, config, context=context)
     try:
         tcp = io.run(device.start(), 10)

@@ -193,7 +193,7 @@ def _feasible(batt: float, full: bool, empty: bool) -> float:
     return min(batt, 0.0) if full else max(batt, 0.0) if empty else batt
 
 
-def _build(builder: "BuildContext", spec: "ControllerSpec", params: BaseModel) -> None:
+def _build(builder: BuildContext, spec: ControllerSpec, params: BaseModel) -> None:
     from devices import registry as device_registry
 
     assert isinstance(params, ErSiteParams)

@@ -696,7 +696,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: GessconParams) -
                             initial_data={"p_schedule_w": 0.0})
 
 
-def _voltage_inputs(builder: "WorldBuilder", params: GessconParams, devs: list) -> dict[str, Any]:
+def _voltage_inputs(builder: WorldBuilder, params: GessconParams, devs: list) -> dict[str, Any]:
     """What the Feeder needs to plan with the feeder's voltages: the grid as the world built it, every site as a
     connection point (its load, its PV in AC kW, its load's q/p), and the grid load of each planned battery."""
     from controllers.profess import truth_series

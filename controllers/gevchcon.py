@@ -324,7 +324,7 @@ class GevchconSim(mosaik_api_v3.Simulator):
         return data
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GevchconParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: GevchconParams) -> None:
     from controllers.profev import ProfevParams, base_load_w, fleet_presence
 
     sc = builder.scenario

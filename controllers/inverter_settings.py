@@ -45,7 +45,7 @@ class InverterSettingsParams(BaseModel):
     refresh_s: int = Field(0, ge=0, description="send the settings again this often (0 = once, at the start)")
 
     @model_validator(mode="after")
-    def _one_reactive_mode(self) -> "InverterSettingsParams":
+    def _one_reactive_mode(self) -> InverterSettingsParams:
         if self.tan_phi is not None and self.volt_var is not None and self.volt_var.enabled:
             raise ValueError("a fixed power factor (tan_phi) and volt_var exclude each other")
         return self
@@ -108,7 +108,7 @@ class InverterSettingsSim(mosaik_api_v3.Simulator):
         return data
 
 
-def _build(builder: "BuildContext", spec: "ControllerSpec", params: InverterSettingsParams) -> None:
+def _build(builder: BuildContext, spec: ControllerSpec, params: InverterSettingsParams) -> None:
     targets = []
     for dev in builder.select_devices(spec.devices):
         fam = device_registry.family(dev.family)
@@ -130,7 +130,7 @@ def _build(builder: "BuildContext", spec: "ControllerSpec", params: InverterSett
         ent = builder.add_entity(sim.Settings(values=values, refresh_s=params.refresh_s))
         # the DSO's settings travel on the Control Broker, applied from the next step like every command
         builder.connect(ent, builder.devices[dev.id], *values, role="control", time_shifted=True,
-                        initial_data={a: None for a in values})
+                        initial_data=dict.fromkeys(values))
 
 
 INVERTER_SETTINGS = ControllerKind("inverter_settings", InverterSettingsParams, _build,

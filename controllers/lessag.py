@@ -233,7 +233,7 @@ class LessagSim(mosaik_api_v3.Simulator):
 
 # --- scenario wiring ------------------------------------------------------------------------------------
 
-def wire_lessag(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagParams, dev, site, schedule_src) -> Any:
+def wire_lessag(builder: WorldBuilder, spec: ControllerSpec, params: LessagParams, dev, site, schedule_src) -> Any:
     """Create the agent of one device and connect it: schedule source (a GESSCon Site entity), device, PCC."""
     from controllers.profess import device_battery, price_series, start_tod_s, truth_series
     from devices import registry as device_registry
@@ -270,7 +270,7 @@ def wire_lessag(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagP
     return agent
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: LessagParams) -> None:
     """A stand-alone ``lessag`` controller has no GESSCon in the scenario: it runs in fallback (logged)
     unless the lead routes a schedule to its ``schedule`` input (e.g. from the message bus)."""
     for dev in builder.select_devices(spec.devices, needs_battery=True):

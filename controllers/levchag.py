@@ -307,7 +307,7 @@ class LevchagSim(mosaik_api_v3.Simulator):
 
 # -- scenario wiring ---------------------------------------------------------------------------------------------
 
-def wallbox_views(builder: "WorldBuilder", wallbox_ids: list[str]) -> list[dict]:
+def wallbox_views(builder: WorldBuilder, wallbox_ids: list[str]) -> list[dict]:
     """What LEVChAg and PROFEV need to know of each wallbox from its configuration."""
     from devices import registry as device_registry
 
@@ -321,7 +321,7 @@ def wallbox_views(builder: "WorldBuilder", wallbox_ids: list[str]) -> list[dict]
     return out
 
 
-def site_wallboxes(builder: "WorldBuilder", spec: "ControllerSpec") -> dict[str, list[str]]:
+def site_wallboxes(builder: WorldBuilder, spec: ControllerSpec) -> dict[str, list[str]]:
     """The controller's wallboxes grouped by site (in scenario order)."""
     by_site: dict[str, list[str]] = {}
     for d in builder.select_devices(spec.devices):
@@ -336,7 +336,7 @@ def site_wallboxes(builder: "WorldBuilder", spec: "ControllerSpec") -> dict[str,
     return by_site
 
 
-def site_agent(builder: "WorldBuilder", spec: "ControllerSpec", site_id: str, wallbox_ids: list[str],
+def site_agent(builder: WorldBuilder, spec: ControllerSpec, site_id: str, wallbox_ids: list[str],
                params: LevchagParams) -> Any:
     """The LEVChAg of a site: created and wired once, shared by the kinds that feed it (PROFEV's plan,
     GEVChCon's envelope)."""
@@ -372,7 +372,7 @@ def site_agent(builder: "WorldBuilder", spec: "ControllerSpec", site_id: str, wa
     return agent
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: LevchagParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: LevchagParams) -> None:
     """Stand-alone LEVChAg: no upper layer, so it runs its safe schedule (logged as a fallback)."""
     for site_id, wbs in site_wallboxes(builder, spec).items():
         site_agent(builder, spec, site_id, wbs, params)

@@ -51,7 +51,7 @@ class ProfessParams(BaseModel):
     engine: Literal["auto", "highs", "ipm", "pyomo"] = "auto"
 
     @model_validator(mode="after")
-    def _steps(self) -> "ProfessParams":
+    def _steps(self) -> ProfessParams:
         if 86400 % self.step_s:
             raise ValueError("step_s must divide a day (e.g. 60, 300, 900, 3600)")
         if self.horizon_s % self.step_s:
@@ -196,7 +196,7 @@ class ProfessSim(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         for eid, site in self.sites.items():
-            vals = {name: np.nan for name in INPUTS}
+            vals = dict.fromkeys(INPUTS, np.nan)
             for name, sources in inputs.get(eid, {}).items():
                 got = [v for v in sources.values() if v is not None]
                 if got:
@@ -243,7 +243,7 @@ class ProfessSim(mosaik_api_v3.Simulator):
 
 # --- scenario wiring ------------------------------------------------------------------------------------
 
-def device_battery(builder: "WorldBuilder", dev_spec) -> tuple[SiteBattery, dict]:
+def device_battery(builder: WorldBuilder, dev_spec) -> tuple[SiteBattery, dict]:
     """The optimiser's view of a device (battery + inverter + site contract) and its PV parameters."""
     from devices import registry as device_registry
 
@@ -265,7 +265,7 @@ def device_battery(builder: "WorldBuilder", dev_spec) -> tuple[SiteBattery, dict
     return sb, pv
 
 
-def truth_series(builder: "WorldBuilder", entity: Any, attr: str, step_s: int, horizon_s: int) -> list[float] | None:
+def truth_series(builder: WorldBuilder, entity: Any, attr: str, step_s: int, horizon_s: int) -> list[float] | None:
     """The whole run plus one horizon of a profile entity, averaged to the controller's step.
 
     Uses the profile simulator's ``series`` extra method (the very values the grid will see)."""
@@ -286,7 +286,7 @@ def truth_series(builder: "WorldBuilder", entity: Any, attr: str, step_s: int, h
     return fine[: n * factor].reshape(n, factor).mean(axis=1).tolist()
 
 
-def price_series(builder: "WorldBuilder", step_s: int, horizon_s: int) -> tuple[list[float] | None, list[float] | None]:
+def price_series(builder: WorldBuilder, step_s: int, horizon_s: int) -> tuple[list[float] | None, list[float] | None]:
     from simulators.profiles import price_profile
 
     sc = builder.scenario
@@ -309,12 +309,12 @@ def price_series(builder: "WorldBuilder", step_s: int, horizon_s: int) -> tuple[
     return np.asarray(imp, float).tolist(), np.asarray(exp, float).tolist()
 
 
-def start_tod_s(builder: "WorldBuilder") -> int:
+def start_tod_s(builder: WorldBuilder) -> int:
     st = builder.scenario.start
     return st.hour * 3600 + st.minute * 60 + st.second
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfessParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfessParams) -> None:
     from devices import registry as device_registry
 
     if params.step_s % builder.step_s:

@@ -54,7 +54,7 @@ class ProfevParams(BaseModel):
     levchag: LevchagParams = Field(default_factory=LevchagParams)
 
     @model_validator(mode="after")
-    def _steps(self) -> "ProfevParams":
+    def _steps(self) -> ProfevParams:
         if 86400 % self.step_s or self.replan_s % self.step_s or self.horizon_s % self.step_s:
             raise ValueError("step_s must divide a day, and replan_s and horizon_s be multiples of it")
         return self
@@ -224,7 +224,7 @@ class ProfevSim(mosaik_api_v3.Simulator):
 
 # -- scenario wiring ---------------------------------------------------------------------------------------------
 
-def fleet_presence(builder: "WorldBuilder", wallbox_ids: list[str], step_s: int, days: int) -> tuple[dict, list]:
+def fleet_presence(builder: WorldBuilder, wallbox_ids: list[str], step_s: int, days: int) -> tuple[dict, list]:
     """The presence chain per step of the day from the history of the fleet these wallboxes belong to, and the
     history's sessions."""
     from simulators.ev_fleet import fleet_history
@@ -248,13 +248,13 @@ def fleet_presence(builder: "WorldBuilder", wallbox_ids: list[str], step_s: int,
     return {"p_stay": model.p_stay.tolist(), "p_arrive": model.p_arrive.tolist()}, evs
 
 
-def _midnight_offset_s(builder: "WorldBuilder") -> int:
+def _midnight_offset_s(builder: WorldBuilder) -> int:
     """Seconds from the local midnight before the start to the start (the chain is per step of the local day)."""
     st = builder.scenario.start
     return -(st.hour * 3600 + st.minute * 60 + st.second)
 
 
-def base_load_w(builder: "WorldBuilder", site_id: str, params: ProfevParams) -> list[float]:
+def base_load_w(builder: WorldBuilder, site_id: str, params: ProfevParams) -> list[float]:
     """The site's load minus its PV (W) per PROFEV step over the run plus one horizon: the mean of the same step
     of the day over the history days (``forecast: history``), or the run's truth (``forecast: perfect``)."""
     from controllers.profess import truth_series
@@ -292,7 +292,7 @@ def base_load_w(builder: "WorldBuilder", site_id: str, params: ProfevParams) -> 
     return np.resize(day, n).tolist()
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfevParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfevParams) -> None:
     from devices import registry as device_registry
 
     if params.step_s % builder.step_s:

@@ -67,7 +67,7 @@ class Curve(BaseModel):
     enabled: bool = True
 
     @model_validator(mode="after")
-    def _order(self) -> "Curve":
+    def _order(self) -> Curve:
         if not self.v1 < self.v2 <= self.v3 < self.v4:
             raise ValueError("expected v1 < v2 <= v3 < v4 (the deadband is [v2, v3])")
         return self
@@ -380,7 +380,7 @@ class DsoSim(mosaik_api_v3.Simulator):
         return data
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: VoltageParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: VoltageParams) -> None:
     from devices import registry as device_registry
 
     sim = builder.sim("Voltage", "controllers.voltage:VoltageSim")
@@ -421,7 +421,7 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: VoltageParam
                                    "(family 'battery') among its devices")
 
 
-def _device_load(builder: "WorldBuilder", device_id: str):
+def _device_load(builder: WorldBuilder, device_id: str):
     """The grid's Load entity of a device connected to a bus (``load:dev:<id>``)."""
     for c in builder.grid_children.get("Load", []):
         if c.eid.removeprefix("load:") == f"dev:{device_id}":

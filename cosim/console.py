@@ -6,7 +6,8 @@ Exit codes: 0 success, 1 a run failed, 2 the scenario or another input is invali
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 from rich.console import Console
 

@@ -88,7 +88,7 @@ class RunMonitor:
             self._build = None
 
     # -- running --------------------------------------------------------------------------------------------
-    def __enter__(self) -> "RunMonitor":
+    def __enter__(self) -> RunMonitor:
         self._end_build()
         self._t_run = time.perf_counter()
         if self.show:

@@ -61,7 +61,7 @@ def sections(ctx: report_context.ReportContext) -> list[Section]:
     for fn in [*SECTIONS, *EXTRA_SECTIONS]:
         try:
             s = fn(ctx)
-        except Exception as exc:  # noqa: BLE001 - reported on the page and in the log
+        except Exception as exc:  # reported on the page and in the log
             log.warning("report section %s failed:\n%s", getattr(fn, "__name__", fn), traceback.format_exc())
             name = getattr(fn, "__name__", "section")
             s = Section(name, name.replace("_", " "), note(f"This section could not be drawn: "

@@ -17,7 +17,8 @@ import hashlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import yaml
@@ -49,8 +50,8 @@ class Strict(BaseModel):
 # Names that become file and directory names (run directory, io/<device>.parquet): one path component each.
 Name = Annotated[str, AfterValidator(check_name)]
 # simulated time is stored as pandas timestamps (end 2262) and sent as absolute SenML times (begin 1978)
-EARLIEST_START = dt.datetime(1980, 1, 1, tzinfo=dt.timezone.utc)
-LATEST_END = dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
+EARLIEST_START = dt.datetime(1980, 1, 1, tzinfo=dt.UTC)
+LATEST_END = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 _CLOCK = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"
 
 
@@ -67,7 +68,7 @@ class GridSpec(Strict):
                                               description="rated current per DSF-SE line code (the format has none)")
 
     @model_validator(mode="after")
-    def _source_args(self) -> "GridSpec":
+    def _source_args(self) -> GridSpec:
         if self.source == "simbench" and not self.code:
             raise ValueError("source 'simbench' needs 'code' (e.g. 1-LV-semiurb4--0-sw)")
         if self.source != "simbench" and self.path is None:
@@ -109,7 +110,7 @@ class PriceSpec(Strict):
     path: Path | None = None
 
     @model_validator(mode="after")
-    def _kind_args(self) -> "PriceSpec":
+    def _kind_args(self) -> PriceSpec:
         needed = {"fixed": "import_eur_per_kwh", "tou": "periods", "csv": "path"}[self.kind]
         if getattr(self, needed) is None:
             raise ValueError(f"price kind {self.kind!r} needs {needed!r}")
@@ -134,7 +135,7 @@ class SiteSpec(Strict):
     contract_export_w: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _connection(self) -> "SiteSpec":
+    def _connection(self) -> SiteSpec:
         if (self.grid_load is None) == (self.bus is None):
             raise ValueError("give exactly one of 'grid_load' (a load of the grid file) or 'bus'")
         if self.grid_load is not None and self.phase is not None:
@@ -168,7 +169,7 @@ class DeviceSpec(Strict):
         return v
 
     @model_validator(mode="after")
-    def _placement(self) -> "DeviceSpec":
+    def _placement(self) -> DeviceSpec:
         if (self.site is None) == (self.bus is None):
             raise ValueError("give exactly one of 'site' or 'bus'")
         return self
@@ -327,7 +328,7 @@ class ScenarioCore(Strict):
         return v
 
     @model_validator(mode="after")
-    def _step_divides(self) -> "ScenarioCore":
+    def _step_divides(self) -> ScenarioCore:
         if self.duration % self.step:
             raise ValueError(f"step ({self.step} s) must divide duration ({self.duration} s)")
         return self
@@ -604,7 +605,7 @@ class LoadedScenario:
     def line_of(self, loc: tuple) -> int | None:
         return _line_of(yaml.compose(self.text), loc)
 
-    def with_variant(self, variant: str | None) -> "LoadedScenario":
+    def with_variant(self, variant: str | None) -> LoadedScenario:
         return load(self.path, variant=variant)
 
     def error(self, loc: tuple, message: str, found: Any = _MISSING) -> ScenarioError:
@@ -679,4 +680,4 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-__all__ = ["Scenario", "ScenarioError", "LoadedScenario", "load", "json_schema", "parse_duration", "Problem"]
+__all__ = ["LoadedScenario", "Problem", "Scenario", "ScenarioError", "json_schema", "load", "parse_duration"]

@@ -10,7 +10,8 @@ outage or its own trip in the step it happens.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from devices.family import Family
 

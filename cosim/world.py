@@ -149,7 +149,7 @@ class WorldBuilder:
         return np.random.default_rng([self.scenario.seed, digest])
 
     # -- build ------------------------------------------------------------------------------------------------
-    def build(self) -> "WorldBuilder":
+    def build(self) -> WorldBuilder:
         sc = self.scenario
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:

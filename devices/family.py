@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Callable, ClassVar, Mapping, Sequence
+from typing import ClassVar
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel
@@ -89,8 +90,8 @@ class DeviceContext:
             raise ValueError("DeviceContext.start must be timezone-aware")
 
     @classmethod
-    def standalone(cls, device_id: str = "device", step_s: int = 1) -> "DeviceContext":
-        return cls(dt.datetime.now(dt.timezone.utc), step_s, device_id)
+    def standalone(cls, device_id: str = "device", step_s: int = 1) -> DeviceContext:
+        return cls(dt.datetime.now(dt.UTC), step_s, device_id)
 
     def at(self, t_s: float) -> dt.datetime:
         """The calendar time of simulated second ``t_s``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from pydantic import BaseModel

@@ -37,7 +37,8 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Literal, Mapping, TypeVar
+from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import parse_qs
 
 from devices import registry

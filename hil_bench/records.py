@@ -26,7 +26,8 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 IO_DIR = "device_io"
 FLUSH_ROWS = 4096

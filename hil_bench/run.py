@@ -26,7 +26,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from cosim.progress import RunInterrupted, RunMonitor
 from cosim.run import recorded_steps, versions
@@ -105,7 +106,7 @@ class BenchRuntime:
 
     def __init__(self, loaded: LoadedScenario, run_dir: Path, *, rt_factor: float | None = None,
                  monitor: bool | None = None, monitor_port: int | None = None, progress: bool = True,
-                 observers: tuple[Observer, ...] = (), on_ready: Callable[["BenchRuntime"], None] | None = None,
+                 observers: tuple[Observer, ...] = (), on_ready: Callable[[BenchRuntime], None] | None = None,
                  echo: Callable[[Any], None] | None = None) -> None:
         self.loaded = loaded
         self.scenario = loaded.scenario
@@ -219,7 +220,7 @@ class BenchRuntime:
             try:
                 self.server.refresh()
                 self.server.close()
-            except Exception:  # noqa: BLE001 - the run's results are written; the page just goes away
+            except Exception:  # the run's results are written; the page just goes away
                 log.exception("bench: closing the monitor failed")
             self.server = None
         (self.run_dir / CTL_FILE).unlink(missing_ok=True)
@@ -392,7 +393,7 @@ class BenchRuntime:
         for name, fn in steps:
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - one failed cleanup must not skip the others
+            except Exception:  # one failed cleanup must not skip the others
                 log.exception("bench: closing %s failed", name)
 
     def _end_safe(self) -> None:

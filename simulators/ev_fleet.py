@@ -31,7 +31,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 import mosaik_api_v3
@@ -141,7 +142,7 @@ class SiteSpec:
 class Site:
     """One charging site in the simpy environment."""
 
-    def __init__(self, fleet: "EVFleetSim", spec: SiteSpec) -> None:
+    def __init__(self, fleet: EVFleetSim, spec: SiteSpec) -> None:
         self.fleet, self.spec = fleet, spec
         env = fleet.env
         self.pool = simpy.Resource(env, capacity=spec.connectors)
@@ -290,7 +291,7 @@ class Site:
     def outputs(self, bay: int) -> dict[str, float]:
         ev = self.bays[bay]
         if ev is None:
-            return {k: 0.0 for k in ENV_OUTPUTS}
+            return dict.fromkeys(ENV_OUTPUTS, 0.0)
         return {"ev_plugged": 1.0, "ev_id": ev.ev_id, "ev_soc_arrival": ev.soc_arrival,
                 "ev_capacity_wh": ev.capacity_wh, "ev_energy_wanted_wh": ev.energy_wanted_wh,
                 "ev_p_max_w": ev.p_max_w, "ev_phases": float(ev.phases), "ev_departure_t_s": float(ev.t_departure_s)}
@@ -521,5 +522,14 @@ def fleet_history(*, start: str, timezone: str | None, seed: int, step_s: int, s
     return [ev for d in range(-days, -1) for ev in site._day_evs(d)]
 
 
-__all__ = ["EVFleetSim", "fleet_history", "SERVED_SHARE", "session_kpis", "read_sessions", "ENV_OUTPUTS", "DEFAULT_EV_TYPES", "DEFAULT_GROUPS",
-           "EV"]
+__all__ = [
+    "DEFAULT_EV_TYPES",
+    "DEFAULT_GROUPS",
+    "ENV_OUTPUTS",
+    "EV",
+    "SERVED_SHARE",
+    "EVFleetSim",
+    "fleet_history",
+    "read_sessions",
+    "session_kpis",
+]

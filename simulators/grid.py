@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
 
 import mosaik_api_v3
 import numpy as np
@@ -35,7 +36,7 @@ from simulators.powerflow import (
     Solver,
 )
 
-__all__ = ["ExtraLoad", "GridEngine", "GridSim", "PowerFlowDiverged", "META"]
+__all__ = ["META", "ExtraLoad", "GridEngine", "GridSim", "PowerFlowDiverged"]
 
 StaticLoads = Literal["zero", "file"]
 
@@ -71,7 +72,7 @@ class ExtraLoad:
     phase: int | None = None
 
     @classmethod
-    def parse(cls, spec: Mapping[str, Any] | "ExtraLoad") -> "ExtraLoad":
+    def parse(cls, spec: Mapping[str, Any] | ExtraLoad) -> ExtraLoad:
         if isinstance(spec, ExtraLoad):
             return spec
         if not isinstance(spec, Mapping) or "id" not in spec or "bus" not in spec:

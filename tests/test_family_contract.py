@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import textwrap
 from pathlib import Path
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest

@@ -230,7 +230,7 @@ def test_an_absent_unit_behind_a_gateway_is_device_unavailable():
 def _step(sim: DeviceSim, t: int, inputs: dict) -> dict:
     sim.step(t, inputs, t + 60)
     attrs = list(FAM.measurements) + ["available", "rejected"]
-    return sim.get_data({eid: attrs for eid in sim.devices})
+    return sim.get_data(dict.fromkeys(sim.devices, attrs))
 
 
 def test_sim_and_sunspec_and_solar_api_agree_through_the_device_host():

@@ -161,7 +161,7 @@ def test_a_stale_crl_fails_closed(tmp_path):
     from cryptography.hazmat.primitives import hashes, serialization
 
     cert, key = pki._issuing(d)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     stale = (x509.CertificateRevocationListBuilder().issuer_name(cert.subject)
              .last_update(now - dt.timedelta(days=9)).next_update(now - dt.timedelta(days=2))
              .sign(key, hashes.SHA256()))

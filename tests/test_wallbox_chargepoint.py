@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -21,7 +21,7 @@ FAM = registry.family("wallbox")
 EV = {"ev_plugged": 1, "ev_id": 1, "ev_soc_arrival": 0.2, "ev_capacity_wh": 80_000, "ev_p_max_w": 22_000}
 VERSIONS = [(VirtualWallbox16, Ocpp16Driver), (VirtualWallbox201, Ocpp201Driver)]
 IDS = ["1.6", "2.0.1"]
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)  # simulated t = 0 on the charge point's calendar
+T0 = datetime(2024, 1, 1, tzinfo=UTC)  # simulated t = 0 on the charge point's calendar
 
 
 def run(coro):

@@ -1,6 +1,6 @@
 """Charging-profile semantics: acceptance, stacking, purposes, kinds, validity, units and the composite schedule."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from hypothesis import given, settings
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from devices.wallbox import profiles as pf
 
-T0 = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 4, 8, 0, tzinfo=UTC)
 ST = pf.Station()  # 32 A, 3 phases, 230 V, 1.6
 ST201 = pf.Station(version="2.0.1")
 TX = pf.Tx(id="7", start=T0)

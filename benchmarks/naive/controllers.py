@@ -44,7 +44,7 @@ class RebuiltPyomoProfess(PyomoProfess):
 class NaiveProfess(Profess):
     """PROFESS's own complementarity guarantee around the rebuilt pyomo model."""
 
-    def __init__(self, problem: ProfessProblem) -> None:  # noqa: D107 - no production solver here
+    def __init__(self, problem: ProfessProblem) -> None:  # no production solver here
         self.problem = problem
         self.solver = RebuiltPyomoProfess(problem)
         self.tol_w = 1.0

@@ -45,7 +45,7 @@ class _Device:
         cfg = cfg_cls.model_validate(config)
         self.model = bank_cls([cfg])  # the physics of this one device
         self.limits = _limits(model, cfg)
-        self.env = {name: 0.0 for name in self.env_names}
+        self.env = dict.fromkeys(self.env_names, 0.0)
         self.values: dict[str, float] = {}
         self.rejected = 0
 

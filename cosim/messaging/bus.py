@@ -47,7 +47,7 @@ import time as _time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -61,7 +61,7 @@ from .senml import Record
 
 log = logging.getLogger(__name__)
 
-DEFAULT_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2020, 1, 1, tzinfo=UTC)
 EXTERNAL_SENDER = "<external>"
 SENDER_KINDS = ("device", "controller", "agent", "monitor")
 # A flood of bad messages must not grow memory or the log without bound: the counters stay exact, but only the
@@ -366,7 +366,7 @@ class MessageBus:
             if backend is not None:
                 try:
                     backend.close()
-                except Exception as exc:  # noqa: BLE001 - close everything else regardless
+                except Exception as exc:  # close everything else regardless
                     log.warning("closing %s: %s", role.key, exc)
         if self._embedded is not None:
             self._embedded.stop()
@@ -541,7 +541,7 @@ class MessageBus:
         with self._cond:
             try:
                 self._arrive(self._roles[key], wire_topic, bytes(payload), retain)
-            except Exception as exc:  # noqa: BLE001 - never kill a client's network thread
+            except Exception as exc:  # never kill a client's network thread
                 log.exception("message bus: internal error on %s %s", key, wire_topic)
                 self._dead_letter(self._roles[key], wire_topic[len(self._prefix):], bytes(payload),
                                   f"internal error: {exc!r}", self._now, EXTERNAL_SENDER, 0)

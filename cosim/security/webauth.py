@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 ROLES = ("viewer", "operator", "engineer", "admin")
 RESIDENT = "resident"
@@ -194,7 +195,7 @@ class WebAuth:
             cookie = SimpleCookie()
             try:
                 cookie.load(headers["cookie"])
-            except Exception:  # noqa: BLE001 - a malformed cookie header is no session
+            except Exception:  # a malformed cookie header is no session
                 return None, None
             if COOKIE in cookie:
                 token = cookie[COOKIE].value

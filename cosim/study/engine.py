@@ -16,7 +16,8 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from cosim.study import store as store_mod
 from cosim.study.search import Bisection
@@ -406,7 +407,7 @@ class StudyRunner:
         if len(twin) == 1:  # variants that differ only in economics.* axes share one simulation
             self._pool.submit(v.id, text, options)
 
-    def _loop(self, todo: deque, bar: "_Bar") -> None:
+    def _loop(self, todo: deque, bar: _Bar) -> None:
         ready: deque = deque()
         submitted: set[str] = set()
 
@@ -528,7 +529,7 @@ class _Bar:
         self._progress = None
         self._task = None
 
-    def __enter__(self) -> "_Bar":
+    def __enter__(self) -> _Bar:
         if self.show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

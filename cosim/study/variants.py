@@ -15,7 +15,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -35,7 +36,7 @@ class Variant:
     origin: str = "plan"  # plan | search
 
     @staticmethod
-    def make(axes: dict[str, Any], origin: str = "plan") -> "Variant":
+    def make(axes: dict[str, Any], origin: str = "plan") -> Variant:
         return Variant(variant_id(axes), dict(axes), origin)
 
 
@@ -175,4 +176,4 @@ def economic_overrides(ls: LoadedStudy, variant: Variant) -> dict[str, Any]:
     return out
 
 
-__all__ = ["economic_overrides", "BaseDocument", "Bundle", "Variant", "document", "portable_text", "unpack", "variant_id"]
+__all__ = ["BaseDocument", "Bundle", "Variant", "document", "economic_overrides", "portable_text", "unpack", "variant_id"]

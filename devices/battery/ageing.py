@@ -169,5 +169,15 @@ def analyse(soc: np.ndarray, dt_s: float, temperature_c: float = 25.0,
     return AgeingResult(fd_cyc / days, fd_cal / days, efc / days, len(cycles))
 
 
-__all__ = ["AgeingParams", "AgeingResult", "LFP", "MODELS", "NMC", "XU2018_LMO", "analyse", "loss", "rainflow",
-           "reversals"]
+__all__ = [
+    "LFP",
+    "MODELS",
+    "NMC",
+    "XU2018_LMO",
+    "AgeingParams",
+    "AgeingResult",
+    "analyse",
+    "loss",
+    "rainflow",
+    "reversals",
+]

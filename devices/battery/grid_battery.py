@@ -6,7 +6,7 @@ Active power has priority: reactive power is limited to what the PCS rating leav
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -22,7 +22,7 @@ class GridBatteryConfig(ParamsModel):
     s_max_va: float = Field(gt=0, description="PCS apparent-power rating")
 
     @model_validator(mode="after")
-    def _rating(self) -> "GridBatteryConfig":
+    def _rating(self) -> GridBatteryConfig:
         if max(self.battery.p_charge_max_w, self.battery.p_discharge_max_w) > self.s_max_va:
             raise ValueError("battery power ratings exceed the PCS rating s_max_va")
         return self

@@ -31,7 +31,7 @@ class Tlv:
     constructed: bool
     number: int
     value: bytes
-    children: tuple["Tlv", ...] = ()
+    children: tuple[Tlv, ...] = ()
 
     @property
     def tag(self) -> tuple[int, bool, int]:
@@ -40,16 +40,16 @@ class Tlv:
     def is_(self, cls: int, number: int) -> bool:
         return self.cls == cls and self.number == number
 
-    def child(self, cls: int, number: int) -> "Tlv | None":
+    def child(self, cls: int, number: int) -> Tlv | None:
         return next((c for c in self.children if c.cls == cls and c.number == number), None)
 
-    def need(self, cls: int, number: int, what: str) -> "Tlv":
+    def need(self, cls: int, number: int, what: str) -> Tlv:
         found = self.child(cls, number)
         if found is None:
             raise BerError(f"{what} missing")
         return found
 
-    def only(self, what: str) -> "Tlv":
+    def only(self, what: str) -> Tlv:
         if len(self.children) != 1:
             raise BerError(f"{what}: expected one element, got {len(self.children)}")
         return self.children[0]

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
+from collections.abc import Mapping
 from urllib.parse import parse_qs
 
 from devices.backoff import Backoff

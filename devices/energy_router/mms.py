@@ -9,7 +9,8 @@ directory services onto: Read, Write, GetNameList, GetVariableAccessAttributes, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from devices.energy_router import ber
 from devices.energy_router.ber import CONTEXT, UNIVERSAL, BerError, Tlv

@@ -38,7 +38,8 @@ neighbour over the link; PV producing is −).
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping, Sequence
+from typing import Literal
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -102,7 +103,7 @@ class EnergyRouterConfig(BaseModel):
     serial: str = Field("", max_length=32)
 
     @model_validator(mode="after")
-    def _ratings(self) -> "EnergyRouterConfig":
+    def _ratings(self) -> EnergyRouterConfig:
         if self.inv_s_max_va < self.inv_p_max_w:
             raise ValueError(f"inv_s_max_va ({self.inv_s_max_va:g}) is below inv_p_max_w ({self.inv_p_max_w:g})")
         if self.black_start_soc_min <= self.battery.soc_min:

@@ -13,7 +13,8 @@ import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from devices.energy_router import ber
 
@@ -54,13 +55,13 @@ class Node:
     size: int = 0
     value: Any = None
     fc: str = ""
-    children: dict[str, "Node"] = field(default_factory=dict)
+    children: dict[str, Node] = field(default_factory=dict)
 
     @property
     def is_leaf(self) -> bool:
         return self.kind != "struct"
 
-    def walk(self, prefix: str) -> Iterator[tuple[str, "Node"]]:
+    def walk(self, prefix: str) -> Iterator[tuple[str, Node]]:
         yield prefix, self
         for name, child in self.children.items():
             yield from child.walk(f"{prefix}${name}")
@@ -182,7 +183,7 @@ class DataModel:
         self.domains = domains
 
     @classmethod
-    def from_scl(cls, path: str | Path, ied_name: str | None = None) -> "DataModel":
+    def from_scl(cls, path: str | Path, ied_name: str | None = None) -> DataModel:
         try:
             root = ET.parse(path).getroot()
         except (OSError, ET.ParseError) as exc:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
+from collections.abc import Callable, Sequence
 
 from devices.tcp_server import ServedConnection, TcpServer
 

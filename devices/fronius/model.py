@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -80,7 +80,7 @@ class FroniusConfig(ParamsModel):
     unit_id: int = Field(1, ge=1, le=247, description="Modbus unit id of the inverter")
 
     @model_validator(mode="after")
-    def _ratings(self) -> "FroniusConfig":
+    def _ratings(self) -> FroniusConfig:
         self.pv_config()  # the pv_battery rules (battery ratings within ac_max_w) apply as they are
         if self.s_max_va is not None and self.s_max_va < self.ac_max_w:
             raise ValueError("s_max_va must be at least ac_max_w")

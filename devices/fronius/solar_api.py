@@ -31,9 +31,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from urllib.parse import parse_qs, urlsplit
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import h11
 from pydantic import BaseModel
@@ -236,13 +237,13 @@ class SolarApiServer:
         return json.dumps(doc, indent=1, allow_nan=False).encode()
 
     def _envelope(self, arguments: dict[str, str], code: int, reason: str, data: dict[str, Any]) -> dict[str, Any]:
-        stamp = datetime.fromtimestamp(self.clock(), timezone.utc).replace(microsecond=0).isoformat()
+        stamp = datetime.fromtimestamp(self.clock(), UTC).replace(microsecond=0).isoformat()
         return {"Body": {"Data": data},
                 "Head": {"RequestArguments": arguments,
                          "Status": {"Code": code, "Reason": reason, "UserMessage": ""},
                          "Timestamp": stamp}}
 
-    def _handlers(self) -> dict[str, Callable[[FroniusState, "_Args"], tuple[dict[str, str], dict[str, Any]]]]:
+    def _handlers(self) -> dict[str, Callable[[FroniusState, _Args], tuple[dict[str, str], dict[str, Any]]]]:
         return {
             "/solar_api/v1/GetPowerFlowRealtimeData.fcgi": self._power_flow,
             "/solar_api/v1/GetInverterRealtimeData.cgi": self._inverter,
@@ -251,7 +252,7 @@ class SolarApiServer:
         }
 
     # -- requests --------------------------------------------------------------------------------------------
-    def _power_flow(self, st: FroniusState, args: "_Args") -> tuple[dict[str, str], dict[str, Any]]:
+    def _power_flow(self, st: FroniusState, args: _Args) -> tuple[dict[str, str], dict[str, Any]]:
         p_ac = -st.p_w  # + = AC output of the inverter
         load = st.site_load_w
         imported = max(st.grid_p_w, 0.0)
@@ -270,7 +271,7 @@ class SolarApiServer:
         return {}, {"Inverters": {INVERTER_ID: inverter}, "Site": site, "Smartloads": {"Ohmpilots": {}},
                     "Version": "12"}
 
-    def _inverter(self, st: FroniusState, args: "_Args") -> tuple[dict[str, str], dict[str, Any]]:
+    def _inverter(self, st: FroniusState, args: _Args) -> tuple[dict[str, str], dict[str, Any]]:
         scope = args.choice("Scope", ("Device", "System"), {"DeviceClass": "Inverter"})
         p_ac = -st.p_w
         running = abs(p_ac) > 0.5 or abs(st.batt_p_w) > 0.5
@@ -320,7 +321,7 @@ class SolarApiServer:
                                "TimeStamp": int(self.clock()), "Voltage_DC": _num(vbat, 1)},
                 "Modules": []}
 
-    def _storage(self, st: FroniusState, args: "_Args") -> tuple[dict[str, str], dict[str, Any]]:
+    def _storage(self, st: FroniusState, args: _Args) -> tuple[dict[str, str], dict[str, Any]]:
         scope = args.choice("Scope", ("Device", "System"), {"DeviceClass": "Storage"})
         if scope == "System":
             return {"DeviceClass": "Storage", "Scope": "System"}, {STORAGE_ID: self._controller(st)}
@@ -351,7 +352,7 @@ class SolarApiServer:
             **{f"Voltage_AC_Phase_{k}": _num(v, 1) for k in (1, 2, 3)},
         }
 
-    def _meter(self, st: FroniusState, args: "_Args") -> tuple[dict[str, str], dict[str, Any]]:
+    def _meter(self, st: FroniusState, args: _Args) -> tuple[dict[str, str], dict[str, Any]]:
         scope = args.choice("Scope", ("Device", "System"), {"DeviceClass": "Meter"})
         if scope == "System":
             return {"DeviceClass": "Meter", "Scope": "System"}, {METER_ID: self._meter_channels(st)}

@@ -21,7 +21,8 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from functools import cached_property
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
 
 from devices.base import ProtocolError
 from devices.fronius.model import RATE_PCT_MAX, FroniusConfig, FroniusState
@@ -668,7 +669,7 @@ def split_controls(values: Mapping[str, float]) -> dict[str, dict[str, object]]:
     return out
 
 
-def apply_controls(fn: "InverterFunctions", i: int, t_s: float, mid: int, values: Mapping[str, float]) -> None:
+def apply_controls(fn: InverterFunctions, i: int, t_s: float, mid: int, values: Mapping[str, float]) -> None:
     """Apply a write to model 123, 126 or 132 to inverter ``i``: checked as a whole on a copy first, so a refused
     write (ValueError) changes nothing, even when it touches several functions of model 123."""
     writes = list(split_controls(values).items()) if mid == 123 else [control_fields(mid, values)]

@@ -15,7 +15,7 @@ Fault injection for tests and bench drills: :meth:`set_silent` (connections stay
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 

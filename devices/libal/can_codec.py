@@ -15,7 +15,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 import cantools
 import cantools.database

@@ -31,7 +31,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from devices.backoff import Backoff
@@ -66,7 +67,7 @@ class LibalAddress:
     bms_stale_s: float
 
     @classmethod
-    def parse(cls, address: Address) -> "LibalAddress":
+    def parse(cls, address: Address) -> LibalAddress:
         if address.scheme != "libal":
             raise ValueError(f"{address.raw!r}: not a libal:// address")
         q = {k: v[-1] for k, v in parse_qs(address.query, keep_blank_values=True).items()}

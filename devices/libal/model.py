@@ -23,7 +23,7 @@ gets what the apparent-power rating leaves. ``pcs_enabled`` and the EMS mode req
 from __future__ import annotations
 
 import enum
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -99,7 +99,7 @@ class BmsSettings(BaseModel):
     over_current_alarm: float = Field(1.2, gt=1, description="protection above this multiple of the base limit")
 
     @model_validator(mode="after")
-    def _order(self) -> "BmsSettings":
+    def _order(self) -> BmsSettings:
         if not self.cell_v_min_alarm < self.cell_v_min_warn <= self.cell_v_max_warn < self.cell_v_max_alarm:
             raise ValueError("cell voltage thresholds must satisfy min_alarm < min_warn <= max_warn < max_alarm")
         if not self.t_low_alarm_c < self.t_low_warn_c < self.t_high_warn_c < self.t_high_alarm_c:
@@ -132,7 +132,7 @@ class LibalConfig(ParamsModel):
     bms: BmsSettings = Field(default_factory=BmsSettings)
 
     @model_validator(mode="after")
-    def _check(self) -> "LibalConfig":
+    def _check(self) -> LibalConfig:
         b = self.battery
         if max(b.p_charge_max_w, b.p_discharge_max_w) > self.s_max_va:
             raise ValueError("battery power ratings exceed the PCS rating s_max_va")

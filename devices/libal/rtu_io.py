@@ -16,7 +16,7 @@ import abc
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from devices.base import DeviceUnavailable
 from devices.streams import close_stream, open_stream
@@ -212,7 +212,7 @@ class RtuClient:
 class RtuSlaveSession:
     """Bytes in, replies out: one RTU slave behind any stream (TCP connection, pty, serial line)."""
 
-    def __init__(self, unit: int, slave: rtu.PcsSlave, server: "RtuTcpServer | None" = None) -> None:
+    def __init__(self, unit: int, slave: rtu.PcsSlave, server: RtuTcpServer | None = None) -> None:
         self.unit = unit
         self.slave = slave
         self.server = server

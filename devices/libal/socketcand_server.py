@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from devices.base import ProtocolError
 from devices.tcp_server import ServedConnection, TcpServer

@@ -216,7 +216,7 @@ class SerialByteLink(ByteLink):
             raise ConnectionError("serial port not open")
         try:
             await asyncio.to_thread(ser.write, data)
-        except Exception as exc:  # noqa: BLE001 - pyserial raises several types
+        except Exception as exc:  # pyserial raises several types
             raise ConnectionError(f"serial write failed: {exc}") from exc
 
     async def read(self, timeout_s: float) -> bytes:
@@ -238,7 +238,7 @@ class SerialByteLink(ByteLink):
             return await asyncio.to_thread(_read)
         except TimeoutError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ConnectionError(f"serial read failed: {exc}") from exc
 
     async def close(self) -> None:

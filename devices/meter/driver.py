@@ -34,7 +34,8 @@ import datetime as dt
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
+from collections.abc import Mapping
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -49,7 +50,7 @@ from devices.meter.client import (ByteLink, DataAccessError, DlmsClient, HdlcTra
                                   TcpByteLink, Transport, WrapperTransport)
 from devices.meter.model import REGISTERS, UNIT_NAMES, derive
 from devices.meter.objects import (CLASS_CLOCK, CLASS_DATA, CLASS_PROFILE, CLASS_REGISTER, CLOCK_LN,
-                                   DEVICE_NAME_LN, PROFILE_LN, SELECTOR_RANGE, SERIAL_LN, capture_object)
+                                   DEVICE_NAME_LN, SELECTOR_RANGE, SERIAL_LN, capture_object)
 
 OBJECT_UNDEFINED = 4
 _KEY_BY_OBIS = {axdr.obis_bytes(r.obis): r for r in REGISTERS}

@@ -31,7 +31,8 @@ import datetime as dt
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Literal
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -143,7 +144,7 @@ class MeterConfig(BaseModel):
     def _aware(cls, v: dt.datetime) -> dt.datetime:
         if v.tzinfo is None:
             raise ValueError("clock_start must be timezone-aware (e.g. 2024-01-01T00:00:00+00:00)")
-        return v.astimezone(dt.timezone.utc).replace(microsecond=0)
+        return v.astimezone(dt.UTC).replace(microsecond=0)
 
     @field_validator("tariff2_hours")
     @classmethod
@@ -153,7 +154,7 @@ class MeterConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _periods(self) -> "MeterConfig":
+    def _periods(self) -> MeterConfig:
         if self.profile_period_s < 60 or self.profile_period_s % 60 or 3600 % self.profile_period_s:
             raise ValueError("profile_period_s must be whole minutes dividing one hour (60, 300, 900, 3600, ...)")
         if self.utc_offset_min % 15:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -122,7 +122,7 @@ class MeterObjects:
         return (self.cfg.manufacturer + self.cfg.model_name + self.serial)[:16]
 
     def clock_octets(self, unix_s: int) -> bytes:
-        t = dt.datetime.fromtimestamp(unix_s, dt.timezone.utc)
+        t = dt.datetime.fromtimestamp(unix_s, dt.UTC)
         return axdr.datetime_octets(t, self.cfg.utc_offset_min)
 
     def register_value(self, reg: Reg) -> Data:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from devices.meter import hdlc, wrapper
 from devices.meter.association import Association
@@ -49,7 +49,7 @@ class CosemServer:
 class TcpListener:
     """A TCP server whose connections are served by ``handler``; tracks them so stop() releases everything."""
 
-    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.Future | object"]):
+    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], asyncio.Future | object]):
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -92,7 +92,7 @@ class TcpListener:
             await self._handler(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
-        except Exception:  # noqa: BLE001 - one broken connection must not take the meter down
+        except Exception:  # one broken connection must not take the meter down
             log.exception("DLMS connection handler failed")
         finally:
             self._writers.discard(writer)

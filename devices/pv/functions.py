@@ -34,7 +34,7 @@ percentages are :mod:`devices.fronius.sunspec_map`'s business. The family setpoi
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -61,7 +61,7 @@ class VoltVarCurve(BaseModel):
     response_s: int = Field(5, ge=0, le=RVRT_S_MAX, description="open-loop response time (95 %), s")
 
     @model_validator(mode="after")
-    def _curve(self) -> "VoltVarCurve":
+    def _curve(self) -> VoltVarCurve:
         check_curve(self.v_pu, self.q_pct, -100.0, 100.0, "q_pct")
         return self
 
@@ -78,7 +78,7 @@ class VoltWattCurve(BaseModel):
     response_s: int = Field(10, ge=0, le=RVRT_S_MAX, description="open-loop response time (95 %), s")
 
     @model_validator(mode="after")
-    def _curve(self) -> "VoltWattCurve":
+    def _curve(self) -> VoltWattCurve:
         check_curve(self.v_pu, self.p_pct, 0.0, 100.0, "p_pct")
         if any(b > a for a, b in zip(self.p_pct, self.p_pct[1:])):
             raise ValueError("a volt-watt curve may not rise with the voltage (p_pct non-increasing)")
@@ -114,7 +114,7 @@ class InverterControls(BaseModel):
     volt_watt: VoltWattCurve = VoltWattCurve()
 
     @model_validator(mode="after")
-    def _pf(self) -> "InverterControls":
+    def _pf(self) -> InverterControls:
         if not PF_MIN <= abs(self.pf) <= 1.0:
             raise ValueError(f"pf must satisfy {PF_MIN} <= |pf| <= 1")
         return self

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +42,7 @@ class PvConfig(BaseModel):
     unit_id: int = Field(1, ge=1, le=247, description="Modbus unit id of the inverter")
 
     @model_validator(mode="after")
-    def _rating(self) -> "PvConfig":
+    def _rating(self) -> PvConfig:
         if self.s_max_va is not None and self.s_max_va < self.ac_max_w:
             raise ValueError("s_max_va must be at least ac_max_w")
         return self

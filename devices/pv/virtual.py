@@ -3,7 +3,7 @@ without storage (models 1, 103, 120, 121, 122, 123, 160, 126, 132; see docs/devi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 

@@ -8,7 +8,7 @@ and PV is curtailed (what the inverter does when told to charge/discharge at a f
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -28,7 +28,7 @@ class PvBatteryConfig(ParamsModel):
     battery: BatteryConfig | None = None
 
     @model_validator(mode="after")
-    def _ratings(self) -> "PvBatteryConfig":
+    def _ratings(self) -> PvBatteryConfig:
         if self.battery and max(self.battery.p_charge_max_w, self.battery.p_discharge_max_w) > self.ac_max_w:
             raise ValueError("battery power ratings exceed the inverter's ac_max_w")
         return self

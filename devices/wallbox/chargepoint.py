@@ -27,7 +27,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
 import numpy as np
@@ -67,7 +68,7 @@ class LocalTx:
 class _FaultyConnection:
     """Wraps the websocket for the test hooks (silent device, corrupt reply)."""
 
-    def __init__(self, ws: ClientConnection, cp: "VirtualChargePoint") -> None:
+    def __init__(self, ws: ClientConnection, cp: VirtualChargePoint) -> None:
         self.ws, self.cp = ws, cp
 
     async def recv(self) -> str | bytes:
@@ -427,7 +428,7 @@ class VirtualChargePoint:
         # a heartbeat only when nothing else was sent within the interval (both versions allow skipping it)
         if self.connected and hb > 0 and t_end - max(self._last_heartbeat_t, self._last_sent_t) >= hb:
             self._last_heartbeat_t = t_end
-            self.enqueue(OutMsg("Heartbeat", lambda: {}, persistent=False))
+            self.enqueue(OutMsg("Heartbeat", dict, persistent=False))
 
     def _emit_changes(self, when: datetime, trigger: str) -> None:
         """Report what changed in the model since the last report: transaction end/start, then status."""
@@ -542,4 +543,4 @@ class VirtualChargePoint:
         raise NotImplementedError
 
 
-__all__ = ["VirtualChargePoint", "LocalTx", "OutMsg", "BootRefused", "CONNECTOR"]
+__all__ = ["CONNECTOR", "BootRefused", "LocalTx", "OutMsg", "VirtualChargePoint"]

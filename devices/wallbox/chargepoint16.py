@@ -249,7 +249,7 @@ class ChargePoint16(VirtualChargePoint):
         elif what == "StatusNotification":
             self._send_status(self._now(), force=True)
         elif what == "Heartbeat":
-            self.enqueue(OutMsg("Heartbeat", lambda: {}, persistent=False))
+            self.enqueue(OutMsg("Heartbeat", dict, persistent=False))
         elif what == "BootNotification":
             self.enqueue(OutMsg("BootNotification", self._boot_payload, persistent=False))
 

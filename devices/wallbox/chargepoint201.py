@@ -308,7 +308,7 @@ class ChargePoint201(VirtualChargePoint):
             payload = self._status_payload(self._now(), int(self.bank.status[0]))
             self.enqueue(OutMsg("StatusNotification", lambda: payload, persistent=False))
         elif what == "Heartbeat":
-            self.enqueue(OutMsg("Heartbeat", lambda: {}, persistent=False))
+            self.enqueue(OutMsg("Heartbeat", dict, persistent=False))
         elif what == "BootNotification":
             self.enqueue(OutMsg("BootNotification", self._boot_payload, persistent=False))
         elif what == "TransactionEvent" and self.tx is not None:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote
 
 from devices.base import (Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint,

@@ -45,7 +45,7 @@ PROFILE_ACTIONS = ("SetChargingProfile", "ClearChargingProfile")
 class _StationSide(Endpoint):
     """Faces the charge point: its calls go upstream, its answers go to whoever asked."""
 
-    def __init__(self, proxy: "ProxySession", ws: Any) -> None:
+    def __init__(self, proxy: ProxySession, ws: Any) -> None:
         super().__init__(proxy.state.cp_id, ws, proxy.version, timeout_s=proxy.timeout_s, stats=proxy.server.stats)
         self.proxy = proxy
         self.for_upstream: dict[str, asyncio.Future] = {}  # upstream calls waiting for the station's answer
@@ -96,7 +96,7 @@ class _StationSide(Endpoint):
 class _UpstreamSide(Endpoint):
     """Faces the legacy CSMS: forwards the station's calls, passes the CSMS's calls to the station."""
 
-    def __init__(self, proxy: "ProxySession", ws: Any) -> None:
+    def __init__(self, proxy: ProxySession, ws: Any) -> None:
         super().__init__(proxy.state.cp_id + "@upstream", ws, proxy.version, timeout_s=proxy.timeout_s,
                          stats=proxy.server.stats)
         self.proxy = proxy

@@ -23,7 +23,8 @@ import logging
 import re
 import time
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 from ocpp.charge_point import ChargePoint as _PackageEndpoint
 from ocpp.messages import Call, CallError, CallResult, MessageType
@@ -326,5 +327,18 @@ class Endpoint(_PackageEndpoint):
         return reply.payload
 
 
-__all__ = ["SUBPROTOCOL", "VERSION_OF_SUBPROTOCOL", "Payload", "Handler", "RpcError", "CallErrorReply",
-           "MalformedReply", "ConnectionLost", "OcppFault", "error_code", "validate", "printable", "Endpoint"]
+__all__ = [
+    "SUBPROTOCOL",
+    "VERSION_OF_SUBPROTOCOL",
+    "CallErrorReply",
+    "ConnectionLost",
+    "Endpoint",
+    "Handler",
+    "MalformedReply",
+    "OcppFault",
+    "Payload",
+    "RpcError",
+    "error_code",
+    "printable",
+    "validate",
+]

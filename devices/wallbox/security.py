@@ -26,7 +26,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Mapping
+from collections.abc import Mapping
 
 from devices import tls
 

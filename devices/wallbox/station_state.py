@@ -12,7 +12,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from devices.wallbox import profiles as pf
 from devices.wallbox.model import STATUS_NAMES
@@ -202,7 +203,7 @@ class StationState:
             self.meter_messages += 1
         elif action == "StartTransaction":
             self._seen_time(p.get("timestamp"))
-            pass  # the transaction exists once the CSMS has answered (observe_result)
+            # the transaction exists once the CSMS has answered (observe_result)
         elif action == "StopTransaction":
             self._seen_time(p.get("timestamp"))
             end = float(p["meterStop"])

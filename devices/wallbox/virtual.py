@@ -11,8 +11,8 @@ charge point send its StatusNotification and transaction messages.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import datetime, UTC
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -45,7 +45,7 @@ class VirtualWallbox(VirtualDevice):
 
     def clock_at(self, t_s: float) -> datetime:
         if self.wall_clock:
-            return datetime.now(timezone.utc)
+            return datetime.now(UTC)
         return self.context.at(t_s)  # protocol timestamps on the scenario calendar
 
     def now(self) -> datetime:
@@ -89,7 +89,7 @@ class VirtualWallbox(VirtualDevice):
 
     async def advance(self, t_s: int, dt_s: int, env: Mapping[str, float]) -> None:
         # the same defaults DeviceSim gives a sim:// bank (0.0 for an input that is not connected)
-        full = {k: 0.0 for k in ENV_INPUTS}
+        full = dict.fromkeys(ENV_INPUTS, 0.0)
         full.update({k: (0.0 if v is None else float(v)) for k, v in env.items()})
         if self.env_override is not None:
             full.update(self.env_override)

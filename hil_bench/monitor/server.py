@@ -28,7 +28,8 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from cosim.messaging import Subscription, topics
 from cosim.messaging.errors import MessagingError

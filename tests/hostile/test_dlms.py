@@ -225,8 +225,8 @@ def test_the_driver_facing_a_hostile_meter_raises_typed_errors(reply, aare_ok):
         try:
             await d.connect()
             await d.read()
-            await d.read_profile(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
-                                 dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc))
+            await d.read_profile(dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+                                 dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
         except (ProtocolError, DeviceUnavailable):
             pass
         finally:

@@ -20,7 +20,7 @@ import json
 import statistics
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -44,7 +44,7 @@ def examples(request, default: int, long: int) -> int:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def is_tx_message(action: str, payload: dict) -> bool:
@@ -152,7 +152,7 @@ class ScriptedCsms:
                 await self.play(ws, *plan)
         except (ConnectionClosed, TimeoutError):
             pass
-        except Exception as exc:  # noqa: BLE001  # reported by the test, not lost in the server's log
+        except Exception as exc:  # reported by the test, not lost in the server's log
             self.problems.append(f"scripted CSMS: {type(exc).__name__}: {exc}")
         finally:
             if plan is not None:

@@ -77,7 +77,7 @@ def test_absurd_device_ids_get_a_4xx_with_the_api_error_body(rig, device_id):
     if not target.isascii():
         target = INVERTER + "".join(f"%{b:02X}" for b in device_id.encode())
     status, reply = io.run(http(dev.server.port, get(target)))
-    assert status is not None and 400 <= status < 500 or (status == 200 and body_of(reply)["Head"]["Status"][
+    assert (status is not None and 400 <= status < 500) or (status == 200 and body_of(reply)["Head"]["Status"][
         "Code"] in (6, 12))
     if status != 200:
         assert body_of(reply)["Head"]["Status"]["Code"] == 6
