@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from typing import ClassVar
 
 import mosaik
 import mosaik_api_v3
@@ -22,7 +23,7 @@ SCRIPT_META = {"api_version": "3.0", "type": "time-based",
 class ScriptSim(mosaik_api_v3.Simulator):
     """Outputs a scripted value per step; the Sink keeps what it receives."""
 
-    received: list = []
+    received: ClassVar[list] = []
 
     def __init__(self):
         super().__init__(SCRIPT_META)

@@ -1,6 +1,7 @@
 """The simulators work in a hand-written mosaik scenario, without the scenario layer (docs/scenario-format.md)."""
 
 from pathlib import Path
+from typing import ClassVar
 
 import mosaik
 import mosaik_api_v3
@@ -10,7 +11,7 @@ FUR = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "s4g" / "fur_
 
 
 class Collector(mosaik_api_v3.Simulator):
-    seen: dict = {}
+    seen: ClassVar[dict] = {}
 
     def __init__(self):
         super().__init__({"api_version": "3.0", "type": "time-based",

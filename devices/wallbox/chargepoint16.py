@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import datetime
+from typing import ClassVar
 
 from devices.wallbox import profiles as pf
 from devices.wallbox.chargepoint import CONNECTOR, LocalTx, VirtualChargePoint
@@ -30,21 +31,21 @@ def fmt(x: float, digits: int = 3) -> str:
 class ChargePoint16(VirtualChargePoint):
     version = "1.6"
 
-    HANDLERS = {
+    HANDLERS: ClassVar[dict[str, str]] = {
         "SetChargingProfile": "_on_set_profile", "ClearChargingProfile": "_on_clear_profile",
         "GetCompositeSchedule": "_on_composite", "RemoteStartTransaction": "_on_remote_start",
         "RemoteStopTransaction": "_on_remote_stop", "ChangeConfiguration": "_on_change_config",
         "GetConfiguration": "_on_get_config", "TriggerMessage": "_on_trigger", "Reset": "_on_reset",
         "DataTransfer": "_on_data_transfer", "ChangeAvailability": "_on_availability",
     }
-    AFTER = {"TriggerMessage": "_after_trigger", "RemoteStartTransaction": "_after_remote",
+    AFTER: ClassVar[dict[str, str]] = {"TriggerMessage": "_after_trigger", "RemoteStartTransaction": "_after_remote",
              "RemoteStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote"}
 
     #: read-write configuration keys -> settings
-    CONFIG_RW = {"MeterValueSampleInterval": "meter_interval_s", "HeartbeatInterval": "heartbeat_interval_s",
+    CONFIG_RW: ClassVar[dict[str, str]] = {"MeterValueSampleInterval": "meter_interval_s", "HeartbeatInterval": "heartbeat_interval_s",
                  "TransactionMessageAttempts": "tx_attempts", "TransactionMessageRetryInterval": "tx_retry_interval_s"}
     #: security whitepaper keys: the password is write-only (listed without its value), the profile only goes up
-    CONFIG_SECURITY = {"AuthorizationKey": "authorization_key", "SecurityProfile": "security_profile"}
+    CONFIG_SECURITY: ClassVar[dict[str, str]] = {"AuthorizationKey": "authorization_key", "SecurityProfile": "security_profile"}
     CONFIG_READONLY = ("ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit",
                        "ChargingScheduleMaxPeriods", "MaxChargingProfilesInstalled", "NumberOfConnectors",
                        "SupportedFeatureProfiles", "MeterValuesSampledData")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import ClassVar
 
 from devices.wallbox import profiles as pf
 from devices.wallbox.chargepoint import CONNECTOR, LocalTx, VirtualChargePoint
@@ -40,17 +41,17 @@ def connector_status(code: int) -> str:
 class ChargePoint201(VirtualChargePoint):
     version = "2.0.1"
 
-    HANDLERS = {
+    HANDLERS: ClassVar[dict[str, str]] = {
         "SetChargingProfile": "_on_set_profile", "ClearChargingProfile": "_on_clear_profile",
         "GetCompositeSchedule": "_on_composite", "RequestStartTransaction": "_on_remote_start",
         "RequestStopTransaction": "_on_remote_stop", "GetVariables": "_on_get_variables",
         "SetVariables": "_on_set_variables", "TriggerMessage": "_on_trigger", "Reset": "_on_reset",
         "DataTransfer": "_on_data_transfer", "ChangeAvailability": "_on_availability",
     }
-    AFTER = {"TriggerMessage": "_after_trigger", "RequestStartTransaction": "_after_remote",
+    AFTER: ClassVar[dict[str, str]] = {"TriggerMessage": "_after_trigger", "RequestStartTransaction": "_after_remote",
              "RequestStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote"}
 
-    VARIABLES = {  # (component, variable, instance) -> (settings key or constant, readonly)
+    VARIABLES: ClassVar[dict[tuple[str, str, str | None], tuple[str, bool]]] = {  # (component, variable, instance) -> (settings key or constant, readonly)
         ("SampledDataCtrlr", "TxUpdatedInterval", None): ("meter_interval_s", False),
         ("OCPPCommCtrlr", "HeartbeatInterval", None): ("heartbeat_interval_s", False),
         ("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"): ("tx_attempts", False),

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from collections.abc import Callable
 
 from cosim.messaging import Subscription, topics
@@ -326,8 +326,8 @@ class MonitorServer:
         return method, target.split("?", 1)[0], headers, body
 
     # which role each route needs (None: public) and the control actions the audit log records
-    NEEDS = {("GET", "/events"): "viewer", ("GET", "/api/state"): "viewer", ("POST", "/api/stop"): "operator"}
-    ACTIONS = {("POST", "/api/stop"): "emergency stop"}
+    NEEDS: ClassVar[dict[tuple[str, str], str]] = {("GET", "/events"): "viewer", ("GET", "/api/state"): "viewer", ("POST", "/api/stop"): "operator"}
+    ACTIONS: ClassVar[dict[tuple[str, str], str]] = {("POST", "/api/stop"): "emergency stop"}
 
     def _hosts(self) -> tuple[str, ...]:
         return (f"{self.host}:{self.port}", f"127.0.0.1:{self.port}", f"localhost:{self.port}")
