@@ -350,7 +350,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: GevchconParams) 
     feeder = builder.add_entity(sim.Feeder(params=params.model_dump(), sites=sites, start_unix_s=sc.start.timestamp()))
     for attr in ("std_w", "peak_w", "solve_ms"):
         builder.record(feeder, attr, "controllers", f"{spec.id}.{attr}")
-    for child, (site_id, agent) in zip(feeder.children, agents):
+    for child, (_site_id, agent) in zip(feeder.children, agents):
         builder.add_entity(child)
         builder.connect(agent, child, "ev_p_w", role="data", sender_kind="controller")
         builder.connect(child, agent, "envelope", "envelope_issued_s", role="control", time_shifted=True,

@@ -230,7 +230,7 @@ def fleet_presence(builder: WorldBuilder, wallbox_ids: list[str], step_s: int, d
     from simulators.ev_fleet import fleet_history
 
     sc = builder.scenario
-    for index, fleet in enumerate(sc.ev_fleets):
+    for index, fleet in enumerate(sc.ev_fleets):  # noqa: B007 - the matched fleet's index is used below
         if set(wallbox_ids) & set(fleet.wallboxes):
             break
     else:

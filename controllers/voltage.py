@@ -319,7 +319,7 @@ class VoltageSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs: dict) -> dict:
         where = {}
-        for g, (ctl, members) in enumerate(self.groups):
+        for _g, (ctl, members) in enumerate(self.groups):
             for j, i in enumerate(members):
                 where[self.eids[i]] = (ctl, j, i)
         data = {}

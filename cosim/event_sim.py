@@ -53,7 +53,7 @@ class EventSim(mosaik_api_v3.Simulator):
         self.schedule, self.step_size = schedule, int(step_size)
         if events_path:
             Path(events_path).parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(events_path, "a", encoding="utf-8")
+            self._log = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
         return self.meta
 
     def create(self, num: int, model: str, **params: Any) -> list[dict]:

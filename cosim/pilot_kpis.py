@@ -68,7 +68,7 @@ def _requested(run: Any, dev_id: str) -> np.ndarray | None:
     t = run.tables.get("controllers")
     if t is None:
         return None
-    cols = [c for c in t.columns if c.endswith(f"/{dev_id}.batt_set_w") or c.endswith(f"/{dev_id}.p_set_w")]
+    cols = [c for c in t.columns if c.endswith((f"/{dev_id}.batt_set_w", f"/{dev_id}.p_set_w"))]
     if not cols:
         return None
     sent = np.asarray(t.columns[cols[0]], dtype=float)
@@ -81,7 +81,7 @@ def bucharest(run: Any) -> list[dict[str, Any]]:
         return [_row("router", "Energy Router at a site", None, "", "present", False)]
     did, sid, dt_h = dev["id"], site["id"], run.dt_h
     col = lambda attr: run.col("devices", did, attr)  # noqa: E731
-    state, batt, soc = col("state"), col("batt_p_w"), col("soc")
+    state, batt = col("state"), col("batt_p_w")
     pcc = run.col("sites", sid, "pcc_p_w")
     n = len(state) if state is not None else 0
     steps_min = run.step_s / 60.0

@@ -131,7 +131,7 @@ def voltage_heatmap(ctx: ReportContext) -> Section | None:
     fig = make_subplots(rows=len(phases), cols=1, shared_xaxes=True, vertical_spacing=0.04,
                         subplot_titles=[PHASE_NAMES.get(p, p) for p in phases] if len(phases) > 1 else None)
     n_buses = 0
-    for r, (phase, (ids, m)) in enumerate(phases.items(), start=1):
+    for r, (_phase, (ids, m)) in enumerate(phases.items(), start=1):
         order = sorted(range(len(ids)), key=lambda j: (ctx.feeder.distance_m.get(ids[j], np.inf), ids[j]))
         if len(order) > HEATMAP_MAX_BUSES:  # the buses that deviate most
             dev = _quiet(np.nanmax, np.abs(m - 1.0), axis=0)
@@ -185,7 +185,7 @@ def unbalance(ctx: ReportContext) -> Section | None:
             y = downsample(_quiet(getattr(np, f"nan{how}"), m, axis=1), how, k)
             fig.add_trace(go.Scatter(x=x, y=y, name=f"phase {phase} {how}", line={"color": color, "dash": dash}),
                           row=1, col=1)
-    ids_a, ma = phases["a"]
+    ids_a, _ma = phases["a"]
     common = [b for b in ids_a if b in phases["b"][0] and b in phases["c"][0]]
     col = {p: {b: j for j, b in enumerate(phases[p][0])} for p in "abc"}
     u = lvur_pct(*(phases[p][1][:, [col[p][b] for b in common]] for p in "abc"))

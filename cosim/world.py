@@ -158,7 +158,7 @@ class WorldBuilder:
             self._stage(f"{len(sc.devices)} devices")
             self._build_devices()
             self._build_ev_fleets()
-            for i, ctl in enumerate(sc.controllers):
+            for _i, ctl in enumerate(sc.controllers):
                 self._stage(f"controller {ctl.id} ({ctl.kind})")
                 kind = controller_kinds.controller(ctl.kind)
                 params = kind.params.model_validate(ctl.params)

@@ -108,7 +108,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self._driver_wrapper = driver_wrapper
         if events_path:
             Path(events_path).parent.mkdir(parents=True, exist_ok=True)
-            self._events_file = open(events_path, "a", encoding="utf-8")
+            self._events_file = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
         return self.meta
 
     def create(self, num: int, model: str, address: str = "sim://", config: dict | None = None,
@@ -121,7 +121,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         if addr.scheme != "sim":
             registry.driver_class(addr, fam)  # refuse a scheme the family does not speak before anything starts
         entities = []
-        for i in range(num):
+        for _i in range(num):
             eid = device_id if num == 1 and device_id else f"{device_id or model}_{len(self.devices)}"
             if eid in self.devices:
                 raise ValueError(f"device id {eid!r} used twice")
@@ -252,7 +252,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         pending = [(i, d) for i, d in enumerate(devs) if d.pending]
         if not pending:
             return
-        for i, dev in pending:  # rules across setpoints (curves): the whole write is refused, nothing applied
+        for _i, dev in pending:  # rules across setpoints (curves): the whole write is refused, nothing applied
             if dev.capabilities.rules is not None:
                 try:
                     dev.capabilities.rules(dev.pending)

@@ -46,7 +46,7 @@ class VirtualDevice(abc.ABC):
     async def stop(self) -> None:
         """Stop serving and release the socket; safe to call twice."""
 
-    def sync(self) -> None:
+    def sync(self) -> None:  # noqa: B027 - an optional hook: most devices serve straight from the model
         """Refresh what the protocol serves (registers, frames) from the model; called after each advance."""
 
     async def advance(self, t_s: float, dt_s: float, env: Mapping[str, float]) -> None:

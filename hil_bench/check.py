@@ -100,7 +100,7 @@ def check_all(plans: list[tuple[DevicePlan, Any]], io: IoLoop | None = None, *, 
         if own:
             loop.close()
     out = []
-    for (plan, config), res in zip(plans, results):
+    for (plan, _config), res in zip(plans, results):
         if isinstance(res, BaseException):
             res = CheckResult(plan.id, plan.family.name, plan.address, False, error=f"{type(res).__name__}: {res}")
         out.append(res)

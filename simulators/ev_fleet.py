@@ -329,7 +329,7 @@ class EVFleetSim(mosaik_api_v3.Simulator):
             self.sessions_path = Path(sessions_path)
             self.sessions_path.parent.mkdir(parents=True, exist_ok=True)
             if self.sessions_path.suffix == ".jsonl":
-                self._file = open(self.sessions_path, "w", encoding="utf-8")
+                self._file = open(self.sessions_path, "w", encoding="utf-8")  # noqa: SIM115 - until finalize()
             elif self.sessions_path.suffix != ".parquet":
                 raise ValueError(f"sessions_path {sessions_path!r}: use .jsonl or .parquet")
         return self.meta

@@ -145,7 +145,7 @@ def test_device_refusal_is_setpoint_rejected_and_a_wrong_read_back_a_protocol_er
             with pytest.raises(ProtocolError, match="read-back"):
                 await drv.write(Setpoint({"batt_p_w": 1000.0}))
             dev.fbank.set_storage_control = lambda *_, **__: None  # echoes what it did not store
-            with pytest.raises(ProtocolError, match="echo|read-back"):
+            with pytest.raises(ProtocolError, match=r"echo|read-back"):
                 await drv.write(Setpoint({"batt_p_w": 1000.0}))
         finally:
             await drv.close()

@@ -56,7 +56,7 @@ def test_hand_written_world_with_grid_profiles_and_a_device():
     world.run(until=1800, print_progress=False)
 
     assert sorted(Collector.seen) == list(range(0, 1800, 60))
-    for t, row in Collector.seen.items():
+    for _t, row in Collector.seen.items():
         pcc_p = row["p_w"][pcc.full_id]
         # the PCC sums the household load and the inverter (PV producing is negative) at midday
         assert pcc_p == pytest.approx(row["load_p_w"][load.full_id] + row["pv_p_w"][house.full_id])

@@ -105,7 +105,7 @@ def test_dlms_cosem_is_refused_with_a_wrong_password(meter):
                         password=b"87654321")
     client.connect()
     try:
-        with pytest.raises(DlmsClientException, match="REJECTED_PERMANENT.*AUTHENTICATION_FAILED: 13"):
+        with pytest.raises(DlmsClientException, match=r"REJECTED_PERMANENT.*AUTHENTICATION_FAILED: 13"):
             client.associate()
     finally:
         client.disconnect()

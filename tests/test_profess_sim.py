@@ -54,7 +54,7 @@ class ScriptedSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs):
         out = {}
-        for eid, attrs in outputs.items():
+        for eid, _attrs in outputs.items():
             if self.kind[eid] == "Series":
                 v, attr = self.series[eid]
                 out[eid] = {attr: float(v[min(self.t // STEP, v.size - 1)])}

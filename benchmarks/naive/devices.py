@@ -41,7 +41,7 @@ META = {
 
 class _Device:
     def __init__(self, model: str, config: dict) -> None:
-        cfg_cls, bank_cls, self.measurements, self.env_names, sp = MODELS[model]
+        cfg_cls, bank_cls, self.measurements, self.env_names, _sp = MODELS[model]
         cfg = cfg_cls.model_validate(config)
         self.model = bank_cls([cfg])  # the physics of this one device
         self.limits = _limits(model, cfg)
@@ -82,7 +82,7 @@ class NaiveDevices(mosaik_api_v3.Simulator):
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         for eid, dev in self.devices.items():
             for attr, sources in inputs.get(eid, {}).items():
-                value = list(sources.values())[0]
+                value = next(iter(sources.values()))
                 if attr in dev.env:
                     dev.env[attr] = value
                 elif value is not None:  # a setpoint

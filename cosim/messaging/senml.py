@@ -328,7 +328,7 @@ def decode(payload: bytes | bytearray | memoryview | str, *, now: float | None =
 
 # ----------------------------------------------------------------------------------------------- encode
 def _common_base_name(names: Sequence[str]) -> str:
-    prefix = os.path.commonprefix(list(names))
+    prefix = os.path.commonprefix(list(names))  # noqa: RUF071 - by character on purpose; cut at a separator below
     cut = max(prefix.rfind("/"), prefix.rfind(":"))
     return prefix[: cut + 1] if cut >= 0 else ""
 

@@ -233,7 +233,7 @@ def render(runner: Any) -> str:
     rows = runner.rows()
     study = runner.study
     s = runner.status
-    cols = ["variant", "status"] + [a.name for a in study.axes] + [k for k in study.kept_kpis] + \
+    cols = ["variant", "status"] + [a.name for a in study.axes] + list(study.kept_kpis) + \
         (["targets_met"] if study.targets else []) + ["wall_s"]
     failed = [r for r in rows if r["status"] == "failed"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>study {html.escape(study.name)}</title>"

@@ -19,6 +19,7 @@ to 80 % at 25 degC and 50 % SoC: labelled assumptions, not fits (docs/studies.md
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -63,7 +64,7 @@ def rainflow(series: np.ndarray) -> list[tuple[float, float, float]]:
                 stack.pop()
                 stack.pop()
                 stack.append(last)
-    for a, b in zip(stack, stack[1:]):  # the residue: each remaining range is a half cycle
+    for a, b in itertools.pairwise(stack):  # the residue: each remaining range is a half cycle
         out.append((abs(b - a), (a + b) / 2.0, 0.5))
     return out
 

@@ -64,7 +64,7 @@ def _header(data: bytes, pos: int, end: int) -> tuple[int, bool, int, int, int]:
     cls, constructed, number = first & 0xC0, bool(first & CONSTRUCTED), first & 0x1F
     if number == 0x1F:  # high tag number form
         number = 0
-        for k in range(4):
+        for _k in range(4):
             if pos >= end:
                 raise BerError("truncated tag")
             octet = data[pos]

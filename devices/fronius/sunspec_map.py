@@ -223,7 +223,7 @@ def decode_point(point: Point, regs: Sequence[int]) -> Raw:
 
 def representable(point: Point) -> tuple[int, int]:
     """Smallest and largest raw value a point can carry besides its "not implemented" marker."""
-    size, marker, signed = _TYPES[point.type]
+    size, _marker, signed = _TYPES[point.type]
     bits = 16 * size
     if signed:
         return -(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1
@@ -374,7 +374,7 @@ class FroniusRegisterMap:
         b = cfg.battery if self.storage else None
         self.ahr_rtg = b.capacity_wh / cfg.battery_v_nom_v if b else 0.0
         batt_w = max(b.p_charge_max_w, b.p_discharge_max_w) if b else 0.0
-        s = self.sf = {
+        self.sf = {
             "A": -2, "V": -1, "W": choose_sf(s_rating * 1.25, "int16", 0), "Hz": -2, "PF": -1, "WH": 0,
             "DCA": -2, "DCV": -1, "DCW103": choose_sf(pv_dc_max, "int16", 0), "Tmp": -1,
             "WRtg": choose_sf(s_rating, "uint16", 0), "ARtg": -2, "PFRtg": -3,

@@ -60,7 +60,7 @@ class LibalVirtualDevice(VirtualDevice):
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, can_port: int = 0) -> str:
         """Serve RTU on ``port`` and the CAN bus on ``can_port`` (0 = any free port); return the address."""
         self.host = host
-        rtu_port = await self.rtu_server.start(host, port)
+        await self.rtu_server.start(host, port)
         try:
             can_port = await self.can_server.start(host, can_port)
         except OSError:

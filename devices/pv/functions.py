@@ -33,6 +33,7 @@ percentages are :mod:`devices.fronius.sunspec_map`'s business. The family setpoi
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 
@@ -91,7 +92,7 @@ def check_curve(v: tuple[float, ...], y: tuple[float, ...], y_min: float, y_max:
         raise ValueError(f"a curve has 2..{NPT} points with one v_pu and one {y_name} each")
     if any(not math.isfinite(x) or not V_PU_RANGE[0] <= x <= V_PU_RANGE[1] for x in v):
         raise ValueError(f"curve voltages must lie in {V_PU_RANGE[0]}..{V_PU_RANGE[1]} pu, got {list(v)}")
-    if any(b <= a for a, b in zip(v, v[1:])):
+    if any(b <= a for a, b in itertools.pairwise(v)):
         raise ValueError(f"curve voltages must rise strictly, got {list(v)}")
     if any(not math.isfinite(x) or not y_min <= x <= y_max for x in y):
         raise ValueError(f"{y_name} must lie in {y_min:g}..{y_max:g}, got {list(y)}")

@@ -19,6 +19,7 @@ Test hooks (used by the conformance harness): ``silent`` (keep the socket, answe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import random
@@ -409,7 +410,7 @@ class VirtualChargePoint:
         tx = self._tx_context()
         cuts = [c for c in pf.next_change(self.profiles, start, dt_s, tx) if 0 < c < dt_s]
         edges = [0.0, *cuts, float(dt_s)]
-        for k, (a, b) in enumerate(zip(edges, edges[1:])):
+        for k, (a, b) in enumerate(itertools.pairwise(edges)):
             t = start + timedelta(seconds=a)
             limit_w = pf.limit_at(self.profiles, t, self.station, connector=CONNECTOR, tx=tx, unit="W",
                                   phases_in_use=self._phases_in_use())
@@ -420,10 +421,10 @@ class VirtualChargePoint:
 
     def _periodic(self, t_end: float, when: datetime) -> None:
         interval = int(self.settings["meter_interval_s"])
-        if self.tx is not None and interval > 0:
-            if self._last_meter_t is None or t_end - self._last_meter_t >= interval - 1e-9:
-                self._last_meter_t = t_end
-                self._send_periodic_meter(when)
+        if self.tx is not None and interval > 0 \
+                and (self._last_meter_t is None or t_end - self._last_meter_t >= interval - 1e-9):
+            self._last_meter_t = t_end
+            self._send_periodic_meter(when)
         hb = int(self.settings["heartbeat_interval_s"])
         # a heartbeat only when nothing else was sent within the interval (both versions allow skipping it)
         if self.connected and hb > 0 and t_end - max(self._last_heartbeat_t, self._last_sent_t) >= hb:

@@ -164,7 +164,7 @@ def test_garbage_on_the_sockets_does_not_stop_the_meter(chunks):
         tcp, hdlc_addr = await meter.start(), await meter.start_hdlc()
         try:
             for port in (meter.wrapper.port, meter.hdlc.port):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 for chunk in chunks:
                     writer.write(chunk)
                 # a well-formed wrapper frame with a hostile APDU, too

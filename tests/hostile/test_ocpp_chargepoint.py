@@ -96,9 +96,9 @@ class ScriptedCsms:
             tx = next(self.tx_ids)
             self.issued.add(tx)
             return {"transactionId": tx, "idTagInfo": {"status": "Accepted"}}
-        if action == "MeterValues" and self.version == "1.6" and "transactionId" in p:
-            if p["transactionId"] not in self.issued:
-                self.problems.append(f"MeterValues with transactionId {p['transactionId']}")
+        if action == "MeterValues" and self.version == "1.6" and "transactionId" in p \
+                and p["transactionId"] not in self.issued:
+            self.problems.append(f"MeterValues with transactionId {p['transactionId']}")
         if action == "StopTransaction" and p["transactionId"] not in self.issued:
             self.problems.append(f"StopTransaction with transactionId {p['transactionId']}")
         return {}

@@ -123,7 +123,7 @@ def test_random_requests_get_a_response_or_a_closed_connection_never_a_500(rig, 
     b"GET /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"]), min_size=1, max_size=8))
 def test_pipelined_keep_alive_sequences_are_answered_in_order(rig, requests):
     io, dev = rig
-    status, reply = io.run(http(dev.server.port, b"".join(requests)))
+    _status, reply = io.run(http(dev.server.port, b"".join(requests)))
     expected = {b"GET /solar_api/GetAPIVersion.cgi": b"200", b"GET /solar_api/v1/GetStorageRealtimeData.cgi": b"200",
                 b"GET /nope": b"404", b"DELETE /": b"405", b"HEAD /solar_api/GetAPIVersion.cgi": b"200",
                 b"GET /x": b"404"}
