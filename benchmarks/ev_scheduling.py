@@ -69,7 +69,8 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
     from controllers.profev_site import ProfevPolicy
 
     hist, test, sessions = workplace_days(n_test)
-    heuristics = {"equal share": lambda lim: EqualShare(lim), "earliest deadline first": lambda lim: PriorityShare(lim, "edf"),
+    heuristics = {"equal share": lambda lim: EqualShare(lim),
+                  "earliest deadline first": lambda lim: PriorityShare(lim, "edf"),
                   "least laxity first": lambda lim: PriorityShare(lim, "llf")}
     limits = {name: float(np.median([min_site_limit(f, mk)[0] for f in hist])) for name, mk in heuristics.items()}
     floor = float(np.median([hindsight_lp(f).peak_w for f in hist]))
@@ -83,10 +84,12 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
 
     for f in test:
         h = hindsight_lp(f)
-        results.setdefault("hindsight optimum (LP bound)", []).append((h.peak_w, 1.0 - h.unmet_wh / f.energy_wh.sum(), 1.0))
+        results.setdefault("hindsight optimum (LP bound)", []).append(
+            (h.peak_w, 1.0 - h.unmet_wh / f.energy_wh.sum(), 1.0))
         record("uncontrolled", f, simulate(f, Uncontrolled()), h.peak_w)
         for name, mk in heuristics.items():
-            record(f"{name} (limit {limits[name] / 1e3:.1f} kW from history)", f, simulate(f, mk(limits[name])), h.peak_w)
+            record(f"{name} (limit {limits[name] / 1e3:.1f} kW from history)", f, simulate(f, mk(limits[name])),
+                   h.peak_w)
         record("our MPC (min-peak LP, floor from history)", f, simulate(f, PeakMpc(peak_w=floor)), h.peak_w)
         for declared in (False, True):
             pol = ProfevPolicy(presence, STEP_S, declared_departure=declared, shortfall_penalty_per_kwh=1000.0)
@@ -99,7 +102,8 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
         energy = 100 * min(v[1] for v in vals)
         ratio = max(v[2] for v in vals)
         rows.append({"algorithm": name, "peak_kw": peak, "energy_min_pct": energy, "peak_over_optimum_max": ratio})
-    return rows, {"profev_site_solve_ms": profev_ms, "n_test": len(test), "n_sessions": int(np.mean([f.n for f in test]))}
+    return rows, {"profev_site_solve_ms": profev_ms, "n_test": len(test),
+                  "n_sessions": int(np.mean([f.n for f in test]))}
 
 
 def profev_solve_s(repeat: int) -> list[float]:
@@ -319,8 +323,8 @@ def run(quick: bool) -> list[dict]:
     rows.append(row("our MPC: worst-day peak / hindsight optimum (goal <= 1.10 at >= 99.9 % energy)",
                     mpc["peak_over_optimum_max"] if mpc["energy_min_pct"] >= 99.9 else math.inf, None, "-",
                     goal_max=1.10))
-    rows.append(row("PROFEV site re-plan (all EVs by decomposition), median", median_spread(info["profev_site_solve_ms"]),
-                    None, "ms"))
+    rows.append(row("PROFEV site re-plan (all EVs by decomposition), median",
+                    median_spread(info["profev_site_solve_ms"]), None, "ms"))
     rows.append(row("PROFEV SDP: one EV + battery, 1 % grids, 96 steps of 15 min", median_spread(
         [t * 1e3 for t in profev_solve_s(3 if quick else 20)]), None, "ms", goal_max=1000.0))
     core, whole = levchag_decide_ms(200, 20 if quick else 200)
@@ -335,8 +339,8 @@ def run(quick: bool) -> list[dict]:
     rows.append(row("value of the stochastic solution (det. MPC - SDP)", v["det"] - v["sdp"], None, "EUR/day"))
     rows.append(row("gap of PROFEV's SDP to the perfect-foresight LP (SDP - LP)", v["sdp"] - v["lp"], None, "EUR/day"))
     g = gevchcon_vs_ga(3, generations=100 if quick else 400)
-    rows.append(row("GEVChCon: std of the feeder aggregate over 24 h, exact QP vs genetic algorithm", g["qp_std_w"] / 1e3,
-                    g["ga_std_w"] / 1e3, "kW", goal_ratio=1.0))
+    rows.append(row("GEVChCon: std of the feeder aggregate over 24 h, exact QP vs genetic algorithm",
+                    g["qp_std_w"] / 1e3, g["ga_std_w"] / 1e3, "kW", goal_ratio=1.0))
     rows.append(row(f"GEVChCon: energy bounds the GA breaks (the QP: {g['qp_violation_wh'] / 1e3:.3f})",
                     g["ga_violation_wh"] / 1e3, None, "kWh"))
     rows.append(row("GEVChCon QP solve (3 sites x 24 h)", g["qp_s"] * 1e3, g["ga_s"] * 1e3, "ms"))

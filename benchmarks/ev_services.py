@@ -56,7 +56,8 @@ def served(config: list | None, evs_per_day: int, out: Path, step: str = "5min")
         return True, {"served": ev["sessions_served"]}
     ref = _reference(evs_per_day, out)
     ok = ev["sessions_served"] >= 0.95 * ref and (site.get("peak_import_kw") or 0.0) <= limit_kw
-    return ok, {"served": ev["sessions_served"], "arrivals": ev["arrivals"], "peak_import_kw": site.get("peak_import_kw")}
+    return ok, {"served": ev["sessions_served"], "arrivals": ev["arrivals"],
+                "peak_import_kw": site.get("peak_import_kw")}
 
 
 _REF: dict[int, float] = {}

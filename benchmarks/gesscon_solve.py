@@ -63,8 +63,10 @@ def pyomo_gesscon(sites: list[GessconSite], cfg: GessconConfig, fc, prices, stat
     m.pc = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, by[s].p_charge_max_w / 1e3))
     m.pd = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, by[s].p_discharge_max_w / 1e3))
     m.pv = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, max(fc[s]["pv_w"][h], 0) / 1e3))
-    m.gi = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, by[s].contract_import_w / 1e3 if by[s].contract_import_w else None))
-    m.ge = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, by[s].contract_export_w / 1e3 if by[s].contract_export_w else None))
+    m.gi = pe.Var(m.S, m.H,
+                  bounds=lambda m, s, h: (0, by[s].contract_import_w / 1e3 if by[s].contract_import_w else None))
+    m.ge = pe.Var(m.S, m.H,
+                  bounds=lambda m, s, h: (0, by[s].contract_export_w / 1e3 if by[s].contract_export_w else None))
     m.e = pe.Var(m.S, pe.RangeSet(1, HOURS))
     m.ou = pe.Var(m.H, within=pe.NonNegativeReals)
     m.od = pe.Var(m.H, within=pe.NonNegativeReals)

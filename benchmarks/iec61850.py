@@ -93,7 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     for r in run(parser.parse_args().quick):
-        print(f"{r['figure']}: {r['ours']:.3f} {r['unit']} (baseline {r['baseline']}, goal {r['goal']}, met {r['met']})")
+        print(f"{r['figure']}: {r['ours']:.3f} {r['unit']} "
+              f"(baseline {r['baseline']}, goal {r['goal']}, met {r['met']})")
 
 
 if __name__ == "__main__":

@@ -225,8 +225,8 @@ class RawSim(mosaik_api_v3.Simulator):
         out = []
         for _ in range(num):
             eid = f"{model}_{len(self.ents)}"
-            self.ents[eid] = {"model": model, "p_w": 0.0, "q_var": 0.0, "p_set_w": 0.0, "e_wh": params.get("e0_wh", 0.0),
-                              "path": params.get("path")}
+            self.ents[eid] = {"model": model, "p_w": 0.0, "q_var": 0.0, "p_set_w": 0.0,
+                              "e_wh": params.get("e0_wh", 0.0), "path": params.get("path")}
             out.append({"eid": eid, "type": model})
         return out
 

@@ -78,7 +78,8 @@ def _senml_probe(broker: str, quick: bool) -> ProbeResult:
     result = ProbeResult()
     sims, senders = [], []
     role_topics = {"smx": topics.smx_meas_topic("rb", "dev", "state"), "data": topics.data_topic("rb", "dev", "state"),
-                   "control": topics.control_topic("rb", "dev", "state"), "aggregator": topics.agg_up_topic("rb", "dev")}
+                   "control": topics.control_topic("rb", "dev", "state"),
+                   "aggregator": topics.agg_up_topic("rb", "dev")}
     try:
         for i, (role, topic) in enumerate(role_topics.items()):
             sim = BusLinkSim()

@@ -344,8 +344,9 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: GevchconParams) 
         fc = [ev_demand_forecast(sessions, hist_days, (start_weekday + d) % 7) for d in range(days)]
         p_max = sum(w["p_hw_max_w"] for w in wallbox_views(builder, wbs))
         limit = params.levchag.site_limit_w
-        sites.append({"id": site_id, "base_w": base_load_w(builder, site_id, bp), "arrived_wh": [a.tolist() for a, _ in fc],
-                      "due_wh": [d.tolist() for _, d in fc], "p_max_w": min(p_max, limit)})
+        sites.append({"id": site_id, "base_w": base_load_w(builder, site_id, bp),
+                      "arrived_wh": [a.tolist() for a, _ in fc], "due_wh": [d.tolist() for _, d in fc],
+                      "p_max_w": min(p_max, limit)})
     sim = builder.sim("Gevchcon", "controllers.gevchcon:GevchconSim")
     feeder = builder.add_entity(sim.Feeder(params=params.model_dump(), sites=sites, start_unix_s=sc.start.timestamp()))
     for attr in ("std_w", "peak_w", "solve_ms"):

@@ -100,9 +100,10 @@ class _Site:
         self.load_fc = make_forecaster(params.forecast, params.step_s,
                                        truth=none if load_truth_w is None else np.asarray(load_truth_w, float),
                                        start_tod_s=start_tod_s)
-        self.pv_fc = make_forecaster(params.forecast, params.step_s,
-                                     truth=none if pv_truth_w_per_kwp is None else np.asarray(pv_truth_w_per_kwp, float),
-                                     start_tod_s=start_tod_s)
+        self.pv_fc = make_forecaster(
+            params.forecast, params.step_s,
+            truth=none if pv_truth_w_per_kwp is None else np.asarray(pv_truth_w_per_kwp, float),
+            start_tod_s=start_tod_s)
         self.ci = None if import_eur_per_kwh is None else np.asarray(import_eur_per_kwh, float)
         self.ce = None if export_eur_per_kwh is None else np.asarray(export_eur_per_kwh, float)
         self.acc = {"load": [0.0, 0], "pv": [0.0, 0]}
@@ -184,7 +185,8 @@ class ProfessSim(mosaik_api_v3.Simulator):
                start_tod_s: int = 0) -> list[dict]:
         p = ProfessParams.model_validate(params or {})
         if p.step_s % self.step_size:
-            raise ValueError(f"PROFESS step_s ({p.step_s} s) must be a multiple of the scenario step ({self.step_size} s)")
+            raise ValueError(f"PROFESS step_s ({p.step_s} s) must be a multiple of the scenario step "
+                             f"({self.step_size} s)")
         b = SiteBattery.model_validate(battery or {})
         out = []
         for _ in range(num):

@@ -155,7 +155,8 @@ class _Site:
         self.plan = plan_to_senml(self.site, self.start_unix_s + time, 2 * p.step_s, powers)
         pb = self.core.battery_power_w(k, bsoc)
         hi, lo = site.get("p_charge_avail_w", math.inf), site.get("p_discharge_avail_w", math.inf)
-        self.p_set_w = float(np.clip(pb, -lo if math.isfinite(lo) else -math.inf, hi if math.isfinite(hi) else math.inf))
+        self.p_set_w = float(np.clip(pb, -lo if math.isfinite(lo) else -math.inf,
+                                     hi if math.isfinite(hi) else math.inf))
 
 
 class ProfevSim(mosaik_api_v3.Simulator):
@@ -176,7 +177,8 @@ class ProfevSim(mosaik_api_v3.Simulator):
             raise ValueError("create Site entities; their Slot children come with them")
         p = ProfevParams.model_validate(params or {})
         if p.step_s % self.step_size:
-            raise ValueError(f"PROFEV step_s ({p.step_s} s) must be a multiple of the scenario step ({self.step_size} s)")
+            raise ValueError(f"PROFEV step_s ({p.step_s} s) must be a multiple of the scenario step "
+                             f"({self.step_size} s)")
         per_day = 86400 // p.step_s
         presence = presence or {"p_stay": [1.0] * per_day, "p_arrive": [0.0] * per_day}
         out = []
@@ -286,8 +288,9 @@ def base_load_w(builder: WorldBuilder, site_id: str, params: ProfevParams) -> li
     pv_ref = site.spec.pv_profile or sc.profiles.pv
     if pv_ref is not None and kwp > 0:
         hist -= kwp * pv_profile(pv_ref.source, pv_ref.column, start=start, duration_s=days * 86400,
-                                 step_s=params.step_s, scale=pv_ref.scale, path=str(pv_ref.path) if pv_ref.path else None,
-                                 code=sc.grid.code, element=pv_ref.element, timezone=sc.timezone)
+                                 step_s=params.step_s, scale=pv_ref.scale,
+                                 path=str(pv_ref.path) if pv_ref.path else None, code=sc.grid.code,
+                                 element=pv_ref.element, timezone=sc.timezone)
     day = hist.reshape(days, per_day).mean(axis=0)  # the start's time of day is step 0 of each history day
     return np.resize(day, n).tolist()
 

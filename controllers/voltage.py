@@ -7,7 +7,8 @@ set-points, each piecewise linear through four points with a deadband between V2
     Q(V): (V1, -q1) .. (V2, 0) == (V3, 0) .. (V4, +q4)     volt-var: inject when low, absorb when high
 
 (``p1, p4`` as fractions of the battery's discharge/charge rating, ``q1, q4`` of the PCS rating; flat
-beyond V1 and V4), evaluated at ``v - (v_ref_pu - 1)``: the reference moves both curves. Signs follow the framework's load arrow: ``p_w`` + = charging (drawing from the grid,
+beyond V1 and V4), evaluated at ``v - (v_ref_pu - 1)``: the reference moves both curves. Signs follow the
+framework's load arrow: ``p_w`` + = charging (drawing from the grid,
 which lowers the local voltage), ``q_var`` + = absorbing reactive power (also lowers it). IEEE 1547's
 default category B volt-var curve (0.92/0.98/1.02/1.08 pu, 44 % of rating) is ``q1 = q4 = 0.44`` here,
 with the generator-convention signs flipped.
@@ -203,8 +204,8 @@ class VoltVarWatt:
             p, q = p_t, q_t
         hi = self.p_charge_max_w if p_charge_avail_w is None else np.minimum(self.p_charge_max_w, np.nan_to_num(
             np.asarray(p_charge_avail_w, dtype=float), nan=0.0))
-        lo = self.p_discharge_max_w if p_discharge_avail_w is None else np.minimum(self.p_discharge_max_w, np.nan_to_num(
-            np.asarray(p_discharge_avail_w, dtype=float), nan=0.0))
+        lo = self.p_discharge_max_w if p_discharge_avail_w is None else np.minimum(
+            self.p_discharge_max_w, np.nan_to_num(np.asarray(p_discharge_avail_w, dtype=float), nan=0.0))
         p = np.clip(p, -lo, hi)
         q_room = np.sqrt(np.maximum(self.s_max_va**2 - p**2, 0.0))
         q = np.clip(q, -q_room, q_room)
@@ -399,7 +400,8 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: VoltageParams) -
         if params.bus is not None:
             buses = {c.eid.removeprefix("bus:"): c for c in builder.grid_children.get("Bus", [])}
             if params.bus not in buses:
-                raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: no bus {params.bus!r} in the grid")
+                raise builder.loaded.error(("controllers",),
+                                           f"controller {spec.id!r}: no bus {params.bus!r} in the grid")
             builder.connect(buses[params.bus], ctl, "v_pu", role=smx, sender_kind="device")
         else:
             meter = site.pcc if site is not None else _device_load(builder, dev.id)

@@ -230,7 +230,8 @@ def ev_service(ctx: ReportContext) -> Section | None:
         fig.update_xaxes(title="arrival and EV", tickangle=-60)
         figs.append(fig)
         rows = "".join(
-            f"<tr><td>{e(s.get('ev_id'))}</td><td>{e(s.get('ev_type', ''))}</td><td>{e(ctx.clock(s.get('t_arrival_s')))}"
+            f"<tr><td>{e(s.get('ev_id'))}</td><td>{e(s.get('ev_type', ''))}</td>"
+            f"<td>{e(ctx.clock(s.get('t_arrival_s')))}"
             f"</td><td>{e(ctx.clock(s.get('t_plug_s')) if s.get('t_plug_s') is not None else 'never')}</td>"
             f"<td>{e(ctx.clock(s.get('t_departure_s')))}</td><td>{(s.get('wait_s') or 0) / 60:.0f}</td>"
             f"<td>{(s.get('e_wanted_wh') or 0) / 1000:.1f}</td><td>{(s.get('e_delivered_wh') or 0) / 1000:.1f}</td>"

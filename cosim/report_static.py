@@ -83,7 +83,8 @@ def plot_voltage(run: RunData) -> Figure:
         ax.set_title(f"{len(ids)} buses", loc="right", fontsize=8)
     axes[0].legend(loc="upper left", fontsize=8, ncols=3)
     wide, tight = run.v_band, run.v_band_tight
-    axes[0].set_title(f"Feeder voltage band (limits: {tight[0]:g}–{tight[1]:g} pu dashed, {wide[0]:g}–{wide[1]:g} solid)")
+    axes[0].set_title(f"Feeder voltage band (limits: {tight[0]:g}–{tight[1]:g} pu dashed, "
+                      f"{wide[0]:g}–{wide[1]:g} solid)")
     axes[-1].set_xlabel(_time_label(run))
     return fig
 

@@ -601,7 +601,8 @@ class WorldBuilder:
     def _topology(self) -> dict[str, Any]:
         """Lines (from, to, length) and transformers (hv, lv) by name: the report's feeder distances and single-line
         view come from these."""
-        lines = [{"id": c.eid.removeprefix("line:"), **(c.extra_info or {})} for c in self.grid_children.get("Line", [])]
+        lines = [{"id": c.eid.removeprefix("line:"), **(c.extra_info or {})}
+                 for c in self.grid_children.get("Line", [])]
         trafos = [{"id": c.eid.removeprefix("trafo:"), **(c.extra_info or {})}
                   for c in self.grid_children.get("Trafo", [])]
         return {"lines": lines, "trafos": trafos}

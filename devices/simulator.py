@@ -151,8 +151,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 dev.driver.clock = self._clock
             limits = {
                 sp: (
-                    np.array([d.capabilities.setpoints[sp].min if sp in d.capabilities.setpoints else 0.0 for d in devs]),
-                    np.array([d.capabilities.setpoints[sp].max if sp in d.capabilities.setpoints else 0.0 for d in devs]),
+                    np.array([d.capabilities.setpoints[sp].min if sp in d.capabilities.setpoints else 0.0
+                              for d in devs]),
+                    np.array([d.capabilities.setpoints[sp].max if sp in d.capabilities.setpoints else 0.0
+                              for d in devs]),
                 )
                 for sp in bank.setpoint_names
             }

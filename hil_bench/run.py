@@ -412,7 +412,8 @@ class BenchRuntime:
             host_dev = sim_devices.get(plan.id)
             state = drv.health.state if drv is not None else ("simulated" if plan.kind == "sim" else "starting")
             devices.append({
-                "id": plan.id, "token": token(plan.id), "family": plan.family.name, "kind": plan.kind, "site": plan.site,
+                "id": plan.id, "token": token(plan.id), "family": plan.family.name, "kind": plan.kind,
+                "site": plan.site,
                 "address": plan.driver_address or plan.address, "state": state,
                 "faults": drv.health.faults if drv is not None else 0,
                 "rejected": host_dev.rejected if host_dev is not None else 0,

@@ -473,8 +473,9 @@ def session_kpis(path: str | Path, site: str | None = None) -> dict[str, float]:
 
     sessions_served (left with >= 95 % of the energy asked for), energy_ratio (delivered / wanted),
     wait_first_charge_mean_s / _max_s (arrival to the first step with charging power; an EV that never
-    charged counts its whole stay), energy_delivered_wh, energy_wanted_wh, unmet_energy_wh (wanted minus delivered at departure, unserved EVs
-    count with everything they wanted), services_completed (EVs that left with what they wanted), arrivals,
+    charged counts its whole stay), energy_delivered_wh, energy_wanted_wh, unmet_energy_wh (wanted minus
+    delivered at departure, unserved EVs count with everything they wanted), services_completed (EVs that
+    left with what they wanted), arrivals,
     served (EVs that got a connector), peak_charging_w (the site's highest step-mean power), waiting time
     (mean and max over all arrivals, and how many EVs had to wait).
     """

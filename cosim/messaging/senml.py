@@ -52,7 +52,8 @@ from . import units as _units
 from .errors import SenMLError
 
 __all__ = [
-    "ABSOLUTE_TIME_THRESHOLD", "MAX_PAYLOAD_BYTES", "MAX_TIME_S", "MIN_TIME_S", "SENML_VERSION", "RawRecord", "Record", "SenMLError",
+    "ABSOLUTE_TIME_THRESHOLD", "MAX_PAYLOAD_BYTES", "MAX_TIME_S", "MIN_TIME_S", "SENML_VERSION", "RawRecord", "Record",
+    "SenMLError",
     "decode", "encode", "is_valid_name", "parse", "resolve", "to_raw",
 ]
 

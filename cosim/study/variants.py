@@ -176,4 +176,5 @@ def economic_overrides(ls: LoadedStudy, variant: Variant) -> dict[str, Any]:
     return out
 
 
-__all__ = ["BaseDocument", "Bundle", "Variant", "document", "economic_overrides", "portable_text", "unpack", "variant_id"]
+__all__ = ["BaseDocument", "Bundle", "Variant", "document", "economic_overrides", "portable_text", "unpack",
+           "variant_id"]

@@ -143,7 +143,8 @@ class Iec61850Driver(Driver):
             control = self._conn.create_control_object(f"{self.ld}/DRCC1.DERStr", iec.ControlModel.DIRECT_NORMAL)
             outcome = await self._call(control.operate(int(device)))
             if not outcome.success:
-                raise SetpointRejected(f"{self.address.raw}: DERStr Operate({int(device)}) refused: {outcome.add_cause}")
+                raise SetpointRejected(
+                    f"{self.address.raw}: DERStr Operate({int(device)}) refused: {outcome.add_cause}")
             back = await self._call(self._conn.read_int32(ref, iec.FC.ST))
         elif f.integer:
             await self._call(self._conn.write_int32(ref, getattr(iec.FC, f.fc), int(device)))

@@ -401,7 +401,8 @@ class EnergyRouterBank(ModelBank):
         loss = (inv_ac - s_inv) + (link_term - link_bus) + (batt_bus - batt_cell) + pv_dc * (1 / self.eta_mppt - 1)
 
         o = self._out
-        for name, value in (("p_w", p_w), ("q_var", q_var), ("v_v", v_ac), ("f_hz", np.where(v_ac > 0, self.f_nom, 0.0)),
+        for name, value in (("p_w", p_w), ("q_var", q_var), ("v_v", v_ac),
+                            ("f_hz", np.where(v_ac > 0, self.f_nom, 0.0)),
                             ("pv_p_w", -pv_dc), ("pv_curtail_w", pv_avail - pv_dc), ("batt_p_w", batt_bus),
                             ("dc_load_w", dc_served), ("ac_load_w", ac_served), ("link_p_w", link_term),
                             ("v_dc_v", v_dc), ("unserved_w", ac_unserved + dc_unserved), ("loss_w", loss),

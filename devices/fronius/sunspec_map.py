@@ -3,8 +3,8 @@
 Point order, types, sizes, scale factors and units are read from the SunSpec Alliance's model definitions (the
 JSON files pysunspec2 ships, Apache-2.0) for the common model 1, the inverter models 101/102/103, nameplate 120,
 basic settings 121, measurements/status 122, immediate controls 123, basic storage control 124, volt-var 126,
-volt-watt 132 and the multiple-MPPT extension 160 (126, 132 and 160 are a fixed block plus one repeating group). Offsets below count from
-the model's first register (``ID`` at offset 0, ``L`` at offset 1), as SunSpec documents them.
+volt-watt 132 and the multiple-MPPT extension 160 (126, 132 and 160 are a fixed block plus one repeating group).
+Offsets below count from the model's first register (``ID`` at offset 0, ``L`` at offset 1), as SunSpec documents them.
 
 Addressing: the map starts with ``'SunS'`` at Modbus protocol address 40000 (0-based PDU address); Fronius
 documents registers 1-based ("register 40001"), i.e. the same register.

@@ -374,7 +374,8 @@ class LibalDriver(ReconnectingDriver):
                 return False
             if self.options.bms_echo and not self._status_after(t_sent, counter)():
                 return False
-            return (not mode[0] or bool(entry[1]["ChargeEnable"])) and (not mode[1] or bool(entry[1]["DischargeEnable"]))
+            return ((not mode[0] or bool(entry[1]["ChargeEnable"]))
+                    and (not mode[1] or bool(entry[1]["DischargeEnable"])))
 
         if not await self._wait_for(granted, self.timeout_s):
             bms = self._view.snapshot(time.monotonic(), self.options.bms_stale_s)

@@ -67,7 +67,8 @@ async def _serve_until(stop: asyncio.Event, args: argparse.Namespace, config: Li
                                   what="Modbus RTU over TCP and socketcand (no TLS)")
         address = await device.start(args.host, args.rtu_port, can_port=args.can_port)
         b = config.battery
-        print(f"LiBal rack {b.capacity_wh / 1000:g} kWh, PCS {b.p_charge_max_w / 1000:g}/{b.p_discharge_max_w / 1000:g} kW, "
+        print(f"LiBal rack {b.capacity_wh / 1000:g} kWh, "
+              f"PCS {b.p_charge_max_w / 1000:g}/{b.p_discharge_max_w / 1000:g} kW, "
               f"{config.cells_series}s{config.strings_parallel}p, step {args.step:g} s", flush=True)
         print(f"PCS Modbus RTU over TCP: {args.host}:{device.rtu_server.port} unit {args.unit}", flush=True)
         print(f"BMS CAN (socketcand):    {args.host}:{device.can_server.port} channel {args.channel}", flush=True)

@@ -377,7 +377,8 @@ class DlmsClient:
     async def associate(self) -> A.Aare:
         await self.transport.open(self.timeout_s)
         try:
-            reply = await self.transport.request(A.encode_aarq(self.proposed, self.max_pdu, self.password), self.timeout_s)
+            reply = await self.transport.request(A.encode_aarq(self.proposed, self.max_pdu, self.password),
+                                                 self.timeout_s)
             if reply[:1] == bytes([A.EXCEPTION_RESPONSE]):
                 raise ProtocolError(f"{self.label}: AARQ answered with {exception_message(reply)}")
             aare = A.decode_aare(reply)

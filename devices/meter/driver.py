@@ -241,7 +241,8 @@ class DlmsDriver(Driver):
     def _scaled(self, key: str, result: Any) -> float:
         if not isinstance(result, Data):
             raise ProtocolError(f"{self.address.raw}: {key}: {DataAccessError('value', int(result))}")
-        if result.tag in (Tag.NULL, Tag.BOOLEAN, Tag.ARRAY, Tag.STRUCTURE) or not isinstance(result.value, (int, float)):
+        if result.tag in (Tag.NULL, Tag.BOOLEAN, Tag.ARRAY, Tag.STRUCTURE) \
+                or not isinstance(result.value, (int, float)):
             raise ProtocolError(f"{self.address.raw}: {key}: not a number ({result.tag.name})")
         return result.value * 10.0 ** self.scalers[key][0]
 

@@ -238,7 +238,8 @@ class InverterFunctions:
         if func == "conn":
             self.conn[i] = 1
         elif func == "lim":
-            self.lim_pct[i], self.lim_ena[i], self.lim_ramp_s[i] = c.p_limit_pct, int(c.p_limit_enabled), c.p_limit_ramp_s
+            self.lim_pct[i], self.lim_ena[i], self.lim_ramp_s[i] = (c.p_limit_pct, int(c.p_limit_enabled),
+                                                                    c.p_limit_ramp_s)
         elif func == "pf":
             self.pf[i], self.pf_ena[i] = c.pf, int(c.pf_enabled)
         elif func == "vv":

@@ -42,10 +42,12 @@ class ChargePoint16(VirtualChargePoint):
              "RemoteStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote"}
 
     #: read-write configuration keys -> settings
-    CONFIG_RW: ClassVar[dict[str, str]] = {"MeterValueSampleInterval": "meter_interval_s", "HeartbeatInterval": "heartbeat_interval_s",
-                 "TransactionMessageAttempts": "tx_attempts", "TransactionMessageRetryInterval": "tx_retry_interval_s"}
+    CONFIG_RW: ClassVar[dict[str, str]] = {
+        "MeterValueSampleInterval": "meter_interval_s", "HeartbeatInterval": "heartbeat_interval_s",
+        "TransactionMessageAttempts": "tx_attempts", "TransactionMessageRetryInterval": "tx_retry_interval_s"}
     #: security whitepaper keys: the password is write-only (listed without its value), the profile only goes up
-    CONFIG_SECURITY: ClassVar[dict[str, str]] = {"AuthorizationKey": "authorization_key", "SecurityProfile": "security_profile"}
+    CONFIG_SECURITY: ClassVar[dict[str, str]] = {"AuthorizationKey": "authorization_key",
+                                                  "SecurityProfile": "security_profile"}
     CONFIG_READONLY = ("ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit",
                        "ChargingScheduleMaxPeriods", "MaxChargingProfilesInstalled", "NumberOfConnectors",
                        "SupportedFeatureProfiles", "MeterValuesSampledData")
@@ -233,8 +235,8 @@ class ChargePoint16(VirtualChargePoint):
     async def _on_get_config(self, p: Payload) -> Payload:
         conf = self._config()
         keys = p.get("key") or list(conf)
-        known = [{"key": k, "readonly": k in self.CONFIG_READONLY, **({"value": conf[k]} if conf[k] is not None else {})}
-                 for k in keys if k in conf]
+        known = [{"key": k, "readonly": k in self.CONFIG_READONLY,
+                  **({"value": conf[k]} if conf[k] is not None else {})} for k in keys if k in conf]
         unknown = [k for k in keys if k not in conf]
         return {"configurationKey": known, **({"unknownKey": unknown} if unknown else {})}
 

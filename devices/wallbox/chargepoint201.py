@@ -51,7 +51,8 @@ class ChargePoint201(VirtualChargePoint):
     AFTER: ClassVar[dict[str, str]] = {"TriggerMessage": "_after_trigger", "RequestStartTransaction": "_after_remote",
              "RequestStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote"}
 
-    VARIABLES: ClassVar[dict[tuple[str, str, str | None], tuple[str, bool]]] = {  # (component, variable, instance) -> (settings key or constant, readonly)
+    # (component, variable, instance) -> (settings key or constant, readonly)
+    VARIABLES: ClassVar[dict[tuple[str, str, str | None], tuple[str, bool]]] = {
         ("SampledDataCtrlr", "TxUpdatedInterval", None): ("meter_interval_s", False),
         ("OCPPCommCtrlr", "HeartbeatInterval", None): ("heartbeat_interval_s", False),
         ("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"): ("tx_attempts", False),

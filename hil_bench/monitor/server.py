@@ -50,7 +50,8 @@ MAX_CONNECTIONS = 64
 REQUEST_TIMEOUT_S = 10.0
 MAX_TOPICS = 1000  # traffic entries and devices shown: foreign topics on a real broker are unbounded
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+           405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+           431: "Request Header Fields Too Large", 501: "Not Implemented",
            503: "Service Unavailable"}
 
 
@@ -326,7 +327,8 @@ class MonitorServer:
         return method, target.split("?", 1)[0], headers, body
 
     # which role each route needs (None: public) and the control actions the audit log records
-    NEEDS: ClassVar[dict[tuple[str, str], str]] = {("GET", "/events"): "viewer", ("GET", "/api/state"): "viewer", ("POST", "/api/stop"): "operator"}
+    NEEDS: ClassVar[dict[tuple[str, str], str]] = {("GET", "/events"): "viewer", ("GET", "/api/state"): "viewer",
+                                                   ("POST", "/api/stop"): "operator"}
     ACTIONS: ClassVar[dict[tuple[str, str], str]] = {("POST", "/api/stop"): "emergency stop"}
 
     def _hosts(self) -> tuple[str, ...]:
