@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from typing import Literal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -138,7 +138,8 @@ class EnergyRouterBank(ModelBank):
         n = self.n
         for sp in self.setpoint_names:
             self.setpoints[sp][:] = np.nan  # NaN: no new command (each command is consumed by the next step)
-        col = lambda f: np.array([f(c) for c in configs], dtype=float)  # noqa: E731
+        col: Callable[[Callable[[EnergyRouterConfig], float]], np.ndarray] = (  # noqa: E731
+            lambda f: np.array([f(c) for c in configs], dtype=float))
         self.battery = BatteryBank([c.battery for c in configs])
         self.inv_p_max_w, self.inv_s_max_va = col(lambda c: c.inv_p_max_w), col(lambda c: c.inv_s_max_va)
         self.eta_inv, self.eta_mppt = col(lambda c: c.eta_inverter), col(lambda c: c.eta_mppt)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -169,7 +169,8 @@ class FroniusBank(ModelBank):
             self.setpoints[name][:] = np.nan  # no command yet: self-consumption, start-up settings
         self.pv = PvBatteryBank([c.pv_config() for c in configs])
         self.battery = self.pv.battery  # every Fronius here has its battery: same indices
-        col = lambda f: np.array([f(c) for c in configs], dtype=float)  # noqa: E731
+        col: Callable[[Callable[[FroniusConfig], float]], np.ndarray] = (  # noqa: E731
+            lambda f: np.array([f(c) for c in configs], dtype=float))
         self.w_cha_max_w = col(lambda c: c.w_cha_max_w)
         self.eta_inverter = col(lambda c: c.eta_inverter)
         self.v_nom_v = col(lambda c: c.v_nom_v)
@@ -315,7 +316,7 @@ class FroniusBank(ModelBank):
     def state(self, i: int) -> FroniusState:
         """A snapshot of device ``i`` for the protocol servers."""
         charge, discharge = self._available()
-        f = lambda a: float(a[i])  # noqa: E731
+        f: Callable[[np.ndarray], float] = lambda a: float(a[i])  # noqa: E731
         return FroniusState(
             t_s=self.t_s, p_w=f(self.p_w), q_var=f(self.q_var), batt_p_w=f(self.batt_p_w), pv_p_w=f(self.pv_p_w),
             pv_dc_w=f(self.pv_dc_w), pv_curtail_w=f(self.pv_curtail_w), site_load_w=f(self.site_load_w),

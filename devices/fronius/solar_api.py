@@ -279,7 +279,7 @@ class SolarApiServer:
                   "StatusCode": 7 if running else 8}
         if scope == "System":
             arguments = {"DeviceClass": "Inverter", "Scope": "System"}
-            values = lambda v: {INVERTER_ID: _num(v)}  # noqa: E731
+            values: Callable[[float | None], dict[str, float | None]] = lambda v: {INVERTER_ID: _num(v)}  # noqa: E731
             return arguments, {"PAC": {"Unit": "W", "Values": values(p_ac)},
                                "DAY_ENERGY": {"Unit": "Wh", "Values": {INVERTER_ID: None}},
                                "YEAR_ENERGY": {"Unit": "Wh", "Values": {INVERTER_ID: None}},

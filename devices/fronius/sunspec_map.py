@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from functools import cached_property
 from typing import TYPE_CHECKING
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from devices.base import ProtocolError
 from devices.fronius.model import RATE_PCT_MAX, FroniusConfig, FroniusState
@@ -421,7 +421,8 @@ class FroniusRegisterMap:
     def _nameplate(self) -> dict[str, Raw]:
         cfg, s = self.cfg, self.sf
         s_rating = cfg.s_rating_va
-        tr = lambda name, v, sf: to_raw(NAMEPLATE.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(NAMEPLATE.point(name), v, sf))
         out: dict[str, Raw] = {
             "DERTyp": 82 if self.storage else 4, "WRtg": tr("WRtg", cfg.ac_max_w, s["WRtg"]), "WRtg_SF": s["WRtg"],
             "VARtg": tr("VARtg", s_rating, s["WRtg"]), "VARtg_SF": s["WRtg"],
@@ -452,7 +453,8 @@ class FroniusRegisterMap:
     # dynamic models
     def _inverter(self, st: FroniusState) -> dict[str, Raw]:
         cfg, s = self.cfg, self.sf
-        tr = lambda name, v, sf: to_raw(INVERTERS[103].point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(INVERTERS[103].point(name), v, sf))
         w = -st.p_w  # SunSpec W: + = AC power delivered by the inverter
         var = -st.q_var  # + = reactive power delivered (over-excited)
         va = math.hypot(w, var)
@@ -481,7 +483,8 @@ class FroniusRegisterMap:
 
     def _mppt(self, st: FroniusState) -> tuple[dict[str, Raw], list[dict[str, Raw]]]:
         cfg, s = self.cfg, self.sf
-        tr = lambda name, v, sf: to_raw(MPPT.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(MPPT.point(name), v, sf))
         modules = []
 
         def module(mid: int, label: str, w: float, v: float, wh: float, active: int, idle: int) -> dict[str, Raw]:
@@ -504,7 +507,8 @@ class FroniusRegisterMap:
 
     def _storage(self, st: FroniusState) -> dict[str, Raw]:
         cfg, s = self.cfg, self.sf
-        tr = lambda name, v, sf: to_raw(STORAGE.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(STORAGE.point(name), v, sf))
         cha_state = st.soc * 100.0
         return {
             "WChaMax": tr("WChaMax", cfg.w_cha_max_w, s["WChaMax"]), "WChaGra": 100, "WDisChaGra": 100,
@@ -521,7 +525,8 @@ class FroniusRegisterMap:
     def _status(self, st: FroniusState) -> dict[str, Raw]:
         c, s = st.controls, self.sf
         assert c is not None
-        tr = lambda name, v, sf: to_raw(STATUS.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(STATUS.point(name), v, sf))
         on = c.conn == 1
         w = -st.p_w
         return {"PVConn": 0b111 if on else 0b010, "StorConn": (0b111 if on else 0b010) if self.storage else 0,
@@ -533,7 +538,8 @@ class FroniusRegisterMap:
     def _controls(self, st: FroniusState) -> dict[str, Raw]:
         c, s = st.controls, self.sf
         assert c is not None
-        tr = lambda name, v, sf: to_raw(CONTROLS.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(CONTROLS.point(name), v, sf))
         return {"Conn_RvrtTms": c.conn_rvrt_s, "Conn": c.conn,
                 "WMaxLimPct": tr("WMaxLimPct", c.lim_pct, s["Pct"]), "WMaxLimPct_RvrtTms": c.lim_rvrt_s,
                 "WMaxLimPct_RmpTms": c.lim_ramp_s, "WMaxLim_Ena": c.lim_ena,

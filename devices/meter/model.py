@@ -32,7 +32,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from typing import Literal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -189,7 +189,7 @@ class MeterBank(ModelBank):
     def __init__(self, configs: list[MeterConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
         n = self.n
-        col = lambda f, dtype=float: np.array([f(c) for c in configs], dtype=dtype)  # noqa: E731
+        col: Callable[..., np.ndarray] = lambda f, dtype=float: np.array([f(c) for c in configs], dtype=dtype)  # noqa: E731
         self.v_nom_v = col(lambda c: c.v_nom_v)
         self.f_nom_hz = col(lambda c: c.f_nom_hz)
         self.three_phase = col(lambda c: c.phases == 3, bool)

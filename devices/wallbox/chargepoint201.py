@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from typing import ClassVar
+from collections.abc import Callable
 
 from devices.wallbox import profiles as pf
 from devices.wallbox.chargepoint import CONNECTOR, LocalTx, VirtualChargePoint
@@ -78,7 +79,7 @@ class ChargePoint201(VirtualChargePoint):
     def _samples(self, context: str, register: float | None = None) -> list[dict]:
         m = self.meter_snapshot()
         reg = m["e_wh"] if register is None else register
-        uom = lambda u: {"unitOfMeasure": {"unit": u}}  # noqa: E731
+        uom: Callable[[str], dict[str, dict[str, str]]] = lambda u: {"unitOfMeasure": {"unit": u}}  # noqa: E731
         sv = [{"value": round(reg, 3), "context": context, "measurand": "Energy.Active.Import.Register",
                "location": "Outlet", **uom("Wh")}]
         if context not in ("Transaction.Begin", "Transaction.End"):

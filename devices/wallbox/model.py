@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -177,7 +177,7 @@ class WallboxBank(ModelBank):
     def __init__(self, configs: list[WallboxConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
         n = self.n
-        arr = lambda attr: np.array([getattr(c, attr) for c in configs], dtype=float)  # noqa: E731
+        arr: Callable[[str], np.ndarray] = lambda attr: np.array([getattr(c, attr) for c in configs], dtype=float)  # noqa: E731
         self.hw_a = arr("max_current_a")
         self.phases = arr("phases")
         self.voltage = arr("voltage_v")
@@ -355,7 +355,7 @@ class WallboxBank(ModelBank):
 
     def measure(self) -> dict[str, np.ndarray]:
         n_used = getattr(self, "_n_used", self.phases)
-        on = lambda k: np.where(n_used >= k, self.i_a, 0.0)  # noqa: E731  (1-phase EVs charge on L1)
+        on: Callable[[int], np.ndarray] = lambda k: np.where(n_used >= k, self.i_a, 0.0)  # noqa: E731  (1-phase EVs charge on L1)
         return {
             "p_w": self.p_w.copy(),
             "q_var": np.zeros(self.n),
