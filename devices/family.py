@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import ClassVar
+from typing import Any, ClassVar
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -109,7 +109,7 @@ class ModelBank(abc.ABC):
 
     setpoint_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, configs: list[BaseModel], contexts: Sequence[DeviceContext] | None = None) -> None:
+    def __init__(self, configs: Sequence[BaseModel], contexts: Sequence[DeviceContext] | None = None) -> None:
         self.configs = configs
         if contexts is None:
             contexts = [DeviceContext.standalone(f"device_{i}") for i in range(len(configs))]
@@ -141,7 +141,8 @@ class Family:
     #: what the device measures (names with units); an injecting family measures ``p_w`` and ``q_var``
     measurements: tuple[str, ...]
     #: the setpoints a configured device accepts and their limits
-    capabilities: Callable[[BaseModel], Capabilities]
+    #: (takes the family's own ``config`` model; Any because Family is not generic over it)
+    capabilities: Callable[[Any], Capabilities]
     #: True: the device's ``p_w`` / ``q_var`` (load arrow) are added at its connection point; False: it only
     #: observes (a meter) and is stepped after the power flow of the same step
     injects: bool

@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable
 
 import mosaik_api_v3
@@ -284,7 +284,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     @staticmethod
     def _env_with_defaults(dev: _Device, env_by_eid: dict[str, dict[str, float]]) -> dict[str, float]:
-        return dev.family.input_defaults | env_by_eid.get(dev.eid, {})
+        return cast("dict[str, float]", dev.family.input_defaults | env_by_eid.get(dev.eid, {}))
 
     def _open_protocol_device(self, dev: _Device) -> None:
         assert self._io is not None

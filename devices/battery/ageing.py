@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def reversals(series: np.ndarray) -> np.ndarray:
     x = np.asarray(series, dtype=float)
     x = x[np.isfinite(x)]
     if len(x) < 2:
-        return x.copy()
+        return cast(np.ndarray, x.copy())
     keep = [x[0]]
     for v in x[1:]:
         if v == keep[-1]:
@@ -116,7 +117,7 @@ def _stress_temp(t_c: float, p: AgeingParams) -> float:
 def loss(f_d: float | np.ndarray, p: AgeingParams = XU2018_LMO) -> np.ndarray:
     """Capacity lost (0..1) for a linearised degradation ``f_d``."""
     f = np.asarray(f_d, dtype=float)
-    return 1.0 - p.a_sei * np.exp(-p.b_sei * f) - (1.0 - p.a_sei) * np.exp(-f)
+    return cast(np.ndarray, 1.0 - p.a_sei * np.exp(-p.b_sei * f) - (1.0 - p.a_sei) * np.exp(-f))
 
 
 def _fd_for_loss(target: float, p: AgeingParams) -> float:

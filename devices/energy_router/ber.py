@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import cast
 
 from devices.base import ProtocolError
 
@@ -148,7 +149,7 @@ def to_float(tlv: Tlv) -> float:
     v = tlv.value
     if tlv.constructed or len(v) not in (5, 9) or v[0] not in (8, 11):
         raise BerError("bad FloatingPoint")
-    return struct.unpack(">f" if len(v) == 5 else ">d", v[1:])[0]
+    return cast(float, struct.unpack(">f" if len(v) == 5 else ">d", v[1:])[0])
 
 
 # -- encoder -----------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ neighbour over the link; PV producing is −).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -121,11 +121,11 @@ class EnergyRouterConfig(BaseModel):
 
 def _dc_of_ac(ac: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """Bus-side power of a converter whose other terminal carries ``ac`` (load arrow on that side)."""
-    return np.where(ac >= 0, ac * eta, ac / eta)
+    return cast(np.ndarray, np.where(ac >= 0, ac * eta, ac / eta))
 
 
 def _ac_of_dc(dc: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    return np.where(dc >= 0, dc / eta, dc * eta)
+    return cast(np.ndarray, np.where(dc >= 0, dc / eta, dc * eta))
 
 
 class EnergyRouterBank(ModelBank):
@@ -418,7 +418,8 @@ class EnergyRouterBank(ModelBank):
     def dc_imbalance_w(self) -> np.ndarray:
         """pv + inverter + link - battery - DC loads - aux on the bus, mean over the last step (0 to rounding)."""
         o = self._out
-        return -o["pv_p_w"] + o["inv_dc_w"] + o["link_dc_w"] - o["batt_p_w"] - o["dc_load_w"] - o["aux_w"]
+        return cast(np.ndarray,
+                    -o["pv_p_w"] + o["inv_dc_w"] + o["link_dc_w"] - o["batt_p_w"] - o["dc_load_w"] - o["aux_w"])
 
     def measure(self) -> dict[str, np.ndarray]:
         o = self._out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import cast
 
 from devices.base import DeviceUnavailable, ProtocolError
 from devices.streams import close_stream, open_stream
@@ -75,7 +76,7 @@ def parse_header(header: bytes, transaction: int, unit: int) -> int:
         raise ProtocolError(f"reply from unit {uid}, expected {unit}")
     if not 2 <= length <= 254:
         raise ProtocolError(f"MBAP length {length} outside 2..254")
-    return length - 1
+    return cast(int, length - 1)
 
 
 def parse_reply(request: bytes, pdu: bytes) -> list[int]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -230,7 +231,7 @@ class FroniusBank(ModelBank):
             self.rvrt_deadline_s[due] = np.inf
 
     def _e_floor_wh(self) -> np.ndarray:
-        return np.maximum(self.e_floor_bms_wh, self.min_rsv_pct / 100.0 * self.battery.capacity_wh)
+        return cast(np.ndarray, np.maximum(self.e_floor_bms_wh, self.min_rsv_pct / 100.0 * self.battery.capacity_wh))
 
     # -- physics ----------------------------------------------------------------------------------------
     def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -66,13 +67,13 @@ WARNING_MASK = 0xFF00
 
 
 def ocv_cell_v(soc: np.ndarray) -> np.ndarray:
-    return np.interp(soc, OCV_SOC, OCV_CELL_V)
+    return cast(np.ndarray, np.interp(soc, OCV_SOC, OCV_CELL_V))
 
 
 def current_for_power(p_dc_w: np.ndarray, v_oc_v: np.ndarray, r_ohm: np.ndarray) -> np.ndarray:
     """Current (A, + = charging) that makes ``(V_oc + R I) I = P``; the stable root of the quadratic."""
     disc = np.maximum(v_oc_v**2 + 4.0 * r_ohm * p_dc_w, 0.0)
-    return 2.0 * p_dc_w / (v_oc_v + np.sqrt(disc))
+    return cast(np.ndarray, 2.0 * p_dc_w / (v_oc_v + np.sqrt(disc)))
 
 
 class BmsSettings(BaseModel):
@@ -216,11 +217,11 @@ class LibalBank(ModelBank):
 
     @property
     def charge_voltage_limit_v(self) -> np.ndarray:
-        return self.ns * self.bms["cell_v_charge"]
+        return cast(np.ndarray, self.ns * self.bms["cell_v_charge"])
 
     @property
     def discharge_voltage_limit_v(self) -> np.ndarray:
-        return self.ns * self.bms["cell_v_discharge"]
+        return cast(np.ndarray, self.ns * self.bms["cell_v_discharge"])
 
     def _alarms(self) -> np.ndarray:
         s = self.bms

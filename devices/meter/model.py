@@ -31,7 +31,7 @@ import datetime as dt
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -174,7 +174,7 @@ class MeterConfig(BaseModel):
 
 def quantise(x: np.ndarray, scaler: int, top: int) -> np.ndarray:
     """Finite value -> register integer (round half away from zero, clipped to 0..top)."""
-    return np.minimum(np.floor(np.abs(x) / 10.0 ** scaler + 0.5), top).astype(np.int64)
+    return cast(np.ndarray, np.minimum(np.floor(np.abs(x) / 10.0 ** scaler + 0.5), top).astype(np.int64))
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -204,7 +205,7 @@ class MeterObjects:
 def _fields(d: Data, n: int) -> tuple[Data, ...]:
     if d.tag != Tag.STRUCTURE or len(d.value) != n:
         raise TypeError(f"expected a structure of {n}")
-    return d.value
+    return cast("tuple[Data, ...]", d.value)
 
 
 def _int(d: Data) -> int:
@@ -216,10 +217,10 @@ def _int(d: Data) -> int:
 def _octets(d: Data) -> bytes:
     if d.tag != Tag.OCTET_STRING or len(d.value) != 6:
         raise TypeError("expected a logical name")
-    return d.value
+    return cast(bytes, d.value)
 
 
 def _datetime(d: Data) -> bytes:
     if d.tag not in (Tag.OCTET_STRING, Tag.DATE_TIME):
         raise TypeError("expected a date-time")
-    return d.value
+    return cast(bytes, d.value)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -385,7 +386,7 @@ class InverterFunctions:
         target = np.where(self.lim_ena == 1, self.lim_pct, 100.0)
         ramp = np.maximum(self.lim_ramp_s, 0.0)
         frac = np.where(ramp > 0, np.clip((t_s - self.lim_t0) / np.where(ramp > 0, ramp, 1.0), 0.0, 1.0), 1.0)
-        return self.lim_from_pct + frac * (target - self.lim_from_pct)
+        return cast(np.ndarray, self.lim_from_pct + frac * (target - self.lim_from_pct))
 
     def step(self, t_s: float, dt_s: float, v_pu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance the responses over ``[t_s, t_s + dt_s)`` at terminal voltage ``v_pu``.
@@ -398,7 +399,7 @@ class InverterFunctions:
         # the lags: weight of the new target after dt for a 95 % time T (T = 0: at once)
         def lag(t95: np.ndarray) -> np.ndarray:
             a = np.where(t95 > 0, 1.0 - np.exp(-dt_s / np.maximum(t95 * _TAU_PER_T95, 1e-9)), 1.0)
-            return np.minimum(a, self.gain_max)  # see "sampled loop" in the module docstring
+            return cast(np.ndarray, np.minimum(a, self.gain_max))  # see "sampled loop" in the module docstring
 
         vv_target = np.where(self.vv_ena == 1, piecewise(v, self.vv_v, self.vv_q) / 100.0 * self.s_max, 0.0)
         vv_target = np.where(self.pf_ena == 1, 0.0, vv_target)
@@ -423,7 +424,7 @@ class InverterFunctions:
     def active(self) -> np.ndarray:
         """SunSpec 122 StActCtl bits: FixedW 0, FixedPF 2, Volt-VAr 3, Volt-Watt 10."""
         bits = (self.lim_ena == 1) * 1 + (self.pf_ena == 1) * 4 + ((self.vv_ena == 1) & (self.pf_ena == 0)) * 8
-        return bits + (self.vw_ena == 1) * 1024
+        return cast(np.ndarray, bits + (self.vw_ena == 1) * 1024)
 
 
 FUNCTIONS = ("conn", "lim", "pf", "vv", "vw")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -100,7 +101,7 @@ class EVSpec:
 
 
 def _given(x: np.ndarray) -> np.ndarray:
-    return np.isfinite(x) & (x > 0)
+    return cast(np.ndarray, np.isfinite(x) & (x > 0))
 
 
 def charge_exact(soc: np.ndarray, e_left_wh: np.ndarray, p_cap_w: np.ndarray, p_ev_w: np.ndarray,
@@ -339,7 +340,8 @@ class WallboxBank(ModelBank):
 
     def done(self) -> np.ndarray:
         """The EV does not want more: energy wanted reached or battery full."""
-        return (self.e_session_wh >= self.e_wanted_wh - 1e-6) | (np.nan_to_num(self.soc, nan=0.0) >= 1.0 - 1e-9)
+        return cast(np.ndarray, (self.e_session_wh >= self.e_wanted_wh - 1e-6)
+                    | (np.nan_to_num(self.soc, nan=0.0) >= 1.0 - 1e-9))
 
     def _refresh_status(self, delivered: np.ndarray | None = None) -> None:
         _, _, p_cap = self.caps()

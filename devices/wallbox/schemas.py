@@ -14,7 +14,7 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable, Mapping
 
 import fastjsonschema
@@ -75,7 +75,7 @@ def schema(message_type: int, action: str, version: str) -> dict:
     name = action + ("Response" if message_type == MessageType.CallResult else
                      "Request" if version != "1.6" else "")
     path = Path(ocpp.__file__).parent / f"v{version.replace('.', '')}" / "schemas" / f"{name}.json"
-    return json.loads(path.read_text(encoding="utf-8-sig"))
+    return cast("dict[Any, Any]", json.loads(path.read_text(encoding="utf-8-sig")))
 
 
 @functools.cache
