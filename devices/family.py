@@ -203,5 +203,5 @@ class Family:
         ``replay`` come on top, see :func:`devices.registry.schemes_of`)."""
         return ("sim", *self.drivers)
 
-    def parse_config(self, raw: Mapping) -> BaseModel:
+    def parse_config(self, raw: Mapping[str, Any]) -> BaseModel:
         return self.config.model_validate(raw)

@@ -41,7 +41,7 @@ _NO_LIMIT = Limit(0.0, 0.0)
 POWER_ATTRS = ("p_w", "q_var")
 
 
-def _meta() -> dict:
+def _meta() -> dict[str, Any]:
     models = {}
     for name in registry.families():
         fam = registry.family(name)
@@ -91,7 +91,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.devices: dict[str, _Device] = {}
         self.banks: dict[str, tuple[ModelBank, list[_Device], dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
         self.measured: dict[str, dict[str, list[float]]] = {}
-        self.event_log: list[dict] = []
+        self.event_log: list[dict[str, Any]] = []
         self._events_file = None
         self._io: IoLoop | None = None
         self._driver_wrapper: Callable[[str, Driver], Driver] | None = None
@@ -101,7 +101,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     # -- mosaik API ---------------------------------------------------------------------------------
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
-             driver_wrapper: Callable[[str, Driver], Driver] | None = None, **_: Any) -> dict:
+             driver_wrapper: Callable[[str, Driver], Driver] | None = None, **_: Any) -> dict[str, Any]:
         """``driver_wrapper(eid, driver)`` (in-process only) may wrap each protocol driver before it connects,
         e.g. the HIL bench's safety boundary; without it nothing changes."""
         self.step_size = int(step_size)
@@ -111,8 +111,9 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self._events_file = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
         return self.meta
 
-    def create(self, num: int, model: str, address: str = "sim://", config: dict | None = None,
-               device_id: str | None = None, timeout_s: float = 2.0, context: dict | None = None) -> list[dict]:
+    def create(self, num: int, model: str, address: str = "sim://", config: dict[str, Any] | None = None,
+               device_id: str | None = None, timeout_s: float = 2.0,
+               context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """``context`` (JSON-able, from the world builder): ``start`` (ISO 8601 with offset), ``point``
         (``bus``, ``phase``, ``vn_kv``); without one a device gets a stand-alone context."""
         fam = registry.family(model)
@@ -130,7 +131,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
             entities.append({"eid": eid, "type": model})
         return entities
 
-    def _context(self, eid: str, raw: dict | None) -> DeviceContext:
+    def _context(self, eid: str, raw: dict[str, Any] | None) -> DeviceContext:
         if not raw:
             return DeviceContext.standalone(eid, self.step_size)
         point = raw.get("point") or {}
@@ -168,7 +169,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
     def _clock(self) -> float:
         return self.clock_s
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         self.time = time
         dt = self.step_size
         self.clock_s = float(time + dt)
@@ -195,7 +196,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self._step_protocol_devices(time, dt, env_by_eid)
         return time + dt
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, dict[str, Any]] = {}
         measured, none = self.measured, {}
         for eid, attrs in outputs.items():
@@ -224,7 +225,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
     def drivers(self) -> dict[str, Driver]:
         return {eid: dev.driver for eid, dev in self.devices.items() if dev.driver is not None}
 
-    def events(self) -> list[dict]:
+    def events(self) -> list[dict[str, Any]]:
         return list(self.event_log)
 
     def close_devices(self) -> None:

@@ -98,7 +98,7 @@ class TcpServer:
         self.ssl: ssl_module.SSLContext | None = None
         self.counters: Counter[str] = Counter()
         self.connections: set[ServedConnection] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     @property

@@ -35,7 +35,7 @@ class MmsTcpServer:
         self.mms = mms
         self.max_connections = max_connections
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.port: int | None = None
         self.silent = False

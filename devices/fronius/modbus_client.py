@@ -11,6 +11,7 @@ a refused, reset or closed connection is :class:`~devices.base.DeviceUnavailable
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import struct
 from typing import cast
 
@@ -105,7 +106,8 @@ def parse_reply(request: bytes, pdu: bytes) -> list[int]:
 
 
 class ModbusTcpClient:
-    def __init__(self, host: str, port: int, unit: int, timeout_s: float, *, ssl=None) -> None:
+    def __init__(self, host: str, port: int, unit: int, timeout_s: float, *,
+                 ssl: ssl_module.SSLContext | None = None) -> None:
         self.host, self.port, self.unit, self.timeout_s = host, port, unit, timeout_s
         self.ssl = ssl  # Modbus/TCP Security: an ssl.SSLContext (devices.tls.client_context)
         self._reader: asyncio.StreamReader | None = None

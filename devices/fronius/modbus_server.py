@@ -26,6 +26,7 @@ import logging
 import struct
 from typing import Protocol
 from collections.abc import Callable, Sequence
+from collections import Counter
 
 from devices.tcp_server import ServedConnection, TcpServer
 
@@ -110,7 +111,7 @@ class ModbusTcpRegisterServer:
                              idle_timeout_s=idle_timeout_s)
 
     @property
-    def counters(self):
+    def counters(self) -> Counter[str]:
         return self.tcp.counters
 
     def _authorised(self, conn: ServedConnection, function: int) -> bool:

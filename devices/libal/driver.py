@@ -143,7 +143,7 @@ class LibalDriver(ReconnectingDriver):
         self._can: CanLink | None = None
         self._need_can = True  # False while the safe setpoint goes to the PCS alone
         self._view = can_codec.BmsView()
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[Any]]] = []
         self._counter = 0
         self._mode: tuple[bool, bool] | None = None  # last (charge, discharge) enable request sent
         self._setpoint = {"p_w": 0.0, "q_var": 0.0}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import Any
 
 from devices import registry, serve_security
 from devices.libal.model import LibalConfig
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str | None, soc_init: float | None) -> LibalConfig:
-    raw: dict = read_config_file(path, LibalConfig) if path else json.loads(json.dumps(DEFAULT_CONFIG))
+    raw: dict[str, Any] = read_config_file(path, LibalConfig) if path else json.loads(json.dumps(DEFAULT_CONFIG))
     if soc_init is not None:
         raw = {**raw, "battery": {**raw.get("battery", {}), "soc_init": soc_init}}
     return validate_config(LibalConfig, raw, f"--config {path}" if path else "LibalConfig")  # type: ignore[return-value]

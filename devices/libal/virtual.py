@@ -53,7 +53,7 @@ class LibalVirtualDevice(VirtualDevice):
         self.can_server = SocketcandServer(channel)
         self.can_server.add_listener(self._on_can_frame)
         self._apply_pcs_registers(self.image.values())  # a PCS powers up in standby
-        self._broadcaster: asyncio.Task | None = None
+        self._broadcaster: asyncio.Task[None] | None = None
         self.sync()
 
     # -- lifecycle ------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from devices.base import ProtocolError
 
@@ -64,7 +64,7 @@ class Data:
     tag: Tag
     value: Any = None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         if self.tag not in (Tag.ARRAY, Tag.STRUCTURE):
             raise TypeError(f"{self.tag.name} is not a sequence")
         return iter(self.value)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
+from typing import Any, cast
+from collections.abc import Callable
 
 from devices.base import DeviceUnavailable, ProtocolError
 from devices.meter import apdu as A
@@ -194,7 +196,7 @@ class SerialByteLink(ByteLink):
     def __init__(self, port: str, baud: int) -> None:
         self.port, self.baud = port, baud
         self.description = f"dlms+hdlc {port} {baud} 8N1"
-        self._serial = None
+        self._serial: Any = None  # a serial.Serial (pyserial ships no type information)
 
     @property
     def is_open(self) -> bool:
@@ -233,7 +235,7 @@ class SerialByteLink(ByteLink):
                 ser.timeout = min(left, 0.05)
                 data = ser.read(max(1, ser.in_waiting))
                 if data:
-                    return data
+                    return cast(bytes, data)
         try:
             return await asyncio.to_thread(_read)
         except TimeoutError:
@@ -487,7 +489,7 @@ class DlmsClient:
             raise ProtocolError(f"{self.label}: {len(results)} results for {len(refs)} attributes")
         return list(results)
 
-    def _decode(self, fn, raw: bytes):
+    def _decode[T](self, fn: Callable[[bytes], T], raw: bytes) -> T:
         try:
             return fn(raw)
         except DecodeError as exc:

@@ -83,7 +83,7 @@ def server_address(logical: int, physical: int | None) -> Address:
 
 
 def _decode_address(buf: bytes, pos: int, end: int) -> tuple[Address, int]:
-    octets = []
+    octets: list[int] = []
     while True:
         if pos >= end or len(octets) == 4:
             raise DecodeError("HDLC address not terminated")

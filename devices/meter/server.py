@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from devices.meter import hdlc, wrapper
 from devices.meter.association import Association
@@ -49,11 +50,11 @@ class CosemServer:
 class TcpListener:
     """A TCP server whose connections are served by ``handler``; tracks them so stop() releases everything."""
 
-    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], asyncio.Future | object]):
+    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], asyncio.Future[Any] | object]):
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:

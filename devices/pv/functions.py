@@ -375,10 +375,10 @@ class InverterFunctions:
             for i in np.flatnonzero(deadline <= t_s):
                 if func == "lim":
                     now = self._limit_at(t_s)[i]
-                    self._reset(i, func)
+                    self._reset(int(i), func)
                     self.lim_from_pct[i], self.lim_t0[i] = now, t_s
                 else:
-                    self._reset(i, func)
+                    self._reset(int(i), func)
                 deadline[i] = np.inf
 
     # -- response ------------------------------------------------------------------------------------------

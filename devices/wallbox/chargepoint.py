@@ -129,7 +129,7 @@ class VirtualChargePoint:
         self.corrupt_next = False
         self.boots = 0
         #: what happened to the connection: connects, disconnects by cause, boot refusals, ...
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
         self.last_disconnect: str = ""
         self._stop_reason: str | None = None
         self._pending_start_profile: Any = None  # a TxProfile given with a remote start
@@ -142,12 +142,12 @@ class VirtualChargePoint:
         self._booted = asyncio.Event()
         self._wake_sender = asyncio.Event()
         self._progress = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_meter_t: float | None = None
         self._last_heartbeat_t = 0.0
         self._rng = random.Random(cp_id)
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -187,7 +187,7 @@ class VirtualChargePoint:
         await asyncio.wait_for(self._booted.wait(), timeout_s)
 
     @property
-    def stats_all(self) -> Counter:
+    def stats_all(self) -> Counter[str]:
         """Connection, outbox and RPC counts together."""
         out = Counter(self.stats)
         out.update(self.outbox.stats)
@@ -263,7 +263,7 @@ class VirtualChargePoint:
         ep.handlers.update({action: getattr(self, name) for action, name in self.HANDLERS.items()})
         ep.after.update({action: getattr(self, name) for action, name in self.AFTER.items()})
         receiver = asyncio.create_task(ep.run())
-        sender: asyncio.Task | None = None
+        sender: asyncio.Task[None] | None = None
         try:
             await self._boot(ep, receiver)
             backoff.succeeded()
@@ -288,7 +288,7 @@ class VirtualChargePoint:
             await asyncio.gather(*(t for t in (sender, receiver) if t is not None), return_exceptions=True)
             self._progress.set()
 
-    async def _boot(self, ep: Endpoint, receiver: asyncio.Task) -> None:
+    async def _boot(self, ep: Endpoint, receiver: asyncio.Task[None]) -> None:
         """BootNotification until Accepted (Pending/Rejected: again after the interval). Any other answer
         ends the connection: the run loop backs off and connects again."""
         while True:
@@ -306,7 +306,7 @@ class VirtualChargePoint:
             await self._race(asyncio.sleep(min(interval, 3600) if interval > 0 else 10), receiver)
 
     @staticmethod
-    async def _race(coro: Any, receiver: asyncio.Task) -> Any:
+    async def _race(coro: Any, receiver: asyncio.Task[None]) -> Any:
         """Await ``coro`` unless the connection dies first."""
         task = asyncio.ensure_future(coro)
         done, _ = await asyncio.wait({task, receiver}, return_when=asyncio.FIRST_COMPLETED)

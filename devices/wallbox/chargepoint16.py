@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from devices.wallbox import profiles as pf
 from devices.wallbox.chargepoint import CONNECTOR, LocalTx, VirtualChargePoint
@@ -75,7 +75,7 @@ class ChargePoint16(VirtualChargePoint):
         return out
 
     # -- messages --------------------------------------------------------------------------------------------
-    def _samples(self, context: str, register: float | None = None) -> list[dict]:
+    def _samples(self, context: str, register: float | None = None) -> list[dict[str, Any]]:
         m = self.meter_snapshot()
         reg = m["e_wh"] if register is None else register
         sv = [{"value": fmt(reg), "context": context, "measurand": "Energy.Active.Import.Register",
@@ -95,7 +95,7 @@ class ChargePoint16(VirtualChargePoint):
                            "location": "EV", "unit": "Percent"})
         return sv
 
-    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict:
+    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict[str, Any]:
         return {"timestamp": pf.format_time(when), "sampledValue": self._samples(context, register)}
 
     def _send_status(self, when: datetime, force: bool = False) -> None:
@@ -108,7 +108,7 @@ class ChargePoint16(VirtualChargePoint):
         self.enqueue(OutMsg("StatusNotification", lambda: payload, persistent=False))
 
     @staticmethod
-    def _tx_meter_values(tx: LocalTx, mv: dict) -> OutMsg:
+    def _tx_meter_values(tx: LocalTx, mv: dict[str, Any]) -> OutMsg:
         """MeterValues of a transaction: with the id the CSMS assigned, without one if it refused the start."""
         def build() -> Payload:
             out: Payload = {"connectorId": CONNECTOR, "meterValue": [mv]}

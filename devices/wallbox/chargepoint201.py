@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 from collections.abc import Callable
 
 from devices.wallbox import profiles as pf
@@ -76,7 +76,7 @@ class ChargePoint201(VirtualChargePoint):
                 "reason": "PowerUp"}
 
     # -- messages --------------------------------------------------------------------------------------------
-    def _samples(self, context: str, register: float | None = None) -> list[dict]:
+    def _samples(self, context: str, register: float | None = None) -> list[dict[str, Any]]:
         m = self.meter_snapshot()
         reg = m["e_wh"] if register is None else register
         uom: Callable[[str], dict[str, dict[str, str]]] = lambda u: {"unitOfMeasure": {"unit": u}}  # noqa: E731
@@ -97,7 +97,7 @@ class ChargePoint201(VirtualChargePoint):
                            "location": "EV", **uom("Percent")})
         return sv
 
-    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict:
+    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict[str, Any]:
         return {"timestamp": pf.format_time(when), "sampledValue": self._samples(context, register)}
 
     def _status_payload(self, when: datetime, code: int) -> Payload:
@@ -119,8 +119,8 @@ class ChargePoint201(VirtualChargePoint):
             tx.charging_state = state
             self._tx_event(tx, "Updated", when, "ChargingStateChanged", {"chargingState": state})
 
-    def _tx_event(self, tx: LocalTx, event: str, when: datetime, trigger: str, info: dict,
-                  meter: list | None = None, extra: dict | None = None) -> None:
+    def _tx_event(self, tx: LocalTx, event: str, when: datetime, trigger: str, info: dict[str, Any],
+                  meter: list[Any] | None = None, extra: dict[str, Any] | None = None) -> None:
         payload: Payload = {"eventType": event, "timestamp": pf.format_time(when), "triggerReason": trigger,
                             "seqNo": tx.seq_no, "transactionInfo": {"transactionId": tx.local_id, **info},
                             "evse": {"id": CONNECTOR, "connectorId": CONNECTOR}}
@@ -139,7 +139,7 @@ class ChargePoint201(VirtualChargePoint):
         tx.remote_id = tx.local_id
         code = int(self.bank.status[0])
         tx.charging_state = _CHARGING_STATE.get(code, "EVConnected")
-        info: dict = {"chargingState": tx.charging_state}
+        info: dict[str, Any] = {"chargingState": tx.charging_state}
         remote_id = self._remote_start_id
         trigger = "RemoteStart" if remote_id is not None else "CablePluggedIn"
         if remote_id is not None:

@@ -63,13 +63,13 @@ class CsmsServer:
         self.idle_timeout_s = idle_timeout_s if idle_timeout_s is not None else 2 * heartbeat_s + 60
         self.any_connectors = any_connectors  # connectors a station admitted without a driver may have
         #: rejected frames by error code, refused handshakes, closed idle connections, ...
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
         self.connections = 0
         self.expected: dict[str, Expected] = {}
         self.states: dict[str, StationState] = {}
         self.sessions: dict[str, Session] = {}
         self._server: Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.refs = 0
         self._expected_changed = asyncio.Event()

@@ -38,7 +38,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self._queue: deque[OutMsg] = deque()
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._queue)

@@ -48,7 +48,7 @@ class _StationSide(Endpoint):
     def __init__(self, proxy: ProxySession, ws: Any) -> None:
         super().__init__(proxy.state.cp_id, ws, proxy.version, timeout_s=proxy.timeout_s, stats=proxy.server.stats)
         self.proxy = proxy
-        self.for_upstream: dict[str, asyncio.Future] = {}  # upstream calls waiting for the station's answer
+        self.for_upstream: dict[str, asyncio.Future[Any]] = {}  # upstream calls waiting for the station's answer
 
     def _resolve(self, uid: str, msg: CallResult | CallError) -> None:
         fut = self.for_upstream.get(uid)
@@ -82,7 +82,7 @@ class _StationSide(Endpoint):
     async def forward(self, call: Call) -> CallResult | CallError:
         """Pass an upstream CALL to the station, one outstanding CALL at a time (shared with ours)."""
         async with self._request_lock:
-            fut: asyncio.Future = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self.for_upstream[call.unique_id] = fut
             try:
                 await self.send_raw(call.to_json())
@@ -103,7 +103,7 @@ class _UpstreamSide(Endpoint):
 
     async def forward(self, call: Call) -> CallResult | CallError:
         """Send the station's CALL upstream with its own unique id and wait for the answer."""
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call.unique_id] = fut
         try:
             await self.send_raw(call.to_json())

@@ -81,26 +81,26 @@ def _framework_code(version: str) -> str:
     return "FormationViolation" if version == "1.6" else "RpcFrameworkError"
 
 
-class Endpoint(_PackageEndpoint):
+class Endpoint(_PackageEndpoint):  # type: ignore[misc]  # the ocpp package ships no type information
     """One side of an OCPP-J websocket (charge point or CSMS). ``handlers`` answer the peer's calls."""
 
     def __init__(self, ident: str, connection: Any, version: str, *, timeout_s: float = 10.0,
-                 stats: Counter | None = None) -> None:
+                 stats: Counter[str] | None = None) -> None:
         super().__init__(ident, connection, response_timeout=timeout_s)
         self._ocpp_version = version
         self.version = version
         self.handlers: dict[str, Handler] = {}
         self.after: dict[str, AfterHook] = {}
-        self._pending: dict[str, asyncio.Future] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
         self._request_lock = asyncio.Lock()
         self._inbox: asyncio.Queue[Call | None] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._id_prefix = f"{id(self) & 0xFFFFFF:x}-"
         self._lost = False
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         #: counts of what happened on this connection (rejected frames by error code, malformed replies, ...)
-        self.stats: Counter = stats if stats is not None else Counter()
-        self._loud: Counter = Counter()
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self._loud: Counter[str] = Counter()
         self.last_rx = time.monotonic()
 
     def note(self, kind: str, detail: str) -> None:
@@ -303,7 +303,7 @@ class Endpoint(_PackageEndpoint):
             if self._lost:
                 raise ConnectionLost(f"{self.id}: connection closed")
             uid = self.next_id()
-            fut: asyncio.Future = loop.create_future()
+            fut: asyncio.Future[Any] = loop.create_future()
             self._pending[uid] = fut
             try:
                 await self.send_raw(Call(uid, action, payload).to_json())

@@ -70,7 +70,7 @@ def _code_for(rule: str, version: str) -> str:
 
 
 @functools.cache
-def schema(message_type: int, action: str, version: str) -> dict:
+def schema(message_type: int, action: str, version: str) -> dict[str, Any]:
     """The ``ocpp`` package's schema file (the official OCPP JSON schema) of a request or response."""
     name = action + ("Response" if message_type == MessageType.CallResult else
                      "Request" if version != "1.6" else "")

@@ -180,7 +180,7 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         await dev.start_client(args.csms, security=station_security(args))
         print(f"charge point {args.id} (OCPP {args.ocpp}) -> {args.csms.rstrip('/')}/{args.id}", flush=True)

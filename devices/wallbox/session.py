@@ -51,7 +51,7 @@ class SessionHost(Protocol):
     """What a session needs from the server that runs it."""
 
     heartbeat_s: int
-    stats: Counter
+    stats: Counter[str]
 
     def emit(self, state: StationState, action: str, payload: Payload) -> None: ...
 

@@ -41,7 +41,7 @@ class VirtualWallbox(VirtualDevice):
         self.cp: VirtualChargePoint | None = None
         self.server: csms.CsmsServer | None = None
         self.env_override: dict[str, float] | None = None
-        self._starting: asyncio.Task | None = None
+        self._starting: asyncio.Task[None] | None = None
 
     def clock_at(self, t_s: float) -> datetime:
         if self.wall_clock:
