@@ -20,10 +20,11 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TextIO, cast
 from collections.abc import Callable
 
 import mosaik_api_v3
+from mosaik_api_v3.types import Meta
 import numpy as np
 from pydantic import BaseModel
 
@@ -87,12 +88,12 @@ def _single(eid: str, attr: str, sources: dict[str, Any]) -> Any:
 
 class DeviceSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
-        super().__init__(_meta())
+        super().__init__(_meta())  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.devices: dict[str, _Device] = {}
         self.banks: dict[str, tuple[ModelBank, list[_Device], dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
         self.measured: dict[str, dict[str, list[float]]] = {}
         self.event_log: list[dict[str, Any]] = []
-        self._events_file = None
+        self._events_file: TextIO | None = None
         self._io: IoLoop | None = None
         self._driver_wrapper: Callable[[str, Driver], Driver] | None = None
         self.step_size = 60
@@ -100,8 +101,9 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.clock_s = 0.0  # simulated time of the latest readings (end of the step just taken)
 
     # -- mosaik API ---------------------------------------------------------------------------------
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
-             driver_wrapper: Callable[[str, Driver], Driver] | None = None, **_: Any) -> dict[str, Any]:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60,
+             events_path: str | None = None, driver_wrapper: Callable[[str, Driver], Driver] | None = None,
+             **_: Any) -> Meta:
         """``driver_wrapper(eid, driver)`` (in-process only) may wrap each protocol driver before it connects,
         e.g. the HIL bench's safety boundary; without it nothing changes."""
         self.step_size = int(step_size)
@@ -111,7 +113,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self._events_file = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
         return self.meta
 
-    def create(self, num: int, model: str, address: str = "sim://", config: dict[str, Any] | None = None,
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params); the entity
+    # dicts are mosaik's JSON
+    def create(self, num: int, model: str, address: str = "sim://",  # type: ignore[override]
+               config: dict[str, Any] | None = None,
                device_id: str | None = None, timeout_s: float = 2.0,
                context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """``context`` (JSON-able, from the world builder): ``start`` (ISO 8601 with offset), ``point``
@@ -198,7 +203,8 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, dict[str, Any]] = {}
-        measured, none = self.measured, {}
+        measured = self.measured
+        none: dict[str, list[float]] = {}
         for eid, attrs in outputs.items():
             dev = self.devices[eid]
             out = data[eid] = {}
@@ -285,7 +291,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     @staticmethod
     def _env_with_defaults(dev: _Device, env_by_eid: dict[str, dict[str, float]]) -> dict[str, float]:
-        return cast("dict[str, float]", dev.family.input_defaults | env_by_eid.get(dev.eid, {}))
+        return dict(dev.family.input_defaults) | env_by_eid.get(dev.eid, {})
 
     def _open_protocol_device(self, dev: _Device) -> None:
         assert self._io is not None
@@ -309,7 +315,8 @@ class DeviceSim(mosaik_api_v3.Simulator):
         assert self._io is not None
         remote = [d for d in self.devices.values() if d.bank is None]
         writers = [d for d in remote if d.pending]
-        results = self._io.gather([d.driver.write(Setpoint(d.pending)) for d in writers])
+        # a device without a model bank is served by its driver (set in create)
+        results = self._io.gather([cast(Driver, d.driver).write(Setpoint(d.pending)) for d in writers])
         for dev, res in zip(writers, results):
             if isinstance(res, DeviceError):
                 dev.rejected += isinstance(res, SetpointRejected)
@@ -318,16 +325,17 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 raise res
             dev.pending.clear()
         clocked = [d for d in remote if d.virtual is not None]
-        self._io.gather([d.virtual.advance(time, dt, self._env_with_defaults(d, env_by_eid)) for d in clocked])
-        readings = self._io.gather([d.driver.read() for d in remote])
-        for dev, res in zip(remote, readings):
-            if isinstance(res, Measurement):
+        self._io.gather([cast(VirtualDevice, d.virtual).advance(time, dt, self._env_with_defaults(d, env_by_eid))
+                         for d in clocked])
+        readings = self._io.gather([cast(Driver, d.driver).read() for d in remote])
+        for dev, reading in zip(remote, readings):
+            if isinstance(reading, Measurement):
                 if not dev.available:
                     self._event(time, dev.eid, "available", "device answers again")
-                dev.last, dev.available = res, True
-            elif isinstance(res, DeviceError):
+                dev.last, dev.available = reading, True
+            elif isinstance(reading, DeviceError):
                 if dev.available:
-                    self._event(time, dev.eid, type(res).__name__, str(res))
+                    self._event(time, dev.eid, type(reading).__name__, str(reading))
                 dev.last, dev.available = None, False
             else:
-                raise res
+                raise reading

@@ -36,7 +36,7 @@ class VirtualDevice(abc.ABC):
         self.context = context or DeviceContext.standalone(device_id)
         self.bank: ModelBank = family.bank([config], [self.context])
         self.device_id = self.context.device_id
-        self.t_s = 0
+        self.t_s: float = 0
 
     @abc.abstractmethod
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

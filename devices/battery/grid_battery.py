@@ -36,9 +36,9 @@ class GridBatteryBank(ModelBank):
         self.battery = BatteryBank([c.battery for c in configs])
         self.s_max_va = np.array([c.s_max_va for c in configs], dtype=float)
         self.q_var = np.zeros(self.n)
-        self.dt_s = 60
+        self.dt_s: float = 60
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self.dt_s = dt_s
         p = self.battery.step(dt_s, self.setpoints["p_w"]).p_w
         q_room = np.sqrt(np.maximum(self.s_max_va**2 - p**2, 0.0))

@@ -26,6 +26,7 @@ import math
 from typing import Any, ClassVar
 from collections.abc import Mapping
 from urllib.parse import parse_qs
+from types import ModuleType
 
 from devices.backoff import Backoff
 from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
@@ -40,7 +41,7 @@ LINK_LOST = ("timeout", "timed out", "connection", "ended unexpectedly", "closed
 REFUSALS = ("ObjectValueInvalid", "ObjectAccessDenied", "TypeInconsistent", "TemporarilyUnavailable")
 
 
-def _iec():
+def _iec() -> ModuleType:
     import iec61850  # imported on first use: sim:// runs never load the MMS client
 
     return iec61850

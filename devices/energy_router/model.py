@@ -246,7 +246,7 @@ class EnergyRouterBank(ModelBank):
         return tau
 
     # -- physics ----------------------------------------------------------------------------------------
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self._consume_commands()
         n = self.n
 

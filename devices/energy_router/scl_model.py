@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from devices.energy_router import ber
 
@@ -293,8 +293,9 @@ class _Builder:
         value: Any = _default(kind)
         val = el.find("scl:Val", NS)
         if val is not None and val.text is not None:
-            value = {"bool": lambda s: s.strip().lower() == "true", "int": int, "uint": int, "float": float}.get(
-                kind, str)(val.text.strip())
+            parsers: dict[str, Callable[[str], Any]] = {"bool": lambda s: s.strip().lower() == "true", "int": int,
+                                                        "uint": int, "float": float}
+            value = parsers.get(kind, str)(val.text.strip())
         return Node(name, kind, size, value, fc)
 
     def _get(self, table: dict[str | None, ET.Element], type_id: str, what: str) -> ET.Element:

@@ -162,6 +162,13 @@ class FroniusBank(ModelBank):
     """N Fronius hybrids stepped as arrays; index i is one device."""
 
     setpoint_names = ("batt_p_w", *FUNCTION_SETPOINTS)
+    # energy registers, set (with the other outputs) in __init__
+    e_ac_out_wh: np.ndarray
+    e_pv_wh: np.ndarray
+    e_batt_in_wh: np.ndarray
+    e_batt_out_wh: np.ndarray
+    e_grid_import_wh: np.ndarray
+    e_grid_export_wh: np.ndarray
 
     def __init__(self, configs: list[FroniusConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
@@ -193,7 +200,7 @@ class FroniusBank(ModelBank):
         self.pv_avail_w = np.zeros(n)
         # outputs of the last step
         self.t_s = 0.0
-        self.dt_s = 60
+        self.dt_s: float = 60
         for name in ("p_w", "batt_p_w", "pv_p_w", "pv_dc_w", "pv_curtail_w", "site_load_w", "grid_p_w",
                      "e_ac_out_wh", "e_pv_wh", "e_batt_in_wh", "e_batt_out_wh", "e_grid_import_wh",
                      "e_grid_export_wh"):
@@ -234,7 +241,7 @@ class FroniusBank(ModelBank):
         return cast(np.ndarray, np.maximum(self.e_floor_bms_wh, self.min_rsv_pct / 100.0 * self.battery.capacity_wh))
 
     # -- physics ----------------------------------------------------------------------------------------
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self._consume_commands(t_s)
         self._revert_due(t_s)
         fn = self.functions

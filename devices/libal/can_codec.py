@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
+from typing import cast
 
 import cantools
 import cantools.database
@@ -98,10 +99,10 @@ class CanDecodeError(ProtocolError):
 
 @functools.cache
 def database() -> cantools.database.can.Database:
-    return cantools.database.load_file(str(DBC_PATH), strict=True)
+    return cast(cantools.database.can.Database, cantools.database.load_file(str(DBC_PATH), strict=True))
 
 
-def _message(frame_id: int):
+def _message(frame_id: int) -> cantools.database.can.Message:
     return database().get_message_by_frame_id(frame_id)
 
 

@@ -23,7 +23,7 @@ gets what the apparent-power rating leaves. ``pcs_enabled`` and the EMS mode req
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -158,7 +158,7 @@ class LibalBank(ModelBank):
     def __init__(self, configs: list[LibalConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
 
-        def col(get) -> np.ndarray:
+        def col(get: Callable[[LibalConfig], float]) -> np.ndarray:
             return np.array([get(c) for c in configs], dtype=float)
 
         self.battery = BatteryBank([c.battery for c in configs])
@@ -185,7 +185,7 @@ class LibalBank(ModelBank):
         self.i_a = np.zeros(n)
         self.q_var = np.zeros(n)
         self.v_v = self.ns * ocv_cell_v(self.battery.soc)
-        self.dt_s = 60
+        self.dt_s: float = 60
         self.capacity_rated_wh = self.battery.capacity_wh.copy()
         self._age(start=True)
         self.alarms = self._alarms()
@@ -277,7 +277,7 @@ class LibalBank(ModelBank):
         return charge, discharge
 
     # -- ModelBank ------------------------------------------------------------------------------------------
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self.dt_s = dt_s
         bat = self.battery
         ch_lim, dis_lim = self.power_limits_w()  # what the BMS broadcast at the start of the step

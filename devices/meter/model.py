@@ -226,7 +226,7 @@ class MeterBank(ModelBank):
         return int(self.epoch_s[i] + self.t_s)
 
     # -- physics ----------------------------------------------------------------------------------------
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         n = self.n
         t_s, dt_s = int(t_s), int(dt_s)
 

@@ -127,7 +127,7 @@ class PvBank(ModelBank):
         self.e_ac_out_wh = np.zeros(n)
         self.e_pv_wh = np.zeros(n)
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         fn = self.functions
         fn.apply_setpoints(self.setpoints, t_s)
         self.v_pu = np.broadcast_to(np.asarray(env.get("v_pu", 1.0), dtype=float), (self.n,)).copy()

@@ -390,7 +390,7 @@ class VirtualChargePoint:
     def _phases_in_use(self) -> int:
         return int(self.bank.caps()[0][0])
 
-    async def advance(self, t_s: int, dt_s: int, env: Mapping[str, float]) -> None:
+    async def advance(self, t_s: float, dt_s: float, env: Mapping[str, float]) -> None:
         """One co-simulation step: EV plug/unplug, charging under the composite schedule, messages."""
         start = self._now_at(t_s)
         arrays = {k: np.array([v if v is not None else 0.0], dtype=float) for k, v in env.items()}
@@ -405,7 +405,7 @@ class VirtualChargePoint:
     def _now_at(self, t_s: float) -> datetime:
         return self.clock_at(t_s) if self.clock_at is not None else self._now()
 
-    def _integrate(self, t_s: int, dt_s: int, start: datetime) -> None:
+    def _integrate(self, t_s: float, dt_s: float, start: datetime) -> None:
         """Charge over the step, re-evaluating the composite limit at every profile breakpoint inside it."""
         tx = self._tx_context()
         cuts = [c for c in pf.next_change(self.profiles, start, dt_s, tx) if 0 < c < dt_s]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.family import DeviceContext, ModelBank
@@ -163,7 +164,7 @@ def charge_exact(soc: np.ndarray, e_left_wh: np.ndarray, p_cap_w: np.ndarray, p_
     return energy, soc
 
 
-def ev_accept_w(soc, p_ev_w, cv_soc=0.9, floor=0.1):
+def ev_accept_w(soc: ArrayLike, p_ev_w: ArrayLike, cv_soc: ArrayLike = 0.9, floor: float = 0.1) -> np.ndarray:
     """The power an EV accepts at ``soc``: its on-board maximum, tapering linearly with the remaining
     capacity above ``cv_soc``, never below ``floor`` of the maximum (the CC-CV curve of :func:`charge_exact`)."""
     soc = np.asarray(soc, dtype=float)
@@ -221,10 +222,10 @@ class WallboxBank(ModelBank):
         self.status = np.zeros(n, dtype=int)
         self._acc_e = np.zeros(n)
         self._acc_t = 0.0
-        self.t_s = 0
+        self.t_s: float = 0
 
     # -- session edges ----------------------------------------------------------------------------------
-    def apply_env(self, t_s: int, env: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def apply_env(self, t_s: float, env: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Plug / unplug EVs from the env inputs; returns (sessions started, sessions ended) masks."""
         self.t_s = t_s
 
@@ -309,7 +310,7 @@ class WallboxBank(ModelBank):
         i_cap[i_cap + 1e-9 < self.min_a] = 0.0
         return n_used, i_cap, i_cap * self.voltage * n_used
 
-    def integrate(self, t_s: int, dt_s: float, accumulate: bool = False) -> None:
+    def integrate(self, t_s: float, dt_s: float, accumulate: bool = False) -> None:
         """Charge over [t_s, t_s + dt_s) with the current setpoints; ``accumulate`` sums sub-steps into one mean."""
         n_used, i_cap, p_cap = self.caps()
         charging = self.plugged & self.tx_active & ~self.fault & ~self.unavailable
@@ -334,7 +335,7 @@ class WallboxBank(ModelBank):
         self.t_s = t_s + dt_s
         self._refresh_status(delivered=energy)
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self.apply_env(t_s, env)
         self.integrate(t_s, dt_s)
 

@@ -87,7 +87,7 @@ class VirtualWallbox(VirtualDevice):
         if server is not None:
             await csms.release(server)
 
-    async def advance(self, t_s: int, dt_s: int, env: Mapping[str, float]) -> None:
+    async def advance(self, t_s: float, dt_s: float, env: Mapping[str, float]) -> None:
         # the same defaults DeviceSim gives a sim:// bank (0.0 for an input that is not connected)
         full = dict.fromkeys(ENV_INPUTS, 0.0)
         full.update({k: (0.0 if v is None else float(v)) for k, v in env.items()})
