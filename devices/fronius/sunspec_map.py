@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from collections.abc import Callable, Mapping, Sequence
 
 from devices.base import ProtocolError
@@ -132,7 +132,7 @@ VOLT_WATT_WRITABLE = (*CURVE_FIXED_WRITABLE, "ActPt", "DeptRef", "V1", "W1", "V2
                       "RmpPt1Tms")
 
 
-def _official_point(raw: Mapping[str, object], writable: tuple[str, ...] | None) -> Point:
+def _official_point(raw: Mapping[str, Any], writable: tuple[str, ...] | None) -> Point:
     name, type_ = str(raw["name"]), str(raw["type"])
     if type_ == "count":  # model 160's N: a uint16 that counts the repeating groups
         type_ = "uint16"
@@ -284,7 +284,7 @@ class ModelValues:
         point = mdef.point(name)
         raw = (group if group is not None else self.fixed)[name]
         if point.sf is None:
-            return None if raw is None else float(raw)  # type: ignore[arg-type]
+            return None if raw is None else float(raw)
         return scaled(raw, self.fixed[point.sf])
 
 
@@ -371,8 +371,9 @@ class FroniusRegisterMap:
         pv_dc_max = max(cfg.pv_kwp * 1000.0 * 1.25, 1.0)
         if cfg.pv_mppt_max_w:
             pv_dc_max = min(pv_dc_max, cfg.pv_mppt_max_w * 1.25)
-        b = cfg.battery if self.storage else None
-        self.ahr_rtg = b.capacity_wh / cfg.battery_v_nom_v if b else 0.0
+        hybrid = cast(FroniusConfig, cfg)  # read only with storage
+        b = hybrid.battery if self.storage else None
+        self.ahr_rtg = b.capacity_wh / hybrid.battery_v_nom_v if b else 0.0
         batt_w = max(b.p_charge_max_w, b.p_discharge_max_w) if b else 0.0
         self.sf = {
             "A": -2, "V": -1, "W": choose_sf(s_rating * 1.25, "int16", 0), "Hz": -2, "PF": -1, "WH": 0,
@@ -381,7 +382,7 @@ class FroniusRegisterMap:
             "WHRtg": choose_sf(b.capacity_wh, "uint16", 0) if b else 0,
             "AhrRtg": choose_sf(self.ahr_rtg, "uint16") if b else 0,
             "ChaRte": choose_sf(batt_w, "uint16", 0) if b else 0, "ECPNomHz": -2,
-            "WChaMax": choose_sf(cfg.w_cha_max_w, "uint16", 0) if b else 0, "Pct": -2,
+            "WChaMax": choose_sf(hybrid.w_cha_max_w, "uint16", 0) if b else 0, "Pct": -2,
             "StorAval": choose_sf(self.ahr_rtg, "uint16") if b else 0, "InBatV": -1,
             "DCW160": choose_sf(max(pv_dc_max, batt_w) * 1.25, "uint16", 0), "DCWH": 0,
             "WAval": choose_sf(pv_dc_max, "uint16", 0), "OutPFSet": -3, "CurveV": -2, "CurveY": -2,
@@ -433,7 +434,7 @@ class FroniusRegisterMap:
             "PFRtg_SF": s["PFRtg"],
         }
         if self.storage:
-            b = cfg.battery
+            b = cast(FroniusConfig, cfg).battery
             out |= {"WHRtg": tr("WHRtg", b.capacity_wh, s["WHRtg"]), "WHRtg_SF": s["WHRtg"],
                     "AhrRtg": tr("AhrRtg", self.ahr_rtg, s["AhrRtg"]), "AhrRtg_SF": s["AhrRtg"],
                     "MaxChaRte": tr("MaxChaRte", b.p_charge_max_w, s["ChaRte"]), "MaxChaRte_SF": s["ChaRte"],
@@ -498,15 +499,15 @@ class FroniusRegisterMap:
                                   st.e_pv_wh / cfg.pv_strings, 4, 2))
         if self.storage:
             n = cfg.pv_strings
-            vbat = battery_voltage(cfg, st.soc)
+            vbat = battery_voltage(cast(FroniusConfig, cfg), st.soc)
             modules.append(module(n + 1, "StCha", max(st.batt_p_w, 0.0), vbat, st.e_batt_in_wh, 4, 8))
             modules.append(module(n + 2, "StDisCha", max(-st.batt_p_w, 0.0), vbat, st.e_batt_out_wh, 4, 8))
-        fixed = {"DCA_SF": s["DCA"], "DCV_SF": s["DCV"], "DCW_SF": s["DCW160"], "DCWH_SF": s["DCWH"], "Evt": 0,
-                 "N": len(modules)}
+        fixed: dict[str, Raw] = {"DCA_SF": s["DCA"], "DCV_SF": s["DCV"], "DCW_SF": s["DCW160"], "DCWH_SF": s["DCWH"],
+                                 "Evt": 0, "N": len(modules)}
         return fixed, modules
 
     def _storage(self, st: FroniusState) -> dict[str, Raw]:
-        cfg, s = self.cfg, self.sf
+        cfg, s = cast(FroniusConfig, self.cfg), self.sf  # model 124 is served only with storage
         tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
             lambda name, v, sf: to_raw(STORAGE.point(name), v, sf))
         cha_state = st.soc * 100.0
@@ -557,8 +558,8 @@ class FroniusRegisterMap:
         else:
             ena, npt, vs, ys, rsp, rvrt = c.vw_ena, c.vw_npt, c.vw_v_pu, list(c.vw_p_pct), c.vw_rsp_s, c.vw_rvrt_s
         y = CURVE_Y[mid]
-        fixed = {"ActCrv": 1, "ModEna": ena, "RvrtTms": rvrt, "NCrv": 1, "NPt": NPT, "V_SF": s["CurveV"],
-                 "DeptRef_SF": s["CurveY"]}
+        fixed: dict[str, Raw] = {"ActCrv": 1, "ModEna": ena, "RvrtTms": rvrt, "NCrv": 1, "NPt": NPT,
+                                 "V_SF": s["CurveV"], "DeptRef_SF": s["CurveY"]}
         group: dict[str, Raw] = {"ActPt": npt, "DeptRef": VV_DEPT_REF if mid == 126 else VW_DEPT_REF,
                                  "CrvNam": CURVE_NAMES[mid], "ReadOnly": 0,
                                  ("RmpTms" if mid == 126 else "RmpPt1Tms"): rsp}
