@@ -146,14 +146,14 @@ class _Association:
         try:
             pdu = iso.parse_data(ppdu, self.assoc.mms_ctx)
         except (iso.IsoError, BerError):
-            response: bytes | None = reject(REJECT_INVALID_PDU)
+            reply: bytes | None = reject(REJECT_INVALID_PDU)
         else:
-            response = self.owner.mms.handle_tlv(pdu)
-        if response is not None:
+            reply = self.owner.mms.handle_tlv(pdu)
+        if reply is not None:
             if self.owner.corrupt_next:
                 self.owner.corrupt_next = False
-                response = corrupt(response)
-            await self._send(iso.DATA_PREFIX + iso.user_data(self.assoc.mms_ctx, response))
+                reply = corrupt(reply)
+            await self._send(iso.DATA_PREFIX + iso.user_data(self.assoc.mms_ctx, reply))
 
     async def _send(self, tsdu: bytes) -> None:
         await self._send_raw(b"".join(iso.tpkt(t) for t in iso.dt(tsdu, self.tpdu_size)))

@@ -35,6 +35,7 @@ from datetime import datetime, UTC
 from urllib.parse import parse_qs, urlsplit
 from typing import Any
 from collections.abc import Callable
+from collections import Counter
 
 import h11
 from pydantic import BaseModel
@@ -106,7 +107,7 @@ class SolarApiServer:
         return self.tcp.port
 
     @property
-    def counters(self):
+    def counters(self) -> Counter[str]:
         return self.tcp.counters
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -167,6 +168,7 @@ class SolarApiServer:
     async def _answer(self, conn: ServedConnection, http: h11.Connection, event: h11.Request) -> None:
         method, target = event.method.decode("ascii"), event.target.decode("ascii", "replace")
         close = False
+        extra: dict[str, str] | None
         if event.http_version not in (b"1.0", b"1.1"):
             status, body, extra, close = 505, b"HTTP version not supported\n", {"Content-Type": "text/plain"}, True
         elif not target.startswith("/"):

@@ -175,7 +175,8 @@ class LibalBank(ModelBank):
         self.c_th = col(lambda c: c.heat_capacity_j_per_k)
         self.k_th = col(lambda c: c.heat_transfer_w_per_k)
         self.t_amb_c = col(lambda c: c.t_ambient_c)
-        self.bms = {name: col(lambda c, n=name: getattr(c.bms, n)) for name in BmsSettings.model_fields}
+        # mypy cannot type a lambda with a default argument
+        self.bms = {name: col(lambda c, n=name: getattr(c.bms, n)) for name in BmsSettings.model_fields}  # type: ignore[misc]
         n = self.n
         self.pcs_enabled = np.ones(n, dtype=bool)
         self.charge_request = np.ones(n, dtype=bool)

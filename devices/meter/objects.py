@@ -87,8 +87,9 @@ class MeterObjects:
         for reg in REGISTERS:
             if config.served(reg):
                 self._add(CLASS_REGISTER, 0, axdr.obis_bytes(reg.obis),
-                          {2: lambda r=reg: self.register_value(r),
-                           3: lambda r=reg: axdr.structure(axdr.i8(config.scaler(r)), axdr.enum(r.unit))})
+                          # mypy cannot type a lambda with a default argument
+                          {2: lambda r=reg: self.register_value(r),  # type: ignore[misc]
+                           3: lambda r=reg: axdr.structure(axdr.i8(config.scaler(r)), axdr.enum(r.unit))})  # type: ignore[misc]
         self.captures = [(CLASS_CLOCK, CLOCK_LN, 2)] + [
             (CLASS_REGISTER, axdr.obis_bytes(next(r.obis for r in REGISTERS if r.key == key)), 2)
             for key in PROFILE_KEYS]
