@@ -282,9 +282,9 @@ class VirtualChargePoint:
         finally:
             self._booted.clear()
             self.endpoint = None
-            for task in (sender, receiver):
-                if task is not None:
-                    task.cancel()
+            for running in (sender, receiver):
+                if running is not None:
+                    running.cancel()
             await asyncio.gather(*(t for t in (sender, receiver) if t is not None), return_exceptions=True)
             self._progress.set()
 

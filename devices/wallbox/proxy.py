@@ -66,7 +66,9 @@ class _StationSide(Endpoint):
         state = self.proxy.state
         state.observe_call(call.action, call.payload)
         self.proxy.server.emit(state, call.action, call.payload)
-        reply = await self.proxy.upstream_side.forward(call)
+        upstream = self.proxy.upstream_side
+        assert upstream is not None  # the station side runs only once the upstream side is connected
+        reply = await upstream.forward(call)
         if isinstance(reply, CallResult):
             try:
                 validate(MessageType.CallResult, call.action, reply.payload, self.version)
@@ -138,7 +140,7 @@ class ProxySession(Session):
         self.upstream_url = upstream.rstrip("/") + "/" + quote(state.cp_id, safe="")
         self.station_side = _StationSide(self, ws)
         self.endpoint = self.station_side  # our own requests (driver) go through the station side
-        self.upstream_side: _UpstreamSide | None = None  # type: ignore[assignment]
+        self.upstream_side: _UpstreamSide | None = None
         self._up_ws: Any = None
         self.upstream_ssl = ssl  # wss:// upstream: a devices.tls client context
 
@@ -146,9 +148,10 @@ class ProxySession(Session):
         try:
             # the station's basic-auth credentials go upstream unchanged: the legacy CSMS keeps checking them
             auth = self.ws.request.headers.get("Authorization") if self.ws.request is not None else None
+            tls: dict[str, Any] = {"ssl": self.upstream_ssl} if self.upstream_ssl else {}
+            headers: dict[str, Any] = {"additional_headers": {"Authorization": auth}} if auth else {}
             self._up_ws = await connect(self.upstream_url, subprotocols=[SUBPROTOCOL[self.version]], open_timeout=10,
-                                        close_timeout=2, **({"ssl": self.upstream_ssl} if self.upstream_ssl else {}),
-                                        **({"additional_headers": {"Authorization": auth}} if auth else {}))
+                                        close_timeout=2, **tls, **headers)
         except Exception as exc:  # unreachable upstream: the station will retry with backoff
             log.warning("%s: upstream %s unreachable: %s", printable(self.state.cp_id), self.upstream_url, exc)
             await self.ws.close(1011, "upstream CSMS unreachable")

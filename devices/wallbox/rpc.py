@@ -27,6 +27,7 @@ from typing import Any
 from collections.abc import Awaitable, Callable
 
 from ocpp.charge_point import ChargePoint as _PackageEndpoint
+from websockets.typing import Subprotocol
 from ocpp.messages import Call, CallError, CallResult, MessageType
 
 from devices.wallbox.schemas import KNOWN_ACTIONS, OcppFault, error_code, validate
@@ -39,8 +40,8 @@ Payload = dict[str, Any]
 Handler = Callable[[Payload], Awaitable[Payload]]
 AfterHook = Callable[[Payload], Awaitable[None]]
 
-SUBPROTOCOL = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
-VERSION_OF_SUBPROTOCOL = {v: k for k, v in SUBPROTOCOL.items()}
+SUBPROTOCOL: dict[str, Subprotocol] = {"1.6": Subprotocol("ocpp1.6"), "2.0.1": Subprotocol("ocpp2.0.1")}
+VERSION_OF_SUBPROTOCOL: dict[str, str] = {v: k for k, v in SUBPROTOCOL.items()}
 MAX_UNIQUE_ID = 36  # OCPP-J: a unique id is at most 36 characters
 MAX_QUEUED_CALLS = 8  # OCPP-J allows one outstanding call per direction; a few more are tolerated
 LOUD_PER_KIND = 5  # the first rejections of each kind per connection are logged at WARNING, the rest at DEBUG
