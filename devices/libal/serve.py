@@ -50,7 +50,7 @@ def load_config(path: str | None, soc_init: float | None) -> LibalConfig:
     raw: dict[str, Any] = read_config_file(path, LibalConfig) if path else json.loads(json.dumps(DEFAULT_CONFIG))
     if soc_init is not None:
         raw = {**raw, "battery": {**raw.get("battery", {}), "soc_init": soc_init}}
-    return validate_config(LibalConfig, raw, f"--config {path}" if path else "LibalConfig")  # type: ignore[return-value]
+    return validate_config(LibalConfig, raw, f"--config {path}" if path else "LibalConfig")
 
 
 async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:

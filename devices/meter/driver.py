@@ -35,7 +35,7 @@ import math
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -205,7 +205,7 @@ class DlmsDriver(Driver):
             await client.transport.close()
         self.backoff.failed()
 
-    async def _guard(self, coro):
+    async def _guard[T](self, coro: Awaitable[T]) -> T:
         try:
             return await coro
         except (DeviceUnavailable, ProtocolError):

@@ -256,7 +256,7 @@ class ServerLink:
     ``on_disconnect(client_sap)`` ends its association (DISC, or a new SNRM)."""
 
     def __init__(self, logical: int, physical: int, on_apdu: Callable[[int, bytes], bytes | None],
-                 on_disconnect: Callable[[int], None], max_info: int = 512) -> None:
+                 on_disconnect: Callable[[int], object], max_info: int = 512) -> None:
         self.logical, self.physical = logical, physical
         self.on_apdu, self.on_disconnect = on_apdu, on_disconnect
         self.max_info = max_info

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from devices.meter import hdlc, wrapper
 from devices.meter.association import Association
@@ -50,7 +49,7 @@ class CosemServer:
 class TcpListener:
     """A TCP server whose connections are served by ``handler``; tracks them so stop() releases everything."""
 
-    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], asyncio.Future[Any] | object]):
+    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -101,7 +100,7 @@ class TcpListener:
             writer.close()
 
 
-def wrapper_handler(server: CosemServer) -> Callable:
+def wrapper_handler(server: CosemServer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         association: Association | None = None
         while True:
@@ -136,7 +135,7 @@ def hdlc_link(server: CosemServer) -> hdlc.ServerLink:
                            lambda sap: associations.pop(sap, None), max_info=min(server.cfg.max_pdu_size, 1024))
 
 
-def hdlc_handler(server: CosemServer) -> Callable:
+def hdlc_handler(server: CosemServer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = hdlc_link(server)
         while True:

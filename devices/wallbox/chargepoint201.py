@@ -199,7 +199,7 @@ class ChargePoint201(VirtualChargePoint):
         purpose = crit.get("chargingProfilePurpose")
         if purpose == pf.EXTERNAL:  # K10.FR.06: external constraints are not the CSMS's to clear
             return {"status": "Unknown", "statusInfo": {"reasonCode": "InvalidValue"}}
-        purpose = {"ChargingStationMaxProfile": pf.MAX}.get(purpose, purpose)
+        purpose = pf.MAX if purpose == "ChargingStationMaxProfile" else purpose
         return {"status": self.clear_profiles(profile_id=p.get("chargingProfileId"), connector=crit.get("evseId"),
                                               purpose=purpose, stack_level=crit.get("stackLevel"))}
 

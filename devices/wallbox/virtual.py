@@ -14,6 +14,7 @@ import asyncio
 from datetime import datetime, UTC
 from collections.abc import Mapping
 from urllib.parse import quote
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -30,6 +31,7 @@ CHARGE_POINTS: dict[str, type[VirtualChargePoint]] = {"1.6": ChargePoint16, "2.0
 
 
 class VirtualWallbox(VirtualDevice):
+    bank: WallboxBank  # the family's bank (checked in __init__)
     version = ""
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
@@ -51,7 +53,7 @@ class VirtualWallbox(VirtualDevice):
     def now(self) -> datetime:
         return self.clock_at(self.bank.t_s)
 
-    def make_charge_point(self, csms_url: str, **kw) -> VirtualChargePoint:
+    def make_charge_point(self, csms_url: str, **kw: Any) -> VirtualChargePoint:
         cls = CHARGE_POINTS[self.version]
         return cls(self.bank, self.cfg, cp_id=self.device_id, csms_url=csms_url, clock=self.now,
                    clock_at=self.clock_at, **kw)
@@ -71,7 +73,7 @@ class VirtualWallbox(VirtualDevice):
         await server.wait_expected(self.device_id, 10.0)
         await cp.start()
 
-    async def start_client(self, csms_url: str, **kw) -> None:
+    async def start_client(self, csms_url: str, **kw: Any) -> None:
         """Connect to an external CSMS instead of ours (``s4g device serve wallbox --csms``)."""
         self.cp = self.make_charge_point(csms_url, **kw)
         await self.cp.start()
