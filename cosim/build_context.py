@@ -54,7 +54,7 @@ class BuildContext(Protocol):
 
     def connect(self, src: Any, dst: Any, *attr_pairs: str | tuple[str, str], role: str | None = None,
                 topic: str | None = None, sender_kind: str = "controller", period_s: int = 0,
-                time_shifted: bool = False, initial_data: dict | None = None) -> None:
+                time_shifted: bool = False, initial_data: dict[str, Any] | None = None) -> None:
         """``world.connect``, over a broker role when the scenario puts that role on one."""
 
     def record(self, entity: Any, attr: str, table: str, column: str | list[str]) -> None:

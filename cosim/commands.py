@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from cosim.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, console, err_console, option
 from cosim.durations import positive_whole_seconds
@@ -19,7 +20,7 @@ def load_scenario(path: str, until: int | None = None, seed: int | None = None, 
     """Load a scenario with the command line's overrides (``--until`` already parsed by :data:`DURATION`)."""
     from cosim.scenario import load
 
-    overrides: dict = {}
+    overrides: dict[str, Any] = {}
     if until is not None:
         overrides["duration"] = until
     if seed is not None:
@@ -183,7 +184,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 DURATION = option(positive_whole_seconds)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a scenario offline and print its KPIs")
     p.add_argument("scenario")
     p.add_argument("--until", type=DURATION, help="override the duration, e.g. 7d, 12h")

@@ -47,7 +47,7 @@ class EventSim(mosaik_api_v3.Simulator):
         self._log: TextIO | None = None
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, schedule: Schedule | None = None,
-             events_path: str | None = None, **_: Any) -> dict:
+             events_path: str | None = None, **_: Any) -> dict[str, Any]:
         if schedule is None:
             raise ValueError("EventSim needs the scenario's event schedule (init param 'schedule')")
         self.schedule, self.step_size = schedule, int(step_size)
@@ -56,7 +56,7 @@ class EventSim(mosaik_api_v3.Simulator):
             self._log = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict]:
+    def create(self, num: int, model: str, **params: Any) -> list[dict[str, Any]]:
         out = []
         for _ in range(num):
             label = params.get("device") or params.get("site") or model.lower()
@@ -67,7 +67,7 @@ class EventSim(mosaik_api_v3.Simulator):
             out.append({"eid": eid, "type": model})
         return out
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         sch = self.schedule
         if self._log is not None:
             for edge, w in sch.transitions(time):
@@ -88,7 +88,7 @@ class EventSim(mosaik_api_v3.Simulator):
                                     **{a: 0.0 if tripped else _one(got.get(a)) for a in ("p_w", "q_var")}}
         return time + self.step_size
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: dict[str, Any]) -> dict[str, Any]:
         return {eid: {a: self.values[eid][a] for a in attrs} for eid, attrs in outputs.items()}
 
     def finalize(self) -> None:

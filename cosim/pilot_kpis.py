@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def _requested(run: Any, dev_id: str) -> np.ndarray | None:
     if not cols:
         return None
     sent = np.asarray(t.columns[cols[0]], dtype=float)
-    return np.r_[np.nan, sent[:-1]]
+    return cast(np.ndarray, np.r_[np.nan, sent[:-1]])
 
 
 def bucharest(run: Any) -> list[dict[str, Any]]:

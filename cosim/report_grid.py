@@ -4,7 +4,7 @@ and unbalance, loading duration curves, and a single-line view coloured by the w
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import plotly.graph_objects as go
@@ -165,7 +165,7 @@ def lvur_pct(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     three phase voltages, over that mean. NaN where a phase is missing."""
     stack = np.stack([a, b, c])
     mean = stack.mean(axis=0)
-    return np.abs(stack - mean).max(axis=0) / mean * 100.0
+    return cast(np.ndarray, np.abs(stack - mean).max(axis=0) / mean * 100.0)
 
 
 def unbalance(ctx: ReportContext) -> Section | None:

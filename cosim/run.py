@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Iterator
 
 from cosim.progress import RunInterrupted, RunMonitor
@@ -81,7 +81,7 @@ def recorded_steps(run_dir: Path) -> int | None:
         return None
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).metadata.num_rows
+    return cast("int | None", pq.ParquetFile(path).metadata.num_rows)
 
 
 #: run.json "messaging.totals": the counters a reader checks first (all counters per role key are in "roles")

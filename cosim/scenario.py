@@ -394,14 +394,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def key_path(loc: tuple) -> str:
+def key_path(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     """1-based line of the deepest YAML node along ``loc`` (so a wrong value points at its own line)."""
     best = node.start_mark.line + 1 if node is not None else None
     for part in loc:
@@ -418,14 +418,14 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return best
 
 
-Remap = Callable[[tuple], tuple]
+Remap = Callable[[tuple[str | int, ...]], tuple[str | int, ...]]
 
 
-def _same_loc(loc: tuple) -> tuple:
+def _same_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return loc
 
 
-def _pydantic_problems(exc: ValidationError, prefix: tuple, root: yaml.Node | None,
+def _pydantic_problems(exc: ValidationError, prefix: tuple[str | int, ...], root: yaml.Node | None,
                        remap: Remap = _same_loc) -> list[Problem]:
     problems = []
     for err in exc.errors():
@@ -459,7 +459,7 @@ def _resolve_paths(model: BaseModel, base: Path) -> BaseModel:
 def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _same_loc) -> list[Problem]:
     problems: list[Problem] = []
 
-    def add(loc: tuple, message: str, found: Any = _MISSING) -> None:
+    def add(loc: tuple[str | int, ...], message: str, found: Any = _MISSING) -> None:
         loc = remap(loc)
         problems.append(Problem(key_path(loc), message, found, _line_of(root, loc)))
 
@@ -602,13 +602,13 @@ class LoadedScenario:
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
-    def line_of(self, loc: tuple) -> int | None:
+    def line_of(self, loc: tuple[str | int, ...]) -> int | None:
         return _line_of(yaml.compose(self.text), loc)
 
     def with_variant(self, variant: str | None) -> LoadedScenario:
         return load(self.path, variant=variant)
 
-    def error(self, loc: tuple, message: str, found: Any = _MISSING) -> ScenarioError:
+    def error(self, loc: tuple[str | int, ...], message: str, found: Any = _MISSING) -> ScenarioError:
         """A ScenarioError for a problem found later (e.g. a bus name the grid does not have)."""
         return ScenarioError(self.path, [Problem(key_path(loc), message, found, self.line_of(loc))])
 
@@ -650,7 +650,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None, variant: str
         data.update(patch)
         data["name"] = f"{data.get('name', 'scenario')}-{variant}"
 
-        def remap(loc: tuple) -> tuple:  # errors in replaced keys point into the variant
+        # errors in replaced keys point into the variant
+        def remap(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
             return ("variants", variant, *loc) if loc and loc[0] in patch else loc
 
     data.update(overrides or {})

@@ -62,7 +62,8 @@ def initial_value(source: str) -> float:
     return 1.0 if source.startswith("point.v_") or source == "point.grid_present" else 0.0
 
 
-def problems(sc: Any, family_of: Callable[[str], Family], add: Callable[[tuple, str, Any], None]) -> None:
+def problems(sc: Any, family_of: Callable[[str], Family],
+             add: Callable[[tuple[str | int, ...], str, Any], None]) -> None:
     """Report every declared input of every device that names an unknown source or, required, has none.
 
     ``sc`` is a validated cosim.scenario.Scenario (this module sits below it); ``add(loc, message, found)``

@@ -61,7 +61,7 @@ class WorldBuilder:
         self.world = mosaik.World(dict(SIM_CONFIG), time_resolution=1.0, skip_greetings=True,
                                   configure_logging=False)
         self._sims: dict[str, Any] = {}
-        self.columns: list[list] = []
+        self.columns: list[list[Any]] = []
         self.sites: dict[str, SiteHandle] = {}
         self.devices: dict[str, Any] = {}
         self.device_specs: dict[str, DeviceSpec] = {s.id: s for s in self.scenario.devices}
@@ -72,7 +72,7 @@ class WorldBuilder:
         self.device_sim: Any = None
         self.observer_sim: Any = None  # the host of non-injecting families, started when one is present
         self._extra_entities: list[Any] = []
-        self._routes: list[tuple] = []
+        self._routes: list[tuple[Any, ...]] = []
         self.bus: Any = None
         self.ev_bays: dict[str, Any] = {}  # wallbox id -> its EV fleet bay entity
         self.warnings: list[str] = []
@@ -92,7 +92,7 @@ class WorldBuilder:
 
     def connect(self, src: Any, dst: Any, *attr_pairs: str | tuple[str, str], role: str | None = None,
                 topic: str | None = None, sender_kind: str = "controller", period_s: int = 0,
-                time_shifted: bool = False, initial_data: dict | None = None) -> None:
+                time_shifted: bool = False, initial_data: dict[str, Any] | None = None) -> None:
         """Connect like ``world.connect``; with a broker ``role`` (data, control, smx, aggregator, smx:<site>)
         the flow travels as SenML over that role's broker when the scenario puts the role on one (or a
         communication-loss event touches it).
@@ -303,7 +303,7 @@ class WorldBuilder:
             self._event_points[spec.id] = self.add_entity(self.event_sim.Point(site=spec.site, device=spec.id))
         return self._event_points[spec.id]
 
-    def _create(self, loc: tuple, factory: Any, **params: Any) -> Any:
+    def _create(self, loc: tuple[str | int, ...], factory: Any, **params: Any) -> Any:
         """Create an entity; a simulator's refusal (bad column, file, ...) becomes a scenario error at ``loc``."""
         try:
             return factory(**params)
@@ -459,7 +459,7 @@ class WorldBuilder:
         self.bus = MessageBus(sc.messaging or MessagingSpec(default="direct"), seed=sc.seed, start=sc.start,
                               **bus_security(sc.security, sc.messaging.namespace if sc.messaging else ""))
         scope = source_name(sc.name)
-        groups: dict[tuple, list[tuple]] = {}
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for r in self._routes:
             src, dst, role = r[0], r[1], r[3]
             # publish-only routes cannot close a cycle: one link simulator carries them all
@@ -481,8 +481,8 @@ class WorldBuilder:
                 self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial,
                                 native[0] if native else None)
 
-    def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple, role: str, topic: str | None,
-                   kind: str, period_s: int, shifted: bool, initial: dict | None,
+    def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple[Any, ...], role: str,
+                   topic: str | None, kind: str, period_s: int, shifted: bool, initial: dict[str, Any] | None,
                    native: dict[str, tuple[str, float]] | None = None) -> None:
         from cosim.messaging import topics
         from cosim.messaging.link import source_name

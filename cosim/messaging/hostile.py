@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -179,7 +179,7 @@ class HostilePeer:
         for info in infos:
             info.wait_for_publish(self.timeout_s)
         self.injected += n
-        return self.bus.wait_for(lambda st: seen(st) >= before + n, self.timeout_s)
+        return cast("dict[str, dict[str, int]]", self.bus.wait_for(lambda st: seen(st) >= before + n, self.timeout_s))
 
     def close(self) -> None:
         for endpoint, wire in sorted(self._retained):  # a real broker keeps retained messages: leave none behind

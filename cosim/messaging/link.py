@@ -28,7 +28,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import mosaik_api_v3
 
@@ -78,7 +78,7 @@ class _Route:
         return any(t0 <= t_s < t1 for t0, t1 in self.down)
 
 
-def meta(attrs: list[str]) -> dict:
+def meta(attrs: list[str]) -> dict[str, Any]:
     return {
         "api_version": "3.0",
         "type": "time-based",
@@ -113,7 +113,7 @@ one time-shifted edge keeps it acyclic as without the broker.
         self._sensorthings_dir: str | None = None
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, bus: MessageBus | None = None,
-             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> dict:
+             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> dict[str, Any]:
         if bus is None:
             raise ValueError("BusLinkSim needs the in-process MessageBus (init param 'bus')")
         self.bus = bus
@@ -124,8 +124,8 @@ one time-shifted edge keeps it acyclic as without the broker.
         return self.meta
 
     def create(self, num: int, model: str, role: str, topic: str, sender: str, source: str,
-               sender_kind: str = "controller", period_s: int = 0, native: dict | None = None,
-               down: Any = ()) -> list[dict]:
+               sender_kind: str = "controller", period_s: int = 0, native: dict[str, Any] | None = None,
+               down: Any = ()) -> list[dict[str, Any]]:
         assert self.bus is not None
         out = []
         names = {a: (str(n), float(f)) for a, (n, f) in native.items()} if native else None
@@ -151,7 +151,7 @@ one time-shifted edge keeps it acyclic as without the broker.
 
             self._sensorthings = SensorThingsRecorder(self.bus, self._sensorthings_dir)
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         assert self.bus is not None
         packs: dict[tuple[str, str, str], dict[str, Record]] = {}
         for eid, attrs in sorted(inputs.items()):
@@ -217,7 +217,7 @@ one time-shifted edge keeps it acyclic as without the broker.
             raise ValueError(f"a SenML pack ({attr}) travels on the control role only, not {info.role!r}")
         return topics.schedule_topic(info.site, route.source, attr)
 
-    def _pack_records(self, pack: list[dict]) -> list[Record]:
+    def _pack_records(self, pack: list[dict[str, Any]]) -> list[Record]:
         """A pack as records with times in simulated seconds (what the bus publishes)."""
         assert self.bus is not None
         epoch0 = self.bus.epoch0
@@ -283,7 +283,7 @@ one time-shifted edge keeps it acyclic as without the broker.
             vectors.setdefault(attr, [math.nan] * length)[int(index)] = value
         return scalars | vectors
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: dict[str, Any]) -> dict[str, Any]:
         data = {}
         for eid, attrs in outputs.items():
             route = self.routes[eid]
@@ -359,4 +359,4 @@ def _same(a: Any, b: Any) -> bool:
         a = a.tolist()
     if hasattr(b, "tolist"):
         b = b.tolist()
-    return a == b
+    return cast(bool, a == b)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def battery_capex_eur(kwh: float, year: int, eur_per_kwh: float, trend: float) -
 
 def discount(cash_flows: Sequence[float], rate: float) -> np.ndarray:
     cf = np.asarray(cash_flows, dtype=float)
-    return cf / (1.0 + rate) ** np.arange(len(cf))
+    return cast(np.ndarray, cf / (1.0 + rate) ** np.arange(len(cf)))
 
 
 def npv(cash_flows: Sequence[float], rate: float) -> float:

@@ -40,7 +40,7 @@ class InlinePool:
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.queue: deque = deque()
+        self.queue: deque[tuple[str, str, TaskOptions]] = deque()
         self.stopping = False
 
     def submit(self, vid: str, text: str, options: TaskOptions) -> None:
@@ -392,7 +392,7 @@ class StudyRunner:
     def _search_variant(self, b: Bisection, value: float) -> Variant:
         return Variant.make({**b.combo, b.axis: value}, origin="search")
 
-    def _submit_or_reuse(self, v: Variant, ready: deque) -> None:
+    def _submit_or_reuse(self, v: Variant, ready: deque[dict[str, Any]]) -> None:
         if v.id not in self.variants:
             self.variants[v.id] = v
             self.order.append(v.id)
@@ -407,8 +407,8 @@ class StudyRunner:
         if len(twin) == 1:  # variants that differ only in economics.* axes share one simulation
             self._pool.submit(v.id, text, options)
 
-    def _loop(self, todo: deque, bar: _Bar) -> None:
-        ready: deque = deque()
+    def _loop(self, todo: deque[Variant], bar: _Bar) -> None:
+        ready: deque[dict[str, Any]] = deque()
         submitted: set[str] = set()
 
         def feed_all() -> None:
@@ -436,7 +436,7 @@ class StudyRunner:
             feed_all()
             bar.update()
 
-    def _handle(self, result: dict[str, Any], todo: deque, fresh: bool) -> None:
+    def _handle(self, result: dict[str, Any], todo: deque[Variant], fresh: bool) -> None:
         if fresh:
             twins = next((ids for ids in self._by_text.values() if ids and ids[0] == result["id"]), [result["id"]])
             for other in twins[1:]:
@@ -444,7 +444,7 @@ class StudyRunner:
                 self._handle_one(copy, todo, fresh)
         self._handle_one(result, todo, fresh)
 
-    def _handle_one(self, result: dict[str, Any], todo: deque, fresh: bool) -> None:
+    def _handle_one(self, result: dict[str, Any], todo: deque[Variant], fresh: bool) -> None:
         vid = result["id"]
         v = self.variants.get(vid)
         if result["status"] == "lost":
@@ -481,7 +481,7 @@ class StudyRunner:
             return False  # a KPI that could not be computed does not meet a target
         return all(verdicts)
 
-    def _feed_search(self, v: Variant | None, met: bool | None, todo: deque) -> None:
+    def _feed_search(self, v: Variant | None, met: bool | None, todo: deque[Variant]) -> None:
         if v is None or v.origin != "search":
             return
         s = self.study.search

@@ -81,15 +81,15 @@ def _split_dots(path: str) -> list[str]:
     return parts
 
 
-def targets(doc: Any, path: str, *, create: bool = True) -> list[tuple[Any, Any, tuple]]:
+def targets(doc: Any, path: str, *, create: bool = True) -> list[tuple[Any, Any, tuple[str | int, ...]]]:
     """Every (container, key, location) the path points at. Missing mapping keys are allowed at the last step
     (and created as empty mappings on the way when ``create``), list selectors must match."""
     steps = parse(path)
-    found: list[tuple[Any, Any, tuple]] = [(None, None, ())]
-    current: list[tuple[Any, tuple]] = [(doc, ())]
+    found: list[tuple[Any, Any, tuple[str | int, ...]]] = [(None, None, ())]
+    current: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
     for n, step in enumerate(steps):
         last = n == len(steps) - 1
-        nxt: list[tuple[Any, tuple]] = []
+        nxt: list[tuple[Any, tuple[str | int, ...]]] = []
         found = []
         for node, loc in current:
             where = _render(loc) or "<top>"
@@ -124,14 +124,14 @@ def targets(doc: Any, path: str, *, create: bool = True) -> list[tuple[Any, Any,
     return found
 
 
-def _render(loc: tuple) -> str:
+def _render(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def assign(doc: dict[str, Any], path: str, value: Any) -> list[tuple]:
+def assign(doc: dict[str, Any], path: str, value: Any) -> list[tuple[str | int, ...]]:
     """Write ``value`` at every place ``path`` points at (in place); the locations written.
 
     ``None`` on list elements (``devices[id=libal]: null``) removes them: a variant without that device.

@@ -301,7 +301,7 @@ class LoadedStudy:
         h.update(self.scenario_path.read_bytes())
         return h.hexdigest()
 
-    def error(self, loc: tuple, message: str, found: Any = _MISSING) -> ScenarioError:
+    def error(self, loc: tuple[str | int, ...], message: str, found: Any = _MISSING) -> ScenarioError:
         return ScenarioError(self.path, [Problem(key_path(loc), message, found,
                                                  _line_of(yaml_file.parse(self.text).root, loc))])
 
@@ -336,7 +336,7 @@ def _scenario_problems(ls: LoadedStudy, root: Any) -> list[Problem]:
     """Key paths and variant names checked against the base scenario document."""
     from cosim.study.base import BaseDocument
 
-    def problem(loc: tuple, message: str, found: Any = _MISSING) -> Problem:
+    def problem(loc: tuple[str | int, ...], message: str, found: Any = _MISSING) -> Problem:
         return Problem(key_path(loc), message, found, _line_of(root, loc))
 
     study = ls.study
