@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.events import Schedule
 
@@ -39,7 +40,7 @@ META = {
 
 class EventSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
-        super().__init__(META)
+        super().__init__(META)  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.schedule = Schedule([], start=None)  # type: ignore[arg-type]
         self.step_size = 60
         self.entities: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -47,7 +48,7 @@ class EventSim(mosaik_api_v3.Simulator):
         self._log: TextIO | None = None
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, schedule: Schedule | None = None,
-             events_path: str | None = None, **_: Any) -> dict[str, Any]:
+             events_path: str | None = None, **_: Any) -> Meta:
         if schedule is None:
             raise ValueError("EventSim needs the scenario's event schedule (init param 'schedule')")
         self.schedule, self.step_size = schedule, int(step_size)
@@ -56,8 +57,8 @@ class EventSim(mosaik_api_v3.Simulator):
             self._log = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict[str, Any]]:
-        out = []
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             label = params.get("device") or params.get("site") or model.lower()
             eid = f"{model.lower()}:{label}"

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.messaging import senml, units
 from cosim.messaging.bus import MessageBus
@@ -78,7 +79,7 @@ class _Route:
         return any(t0 <= t_s < t1 for t0, t1 in self.down)
 
 
-def meta(attrs: list[str]) -> dict[str, Any]:
+def meta(attrs: list[str]) -> Meta:
     return {
         "api_version": "3.0",
         "type": "time-based",
@@ -99,7 +100,7 @@ one time-shifted edge keeps it acyclic as without the broker.
 """
 
     def __init__(self) -> None:
-        super().__init__(meta([]))
+        super().__init__(meta([]))  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.bus: MessageBus | None = None
         self.routes: dict[str, _Route] = {}
         self.step_size = 60
@@ -112,8 +113,10 @@ one time-shifted edge keeps it acyclic as without the broker.
         self._sensorthings: Any = None
         self._sensorthings_dir: str | None = None
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, bus: MessageBus | None = None,
-             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> dict[str, Any]:
+    # mosaik passes a simulator's own parameters by keyword: narrower than the base's **sim_params
+    def init(self, sid: str, time_resolution: float = 1.0,  # type: ignore[override]
+             step_size: int = 60, bus: MessageBus | None = None,
+             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> Meta:
         if bus is None:
             raise ValueError("BusLinkSim needs the in-process MessageBus (init param 'bus')")
         self.bus = bus
@@ -123,11 +126,11 @@ one time-shifted edge keeps it acyclic as without the broker.
         self.meta = meta(list(attrs or []))
         return self.meta
 
-    def create(self, num: int, model: str, role: str, topic: str, sender: str, source: str,
-               sender_kind: str = "controller", period_s: int = 0, native: dict[str, Any] | None = None,
-               down: Any = ()) -> list[dict[str, Any]]:
+    def create(self, num: int, model: str, role: str, topic: str, sender: str,  # type: ignore[override]  # as init
+               source: str, sender_kind: str = "controller", period_s: int = 0, native: dict[str, Any] | None = None,
+               down: Any = ()) -> list[CreateResult]:
         assert self.bus is not None
-        out = []
+        out: list[CreateResult] = []
         names = {a: (str(n), float(f)) for a, (n, f) in native.items()} if native else None
         for _ in range(num):
             eid = f"r{len(self.routes)}"
@@ -184,9 +187,9 @@ one time-shifted edge keeps it acyclic as without the broker.
                 self._shape[(route.topic, attr)] = None if scalar else len(records)
                 for rec in records:
                     pack[rec.name] = rec
-        for (role, topic, sender), records in sorted(packs.items()):
-            if records:
-                self.bus.publish(role, topic, list(records.values()), time, sender)
+        for (role, topic, sender), by_name in sorted(packs.items()):
+            if by_name:
+                self.bus.publish(role, topic, list(by_name.values()), time, sender)
         for sub in self._subs.values():
             for message in sub.deliver(time):
                 self._hold(message)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 ROLES = ("viewer", "operator", "engineer", "admin")
 RESIDENT = "resident"
@@ -133,7 +133,7 @@ class WebAuth:
     """Sessions and checks for one server. ``users``: User objects or a users file."""
 
     def __init__(self, users: list[User] | str | Path, *, audit_log: str | Path | None = None,
-                 session_s: float = SESSION_S, clock=time.time) -> None:
+                 session_s: float = SESSION_S, clock: Callable[[], float] = time.time) -> None:
         self.users = {u.name: u for u in (load_users(users) if isinstance(users, (str, Path)) else users)}
         self.audit_path = Path(audit_log) if audit_log else None
         self.audit_entries: list[dict[str, Any]] = []

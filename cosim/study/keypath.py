@@ -35,7 +35,10 @@ class Step:
             return self.key
         if self.index is not None:
             return f"[{self.index}]"
-        return "[*]" if self.every else f"[{self.match[0]}={self.match[1]}]"
+        if self.every:
+            return "[*]"
+        assert self.match is not None  # a step is a key, an index, [*] or [field=value]
+        return f"[{self.match[0]}={self.match[1]}]"
 
 
 def parse(path: str) -> tuple[Step, ...]:
@@ -113,6 +116,7 @@ def targets(doc: Any, path: str, *, create: bool = True) -> list[tuple[Any, Any,
             elif step.every:
                 picks = list(range(len(node)))
             else:
+                assert step.match is not None  # a step is a key, an index, [*] or [field=value]
                 field, value = step.match
                 picks = [i for i, item in enumerate(node) if isinstance(item, dict) and str(item.get(field)) == value]
             if not picks:
