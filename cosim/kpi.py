@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 # The presentation half, re-exported: callers that say kpi.table / kpi.fmt / kpi.flatten keep working.
-from cosim.kpi_format import compare_table, flatten, fmt, headline, label, show, table  # noqa: F401
+from cosim.kpi_format import compare_table as compare_table, flatten as flatten, fmt as fmt
+from cosim.kpi_format import headline as headline, label as label, show as show, table as table
 from cosim.rundir import Table, read_meta, read_run, read_table, run_status
 
 KPI_FILE = "kpis.json"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, cast
+from collections.abc import Callable
 
 import numpy as np
 
@@ -80,7 +81,8 @@ def bucharest(run: Any) -> list[dict[str, Any]]:
     if dev is None or site is None:
         return [_row("router", "Energy Router at a site", None, "", "present", False)]
     did, sid, dt_h = dev["id"], site["id"], run.dt_h
-    col = lambda attr: run.col("devices", did, attr)  # noqa: E731
+    # a column the router did not record is None; the checks below go by n (the length of its state column)
+    col: Callable[[str], Any] = lambda attr: run.col("devices", did, attr)  # noqa: E731
     state, batt = col("state"), col("batt_p_w")
     pcc = run.col("sites", sid, "pcc_p_w")
     n = len(state) if state is not None else 0
@@ -253,7 +255,7 @@ def compare_rows(kpis_list: list[dict[str, Any]]) -> list[tuple[str, list[str]]]
         for p in pilots:
             r = p["rows"][i] if p and i < len(p["rows"]) and p["rows"][i]["key"] == row["key"] else None
             shown = r is not None and r["value"] is not None
-            cells.append(fmt_value(r) + (f" {verdict(r)}" if r["target"] else "") if shown else "—")
+            cells.append(fmt_value(r) + (f" {verdict(r)}" if r["target"] else "") if r is not None and shown else "—")
         out.append((label, cells))
     return out
 

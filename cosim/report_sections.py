@@ -10,7 +10,7 @@ import html
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -64,7 +64,8 @@ def downsample(x: np.ndarray, how: str, k: int) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN buckets stay NaN
         if how == "first":
             return shaped[:, 0]
-        return cast(np.ndarray, {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[how](shaped, axis=1))
+        reducers: dict[str, Callable[..., np.ndarray]] = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}
+        return reducers[how](shaped, axis=1)
 
 
 def band_lines(fig: go.Figure, bands: list[tuple[tuple[float, float], str]], **where: Any) -> None:

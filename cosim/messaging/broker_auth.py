@@ -43,7 +43,7 @@ def unregister(key: str) -> None:
     _POLICIES.pop(key, None)
 
 
-class CertificateAuthPlugin(BaseAuthPlugin):
+class CertificateAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
     @dataclass
     class Config:
         policy: str = ""
@@ -63,7 +63,7 @@ class CertificateAuthPlugin(BaseAuthPlugin):
         return True
 
 
-class TopicPolicyPlugin(BaseTopicPlugin):
+class TopicPolicyPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type information
     @dataclass
     class Config:
         policy: str = ""

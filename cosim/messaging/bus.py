@@ -322,8 +322,9 @@ class MessageBus:
                     client_id=f"s4g-bus-{self._instance}-{role.key.replace(':', '-')}",
                     subscribe_qos=self.spec.qos if sub_qos is None else sub_qos, timeout=self.spec.timeout_s)
                 key = role.key
-                backend.open(lambda t, p, r, key=key: self._on_wire(key, t, p, r),
-                             lambda mid, reason, key=key: self._on_refused(key, mid, reason))
+                # mypy cannot type a lambda with a default argument
+                backend.open(lambda t, p, r, key=key: self._on_wire(key, t, p, r),  # type: ignore[misc]
+                             lambda mid, reason, key=key: self._on_refused(key, mid, reason))  # type: ignore[misc]
                 role.backend = backend
         except BaseException:
             self._teardown()

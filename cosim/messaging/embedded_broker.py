@@ -182,9 +182,9 @@ class EmbeddedBroker:
 
         context = self.security.context() if self.security is not None else None
 
-        class _Broker(Broker):
+        class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type information
             # amqtt's own context accepts clients without a certificate and checks no CRL: ours does both
-            def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:  # type: ignore[override]
+            def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
                 assert context is not None
                 return context
 

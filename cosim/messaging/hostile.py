@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -161,7 +161,8 @@ class HostilePeer:
         """Publish ``items`` (QoS 1) and wait until the bus has seen each one; unreachable topics are skipped.
         Returns the bus counters afterwards."""
         keys = list(self.bus.stats())
-        seen = lambda st: sum(s["foreign"] + s["stale_retained"] for s in st.values())  # noqa: E731
+        seen: Callable[[dict[str, dict[str, int]]], int] = (  # noqa: E731
+            lambda st: sum(s["foreign"] + s["stale_retained"] for s in st.values()))
         before = seen(self.bus.stats())
         prefix = self.bus.namespace_prefix
         infos = []

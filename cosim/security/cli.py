@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from typing import cast
+from collections.abc import Callable
 
 EXIT_OK, EXIT_INVALID = 0, 2
 
@@ -25,11 +25,11 @@ def _days(text: str) -> int:
     return value
 
 
-def _run(fn, args: argparse.Namespace) -> int:
+def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     from cosim.security.pki import PkiError
 
     try:
-        return cast(int, fn(args))
+        return fn(args)
     except PkiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID

@@ -458,8 +458,8 @@ class Compiler:
             a = self._bool(node.args[0])
             return Sql(f"(NOT COALESCE({a.sql}, FALSE))", "bool")
         if op == "neg":
-            a = self._num(self.compile(node.args[0]))
-            return Sql(f"(-{a})", "num")
+            num = self._num(self.compile(node.args[0]))
+            return Sql(f"(-{num})", "num")
         if op in _SQL_ARITH:
             a, b = self.compile(node.args[0]), self.compile(node.args[1])
             return Sql(f"({self._num(a)} {_SQL_ARITH[op]} {self._num(b)})", "num")
