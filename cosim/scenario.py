@@ -442,9 +442,9 @@ def _pydantic_problems(exc: ValidationError, prefix: tuple[str | int, ...], root
     return problems
 
 
-def _resolve_paths(model: BaseModel, base: Path) -> BaseModel:
+def _resolve_paths[M: BaseModel](model: M, base: Path) -> M:
     """Make every relative Path field absolute against the scenario folder (recursively)."""
-    updates = {}
+    updates: dict[str, Any] = {}
     for name in type(model).model_fields:
         value = getattr(model, name)
         if isinstance(value, Path) and not value.is_absolute():
@@ -501,8 +501,8 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
     in_fleet: set[str] = set()
     for i, fleet in enumerate(sc.ev_fleets):
         for j, wb in enumerate(fleet.wallboxes):
-            dev = devices_by_id.get(wb)
-            if dev is None or not sources.reads_fleet(device_registry.family(dev.family)):
+            member = devices_by_id.get(wb)
+            if member is None or not sources.reads_fleet(device_registry.family(member.family)):
                 fed = [n for n, f in device_registry.families().items() if sources.reads_fleet(f)]
                 add(("ev_fleets", i, "wallboxes", j), "expected the id of a device whose family is fed by an EV "
                     f"fleet (families: {', '.join(fed) or 'none'})", wb)

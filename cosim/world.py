@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mosaik
 import numpy as np
@@ -58,7 +58,8 @@ class WorldBuilder:
         self.out_dir = Path(out_dir)
         self.monitor = monitor
         self.step_s = self.scenario.step
-        self.world = mosaik.World(dict(SIM_CONFIG), time_resolution=1.0, skip_greetings=True,
+        # every entry is a {"python": "module:Class"} (mosaik's PythonModel)
+        self.world = mosaik.World(cast(mosaik.SimConfig, dict(SIM_CONFIG)), time_resolution=1.0, skip_greetings=True,
                                   configure_logging=False)
         self._sims: dict[str, Any] = {}
         self.columns: list[list[Any]] = []
@@ -85,7 +86,9 @@ class WorldBuilder:
         """Start (once) and return the model factory of a simulator; ``python`` registers a new one."""
         if name not in self._sims:
             if python is not None:
-                self.world._async_world.sim_config[name] = {"python": python}
+                sim_config = self.world._async_world.sim_config
+                assert sim_config is not None  # the world was created with SIM_CONFIG
+                sim_config[name] = {"python": python}
             params.setdefault("step_size", self.step_s)
             self._sims[name] = self.world.start(name, **params)
         return self._sims[name]

@@ -77,7 +77,7 @@ def create_gui_app(store: Store, *, engine: Engine | None = None, users: str | N
         answer = await run_in_threadpool(gate.gate, request.method, path, headers, body, host=host, need=need,
                                          peer=request.client.host if request.client else "")
         if isinstance(answer, Reply) or (hasattr(answer, "status") and hasattr(answer, "body")):
-            return _reply(answer)  # type: ignore[arg-type]
+            return _reply(answer)
         resident = getattr(answer, "role", None) == RESIDENT
         if need is not None and resident and not path.startswith(("/gui/api/home", "/gui/api/sites")):
             return JSONResponse({"error": "residents see their own home page only"}, status_code=403)
