@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from cosim import kpi
 from cosim.report_context import ReportContext
+from cosim.rundir import Table
 from cosim.report_sections import (PHASE_COLORS, PHASE_NAMES, Section, band_lines, bucket_size, downsample, e,
                                    figure, note)
 
@@ -70,7 +71,7 @@ def voltage_profile(ctx: ReportContext) -> Section | None:
         return Section("profile", "Voltage profile along the feeder",
                        note("The run directory has no grid topology (meta.json grid.topology, written since this "
                             "report exists): no distances to draw the profile against."))
-    t_s = ctx.table("buses").t_s
+    t_s = cast(Table, ctx.table("buses")).t_s  # the phases come from the bus table
     fig = figure("Voltage against distance from the transformer", height=480, hovermode="closest")
     text = []
     for phase, (ids, m) in phases.items():
@@ -123,7 +124,7 @@ def voltage_heatmap(ctx: ReportContext) -> Section | None:
     phases = _phases(ctx)
     if not phases:
         return None
-    t_s = ctx.table("buses").t_s
+    t_s = cast(Table, ctx.table("buses")).t_s  # the phases come from the bus table
     k = bucket_size(len(t_s), HEATMAP_COLUMNS)
     x = ctx.times(downsample(t_s.astype(float), "first", k).astype(np.int64))
     band, tight = ctx.run.v_band, ctx.run.v_band_tight
@@ -172,7 +173,7 @@ def unbalance(ctx: ReportContext) -> Section | None:
     phases = _phases(ctx)
     if not all(p in phases for p in "abc"):
         return None
-    t_s = ctx.table("buses").t_s
+    t_s = cast(Table, ctx.table("buses")).t_s  # the phases come from the bus table
     k = bucket_size(len(t_s))
     x = ctx.times(downsample(t_s.astype(float), "first", k).astype(np.int64))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
@@ -228,7 +229,7 @@ def loading_duration(ctx: ReportContext) -> Section | None:
     fig = figure("Loading duration curves: share of the time a loading is reached or exceeded", hovermode="closest")
     if trafos is not None:
         for tid in trafos.ids("loading_pct"):
-            x, y = _duration(trafos.get(tid, "loading_pct"))
+            x, y = _duration(cast(np.ndarray, trafos.get(tid, "loading_pct")))  # tid has the column
             fig.add_trace(go.Scatter(x=x, y=y, name=f"transformer {tid}", line={"color": "black", "width": 3}))
     if lines is not None and lines.ids("loading_pct"):
         ids, m = lines.matrix("loading_pct")

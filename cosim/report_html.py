@@ -58,7 +58,7 @@ def key_figures(ctx: ReportContext) -> str:
     base = kf.flatten(ctx.baseline[1]) if ctx.baseline else None
     head = "<tr><th>KPI</th><th>value</th><th>unit</th>"
     if base is not None:
-        head += f"<th>baseline ({e(ctx.baseline[0])})</th><th>change</th>"
+        head += f"<th>baseline ({e(ctx.baseline[0] if ctx.baseline else '')})</th><th>change</th>"
     rows, section = [], None
     cols = 5 if base is not None else 3
     for r in kf.summary(ctx.kpis):

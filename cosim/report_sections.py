@@ -38,7 +38,7 @@ def e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def figure(title: str, height: int = 420, **layout: Any) -> go.Figure:
+def figure(title: str, height: float = 420, **layout: Any) -> go.Figure:
     fig = go.Figure()
     settings: dict[str, Any] = {"title": {"text": title, "x": 0, "xanchor": "left"}, "height": height,
                                 "template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 40},

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from matplotlib import dates as mdates
@@ -142,7 +143,7 @@ def plot_soc(run: RunData) -> Figure:
         return fig
     x = _times(run, devices.t_s)
     for did in ids:
-        ax.plot(x, 100.0 * devices.get(did, "soc"), lw=0.9, label=did)
+        ax.plot(x, 100.0 * cast(np.ndarray, devices.get(did, "soc")), lw=0.9, label=did)  # ids have the column
     if len(ids) <= MAX_LEGEND:
         ax.legend(loc="upper left", fontsize=7, ncols=min(len(ids), 4))
     ax.set_ylim(-2, 102)
@@ -159,7 +160,8 @@ def plot_loading(run: RunData) -> Figure:
     drawn = False
     trafos = run.tables.get("trafos")
     for tid in trafos.ids("loading_pct") if trafos is not None else []:
-        ax.plot(_times(run, trafos.t_s), trafos.get(tid, "loading_pct"), lw=1, label=tid)
+        assert trafos is not None  # ids come from it
+        ax.plot(_times(run, trafos.t_s), cast(np.ndarray, trafos.get(tid, "loading_pct")), lw=1, label=tid)
         drawn = True
     lines = run.tables.get("lines")
     if lines is not None and lines.ids("loading_pct"):
