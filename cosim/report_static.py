@@ -48,9 +48,9 @@ def _no_data(ax: Axes, what: str) -> None:
 def _png(fig: Figure) -> bytes:
     for ax in fig.axes:
         if ax.has_data() and isinstance(ax.xaxis.get_major_formatter(), mdates.AutoDateFormatter):
-            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))  # type: ignore[no-untyped-call]  # matplotlib: ConciseDateFormatter is unannotated
     buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})
+    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})  # type: ignore[no-untyped-call]  # matplotlib: FigureCanvasAgg.print_png is unannotated
     return buf.getvalue()
 
 
@@ -196,7 +196,7 @@ def _svg(fig: Figure) -> bytes:
     from matplotlib.backends.backend_svg import FigureCanvasSVG
 
     buf = io.BytesIO()
-    FigureCanvasSVG(fig).print_svg(buf, metadata={"Date": None})
+    FigureCanvasSVG(fig).print_svg(buf, metadata={"Date": None})  # type: ignore[no-untyped-call]  # matplotlib: FigureCanvasSVG.print_svg is unannotated
     return buf.getvalue()
 
 

@@ -181,7 +181,7 @@ def _shutdown(builder: WorldBuilder) -> None:
     """Finalize every simulator (closes the recorder and device connections) even after an exception."""
     try:
         _cancel_leftover_tasks(builder.world.loop)
-        builder.world.shutdown()
+        builder.world.shutdown()  # type: ignore[no-untyped-call]  # mosaik: World.shutdown is unannotated
     except Exception:  # a world that never started has nothing to shut down
         pass
     finally:

@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from cosim.study import store as store_mod
@@ -26,6 +26,10 @@ from cosim.study.spec import LoadedStudy
 from cosim.study.task import TaskOptions, run_variant
 from cosim.study.variants import BaseDocument, Bundle, Variant, check, document, portable_text
 from cosim.study.sampling import Domain, full_grid, sample
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.progress import Progress, TaskID
 
 log = logging.getLogger(__name__)
 #: variants validated in full (scenario model + semantics) before anything runs; larger plans check a subset
@@ -100,11 +104,11 @@ class DaskPool:
         self.bundle = bundle
         self.cluster = None
         if scheduler:
-            self.client = Client(scheduler, timeout="20s")
+            self.client = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         else:
-            self.cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,
+            self.cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
                                         dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, host="127.0.0.1")
-            self.client = Client(self.cluster)
+            self.client = Client(self.cluster)  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         self.workers = len(self.client.scheduler_info().get("workers", {}))
         self.scattered: dict[str, Any] = {}
         self.futures: dict[Any, str] = {}
@@ -113,7 +117,7 @@ class DaskPool:
         """The bundle on every worker, sent once per content (an axis over a file path may add files later)."""
         token = self.bundle.token
         if token not in self.scattered:
-            [self.scattered[token]] = self.client.scatter([dict(self.bundle.files)], broadcast=True, hash=False)
+            [self.scattered[token]] = self.client.scatter([dict(self.bundle.files)], broadcast=True, hash=False)  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         return self.scattered[token]
 
     def submit(self, vid: str, text: str, options: TaskOptions) -> None:
@@ -131,7 +135,7 @@ class DaskPool:
         if not self.futures:
             return []
         try:
-            done, _ = wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED")
+            done, _ = wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED")  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         except TimeoutError:
             return []
         out = []
@@ -154,12 +158,12 @@ class DaskPool:
 
     def cancel(self) -> None:
         if self.futures:
-            self.client.cancel(list(self.futures))
+            self.client.cancel(list(self.futures))  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
             self.futures.clear()
 
     def close(self) -> None:
         try:
-            self.client.close()
+            self.client.close()  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         finally:
             if self.cluster is not None:
                 self.cluster.close()
@@ -214,7 +218,7 @@ class StudyRunner:
         self._by_text: dict[str, list[str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = None
+        self._pool: InlinePool | DaskPool | None = None
         self.bundle = Bundle()
         self.on_result: Callable[[dict[str, Any]], None] | None = None
         self.timing: dict[str, float] = {}
@@ -339,7 +343,7 @@ class StudyRunner:
     def status_dict(self) -> dict[str, Any]:
         return self.status.as_dict(self._n_workers)
 
-    def table(self):
+    def table(self) -> pd.DataFrame:
         return store_mod.read_table(self.out)
 
     def run(self, progress: bool = False) -> Status:
@@ -384,7 +388,7 @@ class StudyRunner:
             self.finish()
         return self.status
 
-    def _make_pool(self):
+    def _make_pool(self) -> InlinePool | DaskPool:
         if self.scheduler is None and not self.workers:
             return InlinePool(self.bundle)
         return DaskPool(self.bundle, self.workers, self.scheduler)
@@ -405,6 +409,7 @@ class StudyRunner:
         twin = self._by_text.setdefault(text + repr(options), [])
         twin.append(v.id)
         if len(twin) == 1:  # variants that differ only in economics.* axes share one simulation
+            assert self._pool is not None  # started by run()
             self._pool.submit(v.id, text, options)
 
     def _loop(self, todo: deque[Variant], bar: _Bar) -> None:
@@ -426,6 +431,7 @@ class StudyRunner:
                 feed_all()
                 bar.update()
                 continue
+            assert self._pool is not None  # started by run()
             if self._pool.pending == 0:
                 break
             for result in self._pool.wait_one(timeout=0.5):
@@ -459,6 +465,7 @@ class StudyRunner:
             tb = result.pop("traceback", None)
             if tb:
                 self.store.save_error(vid, tb)
+            assert v is not None  # every result is of a planned variant
             row = {"id": vid, "axes": v.axes, "origin": v.origin, **result}
             self.store.append(row)
             self.results[vid] = row
@@ -485,6 +492,7 @@ class StudyRunner:
         if v is None or v.origin != "search":
             return
         s = self.study.search
+        assert s is not None  # search variants exist only with a search
         combo = {k: val for k, val in v.axes.items() if k != s.axis}
         for b in self.searches:
             if b.combo == combo and not b.done:
@@ -526,8 +534,8 @@ class _Bar:
     def __init__(self, status: Status, show: bool) -> None:
         self.status = status
         self.show = show
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> _Bar:
         if self.show:
@@ -543,6 +551,7 @@ class _Bar:
 
     def update(self) -> None:
         if self._progress is not None:
+            assert self._task is not None  # added with the bar
             s = self.status
             self._progress.update(self._task, total=s.total, completed=s.done + s.failed + s.cached,
                                   done=s.done, failed=s.failed, cached=s.cached)
