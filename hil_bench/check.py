@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
@@ -107,7 +107,7 @@ def check_all(plans: list[tuple[DevicePlan, Any]], io: IoLoop | None = None, *, 
     return out
 
 
-def table(results: list[CheckResult], hosted: list[DevicePlan] = ()) -> Table:
+def table(results: list[CheckResult], hosted: Sequence[DevicePlan] = ()) -> Table:
     t = Table(title="bench check: devices that are not virtual")
     for col in ("device", "family", "address", "reachable", "identity", "setpoints", "round trip"):
         t.add_column(col, justify="right" if col == "round trip" else "left")

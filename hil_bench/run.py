@@ -26,7 +26,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable
 
 from cosim.progress import RunInterrupted, RunMonitor
@@ -87,7 +87,8 @@ class BenchResult:
 
 def effective_spec(loaded: LoadedScenario, rt_factor: float | None = None, monitor: bool | None = None,
                    monitor_port: int | None = None) -> BenchSpec:
-    spec = loaded.scenario.bench or BenchSpec()
+    # ``bench:`` is a section registered by entry point: the core scenario model does not declare it
+    spec = cast(Any, loaded.scenario).bench or BenchSpec()
     mon: dict[str, Any] = {}
     if monitor is not None:
         mon["enabled"] = monitor
@@ -280,7 +281,7 @@ class BenchRuntime:
         self.server = MonitorServer(
             self.snapshot, self.emergency_stop,
             subscription=self.flow.subscribe() if self.flow is not None else None,
-            published_t=(lambda: self.flow.published_t) if self.flow is not None else (lambda: -1),
+            published_t=(lambda: cast(FlowBus, self.flow).published_t) if self.flow is not None else (lambda: -1),
             host=mon.host if mon.enabled else "127.0.0.1", port=mon.port if mon.enabled else 0, page=mon.enabled,
             auth=monitor_auth(mon.users, self.run_dir / "audit.jsonl"))
         try:

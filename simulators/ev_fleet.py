@@ -31,11 +31,12 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 import mosaik_api_v3
+from mosaik_api_v3.types import Meta
 import numpy as np
 import simpy
 
@@ -314,10 +315,10 @@ class EVFleetSim(mosaik_api_v3.Simulator):
         self.tz: Any = self.start.tzinfo
         self.sessions_path: Path | None = None
         self._records: list[dict] = []
-        self._file = None
+        self._file: TextIO | None = None
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, start: str | None = None,
-             timezone: str | None = None, seed: int = 0, sessions_path: str | None = None, **_: Any) -> dict:
+             timezone: str | None = None, seed: int = 0, sessions_path: str | None = None, **_: Any) -> Meta:
         self.step_size = int(step_size)
         self.seed = int(seed)
         if start is not None:
@@ -348,7 +349,9 @@ class EVFleetSim(mosaik_api_v3.Simulator):
         return int(math.ceil(t_s / self.step_size) * self.step_size)
 
     # -- mosaik ---------------------------------------------------------------------------------------------
-    def create(self, num: int, model: str, kind: str = "commercial", connectors: int = 5, evs_per_day: float = 22.0,
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, kind: str = "commercial",  # type: ignore[override]
+               connectors: int = 5, evs_per_day: float = 22.0,
                ev_types: Iterable[dict] | None = None, groups: Iterable[dict] | None = None,
                working_days: Iterable[int] = (0, 1, 2, 3, 4), distance_km_mean: float = 35.0,
                distance_km_sigma: float = 0.6, plug_probability: float = 0.9, unplug_when_done: bool = False,
@@ -371,9 +374,9 @@ class EVFleetSim(mosaik_api_v3.Simulator):
                             soc_arrival_range=tuple(soc_arrival_range),  # type: ignore[arg-type]
                             session_model=session_model)
             if session_model is not None:
-                from simulators.ev_sessions import model
+                from simulators import ev_sessions
 
-                model(session_model)  # an unknown name fails here, not at the first day
+                ev_sessions.model(session_model)  # an unknown name fails here, not at the first day
             site = Site(self, spec)
             self.sites[eid] = site
             children = []

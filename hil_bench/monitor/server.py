@@ -400,7 +400,7 @@ class MonitorServer:
                 else:
                     if payload is None:
                         return
-                    if filtered:
+                    if filtered and who is not None:  # filtered: a resident signed in
                         payload = json.dumps(self.visible(json.loads(payload), who), separators=(",", ":"))
                     writer.write(b"event: state\ndata: " + payload.encode() + b"\n\n")
                 await self._drain(writer)
