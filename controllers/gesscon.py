@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -531,17 +532,17 @@ class GessconSim(mosaik_api_v3.Simulator):
                sites: list[dict] | None = None,
                pv_kwp: dict | None = None, truth: dict | None = None, import_eur_per_kwh=None,
                export_eur_per_kwh=None, start_unix_s: float = 0.0, start_tod_s: int = 0, grid: dict | None = None,
-               points: list[dict] | None = None, battery_loads: list[str] | None = None) -> list[dict]:
+               points: list[dict] | None = None, battery_loads: list[str] | None = None) -> list[CreateResult]:
         if model != "Feeder":
             raise ValueError("create Feeder entities; their Site children come with them")
         p = GessconParams.model_validate(params or {})
         site_models = [GessconSite.model_validate(s) for s in sites or []]
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Feeder_{len(self.feeders)}"
             self.feeders[eid] = _Feeder(eid, p, site_models, pv_kwp or {}, truth, import_eur_per_kwh,
                                         export_eur_per_kwh, start_unix_s, start_tod_s)
-            children = []
+            children: list[CreateResult] = []
             for s in site_models:
                 ceid = f"{eid}.{s.id}"
                 self.site_of[ceid] = (eid, s.id)

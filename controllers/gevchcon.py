@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -244,23 +245,24 @@ class GevchconSim(mosaik_api_v3.Simulator):
         self.site_of: dict[str, tuple[str, int]] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, sites: list[dict] | None = None,
-               start_unix_s: float = 0.0) -> list[dict]:
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, sites: list[dict] | None = None,  # type: ignore[override]
+               start_unix_s: float = 0.0) -> list[CreateResult]:
         if model != "Feeder":
             raise ValueError("create Feeder entities; their Site children come with them")
         p = GevchconParams.model_validate(params or {})
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Gevchcon_{len(self.feeders)}"
             ss = list(sites or [])
             self.feeders[eid] = {"p": p, "sites": ss, "start": float(start_unix_s), "plan": None, "packs": {},
                                  "issued": -1.0, "delivered_wh": np.zeros(len(ss)), "day0": 0, "solve_ms": 0.0,
                                  "x_done": np.zeros((len(ss), HOURS))}
-            children = []
+            children: list[CreateResult] = []
             for i, s in enumerate(ss):
                 cid = f"{eid}.{s['id']}"
                 self.site_of[cid] = (eid, i)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controllers.registry import ControllerKind
@@ -83,12 +84,14 @@ class InverterSettingsSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, values: dict[str, float] | None = None, refresh_s: int = 0) -> list[dict]:
-        out = []
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, values: dict[str, float] | None = None,  # type: ignore[override]
+               refresh_s: int = 0) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Settings_{len(self.entities)}"
             self.entities[eid] = (dict(values or {}), int(refresh_s))

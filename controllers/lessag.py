@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,16 +80,17 @@ class LessagSim(mosaik_api_v3.Simulator):
         self._log = FallbackLog("LESSAg", "self-consumption")
         self._decoded: dict[str, tuple[int, Any]] = {}  # eid -> (id of the pack object, decoded)
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, start_unix_s: float = 0.0,
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, start_unix_s: float = 0.0,  # type: ignore[override]
                battery: dict | None = None, pv_kwp: float = 0.0, pv_eta: float = 1.0, pv_max_w: float | None = None,
                load_truth_w=None, pv_truth_w_per_kwp=None, import_eur_per_kwh=None, export_eur_per_kwh=None,
-               start_tod_s: int = 0) -> list[dict]:
+               start_tod_s: int = 0) -> list[CreateResult]:
         p = LessagParams.model_validate(params or {})
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Lessag_{len(self.eids)}"
             self.eids.append(eid)

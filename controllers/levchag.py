@@ -29,6 +29,7 @@ import time as _time
 from typing import TYPE_CHECKING, Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -246,21 +247,22 @@ class LevchagSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self._log = FallbackLog("LEVChAg", "least-laxity-first within the site limits")
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, site: str = "site",
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, site: str = "site",  # type: ignore[override]
                wallboxes: list[dict] | None = None, import_limit_w: float | None = None,
-               start_unix_s: float = 0.0) -> list[dict]:
+               start_unix_s: float = 0.0) -> list[CreateResult]:
         if model != "Site":
             raise ValueError("create Site entities; their Slot children come with them")
         p = LevchagParams.model_validate(params or {})
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Levchag_{len(self.sites)}"
             self.sites[eid] = _Site(eid, p, site, list(wallboxes or []), import_limit_w, start_unix_s)
-            children = []
+            children: list[CreateResult] = []
             for i in range(len(wallboxes or [])):
                 cid = f"{eid}.slot_{i}"
                 self.slot_of[cid] = (eid, i)

@@ -18,6 +18,7 @@ import time as _time
 from typing import TYPE_CHECKING, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -175,20 +176,21 @@ class ProfessSim(mosaik_api_v3.Simulator):
         self.sites: dict[str, _Site] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, battery: dict | None = None,
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, battery: dict | None = None,  # type: ignore[override]
                pv_kwp: float = 0.0, pv_eta: float = 1.0, pv_max_w: float | None = None, load_truth_w=None,
                pv_truth_w_per_kwp=None, import_eur_per_kwh=None, export_eur_per_kwh=None,
-               start_tod_s: int = 0) -> list[dict]:
+               start_tod_s: int = 0) -> list[CreateResult]:
         p = ProfessParams.model_validate(params or {})
         if p.step_s % self.step_size:
             raise ValueError(f"PROFESS step_s ({p.step_s} s) must be a multiple of the scenario step "
                              f"({self.step_size} s)")
         b = SiteBattery.model_validate(battery or {})
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Profess_{len(self.sites)}"
             self.sites[eid] = _Site(p, b, pv_kwp, pv_eta, pv_max_w, load_truth_w, pv_truth_w_per_kwp,

@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -166,13 +167,14 @@ class ProfevSim(mosaik_api_v3.Simulator):
         self.slot_of: dict[str, tuple[str, int]] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, site: str = "site",
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, site: str = "site",  # type: ignore[override]
                wallboxes: list[dict] | None = None, presence: dict | None = None, base_w: list[float] | None = None,
-               battery: dict | None = None, start_unix_s: float = 0.0) -> list[dict]:
+               battery: dict | None = None, start_unix_s: float = 0.0) -> list[CreateResult]:
         if model != "Site":
             raise ValueError("create Site entities; their Slot children come with them")
         p = ProfevParams.model_validate(params or {})
@@ -181,12 +183,12 @@ class ProfevSim(mosaik_api_v3.Simulator):
                              f"({self.step_size} s)")
         per_day = 86400 // p.step_s
         presence = presence or {"p_stay": [1.0] * per_day, "p_arrive": [0.0] * per_day}
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Profev_{len(self.sites)}"
             wbs = list(wallboxes or [])
             self.sites[eid] = _Site(p, site, wbs, presence, base_w or [0.0], battery, start_unix_s)
-            children = []
+            children: list[CreateResult] = []
             for i in range(len(wbs)):
                 cid = f"{eid}.slot_{i}"
                 self.slot_of[cid] = (eid, i)

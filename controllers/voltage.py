@@ -39,6 +39,7 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -238,13 +239,14 @@ class VoltageSim(mosaik_api_v3.Simulator):
         self._last_pack: dict[int, Any] = {}
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, p_charge_max_w: float = 0.0,
-               p_discharge_max_w: float = 0.0, s_max_va: float = 0.0) -> list[dict]:
-        out = []
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, p_charge_max_w: float = 0.0,  # type: ignore[override]
+               p_discharge_max_w: float = 0.0, s_max_va: float = 0.0) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"VoltVarWatt_{len(self.eids)}"
             self.eids.append(eid)
@@ -355,13 +357,14 @@ class DsoSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, controller_id: str = "dso", updates: list | None = None,
-               start_unix_s: float = 0.0) -> list[dict]:
-        out = []
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, controller_id: str = "dso", updates: list | None = None,  # type: ignore[override]
+               start_unix_s: float = 0.0) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Dso_{len(self.entities)}"
             self.entities[eid] = (controller_id, [DsoUpdate.model_validate(u) for u in updates or []], start_unix_s)
