@@ -120,7 +120,7 @@ def _build(builder: BuildContext, spec: ControllerSpec, params: InverterSettings
                 raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} "
                                            f"(family {fam.name!r}) has no grid-support functions")
             continue
-        cfg = fam.parse_config(dev.config)
+        cfg: Any = fam.parse_config(dev.config)  # a family with grid-support functions: its config has ac_max_w
         try:
             targets.append((dev, params.setpoints(float(cfg.ac_max_w))))
         except ValueError as exc:

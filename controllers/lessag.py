@@ -265,6 +265,7 @@ def wire_lessag(builder: WorldBuilder, spec: ControllerSpec, params: LessagParam
     if site.pv is not None:
         builder.world.connect(site.pv, agent, ("w_per_kwp", "pv_w_per_kwp"))
     setpoint = device_registry.family(dev.family).battery_setpoint
+    assert setpoint is not None  # a device selected with needs_battery
     builder.connect(agent, device, ("p_set_w", setpoint), role=smx, sender_kind="agent", time_shifted=True,
                     initial_data={"p_set_w": 0.0})
     builder.record(agent, "p_set_w", "controllers", f"{spec.id}/{dev.id}.p_set_w")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time as _time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, Meta
@@ -37,7 +37,7 @@ from controllers.ev_baselines import SUSPENDED_EV, floor_01
 from controllers.ev_scheduling import MIN_CURRENT_A, allocate
 from controllers.registry import ControllerKind
 from controllers.upper_layer import FallbackLog, plan_age_s, plan_status
-from devices.wallbox.model import ev_accept_w
+from devices.wallbox.model import WallboxConfig, ev_accept_w
 
 if TYPE_CHECKING:  # pragma: no cover
     from cosim.scenario import ControllerSpec
@@ -316,7 +316,7 @@ def wallbox_views(builder: WorldBuilder, wallbox_ids: list[str]) -> list[dict]:
     fam = device_registry.family("wallbox")
     out = []
     for wid in wallbox_ids:
-        cfg = fam.parse_config(builder.device_specs[wid].config)
+        cfg = cast(WallboxConfig, fam.parse_config(builder.device_specs[wid].config))
         out.append({"id": wid, "p_hw_max_w": cfg.p_hw_max_w, "min_current_a": cfg.min_current_a,
                     "voltage_v": cfg.voltage_v, "phases": cfg.phases, "cv_soc": cfg.cv_soc,
                     "taper_floor": cfg.taper_floor})

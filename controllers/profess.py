@@ -252,7 +252,7 @@ def device_battery(builder: WorldBuilder, dev_spec) -> tuple[SiteBattery, dict]:
     from devices import registry as device_registry
 
     fam = device_registry.family(dev_spec.family)
-    cfg = fam.parse_config(dev_spec.config)
+    cfg: Any = fam.parse_config(dev_spec.config)  # a family with a battery: its config has ``battery``
     bat = cfg.battery
     site = builder.site_of(dev_spec.id)
     site_spec = site.spec if site is not None else None
@@ -344,6 +344,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfessParams) -
             start_tod_s=start_tod_s(builder)))
         device = builder.devices[dev.id]
         setpoint = device_registry.family(dev.family).battery_setpoint
+        assert setpoint is not None  # a device selected with needs_battery
         smx = f"smx:{site.spec.id}"  # the site's SMX broker carries the local loop
         builder.connect(device, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
                         sender_kind="device")

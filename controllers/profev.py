@@ -336,6 +336,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfevParams) ->
             builder.connect(device, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
                             sender_kind="device")
             setpoint = device_registry.family(bat_dev.family).battery_setpoint
+            assert setpoint is not None  # a device selected with needs_battery
             builder.connect(ctl, device, ("p_set_w", setpoint), role=smx, sender_kind="controller",
                             time_shifted=True, initial_data={"p_set_w": 0.0})
             builder.record(ctl, "p_set_w", "controllers", f"{spec.id}/{bat_dev.id}.p_set_w")

@@ -393,7 +393,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: VoltageParams) -
         fam = device_registry.family(dev.family)
         if "q_var" not in fam.setpoints:
             continue  # only a PCS with P and Q set-points (the grid battery family)
-        cfg = fam.parse_config(dev.config)
+        cfg: Any = fam.parse_config(dev.config)  # a family with a battery: its config has ``battery``
         s_max = float(getattr(cfg, "s_max_va", max(cfg.battery.p_charge_max_w, cfg.battery.p_discharge_max_w)))
         ctl = builder.add_entity(sim.VoltVarWatt(params=params.model_dump(), p_charge_max_w=cfg.battery.p_charge_max_w,
                                                  p_discharge_max_w=cfg.battery.p_discharge_max_w, s_max_va=s_max))

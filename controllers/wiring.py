@@ -27,6 +27,7 @@ def _build_baseline(model: str):
                 raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} has no "
                                            "site, so there is no PCC to keep at zero")
             setpoint = device_registry.family(dev.family).battery_setpoint
+            assert setpoint is not None  # a device selected with needs_battery
             ctl = builder.add_entity(getattr(sim, model)())
             device = builder.devices[dev.id]
             smx = f"smx:{site.spec.id}"  # the site's SMX broker carries the local loop

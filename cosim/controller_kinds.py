@@ -26,7 +26,7 @@ class ControllerKind:
     name: str
     params: type[BaseModel]
     #: build(ctx: cosim.build_context.BuildContext, spec: cosim.scenario.ControllerSpec, params) -> None
-    build: Callable[[Any, Any, BaseModel], None]
+    build: Callable[[Any, Any, Any], None]  # (builder, spec, the kind's own params model)
     description: str = ""
 
 

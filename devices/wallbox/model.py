@@ -164,7 +164,7 @@ def charge_exact(soc: np.ndarray, e_left_wh: np.ndarray, p_cap_w: np.ndarray, p_
     return energy, soc
 
 
-def ev_accept_w(soc: ArrayLike, p_ev_w: ArrayLike, cv_soc: ArrayLike = 0.9, floor: float = 0.1) -> np.ndarray:
+def ev_accept_w(soc: ArrayLike, p_ev_w: ArrayLike, cv_soc: ArrayLike = 0.9, floor: ArrayLike = 0.1) -> np.ndarray:
     """The power an EV accepts at ``soc``: its on-board maximum, tapering linearly with the remaining
     capacity above ``cv_soc``, never below ``floor`` of the maximum (the CC-CV curve of :func:`charge_exact`)."""
     soc = np.asarray(soc, dtype=float)
