@@ -51,7 +51,7 @@ class BaselineSim(mosaik_api_v3.Simulator):
 
     def create(self, num: int, model: str, **_: Any) -> list[CreateResult]:
         out: list[CreateResult] = []
-        for _ in range(num):
+        for _n in range(num):
             eid = f"{model}_{len(self.eids)}"
             self.eids.append(eid)
             self.kind.append(model)

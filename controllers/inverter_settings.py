@@ -64,10 +64,10 @@ class InverterSettingsParams(BaseModel):
                 raise ValueError(f"volt_var: the inverters take {len(VV_V)}-point curves")
             out |= dict(zip(VV_V, c.v_pu)) | dict(zip(VV_Q, c.q_pct)) | {"vv_ena": float(c.enabled)}
         if self.volt_watt is not None:
-            c = self.volt_watt
-            if len(c.v_pu) != len(VW_V):
+            vw = self.volt_watt
+            if len(vw.v_pu) != len(VW_V):
                 raise ValueError(f"volt_watt: the inverters take {len(VW_V)}-point curves")
-            out |= dict(zip(VW_V, c.v_pu)) | dict(zip(VW_P, c.p_pct)) | {"vw_ena": float(c.enabled)}
+            out |= dict(zip(VW_V, vw.v_pu)) | dict(zip(VW_P, vw.p_pct)) | {"vw_ena": float(vw.enabled)}
         return out
 
 

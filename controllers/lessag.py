@@ -20,7 +20,7 @@ All entities are stepped together with arrays (the direct mode is fully vectoris
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, Meta
@@ -78,7 +78,8 @@ class LessagSim(mosaik_api_v3.Simulator):
         self.fallback = np.zeros(0)
         self.age_s = np.zeros(0)
         self._log = FallbackLog("LESSAg", "self-consumption")
-        self._decoded: dict[str, tuple[int, Any]] = {}  # eid -> (id of the pack object, decoded)
+        # eid -> (content key of the pack, decoded)
+        self._decoded: dict[str, tuple[Any, tuple[float, np.ndarray] | None]] = {}
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
@@ -162,6 +163,7 @@ class LessagSim(mosaik_api_v3.Simulator):
             reason[i] = plan_status(dec is not None, dec is not None and 0 <= h < dec[1].size, self.age_s[i],
                                     self.params[i].max_age_s)
             if not reason[i]:
+                assert dec is not None  # no reason: the schedule decoded and covers now
                 sched[i] = dec[1][h]
         ok = np.isfinite(sched)
         sc = self_consumption_setpoint(num["pcc_p_w"], num["batt_p_w"], num["p_charge_avail_w"],
@@ -190,7 +192,8 @@ class LessagSim(mosaik_api_v3.Simulator):
         mpc = site.params.step_s
         k = time // mpc
         if time % mpc == 0 or site.plan is None:
-            t0, v = self._decode(eid, pack)
+            # no valid schedule (None) fails the unpacking here, as it did before the annotations
+            t0, v = cast("tuple[float, np.ndarray]", self._decode(eid, pack))
             now0 = self.start_unix[i] + k * mpc
             tt = now0 + mpc * np.arange(site.n)
             h = np.floor((tt - t0) / 3600.0).astype(int)

@@ -204,6 +204,7 @@ class _Site:
         reason = plan_status(plan is not None, covers, self.plan_age_s, self.params.max_age_s)
         target = None
         if not reason:
+            assert plan is not None  # no reason: the plan exists and covers now
             target = np.array([plan[2].get(n, 0.0) for n in self.names])
         declared = np.nan_to_num(slot["ev_energy_wanted_wh"])
         remaining = np.where(declared > 0, np.maximum(declared - np.nan_to_num(slot["e_session_wh"]), 0.0), np.inf)

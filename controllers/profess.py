@@ -222,7 +222,7 @@ class ProfessSim(mosaik_api_v3.Simulator):
         data = {}
         for eid, attrs in outputs.items():
             s = self.sites[eid]
-            row = {}
+            row: dict[str, Any] = {}
             for attr in attrs:
                 if attr == "p_set_w":
                     row[attr] = s.p_set_w
@@ -297,7 +297,7 @@ def price_series(builder: WorldBuilder, step_s: int, horizon_s: int) -> tuple[li
     p = sc.profiles.price
     if p is None:
         return None, None
-    kw = dict(import_eur_per_kwh=p.import_eur_per_kwh, export_eur_per_kwh=p.export_eur_per_kwh,
+    kw: dict[str, Any] = dict(import_eur_per_kwh=p.import_eur_per_kwh, export_eur_per_kwh=p.export_eur_per_kwh,
               periods=[{"from": q.start, "to": q.end, "import": q.import_eur_per_kwh, "export": q.export_eur_per_kwh}
                        for q in p.periods or []] or None,
               path=str(p.path) if p.path else None)

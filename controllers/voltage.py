@@ -322,9 +322,9 @@ class VoltageSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs: dict) -> dict:
         where = {}
-        for _g, (ctl, members) in enumerate(self.groups):
+        for _g, (group_ctl, members) in enumerate(self.groups):
             for j, i in enumerate(members):
-                where[self.eids[i]] = (ctl, j, i)
+                where[self.eids[i]] = (group_ctl, j, i)
         data = {}
         for eid, attrs in outputs.items():
             ctl, j, i = where[eid] if eid in where else (None, 0, self.eids.index(eid))
