@@ -301,7 +301,9 @@ class Gesscon:
         n = 2 * k
         hs.addCols(n, np.full(n, v.penalty), np.zeros(n), np.full(n, self._hs.kHighsInf), 0,
                    np.zeros(n, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0))
-        starts, index, value = [], [], []
+        starts: list[int] = []
+        index: list[int] = []
+        value: list[float] = []
         for j in range(k):
             starts.append(len(index))
             h = int(v.hour[j])
@@ -572,8 +574,8 @@ class GessconSim(mosaik_api_v3.Simulator):
             feid, sid = self.site_of[ceid]
             row = {}
             for name, sources in attrs.items():
-                got = [v for v in sources.values() if v is not None]
-                row[name] = float(sum(got)) if got else np.nan
+                present = [v for v in sources.values() if v is not None]
+                row[name] = float(sum(present)) if present else np.nan
             vals.setdefault(feid, {})[sid] = row
         for feid, f in self.feeders.items():
             f.close_hour(hour)

@@ -88,8 +88,8 @@ def _solve(inp: FeederInputs, quadratic: bool, penalty: float = 1e4) -> Envelope
     blocks = [sp.vstack([cum, cum]), sp.vstack([short, sp.csr_matrix((n, s))])]
     row_lo = [(inp.due_wh / 1e3).ravel(), np.full(n, -np.inf)]
     row_hi = [np.full(n, np.inf), (np.maximum(inp.arrived_wh, inp.due_wh) / 1e3).ravel()]
-    col_lo = [np.zeros(n + s)]
-    col_hi = [np.repeat(inp.p_max_w / 1e3, HOURS), np.full(s, np.inf)]
+    col_lo: list[np.ndarray | list[float]] = [np.zeros(n + s)]
+    col_hi: list[np.ndarray | list[float]] = [np.repeat(inp.p_max_w / 1e3, HOURS), np.full(s, np.inf)]
     cost = np.concatenate([np.zeros(n), np.full(s, penalty)])
     if quadratic:
         cost[:n] = 2.0 * np.tile((np.eye(HOURS) - 1.0 / HOURS) @ b, s)  # linear part of |C (b + A x)|^2
@@ -310,7 +310,7 @@ class GevchconSim(mosaik_api_v3.Simulator):
         return time + self.step_size
 
     def get_data(self, outputs: dict) -> dict:
-        data = {}
+        data: dict[str, dict[str, Any]] = {}
         for eid, attrs in outputs.items():
             if eid in self.feeders:
                 f = self.feeders[eid]

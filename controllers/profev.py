@@ -95,7 +95,8 @@ class _Site:
                                battery_grid=params.battery_grid)
         self.base_w = np.asarray(base_w, float)  # whole run + one horizon, per PROFEV step
         self.start_unix_s = float(start_unix_s)
-        self.session = [None] * len(self.names)  # the session each plan belongs to: (EV id, at-plan energy)
+        # the session each plan belongs to: (EV id, at-plan energy)
+        self.session: list[tuple[Any, float] | None] = [None] * len(self.names)
         self.last_plan_k = -10 ** 9
         self.plan: list[dict] | None = None
         self.plan_issued_s = -1.0
@@ -151,8 +152,8 @@ class _Site:
         if solved:
             self.plan_issued_s = float(time)
             self.solve_ms = self.core.solve_ms
-        powers = {self.names[i]: (self.core.ev_power_w(k, i, float(e_sess[i]) - self.session[i][1])
-                                  if self.session[i] is not None else 0.0) for i in range(len(self.names))}
+        powers = {self.names[i]: (self.core.ev_power_w(k, i, float(e_sess[i]) - sess[1])
+                                  if (sess := self.session[i]) is not None else 0.0) for i in range(len(self.names))}
         self.plan = plan_to_senml(self.site, self.start_unix_s + time, 2 * p.step_s, powers)
         pb = self.core.battery_power_w(k, bsoc)
         hi, lo = site.get("p_charge_avail_w", math.inf), site.get("p_discharge_avail_w", math.inf)
