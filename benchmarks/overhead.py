@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 
 import mosaik
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -101,12 +102,13 @@ class TrivialControllerSim(mosaik_api_v3.Simulator):
         self.eids: list[str] = []
         self.p = np.zeros(0)
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str) -> list[dict]:
-        out = []
+    # mosaik passes the model's own parameters by keyword (narrower than the base's **kwargs)
+    def create(self, num: int, model: str) -> list[CreateResult]:  # type: ignore[override]
+        out: list[CreateResult] = []
         for _ in range(num):
             out.append({"eid": f"P_{len(self.eids)}", "type": model})
             self.eids.append(out[-1]["eid"])
@@ -217,12 +219,13 @@ class RawSim(mosaik_api_v3.Simulator):
         self.ents: dict[str, dict[str, Any]] = {}
         self.rows: list[dict] = []
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict]:
-        out = []
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"{model}_{len(self.ents)}"
             self.ents[eid] = {"model": model, "p_w": 0.0, "q_var": 0.0, "p_set_w": 0.0,

@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 
 from controllers.gesscon import Gesscon, GessconConfig, GessconSite
@@ -81,9 +82,10 @@ class NaiveGesscon(mosaik_api_v3.Simulator):
         self.issued_s = -1
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, config: dict | None = None,
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, config: dict | None = None,  # type: ignore[override]
              pv_kwp: dict | None = None, load_truth_w: dict | None = None, pv_truth_w_per_kwp: dict | None = None,
-             import_eur_per_kwh=None, export_eur_per_kwh=None, start_unix_s: float = 0.0, plan_at_s: int = 0) -> dict:
+             import_eur_per_kwh=None, export_eur_per_kwh=None, start_unix_s: float = 0.0, plan_at_s: int = 0) -> Meta:
         self.step_size = int(step_size)
         self.config = GessconConfig.model_validate(config or {})
         self.pv_kwp = pv_kwp or {}
@@ -95,7 +97,8 @@ class NaiveGesscon(mosaik_api_v3.Simulator):
         self.plan_at_s = int(plan_at_s)
         return self.meta
 
-    def create(self, num: int, model: str, site: dict | None = None) -> list[dict]:
+    # mosaik passes the model's own parameters by keyword (narrower than the base's **kwargs)
+    def create(self, num: int, model: str, site: dict | None = None) -> list[CreateResult]:  # type: ignore[override]
         s = GessconSite.model_validate(site)
         self.sites[s.id] = s
         return [{"eid": s.id, "type": model}]
@@ -236,11 +239,12 @@ class NaiveLessag(mosaik_api_v3.Simulator):
         super().__init__(LESSAG_META)
         self.agents: dict[str, _Agent] = {}
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict]:
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
         eid = f"Agent_{len(self.agents)}"
         self.agents[eid] = _Agent(**params)
         return [{"eid": eid, "type": model}]
@@ -307,11 +311,12 @@ class NaiveVoltage(mosaik_api_v3.Simulator):
         self.ctl: dict[str, _VoltVarWatt] = {}
         self.last_t: int | None = None
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict]:
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
         eid = f"VoltVarWatt_{len(self.ctl)}"
         self.ctl[eid] = _VoltVarWatt(**params)
         return [{"eid": eid, "type": model}]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 
 from devices.fronius.model import FroniusBank, FroniusConfig
@@ -67,12 +68,14 @@ class NaiveDevices(mosaik_api_v3.Simulator):
         self.devices: dict[str, _Device] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, config: dict | None = None) -> list[dict]:
-        out = []
+    # mosaik passes the model's own parameters by keyword (narrower than the base's **kwargs)
+    def create(self, num: int, model: str, config: dict | None = None) -> list[CreateResult]:  # type: ignore[override]
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"{model}_{len(self.devices)}"
             self.devices[eid] = _Device(model, config or {})
