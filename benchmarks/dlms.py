@@ -28,7 +28,7 @@ from devices.io_loop import IoLoop
 from devices.meter import axdr
 from devices.meter.apdu import AttributeRef
 from devices.meter.client import DlmsClient, WrapperTransport
-from devices.meter.driver import DlmsHdlcDriver, DlmsTcpDriver
+from devices.meter.driver import DlmsDriver, DlmsHdlcDriver, DlmsTcpDriver
 from devices.meter.virtual import VirtualMeter
 
 FAMILY = registry.family("meter")
@@ -77,7 +77,7 @@ async def _association_reads(port: int, n: int) -> list[float]:
 
 
 async def _profile_reads(address: str, start: dt.datetime, n: int) -> list[float]:
-    cls = DlmsTcpDriver if address.startswith("dlms+tcp") else DlmsHdlcDriver
+    cls: type[DlmsDriver] = DlmsTcpDriver if address.startswith("dlms+tcp") else DlmsHdlcDriver
     samples = []
     async with cls(Address.parse(address), FAMILY.capabilities(FAMILY.parse_config({})), timeout_s=5) as driver:
         for k in range(n + 3):

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, UTC
+from typing import Any
 
 from benchmarks.common import median_spread, print_rows, row
 
@@ -82,7 +83,7 @@ def _senml_probe(broker: str, quick: bool) -> ProbeResult:
                    "aggregator": topics.agg_up_topic("rb", "dev")}
     try:
         for i, (role, topic) in enumerate(role_topics.items()):
-            sim = BusLinkSim()
+            sim: Any = BusLinkSim()  # carries its route's id as an extra attribute
             sim.init(f"BusLink{i}", step_size=60, bus=bus, attrs=["p_w", "p_set_w"])
             (route,) = sim.create(1, "Route", role=role, topic=topic, sender=f"Src-{role}.dev", source="dev")
             sim.route = route["eid"]

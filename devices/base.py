@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -181,7 +181,7 @@ class Driver(abc.ABC):
         """What the device says it is (manufacturer, model, serial, protocol version)."""
         return {"address": self.address.raw}
 
-    async def __aenter__(self) -> Driver:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

@@ -24,7 +24,7 @@ import numpy as np
 from controllers.gesscon import Gesscon, GessconConfig, GessconSite
 from controllers.schedule_codec import HOURS, from_senml, to_senml
 from controllers.profess_model import Profess
-from controllers.profess_problem import CycleInputs, ProfessProblem
+from controllers.profess_problem import CycleInputs, ProfessProblem, ProfessResult
 from controllers.profess_pyomo import PyomoProfess
 
 TELEMETRY_S = 900
@@ -135,7 +135,7 @@ class NaiveGesscon(mosaik_api_v3.Simulator):
         h = (self.time - self.plan_t) // 3600 if self.plan is not None else -1
         have = self.plan is not None and 0 <= h < HOURS
         for sid, attrs in outputs.items():
-            row = {}
+            row: dict[str, Any] = {}
             for a in attrs:
                 if a == "schedule":
                     row[a] = self.packs.get(sid)
@@ -178,7 +178,7 @@ class _Agent:
         self.ce = np.asarray(export_eur_per_kwh, float)
         self.start_unix_s = start_unix_s
         self.max_age_s = max_age_s
-        self.plan = None
+        self.plan: ProfessResult | None = None
         self.plan_k = -1
         self.p_set_w = 0.0
         self.fallback = 0.0
@@ -192,6 +192,8 @@ class _Agent:
         lo = -da if math.isfinite(da) else -math.inf
         schedule = None
         pack = x.get("schedule")
+        t0: float | None
+        v: np.ndarray | None
         if pack:
             try:
                 t0, v = from_senml(pack)[1:]
@@ -199,7 +201,7 @@ class _Agent:
                 t0 = v = None
             issued = _num(x.get("schedule_issued_s"))
             age = time - issued if math.isfinite(issued) and issued >= 0 else math.nan
-            h = math.floor((self.start_unix_s + time - t0) / 3600.0) if v is not None else -1
+            h = math.floor((self.start_unix_s + time - t0) / 3600.0) if t0 is not None and v is not None else -1
             if v is not None and 0 <= h < v.size and math.isfinite(age) and age <= self.max_age_s:
                 schedule = (t0, v)
         if schedule is None:  # rule-based self-consumption: the battery takes over the PCC's exchange

@@ -13,7 +13,9 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
+from pydantic import BaseModel
 
+from devices.family import ModelBank
 from devices.fronius.model import FroniusBank, FroniusConfig
 from devices.libal.model import LibalBank, LibalConfig
 from devices.pv_battery.model import PvBatteryBank, PvBatteryConfig
@@ -25,8 +27,8 @@ LIBAL = ("p_w", "q_var", "batt_p_w", "soc", "e_wh", "p_charge_avail_w", "p_disch
          "soh", "alarms", "i_charge_max_a", "i_discharge_max_a")
 GRID = ("P[MW]", "Q[MVar]")  # what the grid adapter takes
 
-MODELS = {
-    # model: (config class, bank class, measurements, env inputs, setpoints)
+# model: (config class, bank class, measurements, env inputs, setpoints)
+MODELS: dict[str, tuple[type[BaseModel], type[ModelBank], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "Fronius": (FroniusConfig, FroniusBank, FRONIUS, ("pv_w_per_kwp", "site_load_w"), ("batt_p_w",)),
     "PvInverter": (PvBatteryConfig, PvBatteryBank, PV, ("pv_w_per_kwp",), ("batt_p_w",)),
     "Libal": (LibalConfig, LibalBank, LIBAL, (), ("p_w", "q_var")),
