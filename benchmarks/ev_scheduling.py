@@ -26,12 +26,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
 from benchmarks.common import median_spread, print_rows, row
-from controllers.ev_scheduling import (EqualShare, Fleet, PeakMpc, PriorityShare, Uncontrolled, hindsight_lp,
-                                       min_site_limit, new_highs, simulate)
+from controllers.ev_scheduling import (EqualShare, Fleet, PeakMpc, Policy, PriorityShare, Uncontrolled,
+                                       hindsight_lp, min_site_limit, new_highs, simulate)
 
 START = "2019-07-01T00:00:00+02:00"  # a Monday; the history is the days before
 STEP_S = 900
@@ -69,7 +71,7 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
     from controllers.profev_site import ProfevPolicy
 
     hist, test, sessions = workplace_days(n_test)
-    heuristics = {"equal share": lambda lim: EqualShare(lim),
+    heuristics: dict[str, Callable[[float], Policy]] = {"equal share": lambda lim: EqualShare(lim),
                   "earliest deadline first": lambda lim: PriorityShare(lim, "edf"),
                   "least laxity first": lambda lim: PriorityShare(lim, "llf")}
     limits = {name: float(np.median([min_site_limit(f, mk)[0] for f in hist])) for name, mk in heuristics.items()}
@@ -189,10 +191,11 @@ def value_of_stochastic_solution(n_days: int) -> dict[str, float]:
     price_in = np.where((np.arange(n) * h + 12) % 24 < 7, 0.18, np.where((np.arange(n) * h + 12) % 24 < 19, 0.30, 0.24))
     price_out = np.full(n, 0.05)
     bat = SdpBattery(10_000, 4000, 4000, soc_min=0.1, soc_max=0.95)
-    costs = {"sdp": [], "det": [], "lp": []}
+    costs: dict[str, list[float]] = {"sdp": [], "det": [], "lp": []}
     for day, e in enumerate(test):
         t0 = e.t_arrival_s - tod(e.t_arrival_s)  # noon before the arrival
-        rel = dict(start="2019-07-01T12:00:00+02:00", duration_s=86400, step_s=step, timezone="Europe/Rome")
+        rel: dict[str, Any] = dict(start="2019-07-01T12:00:00+02:00", duration_s=86400, step_s=step,
+                                   timezone="Europe/Rome")
         load = load_profile("s4g-residential", f"profile_{1 + day}", **rel)
         pv = 5 * pv_profile("s4g-pv", "bolzano_italy", **rel)
         net = load - pv
@@ -210,6 +213,7 @@ def value_of_stochastic_solution(n_days: int) -> dict[str, float]:
                 if k % 4 == 0 or k == a:
                     pol, k0 = solve(problem, net[k:], make_presence(k), import_price=price_in[k:],
                                     export_price=price_out[k:]), k
+                assert pol is not None  # solved at k = 0 (k % 4 == 0)
                 pb, pe = pol.decide(k - k0, soc_b, frac, home)
                 pe = pe if home else 0.0
                 p = net[k] + pb + pe

@@ -143,7 +143,7 @@ def run_child(duration_s: int, *, scenario: Path = PILOT, variant: str = VARIANT
     out = _base_dir() / f"run{len(_CACHE)}"
     args = [str(scenario), variant, str(duration_s), str(out), json.dumps(overrides or {})]
     if tiny():
-        res = child_main(*args[:2], duration_s, *args[3:])
+        res = child_main(args[0], args[1], duration_s, args[3], args[4])
         res["in_process"] = True
     else:
         cmd = [sys.executable, "-m", "benchmarks.memory", "--child", *args]

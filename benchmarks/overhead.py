@@ -66,7 +66,7 @@ class TrivialBank(ModelBank):
         self.e_wh = np.array([c.e0_wh for c in configs], dtype=float)
         self.p_w = np.zeros(self.n)
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self.p_w = self.setpoints["p_set_w"].copy()
         self.e_wh = self.e_wh + self.p_w * dt_s / 3600.0
 
@@ -247,7 +247,7 @@ class RawSim(mosaik_api_v3.Simulator):
                 ent["p_slack_w"] = sum(attrs["p_w"].values())
                 ent["q_slack_var"] = sum(attrs["q_var"].values())
             else:
-                row = {"t_s": time}
+                row: dict[str, float] = {"t_s": time}
                 for attr, values in attrs.items():
                     for src, v in values.items():
                         row[f"{src}.{attr}"] = float(v)

@@ -97,7 +97,7 @@ def _senml_probe(broker: str, quick: bool) -> ProbeResult:
         published = held = 0
         for k in range(steps):
             t = 60 * k
-            values = {"p_w": float(k), "p_set_w": [float(k), -float(k), 0.5]}
+            values: dict[str, Any] = {"p_w": float(k), "p_set_w": [float(k), -float(k), 0.5]}
             try:
                 if k % 2:  # a burst, then the time to the next good exchange
                     items = []

@@ -61,7 +61,10 @@ def scenario_yaml(key: str) -> str:
     else:
         pv = "{source: s4g-pv, column: fur_denmark}"
         columns = s4g_columns("s4g-residential")
-    sites, devices, rule, mpc = [], [], [], []
+    sites: list[str] = []
+    devices: list[str] = []
+    rule: list[str] = []
+    mpc: list[str] = []
     house = 0
     for info in model.loads:
         row = net.load.loc[info.index]
