@@ -140,8 +140,16 @@ def _rows(label: str, t: dict) -> list[dict]:
 
 def run(quick: bool) -> list[dict]:
     rows = []
-    rows += _rows("50 devices, 1 s cycle", bench_run(50, 1.0, 10 if quick else 60))
-    rows += _rows("10 devices, 100 ms cycle", bench_run(10, 0.1, 30 if quick else 300))
+    for label, n, rt, steps in (("50 devices, 1 s cycle", 50, 1.0, 10 if quick else 60),
+                                ("10 devices, 100 ms cycle", 10, 0.1, 30 if quick else 300)):
+        try:
+            rows += _rows(label, bench_run(n, rt, steps))
+            rows.append(row(f"{label}: bench run completed", 1.0, None, "runs", goal_min=1.0))
+        except RuntimeError as exc:
+            # A device that missed its cycle's deadline ends a bench run; on a machine busy with other work that
+            # is a figure of this machine (a row that is not met), not a broken benchmark.
+            print(f"   {label}: {exc}", file=sys.stderr)
+            rows.append(row(f"{label}: bench run completed", 0.0, None, "runs", goal_min=1.0))
     return rows
 
 

@@ -13,10 +13,12 @@ Every link of the framework gets a *probe*: a function that runs the link with a
 
 To add a link, write ``def probe_x(quick: bool) -> ProbeResult`` and append ``LinkProbe("name", probe_x)`` to
 ``PROBES``; ``run`` makes the rows. Probes here: MQTT/SenML on the embedded broker and on Mosquitto
-(127.0.0.1:1883, a unique namespace), and the bench monitor's HTTP API. The catalogue of hostile SenML is
-``cosim.messaging.hostile.probes``; tests/hostile/ asserts the same goals, this module measures them.
+(127.0.0.1:1883, a unique namespace), and the bench monitor's HTTP API; the device protocol servers
+(benchmarks/robustness_servers.py) and OCPP on both sides (benchmarks/robustness_ocpp.py). The hostile inputs are
+``cosim.messaging.hostile.probes`` (SenML) and ``benchmarks.hostile_inputs`` (the device protocols), the same
+catalogues tests/hostile/ draws from; the tests assert the goals, this module measures them.
 
-Run: python -m benchmarks.robustness [--quick]
+Run: python -m benchmarks.robustness [--quick] [--json] [NAME ...]  (NAME: part of a link's name, e.g. ocpp)
 """
 
 from __future__ import annotations
@@ -28,30 +30,14 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, UTC
 from typing import Any
 
+from benchmarks import robustness_ocpp, robustness_servers
 from benchmarks.common import median_spread, print_rows, row
+from benchmarks.robustness_result import LinkProbe, ProbeResult
 
 START = datetime(2019, 6, 15, tzinfo=UTC)
-
-
-@dataclass
-class ProbeResult:
-    inputs: int = 0
-    crashes: int = 0
-    silent_stops: int = 0
-    lost: int | None = None  # None: the link has no transaction messages
-    recover_s: list[float] = field(default_factory=list)
-    baseline_s: list[float] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class LinkProbe:
-    name: str
-    probe: Callable[[bool], ProbeResult | None]  # None: the link cannot be probed here (e.g. no broker running)
 
 
 # ---------------------------------------------------------------------------------------------- MQTT/SenML
@@ -199,6 +185,17 @@ PROBES: list[LinkProbe] = [
     LinkProbe("MQTT/SenML, embedded broker", probe_senml_embedded),
     LinkProbe("MQTT/SenML, Mosquitto", probe_senml_mosquitto),
     LinkProbe("bench monitor HTTP", probe_monitor),
+    LinkProbe("SunSpec Modbus TCP server", robustness_servers.probe_sunspec),
+    LinkProbe("Modbus RTU server (TCP transport)", robustness_servers.probe_rtu),
+    LinkProbe("Fronius Solar API server", robustness_servers.probe_solar_api),
+    LinkProbe("socketcand CAN server", robustness_servers.probe_socketcand),
+    LinkProbe("DLMS/COSEM server, TCP wrapper", robustness_servers.probe_dlms_tcp),
+    LinkProbe("DLMS/COSEM server, HDLC", robustness_servers.probe_dlms_hdlc),
+    LinkProbe("IEC 61850 MMS server", robustness_servers.probe_iec61850),
+    LinkProbe("OCPP 1.6 CSMS side", robustness_ocpp.probe_csms_16),
+    LinkProbe("OCPP 2.0.1 CSMS side", robustness_ocpp.probe_csms_201),
+    LinkProbe("OCPP 1.6 charge point side", robustness_ocpp.probe_charge_point_16),
+    LinkProbe("OCPP 2.0.1 charge point side", robustness_ocpp.probe_charge_point_201),
 ]
 
 
@@ -207,7 +204,10 @@ def rows_for(name: str, r: ProbeResult) -> list[dict]:
            row(f"{name}: crashes", float(r.crashes), None, "count", goal_max=0),
            row(f"{name}: silent stops", float(r.silent_stops), None, "count", goal_max=0)]
     if r.lost is not None:
-        out.append(row(f"{name}: lost records of valid messages", float(r.lost), None, "count", goal_max=0))
+        what = "transaction messages" if r.duplicated is not None else "records of valid messages"
+        out.append(row(f"{name}: lost {what}", float(r.lost), None, "count", goal_max=0))
+    if r.duplicated is not None:
+        out.append(row(f"{name}: duplicated transaction messages", float(r.duplicated), None, "count", goal_max=0))
     if r.recover_s:
         base = median_spread([x * 1e3 for x in r.baseline_s]) if r.baseline_s else None
         out.append(row(f"{name}: time to recover after a burst", median_spread([x * 1e3 for x in r.recover_s]), base,
@@ -215,9 +215,11 @@ def rows_for(name: str, r: ProbeResult) -> list[dict]:
     return out
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     rows = []
     for p in PROBES:
+        if only and not any(o.lower() in p.name.lower() for o in only):
+            continue
         result = p.probe(quick)
         if result is not None:
             rows += rows_for(p.name, result)
@@ -225,7 +227,8 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    rows = run(quick="--quick" in sys.argv)
+    names = [a for a in sys.argv[1:] if not a.startswith("--")]
+    rows = run(quick="--quick" in sys.argv, only=names)
     print_rows(rows, title="robustness")
     if "--json" in sys.argv:
         print(json.dumps(rows, indent=1))

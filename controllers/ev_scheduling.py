@@ -184,6 +184,7 @@ def new_highs():
     hs = highspy.Highs()
     hs.setOptionValue("output_flag", False)
     hs.setOptionValue("threads", 1)
+    hs.setOptionValue("time_limit", 60.0)  # a stalled solve ends as "not optimal" (handled), never a frozen run
     return hs
 
 

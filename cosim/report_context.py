@@ -18,6 +18,7 @@ import numpy as np
 from cosim import kpi
 from cosim.kpi import RunData
 from cosim.rundir import Table, read_table, start_time
+from simulators.sessions_file import read_sessions
 
 #: tables a report reads besides the KPIs' own
 EXTRA_TABLES = ("ev_fleets", "controllers")
@@ -210,9 +211,9 @@ def load(run_dir: Path, baseline: Path | None = None) -> ReportContext:
             run.tables[name] = t
     # Tables without rows (a run that failed at once) are treated as absent.
     run = RunData(run.meta, run.step_s, {n: t for n, t in run.tables.items() if len(t)})
-    rows = _jsonl(run_dir / "sessions.jsonl")
-    sessions = [r for r in rows if r.get("record") == "session"]
-    fleets = [r for r in rows if r.get("record") == "site"]
+    sessions_path = run_dir / "sessions.jsonl"
+    # one reader for the sessions file: a cut-short last record is dropped with a warning, corruption is an error
+    sessions, fleets = read_sessions(sessions_path) if sessions_path.is_file() else ([], [])
     events = _jsonl(run_dir / "events.jsonl")
     base_dir = baseline if baseline is not None else find_baseline(run_dir, kpis)
     base = None

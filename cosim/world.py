@@ -483,6 +483,31 @@ class WorldBuilder:
             for src, dst, pairs, role, topic, kind, period_s, shifted, initial, *native in routes:
                 self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial,
                                 native[0] if native else None)
+        self._build_native_commands()
+
+    def _build_native_commands(self) -> None:
+        """A family that declares command topics (``Family.commands``: the S4G ER connector's) takes setpoints
+        from them on its site's SMX broker (not direct): only control components may publish there, and what
+        arrives reaches the device in the next step, checked against its limits (cosim.messaging.native_commands)."""
+        from cosim.messaging import topics
+        from cosim.messaging.link import source_name
+
+        assert self.bus is not None
+        for dev_id, ent in self.devices.items():
+            spec = self.device_specs[dev_id]
+            fam = device_registry.family(spec.family)
+            if not (fam.commands and spec.site and self._role_on_bus(f"smx:{spec.site}")):
+                continue
+            device = source_name(ent.full_id)  # the topic segment its telemetry is published under
+            for name in fam.commands:
+                self.bus.restrict_publish(topics.smx_native_topic(spec.site, device, name), ["controller"])
+            setpoints = sorted({sp for sp, _ in fam.commands.values()})
+            factory = self.sim(f"NativeCommands_{fam.name}", "cosim.messaging.native_commands:NativeCommandSim",
+                               bus=self.bus, setpoints=setpoints)
+            cmd = self.add_entity(factory.NativeCommands(site=spec.site, device=device,
+                                                         commands={k: list(v) for k, v in fam.commands.items()}))
+            self.world.connect(cmd, ent, *setpoints, time_shifted=True, initial_data=dict.fromkeys(setpoints))
+            self.record(cmd, "commands", "devices", f"{dev_id}.commands")  # taken from the topics, a counter
 
     def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple[Any, ...], role: str,
                    topic: str | None, kind: str, period_s: int, shifted: bool, initial: dict[str, Any] | None,

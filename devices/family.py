@@ -164,6 +164,10 @@ class Family:
     #: ``EnergyRouterInverter/MMXN1.Watt.instMag.f``), published on its site's SMX broker under
     #: ``s4g/{site}/smx/{device}/native/`` as one SenML record each, value = factor x ours (its own convention)
     topics: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+    #: command topic name -> (setpoint, factor): the device's own command topics (the S4G ER connector's
+    #: ``EnergyRouterInverter/ZBTC1.BatChaPwr.setMag.f``) below the same ``native/``; a SenML value v on one is the
+    #: setpoint v / factor, checked against the device's limits like any other; only control components publish
+    commands: Mapping[str, tuple[str, float]] = field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -179,6 +183,8 @@ class Family:
                              f"{', '.join(METERED)}")
         if unknown_topics := set(self.topics) - set(self.measurements):
             raise ValueError(f"family {self.name!r}: topics for {sorted(unknown_topics)}, which it does not measure")
+        if unknown_commands := {sp for sp, _ in self.commands.values()} - set(self.bank.setpoint_names):
+            raise ValueError(f"family {self.name!r}: command topics for {sorted(unknown_commands)}, not setpoints")
         if unknown := set(self.virtual) - set(self.drivers):
             raise ValueError(f"family {self.name!r}: virtual devices for {sorted(unknown)} but no driver")
         if "sim" in self.drivers:

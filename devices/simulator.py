@@ -80,10 +80,14 @@ class _Device:
 
 
 def _single(eid: str, attr: str, sources: dict[str, Any]) -> Any:
-    """One value per input: two controllers writing one setpoint is a wiring error, not a sum."""
-    if len(sources) != 1:
-        raise ValueError(f"{eid}.{attr} has {len(sources)} sources ({', '.join(sources)}); expected exactly one")
-    return next(iter(sources.values()))
+    """One value per input: two sources giving one setpoint in the same step is an error, not a sum (a source
+    that gives None this step, e.g. a command topic nobody wrote to, does not count)."""
+    if len(sources) == 1:
+        return next(iter(sources.values()))
+    given = {k: v for k, v in sources.items() if v is not None}
+    if len(given) > 1:
+        raise ValueError(f"{eid}.{attr} has {len(given)} sources ({', '.join(given)}); expected exactly one")
+    return next(iter(given.values()), None)
 
 
 class DeviceSim(mosaik_api_v3.Simulator):

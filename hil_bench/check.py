@@ -22,6 +22,10 @@ from devices.io_loop import IoLoop
 from hil_bench.boundary import DevicePlan
 
 READS = 3
+# The check asks whether a device is there and answers. With the cycle's own timeout (50 ms at a 100 ms cycle),
+# one slow first read on a busy host would refuse the whole bench; the run itself keeps the cycle's timeout,
+# and the check's median round trip is shown beside it.
+CHECK_TIMEOUT_S = 2.0
 IDENTITY_KEYS = ("manufacturer", "model", "serial", "version", "vendor", "firmware", "protocol")
 
 
@@ -57,12 +61,12 @@ async def check_device(plan: DevicePlan, config: Any, *, arm: bool = False) -> C
                          capabilities=capabilities_text(plan, config))
     address = Address.parse(plan.driver_address or plan.address)
     try:
-        driver = registry.driver_class(address)(address, caps, timeout_s=plan.timeout_s)
+        driver = registry.driver_class(address)(address, caps, timeout_s=max(plan.timeout_s, CHECK_TIMEOUT_S))
     except (KeyError, ValueError) as exc:
         result.error = str(exc)
         return result
     try:
-        await asyncio.wait_for(driver.connect(), timeout=plan.timeout_s * 4 + 1)
+        await asyncio.wait_for(driver.connect(), timeout=max(plan.timeout_s, CHECK_TIMEOUT_S) * 4 + 1)
         samples = []
         for _ in range(READS):
             t0 = time.perf_counter()
@@ -94,7 +98,7 @@ def check_all(plans: list[tuple[DevicePlan, Any]], io: IoLoop | None = None, *, 
     own = io is None
     loop = io or IoLoop("s4g-bench-check")
     try:
-        budget = max(p.timeout_s for p, _ in plans) * (READS + 6) + 10
+        budget = max(max(p.timeout_s, CHECK_TIMEOUT_S) for p, _ in plans) * (READS + 6) + 10
         results = loop.gather([check_device(p, c, arm=arm) for p, c in plans], timeout_s=budget)
     finally:
         if own:

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from cosim import commands
+from cosim.api import cli as api_cli
 from cosim.study import cli as study_cli
 from cosim.console import EXIT_INTERRUPTED, EXIT_INVALID, err_console
 from cosim.sta import commands as sta_commands
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cli.register(sub)
     sta_commands.register(sub)
     pki_cli.register(sub)
+    api_cli.register(sub)
     return parser
 
 

@@ -40,6 +40,8 @@ from mosaik_api_v3.types import Meta
 import numpy as np
 import simpy
 
+from simulators.sessions_file import read_sessions
+
 ENV_OUTPUTS = ("ev_plugged", "ev_id", "ev_soc_arrival", "ev_capacity_wh", "ev_energy_wanted_wh", "ev_p_max_w",
                "ev_phases", "ev_departure_t_s")
 
@@ -455,20 +457,6 @@ def _write_parquet(path: Path, records: list[dict]) -> None:
     table = pa.Table.from_pylist(sessions) if sessions else pa.table({"record": pa.array([], pa.string())})
     table = table.replace_schema_metadata({b"s4g_sites": json.dumps(sites).encode()})
     pq.write_table(table, path)
-
-
-def read_sessions(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """(sessions, site summaries) from a sessions file written by the fleet simulator."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        meta = table.schema.metadata or {}
-        sessions = [r for r in table.to_pylist() if r.get("record") == "session"]
-        return sessions, json.loads(meta.get(b"s4g_sites", b"[]"))
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if r["record"] == "session"], [r for r in rows if r["record"] == "site"]
 
 
 def session_kpis(path: str | Path, site: str | None = None) -> dict[str, float]:

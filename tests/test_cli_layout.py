@@ -41,6 +41,8 @@ COMMANDS = {
     ("pki", "issue"): set(),
     ("pki", "revoke"): set(),
     ("pki", "crl"): set(),
+    ("api",): {"--host", "--port", "--users", "--scenarios", "--data", "--study-workers", "--max-runs",
+               "--tls-cert", "--tls-key"},
 }
 
 

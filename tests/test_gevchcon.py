@@ -31,6 +31,17 @@ def test_qp_is_exact_and_beats_lp_and_ga_on_the_original_objective():
     assert np.allclose(q.x_w.sum(axis=1), inp.due_wh[:, -1], rtol=1e-6)
 
 
+@pytest.mark.timeout(120)
+def test_degenerate_car_parks_solve_promptly():
+    """Regression: the benchmark's three workplace car parks (equal demand shapes, a Hessian singular across
+    sites) made HiGHS 1.16's QP cycle for minutes; the ridge makes the QP strictly convex."""
+    from benchmarks.ev_scheduling import gevchcon_vs_ga
+
+    r = gevchcon_vs_ga(3, generations=20)
+    assert r["qp_violation_wh"] == pytest.approx(0.0, abs=1e-3)
+    assert r["qp_std_w"] <= r["lp_std_w"] + 1e-6 and r["qp_std_w"] < r["uncoordinated_std_w"]
+
+
 def test_infeasible_demand_is_reported_short_not_hidden():
     inp = _inputs()
     tight = FeederInputs(inp.base_w, inp.due_wh, inp.arrived_wh, np.full(3, 2_000.0))

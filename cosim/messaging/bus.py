@@ -282,6 +282,7 @@ class MessageBus:
             self._roles[key] = _Role(key=key, base=base, address=parse_broker_url(spec.broker_for(key)))
         self._site_keys = {k.split(":", 1)[1] for k in self._roles if ":" in k}
         self._kinds: dict[str, str] = {}
+        self._topic_acl: list[tuple[str, tuple[str, ...]]] = []  # (topic filter, kinds or sender patterns)
         self._seq: dict[str, int] = {}
         self._foreign_seq = itertools.count(1)
         self._subs: dict[tuple[str, str, str], _SubState] = {}
@@ -397,17 +398,28 @@ class MessageBus:
             raise ValueError(f"unknown sender kind {kind!r}; expected one of {', '.join(SENDER_KINDS)}")
         self._kinds[sender] = kind
 
-    def _check_acl(self, role: _Role, sender: str) -> None:
-        allowed = self.spec.publish_acl.get(role.base)
-        if allowed is None:
-            return
+    def restrict_publish(self, topic_filter: str, allowed: Sequence[str]) -> None:
+        """Only senders of these kinds (or matching these name patterns) may publish on topics matching the
+        filter, on top of the role's ``publish_acl``: a device's command topics on its SMX broker, where the
+        device's own telemetry lives too."""
+        self._topic_acl.append((topics.validate_filter(topic_filter), tuple(allowed)))
+
+    def _check_acl(self, role: _Role, sender: str, topic: str = "") -> None:
         kind = self._kinds.get(sender)
-        if (kind is not None and kind in allowed) or any(fnmatchcase(sender, pat) for pat in allowed):
-            return
+        ok = lambda allowed: ((kind is not None and kind in allowed)  # noqa: E731
+                              or any(fnmatchcase(sender, pat) for pat in allowed))
+        allowed, where = self.spec.publish_acl.get(role.base), f"the {role.base} broker"
+        for topic_filter, kinds in self._topic_acl:
+            if topics.matches(topic_filter, topic) and not ok(kinds):
+                allowed, where = kinds, topic
+                break
+        else:
+            if allowed is None or ok(allowed):
+                return
         with self._cond:
             role.stats.refused += 1
         raise PublishNotAllowed(
-            f"sender {sender!r} ({kind or 'unregistered'}) may not publish on the {role.base} broker; "
+            f"sender {sender!r} ({kind or 'unregistered'}) may not publish on {where}; "
             f"allowed: {', '.join(allowed)} (register control components with bus.register(name, 'controller'))")
 
     # -- routing helpers -----------------------------------------------------------------------------------
@@ -439,7 +451,7 @@ class MessageBus:
         or ``SenMLError`` (invalid records). ``Record.time`` is in simulated seconds; None = ``t_s``.
         """
         role_, info = self._role_for(role, topic)
-        self._check_acl(role_, sender)
+        self._check_acl(role_, sender, topic)
         if isinstance(records, Record):
             records = [records]
         base = info.base_name if base_name is None else base_name
@@ -462,7 +474,7 @@ class MessageBus:
                     retain: bool = False) -> Published:
         """Publish payload bytes as they are (not validated; a bad payload ends as a dead letter)."""
         role_, _ = self._role_for(role, topic)
-        self._check_acl(role_, sender)
+        self._check_acl(role_, sender, topic)
         return self._send(role_, topic, bytes(payload), t_s, sender, retain)
 
     def _send(self, role: _Role, topic: str, payload: bytes, t_s: float, sender: str, retain: bool,

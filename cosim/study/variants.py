@@ -66,7 +66,7 @@ def document(ls: LoadedStudy, base: BaseDocument, variant: Variant) -> dict[str,
 # ---------------------------------------------------------------- files the scenario references
 
 
-def _path_locations(model: BaseModel, loc: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Path]]:
+def path_locations(model: BaseModel, loc: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Path]]:
     """Every Path field of a validated scenario with its location (field names are the document's keys)."""
     out = []
     for name, info in type(model).model_fields.items():
@@ -75,15 +75,15 @@ def _path_locations(model: BaseModel, loc: tuple[str | int, ...] = ()) -> list[t
         if isinstance(value, Path):
             out.append((loc + (key,), value))
         elif isinstance(value, BaseModel):
-            out += _path_locations(value, loc + (key,))
+            out += path_locations(value, loc + (key,))
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 if isinstance(item, BaseModel):
-                    out += _path_locations(item, loc + (key, i))
+                    out += path_locations(item, loc + (key, i))
     return out
 
 
-def _set_at(doc: Any, loc: tuple[str | int, ...], value: Any) -> None:
+def set_at(doc: Any, loc: tuple[str | int, ...], value: Any) -> None:
     for part in loc[:-1]:
         doc = doc[part]
     doc[loc[-1]] = value
@@ -123,9 +123,9 @@ def _rewrite_paths(doc: dict[str, Any], base_dir: Path, rewrite: Callable[[Path]
         model = Scenario.model_validate(doc)
     except ValidationError:  # the worker (or the check) reports the same error for this variant
         return cast(str, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    for loc, value in _path_locations(model):
+    for loc, value in path_locations(model):
         source = value if value.is_absolute() else (base_dir / value)
-        _set_at(doc, loc, rewrite(source) if source.is_file() else str(source))  # missing: validation names it
+        set_at(doc, loc, rewrite(source) if source.is_file() else str(source))  # missing: validation names it
     return cast(str, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
@@ -176,5 +176,5 @@ def economic_overrides(ls: LoadedStudy, variant: Variant) -> dict[str, Any]:
     return out
 
 
-__all__ = ["BaseDocument", "Bundle", "Variant", "document", "economic_overrides", "portable_text", "unpack",
-           "variant_id"]
+__all__ = ["BaseDocument", "Bundle", "Variant", "document", "economic_overrides", "path_locations", "portable_text",
+           "set_at", "unpack", "variant_id"]

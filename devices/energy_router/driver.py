@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 from types import ModuleType
@@ -33,6 +33,9 @@ from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measu
     SetpointRejected
 from devices.energy_router import data_map
 from devices.energy_router.data_map import Fcda
+
+if TYPE_CHECKING:
+    from devices.energy_router.report_reader import ReportReader
 
 DEFAULT_PORT = 102
 #: words in a client error that mean the association is gone (not that a reply was malformed)
@@ -132,6 +135,14 @@ class Iec61850Driver(Driver):
             vendor, model, serial = await self._call(self._conn.read_multiple([(n, fc) for n in names]))
         info.update(manufacturer=vendor, model=model, serial=serial)
         return info
+
+    def reports(self, **options: Any) -> ReportReader:
+        """A subscription to the ER's measurement reports at this driver's address, sign convention and clock
+        (its own association; see :mod:`devices.energy_router.report_reader`). Use ``async with``."""
+        from devices.energy_router.report_reader import ReportReader
+
+        options.setdefault("timeout_s", self.timeout_s)
+        return ReportReader(self.address, load_arrow=self.load_arrow, clock=self.clock, **options)
 
     # -- setpoints ---------------------------------------------------------------------------------------
     async def _write_one(self, f: Fcda, ours: float) -> None:

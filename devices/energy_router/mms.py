@@ -1,9 +1,12 @@
 """MMS (ISO 9506) services of an IEC 61850 server over a :class:`~devices.energy_router.scl_model.DataModel`.
 
-Initiate, Conclude, and the confirmed services IEC 61850-8-1 maps GetDataValues / SetDataValues and the
-directory services onto: Read, Write, GetNameList, GetVariableAccessAttributes, Identify. No I/O: a request PDU
-(decoded BER) goes in, the response PDU (bytes) comes out. A request that cannot be understood gets a RejectPDU
-(pdu-error or confirmed-request reason), an unknown object an access failure: the protocol's own answers.
+Initiate, Conclude, and the confirmed services IEC 61850-8-1 maps GetDataValues / SetDataValues, the data-set
+and directory services onto: Read (of variables or of a named variable list), Write, GetNameList,
+GetVariableAccessAttributes, GetNamedVariableListAttributes, Identify. Writes below a report control block go to
+the :class:`~devices.energy_router.reports.ReportEngine`, which sends InformationReports to the association that
+enabled it. No I/O here: a request PDU (decoded BER) goes in, the response PDU (bytes) comes out. A request
+that cannot be understood gets a RejectPDU (pdu-error or confirmed-request reason), an unknown object an access
+failure: the protocol's own answers.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Callable
 
 from devices.energy_router import ber
 from devices.energy_router.ber import CONTEXT, UNIVERSAL, BerError, Tlv
-from devices.energy_router.scl_model import WRITABLE_FCS, DataModel, Node, ValueMismatch
+from devices.energy_router.reports import ReportClient, ReportEngine
+from devices.energy_router.scl_model import WRITABLE_FCS, DataModel, DataSet, Node, ValueMismatch
 
 # DataAccessError (ISO 9506-2)
 HARDWARE_FAULT, TEMPORARILY_UNAVAILABLE, OBJECT_ACCESS_DENIED = 1, 2, 3
@@ -31,7 +35,8 @@ NAMED_VARIABLE, NAMED_VARIABLE_LIST, JOURNAL, DOMAIN = 0, 2, 8, 9
 NAMES_PER_RESPONSE = 200
 ACCESS_OBJECT_NON_EXISTENT = 2  # ServiceError class access
 #: services this server supports (ServiceSupportOptions bit numbers)
-SERVICES = (1, 2, 4, 5, 6)  # getNameList, identify, read, write, getVariableAccessAttributes
+SERVICES = (1, 2, 4, 5, 6, 12, 79)  # getNameList, identify, read, write, getVariableAccessAttributes,
+#                                   getNamedVariableListAttributes, informationReport
 MAX_PDU = 65000
 
 #: ``on_write(domain, item, node, value) -> DataAccessError code or None``: applies an accepted write
@@ -109,25 +114,26 @@ class MmsServer:
         self.model = model
         self.on_write = on_write
         self.identity = identity
+        self.reports = ReportEngine(model)
 
-    def handle(self, pdu: bytes) -> bytes | None:
-        """The response to one MMS PDU (None: nothing to answer)."""
+    def handle(self, pdu: bytes, client: ReportClient | None = None) -> bytes | None:
+        """The response to one MMS PDU (None: nothing to answer); ``client`` is the association it came on."""
         try:
             t = ber.decode(pdu)
         except BerError:
             return reject(REJECT_INVALID_PDU)
-        return self.handle_tlv(t)
+        return self.handle_tlv(t, client)
 
-    def handle_tlv(self, t: Tlv) -> bytes | None:
+    def handle_tlv(self, t: Tlv, client: ReportClient | None = None) -> bytes | None:
         if t.is_(CONTEXT, 11):  # conclude-request
             return ber.tlv(0x8C, b"")
         if t.is_(CONTEXT, 0) and t.constructed:
-            return self._confirmed(t)
+            return self._confirmed(t, client)
         if t.is_(CONTEXT, 3) or t.is_(CONTEXT, 4):  # unconfirmed PDU or reject from the client: no answer
             return None
         return reject(REJECT_UNKNOWN_PDU)
 
-    def _confirmed(self, t: Tlv) -> bytes:
+    def _confirmed(self, t: Tlv, client: ReportClient | None) -> bytes:
         invoke_id = None
         try:
             if len(t.children) != 2 or not t.children[0].is_(UNIVERSAL, 2):
@@ -137,10 +143,11 @@ class MmsServer:
                 raise Reject(REJECT_INVALID_PDU)
             service = t.children[1]
             handler = {1: self._get_name_list, 2: self._identify, 4: self._read, 5: self._write,
-                       6: self._get_variable_access_attributes}.get(service.number)
+                       6: self._get_variable_access_attributes,
+                       12: self._get_named_variable_list_attributes}.get(service.number)
             if service.cls != CONTEXT or handler is None:
                 raise Reject(REJECT_UNRECOGNIZED_SERVICE, invoke_id)
-            body = handler(service)
+            body = self._write(service, client) if service.number == 5 else handler(service)
         except AccessError as exc:
             assert invoke_id is not None
             return error_pdu(invoke_id, exc.code)
@@ -170,12 +177,21 @@ class MmsServer:
             raise KeyError("empty list of variables")
         return out
 
+    def _dataset(self, name: Tlv) -> DataSet | None:
+        domain, item = _object_name(name)
+        return self.model.datasets.get(domain, {}).get(item)
+
     def _read(self, req: Tlv) -> bytes:
         spec_tlv = req.need(CONTEXT, 1, "variableAccessSpecification")
         with_spec = req.child(CONTEXT, 0)
         spec = spec_tlv.only("variableAccessSpecification")
-        if spec.is_(CONTEXT, 1):  # a named variable list: this server defines none
-            results = [ber.integer(0x80, OBJECT_NON_EXISTENT)]
+        if spec.is_(CONTEXT, 1):  # a named variable list: a data set (GetDataSetValues)
+            ds = self._dataset(spec.only("ObjectName"))
+            if ds is None:
+                results = [ber.integer(0x80, OBJECT_NON_EXISTENT)]
+            else:
+                results = [node.data() if (node := self.model.find(*m)) is not None
+                           else ber.integer(0x80, OBJECT_NON_EXISTENT) for m in ds.members]
         else:
             results = []
             for name in self._variables(spec):
@@ -185,7 +201,7 @@ class MmsServer:
         parts = [ber.seq(0xA0, _encode(spec))] if with_spec is not None and ber.to_bool(with_spec) else []
         return ber.seq(0xA4, *parts, ber.seq(0xA1, *results))
 
-    def _write(self, req: Tlv) -> bytes:
+    def _write(self, req: Tlv, client: ReportClient | None = None) -> bytes:
         if len(req.children) != 2:
             raise KeyError("write: specification and data expected")
         spec, data = req.children
@@ -196,25 +212,29 @@ class MmsServer:
             raise KeyError("write: one data value per variable expected")
         results = []
         for name, value in zip(names, data.children):
-            code = self._write_one(name, value)
+            code = self._write_one(name, value, client)
             results.append(ber.tlv(0x81, b"") if code is None else ber.integer(0x80, code))
+        self.reports.scan()  # an Operate may have changed a reported status
         return ber.seq(0xA5, *results)
 
-    def _write_one(self, name: tuple[str, str] | None, value: Tlv) -> int | None:
+    def _write_one(self, name: tuple[str, str] | None, value: Tlv, client: ReportClient | None) -> int | None:
         if name is None:
             return OBJECT_ACCESS_UNSUPPORTED
         node = self.model.find(*name)
         if node is None:
             return OBJECT_NON_EXISTENT
         parts = name[1].split("$")
-        if len(parts) < 3 or parts[1] not in WRITABLE_FCS:  # whole LNs, whole FCs and other FCs are read-only
-            return OBJECT_ACCESS_DENIED
+        report_block = len(parts) == 4 and parts[1] == "RP"
+        if not report_block and (len(parts) < 3 or parts[1] not in WRITABLE_FCS):
+            return OBJECT_ACCESS_DENIED  # whole LNs, whole FCs, whole RCBs and other FCs are read-only
         try:
             parsed = node.parse(value)
         except ValueMismatch:
             return TYPE_INCONSISTENT
         except ValueError:
             return OBJECT_VALUE_INVALID
+        if report_block:
+            return self.reports.write(client, name[0], name[1], parsed)
         return self.on_write(name[0], name[1], node, parsed)
 
     def _get_name_list(self, req: Tlv) -> bytes:
@@ -230,7 +250,8 @@ class MmsServer:
             domain = ber.to_str(scope)
             if domain not in self.model.domains:
                 raise Reject(REJECT_INVALID_ARGUMENT)
-            names = self.model.names(domain) if object_class == NAMED_VARIABLE else []
+            names = (self.model.names(domain) if object_class == NAMED_VARIABLE else
+                     sorted(self.model.datasets.get(domain, {})) if object_class == NAMED_VARIABLE_LIST else [])
         else:
             names = []
         if after is not None:
@@ -248,6 +269,16 @@ class MmsServer:
         if node is None:
             raise AccessError(ACCESS_OBJECT_NON_EXISTENT)
         return ber.seq(0xA6, ber.boolean(0x80, False), ber.seq(0xA2, node.type_spec()))
+
+
+    def _get_named_variable_list_attributes(self, req: Tlv) -> bytes:
+        """The members of a data set (GetDataSetDirectory); data sets from the SCL are not deletable."""
+        ds = self._dataset(req.only("ObjectName"))
+        if ds is None:
+            raise AccessError(ACCESS_OBJECT_NON_EXISTENT)
+        members = (ber.seq(0x30, ber.seq(0xA0, ber.seq(0xA1, ber.visible(0x1A, d), ber.visible(0x1A, i))))
+                   for d, i in ds.members)
+        return ber.seq(0xAC, ber.boolean(0x80, False), ber.seq(0xA1, *members))
 
 
 def error_pdu(invoke_id: int, access_code: int) -> bytes:

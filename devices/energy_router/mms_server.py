@@ -9,9 +9,11 @@ association goes on. No client input ends the server.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 from devices.energy_router import iso_stack as iso
+from devices.energy_router import reports
 from devices.energy_router.ber import BerError
 from devices.energy_router.mms import REJECT_INVALID_PDU, MmsServer, Reject, initiate_response, reject
 
@@ -72,8 +74,10 @@ class MmsTcpServer:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
+        assoc = None
         try:
-            await _Association(self, reader, writer).run()
+            assoc = _Association(self, reader, writer)
+            await assoc.run()
         except (asyncio.IncompleteReadError, ConnectionError, _Close):
             pass
         except asyncio.CancelledError:
@@ -81,6 +85,8 @@ class MmsTcpServer:
         except Exception:  # a bug must cost one association, never the server
             log.exception("MMS association failed")
         finally:
+            if assoc is not None:
+                self.mms.reports.client_closed(assoc)
             self._writers.discard(writer)
             self._tasks.discard(task)
             writer.close()
@@ -93,6 +99,11 @@ class _Association:
         self.connected = False  # COTP
         self.assoc: iso.Association | None = None
         self.tsdu = bytearray()
+        peer = writer.get_extra_info("peername")
+        try:  # the report control block's Owner: the client's IP address
+            self.peer = ipaddress.ip_address(peer[0]).packed if peer else b""
+        except ValueError:
+            self.peer = b""
 
     async def run(self) -> None:
         while True:
@@ -148,12 +159,24 @@ class _Association:
         except (iso.IsoError, BerError):
             reply: bytes | None = reject(REJECT_INVALID_PDU)
         else:
-            reply = self.owner.mms.handle_tlv(pdu)
+            reply = self.owner.mms.handle_tlv(pdu, self)
         if reply is not None:
             if self.owner.corrupt_next:
                 self.owner.corrupt_next = False
                 reply = corrupt(reply)
             await self._send(iso.DATA_PREFIX + iso.user_data(self.assoc.mms_ctx, reply))
+
+    def send_unconfirmed(self, pdu: bytes) -> bool:
+        """Queue an unconfirmed MMS PDU (a report) on this association; False: dropped, because the association is
+        not established, is closing, or the client leaves more than MAX_QUEUED_BYTES unread."""
+        transport = self.writer.transport
+        if (self.assoc is None or transport.is_closing()
+                or transport.get_write_buffer_size() > reports.MAX_QUEUED_BYTES):
+            return False
+        if not self.owner.silent:
+            tsdu = iso.DATA_PREFIX + iso.user_data(self.assoc.mms_ctx, pdu)
+            self.writer.write(b"".join(iso.tpkt(t) for t in iso.dt(tsdu, self.tpdu_size)))
+        return True
 
     async def _send(self, tsdu: bytes) -> None:
         await self._send_raw(b"".join(iso.tpkt(t) for t in iso.dt(tsdu, self.tpdu_size)))

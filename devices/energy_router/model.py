@@ -496,5 +496,6 @@ FAMILY = Family(
     virtual={"iec61850": "devices.energy_router.virtual:VirtualEnergyRouter"},
     battery_setpoint="batt_p_w",
     topics=s4g_topics.measurement_topics(),  # the S4G SenML topics, on the SMX broker too
+    commands=s4g_topics.command_topics(),  # and the S4G command topics from it
     description="S4G Energy Router: AC port, 400 V DC bus with PV, battery, DC loads and a DC link (IEC 61850 MMS)",
 )

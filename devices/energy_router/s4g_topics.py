@@ -55,6 +55,13 @@ def measurement_topics() -> dict[str, tuple[str, float]]:
     return {name: (suffix, BY_SUFFIX[suffix].fcda.to_device(1.0)) for name, suffix in MEASUREMENT_TOPICS.items()}
 
 
+def command_topics() -> dict[str, tuple[str, float]]:
+    """Command topic suffix -> (our setpoint, factor: topic value = factor x ours), for ``Family.commands``:
+    ``DRCC1.DERStr.ctlNum`` (mode), ``ZBTC1.BatChaPwr.setMag.f`` (batt_p_w), ``DRCC1.OutWSet.setMag.f`` (p_w),
+    ``DRCC1.CtlMod.setVal`` (control), ``MMDC1.Watt.subMag.f`` (pv_limit_w), both Q references, ..."""
+    return {t.suffix: (t.name, t.fcda.to_device(1.0)) for t in TOPICS if t.setpoint}
+
+
 def to_ours(suffix: str, value: float) -> tuple[str, float]:
     """(our name, value in our convention) of a value received on a topic (KeyError: not an ER topic)."""
     topic = BY_SUFFIX[suffix]

@@ -56,6 +56,7 @@ class Node:
     value: Any = None
     fc: str = ""
     children: dict[str, Node] = field(default_factory=dict)
+    dchg: bool = False  # a change of this value is a data-change trigger for reports (SCL ``dchg``)
 
     @property
     def is_leaf(self) -> bool:
@@ -175,12 +176,77 @@ def _default(kind: str) -> Any:
             "mms": ""}[kind]
 
 
-class DataModel:
-    """The served tree of one IED: domains (logical devices) holding logical-node variables."""
+@dataclass
+class DataSet:
+    """A named variable list of the SCL (``LLN0$Measurements`` in its domain): members as (domain, item)."""
 
-    def __init__(self, ied_name: str, domains: dict[str, dict[str, Node]]) -> None:
+    domain: str
+    name: str  # MMS item name: LN$dsName
+    members: list[tuple[str, str]]
+
+    @property
+    def reference(self) -> str:
+        """The DatSet value a report control block holds: ``ERLD0/LLN0$Measurements``."""
+        return f"{self.domain}/{self.name}"
+
+
+#: IEC 61850-8-1 unbuffered report control block components, in their MMS order: (name, kind, size)
+URCB_COMPONENTS = (("RptID", "vis", 129), ("RptEna", "bool", 0), ("Resv", "bool", 0), ("DatSet", "vis", 129),
+                   ("ConfRev", "uint", 32), ("OptFlds", "bits", 10), ("BufTm", "uint", 32), ("SqNum", "uint", 8),
+                   ("TrgOps", "bits", 6), ("IntgPd", "uint", 32), ("GI", "bool", 0), ("Owner", "octet", 64))
+#: OptFlds bit numbers (bit 0 reserved) and the SCL OptFields attributes that set them
+OPT_FIELDS = {"seqNum": 1, "timeStamp": 2, "reasonCode": 3, "dataSet": 4, "dataRef": 5, "bufOvfl": 6,
+              "entryID": 7, "configRef": 8, "segmentation": 9}
+#: TrgOps bit numbers (bit 0 reserved) and the SCL TrgOps attributes that set them
+TRG_OPS = {"dchg": 1, "qchg": 2, "dupd": 3, "period": 4, "gi": 5}
+
+
+def bits_of(numbers: list[int], nbits: int) -> int:
+    """The integer value of a BIT STRING of ``nbits`` with the given bit numbers set (bit 0 first)."""
+    return sum(1 << (nbits - 1 - k) for k in numbers)
+
+
+def urcb_node(name: str, rpt_id: str, dataset: str, conf_rev: int, opt_flds: int, buf_tm: int, trg_ops: int,
+              intg_pd: int) -> Node:
+    values = {"RptID": rpt_id, "DatSet": dataset, "ConfRev": conf_rev, "OptFlds": opt_flds, "BufTm": buf_tm,
+              "TrgOps": trg_ops, "IntgPd": intg_pd}
+    node = Node(name, fc="RP")
+    for comp, kind, size in URCB_COMPONENTS:
+        node.children[comp] = Node(comp, kind, size, values.get(comp, _default(kind)), "RP")
+    return node
+
+
+class DataModel:
+    """The served tree of one IED: domains (logical devices) holding logical-node variables, the data sets
+    (named variable lists) by domain, and the references of the unbuffered report control blocks."""
+
+    def __init__(self, ied_name: str, domains: dict[str, dict[str, Node]],
+                 datasets: dict[str, dict[str, DataSet]] | None = None, urcbs: list[tuple[str, str]] | None = None
+                 ) -> None:
         self.ied_name = ied_name
         self.domains = domains
+        self.datasets = datasets or {}
+        self.urcbs = urcbs or []  # (domain, item) of every URCB: ("ERLD0", "LLN0$RP$urcbMeas01")
+
+    def rename_domain(self, old: str, new: str) -> None:
+        """Serve logical device ``old`` as ``new`` (the configured IED/LD name), data set references included."""
+        self.domains[new] = self.domains.pop(old)
+        sets = self.datasets.pop(old, {})
+        for ds in sets.values():
+            ds.domain = new
+            ds.members = [(new if d == old else d, i) for d, i in ds.members]
+        self.datasets[new] = sets
+        self.urcbs = [(new if d == old else d, i) for d, i in self.urcbs]
+        for domain, item in self.urcbs:
+            node = self.find(domain, item + "$DatSet")
+            if node is not None and str(node.value).startswith(old + "/"):
+                node.value = new + str(node.value)[len(old):]
+
+    def dataset(self, reference: str) -> DataSet | None:
+        """A data set by its reference (``ERLD0/LLN0$Measurements``; the dotted form ``ERLD0/LLN0.Measurements``
+        is accepted too)."""
+        domain, _, name = reference.partition("/")
+        return self.datasets.get(domain, {}).get(name.replace(".", "$"))
 
     @classmethod
     def from_scl(cls, path: str | Path, ied_name: str | None = None) -> DataModel:
@@ -224,6 +290,10 @@ class DataModel:
         self.leaf(ref).value = value
 
 
+def _ln_name(ln: ET.Element) -> str:
+    return (ln.get("prefix") or "") + (ln.get("lnClass") or "") + (ln.get("inst") or "")
+
+
 class _Builder:
     def __init__(self, root: ET.Element, where: str) -> None:
         self.root, self.where = root, where
@@ -240,14 +310,60 @@ class _Builder:
         if ied is None:
             raise SclError(f"{self.where}: no IED named {ied_name!r}")
         name = ied.get("name") or ""
-        domains: dict[str, dict[str, Node]] = {}
-        for ld in ied.iter(f"{{{NS['scl']}}}LDevice"):
+        model = DataModel(name, {})
+        lds = list(ied.iter(f"{{{NS['scl']}}}LDevice"))
+        for ld in lds:
             lns: dict[str, Node] = {}
             for ln in [*ld.findall("scl:LN0", NS), *ld.findall("scl:LN", NS)]:
-                ln_name = (ln.get("prefix") or "") + (ln.get("lnClass") or "") + (ln.get("inst") or "")
-                lns[ln_name] = self._ln(ln_name, ln.get("lnType") or "")
-            domains[name + (ld.get("inst") or "")] = lns
-        return DataModel(name, domains)
+                lns[_ln_name(ln)] = self._ln(_ln_name(ln), ln.get("lnType") or "")
+            model.domains[name + (ld.get("inst") or "")] = lns
+        for ld in lds:  # data sets may name any LD of the IED, so every LD is built first
+            domain = name + (ld.get("inst") or "")
+            for ln in [*ld.findall("scl:LN0", NS), *ld.findall("scl:LN", NS)]:
+                self._datasets(model, domain, ln)
+                self._report_controls(model, domain, ln)
+        return model
+
+    def _datasets(self, model: DataModel, domain: str, ln: ET.Element) -> None:
+        for ds in ln.findall("scl:DataSet", NS):
+            members = []
+            for fcda in ds.findall("scl:FCDA", NS):
+                member_domain = model.ied_name + (fcda.get("ldInst") or "")
+                path = [(fcda.get("prefix") or "") + (fcda.get("lnClass") or "") + (fcda.get("lnInst") or ""),
+                        fcda.get("fc") or "", *(fcda.get("doName") or "").split("."),
+                        *((fcda.get("daName") or "").split(".") if fcda.get("daName") else [])]
+                item = "$".join(path)
+                if model.find(member_domain, item) is None:
+                    raise SclError(f"{self.where}: data set {ds.get('name')!r}: no {member_domain}/{item}")
+                members.append((member_domain, item))
+            if not members:
+                raise SclError(f"{self.where}: data set {ds.get('name')!r} has no FCDA")
+            name = f"{_ln_name(ln)}${ds.get('name')}"
+            model.datasets.setdefault(domain, {})[name] = DataSet(domain, name, members)
+
+    def _report_controls(self, model: DataModel, domain: str, ln: ET.Element) -> None:
+        ln_node = model.domains[domain][_ln_name(ln)]
+        for rc in ln.findall("scl:ReportControl", NS):
+            rc_name = rc.get("name") or ""
+            if (rc.get("buffered") or "false").lower() == "true":
+                raise SclError(f"{self.where}: report control {rc_name!r}: buffered reports are not supported")
+            dataset = f"{domain}/{_ln_name(ln)}${rc.get('datSet')}" if rc.get("datSet") else ""
+            if dataset and model.dataset(dataset) is None:
+                raise SclError(f"{self.where}: report control {rc_name!r}: no data set {rc.get('datSet')!r}")
+            trg, opt = rc.find("scl:TrgOps", NS), rc.find("scl:OptFields", NS)
+            trg_ops = bits_of([b for a, b in TRG_OPS.items() if trg is not None and trg.get(a) == "true"], 6)
+            opt_flds = bits_of([b for a, b in OPT_FIELDS.items() if opt is not None and opt.get(a) == "true"], 10)
+            enabled = rc.find("scl:RptEnabled", NS)
+            count = int(enabled.get("max") or 1) if enabled is not None else 1
+            indexed = (rc.get("indexed") or "true").lower() == "true"
+            names = [f"{rc_name}{k:02d}" for k in range(1, count + 1)] if indexed else [rc_name]
+            rp = ln_node.children.setdefault("RP", Node("RP"))
+            for rcb in names:
+                rp.children[rcb] = urcb_node(rcb, rc.get("rptID") or "", dataset, int(rc.get("confRev") or 1),
+                                             opt_flds, int(rc.get("bufTime") or 0), trg_ops,
+                                             int(rc.get("intgPd") or 0))
+                model.urcbs.append((domain, f"{_ln_name(ln)}$RP${rcb}"))
+            ln_node.children = {fc: ln_node.children[fc] for fc in FC_ORDER if fc in ln_node.children}
 
     def _ln(self, name: str, type_id: str) -> Node:
         ln_type = self._get(self.ln_types, type_id, "LNodeType")
@@ -270,22 +386,22 @@ class _Builder:
         for el in do_type:
             tag = el.tag.split("}")[-1]
             if tag == "DA" and el.get("fc") == fc:
-                node.children[el.get("name") or ""] = self._da(el, fc)
+                node.children[el.get("name") or ""] = self._da(el, fc, dchg=el.get("dchg") == "true")
             elif tag == "SDO":
                 sub = self._do(el.get("name") or "", el.get("type") or "", fc, depth + 1)
                 if sub is not None:
                     node.children[sub.name] = sub
         return node if node.children else None
 
-    def _da(self, el: ET.Element, fc: str, depth: int = 0) -> Node:
+    def _da(self, el: ET.Element, fc: str, depth: int = 0, dchg: bool = False) -> Node:
         if depth > 8:
             raise SclError(f"{self.where}: DAType nests too deep")
         name, btype = el.get("name") or "", el.get("bType") or ""
         if btype == "Struct":
             da_type = self._get(self.da_types, el.get("type") or "", "DAType")
-            node = Node(name, fc=fc)
+            node = Node(name, fc=fc, dchg=dchg)
             for bda in da_type.findall("scl:BDA", NS):
-                node.children[bda.get("name") or ""] = self._da(bda, fc, depth + 1)
+                node.children[bda.get("name") or ""] = self._da(bda, fc, depth + 1, dchg)
             return node
         if btype not in BASIC:
             raise SclError(f"{self.where}: basic type {btype!r} of {name!r} not supported")
@@ -296,7 +412,7 @@ class _Builder:
             parsers: dict[str, Callable[[str], Any]] = {"bool": lambda s: s.strip().lower() == "true", "int": int,
                                                         "uint": int, "float": float}
             value = parsers.get(kind, str)(val.text.strip())
-        return Node(name, kind, size, value, fc)
+        return Node(name, kind, size, value, fc, dchg=dchg)
 
     def _get(self, table: dict[str | None, ET.Element], type_id: str, what: str) -> ET.Element:
         try:

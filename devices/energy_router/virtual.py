@@ -36,9 +36,8 @@ ICD_IED, ICD_LD = "ER", "LD0"
 def load_model(config: EnergyRouterConfig) -> DataModel:
     """The ICD's data model, with the IED and LD names the configuration gives."""
     model = DataModel.from_scl(ICD, ICD_IED)
-    lns = model.domains.pop(ICD_IED + ICD_LD)
+    model.rename_domain(ICD_IED + ICD_LD, config.ld_name)
     model.ied_name = config.ied_name
-    model.domains[config.ld_name] = lns
     return model
 
 
@@ -61,6 +60,7 @@ class VirtualEnergyRouter(VirtualDevice):
         self._controls = {f"{do.split('.')[0]}$CO${do.split('.')[1]}$Oper": (do, *target)
                           for do, target in data_map.CONTROLS.items()}
         self.server = MmsTcpServer(MmsServer(self.data, self._on_write, Identity("s4g-hil", "EnergyRouter", "1")))
+        self.server.mms.reports.clock = lambda: self.context.at(self.t_s).timestamp()  # the device clock
         self._host = "127.0.0.1"
         self._static()
         self.sync()
@@ -131,6 +131,7 @@ class VirtualEnergyRouter(VirtualDevice):
             self._set(f"{f.ref}[{f.fc}]", int(held) if f.integer else f.to_device(held))
         for f in data_map.ALIASES:
             self._set(f"{f.ref}[{f.fc}]", f.to_device(self.erbank.held_setpoints(0)[f.name]))
+        self.server.mms.reports.scan()  # data-change reports to the clients that enabled them
 
     def _render_phases(self, m: dict[str, float]) -> None:
         phases = self.cfg.phases

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.hostile_inputs.dlms import REF, VALID_APDUS, VALID_HDLC_FRAMES, mutate
 from devices import registry
 from devices.base import Address, DeviceUnavailable, ProtocolError
 from devices.meter import apdu as A
@@ -34,30 +35,9 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 def mutations(valid: bytes) -> st.SearchStrategy[bytes]:
     """A valid encoding with bytes flipped, cut short or extended."""
     flips = st.lists(st.tuples(st.integers(0, max(len(valid) - 1, 0)), st.integers(0, 255)), max_size=4)
-    return st.tuples(flips, st.integers(0, len(valid)), st.binary(max_size=8)).map(
-        lambda t: _mutate(valid, *t))
+    return st.tuples(flips, st.integers(0, len(valid)), st.binary(max_size=8)).map(lambda t: mutate(valid, *t))
 
 
-def _mutate(valid: bytes, flips, cut: int, tail: bytes) -> bytes:
-    out = bytearray(valid)
-    for pos, value in flips:
-        if out:
-            out[pos % len(out)] = value
-    return bytes(out[:cut]) + tail
-
-
-REF = A.AttributeRef(3, axdr.obis_bytes("1.0.1.8.0.255"), 2)
-VALID_APDUS = [
-    A.encode_aarq(0x001C1D, 512), A.encode_aarq(0x001C1D, 512, b"00000000"),
-    A.encode_get_normal(0xC1, REF), A.encode_get_next(0xC1, 1), A.encode_get_with_list(0xC1, [REF, REF]),
-    A.encode_get_normal(0xC1, A.AttributeRef(CLASS_PROFILE, PROFILE_LN, 2), A.Selection(1, axdr.structure(
-        axdr.structure(axdr.u16(8), axdr.octets(axdr.obis_bytes("0.0.1.0.0.255")), axdr.i8(2), axdr.u16(0)),
-        axdr.octets(bytes(12)), axdr.octets(bytes(12)), axdr.array([])))),
-    A.encode_set_normal(0xC1, REF, axdr.u32(1)), A.encode_rlrq(),
-    A.encode_aare(A.AssociationResult.ACCEPTED, A.AcseDiagnostic.NULL, A.encode_initiate_response(0x1C1D, 512)),
-    A.encode_get_response_normal(0xC1, axdr.u32(7)), A.encode_get_response_block(0xC1, False, 2, b"x" * 20),
-    A.encode_get_response_with_list(0xC1, [axdr.u16(1), 4]),
-]
 hostile_apdus = st.one_of(st.binary(max_size=300), st.sampled_from(VALID_APDUS).flatmap(mutations))
 
 DECODERS = [axdr.decode_all, A.decode_aarq, A.decode_aare, A.decode_initiate_request, A.decode_get_request,
@@ -133,13 +113,7 @@ def test_malformed_apdus_get_the_documented_replies():
 
 
 @FUZZ
-@given(st.lists(st.one_of(st.binary(max_size=80), st.sampled_from([
-    hdlc.Frame(hdlc.Address(1, 17, 2), hdlc.Address(16), hdlc.SNRM).encode(),
-    hdlc.Frame(hdlc.Address(1, 17, 2), hdlc.Address(16), hdlc.i_control(0, 0),
-               hdlc.LLC_REQUEST + A.encode_aarq(0x1C1D, 512)).encode(),
-    hdlc.Frame(hdlc.Address(1, 17, 2), hdlc.Address(16), hdlc.rr_control(0)).encode(),
-    hdlc.Frame(hdlc.Address(1, 17, 2), hdlc.Address(16), hdlc.DISC).encode(),
-]).flatmap(mutations)), max_size=8))
+@given(st.lists(st.one_of(st.binary(max_size=80), st.sampled_from(VALID_HDLC_FRAMES).flatmap(mutations)), max_size=8))
 def test_the_hdlc_link_never_raises_and_only_sends_valid_frames(chunks):
     cfg = MeterConfig()
     bank = MeterBank([cfg])

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.hostile_inputs.iec61850 import association_request, cotp_cr, dt, mms_frame
 from devices import registry
 from devices.base import ProtocolError
 from devices.energy_router import ber
@@ -112,37 +113,6 @@ def test_writes_of_arbitrary_data_to_every_attribute_are_answered(item, data):
 
 
 # -- a live server on a socket ----------------------------------------------------------------------------------
-def cotp_cr() -> bytes:
-    params = bytes.fromhex("c0010a" "c1020001" "c2020001")
-    body = bytes([iso.CR]) + b"\x00\x00\x00\x01\x00" + params
-    return iso.tpkt(bytes([len(body)]) + body)
-
-
-def association_request() -> bytes:
-    initiate = ber.seq(0xA8, ber.integer(0x80, 65000), ber.integer(0x81, 5), ber.integer(0x82, 5),
-                       ber.integer(0x83, 10), ber.seq(0xA4, ber.integer(0x80, 1), ber.bit_string(0x81, 0x788, 11),
-                                                    ber.bit_string(0x82, 0x7F << 78, 85)))
-    aarq = ber.seq(0x60, ber.seq(0xA1, ber.oid(0x06, "1.0.9506.2.3")),
-                   ber.seq(0xBE, ber.seq(0x28, ber.integer(0x02, 3), ber.seq(0xA0, initiate))))
-    contexts = ber.seq(0xA4, ber.seq(0x30, ber.integer(0x02, 1), ber.oid(0x06, "2.2.1.0.1"),
-                                     ber.seq(0x30, ber.oid(0x06, "2.1.1"))),
-                       ber.seq(0x30, ber.integer(0x02, 3), ber.oid(0x06, "1.0.9506.2.1"),
-                               ber.seq(0x30, ber.oid(0x06, "2.1.1"))))
-    cp = ber.seq(0x31, ber.seq(0xA0, ber.integer(0x80, 1)),
-                 ber.seq(0xA2, ber.tlv(0x81, b"\0\0\0\1"), ber.tlv(0x82, b"\0\0\0\1"), contexts,
-                         iso.user_data(1, aarq)))
-    cn = bytes.fromhex("0506130100160102" "14020002" "33020001" "34020001") + bytes([0xC1, len(cp)]) + cp
-    return dt(bytes([iso.SPDU_CN, len(cn)]) + cn)
-
-
-def dt(tsdu: bytes) -> bytes:
-    return iso.tpkt(b"\x02\xf0\x80" + tsdu)
-
-
-def mms_frame(pdu: bytes) -> bytes:
-    return dt(iso.DATA_PREFIX + iso.user_data(3, pdu))
-
-
 @pytest.fixture(scope="module")
 def live():
     io = IoLoop("hostile-iec61850")

@@ -28,14 +28,12 @@ from hypothesis import strategies as st
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks.hostile_inputs.ocpp import FRAMEWORK, bad_calls, is_tx_message
 from devices import registry
 from devices.wallbox.virtual import VirtualWallbox16, VirtualWallbox201
 
 FAM = registry.family("wallbox")
 VERSIONS = {"1.6": VirtualWallbox16, "2.0.1": VirtualWallbox201}
-FRAMEWORK = {"1.6": "FormationViolation", "2.0.1": "RpcFrameworkError"}
-FORMAT = {"1.6": "FormationViolation", "2.0.1": "FormatViolation"}
-TX_ACTIONS = ("StartTransaction", "StopTransaction", "TransactionEvent")
 RECOVERY_S: dict[str, list[float]] = defaultdict(list)  # kind of misbehaviour -> times to recover
 
 
@@ -45,28 +43,6 @@ def examples(request, default: int, long: int) -> int:
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def is_tx_message(action: str, payload: dict) -> bool:
-    return action in TX_ACTIONS or (action == "MeterValues" and (
-        "transactionId" in payload or payload["meterValue"][0]["sampledValue"][0].get("context") != "Trigger"))
-
-
-def bad_calls(version: str) -> dict[str, tuple[object, str, bool]]:
-    """Calls a CSMS sends to the charge point: name -> (frame with UID, expected code, answered by UID)."""
-    comp = {"connectorId": 1, "duration": 60} if version == "1.6" else {"evseId": 1, "duration": 60}
-    return {
-        "not_json": ("{{ definitely not json", FRAMEWORK[version], False),
-        "binary": (b"\x00\x01\x02", FRAMEWORK[version], False),
-        "deep": ('[2,"UID","DataTransfer",' + "[" * 50_000 + "]" * 50_000 + "]", FORMAT[version], True),
-        "deep_anonymous": ("[" * 200_000, FRAMEWORK[version], False),
-        "wrong_type": (json.dumps([2, "UID", "GetCompositeSchedule", {**comp, "duration": "long"}]),
-                       "TypeConstraintViolation", True),
-        "unknown_action": ('[2,"UID","Teleport",{}]', "NotImplemented", True),
-        "unhandled_action": ('[2,"UID","StatusNotification",{}]', "NotSupported", True),
-        "bad_message_type": ('[9,"UID"]', "ProtocolError" if version == "1.6" else "MessageTypeNotSupported", True),
-        "not_an_array": ('{"hello": "world"}', "ProtocolError" if version == "1.6" else "RpcFrameworkError", False),
-    }
 
 
 class ScriptedCsms:

@@ -124,6 +124,14 @@ def test_half_open_connections_time_out_and_a_flood_is_capped(rig):
     io.run(body(), 30)
 
 
+def patient(drv: LibalDriver) -> None:
+    """From now on a correct reply may take as long as a busy machine needs: the short timeout only keeps the fault
+    phase fast (a cut-short reply waits for it); recovery is judged by what arrives, not by how fast."""
+    drv.timeout_s = 30.0
+    if drv._rtu is not None:  # the RTU client took the timeout when it connected
+        drv._rtu.timeout_s = 30.0
+
+
 FAULTS = st.one_of(
     st.tuples(st.just("garbage"), st.binary(max_size=20)), st.tuples(st.just("flip"), st.integers(0, 100)),
     st.tuples(st.just("truncate"), st.integers(0, 100)), st.tuples(st.just("close")),
@@ -153,6 +161,7 @@ def test_the_driver_raises_only_typed_errors_and_recovers(rig, faults, write):
                 except TYPED:
                     pass
             proxy.script([])
+            patient(drv)
             for _ in range(2):  # the first call after a fault may still resync
                 drv.backoff.retry_at = 0.0
                 try:
@@ -168,4 +177,4 @@ def test_the_driver_raises_only_typed_errors_and_recovers(rig, faults, write):
             await drv.close()
             await proxy.stop()
 
-    io.run(body(), 60)
+    io.run(body(), 300)

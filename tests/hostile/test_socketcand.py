@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from benchmarks.hostile_inputs import socketcand
 from devices import registry
 from devices.base import Address, DeviceUnavailable, ProtocolError, SetpointRejected
 from devices.io_loop import IoLoop
@@ -57,10 +58,7 @@ async def bus_opens(port: int) -> bool:
     return out.startswith(b"< hi >< ok >< ok >")
 
 
-ELEMENTS = st.sampled_from([b"< open can0 >", b"< open can9 >", b"< rawmode >", b"< bcmmode >", b"< echo >",
-                            b"< send 3C8 2 01 02 >", b"< send 3C8 9 01 >", b"< send FFFFFFFFF 1 00 >",
-                            b"< send 356 1 FF >", b"< add 1 0 123 1 00 >", b"< frame 123 1.0 00 >", b"<", b">",
-                            b"< <", b"<" + b"x" * 300 + b">", b"\xff\xfe", b"< >", b"  ", b"< hi >"])
+ELEMENTS = st.sampled_from(socketcand.ELEMENTS)
 
 
 @hostile(40, 1000)

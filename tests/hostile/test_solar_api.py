@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from benchmarks.hostile_inputs.solar_api import ABSURD_DEVICE_IDS, INVERTER, REQUEST_PARTS, get
 from devices import registry
 from devices.base import Address, DeviceUnavailable, ProtocolError, SetpointRejected
 from devices.fronius.solar_api import FroniusSolarApiDevice
@@ -22,7 +23,6 @@ from tests.hostile.campaign import examples, hostile
 
 FAM = registry.family("fronius")
 TYPED = (DeviceUnavailable, ProtocolError, SetpointRejected)
-INVERTER = "/solar_api/v1/GetInverterRealtimeData.cgi?Scope=Device&DataCollection=CommonInverterData&DeviceId="
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +56,6 @@ async def http(port: int, data: bytes, *, eof: bool = True) -> tuple[int | None,
     return int(reply[9:12]), reply
 
 
-def get(target: str) -> bytes:
-    return f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
-
-
 async def api_version_ok(port: int) -> bool:
     status, reply = await http(port, get("/solar_api/GetAPIVersion.cgi"))
     return status == 200 and json.loads(reply.partition(b"\r\n\r\n")[2])["APIVersion"] == 1
@@ -69,7 +65,7 @@ def body_of(reply: bytes) -> dict:
     return json.loads(reply.partition(b"\r\n\r\n")[2])
 
 
-@pytest.mark.parametrize("device_id", ["9" * 5000, "\u0661", "%D9%A1", "１", "1" * 65, "%00", "%FF"])
+@pytest.mark.parametrize("device_id", ABSURD_DEVICE_IDS)
 def test_absurd_device_ids_get_a_4xx_with_the_api_error_body(rig, device_id):
     io, dev = rig
     rejected = dev.server.counters["rejected"]
@@ -97,15 +93,10 @@ def test_a_long_but_plain_device_id_is_not_available():
         io.close()
 
 
-REQUEST_PARTS = st.sampled_from([b"GET ", b"HEAD ", b"POST ", b"/solar_api/v1/GetPowerFlowRealtimeData.fcgi",
-                                 b"/solar_api/GetAPIVersion.cgi", b"?Scope=System", b"&DeviceId=", b" HTTP/1.1",
-                                 b" HTTP/1.0", b" HTTP/9.9", b"\r\n", b"Host: t", b"Content-Length: 5",
-                                 b"Content-Length: -1", b"Transfer-Encoding: chunked", b"Connection: close",
-                                 b": ", b"\x00", b"\xff", b" ", b"\t", b"%", b"%ZZ", b"0\r\n\r\n", b"hello"])
 
 
 @hostile(40, 1000)
-@given(stream=st.one_of(st.binary(max_size=300), st.lists(REQUEST_PARTS, max_size=25).map(b"".join)))
+@given(stream=st.one_of(st.binary(max_size=300), st.lists(st.sampled_from(REQUEST_PARTS), max_size=25).map(b"".join)))
 def test_random_requests_get_a_response_or_a_closed_connection_never_a_500(rig, stream):
     io, dev = rig
     status, _ = io.run(http(dev.server.port, stream))

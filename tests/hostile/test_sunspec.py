@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from benchmarks.hostile_inputs.modbus import UNSUPPORTED, mbap
 from devices import registry
 from devices.base import Address, DeviceUnavailable, ProtocolError, Setpoint, SetpointRejected
 from devices.fronius.driver import SunSpecDriver
@@ -23,7 +24,6 @@ from tests.hostile.campaign import examples, hostile
 
 FAM = registry.family("fronius")
 UNIT = 1
-UNSUPPORTED = sorted(set(range(1, 0x80)) - {0x03, 0x06, 0x10})
 TYPED = (DeviceUnavailable, ProtocolError, SetpointRejected)
 
 
@@ -58,10 +58,6 @@ async def exchange(port: int, data: bytes, *, read_reply: bool = True, eof: bool
             return None
     finally:
         writer.close()
-
-
-def mbap(pdu: bytes, unit: int = UNIT, tid: int = 7) -> bytes:
-    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
 
 
 async def suns_readable(port: int) -> bool:

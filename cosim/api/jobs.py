@@ -1,0 +1,125 @@
+"""What the API holds: uploaded grids with their simulation, and study jobs, each bounded.
+
+:class:`Limits` caps concurrent simulations and studies (a 429 with the reason beyond them), the number of grids
+and studies kept (the oldest finished ones make room; 429 if none is finished), and the request body size.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ApiError
+from .grids import StoredGrid
+from .simulation import RunRequest, SimulationJob
+from .studies import StudyJob, StudyRequest, scenario_info, submit
+
+REPO_SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 16 << 20
+    max_running_simulations: int = 2
+    max_running_studies: int = 1
+    max_grids: int = 50
+    max_studies: int = 20
+    max_study_variants: int = 64
+    study_workers: int = 0  # 0: in this process (the engine's inline pool); N: a Dask LocalCluster of N
+
+
+@dataclass
+class Registry:
+    folder: Path | None = None
+    scenario_roots: list[Path] = field(default_factory=lambda: [REPO_SCENARIOS])
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        self._own_folder = self.folder is None
+        self.folder = Path(tempfile.mkdtemp(prefix="s4g-api-")) if self.folder is None else Path(self.folder)
+        self.grids: dict[str, SimulationJob] = {}
+        self.studies: dict[str, StudyJob] = {}
+        self._lock = threading.Lock()
+
+    # -- grids and their simulation -------------------------------------------------------------------------
+    def add_grid(self, grid: StoredGrid) -> SimulationJob:
+        with self._lock:
+            if len(self.grids) >= self.limits.max_grids:
+                idle = [g for g in self.grids.values() if not g.running]
+                if not idle:
+                    grid.path.unlink(missing_ok=True)
+                    raise ApiError(429, f"{self.limits.max_grids} grids are held and all are running")
+                self._drop_grid(idle[0])
+            job = SimulationJob(grid)
+            self.grids[grid.id] = job
+            return job
+
+    def grid(self, gid: str) -> SimulationJob:
+        job = self.grids.get(gid)
+        if job is None:
+            raise ApiError(404, f"no grid / simulation {gid!r}")
+        return job
+
+    def run(self, gid: str, req: RunRequest) -> SimulationJob:
+        with self._lock:
+            job = self.grid(gid)
+            if job.running:
+                raise ApiError(409, f"simulation {gid} is running; abort it first")
+            running = sum(g.running for g in self.grids.values())
+            if running >= self.limits.max_running_simulations:
+                raise ApiError(429, f"{running} simulations are running (the limit); try again when one ends")
+            job.start(req)
+            return job
+
+    def delete_grid(self, gid: str) -> None:
+        with self._lock:
+            self._drop_grid(self.grid(gid))
+
+    def _drop_grid(self, job: SimulationJob) -> None:
+        job.abort()
+        self.grids.pop(job.grid.id, None)
+        job.grid.path.unlink(missing_ok=True)
+
+    # -- studies -------------------------------------------------------------------------------------------
+    def submit_study(self, req: StudyRequest) -> StudyJob:
+        with self._lock:
+            running = sum(s.running for s in self.studies.values())
+            if running >= self.limits.max_running_studies:
+                raise ApiError(429, f"{running} studies are running (the limit); try again when one ends")
+            if len(self.studies) >= self.limits.max_studies:
+                done = [s for s in self.studies.values() if not s.running]
+                if not done:
+                    raise ApiError(429, f"{self.limits.max_studies} studies are held")
+                self.studies.pop(done[0].id)
+                shutil.rmtree(done[0].folder, ignore_errors=True)
+            job = submit(req, self.scenario_roots, self.folder / "studies",  # type: ignore[operator]
+                         workers=self.limits.study_workers, max_variants=self.limits.max_study_variants)
+            self.studies[job.id] = job
+            return job
+
+    def study(self, sid: str) -> StudyJob:
+        job = self.studies.get(sid)
+        if job is None:
+            raise ApiError(404, f"no study {sid!r}")
+        return job
+
+    def scenarios(self) -> list[str]:
+        return sorted({p.name for r in self.scenario_roots for p in r.glob("*.yaml")})
+
+    def scenario(self, name: str) -> dict[str, Any]:
+        return scenario_info(name, self.scenario_roots)
+
+    def close(self) -> None:
+        """Stop every worker (abort simulations, cancel studies) and remove a folder this registry made."""
+        for job in list(self.grids.values()):
+            job.abort()
+            job.wait(10)
+        for s in list(self.studies.values()):
+            s.runner.cancel()
+            s.wait(60)
+        if self._own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)  # type: ignore[arg-type]
