@@ -45,7 +45,7 @@ import math
 import threading
 import time as _time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, UTC
 from fnmatch import fnmatchcase
@@ -406,8 +406,9 @@ class MessageBus:
 
     def _check_acl(self, role: _Role, sender: str, topic: str = "") -> None:
         kind = self._kinds.get(sender)
-        ok = lambda allowed: ((kind is not None and kind in allowed)  # noqa: E731
-                              or any(fnmatchcase(sender, pat) for pat in allowed))
+        ok: Callable[[Sequence[str]], bool] = lambda allowed: (  # noqa: E731
+            (kind is not None and kind in allowed) or any(fnmatchcase(sender, pat) for pat in allowed))
+        allowed: Sequence[str] | None
         allowed, where = self.spec.publish_acl.get(role.base), f"the {role.base} broker"
         for topic_filter, kinds in self._topic_acl:
             if topics.matches(topic_filter, topic) and not ok(kinds):
@@ -416,6 +417,7 @@ class MessageBus:
         else:
             if allowed is None or ok(allowed):
                 return
+        assert allowed is not None  # refused: by the role's list or by a topic's
         with self._cond:
             role.stats.refused += 1
         raise PublishNotAllowed(

@@ -20,6 +20,7 @@ import asyncio
 import math
 from typing import Any
 from collections.abc import Callable
+from types import ModuleType
 
 from devices.base import Address, DeviceUnavailable, Measurement, ProtocolError, wall_clock
 from devices.energy_router import data_map
@@ -29,7 +30,7 @@ DEFAULT_BLOCKS = ("urcbMeas01", "urcbMeas02")
 QUEUE = 256  # measurements not yet taken; the oldest is dropped beyond this (a report stream never blocks us)
 
 
-def _iec():
+def _iec() -> ModuleType:
     import iec61850
 
     return iec61850
