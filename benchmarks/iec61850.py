@@ -94,7 +94,8 @@ async def _report_latency(n: int) -> tuple[list[float], list[float]]:
     """(advance -> report Measurement, advance -> polled Measurement), one device and both clients on one loop."""
     device = VirtualEnergyRouter(FAMILY, FAMILY.parse_config({}), device_id="bench-reports")
     address = await device.start()
-    reported, polled = [], []
+    reported: list[float] = []
+    polled: list[float] = []
     try:
         await device.advance(0, 1, ENV)
         config = FAMILY.parse_config({})

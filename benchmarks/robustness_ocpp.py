@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 async def _csms(version: str, quick: bool) -> ProbeResult:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
+    from websockets.typing import Subprotocol
 
     from devices.wallbox.csms import CsmsServer
 
@@ -87,7 +88,7 @@ async def _csms(version: str, quick: bool) -> ProbeResult:
         try:
             for k in range(sessions):
                 try:
-                    async with connect(server.url + "PROBE", subprotocols=[SUBPROTOCOL[version]],
+                    async with connect(server.url + "PROBE", subprotocols=[Subprotocol(SUBPROTOCOL[version])],
                                        max_size=None) as ws:
                         await timed(ws, boot(version), after_burst=False)
                         reply = await timed(ws, start(version, f"T{k}"), after_burst=True)
@@ -186,6 +187,7 @@ def _ev_env(t: int) -> dict:
 
 async def _charge_point(version: str, quick: bool) -> ProbeResult:
     from websockets.asyncio.server import serve
+    from websockets.typing import Subprotocol
 
     from devices import registry
     from devices.wallbox.virtual import VirtualWallbox16, VirtualWallbox201
@@ -195,9 +197,9 @@ async def _charge_point(version: str, quick: bool) -> ProbeResult:
     csms = HostileCsms(version, random.Random(9), burst)
     result = ProbeResult(lost=0, duplicated=0)
     with counting_tracebacks() as tracebacks:
-        async with serve(csms.handler, "127.0.0.1", 0, subprotocols=list(SUBPROTOCOL.values()),
+        async with serve(csms.handler, "127.0.0.1", 0, subprotocols=[Subprotocol(s) for s in SUBPROTOCOL.values()],
                          max_size=None) as server:
-            port = server.sockets[0].getsockname()[1]
+            port = next(iter(server.sockets)).getsockname()[1]
             cfg = fam.parse_config({"meter_interval_s": 2, "heartbeat_interval_s": 3600,
                                     "tx_message_attempts": 1000, "tx_message_retry_interval_s": 0.0})
             dev = (VirtualWallbox16 if version == "1.6" else VirtualWallbox201)(fam, cfg, device_id="PROBE")
@@ -205,6 +207,7 @@ async def _charge_point(version: str, quick: bool) -> ProbeResult:
             await dev.start_client(f"ws://127.0.0.1:{port}/", backoff_s=(0.01, 0.05), call_timeout_s=RECOVER_S,
                                    drain_timeout_s=0.05)
             cp = dev.cp
+            assert cp is not None  # made by start_client
             try:
                 await cp.wait_booted(RECOVER_S)
                 result.baseline_s.append(csms.boots[0] - t0)

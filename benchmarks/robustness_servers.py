@@ -20,9 +20,10 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 from benchmarks.hostile_inputs import dlms as dlms_inputs
 from benchmarks.hostile_inputs import iec61850 as mms_inputs
@@ -132,7 +133,7 @@ async def _try(good: Callable[[], Awaitable[bool]]) -> bool:
         return False
 
 
-def _run(body: Callable[[], Awaitable[ProbeResult]]) -> ProbeResult:
+def _run(body: Callable[[], Coroutine[Any, Any, ProbeResult]]) -> ProbeResult:
     try:
         return asyncio.run(body())
     except Exception:  # a probe that could not even start the server counts one crash
@@ -207,10 +208,10 @@ def _libal(quick: bool, can: bool) -> ProbeResult:
                 writer.close()
 
         if can:
-            link = Link(lambda rng: fire(server.port, [socketcand.stream(rng)], greeting=6), good_can,
+            link = Link(lambda rng: fire(cast(int, server.port), [socketcand.stream(rng)], greeting=6), good_can,
                         lambda: server.counters["errored"])
         else:
-            link = Link(lambda rng: fire(server.port, [modbus.rtu_stream(rng)]), good_rtu,
+            link = Link(lambda rng: fire(cast(int, server.port), [modbus.rtu_stream(rng)]), good_rtu,
                         lambda: server.counters["errored"])
         try:
             return await _rounds(link, quick, 2 + can)

@@ -75,7 +75,7 @@ class CsmsServer:
         self.refs = 0
         self._expected_changed = asyncio.Event()
         #: called with (station state, action, payload) for every CALL a station makes (monitoring, tests)
-        self.listeners: list[Callable[[StationState, str, Payload], None]] = []
+        self.listeners: list[Callable[[StationState, str, Payload], object]] = []  # what they return is ignored
 
     def emit(self, state: StationState, action: str, payload: Payload) -> None:
         for listener in self.listeners:
