@@ -1,4 +1,5 @@
-# Quick start: `make run` runs the Fur/Skive pilot, `make test` runs the tests. Both create .venv first.
+# Quick start: `make run` runs the Fur/Skive pilot, `make test` runs the linters, then the tests. Both create .venv
+# first.
 # PYTHON may point at any Python >= 3.12; by default the first of python3.13, python3.12, python3 that is.
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -22,7 +23,8 @@ install: $(BIN)/s4g
 run: install
 	$(BIN)/s4g run $(SCENARIO)
 
-test: install
+# the linters first: a lint or type error fails `make test` as a failing test does
+test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ruff (lint rules only, no reformatting) and mypy (strict on devices/ and cosim/); both run, either failing fails.

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(name)
             traceback.print_exc()
         print(f"   {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        _write(out, args.quick, rows, failures, time.perf_counter() - started)  # after every module: a long run keeps what it measured
+        # after every module: a long run keeps what it measured
+        _write(out, args.quick, rows, failures, time.perf_counter() - started)
     print_rows(rows, title=f"benchmarks ({'quick' if args.quick else 'full'}, {os.cpu_count()} cores)")
     print(f"written: {out}")
     if failures:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -94,8 +94,8 @@ def markdown_rows(rows: list[dict]) -> str:
         ratio = f"{r['ratio']:.3g}×" if r.get("ratio") is not None else "–"
         met = {True: "yes", False: "**no**", None: "–"}[r.get("met")]
         cells = [r.get("benchmark", ""), r["figure"].replace("|", "/"), _fmt(r.get("ours")), _fmt(r.get("spread")),
-                 _fmt(r.get("baseline")), r["unit"], ratio, (r.get("goal") or "–").replace(">=", "≥").replace("<=", "≤"),
-                 met]
+                 _fmt(r.get("baseline")), r["unit"], ratio,
+                 (r.get("goal") or "–").replace(">=", "≥").replace("<=", "≤"), met]
         lines.append("| " + " | ".join("–" if c == "-" else c for c in cells) + " |")
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ from devices.io_loop import IoLoop
 from devices.meter import axdr
 from devices.meter.apdu import AttributeRef
 from devices.meter.client import DlmsClient, WrapperTransport
-from devices.meter.driver import DlmsHdlcDriver, DlmsTcpDriver
+from devices.meter.driver import DlmsDriver, DlmsHdlcDriver, DlmsTcpDriver
 from devices.meter.virtual import VirtualMeter
 
 FAMILY = registry.family("meter")
@@ -77,7 +77,7 @@ async def _association_reads(port: int, n: int) -> list[float]:
 
 
 async def _profile_reads(address: str, start: dt.datetime, n: int) -> list[float]:
-    cls = DlmsTcpDriver if address.startswith("dlms+tcp") else DlmsHdlcDriver
+    cls: type[DlmsDriver] = DlmsTcpDriver if address.startswith("dlms+tcp") else DlmsHdlcDriver
     samples = []
     async with cls(Address.parse(address), FAMILY.capabilities(FAMILY.parse_config({})), timeout_s=5) as driver:
         for k in range(n + 3):
@@ -92,7 +92,7 @@ async def _profile_reads(address: str, start: dt.datetime, n: int) -> list[float
 def latency(n: int) -> list[dict]:
     io = IoLoop("bench-dlms")
     config = FAMILY.parse_config({})
-    context = DeviceContext(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), 900, "bench")  # clock at midnight
+    context = DeviceContext(dt.datetime(2024, 1, 1, tzinfo=dt.UTC), 900, "bench")  # clock at midnight
     device = VirtualMeter(FAMILY, config, context=context)
     try:
         tcp = io.run(device.start(), 10)

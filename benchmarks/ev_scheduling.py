@@ -26,12 +26,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
 from benchmarks.common import median_spread, print_rows, row
-from controllers.ev_scheduling import (EqualShare, Fleet, PeakMpc, PriorityShare, Uncontrolled, hindsight_lp,
-                                       min_site_limit, new_highs, simulate)
+from controllers.ev_scheduling import (EqualShare, Fleet, PeakMpc, Policy, PriorityShare, Uncontrolled,
+                                       hindsight_lp, min_site_limit, new_highs, simulate)
 
 START = "2019-07-01T00:00:00+02:00"  # a Monday; the history is the days before
 STEP_S = 900
@@ -69,7 +71,8 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
     from controllers.profev_site import ProfevPolicy
 
     hist, test, sessions = workplace_days(n_test)
-    heuristics = {"equal share": lambda lim: EqualShare(lim), "earliest deadline first": lambda lim: PriorityShare(lim, "edf"),
+    heuristics: dict[str, Callable[[float], Policy]] = {"equal share": lambda lim: EqualShare(lim),
+                  "earliest deadline first": lambda lim: PriorityShare(lim, "edf"),
                   "least laxity first": lambda lim: PriorityShare(lim, "llf")}
     limits = {name: float(np.median([min_site_limit(f, mk)[0] for f in hist])) for name, mk in heuristics.items()}
     floor = float(np.median([hindsight_lp(f).peak_w for f in hist]))
@@ -83,10 +86,12 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
 
     for f in test:
         h = hindsight_lp(f)
-        results.setdefault("hindsight optimum (LP bound)", []).append((h.peak_w, 1.0 - h.unmet_wh / f.energy_wh.sum(), 1.0))
+        results.setdefault("hindsight optimum (LP bound)", []).append(
+            (h.peak_w, 1.0 - h.unmet_wh / f.energy_wh.sum(), 1.0))
         record("uncontrolled", f, simulate(f, Uncontrolled()), h.peak_w)
         for name, mk in heuristics.items():
-            record(f"{name} (limit {limits[name] / 1e3:.1f} kW from history)", f, simulate(f, mk(limits[name])), h.peak_w)
+            record(f"{name} (limit {limits[name] / 1e3:.1f} kW from history)", f, simulate(f, mk(limits[name])),
+                   h.peak_w)
         record("our MPC (min-peak LP, floor from history)", f, simulate(f, PeakMpc(peak_w=floor)), h.peak_w)
         for declared in (False, True):
             pol = ProfevPolicy(presence, STEP_S, declared_departure=declared, shortfall_penalty_per_kwh=1000.0)
@@ -99,7 +104,8 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
         energy = 100 * min(v[1] for v in vals)
         ratio = max(v[2] for v in vals)
         rows.append({"algorithm": name, "peak_kw": peak, "energy_min_pct": energy, "peak_over_optimum_max": ratio})
-    return rows, {"profev_site_solve_ms": profev_ms, "n_test": len(test), "n_sessions": int(np.mean([f.n for f in test]))}
+    return rows, {"profev_site_solve_ms": profev_ms, "n_test": len(test),
+                  "n_sessions": int(np.mean([f.n for f in test]))}
 
 
 def profev_solve_s(repeat: int) -> list[float]:
@@ -185,10 +191,11 @@ def value_of_stochastic_solution(n_days: int) -> dict[str, float]:
     price_in = np.where((np.arange(n) * h + 12) % 24 < 7, 0.18, np.where((np.arange(n) * h + 12) % 24 < 19, 0.30, 0.24))
     price_out = np.full(n, 0.05)
     bat = SdpBattery(10_000, 4000, 4000, soc_min=0.1, soc_max=0.95)
-    costs = {"sdp": [], "det": [], "lp": []}
+    costs: dict[str, list[float]] = {"sdp": [], "det": [], "lp": []}
     for day, e in enumerate(test):
         t0 = e.t_arrival_s - tod(e.t_arrival_s)  # noon before the arrival
-        rel = dict(start="2019-07-01T12:00:00+02:00", duration_s=86400, step_s=step, timezone="Europe/Rome")
+        rel: dict[str, Any] = dict(start="2019-07-01T12:00:00+02:00", duration_s=86400, step_s=step,
+                                   timezone="Europe/Rome")
         load = load_profile("s4g-residential", f"profile_{1 + day}", **rel)
         pv = 5 * pv_profile("s4g-pv", "bolzano_italy", **rel)
         net = load - pv
@@ -206,6 +213,7 @@ def value_of_stochastic_solution(n_days: int) -> dict[str, float]:
                 if k % 4 == 0 or k == a:
                     pol, k0 = solve(problem, net[k:], make_presence(k), import_price=price_in[k:],
                                     export_price=price_out[k:]), k
+                assert pol is not None  # solved at k = 0 (k % 4 == 0)
                 pb, pe = pol.decide(k - k0, soc_b, frac, home)
                 pe = pe if home else 0.0
                 p = net[k] + pb + pe
@@ -319,8 +327,8 @@ def run(quick: bool) -> list[dict]:
     rows.append(row("our MPC: worst-day peak / hindsight optimum (goal <= 1.10 at >= 99.9 % energy)",
                     mpc["peak_over_optimum_max"] if mpc["energy_min_pct"] >= 99.9 else math.inf, None, "-",
                     goal_max=1.10))
-    rows.append(row("PROFEV site re-plan (all EVs by decomposition), median", median_spread(info["profev_site_solve_ms"]),
-                    None, "ms"))
+    rows.append(row("PROFEV site re-plan (all EVs by decomposition), median",
+                    median_spread(info["profev_site_solve_ms"]), None, "ms"))
     rows.append(row("PROFEV SDP: one EV + battery, 1 % grids, 96 steps of 15 min", median_spread(
         [t * 1e3 for t in profev_solve_s(3 if quick else 20)]), None, "ms", goal_max=1000.0))
     core, whole = levchag_decide_ms(200, 20 if quick else 200)
@@ -335,8 +343,8 @@ def run(quick: bool) -> list[dict]:
     rows.append(row("value of the stochastic solution (det. MPC - SDP)", v["det"] - v["sdp"], None, "EUR/day"))
     rows.append(row("gap of PROFEV's SDP to the perfect-foresight LP (SDP - LP)", v["sdp"] - v["lp"], None, "EUR/day"))
     g = gevchcon_vs_ga(3, generations=100 if quick else 400)
-    rows.append(row("GEVChCon: std of the feeder aggregate over 24 h, exact QP vs genetic algorithm", g["qp_std_w"] / 1e3,
-                    g["ga_std_w"] / 1e3, "kW", goal_ratio=1.0))
+    rows.append(row("GEVChCon: std of the feeder aggregate over 24 h, exact QP vs genetic algorithm",
+                    g["qp_std_w"] / 1e3, g["ga_std_w"] / 1e3, "kW", goal_ratio=1.0))
     rows.append(row(f"GEVChCon: energy bounds the GA breaks (the QP: {g['qp_violation_wh'] / 1e3:.3f})",
                     g["ga_violation_wh"] / 1e3, None, "kWh"))
     rows.append(row("GEVChCon QP solve (3 sites x 24 h)", g["qp_s"] * 1e3, g["ga_s"] * 1e3, "ms"))

@@ -50,13 +50,15 @@ def served(config: list | None, evs_per_day: int, out: Path, step: str = "5min")
     path = out / f"s{evs_per_day}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     res = run(load(path), out / f"run{evs_per_day}", progress=False, report=False)
+    assert res.kpis is not None, res.error  # a run that completes has its KPIs
     ev, site = res.kpis["ev"]["total"], res.kpis["sites"]["commercial"]
     limit_kw = data["sites"][0]["contract_import_w"] / 1e3
     if config is REFERENCE:
         return True, {"served": ev["sessions_served"]}
     ref = _reference(evs_per_day, out)
     ok = ev["sessions_served"] >= 0.95 * ref and (site.get("peak_import_kw") or 0.0) <= limit_kw
-    return ok, {"served": ev["sessions_served"], "arrivals": ev["arrivals"], "peak_import_kw": site.get("peak_import_kw")}
+    return ok, {"served": ev["sessions_served"], "arrivals": ev["arrivals"],
+                "peak_import_kw": site.get("peak_import_kw")}
 
 
 _REF: dict[int, float] = {}

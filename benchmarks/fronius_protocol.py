@@ -199,8 +199,8 @@ def _print(rows: list[dict]) -> None:
     table = [[str("" if r[h] is None else r[h]) for h in heads] for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(heads)]
     print("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    for cells in table:
+        print("  ".join(v.ljust(w) for v, w in zip(cells, widths)))
 
 
 if __name__ == "__main__":

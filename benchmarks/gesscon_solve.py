@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import cast
 
 import numpy as np
 
@@ -63,8 +64,10 @@ def pyomo_gesscon(sites: list[GessconSite], cfg: GessconConfig, fc, prices, stat
     m.pc = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, by[s].p_charge_max_w / 1e3))
     m.pd = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, by[s].p_discharge_max_w / 1e3))
     m.pv = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, max(fc[s]["pv_w"][h], 0) / 1e3))
-    m.gi = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, by[s].contract_import_w / 1e3 if by[s].contract_import_w else None))
-    m.ge = pe.Var(m.S, m.H, bounds=lambda m, s, h: (0, by[s].contract_export_w / 1e3 if by[s].contract_export_w else None))
+    m.gi = pe.Var(m.S, m.H,
+                  bounds=lambda m, s, h: (0, c / 1e3 if (c := by[s].contract_import_w) else None))
+    m.ge = pe.Var(m.S, m.H,
+                  bounds=lambda m, s, h: (0, c / 1e3 if (c := by[s].contract_export_w) else None))
     m.e = pe.Var(m.S, pe.RangeSet(1, HOURS))
     m.ou = pe.Var(m.H, within=pe.NonNegativeReals)
     m.od = pe.Var(m.H, within=pe.NonNegativeReals)
@@ -135,7 +138,7 @@ def run(quick: bool) -> list[dict]:
                         goal_max=1000.0))
         rows.append(row(f"GESSCon {n} sites: building the highspy model (once per feeder)", build_ms, None, "ms"))
         rows.append(row(f"GESSCon {n} sites: peak planned transformer load / limit",
-                        float(np.max(np.abs(plan.transformer_w))) / cfg_n.transformer_limit_w, None, "-",
+                        float(np.max(np.abs(plan.transformer_w))) / cast(float, cfg_n.transformer_limit_w), None, "-",
                         goal_max=1.0 + 1e-9))
     return rows
 

@@ -94,7 +94,8 @@ async def _report_latency(n: int) -> tuple[list[float], list[float]]:
     """(advance -> report Measurement, advance -> polled Measurement), one device and both clients on one loop."""
     device = VirtualEnergyRouter(FAMILY, FAMILY.parse_config({}), device_id="bench-reports")
     address = await device.start()
-    reported, polled = [], []
+    reported: list[float] = []
+    polled: list[float] = []
     try:
         await device.advance(0, 1, ENV)
         config = FAMILY.parse_config({})
@@ -136,7 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     for r in run(parser.parse_args().quick):
-        print(f"{r['figure']}: {r['ours']:.3f} {r['unit']} (baseline {r['baseline']}, goal {r['goal']}, met {r['met']})")
+        print(f"{r['figure']}: {r['ours']:.3f} {r['unit']} "
+              f"(baseline {r['baseline']}, goal {r['goal']}, met {r['met']})")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ run in one ``python -m benchmarks`` the race reuses the 1- and 7-day runs made h
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -142,7 +143,7 @@ def run_child(duration_s: int, *, scenario: Path = PILOT, variant: str = VARIANT
     out = _base_dir() / f"run{len(_CACHE)}"
     args = [str(scenario), variant, str(duration_s), str(out), json.dumps(overrides or {})]
     if tiny():
-        res = child_main(*args[:2], duration_s, *args[3:])
+        res = child_main(args[0], args[1], duration_s, args[3], args[4])
         res["in_process"] = True
     else:
         cmd = [sys.executable, "-m", "benchmarks.memory", "--child", *args]
@@ -160,7 +161,7 @@ def day_times(res: dict[str, Any], period_s: int = 86400) -> list[float]:
     """Wall time of every full simulated ``period_s`` of a child run (from its hourly clock marks)."""
     at = {t: w for t, w, _ in res["marks"]}
     ends = sorted(t for t in at if t % period_s == 0)
-    out = [at[b] - at[a] for a, b in zip(ends, ends[1:]) if b - a == period_s]
+    out = [at[b] - at[a] for a, b in itertools.pairwise(ends) if b - a == period_s]
     last = ends[-1] if ends else None
     if last is not None and res["steps"] and last + period_s <= res["steps"] * 60:  # the final period ends the run
         out.append(res["end_s"] - at[last])
@@ -193,7 +194,7 @@ def durations(quick: bool) -> list[tuple[int, str]]:
 def run(quick: bool) -> list[dict]:
     rows: list[dict] = []
     runs = [(label, secs, run_child(secs)) for secs, label in durations(quick)]
-    for label, secs, res in runs:
+    for label, _secs, res in runs:
         rows.append(row(f"memory: peak RSS of the Fur/Skive {VARIANT} run, {label} (fresh process, incl. closing "
                         "the run directory)", res["peak_rss_mb"], None, "MB"))
         rows.append(row(f"memory: RSS at the last simulated hour of the {label} run (before closing)",

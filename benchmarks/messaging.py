@@ -74,7 +74,7 @@ def _paho_baseline(port: int, steps: int, per_step: int) -> float:
     c.on_message = on_message
     c.on_subscribe = lambda *_: subscribed.set()
     c.connect("127.0.0.1", port)
-    c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]  # paho: a protocol
     c.loop_start()
     ns = f"bench-{uuid.uuid4().hex[:8]}"
     c.subscribe(f"{ns}/#", 1)

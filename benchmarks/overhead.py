@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import mosaik
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -65,7 +66,7 @@ class TrivialBank(ModelBank):
         self.e_wh = np.array([c.e0_wh for c in configs], dtype=float)
         self.p_w = np.zeros(self.n)
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self.p_w = self.setpoints["p_set_w"].copy()
         self.e_wh = self.e_wh + self.p_w * dt_s / 3600.0
 
@@ -101,12 +102,13 @@ class TrivialControllerSim(mosaik_api_v3.Simulator):
         self.eids: list[str] = []
         self.p = np.zeros(0)
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str) -> list[dict]:
-        out = []
+    # mosaik passes the model's own parameters by keyword (narrower than the base's **kwargs)
+    def create(self, num: int, model: str) -> list[CreateResult]:  # type: ignore[override]
+        out: list[CreateResult] = []
         for _ in range(num):
             out.append({"eid": f"P_{len(self.eids)}", "type": model})
             self.eids.append(out[-1]["eid"])
@@ -217,16 +219,17 @@ class RawSim(mosaik_api_v3.Simulator):
         self.ents: dict[str, dict[str, Any]] = {}
         self.rows: list[dict] = []
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict]:
-        out = []
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"{model}_{len(self.ents)}"
-            self.ents[eid] = {"model": model, "p_w": 0.0, "q_var": 0.0, "p_set_w": 0.0, "e_wh": params.get("e0_wh", 0.0),
-                              "path": params.get("path")}
+            self.ents[eid] = {"model": model, "p_w": 0.0, "q_var": 0.0, "p_set_w": 0.0,
+                              "e_wh": params.get("e0_wh", 0.0), "path": params.get("path")}
             out.append({"eid": eid, "type": model})
         return out
 
@@ -244,7 +247,7 @@ class RawSim(mosaik_api_v3.Simulator):
                 ent["p_slack_w"] = sum(attrs["p_w"].values())
                 ent["q_slack_var"] = sum(attrs["q_var"].values())
             else:
-                row = {"t_s": time}
+                row: dict[str, float] = {"t_s": time}
                 for attr, values in attrs.items():
                     for src, v in values.items():
                         row[f"{src}.{attr}"] = float(v)

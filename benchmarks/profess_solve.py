@@ -114,7 +114,7 @@ def run(quick: bool) -> list[dict]:
         rows.append(row(f"PROFESS LP {label}: in-place highspy update, p90", percentile([x * 1e3 for x in ours], 90),
                         percentile([x * 1e3 for x in rebuilt], 90), "ms", goal_max=goal))
         if not fine or not quick:
-            pers, obj_p = cycles(PyomoProfess(lp, persistent=True), d, n, base_count if fine else count // 2, warm,
+            pers, _obj_p = cycles(PyomoProfess(lp, persistent=True), d, n, base_count if fine else count // 2, warm,
                                  step_s)
             rows.append(row(f"PROFESS LP {label}: pyomo persistent HiGHS (update_parameters), median", _ms(pers),
                             _ms(rebuilt), "ms"))

@@ -93,7 +93,8 @@ def compare_kpis(ours: dict, naive: dict) -> dict[str, Any]:
     """Every KPI of both runs: numbers within REL_TOL/ABS_TOL, everything else equal. Returns the worst case."""
     a, b = _flat(ours), _flat(naive)
     keys = sorted(k for k in set(a) | set(b) if k not in SKIP_KPIS and not k.endswith(WHERE))
-    worst, bad, n = (0.0, None), [], 0
+    worst: tuple[float, str | None] = (0.0, None)
+    bad, n = [], 0
     for k in keys:
         x, y = a.get(k), b.get(k)
         if isinstance(x, bool) or isinstance(y, bool) or not isinstance(x, (int, float)) \
@@ -158,6 +159,7 @@ def run(quick: bool) -> list[dict]:
             agreement["worst_rel"], None, "-", goal_max=REL_TOL),
     ]
     if direct is not None:
+        assert agree_direct is not None  # compared whenever there is a direct run
         ok = "" if agree_direct["agree"] else " [VOID: KPIs disagree]"
         rows.append(row(f"race (what-if, message bus on direct): stepping time for {label}, ours vs naive; KPIs agree "
                         f"within {agree_direct['worst_rel']:.1e}{ok}", direct["run_s"] * per_day_factor(same),

@@ -41,7 +41,7 @@ def _naive(steps: int) -> float:
     """The obvious alternative: a list of dict rows, turned into a DataFrame at the end."""
     import pandas as pd
 
-    cols, values = _columns()
+    _cols, values = _columns()
     t0 = time.perf_counter()
     rows = []
     for i in range(steps):

@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from benchmarks.hostile_inputs.ocpp import (SUBPROTOCOL, bad_calls, bad_frames, boot, frame, is_tx_message, meter,
                                             start, stop)
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 async def _csms(version: str, quick: bool) -> ProbeResult:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
+    from websockets.typing import Subprotocol
 
     from devices.wallbox.csms import CsmsServer
 
@@ -87,7 +88,7 @@ async def _csms(version: str, quick: bool) -> ProbeResult:
         try:
             for k in range(sessions):
                 try:
-                    async with connect(server.url + "PROBE", subprotocols=[SUBPROTOCOL[version]],
+                    async with connect(server.url + "PROBE", subprotocols=[Subprotocol(SUBPROTOCOL[version])],
                                        max_size=None) as ws:
                         await timed(ws, boot(version), after_burst=False)
                         reply = await timed(ws, start(version, f"T{k}"), after_burst=True)
@@ -101,7 +102,7 @@ async def _csms(version: str, quick: bool) -> ProbeResult:
                             ws.transport.abort()  # a station that vanishes without a close
                 except (ConnectionClosed, TimeoutError):
                     result.silent_stops += 1
-        except Exception:  # noqa: BLE001 - what this counts
+        except Exception:  # what this counts
             log.exception("OCPP CSMS probe failed")
             result.crashes += 1
         finally:
@@ -129,7 +130,7 @@ class HostileCsms:
         self.uids = itertools.count(1)
 
     def answer(self, action: str, p: dict) -> dict:
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if action == "BootNotification":
             return {"status": "Accepted", "currentTime": now, "interval": 3600}
         if action == "Heartbeat":
@@ -186,6 +187,7 @@ def _ev_env(t: int) -> dict:
 
 async def _charge_point(version: str, quick: bool) -> ProbeResult:
     from websockets.asyncio.server import serve
+    from websockets.typing import Subprotocol
 
     from devices import registry
     from devices.wallbox.virtual import VirtualWallbox16, VirtualWallbox201
@@ -195,9 +197,9 @@ async def _charge_point(version: str, quick: bool) -> ProbeResult:
     csms = HostileCsms(version, random.Random(9), burst)
     result = ProbeResult(lost=0, duplicated=0)
     with counting_tracebacks() as tracebacks:
-        async with serve(csms.handler, "127.0.0.1", 0, subprotocols=list(SUBPROTOCOL.values()),
+        async with serve(csms.handler, "127.0.0.1", 0, subprotocols=[Subprotocol(s) for s in SUBPROTOCOL.values()],
                          max_size=None) as server:
-            port = server.sockets[0].getsockname()[1]
+            port = next(iter(server.sockets)).getsockname()[1]
             cfg = fam.parse_config({"meter_interval_s": 2, "heartbeat_interval_s": 3600,
                                     "tx_message_attempts": 1000, "tx_message_retry_interval_s": 0.0})
             dev = (VirtualWallbox16 if version == "1.6" else VirtualWallbox201)(fam, cfg, device_id="PROBE")
@@ -205,6 +207,7 @@ async def _charge_point(version: str, quick: bool) -> ProbeResult:
             await dev.start_client(f"ws://127.0.0.1:{port}/", backoff_s=(0.01, 0.05), call_timeout_s=RECOVER_S,
                                    drain_timeout_s=0.05)
             cp = dev.cp
+            assert cp is not None  # made by start_client
             try:
                 await cp.wait_booted(RECOVER_S)
                 result.baseline_s.append(csms.boots[0] - t0)
@@ -240,7 +243,7 @@ async def _charge_point(version: str, quick: bool) -> ProbeResult:
 def _run(coro) -> ProbeResult:
     try:
         return asyncio.run(asyncio.wait_for(coro, 300))
-    except Exception:  # noqa: BLE001 - a probe that died counts one crash
+    except Exception:  # a probe that died counts one crash
         log.exception("OCPP probe failed")
         return ProbeResult(crashes=1)
 

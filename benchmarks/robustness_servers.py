@@ -20,9 +20,10 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 from benchmarks.hostile_inputs import dlms as dlms_inputs
 from benchmarks.hostile_inputs import iec61850 as mms_inputs
@@ -118,7 +119,7 @@ async def _rounds(link: Link, quick: bool, seed: int) -> ProbeResult:
                         break
                 else:
                     result.recover_s.append(time.perf_counter() - t0)
-            except Exception:  # noqa: BLE001 - what this counts
+            except Exception:  # what this counts
                 logging.getLogger(__name__).exception("probe round failed")
         result.crashes += tracebacks.count
     result.crashes += link.errored() - errored0
@@ -132,10 +133,10 @@ async def _try(good: Callable[[], Awaitable[bool]]) -> bool:
         return False
 
 
-def _run(body: Callable[[], Awaitable[ProbeResult]]) -> ProbeResult:
+def _run(body: Callable[[], Coroutine[Any, Any, ProbeResult]]) -> ProbeResult:
     try:
         return asyncio.run(body())
-    except Exception:  # noqa: BLE001 - a probe that could not even start the server counts one crash
+    except Exception:  # a probe that could not even start the server counts one crash
         logging.getLogger(__name__).exception("probe failed")
         return ProbeResult(crashes=1)
 
@@ -207,10 +208,10 @@ def _libal(quick: bool, can: bool) -> ProbeResult:
                 writer.close()
 
         if can:
-            link = Link(lambda rng: fire(server.port, [socketcand.stream(rng)], greeting=6), good_can,
+            link = Link(lambda rng: fire(cast(int, server.port), [socketcand.stream(rng)], greeting=6), good_can,
                         lambda: server.counters["errored"])
         else:
-            link = Link(lambda rng: fire(server.port, [modbus.rtu_stream(rng)]), good_rtu,
+            link = Link(lambda rng: fire(cast(int, server.port), [modbus.rtu_stream(rng)]), good_rtu,
                         lambda: server.counters["errored"])
         try:
             return await _rounds(link, quick, 2 + can)

@@ -85,8 +85,8 @@ def run(quick: bool = False) -> list[dict]:
     from cosim.study import StudyRunner, load
 
     quick = quick or os.environ.get("S4G_BENCH_TINY") == "1"
-    with tempfile.TemporaryDirectory(prefix="s4g-bench-study-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="s4g-bench-study-") as tmp_name:
+        tmp = Path(tmp_name)
         study_path = tmp / "study.yaml"
         study_path.write_text(yaml.safe_dump(study_doc(quick), sort_keys=False))
         direct_s, n = _direct(StudyRunner(load(study_path), tmp / "plan", workers=0))

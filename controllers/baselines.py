@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 
 INPUTS = ("pcc_p_w", "batt_p_w", "p_charge_avail_w", "p_discharge_avail_w")
@@ -44,13 +45,13 @@ class BaselineSim(mosaik_api_v3.Simulator):
         self.p_set_w = np.zeros(0)
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **_: Any) -> list[dict]:
-        out = []
-        for _ in range(num):
+    def create(self, num: int, model: str, **_: Any) -> list[CreateResult]:
+        out: list[CreateResult] = []
+        for _n in range(num):
             eid = f"{model}_{len(self.eids)}"
             self.eids.append(eid)
             self.kind.append(model)

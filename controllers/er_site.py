@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import mosaik_api_v3
+from mosaik_api_v3.types import Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -88,11 +89,12 @@ class ErSiteSim(mosaik_api_v3.Simulator):
         self.ents: dict[str, dict[str, Any]] = {}
         self.out: dict[str, dict[str, float]] = {}
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict, router: dict, start: str, timezone: str | None) -> list:
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict, router: dict, start: str, timezone: str | None) -> list:  # type: ignore[override]
         eid = f"er_site_{len(self.ents)}"
         self.ents[eid] = {"p": ErSiteParams.model_validate(params), "router": router,
                           "start": dt.datetime.fromisoformat(start), "tz": ZoneInfo(timezone) if timezone else None}
@@ -193,7 +195,7 @@ def _feasible(batt: float, full: bool, empty: bool) -> float:
     return min(batt, 0.0) if full else max(batt, 0.0) if empty else batt
 
 
-def _build(builder: "BuildContext", spec: "ControllerSpec", params: BaseModel) -> None:
+def _build(builder: BuildContext, spec: ControllerSpec, params: BaseModel) -> None:
     from devices import registry as device_registry
 
     assert isinstance(params, ErSiteParams)

@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,21 +76,22 @@ class EVBaselineSim(mosaik_api_v3.Simulator):
         self.slot_of: dict[str, tuple[str, int]] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, kind: str = "equal_share", n: int = 1, site_limit_w: float = math.inf,
-               p_hw_max_w: float = 22_080.0, p_min_w: float = 4_140.0) -> list[dict]:
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, kind: str = "equal_share", n: int = 1, site_limit_w: float = math.inf,  # type: ignore[override]
+               p_hw_max_w: float = 22_080.0, p_min_w: float = 4_140.0) -> list[CreateResult]:
         if kind not in ("equal_share", "uncontrolled"):
             raise ValueError(f"kind must be 'equal_share' or 'uncontrolled', not {kind!r}")
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"{kind}_{len(self.sites)}"
             self.sites[eid] = {"kind": kind, "limit": float(site_limit_w), "hw": np.full(n, float(p_hw_max_w)),
                                "min": np.full(n, float(p_min_w)), "wants": np.zeros(n, dtype=bool),
                                "out": floor_01(np.full(n, float(p_hw_max_w)))}
-            children = []
+            children: list[CreateResult] = []
             for i in range(n):
                 cid = f"{eid}.slot_{i}"
                 self.slot_of[cid] = (eid, i)

@@ -21,7 +21,8 @@ Powers in W, energy in Wh (AC side unless named), steps of ``step_s`` seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class Fleet:
 
     @classmethod
     def from_sessions(cls, sessions: Sequence[dict], *, step_s: int, t0_s: int = 0, n_steps: int | None = None,
-                      p_hw_max_w: float = 22_080.0, voltage_v: float = 230.0) -> "Fleet":
+                      p_hw_max_w: float = 22_080.0, voltage_v: float = 230.0) -> Fleet:
         """Sessions as dicts with ``t_arrival_s`` (or ``t_plug_s``), ``t_departure_s``, ``e_wanted_wh``,
         ``p_max_w`` (on-board charger), ``phases``, ``capacity_wh``, ``soc_arrival``; times from ``t0_s``."""
         arr = np.array([(s.get("t_plug_s", s["t_arrival_s"]) or s["t_arrival_s"]) - t0_s for s in sessions], float)
@@ -346,5 +347,20 @@ def min_site_limit(f: Fleet, make: Callable[[float], Policy], energy_goal: float
     return hi, best
 
 
-__all__ = ["EqualShare", "Fleet", "HindsightResult", "PeakMpc", "Planned", "PriorityShare", "SimResult", "State",
-           "Uncontrolled", "allocate", "hindsight_lp", "new_highs", "min_site_limit", "priority_order", "simulate"]
+__all__ = [
+    "EqualShare",
+    "Fleet",
+    "HindsightResult",
+    "PeakMpc",
+    "Planned",
+    "PriorityShare",
+    "SimResult",
+    "State",
+    "Uncontrolled",
+    "allocate",
+    "hindsight_lp",
+    "min_site_limit",
+    "new_highs",
+    "priority_order",
+    "simulate",
+]

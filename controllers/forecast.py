@@ -20,7 +20,8 @@ does it for every site of a run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 import numpy as np
 
@@ -169,19 +170,20 @@ class RidgeForecaster(Forecaster):
         P = self.period
         first = max(P, k - self.max_train_days * P)
         origins = np.arange(first, k - 1, max(1, P // self.samples_per_day))
-        X, y = [], []
+        X_parts: list[np.ndarray] = []
+        y_parts: list[np.ndarray] = []
         h = self._hist
-        for k0 in origins:
+        for k0 in origins.tolist():
             lead = np.arange(0, min(P, k - k0))
             tgt = h[k0 + lead]
             ok = np.isfinite(tgt)
             if ok.any():
-                X.append(self._features(k0, lead[ok]))
-                y.append(tgt[ok])
-        if not X:
+                X_parts.append(self._features(k0, lead[ok]))
+                y_parts.append(tgt[ok])
+        if not X_parts:
             return
-        X = np.vstack(X)
-        y = np.concatenate(y)
+        X = np.vstack(X_parts)
+        y = np.concatenate(y_parts)
         scale = np.maximum(np.abs(X).max(axis=0), 1e-9)
         Xs = X / scale
         A = Xs.T @ Xs + self.alpha * np.eye(Xs.shape[1])
@@ -267,7 +269,8 @@ def site_forecast_mae(realised: dict[str, np.ndarray], step_s: int, method: Fore
     out = {}
     for site, y in realised.items():
         y = np.asarray(y, dtype=float)
-        out[site] = forecast_mae(y, lambda y=y: make_forecaster(method, step_s, truth=y, start_tod_s=start_tod_s),
+        # mypy cannot type a lambda with a default argument
+        out[site] = forecast_mae(y, lambda y=y: make_forecaster(method, step_s, truth=y, start_tod_s=start_tod_s),  # type: ignore[misc]
                                  horizon, every, warmup_s // step_s)
     return out
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -300,7 +301,9 @@ class Gesscon:
         n = 2 * k
         hs.addCols(n, np.full(n, v.penalty), np.zeros(n), np.full(n, self._hs.kHighsInf), 0,
                    np.zeros(n, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0))
-        starts, index, value = [], [], []
+        starts: list[int] = []
+        index: list[int] = []
+        value: list[float] = []
         for j in range(k):
             starts.append(len(index))
             h = int(v.hour[j])
@@ -531,17 +534,17 @@ class GessconSim(mosaik_api_v3.Simulator):
                sites: list[dict] | None = None,
                pv_kwp: dict | None = None, truth: dict | None = None, import_eur_per_kwh=None,
                export_eur_per_kwh=None, start_unix_s: float = 0.0, start_tod_s: int = 0, grid: dict | None = None,
-               points: list[dict] | None = None, battery_loads: list[str] | None = None) -> list[dict]:
+               points: list[dict] | None = None, battery_loads: list[str] | None = None) -> list[CreateResult]:
         if model != "Feeder":
             raise ValueError("create Feeder entities; their Site children come with them")
         p = GessconParams.model_validate(params or {})
         site_models = [GessconSite.model_validate(s) for s in sites or []]
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Feeder_{len(self.feeders)}"
             self.feeders[eid] = _Feeder(eid, p, site_models, pv_kwp or {}, truth, import_eur_per_kwh,
                                         export_eur_per_kwh, start_unix_s, start_tod_s)
-            children = []
+            children: list[CreateResult] = []
             for s in site_models:
                 ceid = f"{eid}.{s.id}"
                 self.site_of[ceid] = (eid, s.id)
@@ -571,8 +574,8 @@ class GessconSim(mosaik_api_v3.Simulator):
             feid, sid = self.site_of[ceid]
             row = {}
             for name, sources in attrs.items():
-                got = [v for v in sources.values() if v is not None]
-                row[name] = float(sum(got)) if got else np.nan
+                present = [v for v in sources.values() if v is not None]
+                row[name] = float(sum(present)) if present else np.nan
             vals.setdefault(feid, {})[sid] = row
         for feid, f in self.feeders.items():
             f.close_hour(hour)
@@ -696,7 +699,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: GessconParams) -
                             initial_data={"p_schedule_w": 0.0})
 
 
-def _voltage_inputs(builder: "WorldBuilder", params: GessconParams, devs: list) -> dict[str, Any]:
+def _voltage_inputs(builder: WorldBuilder, params: GessconParams, devs: list) -> dict[str, Any]:
     """What the Feeder needs to plan with the feeder's voltages: the grid as the world built it, every site as a
     connection point (its load, its PV in AC kW, its load's q/p), and the grid load of each planned battery."""
     from controllers.profess import truth_series

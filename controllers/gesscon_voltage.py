@@ -25,7 +25,7 @@ until the error is below ``tolerance_pu``; the error of the final plan is report
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -49,7 +49,7 @@ class VoltageLimits(BaseModel):
     tolerance_pu: float = Field(5e-4, gt=0, description="stop refining when the plan's error is below this")
 
     @model_validator(mode="after")
-    def _band(self) -> "VoltageLimits":
+    def _band(self) -> VoltageLimits:
         if not self.v_min_pu + self.margin_pu < self.v_max_pu - self.margin_pu:
             raise ValueError("the band [v_min + margin, v_max - margin] is empty")
         return self

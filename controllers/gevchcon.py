@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,8 +88,8 @@ def _solve(inp: FeederInputs, quadratic: bool, penalty: float = 1e4) -> Envelope
     blocks = [sp.vstack([cum, cum]), sp.vstack([short, sp.csr_matrix((n, s))])]
     row_lo = [(inp.due_wh / 1e3).ravel(), np.full(n, -np.inf)]
     row_hi = [np.full(n, np.inf), (np.maximum(inp.arrived_wh, inp.due_wh) / 1e3).ravel()]
-    col_lo = [np.zeros(n + s)]
-    col_hi = [np.repeat(inp.p_max_w / 1e3, HOURS), np.full(s, np.inf)]
+    col_lo: list[np.ndarray | list[float]] = [np.zeros(n + s)]
+    col_hi: list[np.ndarray | list[float]] = [np.repeat(inp.p_max_w / 1e3, HOURS), np.full(s, np.inf)]
     cost = np.concatenate([np.zeros(n), np.full(s, penalty)])
     if quadratic:
         cost[:n] = 2.0 * np.tile((np.eye(HOURS) - 1.0 / HOURS) @ b, s)  # linear part of |C (b + A x)|^2
@@ -249,23 +250,24 @@ class GevchconSim(mosaik_api_v3.Simulator):
         self.site_of: dict[str, tuple[str, int]] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, sites: list[dict] | None = None,
-               start_unix_s: float = 0.0) -> list[dict]:
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, sites: list[dict] | None = None,  # type: ignore[override]
+               start_unix_s: float = 0.0) -> list[CreateResult]:
         if model != "Feeder":
             raise ValueError("create Feeder entities; their Site children come with them")
         p = GevchconParams.model_validate(params or {})
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Gevchcon_{len(self.feeders)}"
             ss = list(sites or [])
             self.feeders[eid] = {"p": p, "sites": ss, "start": float(start_unix_s), "plan": None, "packs": {},
                                  "issued": -1.0, "delivered_wh": np.zeros(len(ss)), "day0": 0, "solve_ms": 0.0,
                                  "x_done": np.zeros((len(ss), HOURS))}
-            children = []
+            children: list[CreateResult] = []
             for i, s in enumerate(ss):
                 cid = f"{eid}.{s['id']}"
                 self.site_of[cid] = (eid, i)
@@ -313,7 +315,7 @@ class GevchconSim(mosaik_api_v3.Simulator):
         return time + self.step_size
 
     def get_data(self, outputs: dict) -> dict:
-        data = {}
+        data: dict[str, dict[str, Any]] = {}
         for eid, attrs in outputs.items():
             if eid in self.feeders:
                 f = self.feeders[eid]
@@ -329,7 +331,7 @@ class GevchconSim(mosaik_api_v3.Simulator):
         return data
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GevchconParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: GevchconParams) -> None:
     from controllers.profev import ProfevParams, base_load_w, fleet_presence
 
     sc = builder.scenario
@@ -349,13 +351,14 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: GevchconPara
         fc = [ev_demand_forecast(sessions, hist_days, (start_weekday + d) % 7) for d in range(days)]
         p_max = sum(w["p_hw_max_w"] for w in wallbox_views(builder, wbs))
         limit = params.levchag.site_limit_w
-        sites.append({"id": site_id, "base_w": base_load_w(builder, site_id, bp), "arrived_wh": [a.tolist() for a, _ in fc],
-                      "due_wh": [d.tolist() for _, d in fc], "p_max_w": min(p_max, limit)})
+        sites.append({"id": site_id, "base_w": base_load_w(builder, site_id, bp),
+                      "arrived_wh": [a.tolist() for a, _ in fc], "due_wh": [d.tolist() for _, d in fc],
+                      "p_max_w": min(p_max, limit)})
     sim = builder.sim("Gevchcon", "controllers.gevchcon:GevchconSim")
     feeder = builder.add_entity(sim.Feeder(params=params.model_dump(), sites=sites, start_unix_s=sc.start.timestamp()))
     for attr in ("std_w", "peak_w", "solve_ms"):
         builder.record(feeder, attr, "controllers", f"{spec.id}.{attr}")
-    for child, (site_id, agent) in zip(feeder.children, agents):
+    for child, (_site_id, agent) in zip(feeder.children, agents):
         builder.add_entity(child)
         builder.connect(agent, child, "ev_p_w", role="data", sender_kind="controller")
         builder.connect(child, agent, "envelope", "envelope_issued_s", role="control", time_shifted=True,

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controllers.registry import ControllerKind
@@ -45,7 +46,7 @@ class InverterSettingsParams(BaseModel):
     refresh_s: int = Field(0, ge=0, description="send the settings again this often (0 = once, at the start)")
 
     @model_validator(mode="after")
-    def _one_reactive_mode(self) -> "InverterSettingsParams":
+    def _one_reactive_mode(self) -> InverterSettingsParams:
         if self.tan_phi is not None and self.volt_var is not None and self.volt_var.enabled:
             raise ValueError("a fixed power factor (tan_phi) and volt_var exclude each other")
         return self
@@ -63,10 +64,10 @@ class InverterSettingsParams(BaseModel):
                 raise ValueError(f"volt_var: the inverters take {len(VV_V)}-point curves")
             out |= dict(zip(VV_V, c.v_pu)) | dict(zip(VV_Q, c.q_pct)) | {"vv_ena": float(c.enabled)}
         if self.volt_watt is not None:
-            c = self.volt_watt
-            if len(c.v_pu) != len(VW_V):
+            vw = self.volt_watt
+            if len(vw.v_pu) != len(VW_V):
                 raise ValueError(f"volt_watt: the inverters take {len(VW_V)}-point curves")
-            out |= dict(zip(VW_V, c.v_pu)) | dict(zip(VW_P, c.p_pct)) | {"vw_ena": float(c.enabled)}
+            out |= dict(zip(VW_V, vw.v_pu)) | dict(zip(VW_P, vw.p_pct)) | {"vw_ena": float(vw.enabled)}
         return out
 
 
@@ -83,12 +84,14 @@ class InverterSettingsSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, values: dict[str, float] | None = None, refresh_s: int = 0) -> list[dict]:
-        out = []
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, values: dict[str, float] | None = None,  # type: ignore[override]
+               refresh_s: int = 0) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Settings_{len(self.entities)}"
             self.entities[eid] = (dict(values or {}), int(refresh_s))
@@ -108,7 +111,7 @@ class InverterSettingsSim(mosaik_api_v3.Simulator):
         return data
 
 
-def _build(builder: "BuildContext", spec: "ControllerSpec", params: InverterSettingsParams) -> None:
+def _build(builder: BuildContext, spec: ControllerSpec, params: InverterSettingsParams) -> None:
     targets = []
     for dev in builder.select_devices(spec.devices):
         fam = device_registry.family(dev.family)
@@ -117,7 +120,7 @@ def _build(builder: "BuildContext", spec: "ControllerSpec", params: InverterSett
                 raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} "
                                            f"(family {fam.name!r}) has no grid-support functions")
             continue
-        cfg = fam.parse_config(dev.config)
+        cfg: Any = fam.parse_config(dev.config)  # a family with grid-support functions: its config has ac_max_w
         try:
             targets.append((dev, params.setpoints(float(cfg.ac_max_w))))
         except ValueError as exc:
@@ -130,7 +133,7 @@ def _build(builder: "BuildContext", spec: "ControllerSpec", params: InverterSett
         ent = builder.add_entity(sim.Settings(values=values, refresh_s=params.refresh_s))
         # the DSO's settings travel on the Control Broker, applied from the next step like every command
         builder.connect(ent, builder.devices[dev.id], *values, role="control", time_shifted=True,
-                        initial_data={a: None for a in values})
+                        initial_data=dict.fromkeys(values))
 
 
 INVERTER_SETTINGS = ControllerKind("inverter_settings", InverterSettingsParams, _build,

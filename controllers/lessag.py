@@ -20,9 +20,10 @@ All entities are stepped together with arrays (the direct mode is fully vectoris
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -77,18 +78,20 @@ class LessagSim(mosaik_api_v3.Simulator):
         self.fallback = np.zeros(0)
         self.age_s = np.zeros(0)
         self._log = FallbackLog("LESSAg", "self-consumption")
-        self._decoded: dict[str, tuple[int, Any]] = {}  # eid -> (id of the pack object, decoded)
+        # eid -> (content key of the pack, decoded)
+        self._decoded: dict[str, tuple[Any, tuple[float, np.ndarray] | None]] = {}
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, start_unix_s: float = 0.0,
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, start_unix_s: float = 0.0,  # type: ignore[override]
                battery: dict | None = None, pv_kwp: float = 0.0, pv_eta: float = 1.0, pv_max_w: float | None = None,
                load_truth_w=None, pv_truth_w_per_kwp=None, import_eur_per_kwh=None, export_eur_per_kwh=None,
-               start_tod_s: int = 0) -> list[dict]:
+               start_tod_s: int = 0) -> list[CreateResult]:
         p = LessagParams.model_validate(params or {})
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Lessag_{len(self.eids)}"
             self.eids.append(eid)
@@ -160,6 +163,7 @@ class LessagSim(mosaik_api_v3.Simulator):
             reason[i] = plan_status(dec is not None, dec is not None and 0 <= h < dec[1].size, self.age_s[i],
                                     self.params[i].max_age_s)
             if not reason[i]:
+                assert dec is not None  # no reason: the schedule decoded and covers now
                 sched[i] = dec[1][h]
         ok = np.isfinite(sched)
         sc = self_consumption_setpoint(num["pcc_p_w"], num["batt_p_w"], num["p_charge_avail_w"],
@@ -188,7 +192,8 @@ class LessagSim(mosaik_api_v3.Simulator):
         mpc = site.params.step_s
         k = time // mpc
         if time % mpc == 0 or site.plan is None:
-            t0, v = self._decode(eid, pack)
+            # no valid schedule (None) fails the unpacking here, as it did before the annotations
+            t0, v = cast("tuple[float, np.ndarray]", self._decode(eid, pack))
             now0 = self.start_unix[i] + k * mpc
             tt = now0 + mpc * np.arange(site.n)
             h = np.floor((tt - t0) / 3600.0).astype(int)
@@ -233,7 +238,7 @@ class LessagSim(mosaik_api_v3.Simulator):
 
 # --- scenario wiring ------------------------------------------------------------------------------------
 
-def wire_lessag(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagParams, dev, site, schedule_src) -> Any:
+def wire_lessag(builder: WorldBuilder, spec: ControllerSpec, params: LessagParams, dev, site, schedule_src) -> Any:
     """Create the agent of one device and connect it: schedule source (a GESSCon Site entity), device, PCC."""
     from controllers.profess import device_battery, price_series, start_tod_s, truth_series
     from devices import registry as device_registry
@@ -263,6 +268,7 @@ def wire_lessag(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagP
     if site.pv is not None:
         builder.world.connect(site.pv, agent, ("w_per_kwp", "pv_w_per_kwp"))
     setpoint = device_registry.family(dev.family).battery_setpoint
+    assert setpoint is not None  # a device selected with needs_battery
     builder.connect(agent, device, ("p_set_w", setpoint), role=smx, sender_kind="agent", time_shifted=True,
                     initial_data={"p_set_w": 0.0})
     builder.record(agent, "p_set_w", "controllers", f"{spec.id}/{dev.id}.p_set_w")
@@ -270,7 +276,7 @@ def wire_lessag(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagP
     return agent
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: LessagParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: LessagParams) -> None:
     """A stand-alone ``lessag`` controller has no GESSCon in the scenario: it runs in fallback (logged)
     unless the lead routes a schedule to its ``schedule`` input (e.g. from the message bus)."""
     for dev in builder.select_devices(spec.devices, needs_battery=True):

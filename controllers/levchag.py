@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import math
 import time as _time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,7 +37,7 @@ from controllers.ev_baselines import SUSPENDED_EV, floor_01
 from controllers.ev_scheduling import MIN_CURRENT_A, allocate
 from controllers.registry import ControllerKind
 from controllers.upper_layer import FallbackLog, plan_age_s, plan_status
-from devices.wallbox.model import ev_accept_w
+from devices.wallbox.model import WallboxConfig, ev_accept_w
 
 if TYPE_CHECKING:  # pragma: no cover
     from cosim.scenario import ControllerSpec
@@ -203,6 +204,7 @@ class _Site:
         reason = plan_status(plan is not None, covers, self.plan_age_s, self.params.max_age_s)
         target = None
         if not reason:
+            assert plan is not None  # no reason: the plan exists and covers now
             target = np.array([plan[2].get(n, 0.0) for n in self.names])
         declared = np.nan_to_num(slot["ev_energy_wanted_wh"])
         remaining = np.where(declared > 0, np.maximum(declared - np.nan_to_num(slot["e_session_wh"]), 0.0), np.inf)
@@ -246,21 +248,22 @@ class LevchagSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self._log = FallbackLog("LEVChAg", "least-laxity-first within the site limits")
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, site: str = "site",
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, site: str = "site",  # type: ignore[override]
                wallboxes: list[dict] | None = None, import_limit_w: float | None = None,
-               start_unix_s: float = 0.0) -> list[dict]:
+               start_unix_s: float = 0.0) -> list[CreateResult]:
         if model != "Site":
             raise ValueError("create Site entities; their Slot children come with them")
         p = LevchagParams.model_validate(params or {})
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Levchag_{len(self.sites)}"
             self.sites[eid] = _Site(eid, p, site, list(wallboxes or []), import_limit_w, start_unix_s)
-            children = []
+            children: list[CreateResult] = []
             for i in range(len(wallboxes or [])):
                 cid = f"{eid}.slot_{i}"
                 self.slot_of[cid] = (eid, i)
@@ -307,21 +310,21 @@ class LevchagSim(mosaik_api_v3.Simulator):
 
 # -- scenario wiring ---------------------------------------------------------------------------------------------
 
-def wallbox_views(builder: "WorldBuilder", wallbox_ids: list[str]) -> list[dict]:
+def wallbox_views(builder: WorldBuilder, wallbox_ids: list[str]) -> list[dict]:
     """What LEVChAg and PROFEV need to know of each wallbox from its configuration."""
     from devices import registry as device_registry
 
     fam = device_registry.family("wallbox")
     out = []
     for wid in wallbox_ids:
-        cfg = fam.parse_config(builder.device_specs[wid].config)
+        cfg = cast(WallboxConfig, fam.parse_config(builder.device_specs[wid].config))
         out.append({"id": wid, "p_hw_max_w": cfg.p_hw_max_w, "min_current_a": cfg.min_current_a,
                     "voltage_v": cfg.voltage_v, "phases": cfg.phases, "cv_soc": cfg.cv_soc,
                     "taper_floor": cfg.taper_floor})
     return out
 
 
-def site_wallboxes(builder: "WorldBuilder", spec: "ControllerSpec") -> dict[str, list[str]]:
+def site_wallboxes(builder: WorldBuilder, spec: ControllerSpec) -> dict[str, list[str]]:
     """The controller's wallboxes grouped by site (in scenario order)."""
     by_site: dict[str, list[str]] = {}
     for d in builder.select_devices(spec.devices):
@@ -336,7 +339,7 @@ def site_wallboxes(builder: "WorldBuilder", spec: "ControllerSpec") -> dict[str,
     return by_site
 
 
-def site_agent(builder: "WorldBuilder", spec: "ControllerSpec", site_id: str, wallbox_ids: list[str],
+def site_agent(builder: WorldBuilder, spec: ControllerSpec, site_id: str, wallbox_ids: list[str],
                params: LevchagParams) -> Any:
     """The LEVChAg of a site: created and wired once, shared by the kinds that feed it (PROFEV's plan,
     GEVChCon's envelope)."""
@@ -372,7 +375,7 @@ def site_agent(builder: "WorldBuilder", spec: "ControllerSpec", site_id: str, wa
     return agent
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: LevchagParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: LevchagParams) -> None:
     """Stand-alone LEVChAg: no upper layer, so it runs its safe schedule (logged as a fallback)."""
     for site_id, wbs in site_wallboxes(builder, spec).items():
         site_agent(builder, spec, site_id, wbs, params)

@@ -18,6 +18,7 @@ import time as _time
 from typing import TYPE_CHECKING, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -51,7 +52,7 @@ class ProfessParams(BaseModel):
     engine: Literal["auto", "highs", "ipm", "pyomo"] = "auto"
 
     @model_validator(mode="after")
-    def _steps(self) -> "ProfessParams":
+    def _steps(self) -> ProfessParams:
         if 86400 % self.step_s:
             raise ValueError("step_s must divide a day (e.g. 60, 300, 900, 3600)")
         if self.horizon_s % self.step_s:
@@ -100,9 +101,10 @@ class _Site:
         self.load_fc = make_forecaster(params.forecast, params.step_s,
                                        truth=none if load_truth_w is None else np.asarray(load_truth_w, float),
                                        start_tod_s=start_tod_s)
-        self.pv_fc = make_forecaster(params.forecast, params.step_s,
-                                     truth=none if pv_truth_w_per_kwp is None else np.asarray(pv_truth_w_per_kwp, float),
-                                     start_tod_s=start_tod_s)
+        self.pv_fc = make_forecaster(
+            params.forecast, params.step_s,
+            truth=none if pv_truth_w_per_kwp is None else np.asarray(pv_truth_w_per_kwp, float),
+            start_tod_s=start_tod_s)
         self.ci = None if import_eur_per_kwh is None else np.asarray(import_eur_per_kwh, float)
         self.ce = None if export_eur_per_kwh is None else np.asarray(export_eur_per_kwh, float)
         self.acc = {"load": [0.0, 0], "pv": [0.0, 0]}
@@ -174,19 +176,21 @@ class ProfessSim(mosaik_api_v3.Simulator):
         self.sites: dict[str, _Site] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, battery: dict | None = None,
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, battery: dict | None = None,  # type: ignore[override]
                pv_kwp: float = 0.0, pv_eta: float = 1.0, pv_max_w: float | None = None, load_truth_w=None,
                pv_truth_w_per_kwp=None, import_eur_per_kwh=None, export_eur_per_kwh=None,
-               start_tod_s: int = 0) -> list[dict]:
+               start_tod_s: int = 0) -> list[CreateResult]:
         p = ProfessParams.model_validate(params or {})
         if p.step_s % self.step_size:
-            raise ValueError(f"PROFESS step_s ({p.step_s} s) must be a multiple of the scenario step ({self.step_size} s)")
+            raise ValueError(f"PROFESS step_s ({p.step_s} s) must be a multiple of the scenario step "
+                             f"({self.step_size} s)")
         b = SiteBattery.model_validate(battery or {})
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Profess_{len(self.sites)}"
             self.sites[eid] = _Site(p, b, pv_kwp, pv_eta, pv_max_w, load_truth_w, pv_truth_w_per_kwp,
@@ -196,7 +200,7 @@ class ProfessSim(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         for eid, site in self.sites.items():
-            vals = {name: np.nan for name in INPUTS}
+            vals = dict.fromkeys(INPUTS, np.nan)
             for name, sources in inputs.get(eid, {}).items():
                 got = [v for v in sources.values() if v is not None]
                 if got:
@@ -218,7 +222,7 @@ class ProfessSim(mosaik_api_v3.Simulator):
         data = {}
         for eid, attrs in outputs.items():
             s = self.sites[eid]
-            row = {}
+            row: dict[str, Any] = {}
             for attr in attrs:
                 if attr == "p_set_w":
                     row[attr] = s.p_set_w
@@ -243,12 +247,12 @@ class ProfessSim(mosaik_api_v3.Simulator):
 
 # --- scenario wiring ------------------------------------------------------------------------------------
 
-def device_battery(builder: "WorldBuilder", dev_spec) -> tuple[SiteBattery, dict]:
+def device_battery(builder: WorldBuilder, dev_spec) -> tuple[SiteBattery, dict]:
     """The optimiser's view of a device (battery + inverter + site contract) and its PV parameters."""
     from devices import registry as device_registry
 
     fam = device_registry.family(dev_spec.family)
-    cfg = fam.parse_config(dev_spec.config)
+    cfg: Any = fam.parse_config(dev_spec.config)  # a family with a battery: its config has ``battery``
     bat = cfg.battery
     site = builder.site_of(dev_spec.id)
     site_spec = site.spec if site is not None else None
@@ -265,7 +269,7 @@ def device_battery(builder: "WorldBuilder", dev_spec) -> tuple[SiteBattery, dict
     return sb, pv
 
 
-def truth_series(builder: "WorldBuilder", entity: Any, attr: str, step_s: int, horizon_s: int) -> list[float] | None:
+def truth_series(builder: WorldBuilder, entity: Any, attr: str, step_s: int, horizon_s: int) -> list[float] | None:
     """The whole run plus one horizon of a profile entity, averaged to the controller's step.
 
     Uses the profile simulator's ``series`` extra method (the very values the grid will see)."""
@@ -286,14 +290,14 @@ def truth_series(builder: "WorldBuilder", entity: Any, attr: str, step_s: int, h
     return fine[: n * factor].reshape(n, factor).mean(axis=1).tolist()
 
 
-def price_series(builder: "WorldBuilder", step_s: int, horizon_s: int) -> tuple[list[float] | None, list[float] | None]:
+def price_series(builder: WorldBuilder, step_s: int, horizon_s: int) -> tuple[list[float] | None, list[float] | None]:
     from simulators.profiles import price_profile
 
     sc = builder.scenario
     p = sc.profiles.price
     if p is None:
         return None, None
-    kw = dict(import_eur_per_kwh=p.import_eur_per_kwh, export_eur_per_kwh=p.export_eur_per_kwh,
+    kw: dict[str, Any] = dict(import_eur_per_kwh=p.import_eur_per_kwh, export_eur_per_kwh=p.export_eur_per_kwh,
               periods=[{"from": q.start, "to": q.end, "import": q.import_eur_per_kwh, "export": q.export_eur_per_kwh}
                        for q in p.periods or []] or None,
               path=str(p.path) if p.path else None)
@@ -309,12 +313,12 @@ def price_series(builder: "WorldBuilder", step_s: int, horizon_s: int) -> tuple[
     return np.asarray(imp, float).tolist(), np.asarray(exp, float).tolist()
 
 
-def start_tod_s(builder: "WorldBuilder") -> int:
+def start_tod_s(builder: WorldBuilder) -> int:
     st = builder.scenario.start
     return st.hour * 3600 + st.minute * 60 + st.second
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfessParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfessParams) -> None:
     from devices import registry as device_registry
 
     if params.step_s % builder.step_s:
@@ -340,6 +344,7 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfessParam
             start_tod_s=start_tod_s(builder)))
         device = builder.devices[dev.id]
         setpoint = device_registry.family(dev.family).battery_setpoint
+        assert setpoint is not None  # a device selected with needs_battery
         smx = f"smx:{site.spec.id}"  # the site's SMX broker carries the local loop
         builder.connect(device, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
                         sender_kind="device")

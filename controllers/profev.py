@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -54,7 +55,7 @@ class ProfevParams(BaseModel):
     levchag: LevchagParams = Field(default_factory=LevchagParams)
 
     @model_validator(mode="after")
-    def _steps(self) -> "ProfevParams":
+    def _steps(self) -> ProfevParams:
         if 86400 % self.step_s or self.replan_s % self.step_s or self.horizon_s % self.step_s:
             raise ValueError("step_s must divide a day, and replan_s and horizon_s be multiples of it")
         return self
@@ -94,7 +95,8 @@ class _Site:
                                battery_grid=params.battery_grid)
         self.base_w = np.asarray(base_w, float)  # whole run + one horizon, per PROFEV step
         self.start_unix_s = float(start_unix_s)
-        self.session = [None] * len(self.names)  # the session each plan belongs to: (EV id, at-plan energy)
+        # the session each plan belongs to: (EV id, at-plan energy)
+        self.session: list[tuple[Any, float] | None] = [None] * len(self.names)
         self.last_plan_k = -10 ** 9
         self.plan: list[dict] | None = None
         self.plan_issued_s = -1.0
@@ -150,12 +152,13 @@ class _Site:
         if solved:
             self.plan_issued_s = float(time)
             self.solve_ms = self.core.solve_ms
-        powers = {self.names[i]: (self.core.ev_power_w(k, i, float(e_sess[i]) - self.session[i][1])
-                                  if self.session[i] is not None else 0.0) for i in range(len(self.names))}
+        powers = {self.names[i]: (self.core.ev_power_w(k, i, float(e_sess[i]) - sess[1])
+                                  if (sess := self.session[i]) is not None else 0.0) for i in range(len(self.names))}
         self.plan = plan_to_senml(self.site, self.start_unix_s + time, 2 * p.step_s, powers)
         pb = self.core.battery_power_w(k, bsoc)
         hi, lo = site.get("p_charge_avail_w", math.inf), site.get("p_discharge_avail_w", math.inf)
-        self.p_set_w = float(np.clip(pb, -lo if math.isfinite(lo) else -math.inf, hi if math.isfinite(hi) else math.inf))
+        self.p_set_w = float(np.clip(pb, -lo if math.isfinite(lo) else -math.inf,
+                                     hi if math.isfinite(hi) else math.inf))
 
 
 class ProfevSim(mosaik_api_v3.Simulator):
@@ -165,26 +168,28 @@ class ProfevSim(mosaik_api_v3.Simulator):
         self.slot_of: dict[str, tuple[str, int]] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, site: str = "site",
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, site: str = "site",  # type: ignore[override]
                wallboxes: list[dict] | None = None, presence: dict | None = None, base_w: list[float] | None = None,
-               battery: dict | None = None, start_unix_s: float = 0.0) -> list[dict]:
+               battery: dict | None = None, start_unix_s: float = 0.0) -> list[CreateResult]:
         if model != "Site":
             raise ValueError("create Site entities; their Slot children come with them")
         p = ProfevParams.model_validate(params or {})
         if p.step_s % self.step_size:
-            raise ValueError(f"PROFEV step_s ({p.step_s} s) must be a multiple of the scenario step ({self.step_size} s)")
+            raise ValueError(f"PROFEV step_s ({p.step_s} s) must be a multiple of the scenario step "
+                             f"({self.step_size} s)")
         per_day = 86400 // p.step_s
         presence = presence or {"p_stay": [1.0] * per_day, "p_arrive": [0.0] * per_day}
-        out = []
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Profev_{len(self.sites)}"
             wbs = list(wallboxes or [])
             self.sites[eid] = _Site(p, site, wbs, presence, base_w or [0.0], battery, start_unix_s)
-            children = []
+            children: list[CreateResult] = []
             for i in range(len(wbs)):
                 cid = f"{eid}.slot_{i}"
                 self.slot_of[cid] = (eid, i)
@@ -224,13 +229,13 @@ class ProfevSim(mosaik_api_v3.Simulator):
 
 # -- scenario wiring ---------------------------------------------------------------------------------------------
 
-def fleet_presence(builder: "WorldBuilder", wallbox_ids: list[str], step_s: int, days: int) -> tuple[dict, list]:
+def fleet_presence(builder: WorldBuilder, wallbox_ids: list[str], step_s: int, days: int) -> tuple[dict, list]:
     """The presence chain per step of the day from the history of the fleet these wallboxes belong to, and the
     history's sessions."""
     from simulators.ev_fleet import fleet_history
 
     sc = builder.scenario
-    for index, fleet in enumerate(sc.ev_fleets):
+    for index, fleet in enumerate(sc.ev_fleets):  # noqa: B007 - the matched fleet's index is used below
         if set(wallbox_ids) & set(fleet.wallboxes):
             break
     else:
@@ -248,13 +253,13 @@ def fleet_presence(builder: "WorldBuilder", wallbox_ids: list[str], step_s: int,
     return {"p_stay": model.p_stay.tolist(), "p_arrive": model.p_arrive.tolist()}, evs
 
 
-def _midnight_offset_s(builder: "WorldBuilder") -> int:
+def _midnight_offset_s(builder: WorldBuilder) -> int:
     """Seconds from the local midnight before the start to the start (the chain is per step of the local day)."""
     st = builder.scenario.start
     return -(st.hour * 3600 + st.minute * 60 + st.second)
 
 
-def base_load_w(builder: "WorldBuilder", site_id: str, params: ProfevParams) -> list[float]:
+def base_load_w(builder: WorldBuilder, site_id: str, params: ProfevParams) -> list[float]:
     """The site's load minus its PV (W) per PROFEV step over the run plus one horizon: the mean of the same step
     of the day over the history days (``forecast: history``), or the run's truth (``forecast: perfect``)."""
     from controllers.profess import truth_series
@@ -286,13 +291,14 @@ def base_load_w(builder: "WorldBuilder", site_id: str, params: ProfevParams) -> 
     pv_ref = site.spec.pv_profile or sc.profiles.pv
     if pv_ref is not None and kwp > 0:
         hist -= kwp * pv_profile(pv_ref.source, pv_ref.column, start=start, duration_s=days * 86400,
-                                 step_s=params.step_s, scale=pv_ref.scale, path=str(pv_ref.path) if pv_ref.path else None,
-                                 code=sc.grid.code, element=pv_ref.element, timezone=sc.timezone)
+                                 step_s=params.step_s, scale=pv_ref.scale,
+                                 path=str(pv_ref.path) if pv_ref.path else None, code=sc.grid.code,
+                                 element=pv_ref.element, timezone=sc.timezone)
     day = hist.reshape(days, per_day).mean(axis=0)  # the start's time of day is step 0 of each history day
     return np.resize(day, n).tolist()
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfevParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfevParams) -> None:
     from devices import registry as device_registry
 
     if params.step_s % builder.step_s:
@@ -331,6 +337,7 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: ProfevParams
             builder.connect(device, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w", role=smx,
                             sender_kind="device")
             setpoint = device_registry.family(bat_dev.family).battery_setpoint
+            assert setpoint is not None  # a device selected with needs_battery
             builder.connect(ctl, device, ("p_set_w", setpoint), role=smx, sender_kind="controller",
                             time_shifted=True, initial_data={"p_set_w": 0.0})
             builder.record(ctl, "p_set_w", "controllers", f"{spec.id}/{bat_dev.id}.p_set_w")

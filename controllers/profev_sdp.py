@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -70,7 +71,7 @@ class PresenceModel:
 
     @classmethod
     def estimate(cls, sessions: Sequence[tuple[float, float]], *, step_s: int, days: int,
-                 smoothing: float = 1.0) -> "PresenceModel":
+                 smoothing: float = 1.0) -> PresenceModel:
         """Transition probabilities per step of the day from sessions ``(arrival_s, departure_s)``.
 
         Times are seconds from the first midnight of a history of ``days`` days; each step of the day pools
@@ -299,4 +300,4 @@ def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne,
     return value, d_bat, d_ev
 
 
-__all__ = ["PresenceModel", "pooled_presence", "SdpBattery", "SdpEv", "SdpPolicy", "SdpProblem", "solve"]
+__all__ = ["PresenceModel", "SdpBattery", "SdpEv", "SdpPolicy", "SdpProblem", "pooled_presence", "solve"]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 import time as _time
 from dataclasses import dataclass, field
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -27,6 +29,8 @@ from controllers.profev_sdp import PresenceModel, SdpBattery, SdpEv, SdpPolicy, 
 
 _NO_BATTERY = SdpBattery(capacity_wh=1.0, p_charge_max_w=0.0, p_discharge_max_w=0.0)
 _NO_EV = SdpEv(capacity_wh=1.0, p_max_w=0.0, away_use_wh_per_h=0.0)
+#: what plan() gets per EV: (remaining AC Wh, power it accepts now W, its minimum power W[, departure step or None])
+EvRequest = tuple[float, float, float] | tuple[float, float, float, int | None]
 
 
 @dataclass
@@ -95,13 +99,14 @@ class ProfevSite:
         self.evs[key] = EvPlan(key, remaining_wh, k0, pol, _expected_ev(pol, presence.p_stay))
 
     def _solve_battery(self, k0: int, soc: float, base_w: np.ndarray) -> None:
+        assert self.battery is not None  # plan() solves the battery only when the site has one
         problem = SdpProblem(self.battery, _NO_EV, step_s=self.step_s, soc_step=self.battery_grid, ev_soc_step=0.5)
         net = base_w + self._others(k0, battery=False)
         pol = solve(problem, net, PresenceModel(np.zeros(self.horizon_steps), np.zeros(self.horizon_steps)))
         self.battery_policy, self.battery_t0 = pol, k0
         self.battery_expected_w = _expected_battery(pol, soc, self.battery, self.step_s)
 
-    def plan(self, k0: int, base_w: np.ndarray, evs: dict, battery_soc: float | None = None) -> None:
+    def plan(self, k0: int, base_w: np.ndarray, evs: Mapping[Any, EvRequest], battery_soc: float | None = None) -> None:
         """Re-plan everything at absolute step ``k0``: ``base_w`` the forecast site load without EVs and battery
         over the horizon; ``evs`` = {key: (remaining AC Wh, power the EV accepts now W, its minimum power W
         [, declared departure step or None])}."""

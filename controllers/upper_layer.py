@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -71,4 +71,4 @@ class FallbackLog:
         return list(self._events)
 
 
-__all__ = ["EXPIRED", "FallbackLog", "MISSING", "STALE", "plan_age_s", "plan_status"]
+__all__ = ["EXPIRED", "MISSING", "STALE", "FallbackLog", "plan_age_s", "plan_status"]

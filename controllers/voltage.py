@@ -7,7 +7,8 @@ set-points, each piecewise linear through four points with a deadband between V2
     Q(V): (V1, -q1) .. (V2, 0) == (V3, 0) .. (V4, +q4)     volt-var: inject when low, absorb when high
 
 (``p1, p4`` as fractions of the battery's discharge/charge rating, ``q1, q4`` of the PCS rating; flat
-beyond V1 and V4), evaluated at ``v - (v_ref_pu - 1)``: the reference moves both curves. Signs follow the framework's load arrow: ``p_w`` + = charging (drawing from the grid,
+beyond V1 and V4), evaluated at ``v - (v_ref_pu - 1)``: the reference moves both curves. Signs follow the
+framework's load arrow: ``p_w`` + = charging (drawing from the grid,
 which lowers the local voltage), ``q_var`` + = absorbing reactive power (also lowers it). IEEE 1547's
 default category B volt-var curve (0.92/0.98/1.02/1.08 pu, 44 % of rating) is ``q1 = q4 = 0.44`` here,
 with the generator-convention signs flipped.
@@ -38,6 +39,7 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -67,7 +69,7 @@ class Curve(BaseModel):
     enabled: bool = True
 
     @model_validator(mode="after")
-    def _order(self) -> "Curve":
+    def _order(self) -> Curve:
         if not self.v1 < self.v2 <= self.v3 < self.v4:
             raise ValueError("expected v1 < v2 <= v3 < v4 (the deadband is [v2, v3])")
         return self
@@ -203,8 +205,8 @@ class VoltVarWatt:
             p, q = p_t, q_t
         hi = self.p_charge_max_w if p_charge_avail_w is None else np.minimum(self.p_charge_max_w, np.nan_to_num(
             np.asarray(p_charge_avail_w, dtype=float), nan=0.0))
-        lo = self.p_discharge_max_w if p_discharge_avail_w is None else np.minimum(self.p_discharge_max_w, np.nan_to_num(
-            np.asarray(p_discharge_avail_w, dtype=float), nan=0.0))
+        lo = self.p_discharge_max_w if p_discharge_avail_w is None else np.minimum(
+            self.p_discharge_max_w, np.nan_to_num(np.asarray(p_discharge_avail_w, dtype=float), nan=0.0))
         p = np.clip(p, -lo, hi)
         q_room = np.sqrt(np.maximum(self.s_max_va**2 - p**2, 0.0))
         q = np.clip(q, -q_room, q_room)
@@ -237,13 +239,14 @@ class VoltageSim(mosaik_api_v3.Simulator):
         self._last_pack: dict[int, Any] = {}
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, params: dict | None = None, p_charge_max_w: float = 0.0,
-               p_discharge_max_w: float = 0.0, s_max_va: float = 0.0) -> list[dict]:
-        out = []
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, params: dict | None = None, p_charge_max_w: float = 0.0,  # type: ignore[override]
+               p_discharge_max_w: float = 0.0, s_max_va: float = 0.0) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"VoltVarWatt_{len(self.eids)}"
             self.eids.append(eid)
@@ -319,9 +322,9 @@ class VoltageSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs: dict) -> dict:
         where = {}
-        for g, (ctl, members) in enumerate(self.groups):
+        for _g, (group_ctl, members) in enumerate(self.groups):
             for j, i in enumerate(members):
-                where[self.eids[i]] = (ctl, j, i)
+                where[self.eids[i]] = (group_ctl, j, i)
         data = {}
         for eid, attrs in outputs.items():
             ctl, j, i = where[eid] if eid in where else (None, 0, self.eids.index(eid))
@@ -354,13 +357,14 @@ class DsoSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, controller_id: str = "dso", updates: list | None = None,
-               start_unix_s: float = 0.0) -> list[dict]:
-        out = []
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, controller_id: str = "dso", updates: list | None = None,  # type: ignore[override]
+               start_unix_s: float = 0.0) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"Dso_{len(self.entities)}"
             self.entities[eid] = (controller_id, [DsoUpdate.model_validate(u) for u in updates or []], start_unix_s)
@@ -380,7 +384,7 @@ class DsoSim(mosaik_api_v3.Simulator):
         return data
 
 
-def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: VoltageParams) -> None:
+def _build(builder: WorldBuilder, spec: ControllerSpec, params: VoltageParams) -> None:
     from devices import registry as device_registry
 
     sim = builder.sim("Voltage", "controllers.voltage:VoltageSim")
@@ -389,7 +393,7 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: VoltageParam
         fam = device_registry.family(dev.family)
         if "q_var" not in fam.setpoints:
             continue  # only a PCS with P and Q set-points (the grid battery family)
-        cfg = fam.parse_config(dev.config)
+        cfg: Any = fam.parse_config(dev.config)  # a family with a battery: its config has ``battery``
         s_max = float(getattr(cfg, "s_max_va", max(cfg.battery.p_charge_max_w, cfg.battery.p_discharge_max_w)))
         ctl = builder.add_entity(sim.VoltVarWatt(params=params.model_dump(), p_charge_max_w=cfg.battery.p_charge_max_w,
                                                  p_discharge_max_w=cfg.battery.p_discharge_max_w, s_max_va=s_max))
@@ -399,7 +403,8 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: VoltageParam
         if params.bus is not None:
             buses = {c.eid.removeprefix("bus:"): c for c in builder.grid_children.get("Bus", [])}
             if params.bus not in buses:
-                raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: no bus {params.bus!r} in the grid")
+                raise builder.loaded.error(("controllers",),
+                                           f"controller {spec.id!r}: no bus {params.bus!r} in the grid")
             builder.connect(buses[params.bus], ctl, "v_pu", role=smx, sender_kind="device")
         else:
             meter = site.pcc if site is not None else _device_load(builder, dev.id)
@@ -421,7 +426,7 @@ def _build(builder: "WorldBuilder", spec: "ControllerSpec", params: VoltageParam
                                    "(family 'battery') among its devices")
 
 
-def _device_load(builder: "WorldBuilder", device_id: str):
+def _device_load(builder: WorldBuilder, device_id: str):
     """The grid's Load entity of a device connected to a bus (``load:dev:<id>``)."""
     for c in builder.grid_children.get("Load", []):
         if c.eid.removeprefix("load:") == f"dev:{device_id}":

@@ -19,7 +19,7 @@ class NoParams(BaseModel):
 
 
 def _build_baseline(model: str):
-    def build(builder: "BuildContext", spec: "ControllerSpec", params: BaseModel) -> None:
+    def build(builder: BuildContext, spec: ControllerSpec, params: BaseModel) -> None:
         sim = builder.sim("Baselines", "controllers.baselines:BaselineSim")
         for dev in builder.select_devices(spec.devices, needs_battery=True):
             site = builder.site_of(dev.id)
@@ -27,6 +27,7 @@ def _build_baseline(model: str):
                 raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} has no "
                                            "site, so there is no PCC to keep at zero")
             setpoint = device_registry.family(dev.family).battery_setpoint
+            assert setpoint is not None  # a device selected with needs_battery
             ctl = builder.add_entity(getattr(sim, model)())
             device = builder.devices[dev.id]
             smx = f"smx:{site.spec.id}"  # the site's SMX broker carries the local loop
@@ -40,7 +41,7 @@ def _build_baseline(model: str):
     return build
 
 
-def battery_base(builder: "BuildContext", device_id: str, *, schedule: Any = None, follower: Any = None) -> None:
+def battery_base(builder: BuildContext, device_id: str, *, schedule: Any = None, follower: Any = None) -> None:
     """Meet a battery's planned power (GESSCon's ``p_schedule_w``) and a local controller that adds its own
     correction to it (the voltage controller's ``p_base_w``), whichever of the two is built first: the second one
     connects them, over the Control Broker like every schedule."""
@@ -55,7 +56,7 @@ def battery_base(builder: "BuildContext", device_id: str, *, schedule: Any = Non
         slot["connected"] = True
 
 
-def has_follower(builder: "BuildContext", device_id: str) -> bool:
+def has_follower(builder: BuildContext, device_id: str) -> bool:
     """Does a controller of the scenario add to this battery's plan (a voltage_control naming it)?"""
     return any(c.kind == "voltage_control" and (c.devices == "*" or device_id in c.devices)
                for c in builder.scenario.controllers)

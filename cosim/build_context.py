@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class SiteHandle:
     """One site of the world: its connection point and the profile entities its devices and controllers use."""
 
-    spec: "SiteSpec"
+    spec: SiteSpec
     pcc: Any  # the grid's Load entity: sums site load and devices, outputs the point's p_w, q_var and voltages
     load: Any | None = None  # profile entity (p_w, q_var)
     pv: Any | None = None  # PV profile entity (w_per_kwp) for the site's devices
@@ -39,8 +39,8 @@ class SiteHandle:
 class BuildContext(Protocol):
     """The world under construction, as a controller kind sees it."""
 
-    loaded: "LoadedScenario"  # ``loaded.error(loc, message)`` makes a ScenarioError at a key path
-    scenario: "Scenario"
+    loaded: LoadedScenario  # ``loaded.error(loc, message)`` makes a ScenarioError at a key path
+    scenario: Scenario
     world: Any  # the mosaik World, for plain connections
     out_dir: Path
     step_s: int
@@ -54,7 +54,7 @@ class BuildContext(Protocol):
 
     def connect(self, src: Any, dst: Any, *attr_pairs: str | tuple[str, str], role: str | None = None,
                 topic: str | None = None, sender_kind: str = "controller", period_s: int = 0,
-                time_shifted: bool = False, initial_data: dict | None = None) -> None:
+                time_shifted: bool = False, initial_data: dict[str, Any] | None = None) -> None:
         """``world.connect``, over a broker role when the scenario puts that role on one."""
 
     def record(self, entity: Any, attr: str, table: str, column: str | list[str]) -> None:
@@ -63,7 +63,7 @@ class BuildContext(Protocol):
     def add_entity(self, entity: Any) -> Any:
         """Make an entity the kind created known to the recorder wiring."""
 
-    def select_devices(self, ids: list[str] | str, *, needs_battery: bool = False) -> list["DeviceSpec"]:
+    def select_devices(self, ids: list[str] | str, *, needs_battery: bool = False) -> list[DeviceSpec]:
         """The device specs a controller names ("*" = all), optionally only those with a battery setpoint."""
 
     def site_of(self, device_id: str) -> SiteHandle | None:

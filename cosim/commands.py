@@ -9,17 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from cosim.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, console, err_console, option
 from cosim.durations import positive_whole_seconds
 from cosim.paths import output_dir, output_file
 
+if TYPE_CHECKING:
+    from cosim.run import RunResult
+    from cosim.scenario import LoadedScenario
 
-def load_scenario(path: str, until: int | None = None, seed: int | None = None, variant: str | None = None):
+
+def load_scenario(path: str, until: int | None = None, seed: int | None = None,
+                  variant: str | None = None) -> LoadedScenario:
     """Load a scenario with the command line's overrides (``--until`` already parsed by :data:`DURATION`)."""
     from cosim.scenario import load
 
-    overrides: dict = {}
+    overrides: dict[str, Any] = {}
     if until is not None:
         overrides["duration"] = until
     if seed is not None:
@@ -27,7 +33,7 @@ def load_scenario(path: str, until: int | None = None, seed: int | None = None, 
     return load(path, overrides, variant=variant)
 
 
-def _run_one(loaded, out: Path, args: argparse.Namespace) -> int:
+def _run_one(loaded: LoadedScenario, out: Path, args: argparse.Namespace) -> int:
     import time
 
     from cosim import kpi
@@ -58,7 +64,7 @@ def _run_one(loaded, out: Path, args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
 
 
-def _timing_line(result, out: Path, total_s: float) -> str:
+def _timing_line(result: RunResult, out: Path, total_s: float) -> str:
     """"complete: 1440 steps (1 d simulated) in 34.5 s wall time (start-up 20.1 s, simulation 12.3 s, KPIs and
     report 2.1 s)" — start-up from meta.json, which the world builder writes when the world is built."""
     from cosim.kpi_format import duration
@@ -75,7 +81,7 @@ def _timing_line(result, out: Path, total_s: float) -> str:
     return f"{result.status}: {result.steps} steps{simulated} in {duration(total_s)} wall time ({', '.join(parts)})"
 
 
-def run_dir_option(out: str | None, loaded, suffix: str = "") -> Path:
+def run_dir_option(out: str | None, loaded: LoadedScenario, suffix: str = "") -> Path:
     """``--out``, or ``runs/<name>-<timestamp><suffix>``, checked now: a path that cannot be written to is
     exit code 2 before the run, not a traceback after it."""
     from cosim.run import default_run_dir
@@ -99,12 +105,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cosim import compare
 
     root = run_dir_option(args.out, base)
-    for loaded in variants:
-        code = _run_one(loaded, root / loaded.variant, args)
+    dirs = [root / cast(str, v.variant) for v in variants]  # each was loaded by its variant's name
+    for loaded, out in zip(variants, dirs):
+        code = _run_one(loaded, out, args)
         if code != EXIT_OK:
             return code
-    console.print(compare.rich_table(compare.table([root / v.variant for v in variants])))
-    console.print(f"compare again or plot: s4g compare {' '.join(str(root / v.variant) for v in variants)}")
+    console.print(compare.rich_table(compare.table(dirs)))
+    console.print(f"compare again or plot: s4g compare {' '.join(str(d) for d in dirs)}")
     return EXIT_OK
 
 
@@ -183,7 +190,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 DURATION = option(positive_whole_seconds)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a scenario offline and print its KPIs")
     p.add_argument("scenario")
     p.add_argument("--until", type=DURATION, help="override the duration, e.g. 7d, 12h")

@@ -6,7 +6,8 @@ Exit codes: 0 success, 1 a run failed, 2 the scenario or another input is invali
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, TypeVar
+from typing import Any
+from collections.abc import Callable
 
 from rich.console import Console
 
@@ -16,10 +17,8 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-T = TypeVar("T")
 
-
-def option(parse: Callable[[Any], T]) -> Callable[[str], T]:
+def option[T](parse: Callable[[Any], T]) -> Callable[[str], T]:
     """``parse`` as an argparse ``type=``: its ValueError message, not "invalid value", reaches the user
     (``s4g run: error: argument --until: a duration is at most 3650d (ten years) (found '1e9d')``, exit 2)."""
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
@@ -25,7 +26,7 @@ class ControllerKind:
     name: str
     params: type[BaseModel]
     #: build(ctx: cosim.build_context.BuildContext, spec: cosim.scenario.ControllerSpec, params) -> None
-    build: Callable[[Any, Any, BaseModel], None]
+    build: Callable[[Any, Any, Any], None]  # (builder, spec, the kind's own params model)
     description: str = ""
 
 

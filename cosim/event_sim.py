@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.events import Schedule
 
@@ -39,7 +40,7 @@ META = {
 
 class EventSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
-        super().__init__(META)
+        super().__init__(META)  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.schedule = Schedule([], start=None)  # type: ignore[arg-type]
         self.step_size = 60
         self.entities: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -47,17 +48,17 @@ class EventSim(mosaik_api_v3.Simulator):
         self._log: TextIO | None = None
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, schedule: Schedule | None = None,
-             events_path: str | None = None, **_: Any) -> dict:
+             events_path: str | None = None, **_: Any) -> Meta:
         if schedule is None:
             raise ValueError("EventSim needs the scenario's event schedule (init param 'schedule')")
         self.schedule, self.step_size = schedule, int(step_size)
         if events_path:
             Path(events_path).parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(events_path, "a", encoding="utf-8")
+            self._log = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict]:
-        out = []
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             label = params.get("device") or params.get("site") or model.lower()
             eid = f"{model.lower()}:{label}"
@@ -67,7 +68,7 @@ class EventSim(mosaik_api_v3.Simulator):
             out.append({"eid": eid, "type": model})
         return out
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         sch = self.schedule
         if self._log is not None:
             for edge, w in sch.transitions(time):
@@ -88,7 +89,7 @@ class EventSim(mosaik_api_v3.Simulator):
                                     **{a: 0.0 if tripped else _one(got.get(a)) for a in ("p_w", "q_var")}}
         return time + self.step_size
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: dict[str, Any]) -> dict[str, Any]:
         return {eid: {a: self.values[eid][a] for a in attrs} for eid, attrs in outputs.items()}
 
     def finalize(self) -> None:

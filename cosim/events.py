@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
+from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -96,7 +97,7 @@ class EventSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _keys_of_kind(self) -> "EventSpec":
+    def _keys_of_kind(self) -> EventSpec:
         targets, params = _TARGETS[self.kind], _PARAMS.get(self.kind, ())
         for key in ("site", "device", "role", "v_pu"):
             if getattr(self, key) is not None and key not in targets + params:

@@ -13,12 +13,13 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 # The presentation half, re-exported: callers that say kpi.table / kpi.fmt / kpi.flatten keep working.
-from cosim.kpi_format import compare_table, flatten, fmt, headline, label, show, table  # noqa: F401
+from cosim.kpi_format import compare_table as compare_table, flatten as flatten, fmt as fmt
+from cosim.kpi_format import headline as headline, label as label, show as show, table as table
 from cosim.rundir import Table, read_meta, read_run, read_table, run_status
 
 KPI_FILE = "kpis.json"
@@ -160,6 +161,13 @@ class RunData:
         if given is not None:
             return int(given)
         return self.step_s if self.meta.get("controllers") else 0
+
+    @overload
+    def after_warmup(self, x: np.ndarray) -> np.ndarray: ...
+    @overload
+    def after_warmup(self, x: None) -> None: ...
+    @overload
+    def after_warmup(self, x: np.ndarray | None) -> np.ndarray | None: ...
 
     def after_warmup(self, x: np.ndarray | None) -> np.ndarray | None:
         """The steps of a series after the warm-up (all of them if the run is not longer than the warm-up)."""
@@ -312,6 +320,12 @@ def site_kpis(run: RunData, site: dict[str, Any], devices: dict[str, dict[str, A
     v = _supplied(run, sid, run.col("sites", sid, "v_pu"))
     out |= {"v_min_pu": _nanmin(v), "v_max_pu": _nanmax(v)}
     return _finish(out)
+
+
+@overload
+def _supplied(run: RunData, sid: str, v: np.ndarray) -> np.ndarray: ...
+@overload
+def _supplied(run: RunData, sid: str, v: np.ndarray | None) -> np.ndarray | None: ...
 
 
 def _supplied(run: RunData, sid: str, v: np.ndarray | None) -> np.ndarray | None:

@@ -11,7 +11,7 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -29,7 +29,7 @@ def _window(run: Any, t_s: np.ndarray) -> np.ndarray:
     if not outages:
         return np.ones(len(t_s), dtype=bool)
     e = outages[0]
-    return (t_s >= e["from_s"] - MARGIN_S) & (t_s < e["until_s"] + MARGIN_S)
+    return cast(np.ndarray, (t_s >= e["from_s"] - MARGIN_S) & (t_s < e["until_s"] + MARGIN_S))
 
 
 def plot_outage(run: Any) -> Figure | None:
@@ -85,7 +85,7 @@ def plot_outage(run: Any) -> Figure | None:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})
+    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})  # type: ignore[no-untyped-call]  # matplotlib: FigureCanvasAgg.print_png is unannotated
     return buf.getvalue()
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from collections.abc import Callable
 
 import numpy as np
 
@@ -68,11 +69,11 @@ def _requested(run: Any, dev_id: str) -> np.ndarray | None:
     t = run.tables.get("controllers")
     if t is None:
         return None
-    cols = [c for c in t.columns if c.endswith(f"/{dev_id}.batt_set_w") or c.endswith(f"/{dev_id}.p_set_w")]
+    cols = [c for c in t.columns if c.endswith((f"/{dev_id}.batt_set_w", f"/{dev_id}.p_set_w"))]
     if not cols:
         return None
     sent = np.asarray(t.columns[cols[0]], dtype=float)
-    return np.r_[np.nan, sent[:-1]]
+    return cast(np.ndarray, np.r_[np.nan, sent[:-1]])
 
 
 def bucharest(run: Any) -> list[dict[str, Any]]:
@@ -80,8 +81,9 @@ def bucharest(run: Any) -> list[dict[str, Any]]:
     if dev is None or site is None:
         return [_row("router", "Energy Router at a site", None, "", "present", False)]
     did, sid, dt_h = dev["id"], site["id"], run.dt_h
-    col = lambda attr: run.col("devices", did, attr)  # noqa: E731
-    state, batt, soc = col("state"), col("batt_p_w"), col("soc")
+    # a column the router did not record is None; the checks below go by n (the length of its state column)
+    col: Callable[[str], Any] = lambda attr: run.col("devices", did, attr)  # noqa: E731
+    state, batt = col("state"), col("batt_p_w")
     pcc = run.col("sites", sid, "pcc_p_w")
     n = len(state) if state is not None else 0
     steps_min = run.step_s / 60.0
@@ -253,7 +255,7 @@ def compare_rows(kpis_list: list[dict[str, Any]]) -> list[tuple[str, list[str]]]
         for p in pilots:
             r = p["rows"][i] if p and i < len(p["rows"]) and p["rows"][i]["key"] == row["key"] else None
             shown = r is not None and r["value"] is not None
-            cells.append(fmt_value(r) + (f" {verdict(r)}" if r["target"] else "") if shown else "—")
+            cells.append(fmt_value(r) + (f" {verdict(r)}" if r["target"] else "") if r is not None and shown else "—")
         out.append((label, cells))
     return out
 

@@ -14,8 +14,8 @@ import datetime as dt
 import time
 
 from rich.console import Console
-from rich.progress import (BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
 
@@ -53,9 +53,9 @@ class RunMonitor:
         self._t_run: float | None = None
         self._last_draw = 0.0
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._build: Progress | None = None
-        self._build_task = None
+        self._build_task: TaskID | None = None
 
     # -- building -------------------------------------------------------------------------------------------
     def stage(self, text: str | None) -> None:
@@ -73,6 +73,7 @@ class RunMonitor:
             self._build.start()
             self._build_task = self._build.add_task(text, total=None)
         else:
+            assert self._build_task is not None  # added with the spinner
             self._build.update(self._build_task, description=text)
 
     def warn(self, text: str) -> None:
@@ -88,7 +89,7 @@ class RunMonitor:
             self._build = None
 
     # -- running --------------------------------------------------------------------------------------------
-    def __enter__(self) -> "RunMonitor":
+    def __enter__(self) -> RunMonitor:
         self._end_build()
         self._t_run = time.perf_counter()
         if self.show:
@@ -127,4 +128,5 @@ class RunMonitor:
         if self._progress is not None and (now - self._last_draw > 0.1 or t_s >= self.duration_s):
             self._last_draw = now
             sim_time = (self.start + dt.timedelta(seconds=t_s)).strftime("%Y-%m-%d %H:%M")
+            assert self._task is not None  # added with the bar
             self._progress.update(self._task, completed=t_s, sim_time=sim_time)

@@ -210,12 +210,12 @@ class Recorder:
                 buf=np.full((len(names), self.flush_rows), np.nan),
             )
         scalars: dict[str, list[tuple[Key, int]]] = {}
-        for key, table, cols, is_vector in placed:
+        for key, table, indices, is_vector in placed:
             t = self._tables[table]
             if is_vector:
-                t.vectors.append((key, _index(cols), len(cols)))
+                t.vectors.append((key, _index(indices), len(indices)))
             else:
-                scalars.setdefault(table, []).append((key, cols[0]))
+                scalars.setdefault(table, []).append((key, indices[0]))
         for table, pairs in scalars.items():
             self._tables[table].scalar_keys = [k for k, _ in pairs]
             self._tables[table].scalar_idx = np.asarray([c for _, c in pairs], dtype=np.intp)
@@ -410,7 +410,7 @@ class RecorderSim(mosaik_api_v3.Simulator):
     """
 
     def __init__(self) -> None:
-        super().__init__(META)
+        super().__init__(META)  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.sid = ""
         self.out_dir: Path | None = None
         self.step_size = 60

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import traceback
 from pathlib import Path
+from typing import cast
 
 from cosim import outage_report, report_context, report_flows, report_grid, report_html
 from cosim.report_sections import Section, SectionFn, e, note
@@ -51,7 +52,7 @@ EXTRA_SECTIONS: list[SectionFn] = []
 def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
-    return get_plotlyjs()
+    return cast(str, get_plotlyjs())
 
 
 def sections(ctx: report_context.ReportContext) -> list[Section]:
@@ -61,7 +62,7 @@ def sections(ctx: report_context.ReportContext) -> list[Section]:
     for fn in [*SECTIONS, *EXTRA_SECTIONS]:
         try:
             s = fn(ctx)
-        except Exception as exc:  # noqa: BLE001 - reported on the page and in the log
+        except Exception as exc:  # reported on the page and in the log
             log.warning("report section %s failed:\n%s", getattr(fn, "__name__", fn), traceback.format_exc())
             name = getattr(fn, "__name__", "section")
             s = Section(name, name.replace("_", " "), note(f"This section could not be drawn: "

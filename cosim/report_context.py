@@ -17,7 +17,7 @@ import numpy as np
 
 from cosim import kpi
 from cosim.kpi import RunData
-from cosim.rundir import read_table, start_time
+from cosim.rundir import Table, read_table, start_time
 from simulators.sessions_file import read_sessions
 
 #: tables a report reads besides the KPIs' own
@@ -147,7 +147,7 @@ class ReportContext:
         z = start_time(self.meta).strftime("%z")
         return f"local time (UTC{z[:3]}:{z[3:]})"
 
-    def table(self, name: str):
+    def table(self, name: str) -> Table | None:
         return self.run.tables.get(name)
 
 
@@ -155,7 +155,7 @@ def _jsonl(path: Path, limit: int = 100_000) -> list[dict[str, Any]]:
     """One JSON object per line; a line that is not one (a crash mid-write) is skipped, not fatal."""
     if not path.is_file():
         return []
-    out = []
+    out: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
             if len(out) >= limit:

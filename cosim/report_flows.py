@@ -4,7 +4,7 @@ setpoints against what the devices did, and the timeline of events."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import plotly.graph_objects as go
@@ -36,7 +36,7 @@ def balance_series(ctx: ReportContext) -> dict[str, np.ndarray] | None:
         return None
     n = len(sites.t_s)
     site_ids = [s["id"] for s in ctx.meta.get("sites", []) if sites.get(s["id"], "pcc_p_w") is not None]
-    pcc = [sites.get(s, "pcc_p_w") for s in site_ids]
+    pcc = [cast(np.ndarray, sites.get(s, "pcc_p_w")) for s in site_ids]  # site_ids have the column
     imp = _sum([np.where(p > 0, p, 0.0) for p in pcc], n)
     exp = _sum([np.where(p < 0, -p, 0.0) for p in pcc], n)
     load = _sum([x for s in site_ids if (x := sites.get(s, "load_p_w")) is not None], n)
@@ -129,15 +129,17 @@ def storage(ctx: ReportContext) -> Section | None:
     if not ids:
         return None
     devices = ctx.table("devices")
+    assert devices is not None  # storage_ids come from it
     k = bucket_size(len(devices.t_s))
     x = ctx.times(downsample(devices.t_s.astype(float), "first", k).astype(np.int64))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=["State of charge", "Battery power (+ charging)"])
     for did in ids:
         cap = ctx.kpis["devices"][did]["batt_capacity_kwh"]
-        fig.add_trace(go.Scatter(x=x, y=downsample(devices.get(did, "soc") * 100, "mean", k),
+        soc, batt = cast(np.ndarray, devices.get(did, "soc")), cast(np.ndarray, devices.get(did, "batt_p_w"))
+        fig.add_trace(go.Scatter(x=x, y=downsample(soc * 100, "mean", k),
                                  name=f"{did} ({cap:g} kWh)", legendgroup=did), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=downsample(devices.get(did, "batt_p_w") / 1000, "mean", k), name=did,
+        fig.add_trace(go.Scatter(x=x, y=downsample(batt / 1000, "mean", k), name=did,
                                  legendgroup=did, showlegend=False), row=2, col=1)
     fig.update_yaxes(title="%", range=[-2, 102], row=1, col=1)
     fig.update_yaxes(title="kW", row=2, col=1)
@@ -178,6 +180,7 @@ def ev_service(ctx: ReportContext) -> Section | None:
     specs = {f["id"]: f for f in ctx.meta.get("ev_fleets", [])}
     devices = ctx.table("devices")
     for fid in (fleets.ids("p_w") if fleets is not None else []):
+        assert fleets is not None  # the ids come from it
         k = bucket_size(len(fleets.t_s))
         x = ctx.times(downsample(fleets.t_s.astype(float), "first", k).astype(np.int64))
         fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.65, 0.35],
@@ -190,7 +193,8 @@ def ev_service(ctx: ReportContext) -> Section | None:
                     fig.add_trace(go.Scatter(x=x, y=downsample(p / 1000, "mean", k), name=wb, stackgroup="wb",
                                              line={"width": 0.5}), row=1, col=1)
         else:
-            fig.add_trace(go.Scatter(x=x, y=downsample(fleets.get(fid, "p_w") / 1000, "mean", k), name="fleet"),
+            fleet_p = cast(np.ndarray, fleets.get(fid, "p_w"))  # fid comes from the p_w columns
+            fig.add_trace(go.Scatter(x=x, y=downsample(fleet_p / 1000, "mean", k), name="fleet"),
                           row=1, col=1)
         limit = _fleet_limit(ctx, wbs)
         if limit is not None:
@@ -230,7 +234,8 @@ def ev_service(ctx: ReportContext) -> Section | None:
         fig.update_xaxes(title="arrival and EV", tickangle=-60)
         figs.append(fig)
         rows = "".join(
-            f"<tr><td>{e(s.get('ev_id'))}</td><td>{e(s.get('ev_type', ''))}</td><td>{e(ctx.clock(s.get('t_arrival_s')))}"
+            f"<tr><td>{e(s.get('ev_id'))}</td><td>{e(s.get('ev_type', ''))}</td>"
+            f"<td>{e(ctx.clock(s.get('t_arrival_s')))}"
             f"</td><td>{e(ctx.clock(s.get('t_plug_s')) if s.get('t_plug_s') is not None else 'never')}</td>"
             f"<td>{e(ctx.clock(s.get('t_departure_s')))}</td><td>{(s.get('wait_s') or 0) / 60:.0f}</td>"
             f"<td>{(s.get('e_wanted_wh') or 0) / 1000:.1f}</td><td>{(s.get('e_delivered_wh') or 0) / 1000:.1f}</td>"
@@ -277,14 +282,14 @@ def setpoints(ctx: ReportContext) -> Section | None:
     for r, dev in enumerate(shown, start=1):
         for cid, attr in pairs[dev]:
             unit = 1000 if attr.endswith("_w") else 1
-            sp = ctl.get(f"{cid}/{dev}", attr)
+            sp = cast(np.ndarray, ctl.get(f"{cid}/{dev}", attr))  # the pair comes from its columns
             fig.add_trace(go.Scatter(x=x, y=downsample(sp / unit, "mean", k), name="setpoint or limit",
                                      hovertext=f"{cid}: {attr}", line_shape="hv",
                                      line={"color": "#d62728", "dash": "dash"}, legendgroup="set",
                                      showlegend=r == 1), row=r, col=1)
             meas = _measured_attr(devices, dev, attr)
             if meas is not None:
-                y = devices.get(dev, meas)
+                y = cast(np.ndarray, devices.get(dev, meas))  # _measured_attr found it
                 yk = downsample(y / (1000 if meas.endswith("_w") else 1), "mean", bucket_size(len(devices.t_s)))
                 fig.add_trace(go.Scatter(x=x[: len(yk)], y=yk, name="what the device did", hovertext=meas,
                                          line={"color": "#1f77b4"},

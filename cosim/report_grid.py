@@ -4,7 +4,7 @@ and unbalance, loading duration curves, and a single-line view coloured by the w
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import plotly.graph_objects as go
@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from cosim import kpi
 from cosim.report_context import ReportContext
+from cosim.rundir import Table
 from cosim.report_sections import (PHASE_COLORS, PHASE_NAMES, Section, band_lines, bucket_size, downsample, e,
                                    figure, note)
 
@@ -70,7 +71,7 @@ def voltage_profile(ctx: ReportContext) -> Section | None:
         return Section("profile", "Voltage profile along the feeder",
                        note("The run directory has no grid topology (meta.json grid.topology, written since this "
                             "report exists): no distances to draw the profile against."))
-    t_s = ctx.table("buses").t_s
+    t_s = cast(Table, ctx.table("buses")).t_s  # the phases come from the bus table
     fig = figure("Voltage against distance from the transformer", height=480, hovermode="closest")
     text = []
     for phase, (ids, m) in phases.items():
@@ -123,7 +124,7 @@ def voltage_heatmap(ctx: ReportContext) -> Section | None:
     phases = _phases(ctx)
     if not phases:
         return None
-    t_s = ctx.table("buses").t_s
+    t_s = cast(Table, ctx.table("buses")).t_s  # the phases come from the bus table
     k = bucket_size(len(t_s), HEATMAP_COLUMNS)
     x = ctx.times(downsample(t_s.astype(float), "first", k).astype(np.int64))
     band, tight = ctx.run.v_band, ctx.run.v_band_tight
@@ -131,7 +132,7 @@ def voltage_heatmap(ctx: ReportContext) -> Section | None:
     fig = make_subplots(rows=len(phases), cols=1, shared_xaxes=True, vertical_spacing=0.04,
                         subplot_titles=[PHASE_NAMES.get(p, p) for p in phases] if len(phases) > 1 else None)
     n_buses = 0
-    for r, (phase, (ids, m)) in enumerate(phases.items(), start=1):
+    for r, (_phase, (ids, m)) in enumerate(phases.items(), start=1):
         order = sorted(range(len(ids)), key=lambda j: (ctx.feeder.distance_m.get(ids[j], np.inf), ids[j]))
         if len(order) > HEATMAP_MAX_BUSES:  # the buses that deviate most
             dev = _quiet(np.nanmax, np.abs(m - 1.0), axis=0)
@@ -165,14 +166,14 @@ def lvur_pct(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     three phase voltages, over that mean. NaN where a phase is missing."""
     stack = np.stack([a, b, c])
     mean = stack.mean(axis=0)
-    return np.abs(stack - mean).max(axis=0) / mean * 100.0
+    return cast(np.ndarray, np.abs(stack - mean).max(axis=0) / mean * 100.0)
 
 
 def unbalance(ctx: ReportContext) -> Section | None:
     phases = _phases(ctx)
     if not all(p in phases for p in "abc"):
         return None
-    t_s = ctx.table("buses").t_s
+    t_s = cast(Table, ctx.table("buses")).t_s  # the phases come from the bus table
     k = bucket_size(len(t_s))
     x = ctx.times(downsample(t_s.astype(float), "first", k).astype(np.int64))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
@@ -185,7 +186,7 @@ def unbalance(ctx: ReportContext) -> Section | None:
             y = downsample(_quiet(getattr(np, f"nan{how}"), m, axis=1), how, k)
             fig.add_trace(go.Scatter(x=x, y=y, name=f"phase {phase} {how}", line={"color": color, "dash": dash}),
                           row=1, col=1)
-    ids_a, ma = phases["a"]
+    ids_a, _ma = phases["a"]
     common = [b for b in ids_a if b in phases["b"][0] and b in phases["c"][0]]
     col = {p: {b: j for j, b in enumerate(phases[p][0])} for p in "abc"}
     u = lvur_pct(*(phases[p][1][:, [col[p][b] for b in common]] for p in "abc"))
@@ -228,7 +229,7 @@ def loading_duration(ctx: ReportContext) -> Section | None:
     fig = figure("Loading duration curves: share of the time a loading is reached or exceeded", hovermode="closest")
     if trafos is not None:
         for tid in trafos.ids("loading_pct"):
-            x, y = _duration(trafos.get(tid, "loading_pct"))
+            x, y = _duration(cast(np.ndarray, trafos.get(tid, "loading_pct")))  # tid has the column
             fig.add_trace(go.Scatter(x=x, y=y, name=f"transformer {tid}", line={"color": "black", "width": 3}))
     if lines is not None and lines.ids("loading_pct"):
         ids, m = lines.matrix("loading_pct")

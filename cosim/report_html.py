@@ -58,7 +58,7 @@ def key_figures(ctx: ReportContext) -> str:
     base = kf.flatten(ctx.baseline[1]) if ctx.baseline else None
     head = "<tr><th>KPI</th><th>value</th><th>unit</th>"
     if base is not None:
-        head += f"<th>baseline ({e(ctx.baseline[0])})</th><th>change</th>"
+        head += f"<th>baseline ({e(ctx.baseline[0] if ctx.baseline else '')})</th><th>change</th>"
     rows, section = [], None
     cols = 5 if base is not None else 3
     for r in kf.summary(ctx.kpis):
@@ -177,7 +177,7 @@ def page(ctx: ReportContext, sections: list[Section], plotly_js: str) -> str:
         f"{banner(ctx)}"
         f'<section id="summary"><h2>Key figures</h2>{base}{key_figures(ctx)}{_peaks_note(ctx)}</section>'
         + "".join(figure_html)
-        + f'<section id="sites"><h2>Sites</h2>'
+        + '<section id="sites"><h2>Sites</h2>'
         + entity_table(ctx.kpis.get("sites", {}), SITE_COLUMNS, "site", sort_key="import_kwh")
         + '</section><section id="devices"><h2>Devices</h2>'
         + entity_table(ctx.kpis.get("devices", {}), DEVICE_COLUMNS, "device")

@@ -38,7 +38,7 @@ def e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def figure(title: str, height: int = 420, **layout: Any) -> go.Figure:
+def figure(title: str, height: float = 420, **layout: Any) -> go.Figure:
     fig = go.Figure()
     settings: dict[str, Any] = {"title": {"text": title, "x": 0, "xanchor": "left"}, "height": height,
                                 "template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
@@ -64,7 +64,8 @@ def downsample(x: np.ndarray, how: str, k: int) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN buckets stay NaN
         if how == "first":
             return shaped[:, 0]
-        return {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[how](shaped, axis=1)
+        reducers: dict[str, Callable[..., np.ndarray]] = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}
+        return reducers[how](shaped, axis=1)
 
 
 def band_lines(fig: go.Figure, bands: list[tuple[tuple[float, float], str]], **where: Any) -> None:

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from matplotlib import dates as mdates
@@ -47,9 +48,9 @@ def _no_data(ax: Axes, what: str) -> None:
 def _png(fig: Figure) -> bytes:
     for ax in fig.axes:
         if ax.has_data() and isinstance(ax.xaxis.get_major_formatter(), mdates.AutoDateFormatter):
-            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))  # type: ignore[no-untyped-call]  # matplotlib: ConciseDateFormatter is unannotated
     buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})
+    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})  # type: ignore[no-untyped-call]  # matplotlib: FigureCanvasAgg.print_png is unannotated
     return buf.getvalue()
 
 
@@ -83,7 +84,8 @@ def plot_voltage(run: RunData) -> Figure:
         ax.set_title(f"{len(ids)} buses", loc="right", fontsize=8)
     axes[0].legend(loc="upper left", fontsize=8, ncols=3)
     wide, tight = run.v_band, run.v_band_tight
-    axes[0].set_title(f"Feeder voltage band (limits: {tight[0]:g}–{tight[1]:g} pu dashed, {wide[0]:g}–{wide[1]:g} solid)")
+    axes[0].set_title(f"Feeder voltage band (limits: {tight[0]:g}–{tight[1]:g} pu dashed, "
+                      f"{wide[0]:g}–{wide[1]:g} solid)")
     axes[-1].set_xlabel(_time_label(run))
     return fig
 
@@ -141,7 +143,7 @@ def plot_soc(run: RunData) -> Figure:
         return fig
     x = _times(run, devices.t_s)
     for did in ids:
-        ax.plot(x, 100.0 * devices.get(did, "soc"), lw=0.9, label=did)
+        ax.plot(x, 100.0 * cast(np.ndarray, devices.get(did, "soc")), lw=0.9, label=did)  # ids have the column
     if len(ids) <= MAX_LEGEND:
         ax.legend(loc="upper left", fontsize=7, ncols=min(len(ids), 4))
     ax.set_ylim(-2, 102)
@@ -158,7 +160,8 @@ def plot_loading(run: RunData) -> Figure:
     drawn = False
     trafos = run.tables.get("trafos")
     for tid in trafos.ids("loading_pct") if trafos is not None else []:
-        ax.plot(_times(run, trafos.t_s), trafos.get(tid, "loading_pct"), lw=1, label=tid)
+        assert trafos is not None  # ids come from it
+        ax.plot(_times(run, trafos.t_s), cast(np.ndarray, trafos.get(tid, "loading_pct")), lw=1, label=tid)
         drawn = True
     lines = run.tables.get("lines")
     if lines is not None and lines.ids("loading_pct"):
@@ -193,7 +196,7 @@ def _svg(fig: Figure) -> bytes:
     from matplotlib.backends.backend_svg import FigureCanvasSVG
 
     buf = io.BytesIO()
-    FigureCanvasSVG(fig).print_svg(buf, metadata={"Date": None})
+    FigureCanvasSVG(fig).print_svg(buf, metadata={"Date": None})  # type: ignore[no-untyped-call]  # matplotlib: FigureCanvasSVG.print_svg is unannotated
     return buf.getvalue()
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Iterator
 
 from cosim.progress import RunInterrupted, RunMonitor
@@ -81,7 +81,7 @@ def recorded_steps(run_dir: Path) -> int | None:
         return None
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).metadata.num_rows
+    return cast("int | None", pq.ParquetFile(path).metadata.num_rows)
 
 
 #: run.json "messaging.totals": the counters a reader checks first (all counters per role key are in "roles")
@@ -181,7 +181,7 @@ def _shutdown(builder: WorldBuilder) -> None:
     """Finalize every simulator (closes the recorder and device connections) even after an exception."""
     try:
         _cancel_leftover_tasks(builder.world.loop)
-        builder.world.shutdown()
+        builder.world.shutdown()  # type: ignore[no-untyped-call]  # mosaik: World.shutdown is unannotated
     except Exception:  # a world that never started has nothing to shut down
         pass
     finally:

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -81,7 +81,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     with path.open(encoding="utf-8") as f:
-        return json.load(f)
+        return cast("dict[str, Any] | None", json.load(f))
 
 
 def read_meta(run_dir: str | Path) -> dict[str, Any]:

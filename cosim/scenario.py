@@ -17,7 +17,8 @@ import hashlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import yaml
@@ -49,8 +50,8 @@ class Strict(BaseModel):
 # Names that become file and directory names (run directory, io/<device>.parquet): one path component each.
 Name = Annotated[str, AfterValidator(check_name)]
 # simulated time is stored as pandas timestamps (end 2262) and sent as absolute SenML times (begin 1978)
-EARLIEST_START = dt.datetime(1980, 1, 1, tzinfo=dt.timezone.utc)
-LATEST_END = dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
+EARLIEST_START = dt.datetime(1980, 1, 1, tzinfo=dt.UTC)
+LATEST_END = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 _CLOCK = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"
 
 
@@ -67,7 +68,7 @@ class GridSpec(Strict):
                                               description="rated current per DSF-SE line code (the format has none)")
 
     @model_validator(mode="after")
-    def _source_args(self) -> "GridSpec":
+    def _source_args(self) -> GridSpec:
         if self.source == "simbench" and not self.code:
             raise ValueError("source 'simbench' needs 'code' (e.g. 1-LV-semiurb4--0-sw)")
         if self.source != "simbench" and self.path is None:
@@ -109,7 +110,7 @@ class PriceSpec(Strict):
     path: Path | None = None
 
     @model_validator(mode="after")
-    def _kind_args(self) -> "PriceSpec":
+    def _kind_args(self) -> PriceSpec:
         needed = {"fixed": "import_eur_per_kwh", "tou": "periods", "csv": "path"}[self.kind]
         if getattr(self, needed) is None:
             raise ValueError(f"price kind {self.kind!r} needs {needed!r}")
@@ -134,7 +135,7 @@ class SiteSpec(Strict):
     contract_export_w: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _connection(self) -> "SiteSpec":
+    def _connection(self) -> SiteSpec:
         if (self.grid_load is None) == (self.bus is None):
             raise ValueError("give exactly one of 'grid_load' (a load of the grid file) or 'bus'")
         if self.grid_load is not None and self.phase is not None:
@@ -168,7 +169,7 @@ class DeviceSpec(Strict):
         return v
 
     @model_validator(mode="after")
-    def _placement(self) -> "DeviceSpec":
+    def _placement(self) -> DeviceSpec:
         if (self.site is None) == (self.bus is None):
             raise ValueError("give exactly one of 'site' or 'bus'")
         return self
@@ -327,7 +328,7 @@ class ScenarioCore(Strict):
         return v
 
     @model_validator(mode="after")
-    def _step_divides(self) -> "ScenarioCore":
+    def _step_divides(self) -> ScenarioCore:
         if self.duration % self.step:
             raise ValueError(f"step ({self.step} s) must divide duration ({self.duration} s)")
         return self
@@ -393,14 +394,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def key_path(loc: tuple) -> str:
+def key_path(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     """1-based line of the deepest YAML node along ``loc`` (so a wrong value points at its own line)."""
     best = node.start_mark.line + 1 if node is not None else None
     for part in loc:
@@ -417,14 +418,14 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return best
 
 
-Remap = Callable[[tuple], tuple]
+Remap = Callable[[tuple[str | int, ...]], tuple[str | int, ...]]
 
 
-def _same_loc(loc: tuple) -> tuple:
+def _same_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return loc
 
 
-def _pydantic_problems(exc: ValidationError, prefix: tuple, root: yaml.Node | None,
+def _pydantic_problems(exc: ValidationError, prefix: tuple[str | int, ...], root: yaml.Node | None,
                        remap: Remap = _same_loc) -> list[Problem]:
     problems = []
     for err in exc.errors():
@@ -441,9 +442,9 @@ def _pydantic_problems(exc: ValidationError, prefix: tuple, root: yaml.Node | No
     return problems
 
 
-def _resolve_paths(model: BaseModel, base: Path) -> BaseModel:
+def _resolve_paths[M: BaseModel](model: M, base: Path) -> M:
     """Make every relative Path field absolute against the scenario folder (recursively)."""
-    updates = {}
+    updates: dict[str, Any] = {}
     for name in type(model).model_fields:
         value = getattr(model, name)
         if isinstance(value, Path) and not value.is_absolute():
@@ -458,7 +459,7 @@ def _resolve_paths(model: BaseModel, base: Path) -> BaseModel:
 def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _same_loc) -> list[Problem]:
     problems: list[Problem] = []
 
-    def add(loc: tuple, message: str, found: Any = _MISSING) -> None:
+    def add(loc: tuple[str | int, ...], message: str, found: Any = _MISSING) -> None:
         loc = remap(loc)
         problems.append(Problem(key_path(loc), message, found, _line_of(root, loc)))
 
@@ -500,8 +501,8 @@ def _semantic_problems(sc: Scenario, root: yaml.Node | None, remap: Remap = _sam
     in_fleet: set[str] = set()
     for i, fleet in enumerate(sc.ev_fleets):
         for j, wb in enumerate(fleet.wallboxes):
-            dev = devices_by_id.get(wb)
-            if dev is None or not sources.reads_fleet(device_registry.family(dev.family)):
+            member = devices_by_id.get(wb)
+            if member is None or not sources.reads_fleet(device_registry.family(member.family)):
                 fed = [n for n, f in device_registry.families().items() if sources.reads_fleet(f)]
                 add(("ev_fleets", i, "wallboxes", j), "expected the id of a device whose family is fed by an EV "
                     f"fleet (families: {', '.join(fed) or 'none'})", wb)
@@ -601,13 +602,13 @@ class LoadedScenario:
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
-    def line_of(self, loc: tuple) -> int | None:
+    def line_of(self, loc: tuple[str | int, ...]) -> int | None:
         return _line_of(yaml.compose(self.text), loc)
 
-    def with_variant(self, variant: str | None) -> "LoadedScenario":
+    def with_variant(self, variant: str | None) -> LoadedScenario:
         return load(self.path, variant=variant)
 
-    def error(self, loc: tuple, message: str, found: Any = _MISSING) -> ScenarioError:
+    def error(self, loc: tuple[str | int, ...], message: str, found: Any = _MISSING) -> ScenarioError:
         """A ScenarioError for a problem found later (e.g. a bus name the grid does not have)."""
         return ScenarioError(self.path, [Problem(key_path(loc), message, found, self.line_of(loc))])
 
@@ -649,7 +650,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None, variant: str
         data.update(patch)
         data["name"] = f"{data.get('name', 'scenario')}-{variant}"
 
-        def remap(loc: tuple) -> tuple:  # errors in replaced keys point into the variant
+        # errors in replaced keys point into the variant
+        def remap(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
             return ("variants", variant, *loc) if loc and loc[0] in patch else loc
 
     data.update(overrides or {})
@@ -679,4 +681,4 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-__all__ = ["Scenario", "ScenarioError", "LoadedScenario", "load", "json_schema", "parse_duration", "Problem"]
+__all__ = ["LoadedScenario", "Problem", "Scenario", "ScenarioError", "json_schema", "load", "parse_duration"]

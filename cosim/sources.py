@@ -10,7 +10,8 @@ outage or its own trip in the step it happens.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from devices.family import Family
 
@@ -61,7 +62,8 @@ def initial_value(source: str) -> float:
     return 1.0 if source.startswith("point.v_") or source == "point.grid_present" else 0.0
 
 
-def problems(sc: Any, family_of: Callable[[str], Family], add: Callable[[tuple, str, Any], None]) -> None:
+def problems(sc: Any, family_of: Callable[[str], Family],
+             add: Callable[[tuple[str | int, ...], str, Any], None]) -> None:
     """Report every declared input of every device that names an unknown source or, required, has none.
 
     ``sc`` is a validated cosim.scenario.Scenario (this module sits below it); ``add(loc, message, found)``

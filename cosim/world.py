@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mosaik
 import numpy as np
@@ -58,10 +58,11 @@ class WorldBuilder:
         self.out_dir = Path(out_dir)
         self.monitor = monitor
         self.step_s = self.scenario.step
-        self.world = mosaik.World(dict(SIM_CONFIG), time_resolution=1.0, skip_greetings=True,
+        # every entry is a {"python": "module:Class"} (mosaik's PythonModel)
+        self.world = mosaik.World(cast(mosaik.SimConfig, dict(SIM_CONFIG)), time_resolution=1.0, skip_greetings=True,
                                   configure_logging=False)
         self._sims: dict[str, Any] = {}
-        self.columns: list[list] = []
+        self.columns: list[list[Any]] = []
         self.sites: dict[str, SiteHandle] = {}
         self.devices: dict[str, Any] = {}
         self.device_specs: dict[str, DeviceSpec] = {s.id: s for s in self.scenario.devices}
@@ -72,7 +73,7 @@ class WorldBuilder:
         self.device_sim: Any = None
         self.observer_sim: Any = None  # the host of non-injecting families, started when one is present
         self._extra_entities: list[Any] = []
-        self._routes: list[tuple] = []
+        self._routes: list[tuple[Any, ...]] = []
         self.bus: Any = None
         self.ev_bays: dict[str, Any] = {}  # wallbox id -> its EV fleet bay entity
         self.warnings: list[str] = []
@@ -85,14 +86,16 @@ class WorldBuilder:
         """Start (once) and return the model factory of a simulator; ``python`` registers a new one."""
         if name not in self._sims:
             if python is not None:
-                self.world._async_world.sim_config[name] = {"python": python}
+                sim_config = self.world._async_world.sim_config
+                assert sim_config is not None  # the world was created with SIM_CONFIG
+                sim_config[name] = {"python": python}
             params.setdefault("step_size", self.step_s)
             self._sims[name] = self.world.start(name, **params)
         return self._sims[name]
 
     def connect(self, src: Any, dst: Any, *attr_pairs: str | tuple[str, str], role: str | None = None,
                 topic: str | None = None, sender_kind: str = "controller", period_s: int = 0,
-                time_shifted: bool = False, initial_data: dict | None = None) -> None:
+                time_shifted: bool = False, initial_data: dict[str, Any] | None = None) -> None:
         """Connect like ``world.connect``; with a broker ``role`` (data, control, smx, aggregator, smx:<site>)
         the flow travels as SenML over that role's broker when the scenario puts the role on one (or a
         communication-loss event touches it).
@@ -149,7 +152,7 @@ class WorldBuilder:
         return np.random.default_rng([self.scenario.seed, digest])
 
     # -- build ------------------------------------------------------------------------------------------------
-    def build(self) -> "WorldBuilder":
+    def build(self) -> WorldBuilder:
         sc = self.scenario
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -158,7 +161,7 @@ class WorldBuilder:
             self._stage(f"{len(sc.devices)} devices")
             self._build_devices()
             self._build_ev_fleets()
-            for i, ctl in enumerate(sc.controllers):
+            for _i, ctl in enumerate(sc.controllers):
                 self._stage(f"controller {ctl.id} ({ctl.kind})")
                 kind = controller_kinds.controller(ctl.kind)
                 params = kind.params.model_validate(ctl.params)
@@ -303,7 +306,7 @@ class WorldBuilder:
             self._event_points[spec.id] = self.add_entity(self.event_sim.Point(site=spec.site, device=spec.id))
         return self._event_points[spec.id]
 
-    def _create(self, loc: tuple, factory: Any, **params: Any) -> Any:
+    def _create(self, loc: tuple[str | int, ...], factory: Any, **params: Any) -> Any:
         """Create an entity; a simulator's refusal (bad column, file, ...) becomes a scenario error at ``loc``."""
         try:
             return factory(**params)
@@ -459,7 +462,7 @@ class WorldBuilder:
         self.bus = MessageBus(sc.messaging or MessagingSpec(default="direct"), seed=sc.seed, start=sc.start,
                               **bus_security(sc.security, sc.messaging.namespace if sc.messaging else ""))
         scope = source_name(sc.name)
-        groups: dict[tuple, list[tuple]] = {}
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for r in self._routes:
             src, dst, role = r[0], r[1], r[3]
             # publish-only routes cannot close a cycle: one link simulator carries them all
@@ -503,11 +506,11 @@ class WorldBuilder:
                                bus=self.bus, setpoints=setpoints)
             cmd = self.add_entity(factory.NativeCommands(site=spec.site, device=device,
                                                          commands={k: list(v) for k, v in fam.commands.items()}))
-            self.world.connect(cmd, ent, *setpoints, time_shifted=True, initial_data={sp: None for sp in setpoints})
+            self.world.connect(cmd, ent, *setpoints, time_shifted=True, initial_data=dict.fromkeys(setpoints))
             self.record(cmd, "commands", "devices", f"{dev_id}.commands")  # taken from the topics, a counter
 
-    def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple, role: str, topic: str | None,
-                   kind: str, period_s: int, shifted: bool, initial: dict | None,
+    def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple[Any, ...], role: str,
+                   topic: str | None, kind: str, period_s: int, shifted: bool, initial: dict[str, Any] | None,
                    native: dict[str, tuple[str, float]] | None = None) -> None:
         from cosim.messaging import topics
         from cosim.messaging.link import source_name
@@ -626,7 +629,8 @@ class WorldBuilder:
     def _topology(self) -> dict[str, Any]:
         """Lines (from, to, length) and transformers (hv, lv) by name: the report's feeder distances and single-line
         view come from these."""
-        lines = [{"id": c.eid.removeprefix("line:"), **(c.extra_info or {})} for c in self.grid_children.get("Line", [])]
+        lines = [{"id": c.eid.removeprefix("line:"), **(c.extra_info or {})}
+                 for c in self.grid_children.get("Line", [])]
         trafos = [{"id": c.eid.removeprefix("trafo:"), **(c.extra_info or {})}
                   for c in self.grid_children.get("Trafo", [])]
         return {"lines": lines, "trafos": trafos}

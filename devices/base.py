@@ -21,7 +21,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Self
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 
@@ -69,7 +70,7 @@ class Capabilities:
     #: raises SetpointRejected; applied after every value passed its Limit
     rules: Callable[[Mapping[str, float]], None] | None = None
 
-    def check(self, setpoint: "Setpoint") -> None:
+    def check(self, setpoint: Setpoint) -> None:
         for name, value in setpoint.values.items():
             limit = self.setpoints.get(name)
             if limit is None:
@@ -115,7 +116,7 @@ class Address:
     query: str
 
     @classmethod
-    def parse(cls, raw: str) -> "Address":
+    def parse(cls, raw: str) -> Address:
         parts = urlsplit(raw)
         if not parts.scheme:
             raise ValueError(f"address {raw!r} has no scheme (expected e.g. 'sim://' or 'sunspec+tcp://host:502/1')")
@@ -180,7 +181,7 @@ class Driver(abc.ABC):
         """What the device says it is (manufacturer, model, serial, protocol version)."""
         return {"address": self.address.raw}
 
-    async def __aenter__(self) -> "Driver":
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

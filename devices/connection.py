@@ -28,7 +28,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import struct
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
 
 from devices.backoff import Backoff
 from devices.base import (Address, Capabilities, DeviceError, DeviceUnavailable, Driver, Measurement, ProtocolError,
@@ -189,7 +190,7 @@ class ReconnectingDriver(Driver):
         self._up = False
         await self._close_link()
 
-    async def __aenter__(self) -> "ReconnectingDriver":
+    async def __aenter__(self) -> ReconnectingDriver:
         await self.connect()
         return self
 

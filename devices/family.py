@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel
@@ -89,8 +90,8 @@ class DeviceContext:
             raise ValueError("DeviceContext.start must be timezone-aware")
 
     @classmethod
-    def standalone(cls, device_id: str = "device", step_s: int = 1) -> "DeviceContext":
-        return cls(dt.datetime.now(dt.timezone.utc), step_s, device_id)
+    def standalone(cls, device_id: str = "device", step_s: int = 1) -> DeviceContext:
+        return cls(dt.datetime.now(dt.UTC), step_s, device_id)
 
     def at(self, t_s: float) -> dt.datetime:
         """The calendar time of simulated second ``t_s``."""
@@ -108,7 +109,7 @@ class ModelBank(abc.ABC):
 
     setpoint_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, configs: list[BaseModel], contexts: Sequence[DeviceContext] | None = None) -> None:
+    def __init__(self, configs: Sequence[BaseModel], contexts: Sequence[DeviceContext] | None = None) -> None:
         self.configs = configs
         if contexts is None:
             contexts = [DeviceContext.standalone(f"device_{i}") for i in range(len(configs))]
@@ -122,7 +123,7 @@ class ModelBank(abc.ABC):
         return len(self.configs)
 
     @abc.abstractmethod
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None: ...
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None: ...
 
     @abc.abstractmethod
     def measure(self) -> dict[str, np.ndarray]: ...
@@ -140,7 +141,8 @@ class Family:
     #: what the device measures (names with units); an injecting family measures ``p_w`` and ``q_var``
     measurements: tuple[str, ...]
     #: the setpoints a configured device accepts and their limits
-    capabilities: Callable[[BaseModel], Capabilities]
+    #: (takes the family's own ``config`` model; Any because Family is not generic over it)
+    capabilities: Callable[[Any], Capabilities]
     #: True: the device's ``p_w`` / ``q_var`` (load arrow) are added at its connection point; False: it only
     #: observes (a meter) and is stepped after the power flow of the same step
     injects: bool
@@ -207,5 +209,5 @@ class Family:
         ``replay`` come on top, see :func:`devices.registry.schemes_of`)."""
         return ("sim", *self.drivers)
 
-    def parse_config(self, raw: Mapping) -> BaseModel:
+    def parse_config(self, raw: Mapping[str, Any]) -> BaseModel:
         return self.config.model_validate(raw)

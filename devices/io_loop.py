@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Coroutine, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Awaitable, Coroutine
 
 T = TypeVar("T")
 

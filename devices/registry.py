@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 from devices.base import Address, Driver
 from devices.family import Family
@@ -125,7 +125,7 @@ def driver_class(address: Address | str, family: Family | None = None) -> type[D
         raise KeyError(
             f"no driver for address scheme {addr.scheme!r} in {addr.raw!r}; known: {', '.join(sorted(specs))}"
         ) from None
-    return load_spec(spec)
+    return cast("type[Driver]", load_spec(spec))
 
 
 def known_schemes() -> list[str]:

@@ -17,7 +17,8 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -137,12 +138,12 @@ def read_config_file(path: str | None, model: type[BaseModel]) -> dict[str, Any]
     return raw
 
 
-def _where(loc: tuple) -> str:
+def _where(loc: tuple[str | int, ...]) -> str:
     path = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
     return f"{path}: " if path else ""
 
 
-def validate_config(model: type[BaseModel], raw: Mapping[str, Any], source: str) -> BaseModel:
+def validate_config[M: BaseModel](model: type[M], raw: Mapping[str, Any], source: str) -> M:
     """``model`` from ``raw``; ConfigError listing each field's key path, expectation and value found."""
     try:
         return model.model_validate(raw)
@@ -153,7 +154,8 @@ def validate_config(model: type[BaseModel], raw: Mapping[str, Any], source: str)
         raise ConfigError("\n".join(lines)) from None
 
 
-def load_config_file(path: str | None, model: type[BaseModel], overrides: Mapping[str, Any] | None = None) -> BaseModel:
+def load_config_file[M: BaseModel](path: str | None, model: type[M],
+                                   overrides: Mapping[str, Any] | None = None) -> M:
     """A family config from a YAML or JSON file (or defaults), with command-line values applied on top."""
     return validate_config(model, {**read_config_file(path, model), **(overrides or {})},
                            f"--config {path}" if path else model.__name__)
@@ -173,7 +175,7 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop) -> Iterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-def run_served(serve: Callable[[argparse.Namespace], Awaitable[None]], args: argparse.Namespace) -> int:
+def run_served(serve: Callable[[argparse.Namespace], Coroutine[Any, Any, None]], args: argparse.Namespace) -> int:
     """Run a serve coroutine; a port in use or a bad config is a message and exit code 2, not a traceback."""
     try:
         asyncio.run(serve(args))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, Setpoint
 from devices.family import ModelBank
+from typing import Any
 
 
 class SimDriver(Driver):
@@ -43,5 +44,5 @@ class SimDriver(Driver):
     async def close(self) -> None:
         self._open = False
 
-    async def identity(self) -> dict:
+    async def identity(self) -> dict[str, Any]:
         return {"address": self.address.raw, "protocol": "sim", "model": type(self.bank).__name__}

@@ -20,9 +20,11 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, TextIO, cast
+from collections.abc import Callable
 
 import mosaik_api_v3
+from mosaik_api_v3.types import Meta
 import numpy as np
 from pydantic import BaseModel
 
@@ -40,7 +42,7 @@ _NO_LIMIT = Limit(0.0, 0.0)
 POWER_ATTRS = ("p_w", "q_var")
 
 
-def _meta() -> dict:
+def _meta() -> dict[str, Any]:
     models = {}
     for name in registry.families():
         fam = registry.family(name)
@@ -90,12 +92,12 @@ def _single(eid: str, attr: str, sources: dict[str, Any]) -> Any:
 
 class DeviceSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
-        super().__init__(_meta())
+        super().__init__(_meta())  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.devices: dict[str, _Device] = {}
         self.banks: dict[str, tuple[ModelBank, list[_Device], dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
         self.measured: dict[str, dict[str, list[float]]] = {}
-        self.event_log: list[dict] = []
-        self._events_file = None
+        self.event_log: list[dict[str, Any]] = []
+        self._events_file: TextIO | None = None
         self._io: IoLoop | None = None
         self._driver_wrapper: Callable[[str, Driver], Driver] | None = None
         self.step_size = 60
@@ -103,19 +105,24 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.clock_s = 0.0  # simulated time of the latest readings (end of the step just taken)
 
     # -- mosaik API ---------------------------------------------------------------------------------
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
-             driver_wrapper: Callable[[str, Driver], Driver] | None = None, **_: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60,
+             events_path: str | None = None, driver_wrapper: Callable[[str, Driver], Driver] | None = None,
+             **_: Any) -> Meta:
         """``driver_wrapper(eid, driver)`` (in-process only) may wrap each protocol driver before it connects,
         e.g. the HIL bench's safety boundary; without it nothing changes."""
         self.step_size = int(step_size)
         self._driver_wrapper = driver_wrapper
         if events_path:
             Path(events_path).parent.mkdir(parents=True, exist_ok=True)
-            self._events_file = open(events_path, "a", encoding="utf-8")
+            self._events_file = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
         return self.meta
 
-    def create(self, num: int, model: str, address: str = "sim://", config: dict | None = None,
-               device_id: str | None = None, timeout_s: float = 2.0, context: dict | None = None) -> list[dict]:
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params); the entity
+    # dicts are mosaik's JSON
+    def create(self, num: int, model: str, address: str = "sim://",  # type: ignore[override]
+               config: dict[str, Any] | None = None,
+               device_id: str | None = None, timeout_s: float = 2.0,
+               context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """``context`` (JSON-able, from the world builder): ``start`` (ISO 8601 with offset), ``point``
         (``bus``, ``phase``, ``vn_kv``); without one a device gets a stand-alone context."""
         fam = registry.family(model)
@@ -124,7 +131,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         if addr.scheme != "sim":
             registry.driver_class(addr, fam)  # refuse a scheme the family does not speak before anything starts
         entities = []
-        for i in range(num):
+        for _i in range(num):
             eid = device_id if num == 1 and device_id else f"{device_id or model}_{len(self.devices)}"
             if eid in self.devices:
                 raise ValueError(f"device id {eid!r} used twice")
@@ -133,7 +140,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
             entities.append({"eid": eid, "type": model})
         return entities
 
-    def _context(self, eid: str, raw: dict | None) -> DeviceContext:
+    def _context(self, eid: str, raw: dict[str, Any] | None) -> DeviceContext:
         if not raw:
             return DeviceContext.standalone(eid, self.step_size)
         point = raw.get("point") or {}
@@ -154,8 +161,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 dev.driver.clock = self._clock
             limits = {
                 sp: (
-                    np.array([d.capabilities.setpoints[sp].min if sp in d.capabilities.setpoints else 0.0 for d in devs]),
-                    np.array([d.capabilities.setpoints[sp].max if sp in d.capabilities.setpoints else 0.0 for d in devs]),
+                    np.array([d.capabilities.setpoints[sp].min if sp in d.capabilities.setpoints else 0.0
+                              for d in devs]),
+                    np.array([d.capabilities.setpoints[sp].max if sp in d.capabilities.setpoints else 0.0
+                              for d in devs]),
                 )
                 for sp in bank.setpoint_names
             }
@@ -169,7 +178,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
     def _clock(self) -> float:
         return self.clock_s
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         self.time = time
         dt = self.step_size
         self.clock_s = float(time + dt)
@@ -196,9 +205,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self._step_protocol_devices(time, dt, env_by_eid)
         return time + dt
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, dict[str, Any]] = {}
-        measured, none = self.measured, {}
+        measured = self.measured
+        none: dict[str, list[float]] = {}
         for eid, attrs in outputs.items():
             dev = self.devices[eid]
             out = data[eid] = {}
@@ -225,7 +235,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
     def drivers(self) -> dict[str, Driver]:
         return {eid: dev.driver for eid, dev in self.devices.items() if dev.driver is not None}
 
-    def events(self) -> list[dict]:
+    def events(self) -> list[dict[str, Any]]:
         return list(self.event_log)
 
     def close_devices(self) -> None:
@@ -255,7 +265,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         pending = [(i, d) for i, d in enumerate(devs) if d.pending]
         if not pending:
             return
-        for i, dev in pending:  # rules across setpoints (curves): the whole write is refused, nothing applied
+        for _i, dev in pending:  # rules across setpoints (curves): the whole write is refused, nothing applied
             if dev.capabilities.rules is not None:
                 try:
                     dev.capabilities.rules(dev.pending)
@@ -285,7 +295,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     @staticmethod
     def _env_with_defaults(dev: _Device, env_by_eid: dict[str, dict[str, float]]) -> dict[str, float]:
-        return dev.family.input_defaults | env_by_eid.get(dev.eid, {})
+        return dict(dev.family.input_defaults) | env_by_eid.get(dev.eid, {})
 
     def _open_protocol_device(self, dev: _Device) -> None:
         assert self._io is not None
@@ -310,13 +320,15 @@ class DeviceSim(mosaik_api_v3.Simulator):
         HIL bench overrides this: its virtual devices keep time by the wall clock or by its own steps)."""
         assert self._io is not None
         clocked = [d for d in self.devices.values() if d.bank is None and d.virtual is not None]
-        self._io.gather([d.virtual.advance(time, dt, self._env_with_defaults(d, env_by_eid)) for d in clocked])
+        self._io.gather([cast(VirtualDevice, d.virtual).advance(time, dt, self._env_with_defaults(d, env_by_eid))
+                         for d in clocked])
 
     def _step_protocol_devices(self, time: int, dt: int, env_by_eid: dict[str, dict[str, float]]) -> None:
         assert self._io is not None
         remote = [d for d in self.devices.values() if d.bank is None]
         writers = [d for d in remote if d.pending]
-        results = self._io.gather([d.driver.write(Setpoint(d.pending)) for d in writers])
+        # a device without a model bank is served by its driver (set in create)
+        results = self._io.gather([cast(Driver, d.driver).write(Setpoint(d.pending)) for d in writers])
         for dev, res in zip(writers, results):
             if isinstance(res, DeviceError):
                 dev.rejected += isinstance(res, SetpointRejected)
@@ -325,15 +337,15 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 raise res
             dev.pending.clear()
         self._advance_clocks(time, dt, env_by_eid)
-        readings = self._io.gather([d.driver.read() for d in remote])
-        for dev, res in zip(remote, readings):
-            if isinstance(res, Measurement):
+        readings = self._io.gather([cast(Driver, d.driver).read() for d in remote])
+        for dev, reading in zip(remote, readings):
+            if isinstance(reading, Measurement):
                 if not dev.available:
                     self._event(time, dev.eid, "available", "device answers again")
-                dev.last, dev.available = res, True
-            elif isinstance(res, DeviceError):
+                dev.last, dev.available = reading, True
+            elif isinstance(reading, DeviceError):
                 if dev.available:
-                    self._event(time, dev.eid, type(res).__name__, str(res))
+                    self._event(time, dev.eid, type(reading).__name__, str(reading))
                 dev.last, dev.available = None, False
             else:
-                raise res
+                raise reading

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import ssl as ssl_module
 from collections import Counter
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from devices.tls import PeerIdentity, peer_identity
 
@@ -43,7 +43,7 @@ class IdleTimeout(Exception):
 class ServedConnection:
     """One accepted connection: its streams, reads bounded by the idle timeout, and the server's counters."""
 
-    def __init__(self, server: "TcpServer", reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: TcpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
@@ -98,7 +98,7 @@ class TcpServer:
         self.ssl: ssl_module.SSLContext | None = None
         self.counters: Counter[str] = Counter()
         self.connections: set[ServedConnection] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     @property

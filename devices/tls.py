@@ -25,7 +25,8 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 #: address query keys that configure TLS (drivers that speak TLS accept them)
 TLS_QUERY_KEYS: tuple[str, ...] = ("tls", "pki", "identity", "ca", "cert", "key", "crl")

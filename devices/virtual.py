@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from pydantic import BaseModel
@@ -36,7 +36,7 @@ class VirtualDevice(abc.ABC):
         self.context = context or DeviceContext.standalone(device_id)
         self.bank: ModelBank = family.bank([config], [self.context])
         self.device_id = self.context.device_id
-        self.t_s = 0
+        self.t_s: float = 0
 
     @abc.abstractmethod
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -46,7 +46,7 @@ class VirtualDevice(abc.ABC):
     async def stop(self) -> None:
         """Stop serving and release the socket; safe to call twice."""
 
-    def sync(self) -> None:
+    def sync(self) -> None:  # noqa: B027 - an optional hook: most devices serve straight from the model
         """Refresh what the protocol serves (registers, frames) from the model; called after each advance."""
 
     async def advance(self, t_s: float, dt_s: float, env: Mapping[str, float]) -> None:

@@ -34,10 +34,12 @@ records bench events.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Literal, Mapping, TypeVar
+from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import parse_qs
 
 from devices import registry
@@ -225,14 +227,14 @@ class BoundaryDriver(Driver):
         self.rejected = 0
         self.protocol_errors_in_row = 0
         self.identity_info: dict[str, Any] = {}
-        self._probe: asyncio.Future | None = None
+        self._probe: concurrent.futures.Future[None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------------------------
     async def _on_bench(self, coro: Awaitable[T]) -> T:
         """Run ``coro`` on the bench I/O loop (where the inner driver and the hosted devices live)."""
         if asyncio.get_running_loop() is self.b.io.loop:
             return await coro
-        future = asyncio.run_coroutine_threadsafe(coro, self.b.io.loop)  # type: ignore[arg-type]
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self.b.io.loop)  # type: ignore[arg-type]
         return await asyncio.wrap_future(future)
 
     async def _wire(self, op: Callable[[], Awaitable[T]], wire: Wire, *, slot: bool = True) -> T:

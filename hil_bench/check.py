@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
@@ -103,14 +104,14 @@ def check_all(plans: list[tuple[DevicePlan, Any]], io: IoLoop | None = None, *, 
         if own:
             loop.close()
     out = []
-    for (plan, config), res in zip(plans, results):
+    for (plan, _config), res in zip(plans, results):
         if isinstance(res, BaseException):
             res = CheckResult(plan.id, plan.family.name, plan.address, False, error=f"{type(res).__name__}: {res}")
         out.append(res)
     return out
 
 
-def table(results: list[CheckResult], hosted: list[DevicePlan] = ()) -> Table:
+def table(results: list[CheckResult], hosted: Sequence[DevicePlan] = ()) -> Table:
     t = Table(title="bench check: devices that are not virtual")
     for col in ("device", "family", "address", "reachable", "identity", "setpoints", "round trip"):
         t.add_column(col, justify="right" if col == "round trip" else "left")

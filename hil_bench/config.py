@@ -23,7 +23,8 @@ Durations follow the one grammar of cosim/durations.py: ``50ms``, ``2s``, ``20mi
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
+from collections.abc import Callable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -61,7 +62,7 @@ class DeviceLimits(_Strict):
     curve_v_max_pu: float | None = Field(None, gt=0, description="volt-var / volt-watt points above are refused")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "DeviceLimits":
+    def _ordered(self) -> DeviceLimits:
         if self.p_min_w is not None and self.p_max_w is not None and self.p_min_w > self.p_max_w:
             raise ValueError("p_min_w must not exceed p_max_w")
         if self.soc_min is not None and self.soc_max is not None and self.soc_min >= self.soc_max:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mosaik_api_v3.types import Meta
+
 from devices.simulator import DeviceSim
 
 
@@ -31,8 +33,10 @@ def _single(sources: dict[str, Any]) -> Any:
 
 
 class BenchDeviceSim(DeviceSim):
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, events_path: str | None = None,
-             bench: Any = None, after_grid: bool = False, **params: Any) -> dict:
+    # mosaik passes a simulator's own parameters by keyword: the bench's replace the wrapper DeviceSim takes
+    def init(self, sid: str, time_resolution: float = 1.0,  # type: ignore[override]
+             step_size: int = 60, events_path: str | None = None, bench: Any = None, after_grid: bool = False,
+             **params: Any) -> Meta:
         if bench is None:
             raise ValueError("BenchDeviceSim is started by the bench (hil_bench.run), with bench=<BenchRuntime>")
         self.bench = bench

@@ -21,7 +21,7 @@ import math
 import re
 import threading
 from datetime import datetime
-from typing import Mapping
+from collections.abc import Mapping
 
 from cosim.messaging import MessageBus, Record, Subscription, topics
 from cosim.messaging.errors import MessagingError
@@ -68,7 +68,7 @@ class FlowBus:
         self.errors = 0
         self._thread: threading.Thread | None = None
 
-    def open(self) -> "FlowBus":
+    def open(self) -> FlowBus:
         self.bus.open()
         self.bus.register(SENDER, "controller")
         self._thread = threading.Thread(target=self._run, name="s4g-bench-flow", daemon=True)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 from devices import registry
 from devices.family import DeviceContext, Family

@@ -14,8 +14,8 @@ device exchange minus its due time) is kept; a step later than the tolerance tri
 * ``stop``: drive every device to its safe state and end the run.
 
 The first steps carry first-time costs (the grid solver's first solve, first writes of every file; by default
-two steps and at least the first wall-clock second, ``bench.warmup_steps``): their timing is recorded (``warmup`` in timing.parquet) but triggers no policy and is left out of the
-summary statistics.
+two steps and at least the first wall-clock second, ``bench.warmup_steps``): their timing is recorded
+(``warmup`` in timing.parquet) but triggers no policy and is left out of the summary statistics.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
+from collections.abc import Callable
 
 import numpy as np
 

@@ -26,7 +26,8 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 IO_DIR = "device_io"
 FLUSH_ROWS = 4096
@@ -37,7 +38,7 @@ class EventSink:
     """Bench events: appended to events.jsonl at once and kept in memory (monitor, bench.json)."""
 
     def __init__(self, path: Path | None) -> None:
-        self._file = open(path, "a", encoding="utf-8") if path is not None else None
+        self._file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115 - until close()
         self._lock = threading.Lock()
         self.events: list[dict[str, Any]] = []
 

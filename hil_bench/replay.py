@@ -24,7 +24,8 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import parse_qs
 
 from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint

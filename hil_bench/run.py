@@ -27,7 +27,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
+from collections.abc import Callable
 
 from cosim.progress import RunInterrupted, RunMonitor
 from cosim.run import recorded_steps, versions
@@ -89,7 +90,8 @@ class BenchResult:
 
 def effective_spec(loaded: LoadedScenario, rt_factor: float | None = None, monitor: bool | None = None,
                    monitor_port: int | None = None) -> BenchSpec:
-    spec = loaded.scenario.bench or BenchSpec()
+    # ``bench:`` is a section registered by entry point: the core scenario model does not declare it
+    spec = cast(Any, loaded.scenario).bench or BenchSpec()
     mon: dict[str, Any] = {}
     if monitor is not None:
         mon["enabled"] = monitor
@@ -108,7 +110,7 @@ class BenchRuntime:
 
     def __init__(self, loaded: LoadedScenario, run_dir: Path, *, rt_factor: float | None = None,
                  monitor: bool | None = None, monitor_port: int | None = None, progress: bool = True,
-                 observers: tuple[Observer, ...] = (), on_ready: Callable[["BenchRuntime"], None] | None = None,
+                 observers: tuple[Observer, ...] = (), on_ready: Callable[[BenchRuntime], None] | None = None,
                  echo: Callable[[Any], None] | None = None) -> None:
         self.loaded = loaded
         self.scenario = loaded.scenario
@@ -227,7 +229,7 @@ class BenchRuntime:
             try:
                 self.server.refresh()
                 self.server.close()
-            except Exception:  # noqa: BLE001 - the run's results are written; the page just goes away
+            except Exception:  # the run's results are written; the page just goes away
                 log.exception("bench: closing the monitor failed")
             self.server = None
         (self.run_dir / CTL_FILE).unlink(missing_ok=True)
@@ -288,7 +290,7 @@ class BenchRuntime:
         self.server = MonitorServer(
             self.snapshot, self.emergency_stop,
             subscription=self.flow.subscribe() if self.flow is not None else None,
-            published_t=(lambda: self.flow.published_t) if self.flow is not None else (lambda: -1),
+            published_t=(lambda: cast(FlowBus, self.flow).published_t) if self.flow is not None else (lambda: -1),
             host=mon.host if mon.enabled else "127.0.0.1", port=mon.port if mon.enabled else 0, page=mon.enabled,
             auth=monitor_auth(mon.users, self.run_dir / "audit.jsonl"))
         try:
@@ -403,7 +405,7 @@ class BenchRuntime:
         for name, fn in steps:
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - one failed cleanup must not skip the others
+            except Exception:  # one failed cleanup must not skip the others
                 log.exception("bench: closing %s failed", name)
 
     def _end_safe(self) -> None:
@@ -422,7 +424,8 @@ class BenchRuntime:
             host_dev = sim_devices.get(plan.id)
             state = drv.health.state if drv is not None else ("simulated" if plan.kind == "sim" else "starting")
             devices.append({
-                "id": plan.id, "token": token(plan.id), "family": plan.family.name, "kind": plan.kind, "site": plan.site,
+                "id": plan.id, "token": token(plan.id), "family": plan.family.name, "kind": plan.kind,
+                "site": plan.site,
                 "address": plan.driver_address or plan.address, "state": state,
                 "faults": drv.health.faults if drv is not None else 0,
                 "rejected": host_dev.rejected if host_dev is not None else 0,

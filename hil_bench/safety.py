@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal
+from collections.abc import Mapping
 
 from devices.base import SetpointRejected
 from hil_bench.config import DeviceLimits

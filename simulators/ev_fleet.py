@@ -31,10 +31,12 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, TextIO
+from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 import mosaik_api_v3
+from mosaik_api_v3.types import Meta
 import numpy as np
 import simpy
 
@@ -143,7 +145,7 @@ class SiteSpec:
 class Site:
     """One charging site in the simpy environment."""
 
-    def __init__(self, fleet: "EVFleetSim", spec: SiteSpec) -> None:
+    def __init__(self, fleet: EVFleetSim, spec: SiteSpec) -> None:
         self.fleet, self.spec = fleet, spec
         env = fleet.env
         self.pool = simpy.Resource(env, capacity=spec.connectors)
@@ -292,7 +294,7 @@ class Site:
     def outputs(self, bay: int) -> dict[str, float]:
         ev = self.bays[bay]
         if ev is None:
-            return {k: 0.0 for k in ENV_OUTPUTS}
+            return dict.fromkeys(ENV_OUTPUTS, 0.0)
         return {"ev_plugged": 1.0, "ev_id": ev.ev_id, "ev_soc_arrival": ev.soc_arrival,
                 "ev_capacity_wh": ev.capacity_wh, "ev_energy_wanted_wh": ev.energy_wanted_wh,
                 "ev_p_max_w": ev.p_max_w, "ev_phases": float(ev.phases), "ev_departure_t_s": float(ev.t_departure_s)}
@@ -315,10 +317,10 @@ class EVFleetSim(mosaik_api_v3.Simulator):
         self.tz: Any = self.start.tzinfo
         self.sessions_path: Path | None = None
         self._records: list[dict] = []
-        self._file = None
+        self._file: TextIO | None = None
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, start: str | None = None,
-             timezone: str | None = None, seed: int = 0, sessions_path: str | None = None, **_: Any) -> dict:
+             timezone: str | None = None, seed: int = 0, sessions_path: str | None = None, **_: Any) -> Meta:
         self.step_size = int(step_size)
         self.seed = int(seed)
         if start is not None:
@@ -330,7 +332,7 @@ class EVFleetSim(mosaik_api_v3.Simulator):
             self.sessions_path = Path(sessions_path)
             self.sessions_path.parent.mkdir(parents=True, exist_ok=True)
             if self.sessions_path.suffix == ".jsonl":
-                self._file = open(self.sessions_path, "w", encoding="utf-8")
+                self._file = open(self.sessions_path, "w", encoding="utf-8")  # noqa: SIM115 - until finalize()
             elif self.sessions_path.suffix != ".parquet":
                 raise ValueError(f"sessions_path {sessions_path!r}: use .jsonl or .parquet")
         return self.meta
@@ -349,7 +351,9 @@ class EVFleetSim(mosaik_api_v3.Simulator):
         return int(math.ceil(t_s / self.step_size) * self.step_size)
 
     # -- mosaik ---------------------------------------------------------------------------------------------
-    def create(self, num: int, model: str, kind: str = "commercial", connectors: int = 5, evs_per_day: float = 22.0,
+    # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
+    def create(self, num: int, model: str, kind: str = "commercial",  # type: ignore[override]
+               connectors: int = 5, evs_per_day: float = 22.0,
                ev_types: Iterable[dict] | None = None, groups: Iterable[dict] | None = None,
                working_days: Iterable[int] = (0, 1, 2, 3, 4), distance_km_mean: float = 35.0,
                distance_km_sigma: float = 0.6, plug_probability: float = 0.9, unplug_when_done: bool = False,
@@ -372,9 +376,9 @@ class EVFleetSim(mosaik_api_v3.Simulator):
                             soc_arrival_range=tuple(soc_arrival_range),  # type: ignore[arg-type]
                             session_model=session_model)
             if session_model is not None:
-                from simulators.ev_sessions import model
+                from simulators import ev_sessions
 
-                model(session_model)  # an unknown name fails here, not at the first day
+                ev_sessions.model(session_model)  # an unknown name fails here, not at the first day
             site = Site(self, spec)
             self.sites[eid] = site
             children = []
@@ -460,8 +464,9 @@ def session_kpis(path: str | Path, site: str | None = None) -> dict[str, float]:
 
     sessions_served (left with >= 95 % of the energy asked for), energy_ratio (delivered / wanted),
     wait_first_charge_mean_s / _max_s (arrival to the first step with charging power; an EV that never
-    charged counts its whole stay), energy_delivered_wh, energy_wanted_wh, unmet_energy_wh (wanted minus delivered at departure, unserved EVs
-    count with everything they wanted), services_completed (EVs that left with what they wanted), arrivals,
+    charged counts its whole stay), energy_delivered_wh, energy_wanted_wh, unmet_energy_wh (wanted minus
+    delivered at departure, unserved EVs count with everything they wanted), services_completed (EVs that
+    left with what they wanted), arrivals,
     served (EVs that got a connector), peak_charging_w (the site's highest step-mean power), waiting time
     (mean and max over all arrivals, and how many EVs had to wait).
     """
@@ -509,5 +514,14 @@ def fleet_history(*, start: str, timezone: str | None, seed: int, step_s: int, s
     return [ev for d in range(-days, -1) for ev in site._day_evs(d)]
 
 
-__all__ = ["EVFleetSim", "fleet_history", "SERVED_SHARE", "session_kpis", "read_sessions", "ENV_OUTPUTS", "DEFAULT_EV_TYPES", "DEFAULT_GROUPS",
-           "EV"]
+__all__ = [
+    "DEFAULT_EV_TYPES",
+    "DEFAULT_GROUPS",
+    "ENV_OUTPUTS",
+    "EV",
+    "SERVED_SHARE",
+    "EVFleetSim",
+    "fleet_history",
+    "read_sessions",
+    "session_kpis",
+]

@@ -130,4 +130,4 @@ def model(name: str) -> SessionModel:
         raise ValueError(f"unknown session model {name!r}; known: {', '.join(sorted(MODELS))}") from None
 
 
-__all__ = ["DayType", "DrawnSession", "MODELS", "SessionModel", "UserProfile", "WORKPLACE", "draw_day", "model"]
+__all__ = ["MODELS", "WORKPLACE", "DayType", "DrawnSession", "SessionModel", "UserProfile", "draw_day", "model"]

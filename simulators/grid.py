@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 import pandapower as pp
 
@@ -35,7 +37,7 @@ from simulators.powerflow import (
     Solver,
 )
 
-__all__ = ["ExtraLoad", "GridEngine", "GridSim", "PowerFlowDiverged", "META"]
+__all__ = ["META", "ExtraLoad", "GridEngine", "GridSim", "PowerFlowDiverged"]
 
 StaticLoads = Literal["zero", "file"]
 
@@ -71,7 +73,7 @@ class ExtraLoad:
     phase: int | None = None
 
     @classmethod
-    def parse(cls, spec: Mapping[str, Any] | "ExtraLoad") -> "ExtraLoad":
+    def parse(cls, spec: Mapping[str, Any] | ExtraLoad) -> ExtraLoad:
         if isinstance(spec, ExtraLoad):
             return spec
         if not isinstance(spec, Mapping) or "id" not in spec or "bus" not in spec:
@@ -184,13 +186,13 @@ class GridSim(mosaik_api_v3.Simulator):
         self._line_pos: dict[str, int] = {}
         self._trafo_pos: dict[str, int] = {}
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **sim_params: Any) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **sim_params: Any) -> Meta:
         if int(step_size) <= 0:
             raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
         self.sid, self.step_size = sid, int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict[str, Any]]:
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
         if model != "Grid":
             raise ValueError(f"unknown model {model!r}; GridSim creates 'Grid'")
         if num != 1 or self.engine is not None:
@@ -297,23 +299,24 @@ class GridSim(mosaik_api_v3.Simulator):
 _LOAD_SCALARS = ("p_w", "q_var", "v_pu")
 
 
-def _children(m: GridModel) -> list[dict[str, Any]]:
+def _children(m: GridModel) -> list[CreateResult]:
     """Bus, Line, Trafo and Load entities (in that order) with the topology facts a scenario layer needs."""
     net = m.net
     name_of = dict(zip(m.bus_index, m.bus_names))
-    buses = [{"eid": f"bus:{n}", "type": "Bus", "extra_info": {"vn_kv": m.bus_vn_kv[n]}} for n in m.bus_names]
-    lines = [{"eid": f"line:{n}", "type": "Line",
+    buses: list[CreateResult] = [{"eid": f"bus:{n}", "type": "Bus", "extra_info": {"vn_kv": m.bus_vn_kv[n]}}
+                                 for n in m.bus_names]
+    lines: list[CreateResult] = [{"eid": f"line:{n}", "type": "Line",
               "extra_info": {"from_bus": name_of[int(net.line.at[i, "from_bus"])],
                              "to_bus": name_of[int(net.line.at[i, "to_bus"])],
                              "length_km": float(net.line.at[i, "length_km"]),
                              "in_service": bool(net.line.at[i, "in_service"])}}
              for n, i in zip(m.line_names, m.line_index)]
-    trafos = [{"eid": f"trafo:{n}", "type": "Trafo",
+    trafos: list[CreateResult] = [{"eid": f"trafo:{n}", "type": "Trafo",
                "extra_info": {"hv_bus": name_of[int(net.trafo.at[i, "hv_bus"])],
                               "lv_bus": name_of[int(net.trafo.at[i, "lv_bus"])]}}
               for n, i in zip(m.trafo_names, m.trafo_index)]
-    loads = [{"eid": f"load:{x.name}", "type": "Load", "extra_info": {"bus": x.bus, "phase": x.phase}}
-             for x in m.loads]
+    loads: list[CreateResult] = [{"eid": f"load:{x.name}", "type": "Load",
+                                  "extra_info": {"bus": x.bus, "phase": x.phase}} for x in m.loads]
     return buses + lines + trafos + loads
 
 

@@ -19,7 +19,7 @@ class ProfileError(ValueError):
 def positive_seconds(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0 or value != math.floor(value):
         raise ProfileError(f"{name} must be a positive whole number of seconds, got {value!r}")
-    return int(math.floor(value))  # noqa: RUF046  (typeshed: Real.__floor__ is not an int)
+    return int(math.floor(value))  # typeshed: Real.__floor__ is not an int
 
 
 def finite_number(value, name: str) -> float:

@@ -75,7 +75,7 @@ class ProfileSim(mosaik_api_v3.Simulator):
     ``export_eur_per_kwh``) entities; output at time t is the mean (price: the value) over the step
     that contains t. Time is integer seconds from ``start`` (time_resolution 1.0)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(META)
         self.cal: Calendar  # set by init, which mosaik calls first
         self.entities: dict[str, Entity] = {}

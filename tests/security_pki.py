@@ -35,7 +35,7 @@ def build(root: Path) -> Pkis:
         pki.init(d)
         for name, role, site in IDENTITIES:
             pki.issue(d, name, role, site=site)
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
     pki.issue(main, "gw-expired", "gateway", site=SITE, now=past, days=30)
     pki.issue(main, "CP_expired", "chargepoint", now=past, days=30)
     for name in ("gw-revoked", "CP_revoked", "ctl-revoked"):

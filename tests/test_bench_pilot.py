@@ -69,9 +69,9 @@ def test_pilot_runs_in_real_time_with_every_fronius_over_sunspec(all_virtual):
         io = pq.read_table(run_dir / "device_io" / f"{dev}.parquet").to_pylist()
         reads = {r["t_s"] for r in io if r["op"] == "read" and r["status"] == "ok"}
         assert reads == set(range(0, 1800, 60))
-        assert [r["source"] for r in io if r["op"] == "write"][0] == "arm"
+        assert next(r["source"] for r in io if r["op"] == "write") == "arm"
         assert [r for r in io if r["op"] == "write"][-1]["source"] == "end"  # left safe at the end
-    assert bench["end_safe"] == {dev: "ok" for dev in fronius}
+    assert bench["end_safe"] == dict.fromkeys(fronius, "ok")
     timing = pq.read_table(run_dir / "timing.parquet")
     assert timing.num_rows == 30 and timing.column("t_s").to_pylist() == list(range(0, 1800, 60))
     run_json = json.loads((run_dir / "run.json").read_text())
@@ -114,7 +114,7 @@ def test_one_real_device_gives_the_same_kpis(all_virtual, tmp_path):
 
 
 def test_offline_run_replays_the_recorded_device(all_virtual, tmp_path):
-    data, virtual, _, _ = all_virtual
+    _data, virtual, _, _ = all_virtual
     cmp_log = tmp_path / "comparison.jsonl"
     offline = pilot_data(duration=DURATION, fronius_address="sim://")
     next(d for d in offline["devices"] if d["id"] == REAL)["address"] = \

@@ -71,7 +71,7 @@ def test_bench_section_device_references_are_checked(tmp_path):
     with pytest.raises(ScenarioError, match="device_silent needs a device the bench hosts"):
         plan_devices(loaded, loaded.scenario.bench)
     data["bench"] = {"limits": {"nobody": {"p_max_w": 1}}}
-    with pytest.raises(ScenarioError, match="bench.limits.nobody"):  # found by validation, before any bench run
+    with pytest.raises(ScenarioError, match=r"bench\.limits\.nobody"):  # found by validation, before any bench run
         load(write_scenario(data, tmp_path / "s.yaml"))
     # only a served device (an address with a host) can follow the bench's clock, and only with clock: steps
     data["bench"] = {"device_clocks": {"fronius_4006773": "tcp://127.0.0.1:9"}}
@@ -247,7 +247,7 @@ def boundary(tmp_path):
 
 
 def test_boundary_arms_the_safe_state_and_refuses_beyond_limits_before_the_wire(boundary):
-    b, wrapped, inner, caller, events, iolog = boundary
+    _b, wrapped, inner, caller, events, iolog = boundary
     assert inner.written == [{"batt_p_w": 0.0}]  # armed at connect
     caller.run(wrapped.write(Setpoint({"batt_p_w": 300.0})))
     with pytest.raises(SetpointRejected, match="p_max_w=500"):

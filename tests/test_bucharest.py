@@ -26,7 +26,7 @@ from cosim.pilot_kpis import compute as pilot_compute
 from cosim.rundir import read_table
 from cosim.run import run
 from cosim.scenario import load
-from devices.energy_router.model import AC_RAMP, DC_ON, GRID, ISLAND, OFF, PRECHARGE, RESYNC
+from devices.energy_router.model import AC_RAMP, DC_ON, GRID, ISLAND, PRECHARGE, RESYNC
 from devices.simulator import DeviceSim
 
 REPO = Path(__file__).resolve().parents[1]

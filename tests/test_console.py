@@ -5,7 +5,6 @@ follow the grid's own profiles (SimBench) or are reported as left at 0 W."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from typing import ClassVar
 
 import mosaik
 import mosaik_api_v3
@@ -22,7 +23,7 @@ SCRIPT_META = {"api_version": "3.0", "type": "time-based",
 class ScriptSim(mosaik_api_v3.Simulator):
     """Outputs a scripted value per step; the Sink keeps what it receives."""
 
-    received: list = []
+    received: ClassVar[list] = []
 
     def __init__(self):
         super().__init__(SCRIPT_META)
@@ -38,7 +39,7 @@ class ScriptSim(mosaik_api_v3.Simulator):
 
     def step(self, time, inputs, max_advance):
         self.t = time
-        for eid, attrs in inputs.items():
+        for _eid, attrs in inputs.items():
             ScriptSim.received.append((time, {a: dict(v) for a, v in attrs.items()}))
         return time + 60
 
@@ -67,7 +68,7 @@ def test_hand_written_world_steps_devices_and_refuses_out_of_range_setpoints(tmp
     world.connect(big, sink, "p_w", "soc")
     world.run(until=240, print_progress=False)
 
-    got = {t: attrs for t, attrs in ScriptSim.received}  # {t: {attr: {source full id: value}}}
+    got = dict(ScriptSim.received)  # {t: {attr: {source full id: value}}}
     house_at = {t: {a: v["Devices-0.house"] for a, v in attrs.items() if "Devices-0.house" in v} for t, attrs in got.items()}
     assert house_at[0]["batt_p_w"] == 1000 and house_at[0]["p_w"] == 1000  # night: charging from the grid
     assert house_at[60]["p_w"] == pytest.approx(1000 - 2500)  # 5 kWp at 500 W/kWp, 1 kW into the battery

@@ -188,7 +188,7 @@ def test_the_data_model_is_stamped_on_the_build_context_and_readings_on_the_time
 
     from devices.family import DeviceContext
 
-    start = dt.datetime(2024, 6, 1, 8, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2024, 6, 1, 8, tzinfo=dt.UTC)
 
     async def body():
         device = VirtualEnergyRouter(FAMILY, FAMILY.parse_config({}), context=DeviceContext(start, 60, "er-ctx"))

@@ -139,7 +139,7 @@ def test_black_start_sequence_and_its_timing_in_one_second_steps():
     b = bank(ac_load_w=200)
     b.state[0] = OFF  # a de-energised ER during an outage
     seen = []
-    for t in range(0, 200):
+    for t in range(200):
         b.step(t, 1, env(dc=100, ac=200, grid=1.0 if t >= 100 else 0.0))
         m = b.measure()
         seen.append((int(m["state"][0]), m["dc_load_w"][0], m["ac_load_w"][0]))

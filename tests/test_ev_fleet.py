@@ -18,7 +18,7 @@ def run_fleet(path, *, days=1.0, step=60, start=MONDAY, seed=1, power=None, **si
     sim.init("Fleet", step_size=step, start=start, seed=seed, sessions_path=str(path))
     (ent,) = sim.create(1, "Site", **site)
     bays = [c["eid"] for c in ent["children"]]
-    last = {b: {k: 0.0 for k in ENV_OUTPUTS} for b in bays}
+    last = {b: dict.fromkeys(ENV_OUTPUTS, 0.0) for b in bays}
     t = 0
     while t < days * 86_400:
         inputs = {}

@@ -243,7 +243,7 @@ def test_runs_with_events_are_deterministic(tmp_path, event_run):
         assert a.columns.keys() == b.columns.keys()
         for name in a.columns:
             np.testing.assert_array_equal(a.columns[name], b.columns[name], err_msg=name)
-    strip = [{k: v for k, v in e.items()} for e in read_events(event_run)]
+    strip = [dict(e.items()) for e in read_events(event_run)]
     assert strip == read_events(tmp_path / "again")
 
 

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import textwrap
 from pathlib import Path
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -233,7 +233,7 @@ def test_declaration_errors_are_caught_when_the_family_is_made():
     kw = dict(config=ProbeConfig, bank=LaggingBank, capabilities=lambda c: Capabilities(measurements=()))
     with pytest.raises(ValueError, match="must measure 'p_w' and 'q_var'"):
         Family(name="x", measurements=("soc",), injects=True, **kw)
-    with pytest.raises(ValueError, match="not of the form 'scope.attr'"):
+    with pytest.raises(ValueError, match=r"not of the form 'scope\.attr'"):
         Input("v", "voltage")
     with pytest.raises(ValueError, match="declared twice"):
         Family(name="x", measurements=(), injects=False, inputs=(Input("v", "point.v_pu"),) * 2, **kw)

@@ -145,7 +145,7 @@ def test_device_refusal_is_setpoint_rejected_and_a_wrong_read_back_a_protocol_er
             with pytest.raises(ProtocolError, match="read-back"):
                 await drv.write(Setpoint({"batt_p_w": 1000.0}))
             dev.fbank.set_storage_control = lambda *_, **__: None  # echoes what it did not store
-            with pytest.raises(ProtocolError, match="echo|read-back"):
+            with pytest.raises(ProtocolError, match=r"echo|read-back"):
                 await drv.write(Setpoint({"batt_p_w": 1000.0}))
         finally:
             await drv.close()
@@ -230,7 +230,7 @@ def test_an_absent_unit_behind_a_gateway_is_device_unavailable():
 def _step(sim: DeviceSim, t: int, inputs: dict) -> dict:
     sim.step(t, inputs, t + 60)
     attrs = list(FAM.measurements) + ["available", "rejected"]
-    return sim.get_data({eid: attrs for eid in sim.devices})
+    return sim.get_data(dict.fromkeys(sim.devices, attrs))
 
 
 def test_sim_and_sunspec_and_solar_api_agree_through_the_device_host():

@@ -63,5 +63,5 @@ def test_serve_refuses_an_invalid_config(tmp_path):
     cfg = tmp_path / "bad.json"
     cfg.write_text('{"ac_max_w": -5}')
     proc = _serve("--config", str(cfg))
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "ac_max_w" in err

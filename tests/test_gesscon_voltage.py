@@ -58,7 +58,7 @@ def test_the_plan_charges_the_feeder_battery_to_keep_the_band(fur):
     limits = VoltageLimits(margin_pu=0.005)
     model = FeederVoltageModel(engine, ["dev:libal"], limits)
     p, q = _midday(engine, consumers, 4500.0)
-    v0, sens = model.base(p, q)
+    _v0, _sens = model.base(p, q)
     site = GessconSite(id="libal", capacity_wh=100000, p_charge_max_w=50000, p_discharge_max_w=50000,
                        soc_min=0.1, soc_max=0.95)
     core = Gesscon([site])

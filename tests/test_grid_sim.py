@@ -60,7 +60,7 @@ class Source(mosaik_api_v3.Simulator):
 class Recorder(mosaik_api_v3.Simulator):
     """Keeps every input per step; the last instance is reachable through ``Recorder.last``."""
 
-    last: ClassVar["Recorder"]
+    last: ClassVar[Recorder]
 
     def __init__(self) -> None:
         super().__init__({"type": "time-based", "models": {

@@ -1,6 +1,7 @@
 """The simulators work in a hand-written mosaik scenario, without the scenario layer (docs/scenario-format.md)."""
 
 from pathlib import Path
+from typing import ClassVar
 
 import mosaik
 import mosaik_api_v3
@@ -10,7 +11,7 @@ FUR = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "s4g" / "fur_
 
 
 class Collector(mosaik_api_v3.Simulator):
-    seen: dict = {}
+    seen: ClassVar[dict] = {}
 
     def __init__(self):
         super().__init__({"api_version": "3.0", "type": "time-based",
@@ -55,7 +56,7 @@ def test_hand_written_world_with_grid_profiles_and_a_device():
     world.run(until=1800, print_progress=False)
 
     assert sorted(Collector.seen) == list(range(0, 1800, 60))
-    for t, row in Collector.seen.items():
+    for _t, row in Collector.seen.items():
         pcc_p = row["p_w"][pcc.full_id]
         # the PCC sums the household load and the inverter (PV producing is negative) at midday
         assert pcc_p == pytest.approx(row["load_p_w"][load.full_id] + row["pv_p_w"][house.full_id])

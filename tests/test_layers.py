@@ -59,9 +59,9 @@ def import_graph(named: bool = False) -> dict[str, set[str]]:
                     anchor = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
                     base = ".".join(anchor + ([base] if base else []))
                 targets = [f"{base}.{a.name}" for a in node.names]
-            elif named and isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if m := _SPEC.match(node.value):
-                    targets = [m.group(1)]
+            elif (named and isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and (m := _SPEC.match(node.value))):
+                targets = [m.group(1)]
             for target in targets:
                 found = resolve(target)
                 if found and found != mod and found.split(".")[0] in PACKAGES:

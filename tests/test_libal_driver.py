@@ -140,7 +140,7 @@ def test_setpoints_beyond_the_bms_current_limit_are_rejected_before_the_wire():
             m = await rig.driver.read()
             assert m["i_charge_max_a"] == pytest.approx(20.0)
             assert m["p_charge_avail_w"] == pytest.approx(20 * m["v_v"] / 0.96, abs=1)
-            with pytest.raises(SetpointRejected, match="BMS allows 20.0 A charge"):
+            with pytest.raises(SetpointRejected, match=r"BMS allows 20\.0 A charge"):
                 await rig.driver.write(Setpoint({"p_w": 15_000}))
             assert rig.device.image.get("P_SET_W") == 0 and rig.device.model.charge_request[0]
             await rig.driver.write(Setpoint({"p_w": math.floor(m["p_charge_avail_w"])}))  # exactly what it offers
@@ -179,7 +179,7 @@ def test_stale_bms_frames_give_device_unavailable_and_recover():
         async with Rig(query="&bms_stale_s=0.2", timeout_s=0.3) as rig:
             await rig.driver.read()
             rig.device.silent = True  # the BMS goes quiet, the PCS still answers
-            with pytest.raises(DeviceUnavailable, match="older than 0.2 s"):
+            with pytest.raises(DeviceUnavailable, match=r"older than 0\.2 s"):
                 await rig.driver.read()
             with pytest.raises(DeviceUnavailable):
                 await rig.driver.write(Setpoint({"p_w": 1_000}))  # no fresh BMS limits: no write
@@ -210,7 +210,7 @@ def test_reconnect_attempts_back_off_while_the_rig_is_down():
             await rig.device.stop()
             with pytest.raises(DeviceUnavailable):
                 await rig.driver.read()  # the link is gone
-            with pytest.raises(DeviceUnavailable, match="cannot connect|greeting|refused"):
+            with pytest.raises(DeviceUnavailable, match=r"cannot connect|greeting|refused"):
                 await rig.driver.read()  # one reconnect attempt, refused
             with pytest.raises(DeviceUnavailable, match="next attempt in"):
                 await rig.driver.read()  # inside the backoff window: no attempt at all

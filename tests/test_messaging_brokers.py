@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cosim.messaging import (EXTERNAL_SENDER, BrokerUnavailable, EmbeddedBroker, MessageBus, Record,
                              messages_signature, topics)
 
-START = datetime(2021, 6, 1, tzinfo=timezone.utc)
+START = datetime(2021, 6, 1, tzinfo=UTC)
 MOSQUITTO = ("127.0.0.1", 1883)
 
 

@@ -4,7 +4,7 @@ messages, per-site SMX brokers, statistics, and the scenario spec."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +16,7 @@ from cosim.messaging import (EXTERNAL_SENDER, MessageBus, MessagingSpec, Publish
 from cosim.messaging.config import parse_broker_url, parse_seconds
 from cosim.messaging.faults import FaultInjector, stream_seed
 
-START = datetime(2021, 6, 1, tzinfo=timezone.utc)
+START = datetime(2021, 6, 1, tzinfo=UTC)
 P = topics.data_topic("fur", "h1", "p_w")
 
 

@@ -5,14 +5,14 @@ Regressions of issue 12 ("one message aborts a run"): a record named ``p_set_w/a
 ValueError in the link's hold, ``p_set_w/30000000`` allocated a 30-million-element vector (200 MB)."""
 
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
 from cosim.messaging import MessageBus, topics
 from cosim.messaging.link import BusLinkSim
 
-START = datetime(2019, 6, 15, tzinfo=timezone.utc)
+START = datetime(2019, 6, 15, tzinfo=UTC)
 SENDER = "Agent-0.lessag_h1"
 TOPIC = topics.smx_meas_topic("fur", "lessag_h1", "state")
 BASE = "fur/lessag_h1/"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pyarrow.parquet as pq
 from hypothesis import given, settings
@@ -13,7 +13,7 @@ from cosim.messaging import MessageBus, Record, topics
 from cosim.messaging.sensorthings import (OM_MEASUREMENT, OM_TRUTH, Observation, SensorThingsCatalog,
                                           SensorThingsRecorder, iso)
 
-START = datetime(2021, 6, 1, tzinfo=timezone.utc)
+START = datetime(2021, 6, 1, tzinfo=UTC)
 
 
 def test_records_map_to_observations_of_datastreams(tmp_path):

@@ -47,7 +47,7 @@ def test_axdr_known_bytes():
 
 
 def test_date_time_round_trip_and_deviation_convention():
-    t = dt.datetime(2024, 3, 31, 1, 59, 58, tzinfo=dt.timezone.utc)
+    t = dt.datetime(2024, 3, 31, 1, 59, 58, tzinfo=dt.UTC)
     raw = axdr.datetime_octets(t, 60)  # CET: local 02:59:58, deviation -60 (minutes of local time to UTC)
     assert raw.hex() == "07e8031f07023b3a00ffc400"
     assert axdr.parse_datetime(raw) == t

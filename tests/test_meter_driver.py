@@ -30,7 +30,7 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 CONTEXT = DeviceContext(START, 900, "m-test")  # a scenario starting at START (the meter's clock starts there)
 
 
@@ -199,8 +199,8 @@ def test_bad_addresses_are_refused_with_the_reason(address, message):
 def test_address_scheme_resolves_through_the_registry():
     assert registry.driver_class("dlms+tcp://h:4059/?client=16") is DlmsTcpDriver
     assert registry.driver_class("dlms+hdlc:///dev/ttyUSB0") is DlmsHdlcDriver
-    assert DlmsHdlcDriver.QUERY_KEYS == {"client", "server", "password_env", "physical", "baud"}
-    assert DlmsTcpDriver.QUERY_KEYS == {"client", "server", "password_env"}
+    assert {"client", "server", "password_env", "physical", "baud"} == DlmsHdlcDriver.QUERY_KEYS
+    assert {"client", "server", "password_env"} == DlmsTcpDriver.QUERY_KEYS
 
 
 def test_hdlc_on_a_serial_line(tmp_path):

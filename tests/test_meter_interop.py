@@ -10,26 +10,26 @@ import pytest
 
 pytest.importorskip("dlms_cosem", reason="dlms-cosem (test dependency) is not installed")
 
-import serial  # noqa: E402
-from dlms_cosem import cosem, enumerations, utils  # noqa: E402
-from dlms_cosem.clients.dlms_client import DlmsClient  # noqa: E402
-from dlms_cosem.clients.hdlc_transport import SerialHdlcTransport  # noqa: E402
-from dlms_cosem.cosem.capture_object import CaptureObject  # noqa: E402
-from dlms_cosem.cosem.selective_access import RangeDescriptor  # noqa: E402
-from dlms_cosem.exceptions import DlmsClientException  # noqa: E402
-from dlms_cosem.time import datetime_from_bytes  # noqa: E402
+import serial
+from dlms_cosem import cosem, enumerations, utils
+from dlms_cosem.clients.dlms_client import DlmsClient
+from dlms_cosem.clients.hdlc_transport import SerialHdlcTransport
+from dlms_cosem.cosem.capture_object import CaptureObject
+from dlms_cosem.cosem.selective_access import RangeDescriptor
+from dlms_cosem.exceptions import DlmsClientException
+from dlms_cosem.time import datetime_from_bytes
 
-from devices import registry  # noqa: E402
+from devices import registry
 from devices.family import DeviceContext
-from devices.io_loop import IoLoop  # noqa: E402
-from devices.meter.model import PROFILE_KEYS  # noqa: E402
-from devices.meter.virtual import VirtualMeter  # noqa: E402
+from devices.io_loop import IoLoop
+from devices.meter.model import PROFILE_KEYS
+from devices.meter.virtual import VirtualMeter
 
 FAM = registry.family("meter")
 pytestmark = pytest.mark.timeout(60)  # a blocking client that waits for a frame it cannot parse never returns
 IC = enumerations.CosemInterface
 CLOCK = cosem.CosemAttribute(IC.CLOCK, cosem.Obis(0, 0, 1, 0, 0), 2)
-CONTEXT = DeviceContext(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), 900, "interop")  # the meter's clock start
+CONTEXT = DeviceContext(dt.datetime(2024, 1, 1, tzinfo=dt.UTC), 900, "interop")  # the meter's clock start
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def check_reads(client: DlmsClient, device: VirtualMeter) -> None:
         assert _value(c, (1, 0, 32, 7, 0), 3) == [-1, 35]  # 0.1 V
         assert _value(c, (1, 0, 3, 7, 0)) == 250
         clock, _ = datetime_from_bytes(utils.parse_as_dlms_data(c.get(CLOCK)))
-        assert clock == dt.datetime.fromtimestamp(bank.clock_s(0), dt.timezone.utc)
+        assert clock == dt.datetime.fromtimestamp(bank.clock_s(0), dt.UTC)
         assert clock.utcoffset() == dt.timedelta(hours=1)  # local time of the meter, deviation -60
         serial_no = utils.parse_as_dlms_data(c.get(cosem.CosemAttribute(IC.DATA, cosem.Obis(0, 0, 96, 1, 0), 2)))
         assert bytes(serial_no).decode() == device.serial
@@ -105,7 +105,7 @@ def test_dlms_cosem_is_refused_with_a_wrong_password(meter):
                         password=b"87654321")
     client.connect()
     try:
-        with pytest.raises(DlmsClientException, match="REJECTED_PERMANENT.*AUTHENTICATION_FAILED: 13"):
+        with pytest.raises(DlmsClientException, match=r"REJECTED_PERMANENT.*AUTHENTICATION_FAILED: 13"):
             client.associate()
     finally:
         client.disconnect()

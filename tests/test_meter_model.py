@@ -16,7 +16,7 @@ from devices.family import DeviceContext
 from devices.meter.model import MW_S_PER_WH, PROFILE_KEYS, MeterBank, MeterConfig
 
 FAM = registry.family("meter")
-START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
 def bank(n: int = 1, **cfg) -> MeterBank:
@@ -41,8 +41,8 @@ def test_family_is_registered_read_only_observes_its_point_and_declares_its_inpu
 
 
 def test_clock_starts_at_the_build_context_unless_the_config_sets_one():
-    ctx = DeviceContext(dt.datetime(2025, 6, 1, 12, tzinfo=dt.timezone.utc), 60, "m1")
-    own = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    ctx = DeviceContext(dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC), 60, "m1")
+    own = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     b = MeterBank([MeterConfig(), MeterConfig(clock_start=own)], [ctx, ctx])
     step(b, 0, 60, 1000.0)
     assert b.clock_s(0) == ctx.start.timestamp() + 60 and b.clock_s(1) == own.timestamp() + 60

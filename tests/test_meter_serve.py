@@ -44,7 +44,7 @@ def test_serve_runs_both_transports_on_one_model_and_stops_on_sigterm(tmp_path):
                     await asyncio.sleep(0.1)
                 raise AssertionError("the meter never counted")
 
-        m1, m2 = asyncio.run(asyncio.wait_for(read_both(), 30))
+        m1, _m2 = asyncio.run(asyncio.wait_for(read_both(), 30))
         assert m1["p_w"] == -2000 and m1["p_export_w"] == 2000
         assert abs(m1["clock_unix_s"] - time.time()) < 30  # the meter's clock runs in wall time, from now
         proc.send_signal(signal.SIGTERM)
@@ -61,5 +61,5 @@ def test_serve_refuses_an_invalid_config(tmp_path):
     cfg = tmp_path / "bad.json"
     cfg.write_text('{"energy_digits": 12}')
     proc = _serve("--config", str(cfg))
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "energy_digits" in err

@@ -60,7 +60,7 @@ def test_monitor_page_shows_the_flow_and_stops_the_bench(tmp_path):
         try:
             result_box.append(run_bench(load(write_scenario(data, tmp_path / "monitor.yaml")), tmp_path / "run",
                                         progress=False, report=False, on_ready=on_ready))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             result_box.append(exc)
             ready.set()
 
@@ -103,7 +103,7 @@ def test_monitor_page_shows_the_flow_and_stops_the_bench(tmp_path):
     result = result_box[0]
     assert isinstance(result, BenchResult), result
     assert result.status == "interrupted" and result.stop_reason == "emergency stop: stop requested over HTTP"
-    assert result.estop == {dev: "ok" for dev in DEVICES} and result.steps < 60
+    assert result.estop == dict.fromkeys(DEVICES, "ok") and result.steps < 60
 
 
 def test_chromium_is_where_the_ci_installs_it():

@@ -5,7 +5,7 @@ Both sides validate every message against the package's schemas (its default).""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 import websockets
@@ -263,7 +263,7 @@ async def _with_package_csms(cls, wallbox_cls, script):
     async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6", "ocpp2.0.1"]) as server:
         port = server.sockets[0].getsockname()[1]
         # the charge point's calendar starts at a fixed midnight (its build context), so meter timestamps are known
-        ctx = DeviceContext(datetime(2024, 1, 1, tzinfo=timezone.utc), 60, "OURS")
+        ctx = DeviceContext(datetime(2024, 1, 1, tzinfo=UTC), 60, "OURS")
         dev = wallbox_cls(FAM, FAM.parse_config({"meter_interval_s": 60}), context=ctx)
         await dev.start_client(f"ws://127.0.0.1:{port}/")
         c = await asyncio.wait_for(holder.get(), 10)
@@ -282,12 +282,12 @@ def test_our_charge_point_works_with_a_package_csms_16():
         await dev.advance(0, 60, EV)
         start = [kw for a, kw in c.log if a == "StartTransaction"]
         assert start and start[0]["meter_start"] == 0
-        profile = pf.constant_limit(3, 1, 12, "A", start=datetime(2024, 1, 1, tzinfo=timezone.utc))
+        profile = pf.constant_limit(3, 1, 12, "A", start=datetime(2024, 1, 1, tzinfo=UTC))
         r = await c.call(call16.SetChargingProfile(connector_id=1, cs_charging_profiles=pf.to_v16(profile)))
         assert r.status == "Accepted"
         r = await c.call(call16.GetCompositeSchedule(connector_id=1, duration=300, charging_rate_unit="A"))
         assert r.status == "Accepted" and float(r.charging_schedule["charging_schedule_period"][0]["limit"]) == 12
-        over = pf.constant_limit(4, 2, 40, "A", start=datetime(2024, 1, 1, tzinfo=timezone.utc))
+        over = pf.constant_limit(4, 2, 40, "A", start=datetime(2024, 1, 1, tzinfo=UTC))
         r = await c.call(call16.SetChargingProfile(connector_id=1, cs_charging_profiles=pf.to_v16(over)))
         assert r.status == "Rejected"  # above the 32 A hardware limit
         r = await c.call(call16.ChangeConfiguration(key="MeterValueSampleInterval", value="120"))
@@ -325,7 +325,7 @@ def test_our_charge_point_works_with_a_package_csms_201():
         started = [kw for a, kw in c.log if a == "TransactionEvent" and kw["event_type"] == "Started"]
         assert started
         tx_id = started[0]["transaction_info"]["transaction_id"]
-        profile = pf.constant_limit(3, 1, 6000, "W", purpose=pf.TX, start=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        profile = pf.constant_limit(3, 1, 6000, "W", purpose=pf.TX, start=datetime(2024, 1, 1, tzinfo=UTC),
                                     transaction_id=tx_id)
         r = await c.call(call201.SetChargingProfile(evse_id=1, charging_profile=pf.to_v201(profile)))
         assert r.status == "Accepted"

@@ -1,5 +1,7 @@
 """PROFESS as a mosaik controller in a hand-written world: device + profiles + controller, one day."""
 
+from typing import ClassVar
+
 import mosaik
 import mosaik_api_v3
 import numpy as np
@@ -24,7 +26,7 @@ META = {"api_version": "3.0", "type": "time-based",
 class ScriptedSim(mosaik_api_v3.Simulator):
     """Series outputs scripted values; Meter sums load and device into the PCC; Log keeps its inputs."""
 
-    log: list = []
+    log: ClassVar[list] = []
 
     def __init__(self):
         super().__init__(META)
@@ -52,7 +54,7 @@ class ScriptedSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs):
         out = {}
-        for eid, attrs in outputs.items():
+        for eid, _attrs in outputs.items():
             if self.kind[eid] == "Series":
                 v, attr = self.series[eid]
                 out[eid] = {attr: float(v[min(self.t // STEP, v.size - 1)])}

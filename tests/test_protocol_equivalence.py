@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from benchmarks.protocol_mode import metered_pilot

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +119,9 @@ def test_interrupted_run_is_readable_and_close_is_idempotent(tmp_path: Path) -> 
 
 
 def test_context_manager_closes_on_error(tmp_path: Path) -> None:
-    with pytest.raises(KeyError):
-        with Recorder(tmp_path, COLUMNS) as rec:
-            rec.record(0, {("Dev-0.hh 1", "p_w"): 1.0})
-            raise KeyError("boom")
+    with pytest.raises(KeyError), Recorder(tmp_path, COLUMNS) as rec:
+        rec.record(0, {("Dev-0.hh 1", "p_w"): 1.0})
+        raise KeyError("boom")
     assert rec.status == "failed"
     assert len(read_table(tmp_path, "devices")) == 1
 

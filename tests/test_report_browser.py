@@ -25,7 +25,7 @@ def page(tmp_path: Path):
     browser = _browser(tmp_path)
     try:
         browser.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)
-    except Exception:  # noqa: BLE001 - not every driver offers it; the page fetches nothing either way
+    except Exception:  # not every driver offers it; the page fetches nothing either way
         pass
     try:
         browser.set_window_size(1300, 1000)

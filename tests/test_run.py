@@ -1,7 +1,6 @@
 """End-to-end offline runs: run directory contents, determinism, Ctrl-C, solver paths, physics on the feeder."""
 
 import json
-import threading
 from pathlib import Path
 
 import duckdb

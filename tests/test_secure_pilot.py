@@ -62,5 +62,5 @@ def test_a_revoked_bus_certificate_stops_the_secure_run(tmp_path):
 
 
 def test_security_section_is_validated(tmp_path):
-    with pytest.raises(ScenarioError, match="security.unknown"):
+    with pytest.raises(ScenarioError, match=r"security\.unknown"):
         load(pilot(tmp_path, "bad", {"pki": "x", "unknown": 1}))

@@ -49,7 +49,7 @@ def test_limits_available_power_and_pcs_rating():
 def test_nan_voltage_holds_the_last_setpoints():
     ctl = VoltVarWatt(VoltageParams(response="none"), 10000, 10000, 20000)
     ctl.step([1.1], 60)
-    p, q = ctl.step([np.nan], 60)
+    p, _q = ctl.step([np.nan], 60)
     assert p[0] == pytest.approx(10000)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -21,7 +21,7 @@ FAM = registry.family("wallbox")
 EV = {"ev_plugged": 1, "ev_id": 1, "ev_soc_arrival": 0.2, "ev_capacity_wh": 80_000, "ev_p_max_w": 22_000}
 VERSIONS = [(VirtualWallbox16, Ocpp16Driver), (VirtualWallbox201, Ocpp201Driver)]
 IDS = ["1.6", "2.0.1"]
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)  # simulated t = 0 on the charge point's calendar
+T0 = datetime(2024, 1, 1, tzinfo=UTC)  # simulated t = 0 on the charge point's calendar
 
 
 def run(coro):
@@ -53,7 +53,7 @@ def profile_req(version: str, profile: pf.Profile) -> tuple[str, dict]:
 @pytest.mark.parametrize("vcls, dcls", VERSIONS, ids=IDS)
 def test_station_max_tx_default_units_and_clear_over_the_wire(vcls, dcls):
     async def body():
-        async with station(vcls, dcls) as (dev, driver, log):
+        async with station(vcls, dcls) as (dev, driver, _log):
             await dev.advance(0, 60, EV)
             await driver.write(Setpoint({"p_max_w": 11_000.0}))
             await dev.advance(60, 60, EV)
@@ -84,7 +84,7 @@ def test_station_max_tx_default_units_and_clear_over_the_wire(vcls, dcls):
 @pytest.mark.parametrize("vcls, dcls", VERSIONS, ids=IDS)
 def test_tx_profile_purpose_needs_a_transaction_and_ends_with_it(vcls, dcls):
     async def body():
-        async with station(vcls, dcls, query="?purpose=TxProfile&stack=3") as (dev, driver, log):
+        async with station(vcls, dcls, query="?purpose=TxProfile&stack=3") as (dev, driver, _log):
             await dev.advance(0, 60, {})
             with pytest.raises(SetpointRejected, match="running transaction"):
                 await driver.write(Setpoint({"p_max_w": 5000.0}))
@@ -175,7 +175,7 @@ def test_transaction_messages_are_buffered_while_offline_and_none_is_lost(vcls, 
 @pytest.mark.parametrize("vcls, dcls", VERSIONS, ids=IDS)
 def test_the_driver_reasserts_its_limit_after_the_station_reboots(vcls, dcls):
     async def body():
-        async with station(vcls, dcls) as (dev, driver, log):
+        async with station(vcls, dcls) as (dev, driver, _log):
             await dev.advance(0, 60, EV)
             await driver.write(Setpoint({"p_max_w": 6000.0}))
             dev.cp.profiles = []  # a station that forgets its profiles when it reboots
@@ -213,7 +213,7 @@ def test_driver_addresses_and_a_station_that_never_comes():
 
 def test_values_are_nan_until_the_station_reports_them():
     async def body():
-        async with station(VirtualWallbox16, Ocpp16Driver) as (dev, driver, log):
+        async with station(VirtualWallbox16, Ocpp16Driver) as (dev, driver, _log):
             dev.cp.silent = False
             state = driver.state
             assert math.isnan(state.soc)
@@ -227,7 +227,7 @@ def test_values_are_nan_until_the_station_reports_them():
 @pytest.mark.parametrize("vcls, dcls", VERSIONS, ids=IDS)
 def test_change_availability_waits_for_the_running_transaction(vcls, dcls):
     async def body():
-        async with station(vcls, dcls) as (dev, driver, log):
+        async with station(vcls, dcls) as (dev, driver, _log):
             await dev.advance(0, 60, EV)
             v16 = dev.version == "1.6"
             off = {"connectorId": 0, "type": "Inoperative"} if v16 else {"operationalStatus": "Inoperative"}

@@ -1,6 +1,6 @@
 """Charging-profile semantics: acceptance, stacking, purposes, kinds, validity, units and the composite schedule."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from hypothesis import given, settings
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from devices.wallbox import profiles as pf
 
-T0 = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 4, 8, 0, tzinfo=UTC)
 ST = pf.Station()  # 32 A, 3 phases, 230 V, 1.6
 ST201 = pf.Station(version="2.0.1")
 TX = pf.Tx(id="7", start=T0)
@@ -110,7 +110,7 @@ def test_composite_merges_and_cuts_at_every_change():
 def test_check_rejects_with_a_reason(profile, why):
     if why is None:
         pf.check(profile, [], ST, pf.NO_TX, T0)
-        with pytest.raises(pf.ProfileError, match="K01.FR.38"):
+        with pytest.raises(pf.ProfileError, match=r"K01\.FR\.38"):
             pf.check(profile, [], ST201, pf.NO_TX, T0)
         return
     for station in (ST, ST201):
@@ -123,9 +123,9 @@ def test_start_schedule_rules_per_version():
     absolute_without = prof(1, 0, 1000, start=None, kind="Absolute")
     pf.check(relative_with_start, [], ST, pf.NO_TX, T0)  # 1.6: startSchedule optional, ignored by Relative
     pf.check(absolute_without, [], ST, pf.NO_TX, T0)  # 1.6: runs from the start of charging
-    with pytest.raises(pf.ProfileError, match="K01.FR.41"):
+    with pytest.raises(pf.ProfileError, match=r"K01\.FR\.41"):
         pf.check(relative_with_start, [], ST201, pf.NO_TX, T0)
-    with pytest.raises(pf.ProfileError, match="K01.FR.40"):
+    with pytest.raises(pf.ProfileError, match=r"K01\.FR\.40"):
         pf.check(absolute_without, [], ST201, pf.NO_TX, T0)
 
 
@@ -156,7 +156,7 @@ def test_install_and_clear_semantics_per_version():
 
 
 _periods = st.lists(st.tuples(st.integers(1, 86_000), st.floats(0, 32).map(lambda x: round(x, 1))),
-                    max_size=5).map(lambda xs: [(0, 16.0)] + sorted({s: v for s, v in xs}.items()))
+                    max_size=5).map(lambda xs: [(0, 16.0)] + sorted(dict(xs).items()))
 
 
 @settings(max_examples=60, deadline=None)

@@ -17,8 +17,9 @@ import asyncio
 import copy
 import json
 from collections import Counter
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from datetime import datetime, timedelta, UTC
+from typing import Any, ClassVar
+from collections.abc import Iterator
 
 import pytest
 from ocpp.messages import Call
@@ -32,7 +33,7 @@ from devices.wallbox.station_state import StationState
 from devices.wallbox.virtual import VirtualWallbox16, VirtualWallbox201
 
 FAM = registry.family("wallbox")
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = "2024-01-01T00:01:00Z"
 EV = {"ev_plugged": 1.0, "ev_id": 1.0, "ev_soc_arrival": 0.2, "ev_capacity_wh": 60_000.0, "ev_p_max_w": 22_000.0}
 DEVICES = {"1.6": VirtualWallbox16, "2.0.1": VirtualWallbox201}
@@ -164,7 +165,7 @@ def test_every_field_and_enum_value_the_schema_allows_gets_an_answer_from_our_ch
 
 class Host:
     heartbeat_s = 300
-    stats: Counter = Counter()
+    stats: ClassVar[Counter] = Counter()
 
     def emit(self, *a) -> None:
         pass

@@ -73,7 +73,7 @@ def _bench(tmp_path: Path, users: Path | None):
         try:
             result.append(run_bench(load(write_scenario(data, tmp_path / "monitor.yaml")), tmp_path / "run",
                                     progress=False, report=False, on_ready=lambda rt: (box.append(rt), ready.set())))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             result.append(exc)
             ready.set()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 
 META = {
     "api_version": "3.0",
@@ -24,12 +25,15 @@ class NaiveCollector(mosaik_api_v3.Simulator):
         self.factors: dict[tuple[str, str], float] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, out_dir: str = ".") -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, out_dir: str = ".") -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         self.out_dir = out_dir
         return self.meta
 
-    def create(self, num: int, model: str, columns: list | None = None, factors: list | None = None) -> list[dict]:
+    # mosaik passes the model's own parameters by keyword (narrower than the base's **kwargs)
+    def create(self, num: int, model: str, columns: list | None = None,  # type: ignore[override]
+               factors: list | None = None) -> list[CreateResult]:
         from cosim.recorder import Recorder
 
         self.recorder = Recorder(self.out_dir, columns or [])

@@ -18,12 +18,13 @@ import math
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 
 from controllers.gesscon import Gesscon, GessconConfig, GessconSite
 from controllers.schedule_codec import HOURS, from_senml, to_senml
 from controllers.profess_model import Profess
-from controllers.profess_problem import CycleInputs, ProfessProblem
+from controllers.profess_problem import CycleInputs, ProfessProblem, ProfessResult
 from controllers.profess_pyomo import PyomoProfess
 
 TELEMETRY_S = 900
@@ -44,7 +45,7 @@ class RebuiltPyomoProfess(PyomoProfess):
 class NaiveProfess(Profess):
     """PROFESS's own complementarity guarantee around the rebuilt pyomo model."""
 
-    def __init__(self, problem: ProfessProblem) -> None:  # noqa: D107 - no production solver here
+    def __init__(self, problem: ProfessProblem) -> None:  # no production solver here
         self.problem = problem
         self.solver = RebuiltPyomoProfess(problem)
         self.tol_w = 1.0
@@ -81,9 +82,10 @@ class NaiveGesscon(mosaik_api_v3.Simulator):
         self.issued_s = -1
         self.time = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, config: dict | None = None,
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, config: dict | None = None,  # type: ignore[override]
              pv_kwp: dict | None = None, load_truth_w: dict | None = None, pv_truth_w_per_kwp: dict | None = None,
-             import_eur_per_kwh=None, export_eur_per_kwh=None, start_unix_s: float = 0.0, plan_at_s: int = 0) -> dict:
+             import_eur_per_kwh=None, export_eur_per_kwh=None, start_unix_s: float = 0.0, plan_at_s: int = 0) -> Meta:
         self.step_size = int(step_size)
         self.config = GessconConfig.model_validate(config or {})
         self.pv_kwp = pv_kwp or {}
@@ -95,7 +97,8 @@ class NaiveGesscon(mosaik_api_v3.Simulator):
         self.plan_at_s = int(plan_at_s)
         return self.meta
 
-    def create(self, num: int, model: str, site: dict | None = None) -> list[dict]:
+    # mosaik passes the model's own parameters by keyword (narrower than the base's **kwargs)
+    def create(self, num: int, model: str, site: dict | None = None) -> list[CreateResult]:  # type: ignore[override]
         s = GessconSite.model_validate(site)
         self.sites[s.id] = s
         return [{"eid": s.id, "type": model}]
@@ -132,7 +135,7 @@ class NaiveGesscon(mosaik_api_v3.Simulator):
         h = (self.time - self.plan_t) // 3600 if self.plan is not None else -1
         have = self.plan is not None and 0 <= h < HOURS
         for sid, attrs in outputs.items():
-            row = {}
+            row: dict[str, Any] = {}
             for a in attrs:
                 if a == "schedule":
                     row[a] = self.packs.get(sid)
@@ -175,7 +178,7 @@ class _Agent:
         self.ce = np.asarray(export_eur_per_kwh, float)
         self.start_unix_s = start_unix_s
         self.max_age_s = max_age_s
-        self.plan = None
+        self.plan: ProfessResult | None = None
         self.plan_k = -1
         self.p_set_w = 0.0
         self.fallback = 0.0
@@ -189,6 +192,8 @@ class _Agent:
         lo = -da if math.isfinite(da) else -math.inf
         schedule = None
         pack = x.get("schedule")
+        t0: float | None
+        v: np.ndarray | None
         if pack:
             try:
                 t0, v = from_senml(pack)[1:]
@@ -196,7 +201,7 @@ class _Agent:
                 t0 = v = None
             issued = _num(x.get("schedule_issued_s"))
             age = time - issued if math.isfinite(issued) and issued >= 0 else math.nan
-            h = math.floor((self.start_unix_s + time - t0) / 3600.0) if v is not None else -1
+            h = math.floor((self.start_unix_s + time - t0) / 3600.0) if t0 is not None and v is not None else -1
             if v is not None and 0 <= h < v.size and math.isfinite(age) and age <= self.max_age_s:
                 schedule = (t0, v)
         if schedule is None:  # rule-based self-consumption: the battery takes over the PCC's exchange
@@ -236,11 +241,12 @@ class NaiveLessag(mosaik_api_v3.Simulator):
         super().__init__(LESSAG_META)
         self.agents: dict[str, _Agent] = {}
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict]:
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
         eid = f"Agent_{len(self.agents)}"
         self.agents[eid] = _Agent(**params)
         return [{"eid": eid, "type": model}]
@@ -307,11 +313,12 @@ class NaiveVoltage(mosaik_api_v3.Simulator):
         self.ctl: dict[str, _VoltVarWatt] = {}
         self.last_t: int | None = None
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **params: Any) -> list[dict]:
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
         eid = f"VoltVarWatt_{len(self.ctl)}"
         self.ctl[eid] = _VoltVarWatt(**params)
         return [{"eid": eid, "type": model}]

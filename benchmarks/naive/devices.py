@@ -11,8 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
+from pydantic import BaseModel
 
+from devices.family import ModelBank
 from devices.fronius.model import FroniusBank, FroniusConfig
 from devices.libal.model import LibalBank, LibalConfig
 from devices.pv_battery.model import PvBatteryBank, PvBatteryConfig
@@ -24,8 +27,8 @@ LIBAL = ("p_w", "q_var", "batt_p_w", "soc", "e_wh", "p_charge_avail_w", "p_disch
          "soh", "alarms", "i_charge_max_a", "i_discharge_max_a")
 GRID = ("P[MW]", "Q[MVar]")  # what the grid adapter takes
 
-MODELS = {
-    # model: (config class, bank class, measurements, env inputs, setpoints)
+# model: (config class, bank class, measurements, env inputs, setpoints)
+MODELS: dict[str, tuple[type[BaseModel], type[ModelBank], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "Fronius": (FroniusConfig, FroniusBank, FRONIUS, ("pv_w_per_kwp", "site_load_w"), ("batt_p_w",)),
     "PvInverter": (PvBatteryConfig, PvBatteryBank, PV, ("pv_w_per_kwp",), ("batt_p_w",)),
     "Libal": (LibalConfig, LibalBank, LIBAL, (), ("p_w", "q_var")),
@@ -41,11 +44,11 @@ META = {
 
 class _Device:
     def __init__(self, model: str, config: dict) -> None:
-        cfg_cls, bank_cls, self.measurements, self.env_names, sp = MODELS[model]
+        cfg_cls, bank_cls, self.measurements, self.env_names, _sp = MODELS[model]
         cfg = cfg_cls.model_validate(config)
         self.model = bank_cls([cfg])  # the physics of this one device
         self.limits = _limits(model, cfg)
-        self.env = {name: 0.0 for name in self.env_names}
+        self.env = dict.fromkeys(self.env_names, 0.0)
         self.values: dict[str, float] = {}
         self.rejected = 0
 
@@ -67,12 +70,14 @@ class NaiveDevices(mosaik_api_v3.Simulator):
         self.devices: dict[str, _Device] = {}
         self.step_size = 60
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, config: dict | None = None) -> list[dict]:
-        out = []
+    # mosaik passes the model's own parameters by keyword (narrower than the base's **kwargs)
+    def create(self, num: int, model: str, config: dict | None = None) -> list[CreateResult]:  # type: ignore[override]
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"{model}_{len(self.devices)}"
             self.devices[eid] = _Device(model, config or {})
@@ -82,7 +87,7 @@ class NaiveDevices(mosaik_api_v3.Simulator):
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         for eid, dev in self.devices.items():
             for attr, sources in inputs.get(eid, {}).items():
-                value = list(sources.values())[0]
+                value = next(iter(sources.values()))
                 if attr in dev.env:
                     dev.env[attr] = value
                 elif value is not None:  # a setpoint

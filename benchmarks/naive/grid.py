@@ -96,10 +96,10 @@ class UnbalancedPandapower(_adapter.Simulator):
                 net[attr_spec.target_elem or spec.elem].at[attr_spec.idx_fn(idx, self), attr_spec.column] = \
                     attr_spec.aggregator(values.values())
         pp.runpp_3ph(net)  # the adapter calls pp.runpp(net) here
-        self._v1 = None
+        self._v1: dict[Any, float] | None = None
         return time + self._step_size if self._step_size else None
 
-    def _bus_v1(self) -> np.ndarray:
+    def _bus_v1(self) -> dict[Any, float]:
         if self._v1 is None:
             rb = self._net.res_bus_3ph
             v = rb[["vm_a_pu", "vm_b_pu", "vm_c_pu"]].to_numpy(float).T

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 
 META = {
@@ -32,12 +33,13 @@ class NaiveProfiles(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.row = 0
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> dict:
+    # mosaik passes the simulator's own parameters by keyword (narrower than the base's **kwargs)
+    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60) -> Meta:  # type: ignore[override]
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **series: Any) -> list[dict]:
-        out = []
+    def create(self, num: int, model: str, **series: Any) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"{model}_{len(self.series)}"
             self.series[eid] = {k: np.asarray(v, dtype=float) for k, v in series.items()}

@@ -17,7 +17,7 @@ from typing import Any
 import mosaik
 import numpy as np
 
-SIM_CONFIG = {
+SIM_CONFIG: mosaik.SimConfig = {
     "Grid": {"python": "benchmarks.naive.grid:UnbalancedPandapower"},
     "Profiles": {"python": "benchmarks.naive.profiles:NaiveProfiles"},
     "Fronius": {"python": "benchmarks.naive.devices:NaiveDevices"},
@@ -192,7 +192,7 @@ def run(loaded: Any, run_dir: Path, duration_s: int | None = None) -> NaiveResul
             for dev_id in ctl.devices:
                 spec = next(d for d in sc.devices if d.id == dev_id)
                 fam = device_registry.family(spec.family)
-                cfg = fam.parse_config(spec.config)
+                cfg: Any = fam.parse_config(spec.config)  # a battery family's config
                 site = next(s for s in sc.sites if s.id == spec.site)
                 b = cfg.battery
                 batteries[dev_id] = SiteBattery(
@@ -229,14 +229,14 @@ def run(loaded: Any, run_dir: Path, duration_s: int | None = None) -> NaiveResul
                 world.connect(agent, devices[dev_id], ("p_set_w", "batt_p_w"), time_shifted=True,
                               initial_data={"p_set_w": 0.0})
         elif ctl.kind == "voltage_control":
-            params = VoltageParams.model_validate(ctl.params)
+            vparams = VoltageParams.model_validate(ctl.params)
             vsim = world.start("Voltage", step_size=step)
             for dev_id in ctl.devices:
                 spec = next(d for d in sc.devices if d.id == dev_id)
                 cfg = device_registry.family(spec.family).parse_config(spec.config)
-                c = vsim.VoltVarWatt(params=params.model_dump(), p_charge_max_w=cfg.battery.p_charge_max_w,
+                c = vsim.VoltVarWatt(params=vparams.model_dump(), p_charge_max_w=cfg.battery.p_charge_max_w,
                                      p_discharge_max_w=cfg.battery.p_discharge_max_w, s_max_va=cfg.s_max_va)
-                meter = ents[f"Bus-{bus_of[params.bus]}"] if params.bus else pcc[spec.site][0]
+                meter = ents[f"Bus-{bus_of[vparams.bus]}"] if vparams.bus else pcc[spec.site][0]
                 world.connect(meter, c, ("Vm[pu]", "v_pu"))
                 world.connect(devices[dev_id], c, "p_charge_avail_w", "p_discharge_avail_w")
                 world.connect(c, devices[dev_id], "p_w", "q_var", time_shifted=True,

@@ -277,7 +277,7 @@ def server_answers(url: str | None = None) -> str | None:
     info = conninfo_to_dict(dwh_url(url))
     info["dbname"] = "postgres"
     try:
-        psycopg.connect(make_conninfo(**info), connect_timeout=3).close()
+        psycopg.connect(make_conninfo("", **info), connect_timeout=3).close()
     except psycopg.Error as exc:
         return str(exc).strip().splitlines()[0]
     return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -77,12 +77,12 @@ def create_gui_app(store: Store, *, engine: Engine | None = None, users: str | N
         answer = await run_in_threadpool(gate.gate, request.method, path, headers, body, host=host, need=need,
                                          peer=request.client.host if request.client else "")
         if isinstance(answer, Reply) or (hasattr(answer, "status") and hasattr(answer, "body")):
-            return _reply(answer)  # type: ignore[arg-type]
+            return _reply(answer)
         resident = getattr(answer, "role", None) == RESIDENT
         if need is not None and resident and not path.startswith(("/gui/api/home", "/gui/api/sites")):
             return JSONResponse({"error": "residents see their own home page only"}, status_code=403)
         request.state.who = answer
-        return await call_next(request)
+        return cast(Response, await call_next(request))
 
     add_sta_routes(app, engine)
 

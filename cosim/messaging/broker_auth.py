@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
@@ -27,7 +27,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from devices.tls import peer_identity
 
 _POLICIES: dict[str, Any] = {}
-COUNTS: dict[str, Counter] = {}
+COUNTS: dict[str, Counter[str]] = {}
 _keys = itertools.count(1)
 
 
@@ -43,7 +43,7 @@ def unregister(key: str) -> None:
     _POLICIES.pop(key, None)
 
 
-class CertificateAuthPlugin(BaseAuthPlugin):
+class CertificateAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
     @dataclass
     class Config:
         policy: str = ""
@@ -63,7 +63,7 @@ class CertificateAuthPlugin(BaseAuthPlugin):
         return True
 
 
-class TopicPolicyPlugin(BaseTopicPlugin):
+class TopicPolicyPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type information
     @dataclass
     class Config:
         policy: str = ""
@@ -84,4 +84,4 @@ class TopicPolicyPlugin(BaseTopicPlugin):
             ok = False
         if not ok:
             COUNTS.setdefault(self.config.policy, Counter())[f"refused_{getattr(action, 'value', action)}"] += 1
-        return ok
+        return cast(bool, ok)

@@ -45,9 +45,9 @@ import math
 import threading
 import time as _time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -61,7 +61,7 @@ from .senml import Record
 
 log = logging.getLogger(__name__)
 
-DEFAULT_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2020, 1, 1, tzinfo=UTC)
 EXTERNAL_SENDER = "<external>"
 SENDER_KINDS = ("device", "controller", "agent", "monitor")
 # A flood of bad messages must not grow memory or the log without bound: the counters stay exact, but only the
@@ -323,8 +323,9 @@ class MessageBus:
                     client_id=f"s4g-bus-{self._instance}-{role.key.replace(':', '-')}",
                     subscribe_qos=self.spec.qos if sub_qos is None else sub_qos, timeout=self.spec.timeout_s)
                 key = role.key
-                backend.open(lambda t, p, r, key=key: self._on_wire(key, t, p, r),
-                             lambda mid, reason, key=key: self._on_refused(key, mid, reason))
+                # mypy cannot type a lambda with a default argument
+                backend.open(lambda t, p, r, key=key: self._on_wire(key, t, p, r),  # type: ignore[misc]
+                             lambda mid, reason, key=key: self._on_refused(key, mid, reason))  # type: ignore[misc]
                 role.backend = backend
         except BaseException:
             self._teardown()
@@ -367,7 +368,7 @@ class MessageBus:
             if backend is not None:
                 try:
                     backend.close()
-                except Exception as exc:  # noqa: BLE001 - close everything else regardless
+                except Exception as exc:  # close everything else regardless
                     log.warning("closing %s: %s", role.key, exc)
         if self._embedded is not None:
             self._embedded.stop()
@@ -405,8 +406,9 @@ class MessageBus:
 
     def _check_acl(self, role: _Role, sender: str, topic: str = "") -> None:
         kind = self._kinds.get(sender)
-        ok = lambda allowed: ((kind is not None and kind in allowed)  # noqa: E731
-                              or any(fnmatchcase(sender, pat) for pat in allowed))
+        ok: Callable[[Sequence[str]], bool] = lambda allowed: (  # noqa: E731
+            (kind is not None and kind in allowed) or any(fnmatchcase(sender, pat) for pat in allowed))
+        allowed: Sequence[str] | None
         allowed, where = self.spec.publish_acl.get(role.base), f"the {role.base} broker"
         for topic_filter, kinds in self._topic_acl:
             if topics.matches(topic_filter, topic) and not ok(kinds):
@@ -415,6 +417,7 @@ class MessageBus:
         else:
             if allowed is None or ok(allowed):
                 return
+        assert allowed is not None  # refused: by the role's list or by a topic's
         with self._cond:
             role.stats.refused += 1
         raise PublishNotAllowed(
@@ -553,7 +556,7 @@ class MessageBus:
         with self._cond:
             try:
                 self._arrive(self._roles[key], wire_topic, bytes(payload), retain)
-            except Exception as exc:  # noqa: BLE001 - never kill a client's network thread
+            except Exception as exc:  # never kill a client's network thread
                 log.exception("message bus: internal error on %s %s", key, wire_topic)
                 self._dead_letter(self._roles[key], wire_topic[len(self._prefix):], bytes(payload),
                                   f"internal error: {exc!r}", self._now, EXTERNAL_SENDER, 0)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -136,7 +136,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
 
 def _check_url(value: Any) -> str:
     parse_broker_url(value)
-    return value.strip()
+    return cast(str, value.strip())
 
 
 BrokerURL = Annotated[str, BeforeValidator(_check_url)]
@@ -147,7 +147,7 @@ def _check_role_key(value: Any) -> str:
         parse_role_key(value)
     except TopicError as exc:
         raise ValueError(str(exc)) from None
-    return value
+    return cast(str, value)
 
 
 RoleKey = Annotated[str, BeforeValidator(_check_role_key)]

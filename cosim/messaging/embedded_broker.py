@@ -112,7 +112,7 @@ class EmbeddedBroker:
             fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
             try:
                 fut.result(timeout)
-            except Exception as exc:  # noqa: BLE001 - a failed shutdown must not hide the stop
+            except Exception as exc:  # a failed shutdown must not hide the stop
                 log.warning("embedded broker %s: shutdown error: %s", self.name, exc)
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(loop.stop)
@@ -166,7 +166,7 @@ class EmbeddedBroker:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._start())
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()
             self._close_loop(loop)
@@ -182,9 +182,9 @@ class EmbeddedBroker:
 
         context = self.security.context() if self.security is not None else None
 
-        class _Broker(Broker):
+        class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type information
             # amqtt's own context accepts clients without a certificate and checks no CRL: ours does both
-            def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:  # type: ignore[override]
+            def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
                 assert context is not None
                 return context
 

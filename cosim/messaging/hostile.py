@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -161,7 +161,8 @@ class HostilePeer:
         """Publish ``items`` (QoS 1) and wait until the bus has seen each one; unreachable topics are skipped.
         Returns the bus counters afterwards."""
         keys = list(self.bus.stats())
-        seen = lambda st: sum(s["foreign"] + s["stale_retained"] for s in st.values())  # noqa: E731
+        seen: Callable[[dict[str, dict[str, int]]], int] = (  # noqa: E731
+            lambda st: sum(s["foreign"] + s["stale_retained"] for s in st.values()))
         before = seen(self.bus.stats())
         prefix = self.bus.namespace_prefix
         infos = []
@@ -179,7 +180,7 @@ class HostilePeer:
         for info in infos:
             info.wait_for_publish(self.timeout_s)
         self.injected += n
-        return self.bus.wait_for(lambda st: seen(st) >= before + n, self.timeout_s)
+        return cast("dict[str, dict[str, int]]", self.bus.wait_for(lambda st: seen(st) >= before + n, self.timeout_s))
 
     def close(self) -> None:
         for endpoint, wire in sorted(self._retained):  # a real broker keeps retained messages: leave none behind

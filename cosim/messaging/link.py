@@ -28,9 +28,10 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.messaging import senml, units
 from cosim.messaging.bus import MessageBus
@@ -78,7 +79,7 @@ class _Route:
         return any(t0 <= t_s < t1 for t0, t1 in self.down)
 
 
-def meta(attrs: list[str]) -> dict:
+def meta(attrs: list[str]) -> Meta:
     return {
         "api_version": "3.0",
         "type": "time-based",
@@ -99,7 +100,7 @@ one time-shifted edge keeps it acyclic as without the broker.
 """
 
     def __init__(self) -> None:
-        super().__init__(meta([]))
+        super().__init__(meta([]))  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.bus: MessageBus | None = None
         self.routes: dict[str, _Route] = {}
         self.step_size = 60
@@ -112,8 +113,10 @@ one time-shifted edge keeps it acyclic as without the broker.
         self._sensorthings: Any = None
         self._sensorthings_dir: str | None = None
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, bus: MessageBus | None = None,
-             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> dict:
+    # mosaik passes a simulator's own parameters by keyword: narrower than the base's **sim_params
+    def init(self, sid: str, time_resolution: float = 1.0,  # type: ignore[override]
+             step_size: int = 60, bus: MessageBus | None = None,
+             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> Meta:
         if bus is None:
             raise ValueError("BusLinkSim needs the in-process MessageBus (init param 'bus')")
         self.bus = bus
@@ -123,11 +126,11 @@ one time-shifted edge keeps it acyclic as without the broker.
         self.meta = meta(list(attrs or []))
         return self.meta
 
-    def create(self, num: int, model: str, role: str, topic: str, sender: str, source: str,
-               sender_kind: str = "controller", period_s: int = 0, native: dict | None = None,
-               down: Any = ()) -> list[dict]:
+    def create(self, num: int, model: str, role: str, topic: str, sender: str,  # type: ignore[override]  # as init
+               source: str, sender_kind: str = "controller", period_s: int = 0, native: dict[str, Any] | None = None,
+               down: Any = ()) -> list[CreateResult]:
         assert self.bus is not None
-        out = []
+        out: list[CreateResult] = []
         names = {a: (str(n), float(f)) for a, (n, f) in native.items()} if native else None
         for _ in range(num):
             eid = f"r{len(self.routes)}"
@@ -151,7 +154,7 @@ one time-shifted edge keeps it acyclic as without the broker.
 
             self._sensorthings = SensorThingsRecorder(self.bus, self._sensorthings_dir)
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         assert self.bus is not None
         packs: dict[tuple[str, str, str], dict[str, Record]] = {}
         for eid, attrs in sorted(inputs.items()):
@@ -184,9 +187,9 @@ one time-shifted edge keeps it acyclic as without the broker.
                 self._shape[(route.topic, attr)] = None if scalar else len(records)
                 for rec in records:
                     pack[rec.name] = rec
-        for (role, topic, sender), records in sorted(packs.items()):
-            if records:
-                self.bus.publish(role, topic, list(records.values()), time, sender)
+        for (role, topic, sender), by_name in sorted(packs.items()):
+            if by_name:
+                self.bus.publish(role, topic, list(by_name.values()), time, sender)
         for sub in self._subs.values():
             for message in sub.deliver(time):
                 self._hold(message)
@@ -217,7 +220,7 @@ one time-shifted edge keeps it acyclic as without the broker.
             raise ValueError(f"a SenML pack ({attr}) travels on the control role only, not {info.role!r}")
         return topics.schedule_topic(info.site, route.source, attr)
 
-    def _pack_records(self, pack: list[dict]) -> list[Record]:
+    def _pack_records(self, pack: list[dict[str, Any]]) -> list[Record]:
         """A pack as records with times in simulated seconds (what the bus publishes)."""
         assert self.bus is not None
         epoch0 = self.bus.epoch0
@@ -283,7 +286,7 @@ one time-shifted edge keeps it acyclic as without the broker.
             vectors.setdefault(attr, [math.nan] * length)[int(index)] = value
         return scalars | vectors
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: dict[str, Any]) -> dict[str, Any]:
         data = {}
         for eid, attrs in outputs.items():
             route = self.routes[eid]
@@ -359,4 +362,4 @@ def _same(a: Any, b: Any) -> bool:
         a = a.tolist()
     if hasattr(b, "tolist"):
         b = b.tolist()
-    return a == b
+    return cast(bool, a == b)

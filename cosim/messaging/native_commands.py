@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 
 from . import topics
 from .bus import MessageBus
@@ -23,7 +24,7 @@ from .bus import MessageBus
 MODEL = "NativeCommands"
 
 
-def meta(setpoints: list[str]) -> dict:
+def meta(setpoints: list[str]) -> Meta:
     return {"api_version": "3.0", "type": "time-based",
             "models": {MODEL: {"public": True, "params": ["site", "device", "commands"],
                                "attrs": sorted({*setpoints, "commands"})}}}
@@ -31,21 +32,24 @@ def meta(setpoints: list[str]) -> dict:
 
 class NativeCommandSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
-        super().__init__(meta([]))
+        super().__init__(meta([]))  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.bus: MessageBus | None = None
         self.step_size = 60
         self.devices: dict[str, dict[str, Any]] = {}  # eid -> site, device, commands, subscription, pending, count
 
-    def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, bus: MessageBus | None = None,
-             setpoints: list[str] | None = None) -> dict:
+    # mosaik passes a simulator's own parameters by keyword: narrower than the base's **sim_params
+    def init(self, sid: str, time_resolution: float = 1.0,  # type: ignore[override]
+             step_size: int = 60, bus: MessageBus | None = None, setpoints: list[str] | None = None) -> Meta:
         if bus is None:
             raise ValueError("NativeCommandSim needs the in-process MessageBus (init param 'bus')")
         self.sid, self.bus, self.step_size = sid, bus, int(step_size)
         self.meta = meta(list(setpoints or []))
         return self.meta
 
-    def create(self, num: int, model: str, site: str, device: str, commands: dict) -> list[dict]:
-        out = []
+    # as init, for the model's parameters
+    def create(self, num: int, model: str, site: str, device: str,  # type: ignore[override]
+               commands: dict[str, Any]) -> list[CreateResult]:
+        out: list[CreateResult] = []
         for _ in range(num):
             eid = f"{device}-commands"
             self.devices[eid] = {"site": site, "device": device, "pending": {}, "count": 0, "sub": None,
@@ -61,7 +65,7 @@ class NativeCommandSim(mosaik_api_v3.Simulator):
             dev["prefix"] = prefix
             dev["sub"] = self.bus.subscribe(f"smx:{dev['site']}", prefix + "#", subscriber=self.sid)
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         assert self.bus is not None
         for dev in self.devices.values():
             for message in dev["sub"].deliver(time):
@@ -79,7 +83,7 @@ class NativeCommandSim(mosaik_api_v3.Simulator):
                 dev["count"] += 1
         return time + self.step_size
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, dict[str, Any]] = {}
         for eid, attrs in outputs.items():
             dev = self.devices[eid]

@@ -52,7 +52,8 @@ from . import units as _units
 from .errors import SenMLError
 
 __all__ = [
-    "ABSOLUTE_TIME_THRESHOLD", "MAX_PAYLOAD_BYTES", "MAX_TIME_S", "MIN_TIME_S", "SENML_VERSION", "RawRecord", "Record", "SenMLError",
+    "ABSOLUTE_TIME_THRESHOLD", "MAX_PAYLOAD_BYTES", "MAX_TIME_S", "MIN_TIME_S", "SENML_VERSION", "RawRecord", "Record",
+    "SenMLError",
     "decode", "encode", "is_valid_name", "parse", "resolve", "to_raw",
 ]
 
@@ -328,7 +329,7 @@ def decode(payload: bytes | bytearray | memoryview | str, *, now: float | None =
 
 # ----------------------------------------------------------------------------------------------- encode
 def _common_base_name(names: Sequence[str]) -> str:
-    prefix = os.path.commonprefix(list(names))
+    prefix = os.path.commonprefix(list(names))  # noqa: RUF071 - by character on purpose; cut at a separator below
     cut = max(prefix.rfind("/"), prefix.rfind(":"))
     return prefix[: cut + 1] if cut >= 0 else ""
 

@@ -177,7 +177,8 @@ class SensorThingsCatalog:
                                                           definition=f"urn:s4g:quantity:{prop_name}",
                                                           description=prop_desc)
         kind = record.kind
-        obs_type = {"v": OM_MEASUREMENT, "s": OM_MEASUREMENT, "vb": OM_TRUTH, "vs": OM_CATEGORY}.get(kind, OM_OBSERVATION)
+        obs_type = {"v": OM_MEASUREMENT, "s": OM_MEASUREMENT, "vb": OM_TRUTH,
+                    "vs": OM_CATEGORY}.get(kind, OM_OBSERVATION)
         unit = record.unit
         uom = UnitOfMeasurement(name=UNIT_NAMES.get(unit, unit) if unit else None, symbol=unit,
                                 definition=SENML_UNITS_URL if unit else None)
@@ -250,7 +251,8 @@ class SensorThingsRecorder:
                 r["phenomenon_time"].append(obs.phenomenonTime)
                 r["result_time"].append(obs.resultTime)
                 r["datastream"].append(obs.Datastream.iot_id)
-                numeric = obs.result if isinstance(obs.result, (int, float)) and not isinstance(obs.result, bool) else None
+                numeric = (obs.result if isinstance(obs.result, (int, float)) and not isinstance(obs.result, bool)
+                           else None)
                 r["result"].append(None if numeric is None else float(numeric))
                 r["result_text"].append(None if numeric is not None else json.dumps(obs.result))
                 r["unit"].append(ds.unitOfMeasurement.symbol)

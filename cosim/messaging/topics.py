@@ -52,7 +52,8 @@ def check_token(value: str, what: str = "segment") -> str:
 # ------------------------------------------------------------------------------------------ topic builders
 def data_topic(site: str, device: str, quantity: str) -> str:
     """Field data up (Data Broker): ``s4g/{site}/data/{device}/{quantity}``."""
-    return f"{ROOT}/{check_token(site, 'site')}/data/{check_token(device, 'device')}/{check_token(quantity, 'quantity')}"
+    return (f"{ROOT}/{check_token(site, 'site')}/data/{check_token(device, 'device')}"
+            f"/{check_token(quantity, 'quantity')}")
 
 
 def control_topic(site: str, device: str, quantity: str) -> str:

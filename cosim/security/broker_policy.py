@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from cosim.messaging import topics
 from devices import tls
@@ -49,9 +49,9 @@ def rules(role: str | None, site: str | None, broker_role: str, namespace: str =
     seg = topics.SEGMENT[broker_role]
     p = f"{namespace}/" if namespace else ""
     s = site or "+"
-    both = lambda f: Rules((p + f,), (p + f,))  # noqa: E731
-    read = lambda *f: Rules(tuple(p + x for x in f), ())  # noqa: E731
-    write = lambda *f: Rules((), tuple(p + x for x in f))  # noqa: E731
+    both: Callable[[str], Rules] = lambda f: Rules((p + f,), (p + f,))  # noqa: E731
+    read: Callable[..., Rules] = lambda *f: Rules(tuple(p + x for x in f), ())  # noqa: E731
+    write: Callable[..., Rules] = lambda *f: Rules((), tuple(p + x for x in f))  # noqa: E731
     if role == "cosim":
         return both(f"{ROOT}/+/{seg}/#")
     if role == "reader":

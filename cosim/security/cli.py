@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from collections.abc import Callable
 
 EXIT_OK, EXIT_INVALID = 0, 2
 
@@ -24,7 +25,7 @@ def _days(text: str) -> int:
     return value
 
 
-def _run(fn, args: argparse.Namespace) -> int:
+def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     from cosim.security.pki import PkiError
 
     try:
@@ -84,7 +85,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from cosim.security.pki import CRL_DAYS, ISSUING_DAYS, LEAF_DAYS, REASONS, ROLES, ROOT_DAYS
 
     pki = sub.add_parser("pki", help="certificates for brokers, gateways, controllers, charge points, servers")

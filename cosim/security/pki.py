@@ -23,7 +23,8 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -156,7 +157,7 @@ def _save_inventory(d: Path, inv: Inventory) -> None:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def check_name(value: str, what: str = "name") -> str:
@@ -349,6 +350,7 @@ def crl(d: str | Path, *, days: int = CRL_DAYS) -> Path:
     for e in inv.issued:
         if e.active:
             continue
+        assert e.revoked_at is not None  # not active: revoked
         revoked = (x509.RevokedCertificateBuilder().serial_number(int(e.serial, 16))
                    .revocation_date(dt.datetime.fromisoformat(e.revoked_at)))
         reason = REASONS.get(e.reason or "unspecified", x509.ReasonFlags.unspecified)
@@ -371,6 +373,6 @@ def revoked_serials(d: str | Path) -> set[int]:
     """Serial numbers on the current CRL (verified against the issuing CA)."""
     cert, _ = _issuing(Path(d))
     revocations = x509.load_pem_x509_crl(crl_file(d).read_bytes())
-    if not revocations.is_signature_valid(cert.public_key()):
+    if not revocations.is_signature_valid(cast(ec.EllipticCurvePublicKey, cert.public_key())):  # our CAs use EC keys
         raise PkiError(f"{crl_file(d)}: the CRL is not signed by the issuing CA")
     return {r.serial_number for r in revocations}

@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 ROLES = ("viewer", "operator", "engineer", "admin")
 RESIDENT = "resident"
@@ -132,7 +133,7 @@ class WebAuth:
     """Sessions and checks for one server. ``users``: User objects or a users file."""
 
     def __init__(self, users: list[User] | str | Path, *, audit_log: str | Path | None = None,
-                 session_s: float = SESSION_S, clock=time.time) -> None:
+                 session_s: float = SESSION_S, clock: Callable[[], float] = time.time) -> None:
         self.users = {u.name: u for u in (load_users(users) if isinstance(users, (str, Path)) else users)}
         self.audit_path = Path(audit_log) if audit_log else None
         self.audit_entries: list[dict[str, Any]] = []
@@ -194,7 +195,7 @@ class WebAuth:
             cookie = SimpleCookie()
             try:
                 cookie.load(headers["cookie"])
-            except Exception:  # noqa: BLE001 - a malformed cookie header is no session
+            except Exception:  # a malformed cookie header is no session
                 return None, None
             if COOKIE in cookie:
                 token = cookie[COOKIE].value

@@ -50,7 +50,7 @@ def cmd_dwh_load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sta = sub.add_parser("sta", help="the SensorThings API server").add_subparsers(dest="sta_command", required=True)
     p = sta.add_parser("serve", help="serve finished run directories at /v1.1 (and the GUIs at /gui)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 from .schema import ID, INTERVAL, JSON, NUM, RESULT, SETS, STR, TIME, EntitySet
 
@@ -335,9 +335,9 @@ class Compiler:
         if self._exists:
             raise QueryError("$orderby cannot go through a to-many navigation property")
         if out.kind == "interval":
-            return out.extra[0]
+            return cast(str, out.extra[0])
         if out.kind == "result":
-            return out.extra[0]
+            return cast(str, out.extra[0])
         if out.kind == "json":
             return f"json_extract_string({out.extra[0]}, {self.bind(out.extra[1])})"
         if out.kind == "bool":
@@ -458,8 +458,8 @@ class Compiler:
             a = self._bool(node.args[0])
             return Sql(f"(NOT COALESCE({a.sql}, FALSE))", "bool")
         if op == "neg":
-            a = self._num(self.compile(node.args[0]))
-            return Sql(f"(-{a})", "num")
+            num = self._num(self.compile(node.args[0]))
+            return Sql(f"(-{num})", "num")
         if op in _SQL_ARITH:
             a, b = self.compile(node.args[0]), self.compile(node.args[1])
             return Sql(f"({self._num(a)} {_SQL_ARITH[op]} {self._num(b)})", "num")
@@ -469,7 +469,7 @@ class Compiler:
         if x.kind == "num":
             return x.sql
         if x.kind == "result":
-            return x.extra[0]
+            return cast(str, x.extra[0])
         if x.kind == "json":
             return f"TRY_CAST(json_extract_string({x.extra[0]}, {self.bind(x.extra[1])}) AS DOUBLE)"
         raise QueryError(f"expected a number, found a {x.kind} value")
@@ -530,7 +530,7 @@ class Compiler:
         """An interval compared with an instant or interval: lt = ends before, gt = starts after, eq = same."""
         def ends(x: Sql) -> tuple[str, str]:
             if x.kind == "interval":
-                return x.extra
+                return cast("tuple[str, str]", x.extra)
             if x.kind == "time":
                 return x.sql, x.sql
             raise QueryError(f"cannot compare a time interval with a {x.kind} value")
@@ -552,7 +552,7 @@ class Compiler:
         def when(i: int) -> str:
             x = self.compile(args[i])
             if x.kind == "interval":
-                return x.extra[0]
+                return cast(str, x.extra[0])
             return self._as(x, "time")
 
         if name in ("substringof", "contains"):
@@ -620,7 +620,7 @@ class Compiler:
     def _temporal(self, name: str, a: Sql, b: Sql) -> Sql:
         def ends(x: Sql) -> tuple[str, str]:
             if x.kind == "interval":
-                return x.extra
+                return cast("tuple[str, str]", x.extra)
             t = self._as(x, "time")
             return t, t
         (a0, a1), (b0, b1) = ends(a), ends(b)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 
@@ -76,7 +76,7 @@ class RunContext:
 
     def household(self, device: str) -> str | None:
         if device in self.device_site:
-            return self.device_site[device]
+            return cast("str | None", self.device_site[device])
         if device.startswith("load:"):
             name = device[len("load:"):]
             return self.grid_loads.get(name, name if name in self.sites else None)

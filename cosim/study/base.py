@@ -19,7 +19,7 @@ class BaseDocument:
     variants: dict[str, dict[str, Any]]
 
     @classmethod
-    def read(cls, path: Path, variant: str | None = None) -> "BaseDocument":
+    def read(cls, path: Path, variant: str | None = None) -> BaseDocument:
         from cosim.scenario import load
 
         load(path, variant=variant)  # the whole validation once, with the scenario's own error messages

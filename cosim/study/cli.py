@@ -55,7 +55,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     return EXIT_FAILED if status.failed or status.lost else EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("study", help="run a study: many variants of a scenario on Dask, one table and report")
     p.add_argument("study", help="study file (YAML)")
     where = p.add_mutually_exclusive_group()

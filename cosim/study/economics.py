@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -39,12 +40,12 @@ def battery_capex_eur(kwh: float, year: int, eur_per_kwh: float, trend: float) -
     return kwh * eur_per_kwh * (1.0 + trend) ** year
 
 
-def discount(cash_flows: Sequence[float], rate: float) -> np.ndarray:
+def discount(cash_flows: Sequence[float] | np.ndarray, rate: float) -> np.ndarray:
     cf = np.asarray(cash_flows, dtype=float)
-    return cf / (1.0 + rate) ** np.arange(len(cf))
+    return cast(np.ndarray, cf / (1.0 + rate) ** np.arange(len(cf)))
 
 
-def npv(cash_flows: Sequence[float], rate: float) -> float:
+def npv(cash_flows: Sequence[float] | np.ndarray, rate: float) -> float:
     """Net present value of yearly cash flows, the first at year 0 (not discounted)."""
     return float(discount(cash_flows, rate).sum())
 

@@ -16,7 +16,8 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from cosim.study import store as store_mod
 from cosim.study.search import Bisection
@@ -25,6 +26,10 @@ from cosim.study.spec import LoadedStudy
 from cosim.study.task import TaskOptions, run_variant
 from cosim.study.variants import BaseDocument, Bundle, Variant, check, document, portable_text
 from cosim.study.sampling import Domain, full_grid, sample
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.progress import Progress, TaskID
 
 log = logging.getLogger(__name__)
 #: variants validated in full (scenario model + semantics) before anything runs; larger plans check a subset
@@ -39,7 +44,7 @@ class InlinePool:
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.queue: deque = deque()
+        self.queue: deque[tuple[str, str, TaskOptions]] = deque()
         self.stopping = False
 
     def submit(self, vid: str, text: str, options: TaskOptions) -> None:
@@ -99,11 +104,11 @@ class DaskPool:
         self.bundle = bundle
         self.cluster = None
         if scheduler:
-            self.client = Client(scheduler, timeout="20s")
+            self.client = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         else:
-            self.cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,
+            self.cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
                                         dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, host="127.0.0.1")
-            self.client = Client(self.cluster)
+            self.client = Client(self.cluster)  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         self.workers = len(self.client.scheduler_info().get("workers", {}))
         self.scattered: dict[str, Any] = {}
         self.futures: dict[Any, str] = {}
@@ -112,7 +117,7 @@ class DaskPool:
         """The bundle on every worker, sent once per content (an axis over a file path may add files later)."""
         token = self.bundle.token
         if token not in self.scattered:
-            [self.scattered[token]] = self.client.scatter([dict(self.bundle.files)], broadcast=True, hash=False)
+            [self.scattered[token]] = self.client.scatter([dict(self.bundle.files)], broadcast=True, hash=False)  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         return self.scattered[token]
 
     def submit(self, vid: str, text: str, options: TaskOptions) -> None:
@@ -130,7 +135,7 @@ class DaskPool:
         if not self.futures:
             return []
         try:
-            done, _ = wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED")
+            done, _ = wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED")  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         except TimeoutError:
             return []
         out = []
@@ -153,12 +158,12 @@ class DaskPool:
 
     def cancel(self) -> None:
         if self.futures:
-            self.client.cancel(list(self.futures))
+            self.client.cancel(list(self.futures))  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
             self.futures.clear()
 
     def close(self) -> None:
         try:
-            self.client.close()
+            self.client.close()  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         finally:
             if self.cluster is not None:
                 self.cluster.close()
@@ -213,7 +218,7 @@ class StudyRunner:
         self._by_text: dict[str, list[str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = None
+        self._pool: InlinePool | DaskPool | None = None
         self.bundle = Bundle()
         self.on_result: Callable[[dict[str, Any]], None] | None = None
         self.timing: dict[str, float] = {}
@@ -338,7 +343,7 @@ class StudyRunner:
     def status_dict(self) -> dict[str, Any]:
         return self.status.as_dict(self._n_workers)
 
-    def table(self):
+    def table(self) -> pd.DataFrame:
         return store_mod.read_table(self.out)
 
     def run(self, progress: bool = False) -> Status:
@@ -383,7 +388,7 @@ class StudyRunner:
             self.finish()
         return self.status
 
-    def _make_pool(self):
+    def _make_pool(self) -> InlinePool | DaskPool:
         if self.scheduler is None and not self.workers:
             return InlinePool(self.bundle)
         return DaskPool(self.bundle, self.workers, self.scheduler)
@@ -391,7 +396,7 @@ class StudyRunner:
     def _search_variant(self, b: Bisection, value: float) -> Variant:
         return Variant.make({**b.combo, b.axis: value}, origin="search")
 
-    def _submit_or_reuse(self, v: Variant, ready: deque) -> None:
+    def _submit_or_reuse(self, v: Variant, ready: deque[dict[str, Any]]) -> None:
         if v.id not in self.variants:
             self.variants[v.id] = v
             self.order.append(v.id)
@@ -404,10 +409,11 @@ class StudyRunner:
         twin = self._by_text.setdefault(text + repr(options), [])
         twin.append(v.id)
         if len(twin) == 1:  # variants that differ only in economics.* axes share one simulation
+            assert self._pool is not None  # started by run()
             self._pool.submit(v.id, text, options)
 
-    def _loop(self, todo: deque, bar: "_Bar") -> None:
-        ready: deque = deque()
+    def _loop(self, todo: deque[Variant], bar: _Bar) -> None:
+        ready: deque[dict[str, Any]] = deque()
         submitted: set[str] = set()
 
         def feed_all() -> None:
@@ -425,6 +431,7 @@ class StudyRunner:
                 feed_all()
                 bar.update()
                 continue
+            assert self._pool is not None  # started by run()
             if self._pool.pending == 0:
                 break
             for result in self._pool.wait_one(timeout=0.5):
@@ -435,7 +442,7 @@ class StudyRunner:
             feed_all()
             bar.update()
 
-    def _handle(self, result: dict[str, Any], todo: deque, fresh: bool) -> None:
+    def _handle(self, result: dict[str, Any], todo: deque[Variant], fresh: bool) -> None:
         if fresh:
             twins = next((ids for ids in self._by_text.values() if ids and ids[0] == result["id"]), [result["id"]])
             for other in twins[1:]:
@@ -443,7 +450,7 @@ class StudyRunner:
                 self._handle_one(copy, todo, fresh)
         self._handle_one(result, todo, fresh)
 
-    def _handle_one(self, result: dict[str, Any], todo: deque, fresh: bool) -> None:
+    def _handle_one(self, result: dict[str, Any], todo: deque[Variant], fresh: bool) -> None:
         vid = result["id"]
         v = self.variants.get(vid)
         if result["status"] == "lost":
@@ -458,6 +465,7 @@ class StudyRunner:
             tb = result.pop("traceback", None)
             if tb:
                 self.store.save_error(vid, tb)
+            assert v is not None  # every result is of a planned variant
             row = {"id": vid, "axes": v.axes, "origin": v.origin, **result}
             self.store.append(row)
             self.results[vid] = row
@@ -480,10 +488,11 @@ class StudyRunner:
             return False  # a KPI that could not be computed does not meet a target
         return all(verdicts)
 
-    def _feed_search(self, v: Variant | None, met: bool | None, todo: deque) -> None:
+    def _feed_search(self, v: Variant | None, met: bool | None, todo: deque[Variant]) -> None:
         if v is None or v.origin != "search":
             return
         s = self.study.search
+        assert s is not None  # search variants exist only with a search
         combo = {k: val for k, val in v.axes.items() if k != s.axis}
         for b in self.searches:
             if b.combo == combo and not b.done:
@@ -525,10 +534,10 @@ class _Bar:
     def __init__(self, status: Status, show: bool) -> None:
         self.status = status
         self.show = show
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
-    def __enter__(self) -> "_Bar":
+    def __enter__(self) -> _Bar:
         if self.show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -542,6 +551,7 @@ class _Bar:
 
     def update(self) -> None:
         if self._progress is not None:
+            assert self._task is not None  # added with the bar
             s = self.status
             self._progress.update(self._task, total=s.total, completed=s.done + s.failed + s.cached,
                                   done=s.done, failed=s.failed, cached=s.cached)

@@ -35,7 +35,10 @@ class Step:
             return self.key
         if self.index is not None:
             return f"[{self.index}]"
-        return "[*]" if self.every else f"[{self.match[0]}={self.match[1]}]"
+        if self.every:
+            return "[*]"
+        assert self.match is not None  # a step is a key, an index, [*] or [field=value]
+        return f"[{self.match[0]}={self.match[1]}]"
 
 
 def parse(path: str) -> tuple[Step, ...]:
@@ -81,15 +84,15 @@ def _split_dots(path: str) -> list[str]:
     return parts
 
 
-def targets(doc: Any, path: str, *, create: bool = True) -> list[tuple[Any, Any, tuple]]:
+def targets(doc: Any, path: str, *, create: bool = True) -> list[tuple[Any, Any, tuple[str | int, ...]]]:
     """Every (container, key, location) the path points at. Missing mapping keys are allowed at the last step
     (and created as empty mappings on the way when ``create``), list selectors must match."""
     steps = parse(path)
-    found: list[tuple[Any, Any, tuple]] = [(None, None, ())]
-    current: list[tuple[Any, tuple]] = [(doc, ())]
+    found: list[tuple[Any, Any, tuple[str | int, ...]]] = [(None, None, ())]
+    current: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
     for n, step in enumerate(steps):
         last = n == len(steps) - 1
-        nxt: list[tuple[Any, tuple]] = []
+        nxt: list[tuple[Any, tuple[str | int, ...]]] = []
         found = []
         for node, loc in current:
             where = _render(loc) or "<top>"
@@ -113,6 +116,7 @@ def targets(doc: Any, path: str, *, create: bool = True) -> list[tuple[Any, Any,
             elif step.every:
                 picks = list(range(len(node)))
             else:
+                assert step.match is not None  # a step is a key, an index, [*] or [field=value]
                 field, value = step.match
                 picks = [i for i, item in enumerate(node) if isinstance(item, dict) and str(item.get(field)) == value]
             if not picks:
@@ -124,14 +128,14 @@ def targets(doc: Any, path: str, *, create: bool = True) -> list[tuple[Any, Any,
     return found
 
 
-def _render(loc: tuple) -> str:
+def _render(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def assign(doc: dict[str, Any], path: str, value: Any) -> list[tuple]:
+def assign(doc: dict[str, Any], path: str, value: Any) -> list[tuple[str | int, ...]]:
     """Write ``value`` at every place ``path`` points at (in place); the locations written.
 
     ``None`` on list elements (``devices[id=libal]: null``) removes them: a variant without that device.

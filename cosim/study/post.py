@@ -4,12 +4,16 @@ the client, from each variant's scenario document and KPIs)."""
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from cosim.study.economics import Assumptions, Case
 
-def lifetime_kpis(run_dir, spec: dict[str, Any]) -> dict[str, Any]:
+
+def lifetime_kpis(run_dir: str | Path, spec: dict[str, Any]) -> dict[str, Any]:
     """``lifetime.<device>.*``: degradation rates, SoH after ``years``, years to ``eol_soh``, cycles per day."""
     from cosim.rundir import read_meta, read_table
     from devices.battery import ageing
@@ -60,7 +64,7 @@ def energy_price(doc: dict[str, Any], default: float = 0.30) -> float:
     return float(np.mean([p["import_eur_per_kwh"] for p in periods])) if periods else default
 
 
-def economics_case(doc: dict[str, Any], kpis: dict[str, Any], spec: dict[str, Any], breaks_grid: bool):
+def economics_case(doc: dict[str, Any], kpis: dict[str, Any], spec: dict[str, Any], breaks_grid: bool) -> Case:
     """The economic :class:`Case` of one variant (annualised from its simulated period)."""
     from cosim.study.economics import Case
 
@@ -78,7 +82,7 @@ def economics_case(doc: dict[str, Any], kpis: dict[str, Any], spec: dict[str, An
     )
 
 
-def assumptions(spec: dict[str, Any], doc: dict[str, Any], lifetime_years: float | None):
+def assumptions(spec: dict[str, Any], doc: dict[str, Any], lifetime_years: float | None) -> Assumptions:
     from cosim.study.economics import Assumptions
 
     keys = set(Assumptions.__dataclass_fields__)

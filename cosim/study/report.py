@@ -9,7 +9,7 @@ import base64
 import html
 import io
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -23,7 +23,7 @@ MAX_KPI_PLOTS = 8
 
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})
+    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})  # type: ignore[no-untyped-call]  # matplotlib: FigureCanvasAgg.print_png is unannotated
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
@@ -116,7 +116,8 @@ def _pareto_html(runner: Any, rows: list[dict[str, Any]]) -> str:
     ok = [r for r in rows if _num(r.get(objs[0].kpi)) is not None and _num(r.get(objs[1].kpi)) is not None]
     if not ok:
         return ""
-    pts = [(_num(r[objs[0].kpi]), _num(r[objs[1].kpi])) for r in ok]
+    # ok holds the rows where both are numbers
+    pts = [(cast(float, _num(r[objs[0].kpi])), cast(float, _num(r[objs[1].kpi]))) for r in ok]
     front = pareto(pts, (objs[0].sense, objs[1].sense))
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -156,6 +157,7 @@ def _heatmaps(runner: Any) -> str:
     for vid in chosen[: runner.study.report.max_heatmaps]:
         run_dir = root / vid
         buses = read_table(run_dir, "buses")
+        assert buses is not None  # chosen: the run has buses.parquet
         meta = read_meta(run_dir) if (run_dir / "meta.json").is_file() else {}
         slack = (meta.get("grid") or {}).get("slack_bus")
         attrs = [a for a in ("v_a_pu", "v_b_pu", "v_c_pu", "v_pu") if buses.ids(a)]
@@ -233,7 +235,7 @@ def render(runner: Any) -> str:
     rows = runner.rows()
     study = runner.study
     s = runner.status
-    cols = ["variant", "status"] + [a.name for a in study.axes] + [k for k in study.kept_kpis] + \
+    cols = ["variant", "status"] + [a.name for a in study.axes] + list(study.kept_kpis) + \
         (["targets_met"] if study.targets else []) + ["wall_s"]
     failed = [r for r in rows if r["status"] == "failed"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>study {html.escape(study.name)}</title>"

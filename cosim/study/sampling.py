@@ -12,7 +12,8 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class Domain:
             return list(self.values)
         if self.num is None:
             raise ValueError(f"axis {self.name!r}: a range needs 'num' points for a full grid")
+        assert self.low is not None and self.high is not None  # a range axis (validated)
         pts = np.linspace(self.low, self.high, self.num)
         return [int(round(p)) for p in pts] if self.integer else [float(p) for p in pts]
 
@@ -40,6 +42,7 @@ class Domain:
         """The value at ``u`` in [0, 1): equal-width strata of the range or equal shares of the values."""
         if self.values is not None:
             return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+        assert self.low is not None and self.high is not None  # a range axis (validated)
         if self.integer:
             span = int(self.high) - int(self.low) + 1
             return int(self.low) + min(int(u * span), span - 1)

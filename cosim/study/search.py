@@ -61,6 +61,7 @@ class Bisection:
                 self.hi, self.lo = (value, self.lo) if inside_good else (self.hi, value)
             else:
                 self.lo, self.hi = (value, self.hi) if inside_good else (self.lo, value)
+        assert self.lo is not None and self.hi is not None  # both ends are set above
         if self.hi - self.lo <= self.tolerance:
             self.done = True
             self.answer = self.hi if self.find == "min" else self.lo

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 
 def selected(selector: Any, v: Any) -> bool:
@@ -18,7 +18,7 @@ def selected(selector: Any, v: Any) -> bool:
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
+    return cast(bool, a == b)
 
 
 __all__ = ["selected"]

@@ -45,7 +45,7 @@ class RangeSpec(Strict):
     integer: bool = False
 
     @model_validator(mode="after")
-    def _order(self) -> "RangeSpec":
+    def _order(self) -> RangeSpec:
         if not self.low < self.high:
             raise ValueError(f"expected low < high (found low={self.low}, high={self.high})")
         return self
@@ -81,7 +81,7 @@ class AxisSpec(Strict):
         return v
 
     @model_validator(mode="after")
-    def _domain(self) -> "AxisSpec":
+    def _domain(self) -> AxisSpec:
         if self.cases is not None:
             if self.key is not None or self.values is not None or self.range is not None:
                 raise ValueError("an axis with 'cases' takes no 'key', 'values' or 'range'")
@@ -123,7 +123,7 @@ class PlanSpec(Strict):
     seed: int = Field(0, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
-    def _samples(self) -> "PlanSpec":
+    def _samples(self) -> PlanSpec:
         if self.kind != "grid" and self.samples is None:
             raise ValueError(f"plan {self.kind!r} needs 'samples'")
         return self
@@ -139,7 +139,7 @@ class TargetSpec(Strict):
     label: str = ""
 
     @model_validator(mode="after")
-    def _bound(self) -> "TargetSpec":
+    def _bound(self) -> TargetSpec:
         if self.min is None and self.max is None:
             raise ValueError("give 'min', 'max' or both")
         return self
@@ -164,7 +164,7 @@ class SearchSpec(Strict):
     meets: list[str] = Field(min_length=1, description="names of targets that must hold")
 
     @model_validator(mode="after")
-    def _order(self) -> "SearchSpec":
+    def _order(self) -> SearchSpec:
         if not self.low < self.high:
             raise ValueError("expected low < high")
         return self
@@ -253,7 +253,7 @@ class Study(Strict):
         return v
 
     @model_validator(mode="after")
-    def _references(self) -> "Study":
+    def _references(self) -> Study:
         names = [a.name for a in self.axes]
         if len(set(names)) != len(names):
             raise ValueError(f"axis names must be unique (found {names})")
@@ -301,7 +301,7 @@ class LoadedStudy:
         h.update(self.scenario_path.read_bytes())
         return h.hexdigest()
 
-    def error(self, loc: tuple, message: str, found: Any = _MISSING) -> ScenarioError:
+    def error(self, loc: tuple[str | int, ...], message: str, found: Any = _MISSING) -> ScenarioError:
         return ScenarioError(self.path, [Problem(key_path(loc), message, found,
                                                  _line_of(yaml_file.parse(self.text).root, loc))])
 
@@ -336,7 +336,7 @@ def _scenario_problems(ls: LoadedStudy, root: Any) -> list[Problem]:
     """Key paths and variant names checked against the base scenario document."""
     from cosim.study.base import BaseDocument
 
-    def problem(loc: tuple, message: str, found: Any = _MISSING) -> Problem:
+    def problem(loc: tuple[str | int, ...], message: str, found: Any = _MISSING) -> Problem:
         return Problem(key_path(loc), message, found, _line_of(root, loc))
 
     study = ls.study
@@ -401,4 +401,4 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-__all__ = ["AxisSpec", "LoadedStudy", "Study", "VARIANT_KEY", "json_schema", "load"]
+__all__ = ["VARIANT_KEY", "AxisSpec", "LoadedStudy", "Study", "json_schema", "load"]

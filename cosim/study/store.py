@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS = "results.jsonl"
 STUDY_JSON = "study.json"
@@ -95,7 +99,7 @@ def write_table(root: Path, rows: list[dict[str, Any]], name: str = TABLE, duck_
     return path
 
 
-def read_table(root: Path):
+def read_table(root: Path) -> pd.DataFrame:
     """The study table as a pandas DataFrame."""
     import pandas as pd
 

@@ -15,7 +15,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
+from collections.abc import Callable
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -35,7 +36,7 @@ class Variant:
     origin: str = "plan"  # plan | search
 
     @staticmethod
-    def make(axes: dict[str, Any], origin: str = "plan") -> "Variant":
+    def make(axes: dict[str, Any], origin: str = "plan") -> Variant:
         return Variant(variant_id(axes), dict(axes), origin)
 
 
@@ -65,7 +66,7 @@ def document(ls: LoadedStudy, base: BaseDocument, variant: Variant) -> dict[str,
 # ---------------------------------------------------------------- files the scenario references
 
 
-def path_locations(model: BaseModel, loc: tuple = ()) -> list[tuple[tuple, Path]]:
+def path_locations(model: BaseModel, loc: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Path]]:
     """Every Path field of a validated scenario with its location (field names are the document's keys)."""
     out = []
     for name, info in type(model).model_fields.items():
@@ -82,7 +83,7 @@ def path_locations(model: BaseModel, loc: tuple = ()) -> list[tuple[tuple, Path]
     return out
 
 
-def set_at(doc: Any, loc: tuple, value: Any) -> None:
+def set_at(doc: Any, loc: tuple[str | int, ...], value: Any) -> None:
     for part in loc[:-1]:
         doc = doc[part]
     doc[loc[-1]] = value
@@ -121,11 +122,11 @@ def _rewrite_paths(doc: dict[str, Any], base_dir: Path, rewrite: Callable[[Path]
     try:
         model = Scenario.model_validate(doc)
     except ValidationError:  # the worker (or the check) reports the same error for this variant
-        return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        return cast(str, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     for loc, value in path_locations(model):
         source = value if value.is_absolute() else (base_dir / value)
         set_at(doc, loc, rewrite(source) if source.is_file() else str(source))  # missing: validation names it
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    return cast(str, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
 def portable_text(doc: dict[str, Any], base_dir: Path, bundle: Bundle) -> str:
@@ -175,4 +176,5 @@ def economic_overrides(ls: LoadedStudy, variant: Variant) -> dict[str, Any]:
     return out
 
 
-__all__ = ["economic_overrides", "BaseDocument", "Bundle", "Variant", "document", "path_locations", "set_at", "portable_text", "unpack", "variant_id"]
+__all__ = ["BaseDocument", "Bundle", "Variant", "document", "economic_overrides", "path_locations", "portable_text",
+           "set_at", "unpack", "variant_id"]

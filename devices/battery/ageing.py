@@ -19,8 +19,10 @@ to 80 % at 25 degC and 50 % SoC: labelled assumptions, not fits (docs/studies.md
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 
@@ -31,7 +33,7 @@ def reversals(series: np.ndarray) -> np.ndarray:
     x = np.asarray(series, dtype=float)
     x = x[np.isfinite(x)]
     if len(x) < 2:
-        return x.copy()
+        return cast(np.ndarray, x.copy())
     keep = [x[0]]
     for v in x[1:]:
         if v == keep[-1]:
@@ -63,7 +65,7 @@ def rainflow(series: np.ndarray) -> list[tuple[float, float, float]]:
                 stack.pop()
                 stack.pop()
                 stack.append(last)
-    for a, b in zip(stack, stack[1:]):  # the residue: each remaining range is a half cycle
+    for a, b in itertools.pairwise(stack):  # the residue: each remaining range is a half cycle
         out.append((abs(b - a), (a + b) / 2.0, 0.5))
     return out
 
@@ -115,7 +117,7 @@ def _stress_temp(t_c: float, p: AgeingParams) -> float:
 def loss(f_d: float | np.ndarray, p: AgeingParams = XU2018_LMO) -> np.ndarray:
     """Capacity lost (0..1) for a linearised degradation ``f_d``."""
     f = np.asarray(f_d, dtype=float)
-    return 1.0 - p.a_sei * np.exp(-p.b_sei * f) - (1.0 - p.a_sei) * np.exp(-f)
+    return cast(np.ndarray, 1.0 - p.a_sei * np.exp(-p.b_sei * f) - (1.0 - p.a_sei) * np.exp(-f))
 
 
 def _fd_for_loss(target: float, p: AgeingParams) -> float:
@@ -169,5 +171,15 @@ def analyse(soc: np.ndarray, dt_s: float, temperature_c: float = 25.0,
     return AgeingResult(fd_cyc / days, fd_cal / days, efc / days, len(cycles))
 
 
-__all__ = ["AgeingParams", "AgeingResult", "LFP", "MODELS", "NMC", "XU2018_LMO", "analyse", "loss", "rainflow",
-           "reversals"]
+__all__ = [
+    "LFP",
+    "MODELS",
+    "NMC",
+    "XU2018_LMO",
+    "AgeingParams",
+    "AgeingResult",
+    "analyse",
+    "loss",
+    "rainflow",
+    "reversals",
+]

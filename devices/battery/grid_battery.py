@@ -6,7 +6,7 @@ Active power has priority: reactive power is limited to what the PCS rating leav
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -22,7 +22,7 @@ class GridBatteryConfig(ParamsModel):
     s_max_va: float = Field(gt=0, description="PCS apparent-power rating")
 
     @model_validator(mode="after")
-    def _rating(self) -> "GridBatteryConfig":
+    def _rating(self) -> GridBatteryConfig:
         if max(self.battery.p_charge_max_w, self.battery.p_discharge_max_w) > self.s_max_va:
             raise ValueError("battery power ratings exceed the PCS rating s_max_va")
         return self
@@ -36,9 +36,9 @@ class GridBatteryBank(ModelBank):
         self.battery = BatteryBank([c.battery for c in configs])
         self.s_max_va = np.array([c.s_max_va for c in configs], dtype=float)
         self.q_var = np.zeros(self.n)
-        self.dt_s = 60
+        self.dt_s: float = 60
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self.dt_s = dt_s
         p = self.battery.step(dt_s, self.setpoints["p_w"]).p_w
         q_room = np.sqrt(np.maximum(self.s_max_va**2 - p**2, 0.0))

@@ -10,6 +10,7 @@ reported; refusing a request outside the rating is the driver's job (capabilitie
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class BatteryBank:
 
     @property
     def soc(self) -> np.ndarray:
-        return self.e_wh / self.capacity_wh
+        return cast(np.ndarray, self.e_wh / self.capacity_wh)
 
     def available_w(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Largest charge and discharge power (AC side, >= 0) sustainable over the next ``dt_s``."""

@@ -10,7 +10,8 @@ renamed key never passes silently as an unknown-but-ignored field.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,7 +57,7 @@ class BatteryRatings(ParamsModel):
     self_discharge_per_day: float = Field(0.0, ge=0, lt=1, description="fraction of stored energy lost per day")
 
     @model_validator(mode="after")
-    def _window(self) -> "BatteryRatings":
+    def _window(self) -> BatteryRatings:
         if self.soc_min >= self.soc_max:
             raise ValueError(f"soc_min ({self.soc_min}) must be below soc_max ({self.soc_max})")
         return self
@@ -68,7 +69,7 @@ class BatteryParams(BatteryRatings):
     soc_init: float = Field(0.5, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _init_in_window(self) -> "BatteryParams":
+    def _init_in_window(self) -> BatteryParams:
         if not self.soc_min <= self.soc_init <= self.soc_max:
             raise ValueError(f"soc_init ({self.soc_init}) must lie in [soc_min, soc_max]")
         return self

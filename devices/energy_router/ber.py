@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import cast
 
 from devices.base import ProtocolError
 
@@ -31,7 +32,7 @@ class Tlv:
     constructed: bool
     number: int
     value: bytes
-    children: tuple["Tlv", ...] = ()
+    children: tuple[Tlv, ...] = ()
 
     @property
     def tag(self) -> tuple[int, bool, int]:
@@ -40,16 +41,16 @@ class Tlv:
     def is_(self, cls: int, number: int) -> bool:
         return self.cls == cls and self.number == number
 
-    def child(self, cls: int, number: int) -> "Tlv | None":
+    def child(self, cls: int, number: int) -> Tlv | None:
         return next((c for c in self.children if c.cls == cls and c.number == number), None)
 
-    def need(self, cls: int, number: int, what: str) -> "Tlv":
+    def need(self, cls: int, number: int, what: str) -> Tlv:
         found = self.child(cls, number)
         if found is None:
             raise BerError(f"{what} missing")
         return found
 
-    def only(self, what: str) -> "Tlv":
+    def only(self, what: str) -> Tlv:
         if len(self.children) != 1:
             raise BerError(f"{what}: expected one element, got {len(self.children)}")
         return self.children[0]
@@ -64,7 +65,7 @@ def _header(data: bytes, pos: int, end: int) -> tuple[int, bool, int, int, int]:
     cls, constructed, number = first & 0xC0, bool(first & CONSTRUCTED), first & 0x1F
     if number == 0x1F:  # high tag number form
         number = 0
-        for k in range(4):
+        for _k in range(4):
             if pos >= end:
                 raise BerError("truncated tag")
             octet = data[pos]
@@ -148,7 +149,7 @@ def to_float(tlv: Tlv) -> float:
     v = tlv.value
     if tlv.constructed or len(v) not in (5, 9) or v[0] not in (8, 11):
         raise BerError("bad FloatingPoint")
-    return struct.unpack(">f" if len(v) == 5 else ">d", v[1:])[0]
+    return cast(float, struct.unpack(">f" if len(v) == 5 else ">d", v[1:])[0])
 
 
 # -- encoder -----------------------------------------------------------------------------------------------

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
 from urllib.parse import parse_qs
+from types import ModuleType
 
 from devices.backoff import Backoff
 from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint, \
@@ -42,7 +44,7 @@ LINK_LOST = ("timeout", "timed out", "connection", "ended unexpectedly", "closed
 REFUSALS = ("ObjectValueInvalid", "ObjectAccessDenied", "TypeInconsistent", "TemporarilyUnavailable")
 
 
-def _iec():
+def _iec() -> ModuleType:
     import iec61850  # imported on first use: sim:// runs never load the MMS client
 
     return iec61850
@@ -134,7 +136,7 @@ class Iec61850Driver(Driver):
         info.update(manufacturer=vendor, model=model, serial=serial)
         return info
 
-    def reports(self, **options: Any) -> "ReportReader":
+    def reports(self, **options: Any) -> ReportReader:
         """A subscription to the ER's measurement reports at this driver's address, sign convention and clock
         (its own association; see :mod:`devices.energy_router.report_reader`). Use ``async with``."""
         from devices.energy_router.report_reader import ReportReader
@@ -153,7 +155,8 @@ class Iec61850Driver(Driver):
             control = self._conn.create_control_object(f"{self.ld}/DRCC1.DERStr", iec.ControlModel.DIRECT_NORMAL)
             outcome = await self._call(control.operate(int(device)))
             if not outcome.success:
-                raise SetpointRejected(f"{self.address.raw}: DERStr Operate({int(device)}) refused: {outcome.add_cause}")
+                raise SetpointRejected(
+                    f"{self.address.raw}: DERStr Operate({int(device)}) refused: {outcome.add_cause}")
             back = await self._call(self._conn.read_int32(ref, iec.FC.ST))
         elif f.integer:
             await self._call(self._conn.write_int32(ref, getattr(iec.FC, f.fc), int(device)))

@@ -5,13 +5,15 @@ and directory services onto: Read (of variables or of a named variable list), Wr
 GetVariableAccessAttributes, GetNamedVariableListAttributes, Identify. Writes below a report control block go to
 the :class:`~devices.energy_router.reports.ReportEngine`, which sends InformationReports to the association that
 enabled it. No I/O here: a request PDU (decoded BER) goes in, the response PDU (bytes) comes out. A request
-that cannot be understood gets a RejectPDU (pdu-error or confirmed-request reason), an unknown object an access failure: the protocol's own answers.
+that cannot be understood gets a RejectPDU (pdu-error or confirmed-request reason), an unknown object an access
+failure: the protocol's own answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from devices.energy_router import ber
 from devices.energy_router.ber import CONTEXT, UNIVERSAL, BerError, Tlv

@@ -37,7 +37,7 @@ class MmsTcpServer:
         self.mms = mms
         self.max_connections = max_connections
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.port: int | None = None
         self.silent = False
@@ -157,14 +157,14 @@ class _Association:
         try:
             pdu = iso.parse_data(ppdu, self.assoc.mms_ctx)
         except (iso.IsoError, BerError):
-            response: bytes | None = reject(REJECT_INVALID_PDU)
+            reply: bytes | None = reject(REJECT_INVALID_PDU)
         else:
-            response = self.owner.mms.handle_tlv(pdu, self)
-        if response is not None:
+            reply = self.owner.mms.handle_tlv(pdu, self)
+        if reply is not None:
             if self.owner.corrupt_next:
                 self.owner.corrupt_next = False
-                response = corrupt(response)
-            await self._send(iso.DATA_PREFIX + iso.user_data(self.assoc.mms_ctx, response))
+                reply = corrupt(reply)
+            await self._send(iso.DATA_PREFIX + iso.user_data(self.assoc.mms_ctx, reply))
 
     def send_unconfirmed(self, pdu: bytes) -> bool:
         """Queue an unconfirmed MMS PDU (a report) on this association; False: dropped, because the association is

@@ -38,7 +38,8 @@ neighbour over the link; PV producing is −).
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping, Sequence
+from typing import Literal, cast
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -102,7 +103,7 @@ class EnergyRouterConfig(BaseModel):
     serial: str = Field("", max_length=32)
 
     @model_validator(mode="after")
-    def _ratings(self) -> "EnergyRouterConfig":
+    def _ratings(self) -> EnergyRouterConfig:
         if self.inv_s_max_va < self.inv_p_max_w:
             raise ValueError(f"inv_s_max_va ({self.inv_s_max_va:g}) is below inv_p_max_w ({self.inv_p_max_w:g})")
         if self.black_start_soc_min <= self.battery.soc_min:
@@ -120,11 +121,11 @@ class EnergyRouterConfig(BaseModel):
 
 def _dc_of_ac(ac: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """Bus-side power of a converter whose other terminal carries ``ac`` (load arrow on that side)."""
-    return np.where(ac >= 0, ac * eta, ac / eta)
+    return cast(np.ndarray, np.where(ac >= 0, ac * eta, ac / eta))
 
 
 def _ac_of_dc(dc: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    return np.where(dc >= 0, dc / eta, dc * eta)
+    return cast(np.ndarray, np.where(dc >= 0, dc / eta, dc * eta))
 
 
 class EnergyRouterBank(ModelBank):
@@ -137,7 +138,8 @@ class EnergyRouterBank(ModelBank):
         n = self.n
         for sp in self.setpoint_names:
             self.setpoints[sp][:] = np.nan  # NaN: no new command (each command is consumed by the next step)
-        col = lambda f: np.array([f(c) for c in configs], dtype=float)  # noqa: E731
+        col: Callable[[Callable[[EnergyRouterConfig], float]], np.ndarray] = (  # noqa: E731
+            lambda f: np.array([f(c) for c in configs], dtype=float))
         self.battery = BatteryBank([c.battery for c in configs])
         self.inv_p_max_w, self.inv_s_max_va = col(lambda c: c.inv_p_max_w), col(lambda c: c.inv_s_max_va)
         self.eta_inv, self.eta_mppt = col(lambda c: c.eta_inverter), col(lambda c: c.eta_mppt)
@@ -244,7 +246,7 @@ class EnergyRouterBank(ModelBank):
         return tau
 
     # -- physics ----------------------------------------------------------------------------------------
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self._consume_commands()
         n = self.n
 
@@ -400,7 +402,8 @@ class EnergyRouterBank(ModelBank):
         loss = (inv_ac - s_inv) + (link_term - link_bus) + (batt_bus - batt_cell) + pv_dc * (1 / self.eta_mppt - 1)
 
         o = self._out
-        for name, value in (("p_w", p_w), ("q_var", q_var), ("v_v", v_ac), ("f_hz", np.where(v_ac > 0, self.f_nom, 0.0)),
+        for name, value in (("p_w", p_w), ("q_var", q_var), ("v_v", v_ac),
+                            ("f_hz", np.where(v_ac > 0, self.f_nom, 0.0)),
                             ("pv_p_w", -pv_dc), ("pv_curtail_w", pv_avail - pv_dc), ("batt_p_w", batt_bus),
                             ("dc_load_w", dc_served), ("ac_load_w", ac_served), ("link_p_w", link_term),
                             ("v_dc_v", v_dc), ("unserved_w", ac_unserved + dc_unserved), ("loss_w", loss),
@@ -415,7 +418,8 @@ class EnergyRouterBank(ModelBank):
     def dc_imbalance_w(self) -> np.ndarray:
         """pv + inverter + link - battery - DC loads - aux on the bus, mean over the last step (0 to rounding)."""
         o = self._out
-        return -o["pv_p_w"] + o["inv_dc_w"] + o["link_dc_w"] - o["batt_p_w"] - o["dc_load_w"] - o["aux_w"]
+        return cast(np.ndarray,
+                    -o["pv_p_w"] + o["inv_dc_w"] + o["link_dc_w"] - o["batt_p_w"] - o["dc_load_w"] - o["aux_w"])
 
     def measure(self) -> dict[str, np.ndarray]:
         o = self._out

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
+from types import ModuleType
 
 from devices.base import Address, DeviceUnavailable, Measurement, ProtocolError, wall_clock
 from devices.energy_router import data_map
@@ -28,7 +30,7 @@ DEFAULT_BLOCKS = ("urcbMeas01", "urcbMeas02")
 QUEUE = 256  # measurements not yet taken; the oldest is dropped beyond this (a report stream never blocks us)
 
 
-def _iec():
+def _iec() -> ModuleType:
     import iec61850
 
     return iec61850
@@ -64,7 +66,7 @@ class ReportReader:
         self._values: dict[str, float] = {}
         self._queue: asyncio.Queue[Measurement] = asyncio.Queue(QUEUE)
 
-    async def __aenter__(self) -> "ReportReader":
+    async def __aenter__(self) -> ReportReader:
         await self.open()
         return self
 

@@ -77,7 +77,7 @@ class Urcb:
     last: list[bytes] = field(default_factory=list)  # encoded member values as last reported
     pending: dict[int, int] = field(default_factory=dict)  # member index -> reason bits, waiting for BufTm
     flush: asyncio.TimerHandle | None = None
-    integrity: asyncio.Task | None = None
+    integrity: asyncio.Task[None] | None = None
     sent: int = 0
 
     def get(self, name: str) -> Any:
@@ -137,7 +137,10 @@ class ReportEngine:
                 return OBJECT_VALUE_INVALID
             value = ds.reference if ds is not None else ""
         if attribute == "RptEna":
-            return self._enable(block, client) if value else self._disable(block)
+            if value:
+                return self._enable(block, client)
+            self._disable(block)
+            return None
         if attribute == "Resv":
             if value:
                 self._reserve(block, client)
@@ -241,7 +244,7 @@ class ReportEngine:
             return
         self._flush(block)  # pending changes go first, in their own report
         block.last = self._values(block)
-        self._send(block, {k: 1 << (6 - 1 - reason) for k in range(len(ds.members))})
+        self._send(block, dict.fromkeys(range(len(ds.members)), 1 << 6 - 1 - reason))
 
     # -- the InformationReport -------------------------------------------------------------------------------
     def _dataset(self, block: Urcb) -> DataSet | None:

@@ -46,7 +46,8 @@ TOPICS: tuple[Topic, ...] = (
 
 BY_SUFFIX = {t.suffix: t for t in TOPICS}
 MEASUREMENT_TOPICS = {t.name: t.suffix for t in TOPICS if not t.setpoint}
-SETPOINT_TOPICS = {t.name: t.suffix for t in TOPICS if t.setpoint and t.suffix.split("/")[-1] != "MMXN1.VolAmpr.subMag.f"}
+SETPOINT_TOPICS = {t.name: t.suffix for t in TOPICS
+                   if t.setpoint and t.suffix.split("/")[-1] != "MMXN1.VolAmpr.subMag.f"}
 
 
 def measurement_topics() -> dict[str, tuple[str, float]]:

@@ -13,7 +13,8 @@ import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 from devices.energy_router import ber
 
@@ -54,14 +55,14 @@ class Node:
     size: int = 0
     value: Any = None
     fc: str = ""
-    children: dict[str, "Node"] = field(default_factory=dict)
+    children: dict[str, Node] = field(default_factory=dict)
     dchg: bool = False  # a change of this value is a data-change trigger for reports (SCL ``dchg``)
 
     @property
     def is_leaf(self) -> bool:
         return self.kind != "struct"
 
-    def walk(self, prefix: str) -> Iterator[tuple[str, "Node"]]:
+    def walk(self, prefix: str) -> Iterator[tuple[str, Node]]:
         yield prefix, self
         for name, child in self.children.items():
             yield from child.walk(f"{prefix}${name}")
@@ -248,7 +249,7 @@ class DataModel:
         return self.datasets.get(domain, {}).get(name.replace(".", "$"))
 
     @classmethod
-    def from_scl(cls, path: str | Path, ied_name: str | None = None) -> "DataModel":
+    def from_scl(cls, path: str | Path, ied_name: str | None = None) -> DataModel:
         try:
             root = ET.parse(path).getroot()
         except (OSError, ET.ParseError) as exc:
@@ -408,8 +409,9 @@ class _Builder:
         value: Any = _default(kind)
         val = el.find("scl:Val", NS)
         if val is not None and val.text is not None:
-            value = {"bool": lambda s: s.strip().lower() == "true", "int": int, "uint": int, "float": float}.get(
-                kind, str)(val.text.strip())
+            parsers: dict[str, Callable[[str], Any]] = {"bool": lambda s: s.strip().lower() == "true", "int": int,
+                                                        "uint": int, "float": float}
+            value = parsers.get(kind, str)(val.text.strip())
         return Node(name, kind, size, value, fc, dchg=dchg)
 
     def _get(self, table: dict[str | None, ET.Element], type_id: str, what: str) -> ET.Element:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import parse_qs
 
 from devices.base import Address, Capabilities, DeviceError, DeviceUnavailable, Measurement, ProtocolError, Setpoint, \
@@ -46,7 +46,6 @@ from devices import tls
 from devices.fronius.modbus_client import ModbusException, ModbusTcpClient
 from devices.fronius.sunspec_map import (
     BASE_ADDRESS,
-    CONTROLS,
     END_MODEL_ID,
     INVERTERS,
     MAX_READ_REGISTERS,

@@ -11,7 +11,9 @@ a refused, reset or closed connection is :class:`~devices.base.DeviceUnavailable
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import struct
+from typing import cast
 
 from devices.base import DeviceUnavailable, ProtocolError
 from devices.streams import close_stream, open_stream
@@ -75,7 +77,7 @@ def parse_header(header: bytes, transaction: int, unit: int) -> int:
         raise ProtocolError(f"reply from unit {uid}, expected {unit}")
     if not 2 <= length <= 254:
         raise ProtocolError(f"MBAP length {length} outside 2..254")
-    return length - 1
+    return cast(int, length - 1)
 
 
 def parse_reply(request: bytes, pdu: bytes) -> list[int]:
@@ -104,7 +106,8 @@ def parse_reply(request: bytes, pdu: bytes) -> list[int]:
 
 
 class ModbusTcpClient:
-    def __init__(self, host: str, port: int, unit: int, timeout_s: float, *, ssl=None) -> None:
+    def __init__(self, host: str, port: int, unit: int, timeout_s: float, *,
+                 ssl: ssl_module.SSLContext | None = None) -> None:
         self.host, self.port, self.unit, self.timeout_s = host, port, unit, timeout_s
         self.ssl = ssl  # Modbus/TCP Security: an ssl.SSLContext (devices.tls.client_context)
         self._reader: asyncio.StreamReader | None = None

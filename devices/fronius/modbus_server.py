@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
+from collections.abc import Callable, Sequence
+from collections import Counter
 
 from devices.tcp_server import ServedConnection, TcpServer
 
@@ -109,7 +111,7 @@ class ModbusTcpRegisterServer:
                              idle_timeout_s=idle_timeout_s)
 
     @property
-    def counters(self):
+    def counters(self) -> Counter[str]:
         return self.tcp.counters
 
     def _authorised(self, conn: ServedConnection, function: int) -> bool:

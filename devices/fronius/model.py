@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -80,7 +81,7 @@ class FroniusConfig(ParamsModel):
     unit_id: int = Field(1, ge=1, le=247, description="Modbus unit id of the inverter")
 
     @model_validator(mode="after")
-    def _ratings(self) -> "FroniusConfig":
+    def _ratings(self) -> FroniusConfig:
         self.pv_config()  # the pv_battery rules (battery ratings within ac_max_w) apply as they are
         if self.s_max_va is not None and self.s_max_va < self.ac_max_w:
             raise ValueError("s_max_va must be at least ac_max_w")
@@ -161,6 +162,13 @@ class FroniusBank(ModelBank):
     """N Fronius hybrids stepped as arrays; index i is one device."""
 
     setpoint_names = ("batt_p_w", *FUNCTION_SETPOINTS)
+    # energy registers, set (with the other outputs) in __init__
+    e_ac_out_wh: np.ndarray
+    e_pv_wh: np.ndarray
+    e_batt_in_wh: np.ndarray
+    e_batt_out_wh: np.ndarray
+    e_grid_import_wh: np.ndarray
+    e_grid_export_wh: np.ndarray
 
     def __init__(self, configs: list[FroniusConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
@@ -169,7 +177,8 @@ class FroniusBank(ModelBank):
             self.setpoints[name][:] = np.nan  # no command yet: self-consumption, start-up settings
         self.pv = PvBatteryBank([c.pv_config() for c in configs])
         self.battery = self.pv.battery  # every Fronius here has its battery: same indices
-        col = lambda f: np.array([f(c) for c in configs], dtype=float)  # noqa: E731
+        col: Callable[[Callable[[FroniusConfig], float]], np.ndarray] = (  # noqa: E731
+            lambda f: np.array([f(c) for c in configs], dtype=float))
         self.w_cha_max_w = col(lambda c: c.w_cha_max_w)
         self.eta_inverter = col(lambda c: c.eta_inverter)
         self.v_nom_v = col(lambda c: c.v_nom_v)
@@ -191,7 +200,7 @@ class FroniusBank(ModelBank):
         self.pv_avail_w = np.zeros(n)
         # outputs of the last step
         self.t_s = 0.0
-        self.dt_s = 60
+        self.dt_s: float = 60
         for name in ("p_w", "batt_p_w", "pv_p_w", "pv_dc_w", "pv_curtail_w", "site_load_w", "grid_p_w",
                      "e_ac_out_wh", "e_pv_wh", "e_batt_in_wh", "e_batt_out_wh", "e_grid_import_wh",
                      "e_grid_export_wh"):
@@ -229,10 +238,10 @@ class FroniusBank(ModelBank):
             self.rvrt_deadline_s[due] = np.inf
 
     def _e_floor_wh(self) -> np.ndarray:
-        return np.maximum(self.e_floor_bms_wh, self.min_rsv_pct / 100.0 * self.battery.capacity_wh)
+        return cast(np.ndarray, np.maximum(self.e_floor_bms_wh, self.min_rsv_pct / 100.0 * self.battery.capacity_wh))
 
     # -- physics ----------------------------------------------------------------------------------------
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self._consume_commands(t_s)
         self._revert_due(t_s)
         fn = self.functions
@@ -315,7 +324,7 @@ class FroniusBank(ModelBank):
     def state(self, i: int) -> FroniusState:
         """A snapshot of device ``i`` for the protocol servers."""
         charge, discharge = self._available()
-        f = lambda a: float(a[i])  # noqa: E731
+        f: Callable[[np.ndarray], float] = lambda a: float(a[i])  # noqa: E731
         return FroniusState(
             t_s=self.t_s, p_w=f(self.p_w), q_var=f(self.q_var), batt_p_w=f(self.batt_p_w), pv_p_w=f(self.pv_p_w),
             pv_dc_w=f(self.pv_dc_w), pv_curtail_w=f(self.pv_curtail_w), site_load_w=f(self.site_load_w),

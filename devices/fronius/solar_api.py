@@ -31,9 +31,11 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from urllib.parse import parse_qs, urlsplit
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
+from collections import Counter
 
 import h11
 from pydantic import BaseModel
@@ -105,7 +107,7 @@ class SolarApiServer:
         return self.tcp.port
 
     @property
-    def counters(self):
+    def counters(self) -> Counter[str]:
         return self.tcp.counters
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -166,6 +168,7 @@ class SolarApiServer:
     async def _answer(self, conn: ServedConnection, http: h11.Connection, event: h11.Request) -> None:
         method, target = event.method.decode("ascii"), event.target.decode("ascii", "replace")
         close = False
+        extra: dict[str, str] | None
         if event.http_version not in (b"1.0", b"1.1"):
             status, body, extra, close = 505, b"HTTP version not supported\n", {"Content-Type": "text/plain"}, True
         elif not target.startswith("/"):
@@ -236,13 +239,13 @@ class SolarApiServer:
         return json.dumps(doc, indent=1, allow_nan=False).encode()
 
     def _envelope(self, arguments: dict[str, str], code: int, reason: str, data: dict[str, Any]) -> dict[str, Any]:
-        stamp = datetime.fromtimestamp(self.clock(), timezone.utc).replace(microsecond=0).isoformat()
+        stamp = datetime.fromtimestamp(self.clock(), UTC).replace(microsecond=0).isoformat()
         return {"Body": {"Data": data},
                 "Head": {"RequestArguments": arguments,
                          "Status": {"Code": code, "Reason": reason, "UserMessage": ""},
                          "Timestamp": stamp}}
 
-    def _handlers(self) -> dict[str, Callable[[FroniusState, "_Args"], tuple[dict[str, str], dict[str, Any]]]]:
+    def _handlers(self) -> dict[str, Callable[[FroniusState, _Args], tuple[dict[str, str], dict[str, Any]]]]:
         return {
             "/solar_api/v1/GetPowerFlowRealtimeData.fcgi": self._power_flow,
             "/solar_api/v1/GetInverterRealtimeData.cgi": self._inverter,
@@ -251,7 +254,7 @@ class SolarApiServer:
         }
 
     # -- requests --------------------------------------------------------------------------------------------
-    def _power_flow(self, st: FroniusState, args: "_Args") -> tuple[dict[str, str], dict[str, Any]]:
+    def _power_flow(self, st: FroniusState, args: _Args) -> tuple[dict[str, str], dict[str, Any]]:
         p_ac = -st.p_w  # + = AC output of the inverter
         load = st.site_load_w
         imported = max(st.grid_p_w, 0.0)
@@ -270,7 +273,7 @@ class SolarApiServer:
         return {}, {"Inverters": {INVERTER_ID: inverter}, "Site": site, "Smartloads": {"Ohmpilots": {}},
                     "Version": "12"}
 
-    def _inverter(self, st: FroniusState, args: "_Args") -> tuple[dict[str, str], dict[str, Any]]:
+    def _inverter(self, st: FroniusState, args: _Args) -> tuple[dict[str, str], dict[str, Any]]:
         scope = args.choice("Scope", ("Device", "System"), {"DeviceClass": "Inverter"})
         p_ac = -st.p_w
         running = abs(p_ac) > 0.5 or abs(st.batt_p_w) > 0.5
@@ -278,7 +281,7 @@ class SolarApiServer:
                   "StatusCode": 7 if running else 8}
         if scope == "System":
             arguments = {"DeviceClass": "Inverter", "Scope": "System"}
-            values = lambda v: {INVERTER_ID: _num(v)}  # noqa: E731
+            values: Callable[[float | None], dict[str, float | None]] = lambda v: {INVERTER_ID: _num(v)}  # noqa: E731
             return arguments, {"PAC": {"Unit": "W", "Values": values(p_ac)},
                                "DAY_ENERGY": {"Unit": "Wh", "Values": {INVERTER_ID: None}},
                                "YEAR_ENERGY": {"Unit": "Wh", "Values": {INVERTER_ID: None}},
@@ -320,7 +323,7 @@ class SolarApiServer:
                                "TimeStamp": int(self.clock()), "Voltage_DC": _num(vbat, 1)},
                 "Modules": []}
 
-    def _storage(self, st: FroniusState, args: "_Args") -> tuple[dict[str, str], dict[str, Any]]:
+    def _storage(self, st: FroniusState, args: _Args) -> tuple[dict[str, str], dict[str, Any]]:
         scope = args.choice("Scope", ("Device", "System"), {"DeviceClass": "Storage"})
         if scope == "System":
             return {"DeviceClass": "Storage", "Scope": "System"}, {STORAGE_ID: self._controller(st)}
@@ -351,7 +354,7 @@ class SolarApiServer:
             **{f"Voltage_AC_Phase_{k}": _num(v, 1) for k in (1, 2, 3)},
         }
 
-    def _meter(self, st: FroniusState, args: "_Args") -> tuple[dict[str, str], dict[str, Any]]:
+    def _meter(self, st: FroniusState, args: _Args) -> tuple[dict[str, str], dict[str, Any]]:
         scope = args.choice("Scope", ("Device", "System"), {"DeviceClass": "Meter"})
         if scope == "System":
             return {"DeviceClass": "Meter", "Scope": "System"}, {METER_ID: self._meter_channels(st)}

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import h11
 

@@ -3,8 +3,8 @@
 Point order, types, sizes, scale factors and units are read from the SunSpec Alliance's model definitions (the
 JSON files pysunspec2 ships, Apache-2.0) for the common model 1, the inverter models 101/102/103, nameplate 120,
 basic settings 121, measurements/status 122, immediate controls 123, basic storage control 124, volt-var 126,
-volt-watt 132 and the multiple-MPPT extension 160 (126, 132 and 160 are a fixed block plus one repeating group). Offsets below count from
-the model's first register (``ID`` at offset 0, ``L`` at offset 1), as SunSpec documents them.
+volt-watt 132 and the multiple-MPPT extension 160 (126, 132 and 160 are a fixed block plus one repeating group).
+Offsets below count from the model's first register (``ID`` at offset 0, ``L`` at offset 1), as SunSpec documents them.
 
 Addressing: the map starts with ``'SunS'`` at Modbus protocol address 40000 (0-based PDU address); Fronius
 documents registers 1-based ("register 40001"), i.e. the same register.
@@ -21,7 +21,8 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from functools import cached_property
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Mapping, Sequence
 
 from devices.base import ProtocolError
 from devices.fronius.model import RATE_PCT_MAX, FroniusConfig, FroniusState
@@ -131,7 +132,7 @@ VOLT_WATT_WRITABLE = (*CURVE_FIXED_WRITABLE, "ActPt", "DeptRef", "V1", "W1", "V2
                       "RmpPt1Tms")
 
 
-def _official_point(raw: Mapping[str, object], writable: tuple[str, ...] | None) -> Point:
+def _official_point(raw: Mapping[str, Any], writable: tuple[str, ...] | None) -> Point:
     name, type_ = str(raw["name"]), str(raw["type"])
     if type_ == "count":  # model 160's N: a uint16 that counts the repeating groups
         type_ = "uint16"
@@ -222,7 +223,7 @@ def decode_point(point: Point, regs: Sequence[int]) -> Raw:
 
 def representable(point: Point) -> tuple[int, int]:
     """Smallest and largest raw value a point can carry besides its "not implemented" marker."""
-    size, marker, signed = _TYPES[point.type]
+    size, _marker, signed = _TYPES[point.type]
     bits = 16 * size
     if signed:
         return -(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1
@@ -283,7 +284,7 @@ class ModelValues:
         point = mdef.point(name)
         raw = (group if group is not None else self.fixed)[name]
         if point.sf is None:
-            return None if raw is None else float(raw)  # type: ignore[arg-type]
+            return None if raw is None else float(raw)
         return scaled(raw, self.fixed[point.sf])
 
 
@@ -370,17 +371,18 @@ class FroniusRegisterMap:
         pv_dc_max = max(cfg.pv_kwp * 1000.0 * 1.25, 1.0)
         if cfg.pv_mppt_max_w:
             pv_dc_max = min(pv_dc_max, cfg.pv_mppt_max_w * 1.25)
-        b = cfg.battery if self.storage else None
-        self.ahr_rtg = b.capacity_wh / cfg.battery_v_nom_v if b else 0.0
+        hybrid = cast(FroniusConfig, cfg)  # read only with storage
+        b = hybrid.battery if self.storage else None
+        self.ahr_rtg = b.capacity_wh / hybrid.battery_v_nom_v if b else 0.0
         batt_w = max(b.p_charge_max_w, b.p_discharge_max_w) if b else 0.0
-        s = self.sf = {
+        self.sf = {
             "A": -2, "V": -1, "W": choose_sf(s_rating * 1.25, "int16", 0), "Hz": -2, "PF": -1, "WH": 0,
             "DCA": -2, "DCV": -1, "DCW103": choose_sf(pv_dc_max, "int16", 0), "Tmp": -1,
             "WRtg": choose_sf(s_rating, "uint16", 0), "ARtg": -2, "PFRtg": -3,
             "WHRtg": choose_sf(b.capacity_wh, "uint16", 0) if b else 0,
             "AhrRtg": choose_sf(self.ahr_rtg, "uint16") if b else 0,
             "ChaRte": choose_sf(batt_w, "uint16", 0) if b else 0, "ECPNomHz": -2,
-            "WChaMax": choose_sf(cfg.w_cha_max_w, "uint16", 0) if b else 0, "Pct": -2,
+            "WChaMax": choose_sf(hybrid.w_cha_max_w, "uint16", 0) if b else 0, "Pct": -2,
             "StorAval": choose_sf(self.ahr_rtg, "uint16") if b else 0, "InBatV": -1,
             "DCW160": choose_sf(max(pv_dc_max, batt_w) * 1.25, "uint16", 0), "DCWH": 0,
             "WAval": choose_sf(pv_dc_max, "uint16", 0), "OutPFSet": -3, "CurveV": -2, "CurveY": -2,
@@ -420,7 +422,8 @@ class FroniusRegisterMap:
     def _nameplate(self) -> dict[str, Raw]:
         cfg, s = self.cfg, self.sf
         s_rating = cfg.s_rating_va
-        tr = lambda name, v, sf: to_raw(NAMEPLATE.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(NAMEPLATE.point(name), v, sf))
         out: dict[str, Raw] = {
             "DERTyp": 82 if self.storage else 4, "WRtg": tr("WRtg", cfg.ac_max_w, s["WRtg"]), "WRtg_SF": s["WRtg"],
             "VARtg": tr("VARtg", s_rating, s["WRtg"]), "VARtg_SF": s["WRtg"],
@@ -431,7 +434,7 @@ class FroniusRegisterMap:
             "PFRtg_SF": s["PFRtg"],
         }
         if self.storage:
-            b = cfg.battery
+            b = cast(FroniusConfig, cfg).battery
             out |= {"WHRtg": tr("WHRtg", b.capacity_wh, s["WHRtg"]), "WHRtg_SF": s["WHRtg"],
                     "AhrRtg": tr("AhrRtg", self.ahr_rtg, s["AhrRtg"]), "AhrRtg_SF": s["AhrRtg"],
                     "MaxChaRte": tr("MaxChaRte", b.p_charge_max_w, s["ChaRte"]), "MaxChaRte_SF": s["ChaRte"],
@@ -451,7 +454,8 @@ class FroniusRegisterMap:
     # dynamic models
     def _inverter(self, st: FroniusState) -> dict[str, Raw]:
         cfg, s = self.cfg, self.sf
-        tr = lambda name, v, sf: to_raw(INVERTERS[103].point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(INVERTERS[103].point(name), v, sf))
         w = -st.p_w  # SunSpec W: + = AC power delivered by the inverter
         var = -st.q_var  # + = reactive power delivered (over-excited)
         va = math.hypot(w, var)
@@ -480,7 +484,8 @@ class FroniusRegisterMap:
 
     def _mppt(self, st: FroniusState) -> tuple[dict[str, Raw], list[dict[str, Raw]]]:
         cfg, s = self.cfg, self.sf
-        tr = lambda name, v, sf: to_raw(MPPT.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(MPPT.point(name), v, sf))
         modules = []
 
         def module(mid: int, label: str, w: float, v: float, wh: float, active: int, idle: int) -> dict[str, Raw]:
@@ -494,16 +499,17 @@ class FroniusRegisterMap:
                                   st.e_pv_wh / cfg.pv_strings, 4, 2))
         if self.storage:
             n = cfg.pv_strings
-            vbat = battery_voltage(cfg, st.soc)
+            vbat = battery_voltage(cast(FroniusConfig, cfg), st.soc)
             modules.append(module(n + 1, "StCha", max(st.batt_p_w, 0.0), vbat, st.e_batt_in_wh, 4, 8))
             modules.append(module(n + 2, "StDisCha", max(-st.batt_p_w, 0.0), vbat, st.e_batt_out_wh, 4, 8))
-        fixed = {"DCA_SF": s["DCA"], "DCV_SF": s["DCV"], "DCW_SF": s["DCW160"], "DCWH_SF": s["DCWH"], "Evt": 0,
-                 "N": len(modules)}
+        fixed: dict[str, Raw] = {"DCA_SF": s["DCA"], "DCV_SF": s["DCV"], "DCW_SF": s["DCW160"], "DCWH_SF": s["DCWH"],
+                                 "Evt": 0, "N": len(modules)}
         return fixed, modules
 
     def _storage(self, st: FroniusState) -> dict[str, Raw]:
-        cfg, s = self.cfg, self.sf
-        tr = lambda name, v, sf: to_raw(STORAGE.point(name), v, sf)  # noqa: E731
+        cfg, s = cast(FroniusConfig, self.cfg), self.sf  # model 124 is served only with storage
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(STORAGE.point(name), v, sf))
         cha_state = st.soc * 100.0
         return {
             "WChaMax": tr("WChaMax", cfg.w_cha_max_w, s["WChaMax"]), "WChaGra": 100, "WDisChaGra": 100,
@@ -520,7 +526,8 @@ class FroniusRegisterMap:
     def _status(self, st: FroniusState) -> dict[str, Raw]:
         c, s = st.controls, self.sf
         assert c is not None
-        tr = lambda name, v, sf: to_raw(STATUS.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(STATUS.point(name), v, sf))
         on = c.conn == 1
         w = -st.p_w
         return {"PVConn": 0b111 if on else 0b010, "StorConn": (0b111 if on else 0b010) if self.storage else 0,
@@ -532,7 +539,8 @@ class FroniusRegisterMap:
     def _controls(self, st: FroniusState) -> dict[str, Raw]:
         c, s = st.controls, self.sf
         assert c is not None
-        tr = lambda name, v, sf: to_raw(CONTROLS.point(name), v, sf)  # noqa: E731
+        tr: Callable[[str, float | None, int | None], int | None] = (  # noqa: E731
+            lambda name, v, sf: to_raw(CONTROLS.point(name), v, sf))
         return {"Conn_RvrtTms": c.conn_rvrt_s, "Conn": c.conn,
                 "WMaxLimPct": tr("WMaxLimPct", c.lim_pct, s["Pct"]), "WMaxLimPct_RvrtTms": c.lim_rvrt_s,
                 "WMaxLimPct_RmpTms": c.lim_ramp_s, "WMaxLim_Ena": c.lim_ena,
@@ -550,8 +558,8 @@ class FroniusRegisterMap:
         else:
             ena, npt, vs, ys, rsp, rvrt = c.vw_ena, c.vw_npt, c.vw_v_pu, list(c.vw_p_pct), c.vw_rsp_s, c.vw_rvrt_s
         y = CURVE_Y[mid]
-        fixed = {"ActCrv": 1, "ModEna": ena, "RvrtTms": rvrt, "NCrv": 1, "NPt": NPT, "V_SF": s["CurveV"],
-                 "DeptRef_SF": s["CurveY"]}
+        fixed: dict[str, Raw] = {"ActCrv": 1, "ModEna": ena, "RvrtTms": rvrt, "NCrv": 1, "NPt": NPT,
+                                 "V_SF": s["CurveV"], "DeptRef_SF": s["CurveY"]}
         group: dict[str, Raw] = {"ActPt": npt, "DeptRef": VV_DEPT_REF if mid == 126 else VW_DEPT_REF,
                                  "CrvNam": CURVE_NAMES[mid], "ReadOnly": 0,
                                  ("RmpTms" if mid == 126 else "RmpPt1Tms"): rsp}
@@ -668,7 +676,7 @@ def split_controls(values: Mapping[str, float]) -> dict[str, dict[str, object]]:
     return out
 
 
-def apply_controls(fn: "InverterFunctions", i: int, t_s: float, mid: int, values: Mapping[str, float]) -> None:
+def apply_controls(fn: InverterFunctions, i: int, t_s: float, mid: int, values: Mapping[str, float]) -> None:
     """Apply a write to model 123, 126 or 132 to inverter ``i``: checked as a whole on a copy first, so a refused
     write (ValueError) changes nothing, even when it touches several functions of model 123."""
     writes = list(split_controls(values).items()) if mid == 123 else [control_fields(mid, values)]

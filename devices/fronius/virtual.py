@@ -15,7 +15,8 @@ Fault injection for tests and bench drills: :meth:`set_silent` (connections stay
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
+from ssl import SSLContext
 
 from pydantic import BaseModel
 
@@ -61,7 +62,7 @@ class FroniusSunSpecDevice(VirtualDevice):
                                               write_roles=WRITE_ROLES)
 
     # -- VirtualDevice -----------------------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl=None) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl: SSLContext | None = None) -> str:
         """Serve SunSpec on host:port; with ``ssl`` (devices.tls.server_context) as Modbus/TCP Security."""
         await self.server.tcp.start(host, port, ssl=ssl)
         return self.address

@@ -42,4 +42,4 @@ FAMILY = Family(
     description="LiBal grid battery: LFP rack with BMS (CAN, Pylontech/SMA frames) and PCS (Modbus RTU)",
 )
 
-__all__ = ["FAMILY", "LibalConfig", "LibalBank"]
+__all__ = ["FAMILY", "LibalBank", "LibalConfig"]

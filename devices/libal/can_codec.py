@@ -15,7 +15,8 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
+from typing import cast
 
 import cantools
 import cantools.database
@@ -98,10 +99,10 @@ class CanDecodeError(ProtocolError):
 
 @functools.cache
 def database() -> cantools.database.can.Database:
-    return cantools.database.load_file(str(DBC_PATH), strict=True)
+    return cast(cantools.database.can.Database, cantools.database.load_file(str(DBC_PATH), strict=True))
 
 
-def _message(frame_id: int):
+def _message(frame_id: int) -> cantools.database.can.Message:
     return database().get_message_by_frame_id(frame_id)
 
 
@@ -163,7 +164,7 @@ def alarms_from_protection(signals: Mapping[str, float]) -> int:
 def encode_bms_state(state: BmsState) -> list[tuple[int, bytes]]:
     """The broadcast batch, in :data:`BROADCAST_ORDER`; raises cantools' EncodeError for unrepresentable values."""
     name = (state.manufacturer.encode("ascii", "replace")[:8]).ljust(8, b" ")
-    signals = {
+    signals: dict[int, Mapping[str, int | float]] = {
         LIMITS: {
             "ChargeVoltageLimit": _q(state.charge_voltage_limit_v, 0.1),
             "ChargeCurrentLimit": _q(state.i_charge_max_a, 0.1),
@@ -207,7 +208,9 @@ def decode_frame(frame_id: int, data: bytes, *, is_extended: bool = False) -> di
     if len(data) > 8:
         raise CanDecodeError(f"CAN frame 0x{frame_id:03X} ({message.name}): {len(data)} data bytes (max 8)")
     try:
-        signals = message.decode(bytes(data), decode_choices=False, scaling=True, allow_truncated=True)
+        # cantools types decode() for every message kind: ours are plain, decoded without choices: numbers
+        signals = cast("dict[str, float]",
+                       message.decode(bytes(data), decode_choices=False, scaling=True, allow_truncated=True))
     except Exception as exc:  # cantools raises several types for malformed payloads
         raise CanDecodeError(f"CAN frame 0x{frame_id:03X} ({message.name}) does not decode: {exc}") from exc
     missing = [s for s in REQUIRED[frame_id] if s not in signals]

@@ -17,9 +17,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from devices.base import DeviceUnavailable
+
+if TYPE_CHECKING:
+    import can
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class CanLink:
         self.target = target
         self._on_message = on_message
         self._on_lost = on_lost
-        self._bus = None
+        self._bus: can.BusABC | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,7 +75,7 @@ class CanLink:
         import can
 
         t = self.target
-        kwargs: dict = {"interface": t.interface, "channel": t.channel}
+        kwargs: dict[str, Any] = {"interface": t.interface, "channel": t.channel}
         if t.interface == "socketcand":
             if not t.host or not t.port:
                 raise DeviceUnavailable("socketcand needs can=HOST:PORT in the address")
@@ -82,7 +86,7 @@ class CanLink:
         abandoned = threading.Event()
         lock = threading.Lock()
 
-        def build():
+        def build() -> can.BusABC | None:
             bus = can.Bus(**kwargs)
             with lock:
                 if abandoned.is_set():  # we gave up waiting: do not leak the socket

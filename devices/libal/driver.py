@@ -31,7 +31,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from devices.backoff import Backoff
@@ -66,7 +67,7 @@ class LibalAddress:
     bms_stale_s: float
 
     @classmethod
-    def parse(cls, address: Address) -> "LibalAddress":
+    def parse(cls, address: Address) -> LibalAddress:
         if address.scheme != "libal":
             raise ValueError(f"{address.raw!r}: not a libal:// address")
         q = {k: v[-1] for k, v in parse_qs(address.query, keep_blank_values=True).items()}
@@ -142,7 +143,7 @@ class LibalDriver(ReconnectingDriver):
         self._can: CanLink | None = None
         self._need_can = True  # False while the safe setpoint goes to the PCS alone
         self._view = can_codec.BmsView()
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[Any]]] = []
         self._counter = 0
         self._mode: tuple[bool, bool] | None = None  # last (charge, discharge) enable request sent
         self._setpoint = {"p_w": 0.0, "q_var": 0.0}
@@ -373,7 +374,8 @@ class LibalDriver(ReconnectingDriver):
                 return False
             if self.options.bms_echo and not self._status_after(t_sent, counter)():
                 return False
-            return (not mode[0] or bool(entry[1]["ChargeEnable"])) and (not mode[1] or bool(entry[1]["DischargeEnable"]))
+            return ((not mode[0] or bool(entry[1]["ChargeEnable"]))
+                    and (not mode[1] or bool(entry[1]["DischargeEnable"])))
 
         if not await self._wait_for(granted, self.timeout_s):
             bms = self._view.snapshot(time.monotonic(), self.options.bms_stale_s)

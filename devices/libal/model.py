@@ -23,7 +23,8 @@ gets what the apparent-power rating leaves. ``pcs_enabled`` and the EMS mode req
 from __future__ import annotations
 
 import enum
-from typing import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -66,13 +67,13 @@ WARNING_MASK = 0xFF00
 
 
 def ocv_cell_v(soc: np.ndarray) -> np.ndarray:
-    return np.interp(soc, OCV_SOC, OCV_CELL_V)
+    return cast(np.ndarray, np.interp(soc, OCV_SOC, OCV_CELL_V))
 
 
 def current_for_power(p_dc_w: np.ndarray, v_oc_v: np.ndarray, r_ohm: np.ndarray) -> np.ndarray:
     """Current (A, + = charging) that makes ``(V_oc + R I) I = P``; the stable root of the quadratic."""
     disc = np.maximum(v_oc_v**2 + 4.0 * r_ohm * p_dc_w, 0.0)
-    return 2.0 * p_dc_w / (v_oc_v + np.sqrt(disc))
+    return cast(np.ndarray, 2.0 * p_dc_w / (v_oc_v + np.sqrt(disc)))
 
 
 class BmsSettings(BaseModel):
@@ -99,7 +100,7 @@ class BmsSettings(BaseModel):
     over_current_alarm: float = Field(1.2, gt=1, description="protection above this multiple of the base limit")
 
     @model_validator(mode="after")
-    def _order(self) -> "BmsSettings":
+    def _order(self) -> BmsSettings:
         if not self.cell_v_min_alarm < self.cell_v_min_warn <= self.cell_v_max_warn < self.cell_v_max_alarm:
             raise ValueError("cell voltage thresholds must satisfy min_alarm < min_warn <= max_warn < max_alarm")
         if not self.t_low_alarm_c < self.t_low_warn_c < self.t_high_warn_c < self.t_high_alarm_c:
@@ -132,7 +133,7 @@ class LibalConfig(ParamsModel):
     bms: BmsSettings = Field(default_factory=BmsSettings)
 
     @model_validator(mode="after")
-    def _check(self) -> "LibalConfig":
+    def _check(self) -> LibalConfig:
         b = self.battery
         if max(b.p_charge_max_w, b.p_discharge_max_w) > self.s_max_va:
             raise ValueError("battery power ratings exceed the PCS rating s_max_va")
@@ -157,7 +158,7 @@ class LibalBank(ModelBank):
     def __init__(self, configs: list[LibalConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
 
-        def col(get) -> np.ndarray:
+        def col(get: Callable[[LibalConfig], float]) -> np.ndarray:
             return np.array([get(c) for c in configs], dtype=float)
 
         self.battery = BatteryBank([c.battery for c in configs])
@@ -174,7 +175,8 @@ class LibalBank(ModelBank):
         self.c_th = col(lambda c: c.heat_capacity_j_per_k)
         self.k_th = col(lambda c: c.heat_transfer_w_per_k)
         self.t_amb_c = col(lambda c: c.t_ambient_c)
-        self.bms = {name: col(lambda c, n=name: getattr(c.bms, n)) for name in BmsSettings.model_fields}
+        # mypy cannot type a lambda with a default argument
+        self.bms = {name: col(lambda c, n=name: getattr(c.bms, n)) for name in BmsSettings.model_fields}  # type: ignore[misc]
         n = self.n
         self.pcs_enabled = np.ones(n, dtype=bool)
         self.charge_request = np.ones(n, dtype=bool)
@@ -184,7 +186,7 @@ class LibalBank(ModelBank):
         self.i_a = np.zeros(n)
         self.q_var = np.zeros(n)
         self.v_v = self.ns * ocv_cell_v(self.battery.soc)
-        self.dt_s = 60
+        self.dt_s: float = 60
         self.capacity_rated_wh = self.battery.capacity_wh.copy()
         self._age(start=True)
         self.alarms = self._alarms()
@@ -216,11 +218,11 @@ class LibalBank(ModelBank):
 
     @property
     def charge_voltage_limit_v(self) -> np.ndarray:
-        return self.ns * self.bms["cell_v_charge"]
+        return cast(np.ndarray, self.ns * self.bms["cell_v_charge"])
 
     @property
     def discharge_voltage_limit_v(self) -> np.ndarray:
-        return self.ns * self.bms["cell_v_discharge"]
+        return cast(np.ndarray, self.ns * self.bms["cell_v_discharge"])
 
     def _alarms(self) -> np.ndarray:
         s = self.bms
@@ -276,7 +278,7 @@ class LibalBank(ModelBank):
         return charge, discharge
 
     # -- ModelBank ------------------------------------------------------------------------------------------
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self.dt_s = dt_s
         bat = self.battery
         ch_lim, dis_lim = self.power_limits_w()  # what the BMS broadcast at the start of the step

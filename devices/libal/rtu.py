@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from devices.base import ProtocolError
 
@@ -101,7 +101,8 @@ def read_holding_pdu(address: int, count: int) -> bytes:
 
 def write_multiple_pdu(address: int, values: list[int]) -> bytes:
     data = b"".join((v & 0xFFFF).to_bytes(2, "big") for v in values)
-    return bytes([WRITE_MULTIPLE]) + address.to_bytes(2, "big") + len(values).to_bytes(2, "big") + bytes([len(data)]) + data
+    return (bytes([WRITE_MULTIPLE]) + address.to_bytes(2, "big") + len(values).to_bytes(2, "big")
+            + bytes([len(data)]) + data)
 
 
 def write_single_pdu(address: int, value: int) -> bytes:

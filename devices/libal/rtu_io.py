@@ -16,7 +16,9 @@ import abc
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
+from collections import Counter
 
 from devices.base import DeviceUnavailable
 from devices.streams import close_stream, open_stream
@@ -95,7 +97,7 @@ class SerialRtuTransport(RtuTransport):
         self.description = f"rtu-serial {port} {baud} 8{self.parity}{stopbits}"
         # 3.5 character times of silence separate frames (fixed 1.75 ms above 19200 baud, per the RTU spec)
         self.t35_s = 3.5 * 11 / baud if baud <= 19200 else 0.00175
-        self._serial = None
+        self._serial: Any = None  # a serial.Serial (pyserial ships no type information)
         self._last_io = 0.0
 
     @property
@@ -105,7 +107,7 @@ class SerialRtuTransport(RtuTransport):
     async def open(self, timeout_s: float) -> None:
         import serial  # pyserial, only needed for serial rigs
 
-        def _open():
+        def _open() -> Any:  # pyserial ships no type information
             return serial.Serial(self.port, self.baud, bytesize=8, parity=self.parity, stopbits=self.stopbits,
                                  timeout=0, write_timeout=timeout_s)
         try:
@@ -212,7 +214,7 @@ class RtuClient:
 class RtuSlaveSession:
     """Bytes in, replies out: one RTU slave behind any stream (TCP connection, pty, serial line)."""
 
-    def __init__(self, unit: int, slave: rtu.PcsSlave, server: "RtuTcpServer | None" = None) -> None:
+    def __init__(self, unit: int, slave: rtu.PcsSlave, server: RtuTcpServer | None = None) -> None:
         self.unit = unit
         self.slave = slave
         self.server = server
@@ -265,7 +267,7 @@ class RtuTcpServer:
         return self.tcp.port or None
 
     @property
-    def counters(self):
+    def counters(self) -> Counter[str]:
         return self.tcp.counters
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import Any
 
 from devices import registry, serve_security
 from devices.libal.model import LibalConfig
@@ -46,10 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str | None, soc_init: float | None) -> LibalConfig:
-    raw: dict = read_config_file(path, LibalConfig) if path else json.loads(json.dumps(DEFAULT_CONFIG))
+    raw: dict[str, Any] = read_config_file(path, LibalConfig) if path else json.loads(json.dumps(DEFAULT_CONFIG))
     if soc_init is not None:
         raw = {**raw, "battery": {**raw.get("battery", {}), "soc_init": soc_init}}
-    return validate_config(LibalConfig, raw, f"--config {path}" if path else "LibalConfig")  # type: ignore[return-value]
+    return validate_config(LibalConfig, raw, f"--config {path}" if path else "LibalConfig")
 
 
 async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
@@ -67,7 +68,8 @@ async def _serve_until(stop: asyncio.Event, args: argparse.Namespace, config: Li
                                   what="Modbus RTU over TCP and socketcand (no TLS)")
         address = await device.start(args.host, args.rtu_port, can_port=args.can_port)
         b = config.battery
-        print(f"LiBal rack {b.capacity_wh / 1000:g} kWh, PCS {b.p_charge_max_w / 1000:g}/{b.p_discharge_max_w / 1000:g} kW, "
+        print(f"LiBal rack {b.capacity_wh / 1000:g} kWh, "
+              f"PCS {b.p_charge_max_w / 1000:g}/{b.p_discharge_max_w / 1000:g} kW, "
               f"{config.cells_series}s{config.strings_parallel}p, step {args.step:g} s", flush=True)
         print(f"PCS Modbus RTU over TCP: {args.host}:{device.rtu_server.port} unit {args.unit}", flush=True)
         print(f"BMS CAN (socketcand):    {args.host}:{device.can_server.port} channel {args.channel}", flush=True)

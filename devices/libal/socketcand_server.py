@@ -26,7 +26,8 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from collections import Counter
 
 from devices.base import ProtocolError
 from devices.tcp_server import ServedConnection, TcpServer
@@ -199,7 +200,7 @@ class SocketcandServer:
         return self.tcp.port or None
 
     @property
-    def counters(self):
+    def counters(self) -> Counter[str]:
         return self.tcp.counters
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from pydantic import BaseModel
 
@@ -53,14 +53,14 @@ class LibalVirtualDevice(VirtualDevice):
         self.can_server = SocketcandServer(channel)
         self.can_server.add_listener(self._on_can_frame)
         self._apply_pcs_registers(self.image.values())  # a PCS powers up in standby
-        self._broadcaster: asyncio.Task | None = None
+        self._broadcaster: asyncio.Task[None] | None = None
         self.sync()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, can_port: int = 0) -> str:
         """Serve RTU on ``port`` and the CAN bus on ``can_port`` (0 = any free port); return the address."""
         self.host = host
-        rtu_port = await self.rtu_server.start(host, port)
+        await self.rtu_server.start(host, port)
         try:
             can_port = await self.can_server.start(host, can_port)
         except OSError:

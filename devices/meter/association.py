@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 
 from devices.meter import apdu as A
 from devices.meter import axdr
@@ -133,7 +134,7 @@ class Association:
         if isinstance(req, A.GetNormal):
             result = self.objects.get(req.ref, req.selection)
             response = A.encode_get_response_normal(req.invoke, result)
-            body = lambda: axdr.encode(result) if isinstance(result, axdr.Data) else None  # noqa: E731
+            body: Callable[[], bytes | None] = lambda: axdr.encode(result) if isinstance(result, axdr.Data) else None  # noqa: E731
         else:
             if not self.conformance & Conformance.MULTIPLE_REFERENCES:
                 return A.encode_exception(StateError.SERVICE_NOT_ALLOWED, ServiceError.SERVICE_NOT_SUPPORTED)

@@ -12,7 +12,8 @@ import datetime as dt
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 from devices.base import ProtocolError
 
@@ -63,7 +64,7 @@ class Data:
     tag: Tag
     value: Any = None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         if self.tag not in (Tag.ARRAY, Tag.STRUCTURE):
             raise TypeError(f"{self.tag.name} is not a sequence")
         return iter(self.value)
@@ -271,7 +272,7 @@ def parse_datetime(raw: bytes, default_deviation_min: int = 0) -> dt.datetime:
                             tzinfo=dt.timezone(dt.timedelta(minutes=east)))
     except ValueError as exc:
         raise DecodeError(f"date-time: {exc}") from None
-    return local.astimezone(dt.timezone.utc)
+    return local.astimezone(dt.UTC)
 
 
 def obis_bytes(text: str) -> bytes:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
+from typing import Any, cast
+from collections.abc import Callable
 
 from devices.base import DeviceUnavailable, ProtocolError
 from devices.meter import apdu as A
@@ -194,7 +196,7 @@ class SerialByteLink(ByteLink):
     def __init__(self, port: str, baud: int) -> None:
         self.port, self.baud = port, baud
         self.description = f"dlms+hdlc {port} {baud} 8N1"
-        self._serial = None
+        self._serial: Any = None  # a serial.Serial (pyserial ships no type information)
 
     @property
     def is_open(self) -> bool:
@@ -216,7 +218,7 @@ class SerialByteLink(ByteLink):
             raise ConnectionError("serial port not open")
         try:
             await asyncio.to_thread(ser.write, data)
-        except Exception as exc:  # noqa: BLE001 - pyserial raises several types
+        except Exception as exc:  # pyserial raises several types
             raise ConnectionError(f"serial write failed: {exc}") from exc
 
     async def read(self, timeout_s: float) -> bytes:
@@ -233,12 +235,12 @@ class SerialByteLink(ByteLink):
                 ser.timeout = min(left, 0.05)
                 data = ser.read(max(1, ser.in_waiting))
                 if data:
-                    return data
+                    return cast(bytes, data)
         try:
             return await asyncio.to_thread(_read)
         except TimeoutError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ConnectionError(f"serial read failed: {exc}") from exc
 
     async def close(self) -> None:
@@ -377,7 +379,8 @@ class DlmsClient:
     async def associate(self) -> A.Aare:
         await self.transport.open(self.timeout_s)
         try:
-            reply = await self.transport.request(A.encode_aarq(self.proposed, self.max_pdu, self.password), self.timeout_s)
+            reply = await self.transport.request(A.encode_aarq(self.proposed, self.max_pdu, self.password),
+                                                 self.timeout_s)
             if reply[:1] == bytes([A.EXCEPTION_RESPONSE]):
                 raise ProtocolError(f"{self.label}: AARQ answered with {exception_message(reply)}")
             aare = A.decode_aare(reply)
@@ -486,7 +489,7 @@ class DlmsClient:
             raise ProtocolError(f"{self.label}: {len(results)} results for {len(refs)} attributes")
         return list(results)
 
-    def _decode(self, fn, raw: bytes):
+    def _decode[T](self, fn: Callable[[bytes], T], raw: bytes) -> T:
         try:
             return fn(raw)
         except DecodeError as exc:

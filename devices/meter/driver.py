@@ -34,7 +34,8 @@ import datetime as dt
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
+from collections.abc import Awaitable, Mapping
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -49,7 +50,7 @@ from devices.meter.client import (ByteLink, DataAccessError, DlmsClient, HdlcTra
                                   TcpByteLink, Transport, WrapperTransport)
 from devices.meter.model import REGISTERS, UNIT_NAMES, derive
 from devices.meter.objects import (CLASS_CLOCK, CLASS_DATA, CLASS_PROFILE, CLASS_REGISTER, CLOCK_LN,
-                                   DEVICE_NAME_LN, PROFILE_LN, SELECTOR_RANGE, SERIAL_LN, capture_object)
+                                   DEVICE_NAME_LN, SELECTOR_RANGE, SERIAL_LN, capture_object)
 
 OBJECT_UNDEFINED = 4
 _KEY_BY_OBIS = {axdr.obis_bytes(r.obis): r for r in REGISTERS}
@@ -204,7 +205,7 @@ class DlmsDriver(Driver):
             await client.transport.close()
         self.backoff.failed()
 
-    async def _guard(self, coro):
+    async def _guard[T](self, coro: Awaitable[T]) -> T:
         try:
             return await coro
         except (DeviceUnavailable, ProtocolError):
@@ -240,7 +241,8 @@ class DlmsDriver(Driver):
     def _scaled(self, key: str, result: Any) -> float:
         if not isinstance(result, Data):
             raise ProtocolError(f"{self.address.raw}: {key}: {DataAccessError('value', int(result))}")
-        if result.tag in (Tag.NULL, Tag.BOOLEAN, Tag.ARRAY, Tag.STRUCTURE) or not isinstance(result.value, (int, float)):
+        if result.tag in (Tag.NULL, Tag.BOOLEAN, Tag.ARRAY, Tag.STRUCTURE) \
+                or not isinstance(result.value, (int, float)):
             raise ProtocolError(f"{self.address.raw}: {key}: not a number ({result.tag.name})")
         return result.value * 10.0 ** self.scalers[key][0]
 

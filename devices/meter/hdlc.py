@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from devices.meter.axdr import DecodeError
 
@@ -83,7 +83,7 @@ def server_address(logical: int, physical: int | None) -> Address:
 
 
 def _decode_address(buf: bytes, pos: int, end: int) -> tuple[Address, int]:
-    octets = []
+    octets: list[int] = []
     while True:
         if pos >= end or len(octets) == 4:
             raise DecodeError("HDLC address not terminated")
@@ -256,7 +256,7 @@ class ServerLink:
     ``on_disconnect(client_sap)`` ends its association (DISC, or a new SNRM)."""
 
     def __init__(self, logical: int, physical: int, on_apdu: Callable[[int, bytes], bytes | None],
-                 on_disconnect: Callable[[int], None], max_info: int = 512) -> None:
+                 on_disconnect: Callable[[int], object], max_info: int = 512) -> None:
         self.logical, self.physical = logical, physical
         self.on_apdu, self.on_disconnect = on_apdu, on_disconnect
         self.max_info = max_info

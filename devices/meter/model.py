@@ -31,7 +31,8 @@ import datetime as dt
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Literal, cast
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -143,7 +144,7 @@ class MeterConfig(BaseModel):
     def _aware(cls, v: dt.datetime) -> dt.datetime:
         if v.tzinfo is None:
             raise ValueError("clock_start must be timezone-aware (e.g. 2024-01-01T00:00:00+00:00)")
-        return v.astimezone(dt.timezone.utc).replace(microsecond=0)
+        return v.astimezone(dt.UTC).replace(microsecond=0)
 
     @field_validator("tariff2_hours")
     @classmethod
@@ -153,7 +154,7 @@ class MeterConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _periods(self) -> "MeterConfig":
+    def _periods(self) -> MeterConfig:
         if self.profile_period_s < 60 or self.profile_period_s % 60 or 3600 % self.profile_period_s:
             raise ValueError("profile_period_s must be whole minutes dividing one hour (60, 300, 900, 3600, ...)")
         if self.utc_offset_min % 15:
@@ -173,7 +174,7 @@ class MeterConfig(BaseModel):
 
 def quantise(x: np.ndarray, scaler: int, top: int) -> np.ndarray:
     """Finite value -> register integer (round half away from zero, clipped to 0..top)."""
-    return np.minimum(np.floor(np.abs(x) / 10.0 ** scaler + 0.5), top).astype(np.int64)
+    return cast(np.ndarray, np.minimum(np.floor(np.abs(x) / 10.0 ** scaler + 0.5), top).astype(np.int64))
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -188,7 +189,7 @@ class MeterBank(ModelBank):
     def __init__(self, configs: list[MeterConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
         n = self.n
-        col = lambda f, dtype=float: np.array([f(c) for c in configs], dtype=dtype)  # noqa: E731
+        col: Callable[..., np.ndarray] = lambda f, dtype=float: np.array([f(c) for c in configs], dtype=dtype)  # noqa: E731
         self.v_nom_v = col(lambda c: c.v_nom_v)
         self.f_nom_hz = col(lambda c: c.f_nom_hz)
         self.three_phase = col(lambda c: c.phases == 3, bool)
@@ -225,7 +226,7 @@ class MeterBank(ModelBank):
         return int(self.epoch_s[i] + self.t_s)
 
     # -- physics ----------------------------------------------------------------------------------------
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         n = self.n
         t_s, dt_s = int(t_s), int(dt_s)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -86,8 +87,9 @@ class MeterObjects:
         for reg in REGISTERS:
             if config.served(reg):
                 self._add(CLASS_REGISTER, 0, axdr.obis_bytes(reg.obis),
-                          {2: lambda r=reg: self.register_value(r),
-                           3: lambda r=reg: axdr.structure(axdr.i8(config.scaler(r)), axdr.enum(r.unit))})
+                          # mypy cannot type a lambda with a default argument
+                          {2: lambda r=reg: self.register_value(r),  # type: ignore[misc]
+                           3: lambda r=reg: axdr.structure(axdr.i8(config.scaler(r)), axdr.enum(r.unit))})  # type: ignore[misc]
         self.captures = [(CLASS_CLOCK, CLOCK_LN, 2)] + [
             (CLASS_REGISTER, axdr.obis_bytes(next(r.obis for r in REGISTERS if r.key == key)), 2)
             for key in PROFILE_KEYS]
@@ -122,7 +124,7 @@ class MeterObjects:
         return (self.cfg.manufacturer + self.cfg.model_name + self.serial)[:16]
 
     def clock_octets(self, unix_s: int) -> bytes:
-        t = dt.datetime.fromtimestamp(unix_s, dt.timezone.utc)
+        t = dt.datetime.fromtimestamp(unix_s, dt.UTC)
         return axdr.datetime_octets(t, self.cfg.utc_offset_min)
 
     def register_value(self, reg: Reg) -> Data:
@@ -204,7 +206,7 @@ class MeterObjects:
 def _fields(d: Data, n: int) -> tuple[Data, ...]:
     if d.tag != Tag.STRUCTURE or len(d.value) != n:
         raise TypeError(f"expected a structure of {n}")
-    return d.value
+    return cast("tuple[Data, ...]", d.value)
 
 
 def _int(d: Data) -> int:
@@ -216,10 +218,10 @@ def _int(d: Data) -> int:
 def _octets(d: Data) -> bytes:
     if d.tag != Tag.OCTET_STRING or len(d.value) != 6:
         raise TypeError("expected a logical name")
-    return d.value
+    return cast(bytes, d.value)
 
 
 def _datetime(d: Data) -> bytes:
     if d.tag not in (Tag.OCTET_STRING, Tag.DATE_TIME):
         raise TypeError("expected a date-time")
-    return d.value
+    return cast(bytes, d.value)

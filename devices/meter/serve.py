@@ -68,8 +68,9 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
             stop.set()
             await asyncio.gather(*waiting, return_exceptions=True)
             for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # a serial port that cannot be opened: the message, exit code 2
+                exc = task.exception()
+                if exc is not None:
+                    raise exc  # a serial port that cannot be opened: the message, exit code 2
         finally:
             await device.stop()
             print("stopped", flush=True)

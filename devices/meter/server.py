@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Awaitable, Callable
 
 from devices.meter import hdlc, wrapper
 from devices.meter.association import Association
@@ -49,11 +49,11 @@ class CosemServer:
 class TcpListener:
     """A TCP server whose connections are served by ``handler``; tracks them so stop() releases everything."""
 
-    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.Future | object"]):
+    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
@@ -92,7 +92,7 @@ class TcpListener:
             await self._handler(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
-        except Exception:  # noqa: BLE001 - one broken connection must not take the meter down
+        except Exception:  # one broken connection must not take the meter down
             log.exception("DLMS connection handler failed")
         finally:
             self._writers.discard(writer)
@@ -100,7 +100,7 @@ class TcpListener:
             writer.close()
 
 
-def wrapper_handler(server: CosemServer) -> Callable:
+def wrapper_handler(server: CosemServer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         association: Association | None = None
         while True:
@@ -135,7 +135,7 @@ def hdlc_link(server: CosemServer) -> hdlc.ServerLink:
                            lambda sap: associations.pop(sap, None), max_info=min(server.cfg.max_pdu_size, 1024))
 
 
-def hdlc_handler(server: CosemServer) -> Callable:
+def hdlc_handler(server: CosemServer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = hdlc_link(server)
         while True:

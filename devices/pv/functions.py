@@ -33,8 +33,10 @@ percentages are :mod:`devices.fronius.sunspec_map`'s business. The family setpoi
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Mapping
+from collections.abc import Mapping
+from typing import cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -61,7 +63,7 @@ class VoltVarCurve(BaseModel):
     response_s: int = Field(5, ge=0, le=RVRT_S_MAX, description="open-loop response time (95 %), s")
 
     @model_validator(mode="after")
-    def _curve(self) -> "VoltVarCurve":
+    def _curve(self) -> VoltVarCurve:
         check_curve(self.v_pu, self.q_pct, -100.0, 100.0, "q_pct")
         return self
 
@@ -78,7 +80,7 @@ class VoltWattCurve(BaseModel):
     response_s: int = Field(10, ge=0, le=RVRT_S_MAX, description="open-loop response time (95 %), s")
 
     @model_validator(mode="after")
-    def _curve(self) -> "VoltWattCurve":
+    def _curve(self) -> VoltWattCurve:
         check_curve(self.v_pu, self.p_pct, 0.0, 100.0, "p_pct")
         if any(b > a for a, b in zip(self.p_pct, self.p_pct[1:])):
             raise ValueError("a volt-watt curve may not rise with the voltage (p_pct non-increasing)")
@@ -91,7 +93,7 @@ def check_curve(v: tuple[float, ...], y: tuple[float, ...], y_min: float, y_max:
         raise ValueError(f"a curve has 2..{NPT} points with one v_pu and one {y_name} each")
     if any(not math.isfinite(x) or not V_PU_RANGE[0] <= x <= V_PU_RANGE[1] for x in v):
         raise ValueError(f"curve voltages must lie in {V_PU_RANGE[0]}..{V_PU_RANGE[1]} pu, got {list(v)}")
-    if any(b <= a for a, b in zip(v, v[1:])):
+    if any(b <= a for a, b in itertools.pairwise(v)):
         raise ValueError(f"curve voltages must rise strictly, got {list(v)}")
     if any(not math.isfinite(x) or not y_min <= x <= y_max for x in y):
         raise ValueError(f"{y_name} must lie in {y_min:g}..{y_max:g}, got {list(y)}")
@@ -114,7 +116,7 @@ class InverterControls(BaseModel):
     volt_watt: VoltWattCurve = VoltWattCurve()
 
     @model_validator(mode="after")
-    def _pf(self) -> "InverterControls":
+    def _pf(self) -> InverterControls:
         if not PF_MIN <= abs(self.pf) <= 1.0:
             raise ValueError(f"pf must satisfy {PF_MIN} <= |pf| <= 1")
         return self
@@ -237,7 +239,8 @@ class InverterFunctions:
         if func == "conn":
             self.conn[i] = 1
         elif func == "lim":
-            self.lim_pct[i], self.lim_ena[i], self.lim_ramp_s[i] = c.p_limit_pct, int(c.p_limit_enabled), c.p_limit_ramp_s
+            self.lim_pct[i], self.lim_ena[i], self.lim_ramp_s[i] = (c.p_limit_pct, int(c.p_limit_enabled),
+                                                                    c.p_limit_ramp_s)
         elif func == "pf":
             self.pf[i], self.pf_ena[i] = c.pf, int(c.pf_enabled)
         elif func == "vv":
@@ -372,10 +375,10 @@ class InverterFunctions:
             for i in np.flatnonzero(deadline <= t_s):
                 if func == "lim":
                     now = self._limit_at(t_s)[i]
-                    self._reset(i, func)
+                    self._reset(int(i), func)
                     self.lim_from_pct[i], self.lim_t0[i] = now, t_s
                 else:
-                    self._reset(i, func)
+                    self._reset(int(i), func)
                 deadline[i] = np.inf
 
     # -- response ------------------------------------------------------------------------------------------
@@ -383,7 +386,7 @@ class InverterFunctions:
         target = np.where(self.lim_ena == 1, self.lim_pct, 100.0)
         ramp = np.maximum(self.lim_ramp_s, 0.0)
         frac = np.where(ramp > 0, np.clip((t_s - self.lim_t0) / np.where(ramp > 0, ramp, 1.0), 0.0, 1.0), 1.0)
-        return self.lim_from_pct + frac * (target - self.lim_from_pct)
+        return cast(np.ndarray, self.lim_from_pct + frac * (target - self.lim_from_pct))
 
     def step(self, t_s: float, dt_s: float, v_pu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance the responses over ``[t_s, t_s + dt_s)`` at terminal voltage ``v_pu``.
@@ -396,7 +399,7 @@ class InverterFunctions:
         # the lags: weight of the new target after dt for a 95 % time T (T = 0: at once)
         def lag(t95: np.ndarray) -> np.ndarray:
             a = np.where(t95 > 0, 1.0 - np.exp(-dt_s / np.maximum(t95 * _TAU_PER_T95, 1e-9)), 1.0)
-            return np.minimum(a, self.gain_max)  # see "sampled loop" in the module docstring
+            return cast(np.ndarray, np.minimum(a, self.gain_max))  # see "sampled loop" in the module docstring
 
         vv_target = np.where(self.vv_ena == 1, piecewise(v, self.vv_v, self.vv_q) / 100.0 * self.s_max, 0.0)
         vv_target = np.where(self.pf_ena == 1, 0.0, vv_target)
@@ -421,7 +424,7 @@ class InverterFunctions:
     def active(self) -> np.ndarray:
         """SunSpec 122 StActCtl bits: FixedW 0, FixedPF 2, Volt-VAr 3, Volt-Watt 10."""
         bits = (self.lim_ena == 1) * 1 + (self.pf_ena == 1) * 4 + ((self.vv_ena == 1) & (self.pf_ena == 0)) * 8
-        return bits + (self.vw_ena == 1) * 1024
+        return cast(np.ndarray, bits + (self.vw_ena == 1) * 1024)
 
 
 FUNCTIONS = ("conn", "lim", "pf", "vv", "vw")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +42,7 @@ class PvConfig(BaseModel):
     unit_id: int = Field(1, ge=1, le=247, description="Modbus unit id of the inverter")
 
     @model_validator(mode="after")
-    def _rating(self) -> "PvConfig":
+    def _rating(self) -> PvConfig:
         if self.s_max_va is not None and self.s_max_va < self.ac_max_w:
             raise ValueError("s_max_va must be at least ac_max_w")
         return self
@@ -85,7 +85,7 @@ class ControlState:
 
 
 def control_state(fn: InverterFunctions, i: int, p_avail_w: float) -> ControlState:
-    r = lambda f: int(fn.rvrt_s[f][i])  # noqa: E731
+    r: Callable[[str], int] = lambda f: int(fn.rvrt_s[f][i])  # noqa: E731
     return ControlState(
         conn=int(fn.conn[i]), conn_rvrt_s=r("conn"), lim_pct=float(fn.lim_pct[i]), lim_ena=int(fn.lim_ena[i]),
         lim_ramp_s=int(fn.lim_ramp_s[i]), lim_rvrt_s=r("lim"), pf=float(fn.pf[i]), pf_ena=int(fn.pf_ena[i]),
@@ -108,7 +108,8 @@ class PvBank(ModelBank):
         n = self.n
         for name in self.setpoint_names:
             self.setpoints[name][:] = np.nan  # no command yet: the start-up settings hold
-        col = lambda f: np.array([f(c) for c in configs], dtype=float)  # noqa: E731
+        col: Callable[[Callable[[PvConfig], float]], np.ndarray] = (  # noqa: E731
+            lambda f: np.array([f(c) for c in configs], dtype=float))
         self.pv_kwp = col(lambda c: c.pv_kwp)
         self.pv_mppt_max_w = col(lambda c: c.pv_mppt_max_w or np.inf)
         self.ac_max_w = col(lambda c: c.ac_max_w)
@@ -126,7 +127,7 @@ class PvBank(ModelBank):
         self.e_ac_out_wh = np.zeros(n)
         self.e_pv_wh = np.zeros(n)
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         fn = self.functions
         fn.apply_setpoints(self.setpoints, t_s)
         self.v_pu = np.broadcast_to(np.asarray(env.get("v_pu", 1.0), dtype=float), (self.n,)).copy()

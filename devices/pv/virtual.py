@@ -3,8 +3,9 @@ without storage (models 1, 103, 120, 121, 122, 123, 160, 126, 132; see docs/devi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 from pydantic import BaseModel
 
 from devices.family import DeviceContext, Family
@@ -18,7 +19,7 @@ from devices.virtual import VirtualDevice
 
 def pv_state(bank: PvBank, i: int) -> FroniusState:
     """The served state of PV inverter ``i`` (no battery: its fields are zero)."""
-    f = lambda a: float(a[i])  # noqa: E731
+    f: Callable[[np.ndarray], float] = lambda a: float(a[i])  # noqa: E731
     used = -f(bank.p_w)
     return FroniusState(
         t_s=bank.t_s, p_w=f(bank.p_w), q_var=f(bank.q_var), batt_p_w=0.0, pv_p_w=f(bank.p_w),

@@ -8,7 +8,7 @@ and PV is curtailed (what the inverter does when told to charge/discharge at a f
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -28,7 +28,7 @@ class PvBatteryConfig(ParamsModel):
     battery: BatteryConfig | None = None
 
     @model_validator(mode="after")
-    def _ratings(self) -> "PvBatteryConfig":
+    def _ratings(self) -> PvBatteryConfig:
         if self.battery and max(self.battery.p_charge_max_w, self.battery.p_discharge_max_w) > self.ac_max_w:
             raise ValueError("battery power ratings exceed the inverter's ac_max_w")
         return self
@@ -48,13 +48,13 @@ class PvBatteryBank(ModelBank):
         self.has_battery = np.array([c.battery is not None for c in configs], dtype=bool)
         self._batt_idx = np.flatnonzero(self.has_battery)
         self.battery = BatteryBank([c.battery for c in configs if c.battery is not None])
-        self.dt_s = 60
+        self.dt_s: float = 60
         self.p_w = np.zeros(n)
         self.pv_p_w = np.zeros(n)
         self.batt_p_w = np.zeros(n)
         self.pv_curtail_w = np.zeros(n)
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray], *,
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray], *,
              export_cap_w: np.ndarray | None = None, import_cap_w: np.ndarray | None = None) -> None:
         """``export_cap_w`` / ``import_cap_w``: tighter AC limits for this step than the rating (an inverter's
         active-power limit or volt-watt cap on what it delivers; 0 / 0 when it is disconnected)."""

@@ -35,4 +35,4 @@ FAMILY = Family(
     description="AC wallbox + EV (charging limit in W or A; OCPP 1.6J / 2.0.1)",
 )
 
-__all__ = ["FAMILY", "WallboxConfig", "WallboxBank"]
+__all__ = ["FAMILY", "WallboxBank", "WallboxConfig"]

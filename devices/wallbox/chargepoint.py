@@ -19,6 +19,7 @@ Test hooks (used by the conformance harness): ``silent`` (keep the socket, answe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import random
@@ -27,7 +28,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
 import numpy as np
@@ -67,7 +69,7 @@ class LocalTx:
 class _FaultyConnection:
     """Wraps the websocket for the test hooks (silent device, corrupt reply)."""
 
-    def __init__(self, ws: ClientConnection, cp: "VirtualChargePoint") -> None:
+    def __init__(self, ws: ClientConnection, cp: VirtualChargePoint) -> None:
         self.ws, self.cp = ws, cp
 
     async def recv(self) -> str | bytes:
@@ -127,7 +129,7 @@ class VirtualChargePoint:
         self.corrupt_next = False
         self.boots = 0
         #: what happened to the connection: connects, disconnects by cause, boot refusals, ...
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
         self.last_disconnect: str = ""
         self._stop_reason: str | None = None
         self._pending_start_profile: Any = None  # a TxProfile given with a remote start
@@ -140,12 +142,12 @@ class VirtualChargePoint:
         self._booted = asyncio.Event()
         self._wake_sender = asyncio.Event()
         self._progress = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_meter_t: float | None = None
         self._last_heartbeat_t = 0.0
         self._rng = random.Random(cp_id)
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -185,7 +187,7 @@ class VirtualChargePoint:
         await asyncio.wait_for(self._booted.wait(), timeout_s)
 
     @property
-    def stats_all(self) -> Counter:
+    def stats_all(self) -> Counter[str]:
         """Connection, outbox and RPC counts together."""
         out = Counter(self.stats)
         out.update(self.outbox.stats)
@@ -261,7 +263,7 @@ class VirtualChargePoint:
         ep.handlers.update({action: getattr(self, name) for action, name in self.HANDLERS.items()})
         ep.after.update({action: getattr(self, name) for action, name in self.AFTER.items()})
         receiver = asyncio.create_task(ep.run())
-        sender: asyncio.Task | None = None
+        sender: asyncio.Task[None] | None = None
         try:
             await self._boot(ep, receiver)
             backoff.succeeded()
@@ -280,13 +282,13 @@ class VirtualChargePoint:
         finally:
             self._booted.clear()
             self.endpoint = None
-            for task in (sender, receiver):
-                if task is not None:
-                    task.cancel()
+            for running in (sender, receiver):
+                if running is not None:
+                    running.cancel()
             await asyncio.gather(*(t for t in (sender, receiver) if t is not None), return_exceptions=True)
             self._progress.set()
 
-    async def _boot(self, ep: Endpoint, receiver: asyncio.Task) -> None:
+    async def _boot(self, ep: Endpoint, receiver: asyncio.Task[None]) -> None:
         """BootNotification until Accepted (Pending/Rejected: again after the interval). Any other answer
         ends the connection: the run loop backs off and connects again."""
         while True:
@@ -304,7 +306,7 @@ class VirtualChargePoint:
             await self._race(asyncio.sleep(min(interval, 3600) if interval > 0 else 10), receiver)
 
     @staticmethod
-    async def _race(coro: Any, receiver: asyncio.Task) -> Any:
+    async def _race(coro: Any, receiver: asyncio.Task[None]) -> Any:
         """Await ``coro`` unless the connection dies first."""
         task = asyncio.ensure_future(coro)
         done, _ = await asyncio.wait({task, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -388,7 +390,7 @@ class VirtualChargePoint:
     def _phases_in_use(self) -> int:
         return int(self.bank.caps()[0][0])
 
-    async def advance(self, t_s: int, dt_s: int, env: Mapping[str, float]) -> None:
+    async def advance(self, t_s: float, dt_s: float, env: Mapping[str, float]) -> None:
         """One co-simulation step: EV plug/unplug, charging under the composite schedule, messages."""
         start = self._now_at(t_s)
         arrays = {k: np.array([v if v is not None else 0.0], dtype=float) for k, v in env.items()}
@@ -403,12 +405,12 @@ class VirtualChargePoint:
     def _now_at(self, t_s: float) -> datetime:
         return self.clock_at(t_s) if self.clock_at is not None else self._now()
 
-    def _integrate(self, t_s: int, dt_s: int, start: datetime) -> None:
+    def _integrate(self, t_s: float, dt_s: float, start: datetime) -> None:
         """Charge over the step, re-evaluating the composite limit at every profile breakpoint inside it."""
         tx = self._tx_context()
         cuts = [c for c in pf.next_change(self.profiles, start, dt_s, tx) if 0 < c < dt_s]
         edges = [0.0, *cuts, float(dt_s)]
-        for k, (a, b) in enumerate(zip(edges, edges[1:])):
+        for k, (a, b) in enumerate(itertools.pairwise(edges)):
             t = start + timedelta(seconds=a)
             limit_w = pf.limit_at(self.profiles, t, self.station, connector=CONNECTOR, tx=tx, unit="W",
                                   phases_in_use=self._phases_in_use())
@@ -419,15 +421,15 @@ class VirtualChargePoint:
 
     def _periodic(self, t_end: float, when: datetime) -> None:
         interval = int(self.settings["meter_interval_s"])
-        if self.tx is not None and interval > 0:
-            if self._last_meter_t is None or t_end - self._last_meter_t >= interval - 1e-9:
-                self._last_meter_t = t_end
-                self._send_periodic_meter(when)
+        if self.tx is not None and interval > 0 \
+                and (self._last_meter_t is None or t_end - self._last_meter_t >= interval - 1e-9):
+            self._last_meter_t = t_end
+            self._send_periodic_meter(when)
         hb = int(self.settings["heartbeat_interval_s"])
         # a heartbeat only when nothing else was sent within the interval (both versions allow skipping it)
         if self.connected and hb > 0 and t_end - max(self._last_heartbeat_t, self._last_sent_t) >= hb:
             self._last_heartbeat_t = t_end
-            self.enqueue(OutMsg("Heartbeat", lambda: {}, persistent=False))
+            self.enqueue(OutMsg("Heartbeat", dict, persistent=False))
 
     def _emit_changes(self, when: datetime, trigger: str) -> None:
         """Report what changed in the model since the last report: transaction end/start, then status."""
@@ -542,4 +544,4 @@ class VirtualChargePoint:
         raise NotImplementedError
 
 
-__all__ = ["VirtualChargePoint", "LocalTx", "OutMsg", "BootRefused", "CONNECTOR"]
+__all__ = ["CONNECTOR", "BootRefused", "LocalTx", "OutMsg", "VirtualChargePoint"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import datetime
+from typing import Any, ClassVar
 
 from devices.wallbox import profiles as pf
 from devices.wallbox.chargepoint import CONNECTOR, LocalTx, VirtualChargePoint
@@ -30,21 +31,23 @@ def fmt(x: float, digits: int = 3) -> str:
 class ChargePoint16(VirtualChargePoint):
     version = "1.6"
 
-    HANDLERS = {
+    HANDLERS: ClassVar[dict[str, str]] = {
         "SetChargingProfile": "_on_set_profile", "ClearChargingProfile": "_on_clear_profile",
         "GetCompositeSchedule": "_on_composite", "RemoteStartTransaction": "_on_remote_start",
         "RemoteStopTransaction": "_on_remote_stop", "ChangeConfiguration": "_on_change_config",
         "GetConfiguration": "_on_get_config", "TriggerMessage": "_on_trigger", "Reset": "_on_reset",
         "DataTransfer": "_on_data_transfer", "ChangeAvailability": "_on_availability",
     }
-    AFTER = {"TriggerMessage": "_after_trigger", "RemoteStartTransaction": "_after_remote",
+    AFTER: ClassVar[dict[str, str]] = {"TriggerMessage": "_after_trigger", "RemoteStartTransaction": "_after_remote",
              "RemoteStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote"}
 
     #: read-write configuration keys -> settings
-    CONFIG_RW = {"MeterValueSampleInterval": "meter_interval_s", "HeartbeatInterval": "heartbeat_interval_s",
-                 "TransactionMessageAttempts": "tx_attempts", "TransactionMessageRetryInterval": "tx_retry_interval_s"}
+    CONFIG_RW: ClassVar[dict[str, str]] = {
+        "MeterValueSampleInterval": "meter_interval_s", "HeartbeatInterval": "heartbeat_interval_s",
+        "TransactionMessageAttempts": "tx_attempts", "TransactionMessageRetryInterval": "tx_retry_interval_s"}
     #: security whitepaper keys: the password is write-only (listed without its value), the profile only goes up
-    CONFIG_SECURITY = {"AuthorizationKey": "authorization_key", "SecurityProfile": "security_profile"}
+    CONFIG_SECURITY: ClassVar[dict[str, str]] = {"AuthorizationKey": "authorization_key",
+                                                  "SecurityProfile": "security_profile"}
     CONFIG_READONLY = ("ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit",
                        "ChargingScheduleMaxPeriods", "MaxChargingProfilesInstalled", "NumberOfConnectors",
                        "SupportedFeatureProfiles", "MeterValuesSampledData")
@@ -72,7 +75,7 @@ class ChargePoint16(VirtualChargePoint):
         return out
 
     # -- messages --------------------------------------------------------------------------------------------
-    def _samples(self, context: str, register: float | None = None) -> list[dict]:
+    def _samples(self, context: str, register: float | None = None) -> list[dict[str, Any]]:
         m = self.meter_snapshot()
         reg = m["e_wh"] if register is None else register
         sv = [{"value": fmt(reg), "context": context, "measurand": "Energy.Active.Import.Register",
@@ -92,7 +95,7 @@ class ChargePoint16(VirtualChargePoint):
                            "location": "EV", "unit": "Percent"})
         return sv
 
-    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict:
+    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict[str, Any]:
         return {"timestamp": pf.format_time(when), "sampledValue": self._samples(context, register)}
 
     def _send_status(self, when: datetime, force: bool = False) -> None:
@@ -105,7 +108,7 @@ class ChargePoint16(VirtualChargePoint):
         self.enqueue(OutMsg("StatusNotification", lambda: payload, persistent=False))
 
     @staticmethod
-    def _tx_meter_values(tx: LocalTx, mv: dict) -> OutMsg:
+    def _tx_meter_values(tx: LocalTx, mv: dict[str, Any]) -> OutMsg:
         """MeterValues of a transaction: with the id the CSMS assigned, without one if it refused the start."""
         def build() -> Payload:
             out: Payload = {"connectorId": CONNECTOR, "meterValue": [mv]}
@@ -232,8 +235,8 @@ class ChargePoint16(VirtualChargePoint):
     async def _on_get_config(self, p: Payload) -> Payload:
         conf = self._config()
         keys = p.get("key") or list(conf)
-        known = [{"key": k, "readonly": k in self.CONFIG_READONLY, **({"value": conf[k]} if conf[k] is not None else {})}
-                 for k in keys if k in conf]
+        known = [{"key": k, "readonly": k in self.CONFIG_READONLY,
+                  **({"value": conf[k]} if conf[k] is not None else {})} for k in keys if k in conf]
         unknown = [k for k in keys if k not in conf]
         return {"configurationKey": known, **({"unknownKey": unknown} if unknown else {})}
 
@@ -249,7 +252,7 @@ class ChargePoint16(VirtualChargePoint):
         elif what == "StatusNotification":
             self._send_status(self._now(), force=True)
         elif what == "Heartbeat":
-            self.enqueue(OutMsg("Heartbeat", lambda: {}, persistent=False))
+            self.enqueue(OutMsg("Heartbeat", dict, persistent=False))
         elif what == "BootNotification":
             self.enqueue(OutMsg("BootNotification", self._boot_payload, persistent=False))
 

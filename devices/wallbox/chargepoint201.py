@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 from devices.wallbox import profiles as pf
 from devices.wallbox.chargepoint import CONNECTOR, LocalTx, VirtualChargePoint
@@ -40,17 +42,18 @@ def connector_status(code: int) -> str:
 class ChargePoint201(VirtualChargePoint):
     version = "2.0.1"
 
-    HANDLERS = {
+    HANDLERS: ClassVar[dict[str, str]] = {
         "SetChargingProfile": "_on_set_profile", "ClearChargingProfile": "_on_clear_profile",
         "GetCompositeSchedule": "_on_composite", "RequestStartTransaction": "_on_remote_start",
         "RequestStopTransaction": "_on_remote_stop", "GetVariables": "_on_get_variables",
         "SetVariables": "_on_set_variables", "TriggerMessage": "_on_trigger", "Reset": "_on_reset",
         "DataTransfer": "_on_data_transfer", "ChangeAvailability": "_on_availability",
     }
-    AFTER = {"TriggerMessage": "_after_trigger", "RequestStartTransaction": "_after_remote",
+    AFTER: ClassVar[dict[str, str]] = {"TriggerMessage": "_after_trigger", "RequestStartTransaction": "_after_remote",
              "RequestStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote"}
 
-    VARIABLES = {  # (component, variable, instance) -> (settings key or constant, readonly)
+    # (component, variable, instance) -> (settings key or constant, readonly)
+    VARIABLES: ClassVar[dict[tuple[str, str, str | None], tuple[str, bool]]] = {
         ("SampledDataCtrlr", "TxUpdatedInterval", None): ("meter_interval_s", False),
         ("OCPPCommCtrlr", "HeartbeatInterval", None): ("heartbeat_interval_s", False),
         ("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"): ("tx_attempts", False),
@@ -73,10 +76,10 @@ class ChargePoint201(VirtualChargePoint):
                 "reason": "PowerUp"}
 
     # -- messages --------------------------------------------------------------------------------------------
-    def _samples(self, context: str, register: float | None = None) -> list[dict]:
+    def _samples(self, context: str, register: float | None = None) -> list[dict[str, Any]]:
         m = self.meter_snapshot()
         reg = m["e_wh"] if register is None else register
-        uom = lambda u: {"unitOfMeasure": {"unit": u}}  # noqa: E731
+        uom: Callable[[str], dict[str, dict[str, str]]] = lambda u: {"unitOfMeasure": {"unit": u}}  # noqa: E731
         sv = [{"value": round(reg, 3), "context": context, "measurand": "Energy.Active.Import.Register",
                "location": "Outlet", **uom("Wh")}]
         if context not in ("Transaction.Begin", "Transaction.End"):
@@ -94,7 +97,7 @@ class ChargePoint201(VirtualChargePoint):
                            "location": "EV", **uom("Percent")})
         return sv
 
-    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict:
+    def _meter_value(self, when: datetime, context: str, register: float | None = None) -> dict[str, Any]:
         return {"timestamp": pf.format_time(when), "sampledValue": self._samples(context, register)}
 
     def _status_payload(self, when: datetime, code: int) -> Payload:
@@ -116,8 +119,8 @@ class ChargePoint201(VirtualChargePoint):
             tx.charging_state = state
             self._tx_event(tx, "Updated", when, "ChargingStateChanged", {"chargingState": state})
 
-    def _tx_event(self, tx: LocalTx, event: str, when: datetime, trigger: str, info: dict,
-                  meter: list | None = None, extra: dict | None = None) -> None:
+    def _tx_event(self, tx: LocalTx, event: str, when: datetime, trigger: str, info: dict[str, Any],
+                  meter: list[Any] | None = None, extra: dict[str, Any] | None = None) -> None:
         payload: Payload = {"eventType": event, "timestamp": pf.format_time(when), "triggerReason": trigger,
                             "seqNo": tx.seq_no, "transactionInfo": {"transactionId": tx.local_id, **info},
                             "evse": {"id": CONNECTOR, "connectorId": CONNECTOR}}
@@ -136,7 +139,7 @@ class ChargePoint201(VirtualChargePoint):
         tx.remote_id = tx.local_id
         code = int(self.bank.status[0])
         tx.charging_state = _CHARGING_STATE.get(code, "EVConnected")
-        info: dict = {"chargingState": tx.charging_state}
+        info: dict[str, Any] = {"chargingState": tx.charging_state}
         remote_id = self._remote_start_id
         trigger = "RemoteStart" if remote_id is not None else "CablePluggedIn"
         if remote_id is not None:
@@ -196,7 +199,7 @@ class ChargePoint201(VirtualChargePoint):
         purpose = crit.get("chargingProfilePurpose")
         if purpose == pf.EXTERNAL:  # K10.FR.06: external constraints are not the CSMS's to clear
             return {"status": "Unknown", "statusInfo": {"reasonCode": "InvalidValue"}}
-        purpose = {"ChargingStationMaxProfile": pf.MAX}.get(purpose, purpose)
+        purpose = pf.MAX if purpose == "ChargingStationMaxProfile" else purpose
         return {"status": self.clear_profiles(profile_id=p.get("chargingProfileId"), connector=crit.get("evseId"),
                                               purpose=purpose, stack_level=crit.get("stackLevel"))}
 
@@ -308,7 +311,7 @@ class ChargePoint201(VirtualChargePoint):
             payload = self._status_payload(self._now(), int(self.bank.status[0]))
             self.enqueue(OutMsg("StatusNotification", lambda: payload, persistent=False))
         elif what == "Heartbeat":
-            self.enqueue(OutMsg("Heartbeat", lambda: {}, persistent=False))
+            self.enqueue(OutMsg("Heartbeat", dict, persistent=False))
         elif what == "BootNotification":
             self.enqueue(OutMsg("BootNotification", self._boot_payload, persistent=False))
         elif what == "TransactionEvent" and self.tx is not None:

@@ -26,12 +26,14 @@ import logging
 import time
 from collections import Counter
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import TypeGuard
+from collections.abc import Callable, Sequence
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from devices.wallbox.rpc import SUBPROTOCOL, VERSION_OF_SUBPROTOCOL, Payload, printable
 from devices.wallbox.security import CsmsSecurity, _digest, check_password
@@ -62,18 +64,18 @@ class CsmsServer:
         self.idle_timeout_s = idle_timeout_s if idle_timeout_s is not None else 2 * heartbeat_s + 60
         self.any_connectors = any_connectors  # connectors a station admitted without a driver may have
         #: rejected frames by error code, refused handshakes, closed idle connections, ...
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
         self.connections = 0
         self.expected: dict[str, Expected] = {}
         self.states: dict[str, StationState] = {}
         self.sessions: dict[str, Session] = {}
         self._server: Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.refs = 0
         self._expected_changed = asyncio.Event()
         #: called with (station state, action, payload) for every CALL a station makes (monitoring, tests)
-        self.listeners: list[Callable[[StationState, str, Payload], None]] = []
+        self.listeners: list[Callable[[StationState, str, Payload], object]] = []  # what they return is ignored
 
     def emit(self, state: StationState, action: str, payload: Payload) -> None:
         for listener in self.listeners:
@@ -85,7 +87,7 @@ class CsmsServer:
                                    select_subprotocol=self._select_subprotocol,
                                    subprotocols=list(SUBPROTOCOL.values()), ping_interval=20, ping_timeout=20,
                                    close_timeout=2, compression=None, ssl=self.security.ssl)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
@@ -188,11 +190,13 @@ class CsmsServer:
                                       f"required, offered: {', '.join(offered) or 'none'}\n")
         return None
 
-    def _select_subprotocol(self, connection: ServerConnection, offered: Any) -> str | None:
+    def _select_subprotocol(self, connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        assert connection.request is not None  # subprotocols are chosen while handling the opening request
         version = self._version_for(self._cp_id(connection.request.path), list(offered))
         return SUBPROTOCOL[version] if version else None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # the handler runs after the opening handshake
         cp_id = self._cp_id(ws.request.path)
         version = VERSION_OF_SUBPROTOCOL.get(ws.subprotocol or "")
         if version is None:
@@ -284,7 +288,7 @@ def _lock() -> asyncio.Lock:
     return entry[1]
 
 
-def _usable(server: CsmsServer | None) -> bool:
+def _usable(server: CsmsServer | None) -> TypeGuard[CsmsServer]:
     if server is None or server.loop is None:
         return False
     if server.loop is asyncio.get_running_loop():

@@ -23,9 +23,11 @@ Address query options: ``stack`` (stack level), ``profile_id``, ``purpose`` (TxD
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import zlib
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote
 
 from devices.base import (Address, Capabilities, DeviceUnavailable, Driver, Measurement, ProtocolError, Setpoint,
@@ -100,7 +102,7 @@ class OcppDriver(Driver):
             raise DeviceUnavailable(f"charge point {self.cp_id!r} did not connect and boot to our CSMS on "
                                     f"ws://{self.host}:{self.port}/ within {self.timeout_s:g} s")
 
-    def _upstream_ssl(self, q: dict[str, str]):
+    def _upstream_ssl(self, q: dict[str, str]) -> ssl.SSLContext | None:
         """TLS towards a wss:// upstream: its CA from pki=, our client certificate upstream_identity= (optional)."""
         if not (self.upstream or "").startswith("wss://"):
             return None
@@ -237,7 +239,7 @@ class OcppDriver(Driver):
         periods = (sched or {}).get("chargingSchedulePeriod") or []
         if not periods:
             raise ProtocolError(f"{self.cp_id}: GetCompositeSchedule returned no periods")
-        got_unit = sched.get("chargingRateUnit", unit)
+        got_unit = (sched or {}).get("chargingRateUnit", unit)
         first = min(periods, key=lambda q: q["startPeriod"])
         got = float(first["limit"])
         if got_unit != unit:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.family import DeviceContext, ModelBank
@@ -100,7 +102,7 @@ class EVSpec:
 
 
 def _given(x: np.ndarray) -> np.ndarray:
-    return np.isfinite(x) & (x > 0)
+    return cast(np.ndarray, np.isfinite(x) & (x > 0))
 
 
 def charge_exact(soc: np.ndarray, e_left_wh: np.ndarray, p_cap_w: np.ndarray, p_ev_w: np.ndarray,
@@ -162,7 +164,7 @@ def charge_exact(soc: np.ndarray, e_left_wh: np.ndarray, p_cap_w: np.ndarray, p_
     return energy, soc
 
 
-def ev_accept_w(soc, p_ev_w, cv_soc=0.9, floor=0.1):
+def ev_accept_w(soc: ArrayLike, p_ev_w: ArrayLike, cv_soc: ArrayLike = 0.9, floor: ArrayLike = 0.1) -> np.ndarray:
     """The power an EV accepts at ``soc``: its on-board maximum, tapering linearly with the remaining
     capacity above ``cv_soc``, never below ``floor`` of the maximum (the CC-CV curve of :func:`charge_exact`)."""
     soc = np.asarray(soc, dtype=float)
@@ -177,7 +179,7 @@ class WallboxBank(ModelBank):
     def __init__(self, configs: list[WallboxConfig], contexts: Sequence[DeviceContext] | None = None) -> None:
         super().__init__(configs, contexts)
         n = self.n
-        arr = lambda attr: np.array([getattr(c, attr) for c in configs], dtype=float)  # noqa: E731
+        arr: Callable[[str], np.ndarray] = lambda attr: np.array([getattr(c, attr) for c in configs], dtype=float)  # noqa: E731
         self.hw_a = arr("max_current_a")
         self.phases = arr("phases")
         self.voltage = arr("voltage_v")
@@ -220,10 +222,10 @@ class WallboxBank(ModelBank):
         self.status = np.zeros(n, dtype=int)
         self._acc_e = np.zeros(n)
         self._acc_t = 0.0
-        self.t_s = 0
+        self.t_s: float = 0
 
     # -- session edges ----------------------------------------------------------------------------------
-    def apply_env(self, t_s: int, env: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def apply_env(self, t_s: float, env: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Plug / unplug EVs from the env inputs; returns (sessions started, sessions ended) masks."""
         self.t_s = t_s
 
@@ -308,7 +310,7 @@ class WallboxBank(ModelBank):
         i_cap[i_cap + 1e-9 < self.min_a] = 0.0
         return n_used, i_cap, i_cap * self.voltage * n_used
 
-    def integrate(self, t_s: int, dt_s: float, accumulate: bool = False) -> None:
+    def integrate(self, t_s: float, dt_s: float, accumulate: bool = False) -> None:
         """Charge over [t_s, t_s + dt_s) with the current setpoints; ``accumulate`` sums sub-steps into one mean."""
         n_used, i_cap, p_cap = self.caps()
         charging = self.plugged & self.tx_active & ~self.fault & ~self.unavailable
@@ -333,13 +335,14 @@ class WallboxBank(ModelBank):
         self.t_s = t_s + dt_s
         self._refresh_status(delivered=energy)
 
-    def step(self, t_s: int, dt_s: int, env: Mapping[str, np.ndarray]) -> None:
+    def step(self, t_s: float, dt_s: float, env: Mapping[str, np.ndarray]) -> None:
         self.apply_env(t_s, env)
         self.integrate(t_s, dt_s)
 
     def done(self) -> np.ndarray:
         """The EV does not want more: energy wanted reached or battery full."""
-        return (self.e_session_wh >= self.e_wanted_wh - 1e-6) | (np.nan_to_num(self.soc, nan=0.0) >= 1.0 - 1e-9)
+        return cast(np.ndarray, (self.e_session_wh >= self.e_wanted_wh - 1e-6)
+                    | (np.nan_to_num(self.soc, nan=0.0) >= 1.0 - 1e-9))
 
     def _refresh_status(self, delivered: np.ndarray | None = None) -> None:
         _, _, p_cap = self.caps()
@@ -355,7 +358,7 @@ class WallboxBank(ModelBank):
 
     def measure(self) -> dict[str, np.ndarray]:
         n_used = getattr(self, "_n_used", self.phases)
-        on = lambda k: np.where(n_used >= k, self.i_a, 0.0)  # noqa: E731  (1-phase EVs charge on L1)
+        on: Callable[[int], np.ndarray] = lambda k: np.where(n_used >= k, self.i_a, 0.0)  # noqa: E731  (1-phase EVs charge on L1)
         return {
             "p_w": self.p_w.copy(),
             "q_var": np.zeros(self.n),

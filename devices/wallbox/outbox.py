@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 Payload = dict[str, Any]
 
@@ -37,7 +38,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self._queue: deque[OutMsg] = deque()
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._queue)

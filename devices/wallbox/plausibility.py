@@ -11,7 +11,8 @@ checked by the schema validator (:func:`devices.wallbox.schemas.is_date_time`).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from devices.wallbox.rpc import OcppFault, Payload
 from devices.wallbox.station_state import StationState, sample_value
@@ -84,4 +85,4 @@ def check_call(action: str, p: Payload, state: StationState,
         _meter_values(p.get("meterValue"), "meterValue")
 
 
-__all__ = ["check_call", "NON_NEGATIVE_PREFIXES"]
+__all__ = ["NON_NEGATIVE_PREFIXES", "check_call"]

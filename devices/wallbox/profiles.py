@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping
+from datetime import datetime, timedelta, UTC
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 MAX = "ChargePointMaxProfile"
 EXTERNAL = "ChargingStationExternalConstraints"
@@ -112,7 +113,7 @@ NO_TX = Tx()
 # -- time ------------------------------------------------------------------------------------------------------
 def parse_time(value: str | datetime | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -120,11 +121,11 @@ def parse_time(value: str | datetime | None) -> datetime | None:
         t = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ProfileError(f"not an ISO 8601 date-time: {value!r}") from exc
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def format_time(t: datetime) -> str:
-    t = t.astimezone(timezone.utc)
+    t = t.astimezone(UTC)
     ms = t.microsecond // 1000
     return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ms:03d}Z" if ms else "Z")
 
@@ -329,10 +330,10 @@ def _same_slot(a: Profile, b: Profile) -> bool:
 
 
 def _overlap(a: Profile, b: Profile) -> bool:
-    lo = max(a.valid_from or datetime.min.replace(tzinfo=timezone.utc),
-             b.valid_from or datetime.min.replace(tzinfo=timezone.utc))
-    hi = min(a.valid_to or datetime.max.replace(tzinfo=timezone.utc),
-             b.valid_to or datetime.max.replace(tzinfo=timezone.utc))
+    lo = max(a.valid_from or datetime.min.replace(tzinfo=UTC),
+             b.valid_from or datetime.min.replace(tzinfo=UTC))
+    hi = min(a.valid_to or datetime.max.replace(tzinfo=UTC),
+             b.valid_to or datetime.max.replace(tzinfo=UTC))
     return lo < hi
 
 
@@ -510,7 +511,33 @@ def next_change(installed: Iterable[Profile], t: datetime, horizon_s: float, tx:
     return sorted((x - t).total_seconds() for x in pts)
 
 
-__all__ = ["MAX", "EXTERNAL", "TX_DEFAULT", "TX", "Period", "Schedule", "Profile", "Station", "Tx", "NO_TX",
-           "ProfileError", "check", "install", "clear", "end_transaction", "period_at", "limit_at", "composite",
-           "convert", "from_v16", "to_v16", "from_v201", "to_v201", "constant_limit", "parse_time", "format_time",
-           "next_change", "floor1"]
+__all__ = [
+    "EXTERNAL",
+    "MAX",
+    "NO_TX",
+    "TX",
+    "TX_DEFAULT",
+    "Period",
+    "Profile",
+    "ProfileError",
+    "Schedule",
+    "Station",
+    "Tx",
+    "check",
+    "clear",
+    "composite",
+    "constant_limit",
+    "convert",
+    "end_transaction",
+    "floor1",
+    "format_time",
+    "from_v16",
+    "from_v201",
+    "install",
+    "limit_at",
+    "next_change",
+    "parse_time",
+    "period_at",
+    "to_v16",
+    "to_v201",
+]

@@ -45,10 +45,10 @@ PROFILE_ACTIONS = ("SetChargingProfile", "ClearChargingProfile")
 class _StationSide(Endpoint):
     """Faces the charge point: its calls go upstream, its answers go to whoever asked."""
 
-    def __init__(self, proxy: "ProxySession", ws: Any) -> None:
+    def __init__(self, proxy: ProxySession, ws: Any) -> None:
         super().__init__(proxy.state.cp_id, ws, proxy.version, timeout_s=proxy.timeout_s, stats=proxy.server.stats)
         self.proxy = proxy
-        self.for_upstream: dict[str, asyncio.Future] = {}  # upstream calls waiting for the station's answer
+        self.for_upstream: dict[str, asyncio.Future[Any]] = {}  # upstream calls waiting for the station's answer
 
     def _resolve(self, uid: str, msg: CallResult | CallError) -> None:
         fut = self.for_upstream.get(uid)
@@ -66,7 +66,9 @@ class _StationSide(Endpoint):
         state = self.proxy.state
         state.observe_call(call.action, call.payload)
         self.proxy.server.emit(state, call.action, call.payload)
-        reply = await self.proxy.upstream_side.forward(call)
+        upstream = self.proxy.upstream_side
+        assert upstream is not None  # the station side runs only once the upstream side is connected
+        reply = await upstream.forward(call)
         if isinstance(reply, CallResult):
             try:
                 validate(MessageType.CallResult, call.action, reply.payload, self.version)
@@ -82,7 +84,7 @@ class _StationSide(Endpoint):
     async def forward(self, call: Call) -> CallResult | CallError:
         """Pass an upstream CALL to the station, one outstanding CALL at a time (shared with ours)."""
         async with self._request_lock:
-            fut: asyncio.Future = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self.for_upstream[call.unique_id] = fut
             try:
                 await self.send_raw(call.to_json())
@@ -96,14 +98,14 @@ class _StationSide(Endpoint):
 class _UpstreamSide(Endpoint):
     """Faces the legacy CSMS: forwards the station's calls, passes the CSMS's calls to the station."""
 
-    def __init__(self, proxy: "ProxySession", ws: Any) -> None:
+    def __init__(self, proxy: ProxySession, ws: Any) -> None:
         super().__init__(proxy.state.cp_id + "@upstream", ws, proxy.version, timeout_s=proxy.timeout_s,
                          stats=proxy.server.stats)
         self.proxy = proxy
 
     async def forward(self, call: Call) -> CallResult | CallError:
         """Send the station's CALL upstream with its own unique id and wait for the answer."""
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call.unique_id] = fut
         try:
             await self.send_raw(call.to_json())
@@ -138,7 +140,7 @@ class ProxySession(Session):
         self.upstream_url = upstream.rstrip("/") + "/" + quote(state.cp_id, safe="")
         self.station_side = _StationSide(self, ws)
         self.endpoint = self.station_side  # our own requests (driver) go through the station side
-        self.upstream_side: _UpstreamSide | None = None  # type: ignore[assignment]
+        self.upstream_side: _UpstreamSide | None = None
         self._up_ws: Any = None
         self.upstream_ssl = ssl  # wss:// upstream: a devices.tls client context
 
@@ -146,9 +148,10 @@ class ProxySession(Session):
         try:
             # the station's basic-auth credentials go upstream unchanged: the legacy CSMS keeps checking them
             auth = self.ws.request.headers.get("Authorization") if self.ws.request is not None else None
+            tls: dict[str, Any] = {"ssl": self.upstream_ssl} if self.upstream_ssl else {}
+            headers: dict[str, Any] = {"additional_headers": {"Authorization": auth}} if auth else {}
             self._up_ws = await connect(self.upstream_url, subprotocols=[SUBPROTOCOL[self.version]], open_timeout=10,
-                                        close_timeout=2, **({"ssl": self.upstream_ssl} if self.upstream_ssl else {}),
-                                        **({"additional_headers": {"Authorization": auth}} if auth else {}))
+                                        close_timeout=2, **tls, **headers)
         except Exception as exc:  # unreachable upstream: the station will retry with backoff
             log.warning("%s: upstream %s unreachable: %s", printable(self.state.cp_id), self.upstream_url, exc)
             await self.ws.close(1011, "upstream CSMS unreachable")

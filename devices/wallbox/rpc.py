@@ -23,9 +23,11 @@ import logging
 import re
 import time
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 from ocpp.charge_point import ChargePoint as _PackageEndpoint
+from websockets.typing import Subprotocol
 from ocpp.messages import Call, CallError, CallResult, MessageType
 
 from devices.wallbox.schemas import KNOWN_ACTIONS, OcppFault, error_code, validate
@@ -38,8 +40,8 @@ Payload = dict[str, Any]
 Handler = Callable[[Payload], Awaitable[Payload]]
 AfterHook = Callable[[Payload], Awaitable[None]]
 
-SUBPROTOCOL = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
-VERSION_OF_SUBPROTOCOL = {v: k for k, v in SUBPROTOCOL.items()}
+SUBPROTOCOL: dict[str, Subprotocol] = {"1.6": Subprotocol("ocpp1.6"), "2.0.1": Subprotocol("ocpp2.0.1")}
+VERSION_OF_SUBPROTOCOL: dict[str, str] = {v: k for k, v in SUBPROTOCOL.items()}
 MAX_UNIQUE_ID = 36  # OCPP-J: a unique id is at most 36 characters
 MAX_QUEUED_CALLS = 8  # OCPP-J allows one outstanding call per direction; a few more are tolerated
 LOUD_PER_KIND = 5  # the first rejections of each kind per connection are logged at WARNING, the rest at DEBUG
@@ -80,26 +82,26 @@ def _framework_code(version: str) -> str:
     return "FormationViolation" if version == "1.6" else "RpcFrameworkError"
 
 
-class Endpoint(_PackageEndpoint):
+class Endpoint(_PackageEndpoint):  # type: ignore[misc]  # the ocpp package ships no type information
     """One side of an OCPP-J websocket (charge point or CSMS). ``handlers`` answer the peer's calls."""
 
     def __init__(self, ident: str, connection: Any, version: str, *, timeout_s: float = 10.0,
-                 stats: Counter | None = None) -> None:
+                 stats: Counter[str] | None = None) -> None:
         super().__init__(ident, connection, response_timeout=timeout_s)
         self._ocpp_version = version
         self.version = version
         self.handlers: dict[str, Handler] = {}
         self.after: dict[str, AfterHook] = {}
-        self._pending: dict[str, asyncio.Future] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
         self._request_lock = asyncio.Lock()
         self._inbox: asyncio.Queue[Call | None] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._id_prefix = f"{id(self) & 0xFFFFFF:x}-"
         self._lost = False
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         #: counts of what happened on this connection (rejected frames by error code, malformed replies, ...)
-        self.stats: Counter = stats if stats is not None else Counter()
-        self._loud: Counter = Counter()
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self._loud: Counter[str] = Counter()
         self.last_rx = time.monotonic()
 
     def note(self, kind: str, detail: str) -> None:
@@ -302,7 +304,7 @@ class Endpoint(_PackageEndpoint):
             if self._lost:
                 raise ConnectionLost(f"{self.id}: connection closed")
             uid = self.next_id()
-            fut: asyncio.Future = loop.create_future()
+            fut: asyncio.Future[Any] = loop.create_future()
             self._pending[uid] = fut
             try:
                 await self.send_raw(Call(uid, action, payload).to_json())
@@ -326,5 +328,18 @@ class Endpoint(_PackageEndpoint):
         return reply.payload
 
 
-__all__ = ["SUBPROTOCOL", "VERSION_OF_SUBPROTOCOL", "Payload", "Handler", "RpcError", "CallErrorReply",
-           "MalformedReply", "ConnectionLost", "OcppFault", "error_code", "validate", "printable", "Endpoint"]
+__all__ = [
+    "SUBPROTOCOL",
+    "VERSION_OF_SUBPROTOCOL",
+    "CallErrorReply",
+    "ConnectionLost",
+    "Endpoint",
+    "Handler",
+    "MalformedReply",
+    "OcppFault",
+    "Payload",
+    "RpcError",
+    "error_code",
+    "printable",
+    "validate",
+]

@@ -14,7 +14,8 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, cast
+from collections.abc import Callable, Mapping
 
 import fastjsonschema
 import ocpp
@@ -53,7 +54,7 @@ def is_date_time(value: Any) -> bool:
         datetime(y, mo, d, h, mi, s)
     except ValueError:
         return False
-    return 1 <= y and oh <= 23 and om <= 59
+    return y >= 1 and oh <= 23 and om <= 59
 
 
 def _code_for(rule: str, version: str) -> str:
@@ -68,16 +69,16 @@ def _code_for(rule: str, version: str) -> str:
     return "PropertyConstraintViolation"  # enum, maxLength, minimum, maximum, multipleOf...
 
 
-@functools.lru_cache(maxsize=None)
-def schema(message_type: int, action: str, version: str) -> dict:
+@functools.cache
+def schema(message_type: int, action: str, version: str) -> dict[str, Any]:
     """The ``ocpp`` package's schema file (the official OCPP JSON schema) of a request or response."""
     name = action + ("Response" if message_type == MessageType.CallResult else
                      "Request" if version != "1.6" else "")
     path = Path(ocpp.__file__).parent / f"v{version.replace('.', '')}" / "schemas" / f"{name}.json"
-    return json.loads(path.read_text(encoding="utf-8-sig"))
+    return cast("dict[Any, Any]", json.loads(path.read_text(encoding="utf-8-sig")))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(message_type: int, action: str, version: str) -> Callable[[Any], Any]:
     # defaults are not filled in; "date-time" is the only format the OCPP schemas use
     return fastjsonschema.compile(schema(message_type, action, version), use_default=False,

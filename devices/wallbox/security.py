@@ -26,7 +26,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Mapping
+from collections.abc import Mapping
 
 from devices import tls
 
@@ -109,7 +109,7 @@ class CsmsSecurity:
 
 
 def _parse_basic(header: str | None) -> tuple[str | None, str | None]:
-    if not header or not header[:6].lower() == "basic ":
+    if not header or header[:6].lower() != "basic ":
         return None, None
     try:
         text = base64.b64decode(header[6:].strip(), validate=True).decode()

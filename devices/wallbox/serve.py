@@ -19,12 +19,16 @@ import signal
 import sys
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from devices import registry
 from devices.serving import (daily_window, duration_s, identity, load_config_file, non_negative, run_served, step_s,
                              websocket_url)
 from devices.wallbox.model import EVSpec, WallboxConfig, status_name
 from devices.wallbox.virtual import VirtualWallbox, VirtualWallbox16, VirtualWallbox201
+
+if TYPE_CHECKING:
+    from devices.wallbox.security import StationSecurity
 
 EV_KEYS = {"capacity_wh": "capacity_wh", "p_max_w": "p_max_w", "phases": "phases", "soc": "soc_arrival",
            "wanted_wh": "energy_wanted_wh"}
@@ -53,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "certificate named --id")
 
 
-def station_security(args: argparse.Namespace):
+def station_security(args: argparse.Namespace) -> StationSecurity:
     import os
 
     from devices.wallbox.security import StationSecurity
@@ -97,7 +101,7 @@ def parse_ev(text: str | None, ev_id: float = 1.0) -> EVSpec:
 
 
 def load_config(path: str | None) -> WallboxConfig:
-    return load_config_file(path, WallboxConfig)  # type: ignore[return-value]
+    return load_config_file(path, WallboxConfig)
 
 
 def _in_window(window: tuple[tuple[int, int], tuple[int, int]], now: datetime) -> bool:
@@ -180,7 +184,7 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         await dev.start_client(args.csms, security=station_security(args))
         print(f"charge point {args.id} (OCPP {args.ocpp}) -> {args.csms.rstrip('/')}/{args.id}", flush=True)
@@ -194,7 +198,7 @@ async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) ->
             t = k * args.step
             if args.duration is not None and t >= args.duration:
                 break
-            await dev.advance(t, args.step, plugging.env(t))  # type: ignore[arg-type]  # sub-second steps are fine
+            await dev.advance(t, args.step, plugging.env(t))  # sub-second steps are fine
             code = int(dev.bank.status[0])
             if code != last:
                 _print_status(dev)

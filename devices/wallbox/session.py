@@ -12,8 +12,9 @@ import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from datetime import datetime, UTC
+from typing import Any, Protocol
+from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection
 
@@ -50,7 +51,7 @@ class SessionHost(Protocol):
     """What a session needs from the server that runs it."""
 
     heartbeat_s: int
-    stats: Counter
+    stats: Counter[str]
 
     def emit(self, state: StationState, action: str, payload: Payload) -> None: ...
 
@@ -109,7 +110,7 @@ class CsmsSession(Session):
         return handle
 
     def answer(self, action: str, p: Payload) -> Payload:
-        now = pf.format_time(datetime.now(timezone.utc))
+        now = pf.format_time(datetime.now(UTC))
         accepted = {"status": "Accepted"}
         if action == "BootNotification":
             return {"status": "Accepted", "currentTime": now, "interval": self.server.heartbeat_s}
@@ -139,4 +140,4 @@ class Expected:
     connectors: int = 1
 
 
-__all__ = ["Session", "SessionFactory", "SessionHost", "CsmsSession", "Expected"]
+__all__ = ["CsmsSession", "Expected", "Session", "SessionFactory", "SessionHost"]

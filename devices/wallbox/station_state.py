@@ -12,7 +12,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from devices.wallbox import profiles as pf
 from devices.wallbox.model import STATUS_NAMES
@@ -56,7 +57,7 @@ class StationState:
     booted: bool = False
     boots: int = 0
     epoch: int = 0  # moves on at every boot and when someone else changes the profiles (proxy upstream)
-    boot: dict = field(default_factory=dict)
+    boot: dict[str, Any] = field(default_factory=dict)
     status_code: float = math.nan
     error_code: str = ""
     connector_status: str = ""  # 2.0.1
@@ -148,7 +149,7 @@ class StationState:
         if t is not None and (self.cp_time is None or t > self.cp_time):
             self.cp_time = t
 
-    def _meter(self, meter_values: list[dict], tx_match: bool = True) -> None:
+    def _meter(self, meter_values: list[dict[str, Any]], tx_match: bool = True) -> None:
         for mv in meter_values or []:
             self._seen_time(mv.get("timestamp"))
             for sv in mv.get("sampledValue", []):
@@ -202,7 +203,7 @@ class StationState:
             self.meter_messages += 1
         elif action == "StartTransaction":
             self._seen_time(p.get("timestamp"))
-            pass  # the transaction exists once the CSMS has answered (observe_result)
+            # the transaction exists once the CSMS has answered (observe_result)
         elif action == "StopTransaction":
             self._seen_time(p.get("timestamp"))
             end = float(p["meterStop"])

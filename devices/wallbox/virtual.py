@@ -11,9 +11,10 @@ charge point send its StatusNotification and transaction messages.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import datetime, UTC
+from collections.abc import Mapping
 from urllib.parse import quote
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -30,6 +31,7 @@ CHARGE_POINTS: dict[str, type[VirtualChargePoint]] = {"1.6": ChargePoint16, "2.0
 
 
 class VirtualWallbox(VirtualDevice):
+    bank: WallboxBank  # the family's bank (checked in __init__)
     version = ""
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
@@ -41,17 +43,17 @@ class VirtualWallbox(VirtualDevice):
         self.cp: VirtualChargePoint | None = None
         self.server: csms.CsmsServer | None = None
         self.env_override: dict[str, float] | None = None
-        self._starting: asyncio.Task | None = None
+        self._starting: asyncio.Task[None] | None = None
 
     def clock_at(self, t_s: float) -> datetime:
         if self.wall_clock:
-            return datetime.now(timezone.utc)
+            return datetime.now(UTC)
         return self.context.at(t_s)  # protocol timestamps on the scenario calendar
 
     def now(self) -> datetime:
         return self.clock_at(self.bank.t_s)
 
-    def make_charge_point(self, csms_url: str, **kw) -> VirtualChargePoint:
+    def make_charge_point(self, csms_url: str, **kw: Any) -> VirtualChargePoint:
         cls = CHARGE_POINTS[self.version]
         return cls(self.bank, self.cfg, cp_id=self.device_id, csms_url=csms_url, clock=self.now,
                    clock_at=self.clock_at, **kw)
@@ -71,7 +73,7 @@ class VirtualWallbox(VirtualDevice):
         await server.wait_expected(self.device_id, 10.0)
         await cp.start()
 
-    async def start_client(self, csms_url: str, **kw) -> None:
+    async def start_client(self, csms_url: str, **kw: Any) -> None:
         """Connect to an external CSMS instead of ours (``s4g device serve wallbox --csms``)."""
         self.cp = self.make_charge_point(csms_url, **kw)
         await self.cp.start()
@@ -87,9 +89,9 @@ class VirtualWallbox(VirtualDevice):
         if server is not None:
             await csms.release(server)
 
-    async def advance(self, t_s: int, dt_s: int, env: Mapping[str, float]) -> None:
+    async def advance(self, t_s: float, dt_s: float, env: Mapping[str, float]) -> None:
         # the same defaults DeviceSim gives a sim:// bank (0.0 for an input that is not connected)
-        full = {k: 0.0 for k in ENV_INPUTS}
+        full = dict.fromkeys(ENV_INPUTS, 0.0)
         full.update({k: (0.0 if v is None else float(v)) for k, v in env.items()})
         if self.env_override is not None:
             full.update(self.env_override)

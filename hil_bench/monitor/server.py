@@ -28,7 +28,8 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 from cosim.messaging import Subscription, topics
 from cosim.messaging.errors import MessagingError
@@ -49,7 +50,8 @@ MAX_CONNECTIONS = 64
 REQUEST_TIMEOUT_S = 10.0
 MAX_TOPICS = 1000  # traffic entries and devices shown: foreign topics on a real broker are unbounded
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+           405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+           431: "Request Header Fields Too Large", 501: "Not Implemented",
            503: "Service Unavailable"}
 
 
@@ -325,8 +327,9 @@ class MonitorServer:
         return method, target.split("?", 1)[0], headers, body
 
     # which role each route needs (None: public) and the control actions the audit log records
-    NEEDS = {("GET", "/events"): "viewer", ("GET", "/api/state"): "viewer", ("POST", "/api/stop"): "operator"}
-    ACTIONS = {("POST", "/api/stop"): "emergency stop"}
+    NEEDS: ClassVar[dict[tuple[str, str], str]] = {("GET", "/events"): "viewer", ("GET", "/api/state"): "viewer",
+                                                   ("POST", "/api/stop"): "operator"}
+    ACTIONS: ClassVar[dict[tuple[str, str], str]] = {("POST", "/api/stop"): "emergency stop"}
 
     def _hosts(self) -> tuple[str, ...]:
         return (f"{self.host}:{self.port}", f"127.0.0.1:{self.port}", f"localhost:{self.port}")
@@ -397,7 +400,7 @@ class MonitorServer:
                 else:
                     if payload is None:
                         return
-                    if filtered:
+                    if filtered and who is not None:  # filtered: a resident signed in
                         payload = json.dumps(self.visible(json.loads(payload), who), separators=(",", ":"))
                     writer.write(b"event: state\ndata: " + payload.encode() + b"\n\n")
                 await self._drain(writer)

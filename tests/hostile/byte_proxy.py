@@ -16,7 +16,7 @@ Faults are taken from ``proxy.faults`` one per reply chunk until the list is emp
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from collections.abc import Sequence
 
 Fault = tuple
 

@@ -138,7 +138,7 @@ def test_garbage_on_the_sockets_does_not_stop_the_meter(chunks):
         tcp, hdlc_addr = await meter.start(), await meter.start_hdlc()
         try:
             for port in (meter.wrapper.port, meter.hdlc.port):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 for chunk in chunks:
                     writer.write(chunk)
                 # a well-formed wrapper frame with a hostile APDU, too
@@ -199,8 +199,8 @@ def test_the_driver_facing_a_hostile_meter_raises_typed_errors(reply, aare_ok):
         try:
             await d.connect()
             await d.read()
-            await d.read_profile(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
-                                 dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc))
+            await d.read_profile(dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+                                 dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
         except (ProtocolError, DeviceUnavailable):
             pass
         finally:

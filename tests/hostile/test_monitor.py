@@ -125,7 +125,7 @@ def test_fuzzed_requests_never_stop_the_monitor(monitor, request):
         answer = _exchange(monitor, data)
         status = _status(answer)
         # an answer is always a whole HTTP response; a stop request is only ever a well-formed POST /api/stop
-        assert status is None and answer == b"" or status in (200, 400, 404, 405, 408, 413, 431, 501), answer[:100]
+        assert (status is None and answer == b"") or status in (200, 400, 404, 405, 408, 413, 431, 501), answer[:100]
         answered.append(status)
 
     one()

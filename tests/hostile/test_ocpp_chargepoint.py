@@ -20,7 +20,7 @@ import json
 import statistics
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +42,7 @@ def examples(request, default: int, long: int) -> int:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ScriptedCsms:
@@ -72,9 +72,9 @@ class ScriptedCsms:
             tx = next(self.tx_ids)
             self.issued.add(tx)
             return {"transactionId": tx, "idTagInfo": {"status": "Accepted"}}
-        if action == "MeterValues" and self.version == "1.6" and "transactionId" in p:
-            if p["transactionId"] not in self.issued:
-                self.problems.append(f"MeterValues with transactionId {p['transactionId']}")
+        if action == "MeterValues" and self.version == "1.6" and "transactionId" in p \
+                and p["transactionId"] not in self.issued:
+            self.problems.append(f"MeterValues with transactionId {p['transactionId']}")
         if action == "StopTransaction" and p["transactionId"] not in self.issued:
             self.problems.append(f"StopTransaction with transactionId {p['transactionId']}")
         return {}
@@ -128,7 +128,7 @@ class ScriptedCsms:
                 await self.play(ws, *plan)
         except (ConnectionClosed, TimeoutError):
             pass
-        except Exception as exc:  # noqa: BLE001  # reported by the test, not lost in the server's log
+        except Exception as exc:  # reported by the test, not lost in the server's log
             self.problems.append(f"scripted CSMS: {type(exc).__name__}: {exc}")
         finally:
             if plan is not None:

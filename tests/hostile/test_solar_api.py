@@ -73,7 +73,7 @@ def test_absurd_device_ids_get_a_4xx_with_the_api_error_body(rig, device_id):
     if not target.isascii():
         target = INVERTER + "".join(f"%{b:02X}" for b in device_id.encode())
     status, reply = io.run(http(dev.server.port, get(target)))
-    assert status is not None and 400 <= status < 500 or (status == 200 and body_of(reply)["Head"]["Status"][
+    assert (status is not None and 400 <= status < 500) or (status == 200 and body_of(reply)["Head"]["Status"][
         "Code"] in (6, 12))
     if status != 200:
         assert body_of(reply)["Head"]["Status"]["Code"] == 6
@@ -114,7 +114,7 @@ def test_random_requests_get_a_response_or_a_closed_connection_never_a_500(rig, 
     b"GET /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"]), min_size=1, max_size=8))
 def test_pipelined_keep_alive_sequences_are_answered_in_order(rig, requests):
     io, dev = rig
-    status, reply = io.run(http(dev.server.port, b"".join(requests)))
+    _status, reply = io.run(http(dev.server.port, b"".join(requests)))
     expected = {b"GET /solar_api/GetAPIVersion.cgi": b"200", b"GET /solar_api/v1/GetStorageRealtimeData.cgi": b"200",
                 b"GET /nope": b"404", b"DELETE /": b"405", b"HEAD /solar_api/GetAPIVersion.cgi": b"200",
                 b"GET /x": b"404"}

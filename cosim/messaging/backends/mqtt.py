@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -35,7 +35,7 @@ def _nodelay(client: mqtt.Client) -> None:
     sock = client.socket()
     if sock is not None:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]  # paho: a protocol
         except OSError:  # not a TCP socket (e.g. a unix socket or websockets)
             pass
 
@@ -105,7 +105,7 @@ class MqttBackend(Backend):
             self._subscribed.set()
 
         def _on_message(_c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-            on_message(msg.topic, msg.payload, bool(msg.retain))
+            on_message(msg.topic, cast(bytes, msg.payload), bool(msg.retain))  # paho delivers bytes
 
         def _on_publish(_c: mqtt.Client, _ud: Any, mid: int, rc: Any, _props: Any) -> None:
             if rc is not None and rc.is_failure:
