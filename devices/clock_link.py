@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from devices.base import DeviceUnavailable, ProtocolError
 from devices.virtual import VirtualDevice, advance_to
@@ -36,7 +37,7 @@ class ClockRequestError(ValueError):
     """A clock request that is not acceptable; ``str()`` says why."""
 
 
-def parse_request(line: bytes, inputs: frozenset[str], t_now: int) -> tuple[int, int, dict[str, float]]:
+def parse_request(line: bytes, inputs: frozenset[str], t_now: float) -> tuple[int, int, dict[str, float]]:
     """``(advance_to, step_s, env)`` of one request line, checked; ClockRequestError otherwise."""
     try:
         msg = loads(line)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from devices.base import DeviceError
 from devices.clock_link import ClockClient

@@ -33,7 +33,7 @@ class HostedDevice:
     virtual: VirtualDevice
     address: str = ""
     env: Mapping[str, float] = field(default_factory=dict)
-    t_model: int = 0
+    t_model: float = 0.0  # the model's own clock (a float: virtual devices keep fractional seconds)
     task: asyncio.Task | None = None
 
     @property

@@ -392,8 +392,9 @@ class BenchRuntime:
             steps.append(("world", lambda: _shutdown_world(builder.world)))
             if hasattr(builder, "close"):  # the scenario's message bus and its embedded broker
                 steps.append(("scenario brokers", builder.close))
-        if self.clocks is not None and self.io is not None:
-            steps.append(("clock links", lambda: self.io.run(self.clocks.close(), timeout_s=10)))
+        clocks, io = self.clocks, self.io
+        if clocks is not None and io is not None:
+            steps.append(("clock links", lambda: io.run(clocks.close(), timeout_s=10)))
         if self.hosting is not None:
             steps.append(("hosted devices", self.hosting.stop))
         if self.flow is not None:

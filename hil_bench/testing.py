@@ -53,7 +53,8 @@ def write_scenario(data: dict[str, Any], path: Path) -> Path:
 class ServedDevice:
     """A running ``s4g device serve`` process and the driver address it printed."""
 
-    def __init__(self, proc: subprocess.Popen, address: str, lines: list[str], clock_address: str | None = None) -> None:
+    def __init__(self, proc: subprocess.Popen, address: str, lines: list[str],
+                 clock_address: str | None = None) -> None:
         self.proc = proc
         self.address = address
         self.lines = lines
@@ -75,7 +76,8 @@ def serve_fronius(config: dict[str, Any], tmp: Path, *, device_id: str = "froniu
     cfg.write_text(yaml.safe_dump(config), encoding="utf-8")
     cmd = [sys.executable, "-m", "s4g", "device", "serve", "fronius", "--port", "0", "--http-port", "0",
            "--config", str(cfg), "--step", repr(step), "--pv-w-per-kwp", repr(pv_w_per_kwp),
-           "--site-load-w", repr(site_load_w), "--device-id", device_id] + (["--clock-port", "0"] if follow_clock else [])
+           "--site-load-w", repr(site_load_w), "--device-id", device_id]
+    cmd += ["--clock-port", "0"] if follow_clock else []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: list[str] = []

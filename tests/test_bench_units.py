@@ -79,7 +79,7 @@ def test_bench_section_device_references_are_checked(tmp_path):
         load(write_scenario(data, tmp_path / "s.yaml"))
     hosted = pilot_data(bench={"clock": "steps", "device_clocks": {"fronius_4006773": "tcp://127.0.0.1:9"}})
     loaded = load(write_scenario(hosted, tmp_path / "s.yaml"))
-    with pytest.raises(ScenarioError, match="bench.device_clocks.fronius_4006773"):
+    with pytest.raises(ScenarioError, match=r"bench\.device_clocks\.fronius_4006773"):
         plan_devices(loaded, loaded.scenario.bench)
 
 

@@ -5,9 +5,9 @@
 constants from the command line (the bench feeds them; a co-simulation feeds them through the scenario). Ctrl-C
 or SIGTERM stops it cleanly. ``--clock-port`` makes the model follow a clock (and inputs) the bench drives
 (devices/clock_link.py) instead of the wall clock: for tests of the bench, whose results must not depend on how
-two processes are scheduled. Port 0 picks a free port; the addresses are printed once the servers listen. ``--tls-pki DIR``
-serves SunSpec as Modbus/TCP Security (TLS with client certificates; use ``--port 802``); the Solar API has no
-TLS here and stays on 127.0.0.1 then (``--insecure`` exposes it on ``--host`` too).
+two processes are scheduled. Port 0 picks a free port; the addresses are printed once the servers listen.
+``--tls-pki DIR`` serves SunSpec as Modbus/TCP Security (TLS with client certificates; use ``--port 802``); the
+Solar API has no TLS here and stays on 127.0.0.1 then (``--insecure`` exposes it on ``--host`` too).
 """
 
 from __future__ import annotations
