@@ -263,6 +263,9 @@ class KpiSpec(Strict):
                                                      "step when there are controllers, else none)")
     pilot: Literal["bucharest", "bolzano_residential"] | None = Field(
         None, description="report this pilot's KPIs beside its targets (cosim/pilot_kpis.py)")
+    reference_variant: Name | None = Field(
+        None, description="the variant a pilot's KPIs are compared with (e.g. the run without S4G): `s4g compare` "
+                          "judges a target relative to it")
 
     @field_validator("v_band_pu", "v_band_tight_pu")
     @classmethod
