@@ -20,8 +20,9 @@ Bucharest (the Energy Router site; targets from the S4G pilot facts):
 - energy not served during outages (the site's AC loads at the open PCC plus what the router shed), time to restore
   (grid back → router grid-connected again), DC bus voltage min / max over energised steps, operating-state changes.
 
-Bolzano residential, per house: peak PCC import (15-min means, as a meter's demand register) after the warm-up ≤ 10 kW, and ≤ the run without S4G (a row with a
-``relative`` target, judged by ``s4g compare`` against the scenario's ``kpis.reference_variant``); peak export.
+Bolzano residential, per house: peak PCC import (15-min means, as a meter's demand register) after the warm-up
+≤ 10 kW, and ≤ the run without S4G (a row with a ``relative`` target, judged by ``s4g compare`` against the
+scenario's ``kpis.reference_variant``); peak export.
 """
 
 from __future__ import annotations
@@ -210,8 +211,9 @@ def bolzano_residential(run: Any) -> list[dict[str, Any]]:
         peak = None if pcc is None or not len(pcc) else max(float(np.nanmax(pcc)), 0.0) / 1000.0
         rows.append(_row(f"peak_import_kw.{sid}", f"peak 15-min import at {sid}", peak, "kW", "≤ 10 kW",
                          _cmp(peak, (peak or 0) <= 10.0)))
-        rows.append({**_row(f"peak_import_vs_reference.{sid}", f"peak 15-min import at {sid} vs the run without S4G", peak,
-                            "kW", "≤ reference", None), "relative": "le"})
+        label = f"peak 15-min import at {sid} vs the run without S4G"
+        rows.append({**_row(f"peak_import_vs_reference.{sid}", label, peak, "kW", "≤ reference", None),
+                     "relative": "le"})
         exp = None if pcc is None or not len(pcc) else max(float(np.nanmax(-pcc)), 0.0) / 1000.0
         rows.append(_row(f"peak_export_kw.{sid}", f"peak 15-min export at {sid}", exp, "kW", "", None))
     return rows
@@ -278,7 +280,8 @@ def compare_rows(kpis_list: list[dict[str, Any]], names: list[str] | None = None
     for i, row in enumerate(first["rows"]):
         label = f"{row['label']} ({row['unit']})" if row["unit"] else row["label"]
         if row["target"]:
-            label += f" [target {row['target']}]" if "relative" not in row else f" [target {'≤' if row['relative'] == 'le' else '≥'} {reference}]"
+            op = {"le": "≤", "ge": "≥"}.get(row.get("relative", ""))
+            label += f" [target {row['target']}]" if op is None else f" [target {op} {reference}]"
         rel = RELATIVE.get(row.get("relative", ""))
         if rel is not None and ref_i is None:
             continue  # a relative target needs its reference run
