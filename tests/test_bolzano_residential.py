@@ -53,7 +53,8 @@ def test_a_short_run_gives_the_peak_import_per_house_beside_its_target(runs):
 
 def test_s4g_keeps_the_ev_evening_peak_below_the_baseline(runs):
     """The peak is set by the EV (8.3 kW) at the houses whose EV charges in the evening of day two; S4G's import cap
-    (6 kW, on the metered PCC) shaves it with the battery, the baseline's Fronius covers the household only."""
+    (8 kW, on the metered PCC) shaves the household part with the battery, the baseline's Fronius covers the household
+    only."""
     peaks = {}
     for variant, (run_dir, _) in runs.items():
         sites = read_table(run_dir, "sites")
@@ -64,7 +65,7 @@ def test_s4g_keeps_the_ev_evening_peak_below_the_baseline(runs):
     assert ev_peak, "no house had its EV's evening charge on day two"
     for h in ev_peak:
         assert peaks["s4g"][h] <= peaks["baseline"][h]
-        assert peaks["s4g"][h] <= 6000 + 1000  # the cap, plus the step the controller needs to answer
+        assert peaks["s4g"][h] <= 8000 + 500  # the cap, plus the step the controller needs to answer
     assert max(peaks["s4g"].values()) <= max(peaks["baseline"].values())
     # s4g compare judges the relative target against the reference variant
     comp = table([runs["s4g"][0], runs["baseline"][0]])
