@@ -662,6 +662,10 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None, variant: str
         raise ScenarioError(path, _pydantic_problems(exc, (), root, remap)) from None
     scenario = _resolve_paths(scenario, path.parent.resolve())
     problems = _semantic_problems(scenario, root, remap)
+    ref = scenario.kpis.reference_variant
+    if ref is not None and ref not in variants:  # the run a pilot's relative targets are judged against
+        problems.append(Problem("kpis.reference_variant", f"no variant {ref!r}; the file has: "
+                                f"{', '.join(variants) or 'none'}", ref, _line_of(root, ("kpis", "reference_variant"))))
     if problems:
         raise ScenarioError(path, problems)
     return LoadedScenario(scenario, path, text, variant, tuple(variants))

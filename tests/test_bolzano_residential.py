@@ -14,7 +14,7 @@ from cosim.compare import table
 from cosim.pilot_kpis import demand_w
 from cosim.rundir import read_table
 from cosim.run import run
-from cosim.scenario import load
+from cosim.scenario import ScenarioError, load
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios" / "bolzano_residential.yaml"
@@ -40,6 +40,14 @@ def test_the_scenario_and_its_variants_validate():
     for v in base.variants:
         load(SCENARIO, variant=v)
     assert all(s.contract_import_w == 10_000 for s in base.scenario.sites)
+
+
+def test_a_reference_variant_the_file_does_not_have_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SCENARIO.read_text().replace("reference_variant: baseline", "reference_variant: basline"))
+    with pytest.raises(ScenarioError) as exc:
+        load(bad)
+    assert "kpis.reference_variant" in str(exc.value) and "basline" in str(exc.value)
 
 
 def test_a_short_run_gives_the_peak_import_per_house_beside_its_target(runs):
