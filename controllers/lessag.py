@@ -48,6 +48,9 @@ class LessagParams(BaseModel):
     mode: Literal["direct", "profess"] = "direct"
     max_age_s: int = Field(26 * 3600, gt=0, description="a schedule older than this is stale")
     pcc_gain: float = Field(0.0, ge=0, le=1, description="direct mode: share of the PCC deviation compensated")
+    import_cap_w: float | None = Field(None, gt=0, description="either mode: discharge (or charge less) so that the "
+                                       "PCC import the site's meter reads stays at or below this, as far as the "
+                                       "battery can (the SMX sees loads no forecast knows, e.g. an EV)")
     profess: ProfessParams = Field(default_factory=lambda: ProfessParams(objective="follow_schedule"))
 
 
@@ -181,8 +184,12 @@ class LessagSim(mosaik_api_v3.Simulator):
                     p[i] = self._profess_step(eid, i, time, num, packs[i])
         hi = np.where(np.isfinite(num["p_charge_avail_w"]), num["p_charge_avail_w"], np.inf)
         lo = np.where(np.isfinite(num["p_discharge_avail_w"]), -num["p_discharge_avail_w"], -np.inf)
-        p = np.clip(p, lo, hi)
         p = np.where(ok, p, sc)
+        # the import cap acts on the metered PCC: what the site draws besides the battery, plus the battery
+        cap = np.array([np.inf if q.import_cap_w is None else q.import_cap_w for q in self.params])
+        rest = num["pcc_p_w"] - num["batt_p_w"]
+        p = np.where(np.isfinite(rest), np.minimum(p, cap - rest), p)
+        p = np.clip(p, lo, hi)
         self.fallback = self._log.update(time, self.eids, reason)
         self.p_set_w = np.where(np.isfinite(p), p, 0.0)
         return time + self.step_size

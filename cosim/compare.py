@@ -84,8 +84,9 @@ def table(run_dirs: list[Path]) -> Comparison:
     rows = [(label, [_fmt(f.get(key), how) for f in flats]) for label, key, how in ROWS]
     from cosim.pilot_kpis import compare_rows
 
-    rows += compare_rows([_kpis(d) for d in run_dirs])  # a pilot's KPIs with its targets, met / NOT met
     meta = json.loads((run_dirs[0] / "meta.json").read_text())
+    # a pilot's KPIs with its targets, met / NOT met (relative ones against the scenario's reference variant)
+    rows += compare_rows([_kpis(d) for d in run_dirs], names, (meta.get("kpis") or {}).get("reference_variant"))
     return Comparison(names, rows, meta.get("duration_s", 0) / 86400)
 
 

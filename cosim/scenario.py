@@ -264,6 +264,9 @@ class KpiSpec(Strict):
                                                      "step when there are controllers, else none)")
     pilot: Literal["bucharest", "bolzano_residential"] | None = Field(
         None, description="report this pilot's KPIs beside its targets (cosim/pilot_kpis.py)")
+    reference_variant: Name | None = Field(
+        None, description="the variant a pilot's KPIs are compared with (e.g. the run without S4G): `s4g compare` "
+                          "judges a target relative to it")
 
     @field_validator("v_band_pu", "v_band_tight_pu")
     @classmethod
@@ -661,6 +664,10 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None, variant: str
         raise ScenarioError(path, _pydantic_problems(exc, (), root, remap)) from None
     scenario = _resolve_paths(scenario, path.parent.resolve())
     problems = _semantic_problems(scenario, root, remap)
+    ref = scenario.kpis.reference_variant
+    if ref is not None and ref not in variants:  # the run a pilot's relative targets are judged against
+        problems.append(Problem("kpis.reference_variant", f"no variant {ref!r}; the file has: "
+                                f"{', '.join(variants) or 'none'}", ref, _line_of(root, ("kpis", "reference_variant"))))
     if problems:
         raise ScenarioError(path, problems)
     return LoadedScenario(scenario, path, text, variant, tuple(variants))

@@ -148,7 +148,7 @@ def evening(tmp_path_factory):
 
 def test_every_variant_of_the_scenario_validates():
     base = load(SCENARIO)
-    assert set(base.variants) == {"s4g", "rule_based", "no_control"}
+    assert set(base.variants) == {"s4g", "rule_based", "no_control", "profess"}
     for v in base.variants:
         load(SCENARIO, variant=v)
 

@@ -54,6 +54,24 @@ def test_pcc_correction_moves_towards_the_planned_exchange():
     assert sim.get_data({e: ["p_set_w"]})[e]["p_set_w"] == pytest.approx(1250.0)
 
 
+def test_import_cap_discharges_against_what_the_meter_reads():
+    # schedule: charge 1500 W; the meter reads 7500 W with the battery charging 1500 W (an EV nobody forecast):
+    # the rest of the site draws 6000 W, so a 5000 W cap needs the battery to deliver 1000 W
+    sim, (e,) = make(import_cap_w=5000.0)
+    sim.step(60, {e: inp(PACK, 0, pcc=7500.0, batt=1500.0)}, 10**6)
+    assert sim.get_data({e: ["p_set_w"]})[e]["p_set_w"] == pytest.approx(-1000.0)
+    # below the cap the schedule stands; beyond the battery's power the cap gives way to the availability
+    sim.step(120, {e: inp(PACK, 0, pcc=2000.0, batt=1500.0)}, 10**6)
+    assert sim.get_data({e: ["p_set_w"]})[e]["p_set_w"] == 1500.0
+    sim.step(180, {e: inp(PACK, 0, pcc=9000.0, batt=0.0, da=2400.0)}, 10**6)
+    assert sim.get_data({e: ["p_set_w"]})[e]["p_set_w"] == -2400.0
+    # in fallback (no schedule) too: self-consumption already drives the PCC to zero, the cap never raises it
+    sim.step(240, {e: inp(None, None, pcc=9000.0, batt=0.0)}, 10**6)
+    assert sim.get_data({e: ["p_set_w"]})[e]["p_set_w"] == -2400.0
+    with pytest.raises(ValueError):
+        LessagParams(import_cap_w=0.0)
+
+
 @pytest.mark.parametrize("case", ["missing", "stale", "expired"])
 def test_fallback_to_self_consumption_is_logged_and_recorded(case):
     sim, (e,) = make(max_age_s=3600)

@@ -55,6 +55,8 @@ MEASURED = (
     Fcda("loss_w", "GGIO1.AnIn6.instMag.f", "MX"),
     Fcda("e_wh", "GGIO1.AnIn7.instMag.f", "MX"),
     Fcda("e_unserved_wh", "GGIO1.AnIn8.instMag.f", "MX"),
+    Fcda("p_charge_avail_w", "GGIO1.AnIn9.instMag.f", "MX"),
+    Fcda("p_discharge_avail_w", "GGIO1.AnIn10.instMag.f", "MX"),
     Fcda("state", "ZINV1.GridModSt.stVal", "ST", integer=True),
     Fcda("mode", "DRCC1.DERStr.stVal", "ST", integer=True),
     Fcda("trips", "GGIO1.IntIn1.stVal", "ST", integer=True),

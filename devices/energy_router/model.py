@@ -436,6 +436,8 @@ class EnergyRouterBank(ModelBank):
             "grid_present": self.grid_present.copy(), "unserved_w": o["unserved_w"].copy(),
             "e_unserved_wh": self.e_unserved_wh.copy(), "loss_w": o["loss_w"].copy(),
             "mode_changes": self.mode_changes.astype(float),
+            # what a storage controller (PROFESS) may ask of the battery over the next step (as its batt_p_w)
+            **dict(zip(("p_charge_avail_w", "p_discharge_avail_w"), self.battery.available_w(self.dt_s), strict=True)),
         }
 
     def held_setpoints(self, i: int) -> dict[str, float]:
@@ -448,7 +450,8 @@ class EnergyRouterBank(ModelBank):
 
 MEASUREMENTS = ("p_w", "q_var", "v_v", "f_hz", "pf", "pv_p_w", "pv_curtail_w", "batt_p_w", "soc", "e_wh",
                 "dc_load_w", "ac_load_w", "link_p_w", "v_dc_v", "v_dc_min_v", "v_dc_max_v", "state", "mode",
-                "control", "trips", "grid_present", "unserved_w", "e_unserved_wh", "loss_w", "mode_changes")
+                "control", "trips", "grid_present", "unserved_w", "e_unserved_wh", "loss_w", "mode_changes",
+                "p_charge_avail_w", "p_discharge_avail_w")
 
 
 def capabilities(cfg: EnergyRouterConfig) -> Capabilities:
