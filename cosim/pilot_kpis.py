@@ -295,7 +295,9 @@ def compare_rows(kpis_list: list[dict[str, Any]], names: list[str] | None = None
                 cells.append("—")
                 continue
             if rel is not None:
-                ref = pilots[ref_i]["rows"][i]["value"] if pilots[ref_i] and i < len(pilots[ref_i]["rows"]) else None
+                assert ref_i is not None  # rows with a relative target are skipped above without a reference
+                ref_pilot = pilots[ref_i]
+                ref = ref_pilot["rows"][i]["value"] if ref_pilot and i < len(ref_pilot["rows"]) else None
                 cells.append("—" if ref is None else fmt_value(r) + " reference" if j == ref_i
                              else fmt_value(r) + (" met" if rel(r["value"], ref) else " NOT met"))
                 continue
