@@ -17,8 +17,9 @@ admittance matrices (external grid impedance to earth included), the positive se
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -189,6 +190,32 @@ class _ZeroedLoads:
     def __exit__(self, *exc: object) -> None:
         for (element, index), row in self.saved.items():
             self.net[element].loc[index] = row
+
+
+@contextlib.contextmanager
+def _plain_python_helpers() -> Iterator[None]:
+    """pandapower's own pure-Python versions of the three small helpers it JIT-compiles, for the one set-up run.
+
+    Even with ``numba=False`` pandapower's conversion calls these numba functions; loading them from numba's
+    cache imports numba's compiler (1-1.5 s of a start-up) for three loops over a few hundred elements.
+    The Python versions are the functions numba compiles, so the matrices are the same.
+    """
+    import pandapower.auxiliary as aux
+    import pandapower.build_branch as bb
+
+    swaps = [(aux, "set_elements_oos", getattr(aux, "_python_set_elements_oos", None)),
+             (aux, "set_isolated_buses_oos", getattr(aux, "_python_set_isolated_buses_oos", None)),
+             (aux, "get_values", getattr(aux, "_get_values", None)),
+             (bb, "get_values", getattr(aux, "_get_values", None))]
+    swaps = [(m, name, plain) for m, name, plain in swaps if plain is not None and hasattr(m, name)]
+    saved = [(m, name, getattr(m, name)) for m, name, _ in swaps]
+    for m, name, plain in swaps:
+        setattr(m, name, plain)
+    try:
+        yield
+    finally:
+        for m, name, old in saved:
+            setattr(m, name, old)
 
 
 # ------------------------------------------------------------------------------------------ reference backend
@@ -419,7 +446,7 @@ class _FastBalanced:
     def __init__(self, net: pp.pandapowerNet, loads: Sequence[LoadRef], tol_mva: float, max_iter: int) -> None:
         _check_supported(net)
         self.loads = list(loads)
-        with _ZeroedLoads(net, self.loads):
+        with _ZeroedLoads(net, self.loads), _plain_python_helpers():
             try:
                 pp.runpp(net, numba=False)  # only its matrices are used; numba would add seconds of JIT compile
             except pp.LoadflowNotConverged as exc:
@@ -539,7 +566,7 @@ class _FastUnbalanced:
         for r in self.loads:
             if r.element == "asymmetric_load" and str(net.asymmetric_load.at[r.index, "type"]) != "wye":
                 raise FastSolverUnsupported("delta asymmetric loads are not supported; use solver='pandapower'")
-        with _ZeroedLoads(net, self.loads):
+        with _ZeroedLoads(net, self.loads), _plain_python_helpers():
             ppci0, ppci1, ppci2, y_eg = _sequence_networks(net)
             s_delta, s_wye = _static_phase_loads(net, ppci1)
         if np.any(s_delta != 0):
