@@ -20,9 +20,9 @@ from typing import Any
 
 #: what ``import pandapower`` imports and the grid simulator never needs at start-up (parents before children):
 #: its plotting, state estimation, test networks, time series, grid equivalents and short circuit packages, and
-#: matplotlib's pyplot, which its control package imports for its plots only, and psycopg, which its SQL
-#: input/output imports
-DEFERRED = ("matplotlib", "matplotlib.pyplot", "psycopg", "psycopg.errors", "psycopg.sql",
+#: matplotlib's pyplot, which its control package imports for its plots only. (Not psycopg, which its SQL
+#: input/output imports: psycopg's own modules import each other in a circle that only works in their order.)
+DEFERRED = ("matplotlib", "matplotlib.pyplot",
             *(f"pandapower.{sub}" for sub in ("plotting", "estimation", "networks", "timeseries", "grid_equivalents",
                                              "shortcircuit")))
 
@@ -33,9 +33,13 @@ class _Deferred(types.ModuleType):
     def __getattr__(self, name: str) -> Any:  # only called for attributes not (yet) on the module
         spec = self.__dict__.get("__spec__")
         if spec is None or self.__dict__.get("_s4g_loaded"):
-            raise AttributeError(name)
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
         self.__dict__["_s4g_loaded"] = True
-        spec.loader.exec_module(self)  # the package's own __init__, in this module's namespace
+        try:
+            spec.loader.exec_module(self)  # the package's own __init__, in this module's namespace
+        except BaseException:
+            del self.__dict__["_s4g_loaded"]  # the import's own error, again at the next access
+            raise
         return getattr(self, name)
 
 

@@ -164,6 +164,11 @@ def _validate_loads(net: pp.pandapowerNet, loads: Sequence[LoadRef]) -> None:
 # ------------------------------------------------------------------------------------------ writing loads to net
 
 
+#: the columns _write_loads writes, per table
+_WRITTEN_COLUMNS = {"load": ["p_mw", "q_mvar"],
+                    "asymmetric_load": [f"{pq}_{ph}_{unit}" for ph in "abc" for pq, unit in (("p", "mw"), ("q", "mvar"))]}
+
+
 def _write_loads(net: pp.pandapowerNet, loads: Sequence[LoadRef], p_mw: FloatArray, q_mvar: FloatArray) -> None:
     for ref, p, q in zip(loads, p_mw, q_mvar, strict=True):
         table = net[ref.element]
@@ -184,12 +189,17 @@ class _ZeroedLoads:
         self.net, self.loads = net, loads
 
     def __enter__(self) -> None:
-        self.saved = {(r.element, r.index): self.net[r.element].loc[r.index].copy() for r in self.loads}
+        # the columns _write_loads writes, one block per table (a row at a time took 0.1 s for 40 loads)
+        self.saved = []
+        for element, cols in _WRITTEN_COLUMNS.items():
+            rows = list(dict.fromkeys(r.index for r in self.loads if r.element == element))
+            if rows:
+                self.saved.append((element, rows, cols, self.net[element].loc[rows, cols].to_numpy(copy=True)))
         _write_loads(self.net, self.loads, np.zeros(len(self.loads)), np.zeros(len(self.loads)))
 
     def __exit__(self, *exc: object) -> None:
-        for (element, index), row in self.saved.items():
-            self.net[element].loc[index] = row
+        for element, rows, cols, values in self.saved:
+            self.net[element].loc[rows, cols] = values
 
 
 @contextlib.contextmanager
