@@ -166,7 +166,7 @@ def _validate_loads(net: pp.pandapowerNet, loads: Sequence[LoadRef]) -> None:
 
 #: the columns _write_loads writes, per table
 _WRITTEN_COLUMNS = {"load": ["p_mw", "q_mvar"],
-                    "asymmetric_load": [f"{pq}_{ph}_{unit}" for ph in "abc" for pq, unit in (("p", "mw"), ("q", "mvar"))]}
+                    "asymmetric_load": [c for ph in "abc" for c in (f"p_{ph}_mw", f"q_{ph}_mvar")]}
 
 
 def _write_loads(net: pp.pandapowerNet, loads: Sequence[LoadRef], p_mw: FloatArray, q_mvar: FloatArray) -> None:
