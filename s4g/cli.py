@@ -21,7 +21,8 @@ from hil_bench import cli as bench_cli
 from s4g import device, forecast
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``argv``, only what parsing that command line needs."""
     parser = argparse.ArgumentParser(prog="s4g", description="S4G hardware-in-the-loop co-simulation")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     # listed for --help; main() hands everything after it to `python -m benchmarks`
     sub.add_parser("bench-perf", help="run the performance benchmarks (same as python -m benchmarks)",
                    add_help=False)
-    device.register(sub)
+    command = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    device.register(sub, families=command in (None, "device"))
     bench_cli.register(sub)
     sta_commands.register(sub)
     pki_cli.register(sub)
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.__main__ import main as bench_main
 
         return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

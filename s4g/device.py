@@ -25,12 +25,14 @@ def servable() -> list[str]:
     return sorted(names)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, *, families: bool = True) -> None:
+    """``families=False``: the ``device`` command without its families, for a command line that is not
+    ``s4g device ...`` (importing every family's server, e.g. the wallbox's OCPP stack, takes 0.3-0.5 s)."""
     device = sub.add_parser("device", help="stand-alone virtual devices")
     dsub = device.add_subparsers(dest="device_command", required=True)
     serve = dsub.add_parser("serve", help="serve one virtual device over its real protocol (wall-clock time)")
     fsub = serve.add_subparsers(dest="family", required=True)
-    for name in servable():
+    for name in servable() if families else []:
         module = importlib.import_module(f"devices.{name}.serve")
         # a package name with "_" is also served under its spelling with "-" (energy_router, energy-router)
         aliases = [name.replace("_", "-")] if "_" in name else []

@@ -17,8 +17,9 @@ admittance matrices (external grid impedance to earth included), the positive se
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -163,6 +164,11 @@ def _validate_loads(net: pp.pandapowerNet, loads: Sequence[LoadRef]) -> None:
 # ------------------------------------------------------------------------------------------ writing loads to net
 
 
+#: the columns _write_loads writes, per table
+_WRITTEN_COLUMNS = {"load": ["p_mw", "q_mvar"],
+                    "asymmetric_load": [c for ph in "abc" for c in (f"p_{ph}_mw", f"q_{ph}_mvar")]}
+
+
 def _write_loads(net: pp.pandapowerNet, loads: Sequence[LoadRef], p_mw: FloatArray, q_mvar: FloatArray) -> None:
     for ref, p, q in zip(loads, p_mw, q_mvar, strict=True):
         table = net[ref.element]
@@ -183,12 +189,43 @@ class _ZeroedLoads:
         self.net, self.loads = net, loads
 
     def __enter__(self) -> None:
-        self.saved = {(r.element, r.index): self.net[r.element].loc[r.index].copy() for r in self.loads}
+        # the columns _write_loads writes, one block per table (a row at a time took 0.1 s for 40 loads)
+        self.saved = []
+        for element, cols in _WRITTEN_COLUMNS.items():
+            rows = list(dict.fromkeys(r.index for r in self.loads if r.element == element))
+            if rows:
+                self.saved.append((element, rows, cols, self.net[element].loc[rows, cols].to_numpy(copy=True)))
         _write_loads(self.net, self.loads, np.zeros(len(self.loads)), np.zeros(len(self.loads)))
 
     def __exit__(self, *exc: object) -> None:
-        for (element, index), row in self.saved.items():
-            self.net[element].loc[index] = row
+        for element, rows, cols, values in self.saved:
+            self.net[element].loc[rows, cols] = values
+
+
+@contextlib.contextmanager
+def _plain_python_helpers() -> Iterator[None]:
+    """pandapower's own pure-Python versions of the three small helpers it JIT-compiles, for the one set-up run.
+
+    Even with ``numba=False`` pandapower's conversion calls these numba functions; loading them from numba's
+    cache imports numba's compiler (1-1.5 s of a start-up) for three loops over a few hundred elements.
+    The Python versions are the functions numba compiles, so the matrices are the same.
+    """
+    import pandapower.auxiliary as aux
+    import pandapower.build_branch as bb
+
+    swaps = [(aux, "set_elements_oos", getattr(aux, "_python_set_elements_oos", None)),
+             (aux, "set_isolated_buses_oos", getattr(aux, "_python_set_isolated_buses_oos", None)),
+             (aux, "get_values", getattr(aux, "_get_values", None)),
+             (bb, "get_values", getattr(aux, "_get_values", None))]
+    swaps = [(m, name, plain) for m, name, plain in swaps if plain is not None and hasattr(m, name)]
+    saved = [(m, name, getattr(m, name)) for m, name, _ in swaps]
+    for m, name, plain in swaps:
+        setattr(m, name, plain)
+    try:
+        yield
+    finally:
+        for m, name, old in saved:
+            setattr(m, name, old)
 
 
 # ------------------------------------------------------------------------------------------ reference backend
@@ -419,7 +456,7 @@ class _FastBalanced:
     def __init__(self, net: pp.pandapowerNet, loads: Sequence[LoadRef], tol_mva: float, max_iter: int) -> None:
         _check_supported(net)
         self.loads = list(loads)
-        with _ZeroedLoads(net, self.loads):
+        with _ZeroedLoads(net, self.loads), _plain_python_helpers():
             try:
                 pp.runpp(net, numba=False)  # only its matrices are used; numba would add seconds of JIT compile
             except pp.LoadflowNotConverged as exc:
@@ -539,7 +576,7 @@ class _FastUnbalanced:
         for r in self.loads:
             if r.element == "asymmetric_load" and str(net.asymmetric_load.at[r.index, "type"]) != "wye":
                 raise FastSolverUnsupported("delta asymmetric loads are not supported; use solver='pandapower'")
-        with _ZeroedLoads(net, self.loads):
+        with _ZeroedLoads(net, self.loads), _plain_python_helpers():
             ppci0, ppci1, ppci2, y_eg = _sequence_networks(net)
             s_delta, s_wye = _static_phase_loads(net, ppci1)
         if np.any(s_delta != 0):

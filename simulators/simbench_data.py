@@ -63,11 +63,12 @@ def _folder(cache_dir: str | os.PathLike[str] | bool | None) -> Path | None:
 
 
 def _stem(code: str) -> str:
-    import pandapower as pp
-    import simbench
+    # the installed versions from their metadata: importing simbench (1 s, with pandapower's plotting and time
+    # series packages) is only needed for a parse
+    from importlib.metadata import version
 
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", code)
-    return f"{safe}-sb{simbench.__version__}-pp{pp.__version__}"
+    return f"{safe}-sb{version('simbench')}-pp{version('pandapower')}"
 
 
 # ------------------------------------------------------------------------------------------- the one parse

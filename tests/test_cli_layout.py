@@ -6,6 +6,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from s4g.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,3 +92,14 @@ def test_python_dash_m_s4g(tmp_path):
 def test_validate_a_pilot_through_main(capsys):
     assert main(["validate", str(REPO / "scenarios" / "fur_skive.yaml")]) == 0
     assert "valid" in capsys.readouterr().out
+
+
+def test_parser_for_a_command_line_needs_the_device_families_only_for_device():
+    """build_parser(argv) leaves the device families' servers out unless the command is `device`."""
+    run = ["-v", "run", "scenarios/bolzano_commercial.yaml", "--until", "1h"]
+    assert build_parser(run).parse_args(run).command == "run"
+    serve = ["-v", "device", "serve", "wallbox", "--csms", "ws://x/"]
+    args = build_parser(serve).parse_args(serve)
+    assert (args.command, args.family) == ("device", "wallbox")
+    with pytest.raises(SystemExit):  # without its families, `device serve wallbox` is not a command line
+        build_parser(run).parse_args(serve)

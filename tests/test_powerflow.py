@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
+import pandas as pd
 import pandapower as pp
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -230,3 +231,23 @@ def _file_power(net: pp.pandapowerNet, load) -> tuple[float, float]:
     if load.element == "load":
         return row.p_mw * row.scaling * 1e6, row.q_mvar * row.scaling * 1e6
     return (row.p_a_mw + row.p_b_mw + row.p_c_mw) * 1e6, (row.q_a_mvar + row.q_b_mvar + row.q_c_mvar) * 1e6
+
+
+@pytest.mark.parametrize("mode", ["balanced", "unbalanced"])
+def test_set_up_leaves_the_net_and_pandapower_as_they_were(mode):
+    """The fast solver's set-up zeroes the driven loads for one pandapower run and swaps pandapower's JIT helpers
+    for their Python versions: afterwards the load tables and pandapower's module functions are the originals."""
+    import pandapower.auxiliary as aux
+    import pandapower.build_branch as bb
+
+    model = load_dsf_se(FUR, ampacity_a=FUR_AMPACITY_A)
+    model.add_load("ev_sym", "node_a20", None)
+    model.add_load("pv_c", "node_a14", 3)
+    refs = _refs(model)
+    assert {r.element for r in refs} == {"load", "asymmetric_load"} or mode == "balanced"
+    tables = {t: model.net[t].copy() for t in ("load", "asymmetric_load")}
+    helpers = (aux.set_elements_oos, aux.set_isolated_buses_oos, aux.get_values, bb.get_values)
+    PowerFlow(model.net, refs, mode=mode)
+    for t, before in tables.items():
+        pd.testing.assert_frame_equal(model.net[t], before)
+    assert (aux.set_elements_oos, aux.set_isolated_buses_oos, aux.get_values, bb.get_values) == helpers
