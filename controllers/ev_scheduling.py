@@ -150,12 +150,43 @@ class PriorityShare:
         return allocate(priority_order(st, self.rule), st.want_w, st.fleet.p_min_w, self.limit_w)
 
 
+@dataclass(frozen=True)
+class ExpectedArrivals:
+    """The sessions a site expects per day, from history: arrival and departure step (time of day), energy and
+    power, each weighted by 1/days, so a day's worth of them asks for the history's mean energy. Sessions of the
+    same (arrival, departure) steps are merged (their energy and power add up), which keeps the LP small."""
+
+    arrival: np.ndarray
+    departure: np.ndarray
+    energy_wh: np.ndarray
+    p_max_w: np.ndarray
+
+    @classmethod
+    def from_history(cls, days: Sequence[Fleet], scale: float = 1.0) -> "ExpectedArrivals":
+        if not days:
+            raise ValueError("expected arrivals need at least one history day")
+        arr = np.concatenate([d.arrival for d in days])
+        dep = np.concatenate([d.departure for d in days])
+        w = scale / len(days)
+        keys, inv = np.unique(np.stack([arr, dep], axis=1), axis=0, return_inverse=True)
+        inv = inv.ravel()
+        merge = lambda v: np.bincount(inv, weights=v, minlength=len(keys)) * w  # noqa: E731
+        return cls(keys[:, 0].astype(int), keys[:, 1].astype(int),
+                   merge(np.concatenate([d.energy_wh for d in days])), merge(np.concatenate([d.p_max_w for d in days])))
+
+    def after(self, k: int) -> "ExpectedArrivals":
+        """Those still to arrive after step ``k`` (an EV arriving at ``k`` is present, not expected)."""
+        keep = self.arrival > k
+        return ExpectedArrivals(self.arrival[keep], self.departure[keep], self.energy_wh[keep], self.p_max_w[keep])
+
+
 @dataclass
 class PeakMpc:
     """Receding-horizon min-peak LP over the EVs present (declared energy and departure, no future arrivals)."""
 
     early_weight: float = 1e-4  # per kW and step of delay: among equal peaks, charge early
     peak_w: float = 0.0  # highest site power so far: sunk, so the LP never pays to go below it
+    expected: ExpectedArrivals | None = None  # arrivals still to come, from history (None: only the EVs present)
     solve_s: list[float] = field(default_factory=list)
 
     def __call__(self, st: State) -> np.ndarray:
@@ -166,7 +197,8 @@ class PeakMpc:
         if idx.size == 0:
             return np.zeros(f.n)
         t0 = time.perf_counter()
-        plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight)
+        plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight,
+                           expected=self.expected)
         self.solve_s.append(time.perf_counter() - t0)
         budget = float(plan[:, 0].sum())
         limits = allocate(priority_order(st, "llf"), st.want_w, f.p_min_w, budget + 1e-6)
@@ -188,22 +220,32 @@ def new_highs():
 
 
 def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: np.ndarray, peak_floor_w: float,
-             early_weight: float, unmet_penalty: float = 1e3) -> tuple[np.ndarray, float]:
+             early_weight: float, unmet_penalty: float = 1e3,
+             expected: "ExpectedArrivals | None" = None) -> tuple[np.ndarray, float]:
     """min z + early_weight * sum_t t * P_t + penalty * unmet  (kW, kWh inside)
 
     s.t. sum_t p_it h + u_i = remaining_i; 0 <= p_it <= p_max_i (0 outside [arrival, departure));
     taper: p_it <= p_max_i (1 - soc_it) / (1 - cv) with soc_it = soc_i + eta/cap * sum_{s<t} p_is h
     (only for EVs that can reach cv_soc); z >= sum_i p_it, z >= peak_floor.
-    Returns the plan [len(idx), T] in W and z in W."""
+    ``expected`` adds the arrivals still to come as EVs without taper (their energy, window and power counted
+    in the peak rows like a real EV's), so the peak planned now leaves room for them.
+    Returns the plan [len(idx), T] in W (the real EVs only) and z in W."""
     import highspy
     import scipy.sparse as sp
 
     h = f.step_s / 3600.0
     dep = f.departure[idx]
     arr = np.maximum(f.arrival[idx], k0)
-    T = int(max(dep.max() - k0, 1))
-    m = idx.size
     pmax = f.p_max_w[idx] / 1e3
+    n_real = idx.size
+    if expected is not None:
+        e = expected.after(k0)
+        dep, arr = np.concatenate([dep, e.departure]), np.concatenate([arr, e.arrival])
+        pmax = np.concatenate([pmax, e.p_max_w / 1e3])
+        remaining_wh = np.concatenate([remaining_wh, e.energy_wh])
+        soc = np.concatenate([soc, np.zeros(e.arrival.size)])
+    T = int(max(dep.max() - k0, 1))
+    m = dep.size
     nv = m * T + m + 1  # p (row-major by EV), u, z
     col_p = lambda i, t: i * T + t  # noqa: E731
     ub = np.zeros(nv)
@@ -238,8 +280,8 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
         r += 1
     # taper
     span = 1.0 - f.cv_soc
-    cap = f.capacity_wh[idx] / 1e3
-    for i in range(m):
+    cap = f.capacity_wh[idx] / 1e3  # real EVs only: the expected ones are not tapered
+    for i in range(n_real):
         if soc[i] + f.eta * remaining_wh[i] / 1e3 / cap[i] <= f.cv_soc:
             continue
         a, d = arr[i] - k0, dep[i] - k0
@@ -264,7 +306,7 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
     if hs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"peak LP: {hs.modelStatusToString(hs.getModelStatus())}")
     x = np.asarray(hs.getSolution().col_value)
-    return x[:m * T].reshape(m, T) * 1e3, float(x[-1]) * 1e3
+    return x[:n_real * T].reshape(n_real, T) * 1e3, float(x[-1]) * 1e3
 
 
 @dataclass
@@ -346,5 +388,5 @@ def min_site_limit(f: Fleet, make: Callable[[float], Policy], energy_goal: float
     return hi, best
 
 
-__all__ = ["EqualShare", "Fleet", "HindsightResult", "PeakMpc", "Planned", "PriorityShare", "SimResult", "State",
+__all__ = ["EqualShare", "ExpectedArrivals", "Fleet", "HindsightResult", "PeakMpc", "Planned", "PriorityShare", "SimResult", "State",
            "Uncontrolled", "allocate", "hindsight_lp", "new_highs", "min_site_limit", "priority_order", "simulate"]
