@@ -174,10 +174,19 @@ class ExpectedArrivals:
         return cls(keys[:, 0].astype(int), keys[:, 1].astype(int),
                    merge(np.concatenate([d.energy_wh for d in days])), merge(np.concatenate([d.p_max_w for d in days])))
 
-    def after(self, k: int) -> "ExpectedArrivals":
-        """Those still to arrive after step ``k`` (an EV arriving at ``k`` is present, not expected)."""
+    def after(self, k: int, scale: float = 1.0) -> "ExpectedArrivals":
+        """Those still to arrive after step ``k`` (an EV arriving at ``k`` is present, not expected), their energy
+        and power times ``scale``."""
         keep = self.arrival > k
-        return ExpectedArrivals(self.arrival[keep], self.departure[keep], self.energy_wh[keep], self.p_max_w[keep])
+        return ExpectedArrivals(self.arrival[keep], self.departure[keep], scale * self.energy_wh[keep],
+                                scale * self.p_max_w[keep])
+
+    def intensity(self, k: int, arrived_wh: float, prior: float) -> float:
+        """How heavy today looks so far: the energy of the EVs arrived up to step ``k`` over the history's
+        expectation for the same hours, both plus ``prior`` x the history's daily energy (so the first few
+        arrivals move the estimate little)."""
+        c = prior * float(self.energy_wh.sum())
+        return (arrived_wh + c) / (float(self.energy_wh[self.arrival <= k].sum()) + c)
 
 
 @dataclass
@@ -187,6 +196,7 @@ class PeakMpc:
     early_weight: float = 1e-4  # per kW and step of delay: among equal peaks, charge early
     peak_w: float = 0.0  # highest site power so far: sunk, so the LP never pays to go below it
     expected: ExpectedArrivals | None = None  # arrivals still to come, from history (None: only the EVs present)
+    adapt_prior: float | None = None  # scale the expected arrivals by today's intensity so far (None: don't)
     solve_s: list[float] = field(default_factory=list)
 
     def __call__(self, st: State) -> np.ndarray:
@@ -197,8 +207,15 @@ class PeakMpc:
         if idx.size == 0:
             return np.zeros(f.n)
         t0 = time.perf_counter()
+        expected = None
+        if self.expected is not None:
+            scale = 1.0
+            if self.adapt_prior is not None:  # the declared energy of the EVs arrived so far: known, not foresight
+                arrived_wh = float(f.energy_wh[f.arrival <= st.k].sum())
+                scale = self.expected.intensity(st.k, arrived_wh, self.adapt_prior)
+            expected = self.expected.after(st.k, scale)
         plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight,
-                           expected=self.expected)
+                           expected=expected)
         self.solve_s.append(time.perf_counter() - t0)
         budget = float(plan[:, 0].sum())
         limits = allocate(priority_order(st, "llf"), st.want_w, f.p_min_w, budget + 1e-6)
@@ -239,7 +256,7 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
     pmax = f.p_max_w[idx] / 1e3
     n_real = idx.size
     if expected is not None:
-        e = expected.after(k0)
+        e = expected.after(k0)  # (already after k0 when from PeakMpc: a no-op then)
         dep, arr = np.concatenate([dep, e.departure]), np.concatenate([arr, e.arrival])
         pmax = np.concatenate([pmax, e.p_max_w / 1e3])
         remaining_wh = np.concatenate([remaining_wh, e.energy_wh])
