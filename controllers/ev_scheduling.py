@@ -89,6 +89,15 @@ class State:
         return np.where(self.present & (self.remaining_wh > 1e-6), w, 0.0)
 
     @property
+    def must_now_w(self) -> np.ndarray:
+        """The power each present EV must draw this step to still finish by its departure at full power after it
+        (0: it can wait; at most ``want_w``)."""
+        f = self.fleet
+        h = f.step_s / 3600.0
+        later_wh = ev_accept_w(self.soc, f.p_max_w, f.cv_soc, f.floor) * np.maximum(f.departure - self.k - 1, 0) * h
+        return np.minimum(np.maximum(self.remaining_wh - later_wh, 0.0) / h, self.want_w)
+
+    @property
     def laxity_s(self) -> np.ndarray:
         """Time left before departure minus the time needed at full power (smaller = more urgent)."""
         f = self.fleet
@@ -217,8 +226,20 @@ class PeakMpc:
         plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight,
                            expected=expected)
         self.solve_s.append(time.perf_counter() - t0)
-        budget = float(plan[:, 0].sum())
-        limits = allocate(priority_order(st, "llf"), st.want_w, f.p_min_w, budget + 1e-6)
+        # the peak reached so far is sunk: using all of it now costs nothing and rounds the plan's shares
+        # below an EV's minimum current (which the LP does not model) up rather than down to a pause
+        budget = max(float(plan[:, 0].sum()), self.peak_w)
+        # an EV that cannot finish unless it charges now gets first what it must have this step, and at least
+        # its minimum (the LP's share for it may be below the minimum current, which would pause it and leave
+        # it short); then the budget's rest goes out least laxity first
+        must = st.must_now_w
+        urgent = must > 0
+        base = np.where(urgent, np.minimum(st.want_w, np.maximum(must, f.p_min_w)), 0.0)
+        budget = max(budget, float(base.sum()))
+        extra = allocate(priority_order(st, "llf"), st.want_w - base, np.where(urgent, 0.0, f.p_min_w),
+                         budget - float(base.sum()) + 1e-6)
+        drawn = base + np.minimum(extra, st.want_w - base)
+        limits = np.where(drawn > 0, np.maximum(drawn, f.p_min_w), 0.0)
         self.peak_w = max(self.peak_w, float(np.minimum(limits, st.want_w).sum()))
         return limits
 
