@@ -32,8 +32,8 @@ import time
 import numpy as np
 
 from benchmarks.common import median_spread, print_rows, row
-from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, Uncontrolled, hindsight_lp,
-                                       min_site_limit, new_highs, simulate)
+from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, Uncontrolled,
+                                       hindsight_lp, min_site_limit, new_highs, simulate)
 
 START = "2019-07-01T00:00:00+02:00"  # a Monday; the history is the days before
 STEP_S = 900
@@ -93,8 +93,8 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
             record(f"{name} (limit {limits[name] / 1e3:.1f} kW from history)", f, simulate(f, mk(limits[name])), h.peak_w)
         record("our MPC (min-peak LP, expected arrivals from history)", f,
                simulate(f, PeakMpc(expected=expected, adapt_prior=MPC_ADAPT_PRIOR)), h.peak_w)
-        record("previous MPC (min-peak LP, EVs present only, floor from history)", f, simulate(f, PeakMpc(peak_w=floor)),
-               h.peak_w)
+        record("previous MPC (min-peak LP, EVs present only, floor from history)", f,
+               simulate(f, PeakMpc(peak_w=floor)), h.peak_w)
         for declared in (False, True):
             pol = ProfevPolicy(presence, STEP_S, declared_departure=declared, shortfall_penalty_per_kwh=1000.0)
             record("PROFEV" + (" + declared departures" if declared else " (chain only, as the original)"), f,

@@ -11,8 +11,10 @@ the EV). A policy maps the state at a step to per-EV power limits:
 * :class:`PriorityShare` - a site limit given out in priority order, earliest deadline first (``"edf"``) or
   least laxity first (``"llf"``), each EV either at >= its minimum power or paused (:func:`allocate`);
 * :class:`PeakMpc` - receding-horizon LP (HiGHS) over the EVs present, knowing the energy and departure each
-  declared at plug-in but nothing of future arrivals: minimise the site's peak (never below the peak already
-  reached), prefer charging early; its first step is the site budget, executed least-laxity-first;
+  declared at plug-in, and optionally the arrivals still expected today (:class:`ExpectedArrivals`, from history,
+  scaled by how heavy today has been so far; never the day's own future sessions): minimise the site's peak
+  (never below the peak already reached), prefer charging early; its first step (at least the sunk peak) is the
+  site budget, executed least-laxity-first after every EV that cannot wait got what it must have now;
 * :func:`hindsight_lp` - the same LP over all sessions with full knowledge: the lower bound on the peak.
 
 Powers in W, energy in Wh (AC side unless named), steps of ``step_s`` seconds.
@@ -426,5 +428,5 @@ def min_site_limit(f: Fleet, make: Callable[[float], Policy], energy_goal: float
     return hi, best
 
 
-__all__ = ["EqualShare", "ExpectedArrivals", "Fleet", "HindsightResult", "PeakMpc", "Planned", "PriorityShare", "SimResult", "State",
-           "Uncontrolled", "allocate", "hindsight_lp", "new_highs", "min_site_limit", "priority_order", "simulate"]
+__all__ = ["EqualShare", "ExpectedArrivals", "Fleet", "HindsightResult", "PeakMpc", "Planned", "PriorityShare",
+           "SimResult", "State", "Uncontrolled", "allocate", "hindsight_lp", "new_highs", "min_site_limit", "priority_order", "simulate"]

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, Uncontrolled, hindsight_lp,
-                                       min_site_limit, simulate)
+from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, Uncontrolled,
+                                       hindsight_lp, min_site_limit, simulate)
 from controllers.profev_sdp import pooled_presence
 from controllers.profev_site import ProfevPolicy
 
