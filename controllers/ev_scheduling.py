@@ -429,4 +429,5 @@ def min_site_limit(f: Fleet, make: Callable[[float], Policy], energy_goal: float
 
 
 __all__ = ["EqualShare", "ExpectedArrivals", "Fleet", "HindsightResult", "PeakMpc", "Planned", "PriorityShare",
-           "SimResult", "State", "Uncontrolled", "allocate", "hindsight_lp", "new_highs", "min_site_limit", "priority_order", "simulate"]
+           "SimResult", "State", "Uncontrolled", "allocate", "hindsight_lp", "new_highs", "min_site_limit",
+           "priority_order", "simulate"]
