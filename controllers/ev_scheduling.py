@@ -11,8 +11,10 @@ the EV). A policy maps the state at a step to per-EV power limits:
 * :class:`PriorityShare` - a site limit given out in priority order, earliest deadline first (``"edf"``) or
   least laxity first (``"llf"``), each EV either at >= its minimum power or paused (:func:`allocate`);
 * :class:`PeakMpc` - receding-horizon LP (HiGHS) over the EVs present, knowing the energy and departure each
-  declared at plug-in but nothing of future arrivals: minimise the site's peak (never below the peak already
-  reached), prefer charging early; its first step is the site budget, executed least-laxity-first;
+  declared at plug-in, and optionally the arrivals still expected today (:class:`ExpectedArrivals`, from history,
+  scaled by how heavy today has been so far; never the day's own future sessions): minimise the site's peak
+  (never below the peak already reached), prefer charging early; its first step (at least the sunk peak) is the
+  site budget, executed least-laxity-first after every EV that cannot wait got what it must have now;
 * :func:`hindsight_lp` - the same LP over all sessions with full knowledge: the lower bound on the peak.
 
 Powers in W, energy in Wh (AC side unless named), steps of ``step_s`` seconds.
@@ -90,6 +92,15 @@ class State:
         return np.where(self.present & (self.remaining_wh > 1e-6), w, 0.0)
 
     @property
+    def must_now_w(self) -> np.ndarray:
+        """The power each present EV must draw this step to still finish by its departure at full power after it
+        (0: it can wait; at most ``want_w``)."""
+        f = self.fleet
+        h = f.step_s / 3600.0
+        later_wh = ev_accept_w(self.soc, f.p_max_w, f.cv_soc, f.floor) * np.maximum(f.departure - self.k - 1, 0) * h
+        return np.minimum(np.maximum(self.remaining_wh - later_wh, 0.0) / h, self.want_w)
+
+    @property
     def laxity_s(self) -> np.ndarray:
         """Time left before departure minus the time needed at full power (smaller = more urgent)."""
         f = self.fleet
@@ -151,12 +162,53 @@ class PriorityShare:
         return allocate(priority_order(st, self.rule), st.want_w, st.fleet.p_min_w, self.limit_w)
 
 
+@dataclass(frozen=True)
+class ExpectedArrivals:
+    """The sessions a site expects per day, from history: arrival and departure step (time of day), energy and
+    power, each weighted by 1/days, so a day's worth of them asks for the history's mean energy. Sessions of the
+    same (arrival, departure) steps are merged (their energy and power add up), which keeps the LP small."""
+
+    arrival: np.ndarray
+    departure: np.ndarray
+    energy_wh: np.ndarray
+    p_max_w: np.ndarray
+
+    @classmethod
+    def from_history(cls, days: Sequence[Fleet], scale: float = 1.0) -> ExpectedArrivals:
+        if not days:
+            raise ValueError("expected arrivals need at least one history day")
+        arr = np.concatenate([d.arrival for d in days])
+        dep = np.concatenate([d.departure for d in days])
+        w = scale / len(days)
+        keys, inv = np.unique(np.stack([arr, dep], axis=1), axis=0, return_inverse=True)
+        inv = inv.ravel()
+        merge = lambda v: np.bincount(inv, weights=v, minlength=len(keys)) * w  # noqa: E731
+        return cls(keys[:, 0].astype(int), keys[:, 1].astype(int),
+                   merge(np.concatenate([d.energy_wh for d in days])), merge(np.concatenate([d.p_max_w for d in days])))
+
+    def after(self, k: int, scale: float = 1.0) -> ExpectedArrivals:
+        """Those still to arrive after step ``k`` (an EV arriving at ``k`` is present, not expected), their energy
+        and power times ``scale``."""
+        keep = self.arrival > k
+        return ExpectedArrivals(self.arrival[keep], self.departure[keep], scale * self.energy_wh[keep],
+                                scale * self.p_max_w[keep])
+
+    def intensity(self, k: int, arrived_wh: float, prior: float) -> float:
+        """How heavy today looks so far: the energy of the EVs arrived up to step ``k`` over the history's
+        expectation for the same hours, both plus ``prior`` x the history's daily energy (so the first few
+        arrivals move the estimate little)."""
+        c = prior * float(self.energy_wh.sum())
+        return (arrived_wh + c) / (float(self.energy_wh[self.arrival <= k].sum()) + c)
+
+
 @dataclass
 class PeakMpc:
     """Receding-horizon min-peak LP over the EVs present (declared energy and departure, no future arrivals)."""
 
     early_weight: float = 1e-4  # per kW and step of delay: among equal peaks, charge early
     peak_w: float = 0.0  # highest site power so far: sunk, so the LP never pays to go below it
+    expected: ExpectedArrivals | None = None  # arrivals still to come, from history (None: only the EVs present)
+    adapt_prior: float | None = None  # scale the expected arrivals by today's intensity so far (None: don't)
     solve_s: list[float] = field(default_factory=list)
 
     def __call__(self, st: State) -> np.ndarray:
@@ -167,10 +219,30 @@ class PeakMpc:
         if idx.size == 0:
             return np.zeros(f.n)
         t0 = time.perf_counter()
-        plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight)
+        expected = None
+        if self.expected is not None:
+            scale = 1.0
+            if self.adapt_prior is not None:  # the declared energy of the EVs arrived so far: known, not foresight
+                arrived_wh = float(f.energy_wh[f.arrival <= st.k].sum())
+                scale = self.expected.intensity(st.k, arrived_wh, self.adapt_prior)
+            expected = self.expected.after(st.k, scale)
+        plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight,
+                           expected=expected)
         self.solve_s.append(time.perf_counter() - t0)
-        budget = float(plan[:, 0].sum())
-        limits = allocate(priority_order(st, "llf"), st.want_w, f.p_min_w, budget + 1e-6)
+        # the peak reached so far is sunk: using all of it now costs nothing and rounds the plan's shares
+        # below an EV's minimum current (which the LP does not model) up rather than down to a pause
+        budget = max(float(plan[:, 0].sum()), self.peak_w)
+        # an EV that cannot finish unless it charges now gets first what it must have this step, and at least
+        # its minimum (the LP's share for it may be below the minimum current, which would pause it and leave
+        # it short); then the budget's rest goes out least laxity first
+        must = st.must_now_w
+        urgent = must > 0
+        base = np.where(urgent, np.minimum(st.want_w, np.maximum(must, f.p_min_w)), 0.0)
+        budget = max(budget, float(base.sum()))
+        extra = allocate(priority_order(st, "llf"), st.want_w - base, np.where(urgent, 0.0, f.p_min_w),
+                         budget - float(base.sum()) + 1e-6)
+        drawn = base + np.minimum(extra, st.want_w - base)
+        limits = np.where(drawn > 0, np.maximum(drawn, f.p_min_w), 0.0)
         self.peak_w = max(self.peak_w, float(np.minimum(limits, st.want_w).sum()))
         return limits
 
@@ -189,22 +261,32 @@ def new_highs():
 
 
 def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: np.ndarray, peak_floor_w: float,
-             early_weight: float, unmet_penalty: float = 1e3) -> tuple[np.ndarray, float]:
+             early_weight: float, unmet_penalty: float = 1e3,
+             expected: ExpectedArrivals | None = None) -> tuple[np.ndarray, float]:
     """min z + early_weight * sum_t t * P_t + penalty * unmet  (kW, kWh inside)
 
     s.t. sum_t p_it h + u_i = remaining_i; 0 <= p_it <= p_max_i (0 outside [arrival, departure));
     taper: p_it <= p_max_i (1 - soc_it) / (1 - cv) with soc_it = soc_i + eta/cap * sum_{s<t} p_is h
     (only for EVs that can reach cv_soc); z >= sum_i p_it, z >= peak_floor.
-    Returns the plan [len(idx), T] in W and z in W."""
+    ``expected`` adds the arrivals still to come as EVs without taper (their energy, window and power counted
+    in the peak rows like a real EV's), so the peak planned now leaves room for them.
+    Returns the plan [len(idx), T] in W (the real EVs only) and z in W."""
     import highspy
     import scipy.sparse as sp
 
     h = f.step_s / 3600.0
     dep = f.departure[idx]
     arr = np.maximum(f.arrival[idx], k0)
-    T = int(max(dep.max() - k0, 1))
-    m = idx.size
     pmax = f.p_max_w[idx] / 1e3
+    n_real = idx.size
+    if expected is not None:
+        e = expected.after(k0)  # (already after k0 when from PeakMpc: a no-op then)
+        dep, arr = np.concatenate([dep, e.departure]), np.concatenate([arr, e.arrival])
+        pmax = np.concatenate([pmax, e.p_max_w / 1e3])
+        remaining_wh = np.concatenate([remaining_wh, e.energy_wh])
+        soc = np.concatenate([soc, np.zeros(e.arrival.size)])
+    T = int(max(dep.max() - k0, 1))
+    m = dep.size
     nv = m * T + m + 1  # p (row-major by EV), u, z
     col_p = lambda i, t: i * T + t  # noqa: E731
     ub = np.zeros(nv)
@@ -239,8 +321,8 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
         r += 1
     # taper
     span = 1.0 - f.cv_soc
-    cap = f.capacity_wh[idx] / 1e3
-    for i in range(m):
+    cap = f.capacity_wh[idx] / 1e3  # real EVs only: the expected ones are not tapered
+    for i in range(n_real):
         if soc[i] + f.eta * remaining_wh[i] / 1e3 / cap[i] <= f.cv_soc:
             continue
         a, d = arr[i] - k0, dep[i] - k0
@@ -265,7 +347,7 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
     if hs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"peak LP: {hs.modelStatusToString(hs.getModelStatus())}")
     x = np.asarray(hs.getSolution().col_value)
-    return x[:m * T].reshape(m, T) * 1e3, float(x[-1]) * 1e3
+    return x[:n_real * T].reshape(n_real, T) * 1e3, float(x[-1]) * 1e3
 
 
 @dataclass
@@ -349,6 +431,7 @@ def min_site_limit(f: Fleet, make: Callable[[float], Policy], energy_goal: float
 
 __all__ = [
     "EqualShare",
+    "ExpectedArrivals",
     "Fleet",
     "HindsightResult",
     "PeakMpc",

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from controllers.ev_scheduling import (EqualShare, Fleet, PeakMpc, PriorityShare, Uncontrolled, hindsight_lp,
-                                       min_site_limit, simulate)
+from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, Uncontrolled,
+                                       hindsight_lp, min_site_limit, simulate)
 from controllers.profev_sdp import pooled_presence
 from controllers.profev_site import ProfevPolicy
 
@@ -69,3 +71,45 @@ def test_profev_with_declared_departures_serves_a_small_day():
     res = simulate(f, pol)
     assert res.delivered_wh.sum() >= 0.99 * f.energy_wh.sum()
     assert res.peak_w <= simulate(f, Uncontrolled()).peak_w + 1e-6
+
+
+def test_expected_arrivals_from_history_keep_the_daily_mean_and_look_only_ahead():
+    days = [_fleet(n=6, seed=s) for s in range(4)]
+    ex = ExpectedArrivals.from_history(days)
+    assert ex.energy_wh.sum() == pytest.approx(np.mean([d.energy_wh.sum() for d in days]))
+    assert ex.p_max_w.sum() == pytest.approx(np.mean([d.p_max_w.sum() for d in days]))
+    assert len(np.unique(np.stack([ex.arrival, ex.departure]), axis=1)[0]) == ex.arrival.size  # merged
+    k = int(np.median(ex.arrival))
+    later = ex.after(k, scale=2.0)
+    assert np.all(later.arrival > k)
+    assert later.energy_wh.sum() == pytest.approx(2.0 * ex.energy_wh[ex.arrival > k].sum())
+    # a day exactly as expected so far has intensity 1; twice the energy pushes it up, a prior damps it
+    so_far = float(ex.energy_wh[ex.arrival <= k].sum())
+    assert ex.intensity(k, so_far, prior=0.5) == pytest.approx(1.0)
+    assert 1.0 < ex.intensity(k, 2 * so_far, prior=1.0) < ex.intensity(k, 2 * so_far, prior=0.1) <= 2.0
+    with pytest.raises(ValueError):
+        ExpectedArrivals.from_history([])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n=st.integers(4, 12), adapt=st.sampled_from([None, 1.0]))
+def test_mpc_with_expected_arrivals_keeps_minimum_current_and_delivers(seed, n, adapt):
+    history = [_fleet(n=n, seed=seed + 1 + d) for d in range(5)]
+    day = _fleet(n=n, seed=seed)
+    mpc = PeakMpc(expected=ExpectedArrivals.from_history(history), adapt_prior=adapt)
+    budgets = []
+
+    def checked(state):
+        limits = mpc(state)
+        on = limits > 0
+        # IEC 61851: an EV is either paused or given at least its minimum; never an absent EV
+        assert np.all(limits[on] >= day.p_min_w[on] - 1e-6) and not np.any(on & ~state.present)
+        budgets.append((state.k, mpc.peak_w))
+        return limits
+
+    res = simulate(day, checked)
+    assert res.delivered_wh.sum() >= 0.999 * day.energy_wh.sum()
+    # the site never draws more than the peak the MPC has committed to (its running peak)
+    for k, peak in budgets:
+        assert res.site_w[k] <= peak + 1e-3
+    assert res.peak_w >= hindsight_lp(day).peak_w - 1e-3  # the bound holds
