@@ -19,12 +19,12 @@ import types
 from typing import Any
 
 #: what ``import pandapower`` imports and the grid simulator never needs at start-up (parents before children):
-#: its plotting, state estimation, test networks, time series, grid equivalents and short circuit packages, and
-#: matplotlib's pyplot, which its control package imports for its plots only. (Not psycopg, which its SQL
-#: input/output imports: psycopg's own modules import each other in a circle that only works in their order.)
-DEFERRED = ("matplotlib", "matplotlib.pyplot",
-            *(f"pandapower.{sub}" for sub in ("plotting", "estimation", "networks", "timeseries", "grid_equivalents",
-                                             "shortcircuit")))
+#: its plotting, state estimation, test networks, time series, grid equivalents and short circuit packages.
+#: Not matplotlib (pyomo's own deferred imports look for it in sys.modules and fail on a shell), nor psycopg,
+#: which pandapower's SQL input/output imports: psycopg's modules import each other in a circle that only
+#: works in their order.
+DEFERRED = tuple(f"pandapower.{sub}" for sub in ("plotting", "estimation", "networks", "timeseries",
+                                                "grid_equivalents", "shortcircuit"))
 
 
 class _Deferred(types.ModuleType):
