@@ -38,7 +38,8 @@ def reversals(series: np.ndarray) -> np.ndarray:
     for v in x[1:]:
         if v == keep[-1]:
             continue
-        if len(keep) >= 2 and (keep[-1] - keep[-2]) * (v - keep[-1]) > 0:
+        # compare directions, not the product of the two steps: that underflows to 0 for tiny steps
+        if len(keep) >= 2 and (keep[-1] > keep[-2]) == (v > keep[-1]):
             keep[-1] = v  # still rising (or falling): the turning point moves on
         else:
             keep.append(v)
