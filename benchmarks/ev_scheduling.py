@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks.common import median_spread, print_rows, row
 from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, Policy, PriorityShare,
-                                       Uncontrolled, hindsight_lp, min_site_limit, new_highs, simulate)
+                                       Uncontrolled, highs_with_lp, hindsight_lp, min_site_limit, simulate)
 
 START = "2019-07-01T00:00:00+02:00"  # a Monday; the history is the days before
 STEP_S = 900
@@ -286,15 +286,7 @@ def _hindsight_cost_lp(highspy, net, pin, pout, bat, e, a, d, need_wh, h) -> flo
     rl.append(need_wh / 1e3)
     rh.append(np.inf)
     row_i += 1
-    m = sp.csc_matrix((v, (r, c)), shape=(row_i, nc))
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = nc, row_i
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, lo, hi
-    lp.row_lower_, lp.row_upper_ = np.array(rl), np.array(rh)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = m.indptr, m.indices, m.data
-    hs = new_highs()
-    hs.passModel(lp)
+    hs = highs_with_lp(cost, lo, hi, sp.csc_matrix((v, (r, c)), shape=(row_i, nc)), rl, rh)
     hs.run()
     return float(hs.getInfo().objective_function_value)
 

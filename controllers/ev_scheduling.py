@@ -23,7 +23,7 @@ Powers in W, energy in Wh (AC side unless named), steps of ``step_s`` seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -260,6 +260,23 @@ def new_highs():
     return hs
 
 
+def highs_with_lp(cost: Any, col_lo: Any, col_hi: Any, mat: Any, row_lo: Any, row_hi: Any) -> Any:
+    """A :func:`new_highs` holding ``min cost'x, col_lo <= x <= col_hi, row_lo <= mat x <= row_hi`` (``mat``: any
+    scipy sparse matrix), ready for an optional Hessian and ``run()``."""
+    import highspy
+
+    a = mat.tocsc()
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = a.shape[1], a.shape[0]
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = np.asarray(cost), np.asarray(col_lo), np.asarray(col_hi)
+    lp.row_lower_, lp.row_upper_ = np.asarray(row_lo), np.asarray(row_hi)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = a.indptr, a.indices, a.data
+    hs = new_highs()
+    hs.passModel(lp)
+    return hs
+
+
 def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: np.ndarray, peak_floor_w: float,
              early_weight: float, unmet_penalty: float = 1e3,
              expected: ExpectedArrivals | None = None) -> tuple[np.ndarray, float]:
@@ -334,15 +351,7 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
             rlo.append(-np.inf)
             rhi.append(max(pmax[i] * (1.0 - soc[i]) / span, f.floor * pmax[i]))
             r += 1
-    A = sp.csc_matrix((vals, (rows, cols)), shape=(r, nv))
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = nv, r
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, lb, ub
-    lp.row_lower_, lp.row_upper_ = np.array(rlo), np.array(rhi)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
-    hs = new_highs()
-    hs.passModel(lp)
+    hs = highs_with_lp(cost, lb, ub, sp.csc_matrix((vals, (rows, cols)), shape=(r, nv)), rlo, rhi)
     hs.run()
     if hs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"peak LP: {hs.modelStatusToString(hs.getModelStatus())}")
@@ -441,6 +450,7 @@ __all__ = [
     "State",
     "Uncontrolled",
     "allocate",
+    "highs_with_lp",
     "hindsight_lp",
     "min_site_limit",
     "new_highs",

@@ -33,7 +33,7 @@ from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from controllers.ev_scheduling import new_highs
+from controllers.ev_scheduling import highs_with_lp
 from controllers.schedule_codec import to_senml
 from controllers.levchag import LevchagParams, site_agent, site_wallboxes, wallbox_views
 from controllers.registry import ControllerKind
@@ -103,16 +103,8 @@ def _solve(inp: FeederInputs, quadratic: bool, penalty: float = 1e4) -> Envelope
         col_lo.append([-np.inf])
         col_hi.append([np.inf])
         cost = np.concatenate([cost, [1.0]])
-    mat = mat.tocsc()
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = mat.shape[1], mat.shape[0]
-    lp.col_cost_ = cost
-    lp.col_lower_, lp.col_upper_ = np.concatenate(col_lo), np.concatenate(col_hi)
-    lp.row_lower_, lp.row_upper_ = np.concatenate(row_lo), np.concatenate(row_hi)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = mat.indptr, mat.indices, mat.data
-    hs = new_highs()
-    hs.passModel(lp)
+    hs = highs_with_lp(cost, np.concatenate(col_lo), np.concatenate(col_hi), mat, np.concatenate(row_lo),
+                       np.concatenate(row_hi))
     if quadratic:  # 1/2 x'Qx with Q = 2 A'CA, A = [I ... I], C the centring matrix; HiGHS takes the lower triangle
         # The aggregate's variance leaves every split of an hour's energy between sites equally good: a singular,
         # highly degenerate Hessian on which HiGHS's active-set QP can cycle for minutes. A small ridge (1e-6 of
