@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from collections.abc import Callable, Mapping
 
 from devices.base import ProtocolError
+from devices.crc import ReflectedCrc16
 
 READ_HOLDING, WRITE_SINGLE, WRITE_MULTIPLE = 0x03, 0x06, 0x10
 ILLEGAL_FUNCTION, ILLEGAL_DATA_ADDRESS, ILLEGAL_DATA_VALUE, SLAVE_DEVICE_FAILURE = 1, 2, 3, 4
@@ -66,24 +67,12 @@ class ModbusExceptionReply(ProtocolError):
 
 
 # -- CRC and frames -----------------------------------------------------------------------------------------
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE = _crc_table()
+_MODBUS = ReflectedCrc16(0xA001)
 
 
 def crc16(data: bytes) -> int:
-    crc = 0xFFFF
-    for b in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ b) & 0xFF]
-    return crc
+    """Modbus RTU's CRC-16 (reflected 0x8005, init 0xFFFF, no final XOR)."""
+    return _MODBUS(data)
 
 
 def frame(unit: int, pdu: bytes) -> bytes:

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from collections.abc import Callable
 
+from devices.crc import ReflectedCrc16
 from devices.meter.axdr import DecodeError
 
 log = logging.getLogger(__name__)
@@ -33,25 +34,12 @@ MAX_FRAME = 0x7FF
 SNRM, DISC, UA, DM, FRMR, UI = 0x93, 0x53, 0x73, 0x1F, 0x97, 0x13
 
 
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_TABLE = _crc_table()
+_X25 = ReflectedCrc16(0x8408, xorout=0xFFFF)
 
 
 def crc16(data: bytes) -> int:
     """CRC-16/X.25 (reflected 0x1021, init and final XOR 0xFFFF)."""
-    crc = 0xFFFF
-    for b in data:
-        crc = (crc >> 8) ^ _TABLE[(crc ^ b) & 0xFF]
-    return crc ^ 0xFFFF
+    return _X25(data)
 
 
 def _crc_bytes(data: bytes) -> bytes:
