@@ -191,11 +191,11 @@ class _NoisyLine(TcpRtuTransport):
 
     corrupt = False
 
-    async def send(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         if self.corrupt:
             self.corrupt = False
             data = data[:-1] + bytes([data[-1] ^ 0x55])
-        await super().send(data)
+        await super().write(data)
 
 
 def test_a_request_with_a_bad_crc_is_ignored_and_the_master_times_out():

@@ -41,7 +41,8 @@ from devices.base import (Address, Capabilities, DeviceError, DeviceUnavailable,
 from devices.connection import ReconnectingDriver
 from devices.libal import can_codec, rtu
 from devices.libal.can_link import CanLink, CanTarget
-from devices.libal.rtu_io import RtuClient, RtuTransport, SerialRtuTransport, TcpRtuTransport
+from devices.libal.rtu_io import RtuClient, SerialRtuTransport, TcpRtuTransport
+from devices.serial_line import SerialLine
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class LibalAddress:
             bms_stale_s=float(q.get("bms_stale_s", 3.0)),
         )
 
-    def transport(self) -> RtuTransport:
+    def transport(self) -> SerialLine:
         if self.serial_port:
             return SerialRtuTransport(self.serial_port, self.baud, self.parity, self.stopbits)
         assert self.rtu_host is not None

@@ -12,160 +12,37 @@ The server behaves like an RTU slave on a bus: a request with a bad CRC or for a
 
 from __future__ import annotations
 
-import abc
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 from collections import Counter
 
 from devices.base import DeviceUnavailable
-from devices.streams import close_stream, open_stream
+from devices.serial_line import SerialLine, SerialPortLine, TcpLine, rtu_frame_gap_s
 from devices.tcp_server import ServedConnection, TcpServer
 from devices.libal import rtu
 
 log = logging.getLogger(__name__)
 
 
-class RtuTransport(abc.ABC):
-    description: str = ""
+class TcpRtuTransport(TcpLine):
+    """RTU framing on a TCP socket (no MBAP header)."""
 
-    @abc.abstractmethod
-    async def open(self, timeout_s: float) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def send(self, data: bytes) -> None: ...
-
-    @abc.abstractmethod
-    async def recv_exactly(self, n: int, timeout_s: float) -> bytes:
-        """``n`` bytes; TimeoutError if they do not arrive in time, ConnectionError if the link is lost."""
-
-    @abc.abstractmethod
-    async def resync(self, timeout_s: float) -> None: ...
-
-    @property
-    @abc.abstractmethod
-    def is_open(self) -> bool: ...
-
-
-class TcpRtuTransport(RtuTransport):
     def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.description = f"rtu-over-tcp {host}:{port}"
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
-
-    async def open(self, timeout_s: float) -> None:
-        self._reader, self._writer = await open_stream(self.host, self.port, timeout_s, self.description)
-
-    async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        await close_stream(writer)
-
-    async def send(self, data: bytes) -> None:
-        if self._writer is None:
-            raise ConnectionError("not connected")
-        self._writer.write(data)
-        await self._writer.drain()
-
-    async def recv_exactly(self, n: int, timeout_s: float) -> bytes:
-        if self._reader is None:
-            raise ConnectionError("not connected")
-        try:
-            return await asyncio.wait_for(self._reader.readexactly(n), max(timeout_s, 0.0))
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionError("connection closed by the device") from exc
-
-    async def resync(self, timeout_s: float) -> None:
-        await self.close()
-        await self.open(timeout_s)
+        super().__init__(host, port, "rtu-over-tcp")
 
 
-class SerialRtuTransport(RtuTransport):
-    """RS-485/RS-232 through pyserial; blocking calls run in a worker thread so the loop stays free."""
+class SerialRtuTransport(SerialPortLine):
+    """RS-485/RS-232 with RTU's inter-frame silence."""
 
     def __init__(self, port: str, baud: int = 19200, parity: str = "N", stopbits: int = 1) -> None:
-        self.port, self.baud, self.parity, self.stopbits = port, baud, parity.upper(), stopbits
-        self.description = f"rtu-serial {port} {baud} 8{self.parity}{stopbits}"
-        # 3.5 character times of silence separate frames (fixed 1.75 ms above 19200 baud, per the RTU spec)
-        self.t35_s = 3.5 * 11 / baud if baud <= 19200 else 0.00175
-        self._serial: Any = None  # a serial.Serial (pyserial ships no type information)
-        self._last_io = 0.0
-
-    @property
-    def is_open(self) -> bool:
-        return self._serial is not None and self._serial.is_open
-
-    async def open(self, timeout_s: float) -> None:
-        import serial  # pyserial, only needed for serial rigs
-
-        def _open() -> Any:  # pyserial ships no type information
-            return serial.Serial(self.port, self.baud, bytesize=8, parity=self.parity, stopbits=self.stopbits,
-                                 timeout=0, write_timeout=timeout_s)
-        try:
-            self._serial = await asyncio.wait_for(asyncio.to_thread(_open), timeout_s)
-        except (OSError, ValueError, TimeoutError, serial.SerialException) as exc:
-            raise DeviceUnavailable(f"{self.description}: cannot open: {exc or 'timeout'}") from exc
-
-    async def close(self) -> None:
-        ser, self._serial = self._serial, None
-        if ser is not None:
-            await asyncio.to_thread(ser.close)
-
-    async def send(self, data: bytes) -> None:
-        if self._serial is None:
-            raise ConnectionError("serial port not open")
-        gap = self._last_io + self.t35_s - time.monotonic()
-        if gap > 0:
-            await asyncio.sleep(gap)
-        try:
-            await asyncio.to_thread(self._serial.write, data)
-        except Exception as exc:
-            raise ConnectionError(f"serial write failed: {exc}") from exc
-        self._last_io = time.monotonic()
-
-    async def recv_exactly(self, n: int, timeout_s: float) -> bytes:
-        ser = self._serial
-        if ser is None:
-            raise ConnectionError("serial port not open")
-        deadline = time.monotonic() + timeout_s
-
-        def _read() -> bytes:
-            out = b""
-            while len(out) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                ser.timeout = min(left, 0.05)
-                out += ser.read(n - len(out))
-            return out
-        try:
-            data = await asyncio.to_thread(_read)
-        except TimeoutError:
-            raise
-        except Exception as exc:
-            raise ConnectionError(f"serial read failed: {exc}") from exc
-        self._last_io = time.monotonic()
-        return data
-
-    async def resync(self, timeout_s: float) -> None:
-        if self._serial is not None:
-            await asyncio.sleep(self.t35_s)
-            await asyncio.to_thread(self._serial.reset_input_buffer)
+        super().__init__(port, baud, "rtu-serial", parity=parity, stopbits=stopbits, frame_gap_s=rtu_frame_gap_s(baud))
 
 
 class RtuClient:
     """One RTU master on one transport; callers serialize transactions (the driver holds a lock)."""
 
-    def __init__(self, transport: RtuTransport, unit: int, timeout_s: float) -> None:
+    def __init__(self, transport: SerialLine, unit: int, timeout_s: float) -> None:
         self.transport = transport
         self.unit = unit
         self.timeout_s = timeout_s
@@ -178,14 +55,14 @@ class RtuClient:
             self._dirty = False
         deadline = time.monotonic() + self.timeout_s
         try:
-            await self.transport.send(rtu.frame(self.unit, pdu))
-            raw = await self.transport.recv_exactly(2, deadline - time.monotonic())
+            await self.transport.write(rtu.frame(self.unit, pdu))
+            raw = await self.transport.read_exactly(2, deadline - time.monotonic())
             need = rtu.response_length(raw)
             if need is None:
-                raw += await self.transport.recv_exactly(1, deadline - time.monotonic())
+                raw += await self.transport.read_exactly(1, deadline - time.monotonic())
                 need = rtu.response_length(raw)
             assert need is not None
-            raw += await self.transport.recv_exactly(need - len(raw), deadline - time.monotonic())
+            raw += await self.transport.read_exactly(need - len(raw), deadline - time.monotonic())
             return rtu.parse_response(raw, self.unit, function)
         except TimeoutError as exc:
             self._dirty = True

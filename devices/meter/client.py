@@ -13,7 +13,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from typing import Any, cast
 from collections.abc import Callable
 
 from devices.base import DeviceUnavailable, ProtocolError
@@ -21,6 +20,7 @@ from devices.meter import apdu as A
 from devices.meter import axdr, hdlc, wrapper
 from devices.meter.apdu import AttributeRef, Conformance, Result, Selection
 from devices.meter.axdr import Data, DecodeError
+from devices.serial_line import SerialLine, SerialPortLine, TcpLine
 from devices.streams import close_stream, open_stream
 
 MAX_BLOCKS = 10_000
@@ -133,126 +133,24 @@ class WrapperTransport(Transport):
             raise
 
 
-class ByteLink(abc.ABC):
-    """A byte stream to the meter: a TCP socket or a serial line."""
+class TcpByteLink(TcpLine):
+    """HDLC frames on a TCP socket."""
 
-    description = ""
-
-    @abc.abstractmethod
-    async def open(self, timeout_s: float) -> None: ...
-
-    @abc.abstractmethod
-    async def write(self, data: bytes) -> None: ...
-
-    @abc.abstractmethod
-    async def read(self, timeout_s: float) -> bytes:
-        """Some bytes; TimeoutError if none come in time, ConnectionError if the link is gone."""
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @property
-    @abc.abstractmethod
-    def is_open(self) -> bool: ...
-
-
-class TcpByteLink(ByteLink):
     def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.description = f"dlms+hdlc+tcp {host}:{port}"
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
-
-    async def open(self, timeout_s: float) -> None:
-        self._reader, self._writer = await open_stream(self.host, self.port, timeout_s, self.description)
-
-    async def write(self, data: bytes) -> None:
-        if self._writer is None:
-            raise ConnectionError("not connected")
-        self._writer.write(data)
-        await self._writer.drain()
-
-    async def read(self, timeout_s: float) -> bytes:
-        if self._reader is None:
-            raise ConnectionError("not connected")
-        data = await asyncio.wait_for(self._reader.read(4096), max(timeout_s, 0.0))
-        if not data:
-            raise ConnectionError("connection closed by the meter")
-        return data
-
-    async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        await close_stream(writer)
+        super().__init__(host, port, "dlms+hdlc+tcp")
 
 
-class SerialByteLink(ByteLink):
-    """A serial port through pyserial (blocking calls in a worker thread): 8N1 at ``baud``, direct HDLC (no
-    IEC 62056-21 mode-E opening sequence)."""
+class SerialByteLink(SerialPortLine):
+    """A serial port at 8N1, direct HDLC (no IEC 62056-21 mode-E opening sequence)."""
 
     def __init__(self, port: str, baud: int) -> None:
-        self.port, self.baud = port, baud
-        self.description = f"dlms+hdlc {port} {baud} 8N1"
-        self._serial: Any = None  # a serial.Serial (pyserial ships no type information)
-
-    @property
-    def is_open(self) -> bool:
-        return self._serial is not None and self._serial.is_open
-
-    async def open(self, timeout_s: float) -> None:
-        import serial  # pyserial, only needed for serial lines
-
-        try:
-            self._serial = await asyncio.wait_for(asyncio.to_thread(
-                serial.serial_for_url, self.port, baudrate=self.baud, bytesize=8, parity="N", stopbits=1,
-                timeout=0, write_timeout=timeout_s), timeout_s)
-        except (OSError, ValueError, TimeoutError, serial.SerialException) as exc:
-            raise DeviceUnavailable(f"{self.description}: cannot open: {exc or 'timeout'}") from exc
-
-    async def write(self, data: bytes) -> None:
-        ser = self._serial
-        if ser is None:
-            raise ConnectionError("serial port not open")
-        try:
-            await asyncio.to_thread(ser.write, data)
-        except Exception as exc:  # pyserial raises several types
-            raise ConnectionError(f"serial write failed: {exc}") from exc
-
-    async def read(self, timeout_s: float) -> bytes:
-        ser = self._serial
-        if ser is None:
-            raise ConnectionError("serial port not open")
-        deadline = time.monotonic() + timeout_s
-
-        def _read() -> bytes:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                ser.timeout = min(left, 0.05)
-                data = ser.read(max(1, ser.in_waiting))
-                if data:
-                    return cast(bytes, data)
-        try:
-            return await asyncio.to_thread(_read)
-        except TimeoutError:
-            raise
-        except Exception as exc:
-            raise ConnectionError(f"serial read failed: {exc}") from exc
-
-    async def close(self) -> None:
-        ser, self._serial = self._serial, None
-        if ser is not None:
-            await asyncio.to_thread(ser.close)
+        super().__init__(port, baud, "dlms+hdlc")
 
 
 class HdlcTransport(Transport):
     """HDLC over a byte link: SNRM/UA (parameters negotiated), I-frames with segmentation both ways, DISC."""
 
-    def __init__(self, link: ByteLink, client: int, server: hdlc.Address, max_info: int = 512) -> None:
+    def __init__(self, link: SerialLine, client: int, server: hdlc.Address, max_info: int = 512) -> None:
         self.link, self.client, self.server = link, hdlc.Address(client), server
         self.description = link.description
         self.max_info = max_info

@@ -46,7 +46,8 @@ from devices.base import Address, Capabilities, DeviceUnavailable, Driver, Measu
 from devices.meter import axdr, hdlc, wrapper
 from devices.meter.apdu import AttributeRef, Selection
 from devices.meter.axdr import Data, Tag
-from devices.meter.client import (ByteLink, DataAccessError, DlmsClient, HdlcTransport, SerialByteLink,
+from devices.serial_line import SerialLine
+from devices.meter.client import (DataAccessError, DlmsClient, HdlcTransport, SerialByteLink,
                                   TcpByteLink, Transport, WrapperTransport)
 from devices.meter.model import REGISTERS, UNIT_NAMES, derive
 from devices.meter.objects import (CLASS_CLOCK, CLASS_DATA, CLASS_PROFILE, CLASS_REGISTER, CLOCK_LN,
@@ -325,7 +326,7 @@ class DlmsHdlcDriver(DlmsDriver):
         elif address.host or not address.path:
             raise ValueError(f"{address.raw}: a serial address is dlms+hdlc:///dev/ttyX (a path, no host)")
 
-    def _link(self) -> ByteLink:
+    def _link(self) -> SerialLine:
         if self.address.scheme == "dlms+hdlc+tcp":
             assert self.address.host is not None and self.address.port is not None
             return TcpByteLink(self.address.host, self.address.port)
