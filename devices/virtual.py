@@ -12,6 +12,7 @@ import abc
 import asyncio
 import time
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -28,9 +29,12 @@ class VirtualDevice(abc.ABC):
     """
 
     scheme: str = ""
+    config_type: ClassVar[type[BaseModel]] = BaseModel  # the family's config model this device serves
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
                  context: DeviceContext | None = None) -> None:
+        if not isinstance(config, self.config_type):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_type.__name__}, got {type(config).__name__}")
         self.family = family
         self.config = config
         self.context = context or DeviceContext.standalone(device_id)

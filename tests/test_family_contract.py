@@ -266,6 +266,21 @@ def test_virtual_device_clock_and_time_base_follow_the_build_context():
     assert vw.bank.contexts == [ctx]
 
 
+@pytest.mark.parametrize("family, module, cls", [
+    ("wallbox", "devices.wallbox.virtual", "VirtualWallbox16"), ("meter", "devices.meter.virtual", "VirtualMeter"),
+    ("fronius", "devices.fronius.virtual", "FroniusSunSpecDevice"), ("pv", "devices.pv.virtual", "PvSunSpecDevice"),
+    ("libal", "devices.libal.virtual", "LibalVirtualDevice"),
+    ("energy_router", "devices.energy_router.virtual", "VirtualEnergyRouter")])
+def test_a_virtual_device_refuses_another_familys_config(family, module, cls):
+    import importlib
+
+    device_cls = getattr(importlib.import_module(module), cls)
+    other = "meter" if family != "meter" else "wallbox"
+    wrong = registry.family(other).parse_config({})
+    with pytest.raises(TypeError, match=f"{cls} needs a {device_cls.config_type.__name__}, got {type(wrong).__name__}"):
+        device_cls(registry.family(family), wrong)
+
+
 def test_measurement_t_s_is_seconds_since_start_for_sim_and_protocol_drivers():
     """One time base (devices.base): offline, a reading after the step [t, t+dt) carries t + dt, whatever the driver."""
     cfg = {"pv_kwp": 4.0, "battery": {"capacity_wh": 4500, "p_charge_max_w": 2400, "p_discharge_max_w": 2400}}

@@ -42,14 +42,13 @@ def load_model(config: EnergyRouterConfig) -> DataModel:
 
 
 class VirtualEnergyRouter(VirtualDevice):
+    config_type = EnergyRouterConfig
     scheme = "iec61850"
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
                  context: DeviceContext | None = None) -> None:
-        if not isinstance(config, EnergyRouterConfig):
-            raise TypeError(f"a virtual Energy Router needs an EnergyRouterConfig, got {type(config).__name__}")
         super().__init__(family, config, device_id=device_id, context=context)
-        assert isinstance(self.bank, EnergyRouterBank)
+        assert isinstance(config, EnergyRouterConfig) and isinstance(self.bank, EnergyRouterBank)
         self.cfg: EnergyRouterConfig = config
         self.erbank: EnergyRouterBank = self.bank
         self.capabilities = family.capabilities(config)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import ClassVar
 from ssl import SSLContext
 
 from pydantic import BaseModel
@@ -44,15 +45,14 @@ WRITE_ROLES = frozenset({"controller", "cosim"})
 
 
 class FroniusSunSpecDevice(VirtualDevice):
+    config_type: ClassVar[type[BaseModel]] = FroniusConfig  # PvSunSpecDevice serves a PvConfig
     scheme = "sunspec+tcp"
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
                  max_connections: int = 16, idle_timeout_s: float | None = 300.0,
                  context: DeviceContext | None = None) -> None:
-        if not isinstance(config, FroniusConfig):
-            raise TypeError(f"a virtual Fronius needs a FroniusConfig, got {type(config).__name__}")
         super().__init__(family, config, device_id=device_id, context=context)
-        assert isinstance(self.bank, FroniusBank)
+        assert isinstance(config, FroniusConfig) and isinstance(self.bank, FroniusBank)  # checked by VirtualDevice
         self.cfg: FroniusConfig = config
         self.fbank: FroniusBank = self.bank
         self.map = FroniusRegisterMap(config, device_id)

@@ -28,6 +28,7 @@ BMS_STANDBY, BMS_READY, BMS_CHARGING, BMS_DISCHARGING, BMS_PROTECTION = range(5)
 
 
 class LibalVirtualDevice(VirtualDevice):
+    config_type = LibalConfig
     scheme = "libal"
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device", unit: int = 1,

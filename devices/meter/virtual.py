@@ -19,14 +19,13 @@ from devices.virtual import VirtualDevice
 
 
 class VirtualMeter(VirtualDevice):
+    config_type = MeterConfig
     scheme = "dlms+tcp"
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
                  context: DeviceContext | None = None) -> None:
-        if not isinstance(config, MeterConfig):
-            raise TypeError(f"a virtual meter needs a MeterConfig, got {type(config).__name__}")
         super().__init__(family, config, device_id=device_id, context=context)
-        assert isinstance(self.bank, MeterBank)
+        assert isinstance(config, MeterConfig) and isinstance(self.bank, MeterBank)  # checked by VirtualDevice
         self.cfg: MeterConfig = config
         self.mbank: MeterBank = self.bank
         self.serial = config.serial_for(self.device_id)

@@ -32,15 +32,14 @@ def pv_state(bank: PvBank, i: int) -> FroniusState:
 
 
 class PvSunSpecDevice(FroniusSunSpecDevice):
+    config_type = PvConfig
     scheme = "sunspec+tcp"
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
                  max_connections: int = 16, idle_timeout_s: float | None = 300.0,
                  context: DeviceContext | None = None) -> None:
-        if not isinstance(config, PvConfig):
-            raise TypeError(f"a virtual PV inverter needs a PvConfig, got {type(config).__name__}")
         VirtualDevice.__init__(self, family, config, device_id=device_id, context=context)
-        assert isinstance(self.bank, PvBank)
+        assert isinstance(config, PvConfig) and isinstance(self.bank, PvBank)  # checked by VirtualDevice
         self.cfg = config  # type: ignore[assignment]
         self.pbank: PvBank = self.bank
         self.map = FroniusRegisterMap(config, device_id)

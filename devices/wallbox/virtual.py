@@ -31,6 +31,7 @@ CHARGE_POINTS: dict[str, type[VirtualChargePoint]] = {"1.6": ChargePoint16, "2.0
 
 
 class VirtualWallbox(VirtualDevice):
+    config_type = WallboxConfig
     bank: WallboxBank  # the family's bank (checked in __init__)
     version = ""
 
