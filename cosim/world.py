@@ -49,6 +49,33 @@ PHASE_NAMES = {1: "a", 2: "b", 3: "c"}
 OBSERVER_HOST = "DevicesAfterGrid"
 
 
+class _NothingYet:
+    """Initial data meaning "no value before the source's first step" (a command nobody has sent yet)."""
+
+    def __repr__(self) -> str:
+        return "NOTHING_YET"
+
+
+NOTHING_YET = _NothingYet()
+
+
+def _nothing_yet_is_none(value: Any) -> Any:
+    return None if value is NOTHING_YET else value
+
+
+def connect_mosaik(world: Any, src: Any, dst: Any, attr_pairs: Any, time_shifted: bool,
+                   initial_data: dict[str, Any] | None) -> None:
+    """``world.connect``, where an initial value of None means "nothing yet": mosaik seeds a time-shifted
+    connection's first step only with a value that is not None (and warns, soon fails, when the seed is missing),
+    so None travels as a marker that the connection turns back into None on its way to the destination."""
+    if not (initial_data and any(v is None for v in initial_data.values())):
+        world.connect(src, dst, *attr_pairs, time_shifted=time_shifted, initial_data=initial_data)
+        return
+    seeds = {k: NOTHING_YET if v is None else v for k, v in initial_data.items()}
+    world.connect(src, dst, *attr_pairs, time_shifted=time_shifted, initial_data=seeds,
+                  transform=_nothing_yet_is_none)
+
+
 class WorldBuilder:
     """Builds the world for one scenario; controller kinds use its helpers (the BuildContext) to wire themselves in."""
 
@@ -104,7 +131,7 @@ class WorldBuilder:
         ``period_s`` limits how often a flow is published (telemetry rates).
         """
         if role is None or not (self._role_on_bus(role) or self._comm_loss(role, src, dst)):
-            self.world.connect(src, dst, *attr_pairs, time_shifted=time_shifted, initial_data=initial_data)
+            connect_mosaik(self.world, src, dst, attr_pairs, time_shifted, initial_data)
             return
         self._routes.append((src, dst, attr_pairs, role, topic, sender_kind, period_s, time_shifted, initial_data))
 
@@ -506,7 +533,7 @@ class WorldBuilder:
                                bus=self.bus, setpoints=setpoints)
             cmd = self.add_entity(factory.NativeCommands(site=spec.site, device=device,
                                                          commands={k: list(v) for k, v in fam.commands.items()}))
-            self.world.connect(cmd, ent, *setpoints, time_shifted=True, initial_data=dict.fromkeys(setpoints))
+            connect_mosaik(self.world, cmd, ent, setpoints, True, dict.fromkeys(setpoints))
             self.record(cmd, "commands", "devices", f"{dev_id}.commands")  # taken from the topics, a counter
 
     def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple[Any, ...], role: str,
@@ -530,7 +557,7 @@ class WorldBuilder:
         self.world.connect(src, route, *[(a, a) for a, _ in src_attrs])
         if dst is not None:
             init = {a: initial[a] for a, _ in src_attrs if initial and a in initial} or None
-            self.world.connect(route, dst, *src_attrs, time_shifted=shifted, initial_data=init)
+            connect_mosaik(self.world, route, dst, src_attrs, shifted, init)
 
     def close(self) -> None:
         """Release what the world holds outside mosaik (the message bus and its embedded broker)."""
