@@ -526,8 +526,7 @@ class WorldBuilder:
             if not (fam.commands and spec.site and self._role_on_bus(f"smx:{spec.site}")):
                 continue
             device = source_name(ent.full_id)  # the topic segment its telemetry is published under
-            for name in fam.commands:
-                self.bus.restrict_publish(topics.smx_native_topic(spec.site, device, name), ["controller"])
+            self.bus.restrict_publish(topics.smx_cmd_filter(spec.site, device), ["controller"])
             setpoints = sorted({sp for sp, _ in fam.commands.values()})
             factory = self.sim(f"NativeCommands_{fam.name}", "cosim.messaging.native_commands:NativeCommandSim",
                                bus=self.bus, setpoints=setpoints)

@@ -18,6 +18,7 @@ SITE = "fur"
 IDENTITIES = [
     ("broker", "broker", None), ("csms", "csms", None), ("device", "device", None), ("web", "web", None),
     (f"gw-{SITE}", "gateway", SITE), ("gw-skive", "gateway", "skive"), ("gesscon", "controller", None),
+    (f"lessag-{SITE}", "controller", SITE),
     ("dwh", "reader", None), ("CP_1", "chargepoint", None), ("CP_2", "chargepoint", None), ("cosim", "cosim", None),
     ("gw-revoked", "gateway", SITE), ("CP_revoked", "chargepoint", None), ("ctl-revoked", "controller", None),
 ]

@@ -189,15 +189,18 @@ def test_refused_clients(broker, pkis, who):
 
 def test_each_role_gets_its_traffic_and_nothing_else(broker, pkis):
     kind, port = broker
-    observer, gw, other_gw, ctl, reader = (Client(port, _as(pkis, n)) for n in
-                                           ("cosim", f"gw-{SITE}", "gw-skive", "gesscon", "dwh"))
-    clients = [observer, gw, other_gw, ctl, reader]
+    observer, gw, other_gw, ctl, reader, agent = (Client(port, _as(pkis, n)) for n in
+                                                  ("cosim", f"gw-{SITE}", "gw-skive", "gesscon", "dwh", f"lessag-{SITE}"))
+    clients = [observer, gw, other_gw, ctl, reader, agent]
+    command = topics.smx_cmd_topic(SITE, "er", "EnergyRouterInverter/ZBTC1.BatChaPwr.setMag.f")
+    telemetry = topics.smx_native_topic(SITE, "er", "EnergyRouterInverter/MMXN1.Watt.instMag.f")
     try:
         assert all(c.connect() for c in clients)
         for f in ("s4g/+/data/#", "s4g/+/control/#", "s4g/+/smx/#", "s4g/+/agg/#"):
             assert observer.subscribe(f)
         assert reader.subscribe("s4g/+/data/#") and ctl.subscribe("s4g/+/data/#")
         assert gw.subscribe(f"s4g/{SITE}/control/#") and other_gw.subscribe("s4g/skive/control/#")
+        assert gw.subscribe(f"s4g/{SITE}/smx/+/cmd/#") and agent.subscribe(f"s4g/{SITE}/smx/+/native/#")
         # subscriptions outside the role: amqtt answers SUBACK 0x80, Mosquitto grants them and delivers nothing
         refused = [gw.subscribe("s4g/+/data/#"), other_gw.subscribe(f"s4g/{SITE}/control/#")]
         if kind == "embedded":
@@ -207,6 +210,10 @@ def test_each_role_gets_its_traffic_and_nothing_else(broker, pkis):
         gw.publish(topics.data_topic("skive", "h1", "p_w"))
         gw.publish(topics.control_topic(SITE, "ess1", "p_w"))
         gw.publish(topics.smx_set_topic("skive", "ess1", "p_w"))
+        gw.publish(command)  # a gateway reports the ER's telemetry but cannot command it
+        gw.publish(telemetry)
+        agent.publish(telemetry)  # nor can the local agent fake the ER's telemetry; it commands the ER
+        agent.publish(command)
         reader.publish(topics.data_topic(SITE, "h9", "p_w"))
         other_gw.publish(topics.control_topic("skive", "ess1", "p_w"))
         # only control components publish on the control topics
@@ -215,18 +222,20 @@ def test_each_role_gets_its_traffic_and_nothing_else(broker, pkis):
         # markers: a broker keeps each client's order, so the refused ones would have come before these
         gw.publish(topics.smx_meas_topic(SITE, "ess1", "marker"))
         other_gw.publish(topics.smx_meas_topic("skive", "ess1", "marker"))
-        expected = {topics.data_topic(SITE, "h1", "p_w"), topics.control_topic(SITE, "ess1", "p_w"),
+        expected = {topics.data_topic(SITE, "h1", "p_w"), topics.control_topic(SITE, "ess1", "p_w"), command, telemetry,
                     topics.control_topic("skive", "ess2", "p_w"), topics.smx_meas_topic(SITE, "ess1", "marker"),
                     topics.smx_meas_topic("skive", "ess1", "marker")}
         got = observer.received_all(expected)
         assert sorted(got) == sorted(expected)  # nothing refused arrived, each allowed message once
-        # each gateway receives its own site's set-point and nothing else; the reader the gateway's data
-        assert gw.received(until_topic=topics.control_topic(SITE, "ess1", "p_w")) == [
-            topics.control_topic(SITE, "ess1", "p_w")]
+        # each gateway receives its own site's set-point (and the ER command the agent sent) and nothing else; the
+        # reader the gateway's data
+        assert sorted(gw.received_all({topics.control_topic(SITE, "ess1", "p_w"), command})) == sorted(
+            [topics.control_topic(SITE, "ess1", "p_w"), command])
         assert other_gw.received(until_topic=topics.control_topic("skive", "ess2", "p_w")) == [
             topics.control_topic("skive", "ess2", "p_w")]
         assert reader.received(until_topic=topics.data_topic(SITE, "h1", "p_w")) == [
             topics.data_topic(SITE, "h1", "p_w")]
+        assert agent.received(until_topic=telemetry) == [telemetry]  # the gateway's, not its own refused one
     finally:
         for c in clients:
             c.close()
@@ -270,6 +279,7 @@ def test_the_bus_refuses_a_revoked_broker(tmp_path):
 
 def test_policy_rules():
     pol = BrokerPolicy([pki_mod_ident("gw", "gateway", "s1"), pki_mod_ident("c", "controller"),
+                        pki_mod_ident("l1", "controller", "s1"),
                         pki_mod_ident("r1", "reader", "s1"), pki_mod_ident("cp", "chargepoint")])
     assert pol.may_publish("gw", "s4g/s1/data/h/p_w") and not pol.may_publish("gw", "s4g/s2/data/h/p_w")
     assert not pol.may_publish("gw", "s4g/s1/control/h/p_w") and pol.may_receive("gw", "s4g/s1/control/h/p_w")
@@ -280,7 +290,15 @@ def test_policy_rules():
     assert covers("s4g/+/data/#", "s4g/s1/data/h/+") and not covers("s4g/s1/data/#", "s4g/+/data/#")
     assert covers("a/#", "a") and not covers("a/+", "a/#")
     acl = mosquitto_acl(pol)
-    assert "user gw\ntopic readwrite s4g/s1/smx/#" in acl and "user cp" not in acl
+    gw_block = acl.split("user gw\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert {"topic read s4g/s1/smx/+/set/#", "topic read s4g/s1/smx/+/cmd/#", "topic write s4g/s1/smx/+/meas/#",
+            "topic write s4g/s1/smx/+/native/#"} <= set(gw_block) and not any("smx/#" in x for x in gw_block)
+    assert "user cp" not in acl
+    # a device family's commands and telemetry are apart: the gateway reports, the site's controller commands
+    er_cmd, er_tel = "s4g/s1/smx/er/cmd/A/DRCC1.DERStr.ctlNum", "s4g/s1/smx/er/native/A/B.f"
+    assert pol.may_publish("gw", er_tel) and not pol.may_publish("gw", er_cmd) and pol.may_receive("gw", er_cmd)
+    assert pol.may_publish("l1", er_cmd) and not pol.may_publish("l1", er_tel) and pol.may_receive("l1", er_tel)
+    assert not pol.may_publish("l1", "s4g/s2/smx/er/cmd/X") and not pol.may_publish("c", er_cmd)
 
 
 def pki_mod_ident(name, role, site=None):

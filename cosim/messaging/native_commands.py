@@ -1,7 +1,7 @@
 """Setpoints from a device family's own command topics on its site's SMX broker (``Family.commands``).
 
 The S4G ER connector took commands as SenML on ``.../EnergyRouterInverter/ZBTC1.BatChaPwr.setMag.f`` and the
-like; the world subscribes to ``s4g/{site}/smx/{device}/native/#`` for each such device and this simulator turns
+like; the world subscribes to ``s4g/{site}/smx/{device}/cmd/#`` for each such device and this simulator turns
 a value v on a command topic into the setpoint v / factor (the family's convention to ours), handed to the
 device in the next step (a time-shifted connection, like any controller's setpoint). The device host checks it
 against the device's limits: outside, it is refused, counted (``rejected``) and logged, never clipped. Only
@@ -61,9 +61,9 @@ class NativeCommandSim(mosaik_api_v3.Simulator):
         assert self.bus is not None
         self.bus.open()
         for dev in self.devices.values():
-            prefix = topics.smx_native_topic(dev["site"], dev["device"], "x")[:-1]
-            dev["prefix"] = prefix
-            dev["sub"] = self.bus.subscribe(f"smx:{dev['site']}", prefix + "#", subscriber=self.sid)
+            cmd_filter = topics.smx_cmd_filter(dev["site"], dev["device"])
+            dev["prefix"] = cmd_filter[:-1]
+            dev["sub"] = self.bus.subscribe(f"smx:{dev['site']}", cmd_filter, subscriber=self.sid)
 
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         assert self.bus is not None
@@ -72,7 +72,8 @@ class NativeCommandSim(mosaik_api_v3.Simulator):
                 name = message.topic[len(dev["prefix"]):]
                 command = dev["commands"].get(name)
                 if command is None:
-                    continue  # the device's own telemetry
+                    self.bus.reject(message, f"{dev['device']} has no command {name!r}", self.sid)
+                    continue
                 setpoint, factor = command
                 values = [r.value for r in message.records]
                 if len(values) != 1 or not isinstance(values[0], (int, float)) or isinstance(values[0], bool) \

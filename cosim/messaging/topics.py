@@ -9,7 +9,9 @@ role            segment     carries
                             (``s4g/{site}/smx/{device}/meas/{quantity}``) and local set-points back
                             (``s4g/{site}/smx/{device}/set/{quantity}``); one SMX broker per site. A device
                             family's own topic names (``Family.topics``) live below
-                            ``s4g/{site}/smx/{device}/native/`` (one or more levels)
+                            ``s4g/{site}/smx/{device}/native/`` (one or more levels), its own command
+                            names (``Family.commands``) below ``s4g/{site}/smx/{device}/cmd/``: apart, so
+                            an ACL can let a gateway write telemetry without letting it command
 ``aggregator``  ``agg``     site-level aggregates between a site's local agent and the aggregation layer
                             (``s4g/{site}/agg/up/{quantity}``, requests ``s4g/{site}/agg/down/{quantity}``)
 ``data``        ``data``    field data going up to the cloud: ``s4g/{site}/data/{device}/{quantity}``
@@ -87,6 +89,18 @@ def smx_native_topic(site: str, device: str, name: str) -> str:
     return f"{ROOT}/{check_token(site, 'site')}/smx/{check_token(device, 'device')}/native/{'/'.join(levels)}"
 
 
+def smx_cmd_topic(site: str, device: str, name: str) -> str:
+    """A command to a device under its own command name (e.g. ``EnergyRouterInverter/ZBTC1.BatChaPwr.setMag.f``)
+    on its site's SMX broker: ``s4g/{site}/smx/{device}/cmd/{name}``; only control components publish here."""
+    levels = [check_token(level, "topic name level") for level in name.split("/")]
+    return f"{ROOT}/{check_token(site, 'site')}/smx/{check_token(device, 'device')}/cmd/{'/'.join(levels)}"
+
+
+def smx_cmd_filter(site: str, device: str) -> str:
+    """Every command topic of one device: ``s4g/{site}/smx/{device}/cmd/#``."""
+    return f"{ROOT}/{check_token(site, 'site')}/smx/{check_token(device, 'device')}/cmd/#"
+
+
 def agg_up_topic(site: str, quantity: str) -> str:
     """A site aggregate to the aggregator: ``s4g/{site}/agg/up/{quantity}``."""
     return f"{ROOT}/{check_token(site, 'site')}/agg/up/{check_token(quantity, 'quantity')}"
@@ -136,10 +150,10 @@ def _parse_topic(topic: str) -> TopicInfo:
     if role is None:
         raise TopicError(f"topic {topic!r}: unknown role segment {seg!r} (expected one of {sorted(ROLE_OF_SEGMENT)})")
     rest = parts[3:]
-    if role == "smx" and len(rest) >= 3 and rest[1] == "native":  # a family's own names: the levels below native/
+    if role == "smx" and len(rest) >= 3 and rest[1] in ("native", "cmd"):  # a family's own names: the levels below
         for level in rest[2:]:
             check_token(level, "topic name level")
-        return _info(topic, site, role, rest[0], "native", "/".join(rest[2:]), check_quantity=False)
+        return _info(topic, site, role, rest[0], rest[1], "/".join(rest[2:]), check_quantity=False)
     shapes = {
         "data": ((2, None),),
         "control": ((2, None), (3, "schedule")),
@@ -175,7 +189,7 @@ def _layout_hint(role: str) -> str:
     return {
         "data": "s4g/{site}/data/{device}/{quantity}",
         "control": "s4g/{site}/control/{device}/{quantity} or s4g/{site}/control/{device}/schedule/{quantity}",
-        "smx": "s4g/{site}/smx/{device}/meas|set/{quantity} or s4g/{site}/smx/{device}/native/{name...}",
+        "smx": "s4g/{site}/smx/{device}/meas|set/{quantity} or s4g/{site}/smx/{device}/native|cmd/{name...}",
         "aggregator": "s4g/{site}/agg/up|down/{quantity}",
     }[role]
 

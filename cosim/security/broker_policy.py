@@ -4,14 +4,16 @@ The rules follow the topic layout (:mod:`cosim.messaging.topics`) and the certif
 
 | role (site S) | SMX broker | Aggregator | Data Broker | Control Broker |
 |---|---|---|---|---|
-| gateway | read+write s4g/S/smx/# | write s4g/S/agg/up/#, read s4g/S/agg/down/# | write s4g/S/data/# | read s4g/S/control/# |
+| gateway | write s4g/S/smx/+/meas/#, +/native/#; read +/set/#, +/cmd/# | write s4g/S/agg/up/#, read s4g/S/agg/down/# | write s4g/S/data/# | read s4g/S/control/# |
 | controller | – | read s4g/+/agg/up/#, write s4g/+/agg/down/# | read s4g/+/data/# | read+write s4g/+/control/# |
-| controller of site S | read+write s4g/S/smx/# | write up, read down of S | read s4g/S/data/# | read+write s4g/S/control/# |
+| controller of site S | read s4g/S/smx/+/meas/#, +/native/#; write +/set/#, +/cmd/# | write up, read down of S | read s4g/S/data/# | read+write s4g/S/control/# |
 | reader (of site S) | read s4g/+ (S)/smx/# | read s4g/+ (S)/agg/# | read s4g/+ (S)/data/# | read s4g/+ (S)/control/# |
 | cosim | read+write s4g/# of the broker's role | same | same | same |
 | broker, csms, device, web, chargepoint | – | – | – | – |
 
-So an SMX gateway publishes only its own site's data, only control components publish on the Control
+So an SMX gateway publishes only its own site's measurements and reads the set-points and commands for its
+devices (it cannot command a device: a family's command topics live below ``cmd/``, its telemetry below
+``native/``, so an ACL without deny rules can tell them apart), only control components publish on the Control
 Broker, and readers read only what their role (and site) allows. ``cosim`` is the co-simulation's bus: one
 client per broker that carries every simulated component of a scenario (inside the process, the bus's own
 ``publish_acl`` separates them). Anything not allowed is denied (``$SYS`` included).
@@ -56,15 +58,17 @@ def rules(role: str | None, site: str | None, broker_role: str, namespace: str =
         return both(f"{ROOT}/+/{seg}/#")
     if role == "reader":
         return read(f"{ROOT}/{s}/{seg}/#")
+    up = (f"{ROOT}/{site}/smx/+/meas/#", f"{ROOT}/{site}/smx/+/native/#")  # measurements, from the devices
+    down = (f"{ROOT}/{site}/smx/+/set/#", f"{ROOT}/{site}/smx/+/cmd/#")  # set-points and commands, to them
     if role == "gateway":
         if site is None:
             return Rules()
-        return {"smx": both(f"{ROOT}/{site}/smx/#"),
+        return {"smx": write(*up) + read(*down),
                 "aggregator": write(f"{ROOT}/{site}/agg/up/#") + read(f"{ROOT}/{site}/agg/down/#"),
                 "data": write(f"{ROOT}/{site}/data/#"),
                 "control": read(f"{ROOT}/{site}/control/#")}[broker_role]
     if role == "controller":
-        return {"smx": both(f"{ROOT}/{site}/smx/#") if site else Rules(),
+        return {"smx": read(*up) + write(*down) if site else Rules(),
                 "aggregator": read(f"{ROOT}/{s}/agg/up/#") + write(f"{ROOT}/{s}/agg/down/#"),
                 "data": read(f"{ROOT}/{s}/data/#"),
                 "control": both(f"{ROOT}/{s}/control/#")}[broker_role]
