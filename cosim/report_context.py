@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from cosim import kpi
 from cosim.kpi import RunData
 from cosim.rundir import Table, read_table, start_time
 from simulators.sessions_file import read_sessions
+
+log = logging.getLogger(__name__)
 
 #: tables a report reads besides the KPIs' own
 EXTRA_TABLES = ("ev_fleets", "controllers")
@@ -126,6 +129,8 @@ class ReportContext:
     fleets: list[dict[str, Any]]
     events: list[dict[str, Any]]
     baseline: tuple[str, dict[str, Any]] | None = None
+    events_unreadable: int = 0  # lines of events.jsonl that could not be read
+    events_truncated: bool = False
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -151,21 +156,33 @@ class ReportContext:
         return self.run.tables.get(name)
 
 
-def _jsonl(path: Path, limit: int = 100_000) -> list[dict[str, Any]]:
-    """One JSON object per line; a line that is not one (a crash mid-write) is skipped, not fatal."""
+@dataclass
+class JsonLines:
+    rows: list[dict[str, Any]]
+    unreadable: int = 0  # lines that are not one JSON object (a crash mid-write): skipped, counted, warned about
+    truncated: bool = False  # more than the limit: the first ones are kept
+
+
+def _jsonl(path: Path, limit: int = 100_000) -> JsonLines:
+    """One JSON object per line; a line that is not one is skipped and counted, not fatal."""
+    out = JsonLines([])
     if not path.is_file():
-        return []
-    out: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
+        return out
+    with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
-            if len(out) >= limit:
+            if len(out.rows) >= limit:
+                out.truncated = True
                 break
             try:
                 obj = json.loads(line)
             except ValueError:
-                continue
+                obj = None
             if isinstance(obj, dict):
-                out.append(obj)
+                out.rows.append(obj)
+            elif line.strip():
+                out.unreadable += 1
+    if out.unreadable:
+        log.warning("%s: %d line(s) are not JSON objects and were skipped", path, out.unreadable)
     return out
 
 
@@ -220,7 +237,8 @@ def load(run_dir: Path, baseline: Path | None = None) -> ReportContext:
     if base_dir is not None:
         base_kpis = _baseline_kpis(base_dir)
         base = (str(base_kpis.get("run", {}).get("scenario") or base_dir.name), base_kpis)
-    return ReportContext(run_dir, run, kpis, feeder(run.meta), sessions, fleets, events, base)
+    return ReportContext(run_dir, run, kpis, feeder(run.meta), sessions, fleets, events.rows, base,
+                         events.unreadable, events.truncated)
 
 
 def finite(x: Any) -> bool:

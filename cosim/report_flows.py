@@ -319,6 +319,11 @@ def events(ctx: ReportContext) -> Section:
     evs = [ev for ev in ctx.events if isinstance(ev.get("t_s"), (int, float))]
     counts = Counter(str(ev.get("kind", "event")) for ev in evs)
     messaging = _messaging_totals(ctx)
+    if ctx.events_unreadable:
+        messaging += (f" {ctx.events_unreadable} line(s) of events.jsonl could not be read (cut off by a crash?) "
+                      "and are not shown.")
+    if ctx.events_truncated:
+        messaging += f" events.jsonl holds more than {len(ctx.events)} events: only the first are shown."
     if not evs:
         text = ("No events: no setpoint was refused, no device dropped out or came back, no message was lost."
                 + messaging)

@@ -168,6 +168,19 @@ def test_storage_is_stationary_batteries_only(tmp_path: Path) -> None:
     assert devices.ids("soc") == ["hh.0", "hh.1", "hh.2"]
 
 
+def test_unreadable_event_lines_are_counted_and_said_not_dropped_in_silence(tmp_path: Path, caplog) -> None:
+    from cosim import report_context, report_flows
+
+    run_dir = write_run(tmp_path / "run", "complete")
+    lines = [json.dumps(EVENTS[0]), '{"t_s": 7200, "kind": "dead_le', "[1, 2]", "", json.dumps(EVENTS[1])]
+    (run_dir / "events.jsonl").write_text("\n".join(lines) + "\n")
+    ctx = report_context.load(run_dir)
+    assert len(ctx.events) == 2 and ctx.events_unreadable == 2 and not ctx.events_truncated
+    assert "2 line(s) are not JSON objects" in caplog.text
+    section = report_flows.events(ctx)
+    assert "2 line(s) of events.jsonl could not be read" in "".join(str(part) for part in vars(section).values())
+
+
 def test_static_figures_for_papers(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "run", "complete")
     report.render(run_dir, static=True)
