@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from benchmarks.common import median_spread, row
 from cosim.messaging import MessageBus, Record, topics
 from cosim.messaging.embedded_broker import BrokerSecurity, EmbeddedBroker
-from cosim.security import pki
+from devices import pki
 from cosim.security.broker_policy import BrokerPolicy, mosquitto_acl, mosquitto_conf
 from devices import tls
 

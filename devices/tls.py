@@ -1,7 +1,7 @@
 """TLS for every link of the framework: contexts from a PKI directory, and who the peer is.
 
 The lowest layer (devices, cosim, hil_bench all import it) knows only the *layout* of a PKI directory made by
-``s4g pki`` (:mod:`cosim.security.pki` writes it) and the standard library's ``ssl``:
+``s4g pki`` (:mod:`devices.pki` writes it) and the standard library's ``ssl``:
 
     DIR/ca.pem            trust anchors: the root and the issuing CA (what every peer verifies against)
     DIR/crl.pem           the issuing CA's certificate revocation list

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cosim.security import pki
+from devices import pki
 
 SITE = "fur"
 IDENTITIES = [

@@ -324,7 +324,7 @@ def test_the_command_serves_https_with_a_pki_certificate(tmp_path):
     import subprocess
     import sys
 
-    from cosim.security import pki
+    from devices import pki
 
     d = tmp_path / "pki"
     pki.init(d)

@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cosim.messaging import BrokerUnavailable, MessageBus, Record, topics
 from cosim.messaging.embedded_broker import BrokerSecurity, EmbeddedBroker
-from cosim.security import pki as pki_mod
+from devices import pki as pki_mod
 from cosim.security.broker_policy import BrokerPolicy, covers, mosquitto_acl, mosquitto_conf
 from devices import tls
 from tests.security_pki import SITE, pkis  # noqa: F401 - fixture

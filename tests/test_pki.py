@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s4g.cli import main as s4g
-from cosim.security import pki
+from devices import pki
 from devices import tls
 from tests.security_pki import SITE, handshake, pkis  # noqa: F401 - fixture
 
@@ -110,6 +110,63 @@ def test_renew_supersedes_the_old_certificate(tmp_path):
     assert old.serial != new.serial
     assert int(old.serial, 16) in pki.revoked_serials(d)
     assert int(new.serial, 16) not in pki.revoked_serials(d)
+
+
+def _csr(cn: str, key=None) -> bytes:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    req = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])).sign(key, hashes.SHA256()))
+    return req.public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_request_is_signed_for_its_own_key_and_the_renewal_settles(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    d = tmp_path / "p"
+    pki.init(d)
+    old = pki.issue(d, "CP_9", "chargepoint")
+    key = ec.generate_private_key(ec.SECP256R1())
+    entry, chain = pki.sign_request(d, _csr("CP_9", key), "chargepoint", name="CP_9")
+    leaf, issuing = x509.load_pem_x509_certificates(chain)
+    assert leaf.public_key() == key.public_key() and f"{leaf.serial_number:x}" == entry.serial
+    assert leaf.subject.rfc4514_string() == "CN=CP_9,OU=chargepoint,O=S4G" and leaf.issuer == issuing.subject
+    leaf.verify_directly_issued_by(issuing)
+    assert pki.load_inventory(d).active("CP_9").serial == entry.serial  # the newest; the old is still valid
+    assert int(old.serial, 16) not in pki.revoked_serials(d)
+    pki.settle_renewal(d, entry.serial, installed=True)
+    assert int(old.serial, 16) in pki.revoked_serials(d) and int(entry.serial, 16) not in pki.revoked_serials(d)
+    second, _ = pki.sign_request(d, _csr("CP_9"), "chargepoint", name="CP_9")
+    pki.settle_renewal(d, second.serial, installed=False)  # refused by the station: never to be used
+    assert int(second.serial, 16) in pki.revoked_serials(d) and pki.load_inventory(d).active("CP_9").serial == entry.serial
+    with pytest.raises(pki.PkiError, match="no active certificate"):
+        pki.settle_renewal(d, second.serial, installed=True)
+
+
+def test_bad_requests_are_refused_with_the_reason(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    d = tmp_path / "p"
+    pki.init(d)
+    with pytest.raises(pki.PkiError, match="is not the requester's identity 'CP_1'"):
+        pki.sign_request(d, _csr("CP_2"), "chargepoint", name="CP_1")
+    with pytest.raises(pki.PkiError, match="not a PEM certificate signing request"):
+        pki.sign_request(d, b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                         "chargepoint")
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(pki.PkiError, match="not an EC P-256 key"):
+        pki.sign_request(d, _csr("CP_1", rsa_key), "chargepoint")
+    with pytest.raises(pki.PkiError, match="CN"):
+        pki.sign_request(d, _csr("bad name/with slash"), "chargepoint")
+    with pytest.raises(pki.PkiError, match="client roles without a site"):
+        pki.sign_request(d, _csr("gw"), "gateway")
+    tampered = _csr("CP_1").replace(b"CERTIFICATE REQUEST-----\nMI", b"CERTIFICATE REQUEST-----\nMJ")
+    with pytest.raises(pki.PkiError):
+        pki.sign_request(d, tampered, "chargepoint")
+    assert [e.name for e in pki.listing(d)] == []  # nothing was issued
 
 
 def test_crl_lists_exactly_the_revoked(pkis):

@@ -12,7 +12,7 @@ import yaml
 
 from cosim.run import run
 from cosim.scenario import ScenarioError, load
-from cosim.security import pki
+from devices import pki
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -101,7 +101,7 @@ class BrokerPolicy:
     def from_pki(cls, pki: str | Path, broker_roles: Iterable[str] = topics.ROLES,
                  namespace: str = "") -> BrokerPolicy:
         """Every active certificate of the PKI (revoked ones are left out; the CRL refuses them anyway)."""
-        from cosim.security.pki import load_inventory
+        from devices.pki import load_inventory
 
         return cls((Identity(e.name, e.role, e.site) for e in load_inventory(pki).issued if e.active),
                    broker_roles, namespace)

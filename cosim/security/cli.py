@@ -26,7 +26,7 @@ def _days(text: str) -> int:
 
 
 def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    from cosim.security.pki import PkiError
+    from devices.pki import PkiError
 
     try:
         return fn(args)
@@ -36,7 +36,7 @@ def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> i
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from cosim.security import pki
+    from devices import pki
 
     root_key = pki.init(args.dir, org=args.org, root_days=args.root_days, issuing_days=args.ca_days)
     print(f"PKI in {args.dir}: root CA ({args.root_days} d) and issuing CA ({args.ca_days} d), empty CRL.")
@@ -45,7 +45,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
-    from cosim.security import pki
+    from devices import pki
     from devices.tls import cert_file, key_file
 
     e = pki.issue(args.dir, args.name, args.role, site=args.site, hosts=args.host or (), days=args.days,
@@ -57,7 +57,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from cosim.security import pki
+    from devices import pki
 
     e = pki.revoke(args.dir, args.which, reason=args.reason)
     print(f"revoked {e.name} (serial {e.serial}, {e.reason}); CRL updated: {args.dir}/crl.pem")
@@ -65,7 +65,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_crl(args: argparse.Namespace) -> int:
-    from cosim.security import pki
+    from devices import pki
 
     path = pki.crl(args.dir, days=args.days)
     print(f"CRL signed, valid {args.days} d: {path} (publish it to every broker and server)")
@@ -73,7 +73,7 @@ def cmd_crl(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cosim.security import pki
+    from devices import pki
 
     entries = pki.listing(args.dir)
     if args.json:
@@ -86,7 +86,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from cosim.security.pki import CRL_DAYS, ISSUING_DAYS, LEAF_DAYS, REASONS, ROLES, ROOT_DAYS
+    from devices.pki import CRL_DAYS, ISSUING_DAYS, LEAF_DAYS, REASONS, ROLES, ROOT_DAYS
 
     pki = sub.add_parser("pki", help="certificates for brokers, gateways, controllers, charge points, servers")
     psub = pki.add_subparsers(dest="pki_command", required=True)

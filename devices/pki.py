@@ -88,7 +88,8 @@ class Inventory:
     issued: list[Issued] = field(default_factory=list)
 
     def active(self, name: str) -> Issued | None:
-        return next((e for e in self.issued if e.name == name and e.active), None)
+        """The newest active certificate of ``name`` (during a renewal by request the old one is active too)."""
+        return next((e for e in reversed(self.issued) if e.name == name and e.active), None)
 
 
 # -- files -----------------------------------------------------------------------------------------------------
@@ -269,13 +270,32 @@ def issue(d: str | Path, name: str, role: str, *, site: str | None = None, hosts
     if old is not None and not renew:
         raise PkiError(f"{name!r} already has an active certificate (serial {old.serial}); use --renew to replace "
                        f"it (the old one is revoked) or choose another name")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert, ca_cert, entry = _leaf(d, inv, name, role, site, hosts, key.public_key(), days, now)
+    _private_dir(d / "keys")
+    _write_private(key_file(d, name), _pem_key(key))
+    _write_public(cert_file(d, name), _pem(cert) + _pem(ca_cert))
+    if old is not None:
+        old.revoked_at, old.reason = _now().isoformat(), "superseded"
+    inv.issued.append(entry)
+    _save_inventory(d, inv)
+    if old is not None:
+        crl(d)
+    return entry
+
+
+def _leaf(d: Path, inv: Inventory, name: str, role: str, site: str | None, hosts: list[str],
+          public_key: ec.EllipticCurvePublicKey, days: int,
+          now: dt.datetime | None = None) -> tuple[x509.Certificate, x509.Certificate, Issued]:
+    """A leaf certificate for ``public_key`` signed by the issuing CA (and the CA's certificate, and the inventory
+    entry to record)."""
+    _, server, _ = ROLES[role]
     ca_cert, ca_key = _issuing(d)
     start = (now or _now())
     not_after = start + dt.timedelta(days=days)
     if not_after > ca_cert.not_valid_after_utc:
         raise PkiError(f"validity {days} d ends after the issuing CA's ({ca_cert.not_valid_after_utc:%Y-%m-%d}); "
                        f"roll the issuing CA first")
-    key = ec.generate_private_key(ec.SECP256R1())
     san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(URN_ROLE + role)]
     if site is not None:
         san.append(x509.UniformResourceIdentifier(URN_SITE + site))
@@ -286,7 +306,7 @@ def issue(d: str | Path, name: str, role: str, *, site: str | None = None, hosts
             san.append(x509.DNSName(h))
     serial = x509.random_serial_number()
     b = (x509.CertificateBuilder().subject_name(_name(inv.org, name, role)).issuer_name(ca_cert.subject)
-         .public_key(key.public_key()).serial_number(serial)
+         .public_key(public_key).serial_number(serial)
          .not_valid_before(start - dt.timedelta(minutes=5)).not_valid_after(not_after)
          .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -295,25 +315,67 @@ def issue(d: str | Path, name: str, role: str, *, site: str | None = None, hosts
          .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
                                                else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
          .add_extension(x509.SubjectAlternativeName(san), critical=False)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
          .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
     if not server:  # Modbus/TCP Security: the client's role as an ASN.1 UTF8String (tag 0x0C)
         encoded = role.encode()
         b = b.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(MODBUS_ROLE_OID),
                                                        bytes([0x0C, len(encoded)]) + encoded), critical=False)
     cert = b.sign(ca_key, hashes.SHA256())
-    _private_dir(d / "keys")
-    _write_private(key_file(d, name), _pem_key(key))
-    _write_public(cert_file(d, name), _pem(cert) + _pem(ca_cert))
-    if old is not None:
-        old.revoked_at, old.reason = _now().isoformat(), "superseded"
     entry = Issued(serial=f"{serial:x}", name=name, role=role, site=site, hosts=hosts,
                    not_before=(start - dt.timedelta(minutes=5)).isoformat(), not_after=not_after.isoformat())
+    return cert, ca_cert, entry
+
+
+def sign_request(d: str | Path, csr_pem: bytes, role: str, *, name: str | None = None,
+                 days: int = LEAF_DAYS) -> tuple[Issued, bytes]:
+    """Sign a certificate signing request (a charge point's OCPP SignCertificate): the key stays with the
+    requester. The CSR must be signed by its key, an EC P-256 key, with a CN that is a valid name (and ``name``
+    when given: who the requester authenticated as). Returns the inventory entry and the chain (leaf + issuing
+    CA) in PEM. The requester's current certificate stays valid until :func:`settle_renewal`."""
+    d = Path(d)
+    if role not in CLIENT_ROLES or ROLES[role][2]:
+        raise PkiError(f"role {role!r}: certificates by request are for client roles without a site")
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM certificate signing request: {exc}") from None
+    if not csr.is_signature_valid:
+        raise PkiError("the request's signature does not verify: not signed by its own key")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+        raise PkiError("the request's key is not an EC P-256 key (the framework's key type)")
+    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = str(cns[0].value) if len(cns) == 1 else ""
+    check_name(cn, "the request's CN")
+    if name is not None and cn != name:
+        raise PkiError(f"the request's CN {cn!r} is not the requester's identity {name!r}")
+    if not 1 <= days <= MAX_LEAF_DAYS:
+        raise PkiError(f"validity {days} d: expected 1..{MAX_LEAF_DAYS} days")
+    inv = load_inventory(d)
+    cert, ca_cert, entry = _leaf(d, inv, cn, role, None, [], public_key, days)
     inv.issued.append(entry)
     _save_inventory(d, inv)
-    if old is not None:
-        crl(d)
-    return entry
+    return entry, _pem(cert) + _pem(ca_cert)
+
+
+def settle_renewal(d: str | Path, serial: str, installed: bool) -> None:
+    """After a renewal by request: the requester installed certificate ``serial`` (its older certificates are
+    revoked, superseded) or refused it (it is revoked); a new CRL either way."""
+    d = Path(d)
+    inv = load_inventory(d)
+    new = next((e for e in inv.issued if e.serial == serial), None)
+    if new is None or not new.active:
+        raise PkiError(f"serial {serial}: no active certificate to settle")
+    now = _now().isoformat()
+    if installed:
+        for e in inv.issued:
+            if e.name == new.name and e.active and e is not new:
+                e.revoked_at, e.reason = now, "superseded"
+    else:
+        new.revoked_at, new.reason = now, "cessation_of_operation"
+    _save_inventory(d, inv)
+    crl(d)
 
 
 def revoke(d: str | Path, which: str, *, reason: str = "unspecified", crl_days: int = CRL_DAYS) -> Issued:
