@@ -23,6 +23,7 @@ import itertools
 import logging
 import math
 import random
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -36,8 +37,10 @@ import numpy as np
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from devices import tls
 from devices.backoff import Backoff
 from devices.wallbox import profiles as pf
+from devices.wallbox.certificates import CertificateRefused
 from devices.wallbox.model import WallboxBank, WallboxConfig
 from devices.wallbox.outbox import Outbox, OutMsg
 from devices.wallbox.security import OcppSecurityError, StationSecurity, basic_auth_header, check_password
@@ -148,6 +151,7 @@ class VirtualChargePoint:
         self._last_heartbeat_t = 0.0
         self._rng = random.Random(cp_id)
         self._background: set[asyncio.Task[None]] = set()
+        self._tls: tuple[int, ssl.SSLContext] | None = None  # (certificate generation, its client context)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -228,7 +232,12 @@ class VirtualChargePoint:
     def _security_options(self) -> dict[str, Any]:
         """TLS context and the Authorization header of the current profile and password."""
         opts: dict[str, Any] = {}
-        if self.security.ssl is not None:
+        certs = self.security.certificates
+        if certs is not None:  # profile 3: the certificate we hold now (a renewal applies from the next connect)
+            if self._tls is None or self._tls[0] != certs.generation:
+                self._tls = (certs.generation, tls.client_context(certs.files()))
+            opts["ssl"] = self._tls[1]
+        elif self.security.ssl is not None:
             opts["ssl"] = self.security.ssl
         password = self.settings.get("authorization_key")
         if self.settings["security_profile"] in (1, 2) and password:
@@ -523,6 +532,61 @@ class VirtualChargePoint:
 
     async def _after_remote(self, _: Payload) -> None:
         self._emit_changes(self._now(), trigger="RemoteStart")
+
+    # -- certificate management (2.0.1 A02/M03-M05; the same messages in the 1.6 security extension) -----------
+    #: the version's certificate types of InstallCertificate / GetInstalledCertificateIds -> our kind of root
+    ROOT_TYPES: ClassVar[dict[str, str]] = {}
+    #: SecurityEventNotification type for a certificate from the CSMS that we refused
+    INVALID_CERTIFICATE_EVENT: ClassVar[str] = ""
+
+    def _send_sign_request(self) -> None:
+        """A new key pair and its CSR to the CSMS (SignCertificate); without a certificate store, nothing."""
+        certs = self.security.certificates
+        if certs is None:
+            return
+        csr = certs.csr()
+        payload: Payload = {"csr": csr} if self.version == "1.6" else {
+            "csr": csr, "certificateType": "ChargingStationCertificate"}
+        self.enqueue(OutMsg("SignCertificate", lambda: payload, persistent=False,
+                            on_result=lambda r: self.stats.update([f"sign_certificate_{r.get('status')}"])))
+
+    async def _on_certificate_signed(self, p: Payload) -> Payload:
+        certs = self.security.certificates
+        try:
+            if certs is None:
+                raise CertificateRefused("this station has no certificate store (security profile 3)")
+            certs.install_chain(p["certificateChain"])
+        except CertificateRefused as exc:
+            self.stats["certificate_refused"] += 1
+            event = {"type": self.INVALID_CERTIFICATE_EVENT, "timestamp": pf.format_time(self._now()),
+                     "techInfo": str(exc)[:255]}
+            self.enqueue(OutMsg("SecurityEventNotification", lambda: event, persistent=True))
+            return {"status": "Rejected"}
+        self.stats["certificate_installed"] += 1
+        return {"status": "Accepted"}
+
+    async def _on_install_certificate(self, p: Payload) -> Payload:
+        certs, kind = self.security.certificates, self.ROOT_TYPES.get(p["certificateType"])
+        if certs is None or kind is None:
+            return {"status": "Rejected"}
+        return {"status": certs.install_root(kind, p["certificate"])}
+
+    async def _on_get_installed_ids(self, p: Payload) -> Payload:
+        certs = self.security.certificates
+        wanted = p.get("certificateType")
+        types = [wanted] if isinstance(wanted, str) else (wanted or list(self.ROOT_TYPES))
+        kinds = {self.ROOT_TYPES[t]: t for t in types if t in self.ROOT_TYPES}
+        found = certs.installed(set(kinds)) if certs is not None else []
+        if not found:
+            return {"status": "NotFound"}
+        if self.version == "1.6":
+            return {"status": "Accepted", "certificateHashData": [h for _, h in found]}
+        return {"status": "Accepted", "certificateHashDataChain": [
+            {"certificateType": kinds[kind], "certificateHashData": h} for kind, h in found]}
+
+    async def _on_delete_certificate(self, p: Payload) -> Payload:
+        certs = self.security.certificates
+        return {"status": certs.delete(p["certificateHashData"]) if certs is not None else "NotFound"}
 
     # -- version-specific ------------------------------------------------------------------------------------
     def _boot_payload(self) -> Payload:

@@ -18,6 +18,7 @@ from devices.wallbox.chargepoint import CONNECTOR, LocalTx, VirtualChargePoint
 from devices.wallbox.model import FAULTED, STATUS_NAMES
 from devices.wallbox.outbox import OutMsg
 from devices.wallbox.rpc import OcppFault, Payload
+from devices.wallbox import certificates
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,16 @@ class ChargePoint16(VirtualChargePoint):
         "RemoteStopTransaction": "_on_remote_stop", "ChangeConfiguration": "_on_change_config",
         "GetConfiguration": "_on_get_config", "TriggerMessage": "_on_trigger", "Reset": "_on_reset",
         "DataTransfer": "_on_data_transfer", "ChangeAvailability": "_on_availability",
+        # the security extension (OCPP 1.6 security whitepaper, edition 3)
+        "ExtendedTriggerMessage": "_on_extended_trigger", "CertificateSigned": "_on_certificate_signed",
+        "InstallCertificate": "_on_install_certificate", "GetInstalledCertificateIds": "_on_get_installed_ids",
+        "DeleteCertificate": "_on_delete_certificate",
     }
     AFTER: ClassVar[dict[str, str]] = {"TriggerMessage": "_after_trigger", "RemoteStartTransaction": "_after_remote",
-             "RemoteStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote"}
+             "RemoteStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote",
+             "ExtendedTriggerMessage": "_after_extended_trigger"}
+    ROOT_TYPES = certificates.ROOT_TYPES["1.6"]
+    INVALID_CERTIFICATE_EVENT = "InvalidChargePointCertificate"
 
     #: read-write configuration keys -> settings
     CONFIG_RW: ClassVar[dict[str, str]] = {
@@ -244,6 +252,20 @@ class ChargePoint16(VirtualChargePoint):
         if p.get("connectorId") not in (None, 0, CONNECTOR):
             return {"status": "Rejected"}
         return {"status": "Accepted" if p["requestedMessage"] in TRIGGERABLE else "NotImplemented"}
+
+    async def _on_extended_trigger(self, p: Payload) -> Payload:
+        """ExtendedTriggerMessage: what TriggerMessage can trigger, and a certificate signing request."""
+        if p["requestedMessage"] == "SignChargePointCertificate":
+            return {"status": "Accepted" if self.security.certificates is not None else "Rejected"}
+        if p["requestedMessage"] in ("LogStatusNotification", "FirmwareStatusNotification"):
+            return {"status": "NotImplemented"}
+        return await self._on_trigger(p)
+
+    async def _after_extended_trigger(self, p: Payload) -> None:
+        if p["requestedMessage"] == "SignChargePointCertificate":
+            self._send_sign_request()
+        elif p["requestedMessage"] in TRIGGERABLE:
+            await self._after_trigger(p)
 
     async def _after_trigger(self, p: Payload) -> None:
         what = p["requestedMessage"]

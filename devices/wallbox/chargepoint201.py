@@ -19,6 +19,7 @@ from devices.wallbox.model import CHARGING, FAULTED, FINISHING, PREPARING, RESER
     UNAVAILABLE
 from devices.wallbox.outbox import OutMsg
 from devices.wallbox.rpc import OcppFault, Payload
+from devices.wallbox import certificates
 
 _CHARGING_STATE = {CHARGING: "Charging", SUSPENDED_EV: "SuspendedEV", SUSPENDED_EVSE: "SuspendedEVSE",
                    PREPARING: "EVConnected", FINISHING: "EVConnected"}
@@ -26,7 +27,8 @@ _STOP_REASON = {"EVDisconnected": "EVDisconnected", "Remote": "Remote", "DeAutho
                 "ImmediateReset": "ImmediateReset", "SoftReset": "ImmediateReset", "HardReset": "ImmediateReset"}
 _TRIGGER_OF_REASON = {"EVDisconnected": "EVCommunicationLost", "Remote": "RemoteStop",
                       "DeAuthorized": "Deauthorized", "ImmediateReset": "ResetCommand"}
-TRIGGERABLE = ("MeterValues", "StatusNotification", "Heartbeat", "BootNotification", "TransactionEvent")
+TRIGGERABLE = ("MeterValues", "StatusNotification", "Heartbeat", "BootNotification", "TransactionEvent",
+               "SignChargingStationCertificate")
 
 
 def connector_status(code: int) -> str:
@@ -48,9 +50,13 @@ class ChargePoint201(VirtualChargePoint):
         "RequestStopTransaction": "_on_remote_stop", "GetVariables": "_on_get_variables",
         "SetVariables": "_on_set_variables", "TriggerMessage": "_on_trigger", "Reset": "_on_reset",
         "DataTransfer": "_on_data_transfer", "ChangeAvailability": "_on_availability",
+        "CertificateSigned": "_on_certificate_signed", "InstallCertificate": "_on_install_certificate",
+        "GetInstalledCertificateIds": "_on_get_installed_ids", "DeleteCertificate": "_on_delete_certificate",
     }
     AFTER: ClassVar[dict[str, str]] = {"TriggerMessage": "_after_trigger", "RequestStartTransaction": "_after_remote",
              "RequestStopTransaction": "_after_remote", "Reset": "_after_reset", "ChangeAvailability": "_after_remote"}
+    ROOT_TYPES = certificates.ROOT_TYPES["2.0.1"]
+    INVALID_CERTIFICATE_EVENT = "InvalidChargingStationCertificate"
 
     # (component, variable, instance) -> (settings key or constant, readonly)
     VARIABLES: ClassVar[dict[tuple[str, str, str | None], tuple[str, bool]]] = {
@@ -301,6 +307,8 @@ class ChargePoint201(VirtualChargePoint):
             return {"status": "Rejected"}
         if p["requestedMessage"] == "TransactionEvent" and self.tx is None:
             return {"status": "Rejected"}
+        if p["requestedMessage"] == "SignChargingStationCertificate" and self.security.certificates is None:
+            return {"status": "Rejected"}  # no certificate of ours to renew (not on security profile 3)
         return {"status": "Accepted" if p["requestedMessage"] in TRIGGERABLE else "NotImplemented"}
 
     async def _after_trigger(self, p: Payload) -> None:
@@ -314,6 +322,8 @@ class ChargePoint201(VirtualChargePoint):
             self.enqueue(OutMsg("Heartbeat", dict, persistent=False))
         elif what == "BootNotification":
             self.enqueue(OutMsg("BootNotification", self._boot_payload, persistent=False))
+        elif what == "SignChargingStationCertificate":
+            self._send_sign_request()
         elif what == "TransactionEvent" and self.tx is not None:
             self._tx_event(self.tx, "Updated", self._now(), "Trigger", {},
                            meter=[self._meter_value(self._now(), "Trigger")])

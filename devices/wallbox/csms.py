@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from devices import tls
 from devices.wallbox.rpc import SUBPROTOCOL, VERSION_OF_SUBPROTOCOL, Payload, printable
 from devices.wallbox.security import CsmsSecurity, _digest, check_password
 from devices.wallbox.session import CsmsSession, Expected, Session, SessionFactory
@@ -216,6 +217,8 @@ class CsmsServer:
         self.connections += 1
         state.connected = True
         state.booted = False
+        peer = tls.peer_identity(ws.transport.get_extra_info("ssl_object"))
+        state.tls_serial = peer.serial.lower().lstrip("0") if peer is not None else ""
         await state.notify()
         log.info("charge point %s connected (OCPP %s)", printable(cp_id), version)
         watchdog = asyncio.create_task(self._watch(session, ws))

@@ -38,7 +38,7 @@ from devices.wallbox import profiles as pf
 from devices.wallbox.model import status_name
 from devices.wallbox.rpc import CallErrorReply, ConnectionLost, MalformedReply, Payload
 from devices.wallbox.security import OcppSecurityError, csms_security_from_query
-from devices.wallbox.session import Session
+from devices.wallbox.session import CsmsSession, Session
 from devices.wallbox.station_state import StationState
 
 DEFAULT_PORT = 9000
@@ -268,6 +268,26 @@ class OcppDriver(Driver):
         async with self._lock:
             session = await self._session(time.monotonic() + self.timeout_s)
             return await self._call(session, action, payload, time.monotonic() + self.timeout_s)
+
+    async def renew_certificate(self, timeout_s: float | None = None) -> str:
+        """Renew the station's client certificate (security profile 3) by its own signing request, signed by our
+        CSMS's PKI: 'installed', 'refused' (by the station: it reports why as a security event), 'rejected' (the
+        trigger or our signing refused: no PKI, a request not for this station), or 'timeout'. The station uses
+        the new certificate from its next connection; the old one is revoked once the new one is installed."""
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        async with self._lock:
+            _, state = self._require_open()
+            session = await self._session(deadline)
+            if not isinstance(session, CsmsSession):
+                return "rejected"  # a proxied station: the upstream CSMS manages its certificates
+            state.renewal = ""
+            status = await session.renew_certificate(max(deadline - time.monotonic(), 0.001))
+        if status != "Accepted":
+            return "rejected"
+        ended = await state.wait_for(lambda: state.renewal in ("installed", "refused", "rejected"),
+                                     max(deadline - time.monotonic(), 0.0))
+        return state.renewal if ended else "timeout"
 
     @property
     def state(self) -> StationState | None:

@@ -24,11 +24,12 @@ import hashlib
 import hmac
 import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from collections.abc import Mapping
 
-from devices import tls
+from devices import pki, tls
+from devices.wallbox.certificates import StationCertificates
 
 PROFILES = (0, 1, 2, 3)
 PASSWORD_CHARS = (16, 40)
@@ -63,6 +64,27 @@ class CsmsSecurity:
     profile: int = 0
     ssl: ssl.SSLContext | None = None
     passwords: Mapping[str, str] | None = None
+    #: the PKI directory whose issuing CA signs the stations' certificate requests (None: requests are Rejected)
+    pki: str | None = None
+    #: the CRL as last read: (file's mtime in ns, revoked serials in hex); a revocation after the server started
+    #: (a renewal's old certificate, `s4g pki revoke`) counts from the next request on
+    _crl: list[tuple[int, frozenset[str]]] = field(default_factory=list, repr=False)
+
+    def revoked(self) -> frozenset[str]:
+        """Serials (hex, no leading zeros) on the PKI's current CRL; re-read when the file changed."""
+        if self.pki is None:
+            return frozenset()
+        path = tls.crl_file(self.pki)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return frozenset()
+        if not self._crl or self._crl[0][0] != mtime:
+            serials = frozenset(f"{s:x}" for s in pki.revoked_serials(self.pki))
+            if self.ssl is not None:
+                self.ssl.load_verify_locations(cafile=str(path))  # the next handshakes check it too
+            self._crl[:] = [(mtime, serials)]
+        return self._crl[0][1]
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -79,7 +101,7 @@ class CsmsSecurity:
         ctx = None
         if profile >= 2:
             ctx = tls.server_context(tls.TlsFiles.from_pki(pki, identity), require_client_cert=profile == 3)
-        return cls(profile, ctx, passwords)
+        return cls(profile, ctx, passwords, pki if profile >= 2 else None)
 
     @property
     def scheme(self) -> str:
@@ -105,6 +127,8 @@ class CsmsSecurity:
             if peer.name != cp_id or peer.role != "chargepoint":
                 return HTTPStatus.FORBIDDEN, "wrong_certificate", (f"the certificate of {peer.name!r} ({peer.role}) "
                                                                    f"is not charge point {cp_id!r}'s")
+            if peer.serial.lower().lstrip("0") in self.revoked():
+                return HTTPStatus.FORBIDDEN, "revoked_certificate", "the certificate has been revoked"
         return None
 
 
@@ -127,24 +151,31 @@ class StationSecurity:
     profile: int = 0
     password: str | None = None
     ssl: ssl.SSLContext | None = None
+    #: profile 3 from a PKI: the station's own certificate store (renewed over OCPP; its context is made per
+    #: connection from the certificate it holds then)
+    certificates: StationCertificates | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise OcppSecurityError(f"security profile {self.profile}: expected one of {PROFILES}")
         if self.profile in (1, 2):
             check_password(self.password or "")
-        if self.profile >= 2 and self.ssl is None:
+        if self.profile >= 2 and self.ssl is None and self.certificates is None:
             raise OcppSecurityError(f"security profile {self.profile} needs TLS files")
 
     @classmethod
     def from_pki(cls, profile: int, pki: str | None = None, identity: str | None = None,
                  password: str | None = None) -> StationSecurity:
-        ctx = None
+        ctx, store = None, None
         if profile >= 2:
             if pki is None:
                 raise OcppSecurityError(f"security profile {profile} needs a PKI directory")
-            ctx = tls.client_context(tls.TlsFiles.from_pki(pki, identity if profile == 3 else None))
-        return cls(profile, password, ctx)
+            if profile == 3 and identity is not None:
+                store = StationCertificates.from_pki(pki, identity)
+                ctx = tls.client_context(store.files())
+            else:
+                ctx = tls.client_context(tls.TlsFiles.from_pki(pki, identity if profile == 3 else None))
+        return cls(profile, password, ctx, store)
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,6 +9,7 @@ server does not import the kinds of session it runs.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -18,11 +19,15 @@ from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection
 
+from devices import pki
 from devices.wallbox import profiles as pf
 from devices.wallbox.plausibility import check_call
 from devices.wallbox.rpc import Endpoint, Payload
+from devices.wallbox.security import CsmsSecurity
 from devices.wallbox.station_state import StationState
 
+
+log = logging.getLogger(__name__)
 
 
 class TxIds:
@@ -52,6 +57,7 @@ class SessionHost(Protocol):
 
     heartbeat_s: int
     stats: Counter[str]
+    security: CsmsSecurity
 
     def emit(self, state: StationState, action: str, payload: Payload) -> None: ...
 
@@ -63,6 +69,7 @@ class Session:
                  timeout_s: float = 30.0) -> None:
         self.server, self.state, self.ws = server, state, ws
         self.version = state.version
+        self.timeout_s = timeout_s
         self.endpoint = Endpoint(state.cp_id, ws, state.version, timeout_s=timeout_s, stats=server.stats)
 
     async def run(self) -> None:
@@ -91,12 +98,14 @@ class CsmsSession(Session):
     def __init__(self, server: SessionHost, state: StationState, ws: ServerConnection, **kw: Any) -> None:
         super().__init__(server, state, ws, **kw)
         actions = ["BootNotification", "Heartbeat", "StatusNotification", "Authorize", "MeterValues",
-                   "DataTransfer", "FirmwareStatusNotification", "SecurityEventNotification"]
+                   "DataTransfer", "FirmwareStatusNotification", "SecurityEventNotification", "SignCertificate"]
         actions += (["StartTransaction", "StopTransaction", "DiagnosticsStatusNotification"] if self.version == "1.6"
                     else ["TransactionEvent", "NotifyEvent", "NotifyReport", "LogStatusNotification",
                           "NotifyChargingLimit", "NotifyEVChargingNeeds"])
         for action in actions:
             self.endpoint.handlers[action] = self._handler(action)
+        self.endpoint.after["SignCertificate"] = self._send_signed
+        self._signed: tuple[str, bytes] | None = None  # (serial, chain) to send after SignCertificate's answer
 
     def _handler(self, action: str) -> Callable[[Payload], Any]:
         async def handle(p: Payload) -> Payload:
@@ -128,7 +137,61 @@ class CsmsSession(Session):
             return {"status": "UnknownVendorId"}
         if action == "NotifyEVChargingNeeds":
             return {"status": "Accepted"}
+        if action == "SignCertificate":
+            return self._sign(p)
         return {}
+
+    # -- certificate renewal by request (2.0.1 A02, 1.6 security extension) -------------------------------------
+    async def renew_certificate(self, timeout_s: float) -> str:
+        """Ask the station for a signing request (it answers with SignCertificate, we with CertificateSigned);
+        returns the trigger's status. How the renewal ends is in ``state.renewal``."""
+        if self.version == "1.6":
+            reply = await self.request("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"},
+                                       timeout_s)
+        else:
+            reply = await self.request("TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"},
+                                       timeout_s)
+        return str(reply["status"])
+
+    def _sign(self, p: Payload) -> Payload:
+        """Sign the station's request with our PKI's issuing CA when we have one and the request is for the
+        station's own id (the CN it connected as); anything else is Rejected."""
+        where = self.server.security.pki
+        try:
+            if where is None:
+                raise pki.PkiError("this CSMS signs no certificates (it has no PKI: security profile 2 or 3)")
+            if p.get("certificateType", "ChargingStationCertificate") != "ChargingStationCertificate":
+                raise pki.PkiError(f"{p['certificateType']}: we sign charging station certificates only")
+            entry, chain = pki.sign_request(where, str(p["csr"]).encode(), "chargepoint", name=self.state.cp_id)
+        except pki.PkiError as exc:
+            log.warning("%s: SignCertificate refused: %s", self.state.cp_id, exc)
+            self.server.stats["sign_certificate_rejected"] += 1
+            self.state.renewal = "rejected"
+            return {"status": "Rejected"}
+        self._signed = (entry.serial, chain)
+        self.state.renewal_serial, self.state.renewal = entry.serial, "pending"
+        return {"status": "Accepted"}
+
+    async def _send_signed(self, _: Payload) -> None:
+        signed, self._signed = self._signed, None
+        if signed is None:
+            return
+        serial, chain = signed
+        payload: Payload = {"certificateChain": chain.decode()}
+        if self.version != "1.6":
+            payload["certificateType"] = "ChargingStationCertificate"
+        where = self.server.security.pki
+        assert where is not None
+        try:
+            reply = await self.request("CertificateSigned", payload, self.timeout_s)
+        except Exception:  # no answer: the certificate may or may not be installed; it stays valid, pending
+            log.warning("%s: CertificateSigned got no answer; serial %s stays pending", self.state.cp_id, serial)
+            raise
+        installed = reply.get("status") == "Accepted"
+        pki.settle_renewal(where, serial, installed)
+        self.state.renewal = "installed" if installed else "refused"
+        self.server.stats["certificates_installed" if installed else "certificates_refused"] += 1
+        await self.state.notify()
 
 
 @dataclass

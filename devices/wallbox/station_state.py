@@ -75,6 +75,10 @@ class StationState:
     cp_time: datetime | None = None
     meter_seq: int = 0
     connectors: int = 1  # connectors (1.6) / EVSEs (2.0.1) the station may name; more is an impossible value
+    tls_serial: str = ""  # serial (hex) of the client certificate of the current connection (profile 3)
+    #: certificate renewals by request: the serial signed last and how it ended (pending, installed, refused)
+    renewal_serial: str = ""
+    renewal: str = ""
     #: 1.6: the transaction ids we assigned (the last 256, oldest first), True while running; a repeated
     #: StopTransaction (its answer was lost) is fine, a stop of an id we never gave is not
     known_tx: dict[str, bool] = field(default_factory=dict)
