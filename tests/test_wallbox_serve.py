@@ -44,3 +44,15 @@ def test_ev_option_is_checked():
         wallbox_serve.parse_ev("colour=red")
     args = build_parser().parse_args(["device", "serve", "wallbox", "--csms", "ws://x/", "--ev", "colour=red"])
     assert wallbox_serve.run(args) == 2
+
+
+def test_the_stand_alone_csms_signs_with_its_pki_only_on_tls_profiles(tmp_path):
+    from devices import pki
+
+    pki.init(tmp_path / "p")
+    pki.issue(tmp_path / "p", "csms", "csms")
+    parser = build_parser()
+    secure = csms_serve.security_from_args(parser.parse_args(
+        ["device", "serve", "csms", "--security-profile", "3", "--tls-pki", str(tmp_path / "p")]))
+    assert secure.pki == str(tmp_path / "p") and secure.ssl is not None
+    assert csms_serve.security_from_args(parser.parse_args(["device", "serve", "csms"])).pki is None

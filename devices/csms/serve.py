@@ -64,7 +64,9 @@ def security_from_args(args: argparse.Namespace) -> CsmsSecurity:
         raise OcppSecurityError(f"--security-profile {args.security_profile} needs --tls-pki DIR")
     context = serve_security.server_ssl(args, require_client_cert=args.security_profile == 3) \
         if args.security_profile >= 2 else None
-    return CsmsSecurity(args.security_profile, context, passwords)
+    # with a PKI folder the CSMS also signs its stations' certificate requests (renewals over OCPP)
+    return CsmsSecurity(args.security_profile, context, passwords,
+                        str(args.tls_pki) if args.security_profile >= 2 else None)
 
 
 def _ids(text: str) -> str:
