@@ -11,7 +11,6 @@ reconnects.
 from __future__ import annotations
 
 import abc
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -21,7 +20,6 @@ from devices.meter import axdr, hdlc, wrapper
 from devices.meter.apdu import AttributeRef, Conformance, Result, Selection
 from devices.meter.axdr import Data, DecodeError
 from devices.serial_line import SerialLine, SerialPortLine, TcpLine
-from devices.streams import close_stream, open_stream
 
 MAX_BLOCKS = 10_000
 MAX_RESPONSE = 4 * 1024 * 1024
@@ -89,43 +87,39 @@ class Transport(abc.ABC):
 
 
 class WrapperTransport(Transport):
+    """The IEC 62056-47 wrapper on a TCP connection."""
+
     def __init__(self, host: str, port: int, client: int, server: int) -> None:
-        self.host, self.port, self.client, self.server = host, port, client, server
-        self.description = f"dlms+tcp {host}:{port}"
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self.line = TcpLine(host, port, "dlms+tcp")
+        self.client, self.server = client, server
+        self.description = self.line.description
 
     @property
     def is_open(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        return self.line.is_open
 
     async def open(self, timeout_s: float) -> None:
-        self._reader, self._writer = await open_stream(self.host, self.port, timeout_s, self.description)
+        await self.line.open(timeout_s)
 
     async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        await close_stream(writer)
+        await self.line.close()
 
     async def request(self, apdu: bytes, timeout_s: float) -> bytes:
-        if self._writer is None or self._reader is None:
+        if not self.line.is_open:
             raise DeviceUnavailable(f"{self.description}: not connected")
-        reader = self._reader
+        deadline = time.monotonic() + timeout_s
         try:
-            self._writer.write(wrapper.wrap(self.client, self.server, apdu))
-            await self._writer.drain()
-
-            async def receive() -> bytes:
-                head = wrapper.parse_header(await reader.readexactly(wrapper.HEADER.size))
-                body = await reader.readexactly(head.length)
-                if head.source != self.server or head.destination != self.client:
-                    raise ProtocolError(f"{self.description}: wrapper from wPort {head.source} to "
-                                        f"{head.destination}, expected {self.server} to {self.client}")
-                return body
-            return await asyncio.wait_for(receive(), timeout_s)
+            await self.line.write(wrapper.wrap(self.client, self.server, apdu))
+            head = wrapper.parse_header(await self.line.read_exactly(wrapper.HEADER.size, deadline - time.monotonic()))
+            body = await self.line.read_exactly(head.length, deadline - time.monotonic())
+            if head.source != self.server or head.destination != self.client:
+                raise ProtocolError(f"{self.description}: wrapper from wPort {head.source} to "
+                                    f"{head.destination}, expected {self.server} to {self.client}")
+            return body
         except TimeoutError as exc:
             await self.close()
             raise DeviceUnavailable(f"{self.description}: no reply within {timeout_s:g} s") from exc
-        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+        except (ConnectionError, OSError) as exc:
             await self.close()
             raise DeviceUnavailable(f"{self.description}: connection lost: {exc}") from exc
         except ProtocolError:
