@@ -16,6 +16,7 @@ from devices.energy_router import iso_stack as iso
 from devices.energy_router import reports
 from devices.energy_router.ber import BerError
 from devices.energy_router.mms import REJECT_INVALID_PDU, MmsServer, Reject, initiate_response, reject
+from devices.tcp_server import ServedConnection, TcpServer
 
 log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 16
@@ -31,65 +32,38 @@ def corrupt(pdu: bytes) -> bytes:
 
 
 class MmsTcpServer:
-    """Accepts associations and hands their MMS PDUs to one :class:`MmsServer`."""
+    """Accepts associations on the shared TCP server (connection cap, counters, clean stop) and hands their MMS
+    PDUs to one :class:`MmsServer`. No idle timeout: a client may listen to reports and say nothing for hours."""
 
     def __init__(self, mms: MmsServer, *, max_connections: int = MAX_CONNECTIONS) -> None:
         self.mms = mms
-        self.max_connections = max_connections
-        self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port: int | None = None
+        self.tcp = TcpServer(self._serve, name="mms", max_connections=max_connections, idle_timeout_s=None,
+                             limit=iso.MAX_TPKT + 4)
         self.silent = False
         self.corrupt_next = False
         self.associations = 0  # accepted so far, for diagnostics
 
+    @property
+    def port(self) -> int | None:
+        return self.tcp.port or None
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._accept, host, port, limit=iso.MAX_TPKT + 4)
-            self.port = self._server.sockets[0].getsockname()[1]
-        assert self.port is not None
-        return self.port
+        return await self.tcp.start(host, port)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await server.wait_closed()
+        await self.tcp.stop()
 
     def open_connections(self) -> int:
-        return len(self._writers)
+        return self.tcp.open_connections()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._writers) >= self.max_connections:
-            writer.close()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        assoc = None
+    async def _serve(self, conn: ServedConnection) -> None:
+        assoc = _Association(self, conn.reader, conn.writer)
         try:
-            assoc = _Association(self, reader, writer)
             await assoc.run()
-        except (asyncio.IncompleteReadError, ConnectionError, _Close):
+        except _Close:
             pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # a bug must cost one association, never the server
-            log.exception("MMS association failed")
         finally:
-            if assoc is not None:
-                self.mms.reports.client_closed(assoc)
-            self._writers.discard(writer)
-            self._tasks.discard(task)
-            writer.close()
+            self.mms.reports.client_closed(assoc)
 
 
 class _Association:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from devices.meter import hdlc, wrapper
 from devices.meter.association import Association
 from devices.meter.axdr import DecodeError
 from devices.meter.model import MeterConfig
 from devices.meter.objects import MeterObjects
+from devices.tcp_server import Handler, ServedConnection
 
 log = logging.getLogger(__name__)
 
@@ -46,78 +46,25 @@ class CosemServer:
         return response
 
 
-class TcpListener:
-    """A TCP server whose connections are served by ``handler``; tracks them so stop() releases everything."""
-
-    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
-        self._handler = handler
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=2.0)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
-    @property
-    def serving(self) -> bool:
-        return self._server is not None
-
-    def open_connections(self) -> int:
-        return len(self._writers)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            await self._handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:  # one broken connection must not take the meter down
-            log.exception("DLMS connection handler failed")
-        finally:
-            self._writers.discard(writer)
-            self._tasks.discard(task)
-            writer.close()
-
-
-def wrapper_handler(server: CosemServer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def wrapper_handler(server: CosemServer) -> Handler:
+    """The IEC 62056-47 wrapper on a connection of the shared TCP server (cap, idle timeout, counters)."""
+    async def handle(conn: ServedConnection) -> None:
         association: Association | None = None
         while True:
             try:
-                head = wrapper.parse_header(await reader.readexactly(wrapper.HEADER.size))
+                head = wrapper.parse_header(await conn.readexactly(wrapper.HEADER.size))
             except DecodeError as exc:
                 log.info("wrapper: %s; closing the connection", exc)
+                conn.count("bad_wrapper")
                 return
-            apdu = await reader.readexactly(head.length)
+            apdu = await conn.readexactly(head.length)
             if head.destination != server.cfg.logical_device:
                 continue
             if association is None or association.client_sap != head.source:
                 association = server.association(head.source)
             response = server.respond(association, apdu)
             if response is not None:
-                writer.write(wrapper.wrap(head.destination, head.source, response))
-                await writer.drain()
+                await conn.send(wrapper.wrap(head.destination, head.source, response))
     return handle
 
 
@@ -135,16 +82,17 @@ def hdlc_link(server: CosemServer) -> hdlc.ServerLink:
                            lambda sap: associations.pop(sap, None), max_info=min(server.cfg.max_pdu_size, 1024))
 
 
-def hdlc_handler(server: CosemServer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def hdlc_handler(server: CosemServer) -> Handler:
+    """HDLC on a connection of the shared TCP server."""
+    async def handle(conn: ServedConnection) -> None:
         link = hdlc_link(server)
         while True:
-            data = await reader.read(4096)
+            data = await conn.read(4096)
             if not data:
                 return
-            for frame in link.feed(data):
-                writer.write(frame)
-            await writer.drain()
+            frames = link.feed(data)
+            if frames:
+                await conn.send(b"".join(frames))
     return handle
 
 

@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from devices.family import DeviceContext, Family
 from devices.meter.model import MeterBank, MeterConfig
 from devices.meter.objects import MeterObjects
-from devices.meter.server import CosemServer, TcpListener, hdlc_handler, wrapper_handler
+from devices.meter.server import CosemServer, hdlc_handler, wrapper_handler
 from devices.virtual import VirtualDevice
+from devices.tcp_server import TcpServer
 
 
 class VirtualMeter(VirtualDevice):
@@ -31,8 +32,8 @@ class VirtualMeter(VirtualDevice):
         self.serial = config.serial_for(self.device_id)
         self.objects = MeterObjects(self.mbank, 0, config, self.serial)
         self.server = CosemServer(self.objects, config)
-        self.wrapper = TcpListener(wrapper_handler(self.server))
-        self.hdlc = TcpListener(hdlc_handler(self.server))
+        self.wrapper = TcpServer(wrapper_handler(self.server), name="dlms-wrapper")
+        self.hdlc = TcpServer(hdlc_handler(self.server), name="dlms-hdlc")
         self._host = "127.0.0.1"
 
     # -- VirtualDevice -----------------------------------------------------------------------------------

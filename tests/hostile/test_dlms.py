@@ -226,3 +226,27 @@ def test_a_bad_wrapper_header_or_another_logical_device_is_not_answered(raw):
         finally:
             await meter.stop()
     run(body())
+
+
+@pytest.mark.parametrize("transport", ["wrapper", "hdlc"])
+def test_the_meter_caps_connections_and_closes_a_silent_one(transport):
+    """Both DLMS transports run on the shared TCP server: beyond the cap a connection is closed at once, and a
+    peer that connects and says nothing is closed after the idle timeout (it cannot hold a slot for ever)."""
+    async def body():
+        meter = VirtualMeter(FAM, FAM.parse_config({}), device_id="m")
+        server = getattr(meter, transport)
+        server.max_connections, server.idle_timeout_s = 2, 0.3
+        await (meter.start() if transport == "wrapper" else meter.start_hdlc())
+        try:
+            held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+            extra_reader, extra_writer = await asyncio.open_connection("127.0.0.1", server.port)
+            assert await asyncio.wait_for(extra_reader.read(), 5) == b""  # closed by the meter at once
+            assert server.counters["refused"] == 1
+            for reader, _ in held:  # silent: closed after the idle timeout
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            assert server.counters["timed_out"] == 2
+            for _, writer in [*held, (extra_reader, extra_writer)]:
+                writer.close()
+        finally:
+            await meter.stop()
+    asyncio.run(asyncio.wait_for(body(), 20))
