@@ -269,6 +269,7 @@ def test_virtual_device_clock_and_time_base_follow_the_build_context():
 @pytest.mark.parametrize("family, module, cls", [
     ("wallbox", "devices.wallbox.virtual", "VirtualWallbox16"), ("meter", "devices.meter.virtual", "VirtualMeter"),
     ("fronius", "devices.fronius.virtual", "FroniusSunSpecDevice"), ("pv", "devices.pv.virtual", "PvSunSpecDevice"),
+    ("fronius", "devices.fronius.solar_api", "FroniusSolarApiDevice"),
     ("libal", "devices.libal.virtual", "LibalVirtualDevice"),
     ("energy_router", "devices.energy_router.virtual", "VirtualEnergyRouter")])
 def test_a_virtual_device_refuses_another_familys_config(family, module, cls):

@@ -403,13 +403,12 @@ class FroniusSolarApiDevice(VirtualDevice):
     """The Fronius model behind the Solar API alone (``fronius+http://host:port``)."""
 
     scheme = "fronius+http"
+    config_type = FroniusConfig
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
                  context: DeviceContext | None = None) -> None:
-        if not isinstance(config, FroniusConfig):
-            raise TypeError(f"a virtual Fronius needs a FroniusConfig, got {type(config).__name__}")
         super().__init__(family, config, device_id=device_id, context=context)
-        assert isinstance(self.bank, FroniusBank)
+        assert isinstance(config, FroniusConfig) and isinstance(self.bank, FroniusBank)
         self.server = SolarApiServer(self.bank, config, device_id)
         self._host = "127.0.0.1"
 
