@@ -7,10 +7,12 @@ max - min for few samples), n (samples).
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
+from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -51,6 +53,43 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> Stat:
         fn()
         samples.append(time.perf_counter() - t0)
     return median_spread(samples)
+
+
+async def sampled(action: Callable[[], Awaitable[object]], n: int, warmup: int = 10) -> list[float]:
+    """Wall time of ``n`` awaited calls of ``action`` in s, after ``warmup`` calls that are not kept."""
+    samples = []
+    for k in range(n + warmup):
+        t0 = time.perf_counter()
+        await action()
+        if k >= warmup:
+            samples.append(time.perf_counter() - t0)
+    return samples
+
+
+async def paced(cycles: int, cycle_s: float, one_cycle: Callable[[int], Awaitable[object]]) -> tuple[int, float]:
+    """Run ``one_cycle(c)`` at a fixed cycle as a real-time loop would: (cycles whose work overran their deadline,
+    the slowest cycle's work in s). An overrun cycle starts the next one at once; no cycle is skipped."""
+    missed, worst = 0, 0.0
+    start = time.monotonic()
+    for c in range(cycles):
+        t0 = time.monotonic()
+        await one_cycle(c)
+        worst = max(worst, time.monotonic() - t0)
+        deadline = start + (c + 1) * cycle_s
+        if time.monotonic() > deadline:
+            missed += 1
+        else:
+            await asyncio.sleep(deadline - time.monotonic())
+    return missed, worst
+
+
+async def read_write_latencies(driver: Any, n: int) -> tuple[list[float], list[float]]:
+    """A protocol driver's read and battery-setpoint write times (s), ``n`` each after a warm-up."""
+    from devices.base import Setpoint
+
+    writes = iter(range(1 << 30))
+    return (await sampled(driver.read, n),
+            await sampled(lambda: driver.write(Setpoint({"batt_p_w": float(100 * (next(writes) % 20) - 1000)})), n))
 
 
 def _value(x: Stat | float | None) -> float | None:

@@ -20,7 +20,7 @@ import datetime as dt
 import statistics
 import time
 
-from benchmarks.common import row
+from benchmarks.common import paced, row
 from devices import registry
 from devices.base import Address
 from devices.family import DeviceContext
@@ -135,18 +135,8 @@ async def _fleet(n_meters: int, duration_s: float, cycle_s: float) -> tuple[int,
             await driver.read()
 
         cycles = int(duration_s / cycle_s)
-        missed, worst = 0, 0.0
-        start = time.monotonic()
-        for c in range(cycles):
-            t0 = time.monotonic()
-            await asyncio.gather(*(step_and_read(m, d, c) for m, d in zip(meters, drivers)))
-            busy = time.monotonic() - t0
-            worst = max(worst, busy)
-            deadline = start + (c + 1) * cycle_s
-            if time.monotonic() > deadline:
-                missed += 1
-            else:
-                await asyncio.sleep(deadline - time.monotonic())
+        missed, worst = await paced(cycles, cycle_s, lambda c: asyncio.gather(
+            *(step_and_read(m, d, c) for m, d in zip(meters, drivers))))
         return cycles, missed, worst
     finally:
         await asyncio.gather(*(d.close() for d in drivers), return_exceptions=True)

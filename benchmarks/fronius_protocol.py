@@ -20,7 +20,7 @@ import asyncio
 import statistics
 import time
 
-from benchmarks.common import row
+from benchmarks.common import paced, read_write_latencies, row
 from devices import registry
 from devices.base import Address, Setpoint
 from devices.fronius.driver import SunSpecDriver
@@ -71,19 +71,8 @@ def latency(n: int) -> list[dict]:
         io.run(device.advance(0, 1, ENV), 10)
 
         async def ours() -> tuple[list[float], list[float]]:
-            reads, writes = [], []
             async with SunSpecDriver(Address.parse(address), FAMILY.capabilities(config)) as driver:
-                for k in range(n + 10):
-                    t0 = time.perf_counter()
-                    await driver.read()
-                    if k >= 10:
-                        reads.append(time.perf_counter() - t0)
-                for k in range(n + 10):
-                    t0 = time.perf_counter()
-                    await driver.write(Setpoint({"batt_p_w": float(100 * (k % 20) - 1000)}))
-                    if k >= 10:
-                        writes.append(time.perf_counter() - t0)
-            return reads, writes
+                return await read_write_latencies(driver, n)
 
         reads, writes = asyncio.run(ours())
         base = _baseline_read(device.port, n)
@@ -116,19 +105,8 @@ async def _fleet(n_devices: int, duration_s: float, cycle_s: float) -> tuple[int
             await driver.read()
 
         cycles = int(duration_s / cycle_s)
-        missed, worst = 0, 0.0
-        start = time.monotonic()
-        for c in range(cycles):
-            t0 = time.monotonic()
-            await asyncio.gather(*(serve_and_poll(k, dev, drv, c)
-                                   for k, (dev, drv) in enumerate(zip(devices, drivers))))
-            busy = time.monotonic() - t0
-            worst = max(worst, busy)
-            deadline = start + (c + 1) * cycle_s
-            if time.monotonic() > deadline:
-                missed += 1
-            else:
-                await asyncio.sleep(deadline - time.monotonic())
+        missed, worst = await paced(cycles, cycle_s, lambda c: asyncio.gather(
+            *(serve_and_poll(k, dev, drv, c) for k, (dev, drv) in enumerate(zip(devices, drivers)))))
         return cycles, missed, worst
     finally:
         await asyncio.gather(*(d.close() for d in drivers), return_exceptions=True)

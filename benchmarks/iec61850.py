@@ -20,9 +20,9 @@ import asyncio
 import statistics
 import time
 
-from benchmarks.common import row
+from benchmarks.common import read_write_latencies, row, sampled
 from devices import registry
-from devices.base import Address, Setpoint
+from devices.base import Address
 from devices.energy_router import data_map
 from devices.energy_router.driver import Iec61850Driver
 from devices.energy_router.report_reader import ReportReader
@@ -42,27 +42,16 @@ async def _measure(address: str, n: int) -> tuple[list[float], list[float], list
     import iec61850
 
     config = FAMILY.parse_config({})
-    reads, writes, pointwise = [], [], []
     async with Iec61850Driver(Address.parse(address), FAMILY.capabilities(config)) as driver:
-        for k in range(n + 10):
-            t0 = time.perf_counter()
-            await driver.read()
-            if k >= 10:
-                reads.append(time.perf_counter() - t0)
-        for k in range(n + 10):
-            t0 = time.perf_counter()
-            await driver.write(Setpoint({"batt_p_w": float(100 * (k % 20) - 1000)}))
-            if k >= 10:
-                writes.append(time.perf_counter() - t0)
+        reads, writes = await read_write_latencies(driver, n)
     host_port = address.split("//")[1].split("/")[0]
     conn = await iec61850.IedConnection.connect(host_port, timeout_ms=5000)
+
+    async def read_pointwise() -> None:
+        for f in data_map.MEASURED:
+            await conn.read(f"ERLD0/{f.ref}", getattr(iec61850.FC, f.fc))
     try:
-        for k in range(max(n // 5, 20) + 2):
-            t0 = time.perf_counter()
-            for f in data_map.MEASURED:
-                await conn.read(f"ERLD0/{f.ref}", getattr(iec61850.FC, f.fc))
-            if k >= 2:
-                pointwise.append(time.perf_counter() - t0)
+        pointwise = await sampled(read_pointwise, max(n // 5, 20), warmup=2)
     finally:
         await conn.disconnect()
     return reads, writes, pointwise
