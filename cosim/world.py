@@ -380,11 +380,14 @@ class WorldBuilder:
 
     def _device_host(self, fam: Family) -> Any:
         """The injecting families' host steps before the grid; the observers' after it (same step)."""
+        from cosim.security.spec import device_tls
+
         events = str(self.out_dir / "events.jsonl")
+        tls = device_tls(self.scenario.security)
         if fam.injects:
-            self.device_sim = self.sim("Devices", events_path=events)
+            self.device_sim = self.sim("Devices", events_path=events, tls=tls)
             return self.device_sim
-        self.observer_sim = self.sim(OBSERVER_HOST, SIM_CONFIG["Devices"]["python"], events_path=events)
+        self.observer_sim = self.sim(OBSERVER_HOST, SIM_CONFIG["Devices"]["python"], events_path=events, tls=tls)
         return self.observer_sim
 
     def _device_context(self, spec: DeviceSpec) -> dict[str, Any]:

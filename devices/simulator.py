@@ -28,7 +28,7 @@ from mosaik_api_v3.types import Meta
 import numpy as np
 from pydantic import BaseModel
 
-from devices import registry
+from devices import registry, tls
 from devices.base import Address, Capabilities, DeviceError, Driver, Limit, Measurement, Setpoint, SetpointRejected
 from devices.family import ConnectionPoint, DeviceContext, Family, ModelBank
 from devices.io_loop import IoLoop
@@ -107,11 +107,14 @@ class DeviceSim(mosaik_api_v3.Simulator):
     # -- mosaik API ---------------------------------------------------------------------------------
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60,
              events_path: str | None = None, driver_wrapper: Callable[[str, Driver], Driver] | None = None,
-             **_: Any) -> Meta:
+             tls: dict[str, str] | None = None, **_: Any) -> Meta:
         """``driver_wrapper(eid, driver)`` (in-process only) may wrap each protocol driver before it connects,
-        e.g. the HIL bench's safety boundary; without it nothing changes."""
+        e.g. the HIL bench's safety boundary; without it nothing changes. ``tls`` ({"pki", "server", "client"}:
+        a PKI directory and two certificate names) serves the virtual devices this host starts with TLS where
+        their protocol has it, and their drivers present the client certificate."""
         self.step_size = int(step_size)
         self._driver_wrapper = driver_wrapper
+        self._tls = tls
         if events_path:
             Path(events_path).parent.mkdir(parents=True, exist_ok=True)
             self._events_file = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - held until finalize()
@@ -307,13 +310,22 @@ class DeviceSim(mosaik_api_v3.Simulator):
                                  f"{address.scheme!r}; available: {sorted(dev.family.virtual) or 'none'}")
             cls = registry.load_spec(spec)
             dev.virtual = cls(dev.family, dev.config, context=dev.context)
-            address = Address.parse(self._io.run(dev.virtual.start(), timeout_s=10))
+            address = Address.parse(self._io.run(self._start_virtual(dev.virtual), timeout_s=10))
         driver_cls = registry.driver_class(address, dev.family)
         dev.driver = driver_cls(address, dev.capabilities, timeout_s=dev.timeout_s)
         dev.driver.clock = self._clock
         if self._driver_wrapper is not None:
             dev.driver = self._driver_wrapper(dev.eid, dev.driver)
         self._io.run(dev.driver.connect(), timeout_s=dev.timeout_s + 5)
+
+    async def _start_virtual(self, virtual: VirtualDevice) -> str:
+        """Start a virtual device; with ``tls`` and a protocol that has it, as a TLS server whose driver address
+        carries the client's certificate."""
+        if self._tls is None or not virtual.serves_tls:
+            return await virtual.start()
+        pki, server, client = self._tls["pki"], self._tls["server"], self._tls["client"]
+        address = await virtual.start_secure(tls.server_context(tls.TlsFiles.from_pki(pki, server)))
+        return f"{address}{'&' if '?' in address else '?'}pki={pki}&identity={client}"
 
     def _advance_clocks(self, time: int, dt: int, env_by_eid: dict[str, dict[str, float]]) -> None:
         """Between the writes and the reads of a step: advance the in-process virtual devices over the step (the

@@ -12,6 +12,7 @@ import abc
 import asyncio
 import time
 from collections.abc import Mapping
+from ssl import SSLContext
 from typing import ClassVar
 
 import numpy as np
@@ -30,6 +31,8 @@ class VirtualDevice(abc.ABC):
 
     scheme: str = ""
     config_type: ClassVar[type[BaseModel]] = BaseModel  # the family's config model this device serves
+    #: its protocol has TLS: :meth:`start_secure` serves it (with client certificates)
+    serves_tls: ClassVar[bool] = False
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
                  context: DeviceContext | None = None) -> None:
@@ -45,6 +48,10 @@ class VirtualDevice(abc.ABC):
     @abc.abstractmethod
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Start serving; return the address (with the bound port) a driver should use."""
+
+    async def start_secure(self, ssl: SSLContext, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start serving with TLS (``ssl``: a server context from devices.tls), where ``serves_tls``."""
+        raise NotImplementedError(f"{type(self).__name__}: its protocol has no TLS here")
 
     @abc.abstractmethod
     async def stop(self) -> None:

@@ -64,3 +64,35 @@ def test_a_revoked_bus_certificate_stops_the_secure_run(tmp_path):
 def test_security_section_is_validated(tmp_path):
     with pytest.raises(ScenarioError, match=r"security\.unknown"):
         load(pilot(tmp_path, "bad", {"pki": "x", "unknown": 1}))
+
+
+def test_the_runs_own_virtual_devices_serve_tls_where_their_protocol_has_it(tmp_path):
+    """A device host with ``tls`` starts a SunSpec device as Modbus/TCP Security (the driver presents the client
+    certificate, the server sees its identity), and reads and writes exactly as the plain one does; a meter
+    (DLMS has no TLS here) stays plain."""
+    from devices.simulator import DeviceSim
+
+    d = make_pki(tmp_path / "pki")
+    pki.issue(d, "device", "device")
+    cfg = {"pv_kwp": 4.0, "battery": {"capacity_wh": 4500, "p_charge_max_w": 2400, "p_discharge_max_w": 2400}}
+    readings = {}
+    for mode, tls in (("plain", None), ("secure", {"pki": str(d), "server": "device", "client": "cosim"})):
+        sim = DeviceSim()
+        sim.init("D", step_size=60, tls=tls)
+        sim.create(1, "fronius", address="sunspec+tcp://", config=cfg, device_id="f")
+        sim.create(1, "meter", address="dlms+tcp://", config={}, device_id="m")
+        try:
+            sim.setup_done()
+            for t in (0, 60, 120):
+                sim.step(t, {"f": {"batt_p_w": {"ctl": 1000.0}, "pv_w_per_kwp": {"src": 600.0}}}, 0)
+            server = sim.devices["f"].virtual.server.tcp
+            assert (server.ssl is not None) == (mode == "secure")
+            assert ("pki=" in sim.devices["f"].driver.address.raw) == (mode == "secure")
+            if mode == "secure":
+                assert {c.identity.name for c in server.connections} == {"cosim"}
+                assert server.counters["tls_refused"] == 0
+            assert sim.devices["m"].virtual.wrapper.ssl is None
+            readings[mode] = dict(sim.devices["f"].last.values)
+        finally:
+            sim.close_devices()
+    assert readings["secure"] == readings["plain"] and readings["plain"]["batt_p_w"] == pytest.approx(1000.0, abs=1)

@@ -47,6 +47,7 @@ WRITE_ROLES = frozenset({"controller", "cosim"})
 class FroniusSunSpecDevice(VirtualDevice):
     config_type: ClassVar[type[BaseModel]] = FroniusConfig  # PvSunSpecDevice serves a PvConfig
     scheme = "sunspec+tcp"
+    serves_tls = True  # Modbus/TCP Security
 
     def __init__(self, family: Family, config: BaseModel, *, device_id: str = "device",
                  max_connections: int = 16, idle_timeout_s: float | None = 300.0,
@@ -66,6 +67,9 @@ class FroniusSunSpecDevice(VirtualDevice):
         """Serve SunSpec on host:port; with ``ssl`` (devices.tls.server_context) as Modbus/TCP Security."""
         await self.server.tcp.start(host, port, ssl=ssl)
         return self.address
+
+    async def start_secure(self, ssl: SSLContext, host: str = "127.0.0.1", port: int = 0) -> str:
+        return await self.start(host, port, ssl=ssl)
 
     async def stop(self) -> None:
         await self.server.tcp.stop()
