@@ -20,7 +20,7 @@ All entities are stepped together with arrays (the direct mode is fully vectoris
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, Meta
@@ -158,9 +158,10 @@ class LessagSim(mosaik_api_v3.Simulator):
                     num[name][i] = float(sum(got))
         sched = np.full(n, np.nan)
         reason = [""] * n
+        decoded: list[tuple[float, np.ndarray] | None] = [None] * n
         for i, eid in enumerate(self.eids):
             now = self.start_unix[i] + time
-            dec = self._decode(eid, packs[i])
+            dec = decoded[i] = self._decode(eid, packs[i])
             self.age_s[i] = plan_age_s(time, num["schedule_issued_s"][i])
             h = int(np.floor((now - dec[0]) / 3600.0)) if dec is not None else -1
             reason[i] = plan_status(dec is not None, dec is not None and 0 <= h < dec[1].size, self.age_s[i],
@@ -180,8 +181,9 @@ class LessagSim(mosaik_api_v3.Simulator):
             if eid in self.profess:
                 site = self.profess[eid]
                 site.observe(time // site.params.step_s, num["load_p_w"][i], num["pv_w_per_kwp"][i])
-                if ok[i]:
-                    p[i] = self._profess_step(eid, i, time, num, packs[i])
+                dec = decoded[i]
+                if ok[i] and dec is not None:  # a schedule that decoded and covers now
+                    p[i] = self._profess_step(eid, i, time, num, dec)
         hi = np.where(np.isfinite(num["p_charge_avail_w"]), num["p_charge_avail_w"], np.inf)
         lo = np.where(np.isfinite(num["p_discharge_avail_w"]), -num["p_discharge_avail_w"], -np.inf)
         p = np.where(ok, p, sc)
@@ -194,13 +196,12 @@ class LessagSim(mosaik_api_v3.Simulator):
         self.p_set_w = np.where(np.isfinite(p), p, 0.0)
         return time + self.step_size
 
-    def _profess_step(self, eid: str, i: int, time: int, num: dict, pack) -> float:
+    def _profess_step(self, eid: str, i: int, time: int, num: dict, schedule: tuple[float, np.ndarray]) -> float:
         site = self.profess[eid]
         mpc = site.params.step_s
         k = time // mpc
         if time % mpc == 0 or site.plan is None:
-            # no valid schedule (None) fails the unpacking here, as it did before the annotations
-            t0, v = cast("tuple[float, np.ndarray]", self._decode(eid, pack))
+            t0, v = schedule
             now0 = self.start_unix[i] + k * mpc
             tt = now0 + mpc * np.arange(site.n)
             h = np.floor((tt - t0) / 3600.0).astype(int)
