@@ -327,15 +327,20 @@ def _leaf(d: Path, inv: Inventory, name: str, role: str, site: str | None, hosts
     return cert, ca_cert, entry
 
 
-def sign_request(d: str | Path, csr_pem: bytes, role: str, *, name: str | None = None,
+def sign_request(d: str | Path, csr_pem: bytes, role: str, *, name: str | None = None, site: str | None = None,
                  days: int = LEAF_DAYS) -> tuple[Issued, bytes]:
     """Sign a certificate signing request (a charge point's OCPP SignCertificate): the key stays with the
     requester. The CSR must be signed by its key, an EC P-256 key, with a CN that is a valid name (and ``name``
     when given: who the requester authenticated as). Returns the inventory entry and the chain (leaf + issuing
     CA) in PEM. The requester's current certificate stays valid until :func:`settle_renewal`."""
     d = Path(d)
-    if role not in CLIENT_ROLES or ROLES[role][2]:
-        raise PkiError(f"role {role!r}: certificates by request are for client roles without a site")
+    if role not in CLIENT_ROLES:
+        raise PkiError(f"role {role!r}: certificates by request are for client roles ({', '.join(CLIENT_ROLES)}); "
+                       f"a server's certificate names its hosts: `s4g pki issue --host`")
+    if ROLES[role][2] and site is None:
+        raise PkiError(f"role {role!r} needs --site (the site whose data it may publish)")
+    if site is not None:
+        check_name(site, "site")
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError as exc:
@@ -353,7 +358,7 @@ def sign_request(d: str | Path, csr_pem: bytes, role: str, *, name: str | None =
     if not 1 <= days <= MAX_LEAF_DAYS:
         raise PkiError(f"validity {days} d: expected 1..{MAX_LEAF_DAYS} days")
     inv = load_inventory(d)
-    cert, ca_cert, entry = _leaf(d, inv, cn, role, None, [], public_key, days)
+    cert, ca_cert, entry = _leaf(d, inv, cn, role, site, [], public_key, days)
     inv.issued.append(entry)
     _save_inventory(d, inv)
     return entry, _pem(cert) + _pem(ca_cert)

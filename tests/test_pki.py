@@ -161,12 +161,34 @@ def test_bad_requests_are_refused_with_the_reason(tmp_path):
         pki.sign_request(d, _csr("CP_1", rsa_key), "chargepoint")
     with pytest.raises(pki.PkiError, match="CN"):
         pki.sign_request(d, _csr("bad name/with slash"), "chargepoint")
-    with pytest.raises(pki.PkiError, match="client roles without a site"):
+    with pytest.raises(pki.PkiError, match="needs --site"):
         pki.sign_request(d, _csr("gw"), "gateway")
+    with pytest.raises(pki.PkiError, match="for client roles"):
+        pki.sign_request(d, _csr("broker"), "broker")
     tampered = _csr("CP_1").replace(b"CERTIFICATE REQUEST-----\nMI", b"CERTIFICATE REQUEST-----\nMJ")
     with pytest.raises(pki.PkiError):
         pki.sign_request(d, tampered, "chargepoint")
     assert [e.name for e in pki.listing(d)] == []  # nothing was issued
+
+
+def test_cli_signs_a_devices_own_request(tmp_path, capsys):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    d = tmp_path / "p"
+    pki.init(d)
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "gw.csr").write_bytes(_csr("gw-fur", key))
+    assert s4g(["pki", "sign", str(d), str(tmp_path / "gw.csr"), "--role", "gateway", "--site", "fur"]) == 0
+    leaf = x509.load_pem_x509_certificates((d / "certs" / "gw-fur.requested.pem").read_bytes())[0]
+    assert leaf.public_key() == key.public_key()
+    assert tls.identity_from_cert({"subject": ((("commonName", "gw-fur"),),),
+                                   "subjectAltName": [("URI", u) for u in leaf.extensions.get_extension_for_class(
+                                       x509.SubjectAlternativeName).value.get_values_for_type(
+                                       x509.UniformResourceIdentifier)]}).site == "fur"
+    assert pki.load_inventory(d).active("gw-fur").site == "fur"
+    assert s4g(["pki", "sign", str(d), str(tmp_path / "gw.csr"), "--role", "chargepoint", "--name", "CP_1"]) == 2
+    assert "is not the requester's identity 'CP_1'" in capsys.readouterr().err
+    assert s4g(["pki", "sign", str(d), str(tmp_path / "missing.csr"), "--role", "controller"]) == 2
 
 
 def test_crl_lists_exactly_the_revoked(pkis):

@@ -56,6 +56,24 @@ def cmd_issue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from devices import pki
+
+    try:
+        request = Path(args.request).read_bytes()
+    except OSError as exc:
+        raise pki.PkiError(f"{args.request}: cannot read the request: {exc.strerror or exc}") from None
+    e, chain = pki.sign_request(args.dir, request, args.role, name=args.name, site=args.site, days=args.days)
+    out = Path(args.out) if args.out else Path(args.dir) / "certs" / f"{e.name}.requested.pem"
+    out.write_bytes(chain)
+    print(f"{e.name}: {e.role}{' of site ' + e.site if e.site else ''}, serial {e.serial}, valid until "
+          f"{e.not_after}; the key stayed with the requester")
+    print(f"  certificate chain {out}")
+    return EXIT_OK
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     from devices import pki
 
@@ -109,6 +127,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--days", type=_days, default=LEAF_DAYS, help=f"validity (default {LEAF_DAYS})")
     p.add_argument("--renew", action="store_true", help="replace the name's active certificate (revokes it)")
     p.set_defaults(func=lambda a: _run(cmd_issue, a))
+
+    p = psub.add_parser("sign", help="sign a device's own certificate signing request (its key never leaves it)")
+    p.add_argument("dir")
+    p.add_argument("request", help="the PEM certificate signing request (CN = the identity; EC P-256 key)")
+    p.add_argument("--role", required=True, choices=[r for r, (_, server, _) in ROLES.items() if not server],
+                   help="a client role (servers: `s4g pki issue --host`)")
+    p.add_argument("--name", help="refuse the request unless its CN is this identity")
+    p.add_argument("--site", help="the site of a site-bound identity (gateway)")
+    p.add_argument("--days", type=_days, default=LEAF_DAYS, help=f"validity (default {LEAF_DAYS})")
+    p.add_argument("--out", help="where to write the chain (default DIR/certs/NAME.requested.pem)")
+    p.set_defaults(func=lambda a: _run(cmd_sign, a))
 
     p = psub.add_parser("revoke", help="revoke a certificate (by name or serial) and publish the CRL")
     p.add_argument("dir")
