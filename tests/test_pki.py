@@ -186,6 +186,9 @@ def test_cli_signs_a_devices_own_request(tmp_path, capsys):
                                        x509.SubjectAlternativeName).value.get_values_for_type(
                                        x509.UniformResourceIdentifier)]}).site == "fur"
     assert pki.load_inventory(d).active("gw-fur").site == "fur"
+    capsys.readouterr()
+    assert s4g(["pki", "sign", str(d), str(tmp_path / "gw.csr"), "--role", "gateway", "--site", "fur"]) == 0
+    assert "note: gw-fur also has the active certificate" in capsys.readouterr().out  # never silently two
     assert s4g(["pki", "sign", str(d), str(tmp_path / "gw.csr"), "--role", "chargepoint", "--name", "CP_1"]) == 2
     assert "is not the requester's identity 'CP_1'" in capsys.readouterr().err
     assert s4g(["pki", "sign", str(d), str(tmp_path / "missing.csr"), "--role", "controller"]) == 2

@@ -71,6 +71,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
     print(f"{e.name}: {e.role}{' of site ' + e.site if e.site else ''}, serial {e.serial}, valid until "
           f"{e.not_after}; the key stayed with the requester")
     print(f"  certificate chain {out}")
+    for other in pki.listing(args.dir):
+        if other.name == e.name and other.active and other.serial != e.serial:
+            print(f"note: {e.name} also has the active certificate {other.serial}; once the device uses the new "
+                  f"one: s4g pki revoke {args.dir} {other.serial} --reason superseded")
     return EXIT_OK
 
 
