@@ -7,8 +7,8 @@ relative data paths then resolve in the first scenario folder. No path may leave
 never reads a file its configuration did not expose.
 
 Variants run in this process one after the other (``workers=0``, the engine's inline pool) or on a Dask
-LocalCluster of ``workers`` processes; cancel stops after the running variant (inline) or cancels the running
-Dask tasks; what finished is in the table either way.
+LocalCluster of ``workers`` processes; cancel stops the running variants within one co-simulation step (rows with
+status "cancelled"); what finished is in the table either way.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from cosim.study import store as store_mod
 from cosim.study.search import Bisection
 from cosim.study.selectors import selected
 from cosim.study.spec import LoadedStudy
-from cosim.study.task import TaskOptions, run_variant
+from cosim.study.task import TaskOptions, forget_stop, request_stop, run_variant
 from cosim.study.variants import BaseDocument, Bundle, Variant, check, document, portable_text
 from cosim.study.sampling import Domain, full_grid, sample
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: variants validated in full (scenario model + semantics) before anything runs; larger plans check a subset
 CHECK_ALL_UP_TO = 64
+#: after a cancel, seconds to wait for running Dask variants to come back as "cancelled" (each stops within a step)
+STOP_WAIT_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------- pools
@@ -42,8 +44,9 @@ class InlinePool:
 
     workers = 0
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, stop_key: str) -> None:
         self.bundle = bundle
+        self.stop_key = stop_key
         self.queue: deque[tuple[str, str, TaskOptions]] = deque()
         self.stopping = False
 
@@ -68,7 +71,8 @@ class InlinePool:
 
         def work() -> None:
             try:
-                box["result"] = run_variant(self.bundle.token, dict(self.bundle.files), vid, text, options)
+                box["result"] = run_variant(self.bundle.token, dict(self.bundle.files), vid, text, options,
+                                            self.stop_key)
             finally:
                 done.set()
 
@@ -87,21 +91,26 @@ class InlinePool:
         return [box.get("result") or {"id": vid, "status": "lost", "error": "the variant's thread ended without "
                                       "a result"}]
 
-    def cancel(self) -> None:
+    def stop(self, timeout: float) -> list[dict[str, Any]]:
+        """Drop the queue; the running variant (if any) saw the stop flag of :meth:`StudyRunner.cancel` and was
+        recorded by :meth:`wait_one` already."""
         self.queue.clear()
+        return []
 
     def close(self) -> None:
-        pass
+        forget_stop(self.stop_key)
 
 
 class DaskPool:
     """Tasks on Dask distributed: a LocalCluster of ``workers`` processes, or the scheduler at ``scheduler``."""
 
-    def __init__(self, bundle: Bundle, workers: int | None = None, scheduler: str | None = None) -> None:
+    def __init__(self, bundle: Bundle, stop_key: str, workers: int | None = None,
+                 scheduler: str | None = None) -> None:
         from distributed import Client, LocalCluster
 
         logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO and shutdown lines would bury the bar
         self.bundle = bundle
+        self.stop_key = stop_key
         self.cluster = None
         if scheduler:
             self.client = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
@@ -121,8 +130,8 @@ class DaskPool:
         return self.scattered[token]
 
     def submit(self, vid: str, text: str, options: TaskOptions) -> None:
-        fut = self.client.submit(run_variant, self.bundle.token, self._files(), vid, text, options, pure=False,
-                                 key=f"variant-{vid}-{uuid.uuid4().hex[:8]}")
+        fut = self.client.submit(run_variant, self.bundle.token, self._files(), vid, text, options, self.stop_key,
+                                 pure=False, key=f"variant-{vid}-{uuid.uuid4().hex[:8]}")
         self.futures[fut] = vid
 
     @property
@@ -156,14 +165,30 @@ class DaskPool:
         imports and compilations of each process (a benchmark's warm-up; the direct baseline gets one too)."""
         self.client.run(run_variant, self.bundle.token, dict(self.bundle.files), "warm-up", text, options)
 
-    def cancel(self) -> None:
-        if self.futures:
-            self.client.cancel(list(self.futures))  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
-            self.futures.clear()
+    def stop(self, timeout: float) -> list[dict[str, Any]]:
+        """Set the study's stop flag on every worker: running variants end within one step and come back as
+        "cancelled", queued ones at once; what has not come back within ``timeout`` is cancelled on the scheduler
+        (Dask cannot interrupt a running task; its worker thread then finishes it unseen)."""
+        if not self.futures:
+            return []
+        out: list[dict[str, Any]] = []
+        try:
+            self.client.run(request_stop, self.stop_key)
+            deadline = time.monotonic() + timeout
+            while self.futures and time.monotonic() < deadline:
+                out += self.wait_one(timeout=max(0.05, deadline - time.monotonic()))
+        finally:
+            if self.futures:
+                self.client.cancel(list(self.futures))  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
+                self.futures.clear()
+        return out
 
     def close(self) -> None:
         try:
-            self.client.close()  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
+            try:
+                self.client.run(forget_stop, self.stop_key)
+            finally:
+                self.client.close()  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         finally:
             if self.cluster is not None:
                 self.cluster.close()
@@ -178,6 +203,7 @@ class Status:
     failed: int = 0
     cached: int = 0
     lost: int = 0
+    cancelled: int = 0
     started: float | None = None
     finished: float | None = None
     error: str | None = None
@@ -192,7 +218,8 @@ class Status:
 
     def as_dict(self, workers: int = 1) -> dict[str, Any]:
         return {"state": self.state, "total": self.total, "done": self.done, "failed": self.failed,
-                "cached": self.cached, "lost": self.lost, "eta_s": self.eta_s(workers), "error": self.error,
+                "cached": self.cached, "lost": self.lost, "cancelled": self.cancelled,
+                "eta_s": self.eta_s(workers), "error": self.error,
                 "elapsed_s": None if self.started is None else (self.finished or time.time()) - self.started}
 
 
@@ -217,6 +244,7 @@ class StudyRunner:
         self.searches: list[Bisection] = []
         self._by_text: dict[str, list[str]] = {}
         self._stop = threading.Event()
+        self.stop_key = f"study-{uuid.uuid4().hex}"  # the variants' stop flag (cosim.study.task.request_stop)
         self._thread: threading.Thread | None = None
         self._pool: InlinePool | DaskPool | None = None
         self.bundle = Bundle()
@@ -338,7 +366,10 @@ class StudyRunner:
             self.status.state, self.status.error = "failed", f"{type(exc).__name__}: {exc}"
 
     def cancel(self) -> None:
+        """Stop the study: running variants end within one co-simulation step (recorded as cancelled; --resume
+        runs them again), nothing new starts; the table and report are written from what finished."""
         self._stop.set()
+        request_stop(self.stop_key)  # the inline pool's variant runs in this process; Dask workers get it in stop()
 
     def status_dict(self) -> dict[str, Any]:
         return self.status.as_dict(self._n_workers)
@@ -381,7 +412,10 @@ class StudyRunner:
         finally:
             if self._pool is not None:
                 try:
-                    self._pool.cancel()
+                    for result in self._pool.stop(timeout=STOP_WAIT_S):  # record what the stop ended
+                        self._handle(result, todo, fresh=True)
+                except KeyboardInterrupt:  # another Ctrl-C: leave at once
+                    pass
                 finally:
                     self._pool.close()
             self.status.finished = time.time()
@@ -390,8 +424,8 @@ class StudyRunner:
 
     def _make_pool(self) -> InlinePool | DaskPool:
         if self.scheduler is None and not self.workers:
-            return InlinePool(self.bundle)
-        return DaskPool(self.bundle, self.workers, self.scheduler)
+            return InlinePool(self.bundle, self.stop_key)
+        return DaskPool(self.bundle, self.stop_key, self.workers, self.scheduler)
 
     def _search_variant(self, b: Bisection, value: float) -> Variant:
         return Variant.make({**b.combo, b.axis: value}, origin="search")
@@ -457,6 +491,14 @@ class StudyRunner:
             self.status.lost += 1
             log.warning("variant %s lost (%s); it runs again with --resume", vid, result.get("error"))
             self._feed_search(v, None, todo)
+            return
+        if result["status"] == "cancelled":  # recorded (results.jsonl, table) but not reused: --resume runs it
+            assert v is not None  # every result is of a planned variant
+            self.status.cancelled += 1
+            row = {"id": vid, "axes": v.axes, "origin": v.origin, **result}
+            row.pop("tables", None)
+            self.store.append(row)
+            self.results[vid] = row
             return
         if fresh:
             tables = result.pop("tables", {}) or {}
