@@ -391,3 +391,62 @@ def test_an_uploaded_scenario_runs_with_data_of_the_scenario_folder(client, regi
     assert registry.study(sid).wait(300)
     rows = client.get(f"/api/studies/{sid}/table").json()
     assert [row["status"] for row in rows] == ["complete"] and 0.9 < rows[0]["total.v_max_pu"] < 1.1
+
+
+# ------------------------------------------------------------------------------------- studies on a LocalCluster
+@pytest.fixture(scope="module")
+def dask_api(tmp_path_factory):
+    """An API whose studies run on one LocalCluster of one worker process, shared by this module's tests."""
+    reg = Registry(folder=tmp_path_factory.mktemp("api-dask"), scenario_roots=[STUDY_DATA, REPO / "scenarios"],
+                   limits=Limits(study_workers=1))
+    with HttpServer(create_api_app(reg)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        c.headers["X-CSRF-Token"] = c.get("/auth/me").json()["csrf"]
+        yield c, reg
+    reg.close()
+
+
+def _follow(client, job, until=lambda s: False):
+    """Poll a study's status while it runs (paced by waiting on its thread), until it ends or ``until``."""
+    seen = []
+    while True:
+        seen.append(client.get(f"/api/studies/{job.id}").json())
+        if until(seen[-1]) or job.wait(0.1):
+            seen.append(client.get(f"/api/studies/{job.id}").json())
+            return seen
+
+
+def test_a_study_on_a_local_cluster_through_the_api(dask_api):
+    client, reg = dask_api
+    study = (STUDY_DATA / "tiny_study.yaml").read_text().replace("values: [3, 7]", "values: [3]")
+    r = client.post("/api/studies", json={"study": study + "until: 10min\n"})
+    assert r.status_code == 201, r.text
+    job = reg.study(r.json()["id"])
+    seen = _follow(client, job)
+    info = json.loads((job.out / "study.json").read_text())
+    assert info["workers"] == 1 and info["scheduler"].startswith("tcp://127.0.0.1:")  # ran on the cluster
+    progress = [s["progress"] for s in seen]
+    assert progress == sorted(progress) and progress[-1] == 100  # never goes back
+    assert seen[-1]["state"] == "complete" and seen[-1]["done"] == 2
+    rows = client.get(f"/api/studies/{job.id}/table").json()
+    assert {(row["capacity_kwh"], row["pv_kwp"]) for row in rows} == {(20, 3), (100, 3)}
+    assert all(0.9 < row["total.v_max_pu"] < 1.1 and row["status"] == "complete" for row in rows)
+    parquet = pd.read_parquet(io.BytesIO(client.get(f"/api/studies/{job.id}/table?format=parquet").content))
+    assert sorted(parquet["total.v_max_pu"]) == pytest.approx(sorted(r["total.v_max_pu"] for r in rows))
+
+
+def test_cancel_a_study_on_a_local_cluster_through_the_api(dask_api):
+    client, reg = dask_api
+    # one worker: a 20-minute variant, then a two-day one (576 steps) that the cancel ends while it runs
+    study = ("name: long\nscenario: {path: tiny.yaml}\n"
+             "axes: [{name: days, key: duration, values: [1200, 172800]}]\nkpis: [total.v_max_pu]\n")
+    r = client.post("/api/studies", json={"study": study})
+    assert r.status_code == 201, r.text
+    job = reg.study(r.json()["id"])
+    _follow(client, job, until=lambda s: s["done"] >= 1)
+    assert client.post(f"/api/studies/{job.id}/cancel").status_code == 200
+    assert job.wait(120)
+    status = client.get(f"/api/studies/{job.id}").json()
+    assert status["state"] == "interrupted" and status["done"] == 1 and status["cancelled"] == 1, status
+    rows = {row["days"]: row for row in client.get(f"/api/studies/{job.id}/table").json()}
+    assert rows[1200]["status"] == "complete" and rows[172800]["status"] == "cancelled"
+    assert job.runner.results[rows[172800]["variant"]]["steps"] < 576

@@ -49,7 +49,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     if missing:
         err_console.print(f"--scenarios: no such folder: {', '.join(missing)}", markup=False)
         return EXIT_INVALID
-    limits = Limits(max_running_simulations=max(args.max_runs, 1), study_workers=args.study_workers)
+    limits = Limits(max_running_simulations=max(args.max_runs, 1), study_workers=args.study_workers,
+                    study_scheduler=args.study_scheduler)
     registry = Registry(folder=Path(args.data) if args.data else None, scenario_roots=roots, limits=limits)
     audit = registry.folder / "audit.jsonl" if args.users else None  # type: ignore[operator]
     app = create_api_app(registry, users=args.users, audit_log=audit)
@@ -81,7 +82,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a folder of base scenarios studies may name (repeatable; default: the repository's)")
     p.add_argument("--data", help="folder for uploaded grids and study directories (default: a temporary one)")
     p.add_argument("--study-workers", type=option(_count), default=0,
-                   help="Dask worker processes per study (default 0: in this process)")
+                   help="Dask worker processes of the one LocalCluster studies share (default 0: in this process)")
+    p.add_argument("--study-scheduler", help="run studies on this Dask scheduler (tcp://HOST:8786) instead")
     p.add_argument("--max-runs", type=option(_count), default=2, help="simulations running at once (default 2)")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; e.g. one issued by s4g pki issue)")
     p.add_argument("--tls-key", help="the certificate's private key (PEM)")

@@ -29,7 +29,8 @@ class Limits:
     max_grids: int = 50
     max_studies: int = 20
     max_study_variants: int = 64
-    study_workers: int = 0  # 0: in this process (the engine's inline pool); N: a Dask LocalCluster of N
+    study_workers: int = 0  # 0: in this process (the engine's inline pool); N: one Dask LocalCluster of N
+    study_scheduler: str | None = None  # an existing Dask scheduler (tcp://HOST:8786) instead of a LocalCluster
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Registry:
         self.grids: dict[str, SimulationJob] = {}
         self.studies: dict[str, StudyJob] = {}
         self._lock = threading.Lock()
+        self._cluster: Any = None  # the LocalCluster every study shares (started with the first study)
 
     # -- grids and their simulation -------------------------------------------------------------------------
     def add_grid(self, grid: StoredGrid) -> SimulationJob:
@@ -97,9 +99,26 @@ class Registry:
                 self.studies.pop(done[0].id)
                 shutil.rmtree(done[0].folder, ignore_errors=True)
             job = submit(req, self.scenario_roots, self.folder / "studies",  # type: ignore[operator]
-                         workers=self.limits.study_workers, max_variants=self.limits.max_study_variants)
+                         workers=self.limits.study_workers, scheduler=self._study_scheduler(),
+                         max_variants=self.limits.max_study_variants)
             self.studies[job.id] = job
             return job
+
+    def _study_scheduler(self) -> str | None:
+        """Where studies run: the configured scheduler, else one LocalCluster started once and shared (its worker
+        processes keep their imports and unpacked data between studies), else None (in this process)."""
+        if self.limits.study_scheduler or not self.limits.study_workers:
+            return self.limits.study_scheduler
+        if self._cluster is None:
+            import logging
+
+            from distributed import LocalCluster
+
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            self._cluster = LocalCluster(n_workers=self.limits.study_workers, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
+                                         dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                                         host="127.0.0.1")
+        return str(self._cluster.scheduler_address)
 
     def study(self, sid: str) -> StudyJob:
         job = self.studies.get(sid)
@@ -121,5 +140,8 @@ class Registry:
         for s in list(self.studies.values()):
             s.runner.cancel()
             s.wait(60)
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
         if self._own_folder:
             shutil.rmtree(self.folder, ignore_errors=True)  # type: ignore[arg-type]
