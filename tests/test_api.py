@@ -450,3 +450,39 @@ def test_cancel_a_study_on_a_local_cluster_through_the_api(dask_api):
     rows = {row["days"]: row for row in client.get(f"/api/studies/{job.id}/table").json()}
     assert rows[1200]["status"] == "complete" and rows[172800]["status"] == "cancelled"
     assert job.runner.results[rows[172800]["variant"]]["steps"] < 576
+
+
+def test_per_user_quota_answers_429_with_retry_after(tmp_path):
+    from cosim.security.webauth import add_user
+
+    users = tmp_path / "users.json"
+    add_user(users, "ann", "engineer", "ann-pw")
+    add_user(users, "bob", "engineer", "bob-pw")
+    reg = Registry(folder=tmp_path / "api", scenario_roots=[STUDY_DATA],
+                   limits=Limits(max_running_jobs_per_user=1, max_running_simulations=3))
+    try:
+        with HttpServer(create_api_app(reg, users=str(users))) as srv, httpx.Client(base_url=srv.url,
+                                                                                     timeout=60) as c:
+            def token(user):
+                r = c.post("/auth/login", json={"user": user, "password": f"{user}-pw"})
+                return {"Authorization": f"Bearer {r.json()['token']}"}
+
+            ann, bob = token("ann"), token("bob")
+            grids = [c.post("/se/simulation", content=FUR.read_bytes(), headers=ann).json() for _ in range(3)]
+            year = {"duration": {"year": 1}}
+            assert c.put(f"/se/commands/run/{grids[0]}", json=year, headers=ann).status_code == 202
+            refused = c.put(f"/se/commands/run/{grids[1]}", json=year, headers=ann)
+            assert refused.status_code == 429 and "per-user limit of 1" in refused.json()["error"]
+            assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+            study = c.post("/api/studies", json={"study": (STUDY_DATA / "tiny_study.yaml").read_text()},
+                           headers=ann)
+            assert study.status_code == 429 and "'ann'" in study.json()["error"]  # studies count too
+            assert reg.grid(grids[1]).state == "created" and not reg.studies  # nothing started
+            assert c.put(f"/se/commands/run/{grids[1]}", json=year, headers=bob).status_code == 202  # bob's own
+            for gid in grids[:2]:
+                assert c.put(f"/se/commands/abort/{gid}", headers=ann).status_code == 200
+            assert c.put(f"/se/commands/run/{grids[2]}", json={"sim_duration_in_hours": 1},
+                         headers=ann).status_code == 202  # the quota frees up when a job ends
+            assert reg.grid(grids[2]).wait(60) and reg.grid(grids[2]).state == "done"
+    finally:
+        reg.close()

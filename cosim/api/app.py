@@ -70,7 +70,7 @@ def create_api_app(registry: Registry | None = None, *, users: str | None = None
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -125,8 +125,8 @@ def create_api_app(registry: Registry | None = None, *, users: str | None = None
         return [{**job.grid.summary(), **job.status()} for job in list(reg.grids.values())]
 
     @app.put("/se/commands/run/{gid}", tags=["DSF-SE"], summary="Run the simulation of a grid")
-    def run(gid: str, req: RunRequest) -> Response:
-        reg.run(gid, req)
+    def run(gid: str, req: RunRequest, request: Request) -> Response:
+        reg.run(gid, req, _user(request))
         return JSONResponse(f"simulation {gid} started: {req.steps} steps of {req.step_min:g} min", status_code=202)
 
     @app.get("/se/commands/status/{gid}", tags=["DSF-SE"], summary="Progress in % (a number, as the original)")
@@ -177,8 +177,8 @@ def create_api_app(registry: Registry | None = None, *, users: str | None = None
         return reg.scenario(name)
 
     @app.post("/api/studies", tags=["studies"], summary="Submit a study (YAML text) and start it")
-    def post_study(req: StudyRequest) -> Response:
-        job = reg.submit_study(req)
+    def post_study(req: StudyRequest, request: Request) -> Response:
+        job = reg.submit_study(req, _user(request))
         return JSONResponse(job.status(), status_code=201)
 
     @app.get("/api/studies", tags=["studies"], summary="Every study and its state")
@@ -224,6 +224,11 @@ def create_api_app(registry: Registry | None = None, *, users: str | None = None
 
     app.add_middleware(BodyLimit, max_bytes=reg.limits.max_body_bytes)  # outermost: before anything reads
     return app
+
+
+def _user(request: Request) -> str:
+    """Who asked (the gate's principal; "local" under open access): the owner a per-user quota counts."""
+    return str(getattr(getattr(request.state, "who", None), "user", "local"))
 
 
 def _finite(x: Any) -> Any:

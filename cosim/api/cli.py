@@ -50,6 +50,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         err_console.print(f"--scenarios: no such folder: {', '.join(missing)}", markup=False)
         return EXIT_INVALID
     limits = Limits(max_running_simulations=max(args.max_runs, 1), study_workers=args.study_workers,
+                    max_running_jobs_per_user=max(args.max_jobs_per_user, 1),
                     study_scheduler=args.study_scheduler)
     registry = Registry(folder=Path(args.data) if args.data else None, scenario_roots=roots, limits=limits)
     audit = registry.folder / "audit.jsonl" if args.users else None  # type: ignore[operator]
@@ -85,6 +86,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="Dask worker processes of the one LocalCluster studies share (default 0: in this process)")
     p.add_argument("--study-scheduler", help="run studies on this Dask scheduler (tcp://HOST:8786) instead")
     p.add_argument("--max-runs", type=option(_count), default=2, help="simulations running at once (default 2)")
+    p.add_argument("--max-jobs-per-user", type=option(_count), default=2,
+                   help="simulations + studies one user runs at once (default 2; 429 with Retry-After beyond)")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; e.g. one issued by s4g pki issue)")
     p.add_argument("--tls-key", help="the certificate's private key (PEM)")
     p.set_defaults(func=cmd_api)

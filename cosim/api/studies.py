@@ -127,8 +127,12 @@ def scenario_info(name: str, roots: list[Path]) -> dict[str, Any]:
 
 
 class StudyJob:
-    def __init__(self, jid: str, folder: Path, runner: Any, name: str) -> None:
-        self.id, self.folder, self.runner, self.name = jid, folder, runner, name
+    def __init__(self, jid: str, folder: Path, runner: Any, name: str, owner: str = "local") -> None:
+        self.id, self.folder, self.runner, self.name, self.owner = jid, folder, runner, name, owner
+
+    def eta_s(self) -> float | None:
+        eta: float | None = self.runner.status_dict()["eta_s"]
+        return eta
 
     @property
     def out(self) -> Path:
