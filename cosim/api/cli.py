@@ -4,7 +4,6 @@ server; :func:`register` adds the command to the command line assembled in :mod:
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 
 from cosim.console import EXIT_INVALID, EXIT_OK, console, err_console, option
@@ -33,6 +32,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from cosim.api.app import create_api_app
     from cosim.api.jobs import REPO_SCENARIOS, Limits, Registry
+    from cosim.sta.server import tcp_listener
 
     if not _loopback(args.host) and not args.users:
         err_console.print(f"--host {args.host}: beyond this machine the API needs a login (--users FILE; "
@@ -56,7 +56,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     audit = registry.folder / "audit.jsonl" if args.users else None  # type: ignore[operator]
     app = create_api_app(registry, users=args.users, audit_log=audit)
     try:  # bound before the line is printed: what it says is reachable, and --port 0 names the port it got
-        sock = socket.create_server((args.host, args.port))
+        sock = tcp_listener(args.host, args.port)
     except OSError as exc:  # the port is taken or not ours to bind
         registry.close()
         err_console.print(f"cannot serve on {args.host}:{args.port}: {exc}", markup=False)

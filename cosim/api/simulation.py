@@ -174,7 +174,8 @@ class SimulationJob:
             self.finished = time.time()
 
     def _set_progress(self, pct: float) -> None:
-        self.progress = pct
+        # 100 only with the results in place: a client polling for 100 then fetching them must not get a 409
+        self.progress = min(pct, 99.9)
 
 
 def _prepare_engine(grid: StoredGrid,
