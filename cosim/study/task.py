@@ -107,7 +107,8 @@ def run_variant(bundle_token: str, files: dict[str, bytes], variant_id: str, tex
         if result.status != "complete":
             out["error"] = result.error or f"run {result.status}"
             return out
-        flat = kpi.flatten(kpi.compute(result.run_dir))
+        flat = kpi.flatten(kpi.compute(result.run_dir))  # not in run(): a cancelled run needs none
+        out["run_s"] = time.perf_counter() - t_run  # run + KPIs: what `s4g run` does (the benchmarks' baseline)
         kpis = pick_kpis(flat, options.kpis)
         run_dir = work / "run"
         if options.lifetime:
