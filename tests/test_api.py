@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import dask
 import httpx
 import numpy as np
 import pandapower as pp
@@ -424,6 +425,10 @@ def test_a_study_on_a_local_cluster_through_the_api(dask_api):
     seen = _follow(client, job)
     info = json.loads((job.out / "study.json").read_text())
     assert info["workers"] == 1 and info["scheduler"].startswith("tcp://127.0.0.1:")  # ran on the cluster
+    from distributed import Client
+
+    with Client(reg._cluster) as dask_client:  # the workers run quiet: no 10 ms stack sampler beside the variant
+        assert set(dask_client.run(dask.config.get, "distributed.worker.profile.enabled").values()) == {False}
     progress = [s["progress"] for s in seen]
     assert progress == sorted(progress) and progress[-1] == 100  # never goes back
     assert seen[-1]["state"] == "complete" and seen[-1]["done"] == 2

@@ -128,14 +128,9 @@ class Registry:
         if self.limits.study_scheduler or not self.limits.study_workers:
             return self.limits.study_scheduler
         if self._cluster is None:
-            import logging
+            from cosim.study.engine import local_cluster
 
-            from distributed import LocalCluster
-
-            logging.getLogger("distributed").setLevel(logging.ERROR)
-            self._cluster = LocalCluster(n_workers=self.limits.study_workers, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
-                                         dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-                                         host="127.0.0.1")
+            self._cluster = local_cluster(self.limits.study_workers)
         return str(self._cluster.scheduler_address)
 
     def study(self, sid: str) -> StudyJob:

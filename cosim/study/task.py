@@ -78,7 +78,7 @@ def run_variant(bundle_token: str, files: dict[str, bytes], variant_id: str, tex
     from cosim.run import run
     from cosim.scenario import ScenarioError, load
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     stop = stop_flag(stop_key) if stop_key is not None else None
     if stop is not None and stop.is_set():
         return {"id": variant_id, "status": "cancelled", "error": "cancelled before it started", "kpis": {},
@@ -131,6 +131,8 @@ def run_variant(bundle_token: str, files: dict[str, bytes], variant_id: str, tex
         return out
     finally:
         out["wall_s"] = time.perf_counter() - t0
+        # CPU of this process meanwhile, the worker's own threads included: what the variant cost its core
+        out["cpu_s"] = time.process_time() - cpu0
         shutil.rmtree(work, ignore_errors=True)
         scenario_path.unlink(missing_ok=True)
 
