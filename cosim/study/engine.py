@@ -401,7 +401,8 @@ class StudyRunner:
         """Stop the study: running variants end within one co-simulation step (recorded as cancelled; --resume
         runs them again), nothing new starts; the table and report are written from what finished."""
         self._stop.set()
-        request_stop(self.stop_key)  # the inline pool's variant runs in this process; Dask workers get it in stop()
+        if self.status.state in ("planned", "running"):  # (a finished study has no flag left to set)
+            request_stop(self.stop_key)  # the inline pool's variant runs here; Dask workers get it in stop()
 
     def status_dict(self) -> dict[str, Any]:
         return self.status.as_dict(self._n_workers)
