@@ -184,7 +184,7 @@ def test_unknown_ids_csrf_and_limits(client, registry, fur_id):
     for gid in ids[:2]:
         assert client.put(f"/se/commands/run/{gid}", json={"duration": {"year": 1}}).status_code == 202
     r = client.put(f"/se/commands/run/{ids[2]}", json={"sim_duration_in_hours": 1})
-    assert r.status_code == 429 and "limit" in r.json()["error"]
+    assert r.status_code == 429 and "limit" in r.json()["error"] and int(r.headers["Retry-After"]) >= 1
     for gid in ids[:2]:
         assert client.put(f"/se/commands/abort/{gid}").status_code == 200
 
