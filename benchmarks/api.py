@@ -17,7 +17,7 @@ baseline: what any Python HTTP API costs on this machine. The client is httpx wi
 
 Goals: status and table within 3x of the no-op route's median (the gate and a handler should not cost more than
 the HTTP stack itself); a grid run through the API at most 10 % slower than the same run direct. Quick
-(S4G_BENCH_TINY=1): fewer requests, a 6-hour run.
+(S4G_BENCH_TINY=1): fewer requests, a 3-hour run.
 """
 
 from __future__ import annotations
@@ -148,9 +148,9 @@ def run(quick: bool = False) -> list[dict]:
     from cosim.sta.server import HttpServer
 
     quick = quick or os.environ.get("S4G_BENCH_TINY") == "1"
-    n = 100 if quick else 1000
-    hours, repeats = (6.0, 2) if quick else (24.0, 5)
-    clients, per_client = (4, 25) if quick else (8, 200)
+    n = 50 if quick else 1000
+    hours, repeats = (3.0, 1) if quick else (24.0, 5)
+    clients, per_client = (4, 20) if quick else (8, 200)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="s4g-bench-api-") as tmp:
         reg = Registry(folder=Path(tmp) / "api", scenario_roots=[STUDY_DATA], limits=Limits())
@@ -163,7 +163,7 @@ def run(quick: bool = False) -> list[dict]:
                 _check(c.put(f"/se/commands/run/{gid}", json={"sim_duration_in_hours": 1}))
                 reg.grid(gid).wait(120)
                 study = (STUDY_DATA / "tiny_study.yaml").read_text().replace("values: [3, 7]", "values: [3]")
-                sid = _check(c.post("/api/studies", json={"study": study + "until: 10min\n"})).json()["id"]
+                sid = _check(c.post("/api/studies", json={"study": study + "until: 5min\n"})).json()["id"]
                 reg.study(sid).wait(300)
 
                 for label, path in (("DSF-SE status", f"/se/commands/status/{gid}"),
