@@ -9,9 +9,11 @@ are started and warmed up (the simulation stack imported) before the clock start
 apart. ``--quick`` (and S4G_BENCH_TINY=1): 4 variants of the tiny test scenario, 20 simulated minutes.
 
 Goals (issue 17): speed-up >= 1.8x on 2 workers; engine overhead per variant <= 5 % of the direct run. The direct
-runs and the study runs are minutes apart: on a shared machine their load differs, so the "engine's own share"
-row compares, within the same study run, the client's wall time per variant with the co-simulation time measured
-inside each task (``run_s``: ``cosim.run.run`` alone).
+runs and the study runs are minutes apart: on a shared machine their load differs, so two rows load hardly moves
+stand beside the wall-time comparison: the "engine's own share" compares, within the same study run, the client's
+wall time per variant with the co-simulation time measured inside each task (``run_s``: ``cosim.run.run`` and the
+KPIs); the CPU rows compare CPU seconds per variant -- the worker process's (the task and the worker's own
+threads) against the direct run's, and the client's (which holds a LocalCluster's scheduler) per variant.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def study_doc(quick: bool) -> dict:
             "kpis": ["grid.v_minutes_outside_10pct", "grid.losses_kwh", "total.bill_eur"]}
 
 
-def _direct(runner) -> tuple[float, int]:
+def _direct(runner) -> tuple[float, float, int]:
     """Every variant run directly (load + run + KPIs, as the task does), one after the other."""
     from cosim.run import run
     from cosim.scenario import load
@@ -61,13 +63,13 @@ def _direct(runner) -> tuple[float, int]:
         first = Path(tmp) / "warm.yaml"
         first.write_text(texts[0])
         run(load(first), Path(tmp) / "warm", progress=False, report=False)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for i, text in enumerate(texts):
             path = Path(tmp) / f"v{i}.yaml"
             path.write_text(text)
             result = run(load(path), Path(tmp) / f"run{i}", progress=False, report=False)
             assert result.status == "complete", result.error
-        return time.perf_counter() - t0, len(texts)
+        return time.perf_counter() - t0, time.process_time() - cpu0, len(texts)
 
 
 def _study(study_path: Path, out: Path, workers: int) -> dict:
@@ -78,7 +80,9 @@ def _study(study_path: Path, out: Path, workers: int) -> dict:
     assert status.state == "complete" and status.failed == 0, status
     table = runner.table()
     return {"run_s": runner.timing["run_s"], "pool_s": runner.timing["pool_start_s"] + runner.timing.get("warm_s", 0),
-            "n": status.done, "table": table, "sim_s": float(table["run_s"].sum())}
+            "n": status.done, "table": table, "sim_s": float(table["run_s"].sum()),
+            "worker_cpu_s": sum(r["cpu_s"] for r in runner.results.values()),
+            "client_cpu_s": runner.timing["run_cpu_s"]}
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -89,7 +93,7 @@ def run(quick: bool = False) -> list[dict]:
         tmp = Path(tmp_name)
         study_path = tmp / "study.yaml"
         study_path.write_text(yaml.safe_dump(study_doc(quick), sort_keys=False))
-        direct_s, n = _direct(StudyRunner(load(study_path), tmp / "plan", workers=0))
+        direct_s, direct_cpu, n = _direct(StudyRunner(load(study_path), tmp / "plan", workers=0))
         one = _study(study_path, tmp / "w1", 1)
         two = _study(study_path, tmp / "w2", 2)
     cols = [c for c in one["table"].columns if c not in ("wall_s", "run_s")]
@@ -109,6 +113,12 @@ def run(quick: bool = False) -> list[dict]:
         # co-simulation's own time inside the task (scheduling, bundle, scenario load, KPIs, result transfer)
         row("engine's own share per variant on 1 worker (wall vs simulation in the task)",
             100.0 * (one["run_s"] / one["sim_s"] - 1.0), None, "%", goal_max=5.0),
+        row("CPU per variant: worker process (task + Dask threads) on 1 worker vs the direct run",
+            one["worker_cpu_s"] / n, direct_cpu / n, "s"),
+        row("engine CPU overhead per variant vs the direct run (worker CPU)",
+            100.0 * (one["worker_cpu_s"] / direct_cpu - 1.0), None, "%", goal_max=5.0),
+        row("client + scheduler CPU per variant on 1 worker (share of the direct run's CPU)",
+            100.0 * one["client_cpu_s"] / direct_cpu, None, "%"),
         row("LocalCluster start + warm-up (2 workers, not in the times above)", two["pool_s"], None, "s"),
         row("same table on 1 and 2 workers (1 = yes)", 1.0 if same else 0.0, None, "bool", goal_min=1.0,
             lower_is_better=False),

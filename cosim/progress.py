@@ -11,6 +11,7 @@ close a consistent, readable run directory. Wall time counts from the monitor's 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 from rich.console import Console
@@ -39,8 +40,10 @@ class RunMonitor:
     """Receives build stages and simulated time; draws progress if ``show``; remembers wall time, build time,
     the build's warnings and a stop request."""
 
-    def __init__(self, start: dt.datetime, duration_s: int, show: bool = True, console: Console | None = None) -> None:
+    def __init__(self, start: dt.datetime, duration_s: int, show: bool = True, console: Console | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.start = start
+        self.stop = stop  # set from another thread (a study's cancel): stop at the next step, like Ctrl-C
         self.duration_s = duration_s
         self.show = show
         self.console = console
@@ -122,7 +125,7 @@ class RunMonitor:
     def update(self, t_s: int) -> None:
         self.t_s = t_s
         self.steps += 1
-        if self.stop_requested:
+        if self.stop_requested or (self.stop is not None and self.stop.is_set()):
             raise RunInterrupted(f"stopped by the user at t={t_s} s")
         now = time.perf_counter()
         if self._progress is not None and (now - self._last_draw > 0.1 or t_s >= self.duration_s):

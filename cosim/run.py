@@ -135,14 +135,15 @@ def _write_run_json(run_dir: Path, loaded: LoadedScenario, status: str, monitor:
 
 
 def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: bool = True,
-        report: bool = True) -> RunResult:
-    """Run ``loaded`` into ``run_dir``; never leaves the directory half-written."""
+        report: bool = True, stop: threading.Event | None = None) -> RunResult:
+    """Run ``loaded`` into ``run_dir``; never leaves the directory half-written. Setting ``stop`` (from another
+    thread) ends the run after the step being recorded, as Ctrl-C does: status "interrupted"."""
     sc = loaded.scenario
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "scenario.yaml").write_text(loaded.text, encoding="utf-8")
     started = dt.datetime.now().astimezone()
-    monitor = RunMonitor(sc.start, sc.duration, show=progress)
+    monitor = RunMonitor(sc.start, sc.duration, show=progress, stop=stop)
     builder = WorldBuilder(loaded, run_dir, monitor=monitor)
     from cosim.sta.live import start_live  # the scenario's `sensorthings:` section: serve the live run
 

@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import dask
 import httpx
 import numpy as np
 import pandapower as pp
@@ -183,7 +184,7 @@ def test_unknown_ids_csrf_and_limits(client, registry, fur_id):
     for gid in ids[:2]:
         assert client.put(f"/se/commands/run/{gid}", json={"duration": {"year": 1}}).status_code == 202
     r = client.put(f"/se/commands/run/{ids[2]}", json={"sim_duration_in_hours": 1})
-    assert r.status_code == 429 and "limit" in r.json()["error"]
+    assert r.status_code == 429 and "limit" in r.json()["error"] and int(r.headers["Retry-After"]) >= 1
     for gid in ids[:2]:
         assert client.put(f"/se/commands/abort/{gid}").status_code == 200
 
@@ -356,7 +357,9 @@ def test_a_cancelled_study_keeps_what_finished(client, registry):
     assert registry.study(sid).wait(300)
     status = client.get(f"/api/studies/{sid}").json()
     assert status["state"] == "interrupted" and status["done"] < 4  # 4 planned; the running one may finish
-    assert len(client.get(f"/api/studies/{sid}/table").json()) == status["done"]
+    rows = client.get(f"/api/studies/{sid}/table").json()
+    assert len(rows) == status["done"] + status["cancelled"]  # a variant the cancel ended is a row "cancelled"
+    assert sum(row["status"] == "cancelled" for row in rows) == status["cancelled"]
 
 
 def test_profiles_of_the_document_and_pv(client, registry):
@@ -389,3 +392,102 @@ def test_an_uploaded_scenario_runs_with_data_of_the_scenario_folder(client, regi
     assert registry.study(sid).wait(300)
     rows = client.get(f"/api/studies/{sid}/table").json()
     assert [row["status"] for row in rows] == ["complete"] and 0.9 < rows[0]["total.v_max_pu"] < 1.1
+
+
+# ------------------------------------------------------------------------------------- studies on a LocalCluster
+@pytest.fixture(scope="module")
+def dask_api(tmp_path_factory):
+    """An API whose studies run on one LocalCluster of one worker process, shared by this module's tests."""
+    reg = Registry(folder=tmp_path_factory.mktemp("api-dask"), scenario_roots=[STUDY_DATA, REPO / "scenarios"],
+                   limits=Limits(study_workers=1))
+    with HttpServer(create_api_app(reg)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        c.headers["X-CSRF-Token"] = c.get("/auth/me").json()["csrf"]
+        yield c, reg
+    reg.close()
+
+
+def _follow(client, job, until=lambda s: False):
+    """Poll a study's status while it runs (paced by waiting on its thread), until it ends or ``until``."""
+    seen = []
+    while True:
+        seen.append(client.get(f"/api/studies/{job.id}").json())
+        if until(seen[-1]) or job.wait(0.1):
+            seen.append(client.get(f"/api/studies/{job.id}").json())
+            return seen
+
+
+def test_a_study_on_a_local_cluster_through_the_api(dask_api):
+    client, reg = dask_api
+    study = (STUDY_DATA / "tiny_study.yaml").read_text().replace("values: [3, 7]", "values: [3]")
+    r = client.post("/api/studies", json={"study": study + "until: 10min\n"})
+    assert r.status_code == 201, r.text
+    job = reg.study(r.json()["id"])
+    seen = _follow(client, job)
+    info = json.loads((job.out / "study.json").read_text())
+    assert info["workers"] == 1 and info["scheduler"].startswith("tcp://127.0.0.1:")  # ran on the cluster
+    from distributed import Client
+
+    with Client(reg._cluster) as dask_client:  # the workers run quiet: no 10 ms stack sampler beside the variant
+        assert set(dask_client.run(dask.config.get, "distributed.worker.profile.enabled").values()) == {False}
+    progress = [s["progress"] for s in seen]
+    assert progress == sorted(progress) and progress[-1] == 100  # never goes back
+    assert seen[-1]["state"] == "complete" and seen[-1]["done"] == 2
+    rows = client.get(f"/api/studies/{job.id}/table").json()
+    assert {(row["capacity_kwh"], row["pv_kwp"]) for row in rows} == {(20, 3), (100, 3)}
+    assert all(0.9 < row["total.v_max_pu"] < 1.1 and row["status"] == "complete" for row in rows)
+    parquet = pd.read_parquet(io.BytesIO(client.get(f"/api/studies/{job.id}/table?format=parquet").content))
+    assert sorted(parquet["total.v_max_pu"]) == pytest.approx(sorted(r["total.v_max_pu"] for r in rows))
+
+
+def test_cancel_a_study_on_a_local_cluster_through_the_api(dask_api):
+    client, reg = dask_api
+    # one worker: a 20-minute variant, then a two-day one (576 steps) that the cancel ends while it runs
+    study = ("name: long\nscenario: {path: tiny.yaml}\n"
+             "axes: [{name: days, key: duration, values: [1200, 172800]}]\nkpis: [total.v_max_pu]\n")
+    r = client.post("/api/studies", json={"study": study})
+    assert r.status_code == 201, r.text
+    job = reg.study(r.json()["id"])
+    _follow(client, job, until=lambda s: s["done"] >= 1)
+    assert client.post(f"/api/studies/{job.id}/cancel").status_code == 200
+    assert job.wait(120)
+    status = client.get(f"/api/studies/{job.id}").json()
+    assert status["state"] == "interrupted" and status["done"] == 1 and status["cancelled"] == 1, status
+    rows = {row["days"]: row for row in client.get(f"/api/studies/{job.id}/table").json()}
+    assert rows[1200]["status"] == "complete" and rows[172800]["status"] == "cancelled"
+    assert job.runner.results[rows[172800]["variant"]]["steps"] < 576
+
+
+def test_per_user_quota_answers_429_with_retry_after(tmp_path):
+    from cosim.security.webauth import add_user
+
+    users = tmp_path / "users.json"
+    add_user(users, "ann", "engineer", "ann-pw")
+    add_user(users, "bob", "engineer", "bob-pw")
+    reg = Registry(folder=tmp_path / "api", scenario_roots=[STUDY_DATA],
+                   limits=Limits(max_running_jobs_per_user=1, max_running_simulations=3))
+    try:
+        with HttpServer(create_api_app(reg, users=str(users))) as srv, httpx.Client(base_url=srv.url,
+                                                                                     timeout=60) as c:
+            def token(user):
+                r = c.post("/auth/login", json={"user": user, "password": f"{user}-pw"})
+                return {"Authorization": f"Bearer {r.json()['token']}"}
+
+            ann, bob = token("ann"), token("bob")
+            grids = [c.post("/se/simulation", content=FUR.read_bytes(), headers=ann).json() for _ in range(3)]
+            year = {"duration": {"year": 1}}
+            assert c.put(f"/se/commands/run/{grids[0]}", json=year, headers=ann).status_code == 202
+            refused = c.put(f"/se/commands/run/{grids[1]}", json=year, headers=ann)
+            assert refused.status_code == 429 and "per-user limit of 1" in refused.json()["error"]
+            assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+            study = c.post("/api/studies", json={"study": (STUDY_DATA / "tiny_study.yaml").read_text()},
+                           headers=ann)
+            assert study.status_code == 429 and "'ann'" in study.json()["error"]  # studies count too
+            assert reg.grid(grids[1]).state == "created" and not reg.studies  # nothing started
+            assert c.put(f"/se/commands/run/{grids[1]}", json=year, headers=bob).status_code == 202  # bob's own
+            for gid in grids[:2]:
+                assert c.put(f"/se/commands/abort/{gid}", headers=ann).status_code == 200
+            assert c.put(f"/se/commands/run/{grids[2]}", json={"sim_duration_in_hours": 1},
+                         headers=ann).status_code == 202  # the quota frees up when a job ends
+            assert reg.grid(grids[2]).wait(60) and reg.grid(grids[2]).state == "done"
+    finally:
+        reg.close()

@@ -49,3 +49,21 @@ def test_benchmark_command_quick_runs_and_rows_are_well_formed(tmp_path):
     race = [r for r in rows if r["benchmark"] == "race"]
     agreement = next(r for r in race if "KPI agreement" in r["figure"])
     assert agreement["met"] is True, race[0].get("notes")  # both runs give the same KPIs: the race counts
+
+
+@pytest.mark.timeout(240)
+def test_api_benchmark_quick_rows(tmp_path):
+    """The API benchmark (its own server, a bare FastAPI baseline) runs and gives a baseline for every row."""
+    out = tmp_path / "api.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "api", "--json", str(out)],
+                          cwd=ROOT, env={**os.environ, "S4G_BENCH_TINY": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert data["failed"] == [] and data["rows"]
+    for r in data["rows"]:
+        assert set(r) >= ROW_KEYS, r
+        assert _number_or_none(r["ours"]) and r["ours"] > 0, r
+        assert _number_or_none(r["baseline"]) and r["baseline"] > 0, r  # every API figure beside its baseline
+    figures = " ".join(r["figure"] for r in data["rows"])
+    for what in ("status", "table", "POST grid", "clients polling"):
+        assert what in figures, what

@@ -229,3 +229,52 @@ def test_ctrl_c_leaves_a_directory_that_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(pd.read_parquet(out / "table.parquet")) == 5
     assert json.loads((out / "study.json").read_text())["status"]["cached"] == len(rows)
+
+
+# ------------------------------------------------------------------------------------- cancel within a variant
+def _cancel_at_step(monkeypatch, runner, step):
+    """Cancel ``runner`` from inside the co-simulation once a variant reached ``step`` (an event, not a timer)."""
+    from cosim.progress import RunMonitor
+
+    update = RunMonitor.update
+
+    def counting(self, t_s):
+        update(self, t_s)
+        if self.steps == step:
+            runner.cancel()
+
+    monkeypatch.setattr(RunMonitor, "update", counting)
+
+
+def test_cancel_stops_the_running_variant_and_resume_completes(tmp_path, monkeypatch):
+    study = write_study(tmp_path, axes=[{"name": "seed", "key": "seed", "values": [0, 1]}], until="1h")
+    out = tmp_path / "out"
+    runner = StudyRunner(load(study), out, workers=0)
+    _cancel_at_step(monkeypatch, runner, 2)
+    status = runner.run()
+    assert status.state == "interrupted" and status.cancelled == 1 and status.done == status.failed == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["cancelled"]  # the second variant never started
+    assert 2 <= rows[0]["steps"] < 12  # stopped inside the run, not after its 12 steps
+    assert json.loads((out / "study.json").read_text())["state"] == "interrupted"
+    assert list(table(out).status) == ["cancelled"]
+    monkeypatch.undo()
+    again = StudyRunner(load(study), out, workers=0, resume=True).run()
+    assert again.state == "complete" and again.done == 2 and again.cached == 0  # the cancelled one ran again
+    assert set(table(out).status) == {"complete"} and len(table(out)) == 2
+
+
+def test_cancel_on_dask_stops_the_running_variant(tmp_path):
+    # one worker: the short variant first, then a two-day one that the cancel must end well before its 576 steps
+    study = write_study(tmp_path, axes=[{"name": "days", "key": "duration", "values": [1200, 172800]}])
+    out = tmp_path / "out"
+    runner = StudyRunner(load(study), out, workers=1)
+    runner.on_result = lambda row: runner.cancel()
+    status = runner.run()
+    assert status.state == "interrupted" and status.done == 1 and status.cancelled == 1
+    rows = {r["axes"]["days"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert rows[1200]["status"] == "complete" and rows[172800]["status"] == "cancelled"
+    assert rows[172800]["steps"] < 576
+    from cosim.study.store import ResultStore
+
+    assert list(ResultStore(out).load()) == [rows[1200]["id"]]  # --resume reuses the complete one only

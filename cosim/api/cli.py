@@ -4,7 +4,6 @@ server; :func:`register` adds the command to the command line assembled in :mod:
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 
 from cosim.console import EXIT_INVALID, EXIT_OK, console, err_console, option
@@ -33,6 +32,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from cosim.api.app import create_api_app
     from cosim.api.jobs import REPO_SCENARIOS, Limits, Registry
+    from cosim.sta.server import tcp_listener
 
     if not _loopback(args.host) and not args.users:
         err_console.print(f"--host {args.host}: beyond this machine the API needs a login (--users FILE; "
@@ -49,12 +49,14 @@ def cmd_api(args: argparse.Namespace) -> int:
     if missing:
         err_console.print(f"--scenarios: no such folder: {', '.join(missing)}", markup=False)
         return EXIT_INVALID
-    limits = Limits(max_running_simulations=max(args.max_runs, 1), study_workers=args.study_workers)
+    limits = Limits(max_running_simulations=max(args.max_runs, 1), study_workers=args.study_workers,
+                    max_running_jobs_per_user=max(args.max_jobs_per_user, 1),
+                    study_scheduler=args.study_scheduler)
     registry = Registry(folder=Path(args.data) if args.data else None, scenario_roots=roots, limits=limits)
     audit = registry.folder / "audit.jsonl" if args.users else None  # type: ignore[operator]
     app = create_api_app(registry, users=args.users, audit_log=audit)
     try:  # bound before the line is printed: what it says is reachable, and --port 0 names the port it got
-        sock = socket.create_server((args.host, args.port))
+        sock = tcp_listener(args.host, args.port)
     except OSError as exc:  # the port is taken or not ours to bind
         registry.close()
         err_console.print(f"cannot serve on {args.host}:{args.port}: {exc}", markup=False)
@@ -81,8 +83,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a folder of base scenarios studies may name (repeatable; default: the repository's)")
     p.add_argument("--data", help="folder for uploaded grids and study directories (default: a temporary one)")
     p.add_argument("--study-workers", type=option(_count), default=0,
-                   help="Dask worker processes per study (default 0: in this process)")
+                   help="Dask worker processes of the one LocalCluster studies share (default 0: in this process)")
+    p.add_argument("--study-scheduler", help="run studies on this Dask scheduler (tcp://HOST:8786) instead")
     p.add_argument("--max-runs", type=option(_count), default=2, help="simulations running at once (default 2)")
+    p.add_argument("--max-jobs-per-user", type=option(_count), default=2,
+                   help="simulations + studies one user runs at once (default 2; 429 with Retry-After beyond)")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; e.g. one issued by s4g pki issue)")
     p.add_argument("--tls-key", help="the certificate's private key (PEM)")
     p.set_defaults(func=cmd_api)

@@ -11,12 +11,13 @@ from typing import Any
 
 
 class ApiError(Exception):
-    """A request the API refuses: ``status`` (4xx) and ``reason``."""
+    """A request the API refuses: ``status`` (4xx), ``reason`` and extra response headers (e.g. Retry-After)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers or {}
 
 
 class BodyLimit:

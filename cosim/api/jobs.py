@@ -1,14 +1,17 @@
 """What the API holds: uploaded grids with their simulation, and study jobs, each bounded.
 
-:class:`Limits` caps concurrent simulations and studies (a 429 with the reason beyond them), the number of grids
-and studies kept (the oldest finished ones make room; 429 if none is finished), and the request body size.
+:class:`Limits` caps concurrent simulations and studies, in all and per user (a 429 with the reason and a
+Retry-After beyond them), the number of grids and studies kept (the oldest finished ones make room; 429 if none is
+finished), and the request body size.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,12 @@ class Limits:
     max_body_bytes: int = 16 << 20
     max_running_simulations: int = 2
     max_running_studies: int = 1
+    max_running_jobs_per_user: int = 2  # simulations + studies one user (login) runs at once
     max_grids: int = 50
     max_studies: int = 20
     max_study_variants: int = 64
-    study_workers: int = 0  # 0: in this process (the engine's inline pool); N: a Dask LocalCluster of N
+    study_workers: int = 0  # 0: in this process (the engine's inline pool); N: one Dask LocalCluster of N
+    study_scheduler: str | None = None  # an existing Dask scheduler (tcp://HOST:8786) instead of a LocalCluster
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Registry:
         self.grids: dict[str, SimulationJob] = {}
         self.studies: dict[str, StudyJob] = {}
         self._lock = threading.Lock()
+        self._cluster: Any = None  # the LocalCluster every study shares (started with the first study)
 
     # -- grids and their simulation -------------------------------------------------------------------------
     def add_grid(self, grid: StoredGrid) -> SimulationJob:
@@ -64,16 +70,27 @@ class Registry:
             raise ApiError(404, f"no grid / simulation {gid!r}")
         return job
 
-    def run(self, gid: str, req: RunRequest) -> SimulationJob:
+    def run(self, gid: str, req: RunRequest, user: str = "local") -> SimulationJob:
         with self._lock:
             job = self.grid(gid)
             if job.running:
                 raise ApiError(409, f"simulation {gid} is running; abort it first")
-            running = sum(g.running for g in self.grids.values())
-            if running >= self.limits.max_running_simulations:
-                raise ApiError(429, f"{running} simulations are running (the limit); try again when one ends")
-            job.start(req)
+            self._admit(user)
+            running = [g for g in self.grids.values() if g.running]
+            if len(running) >= self.limits.max_running_simulations:
+                raise ApiError(429, f"{len(running)} simulations are running (the limit); try again when one ends",
+                               retry_after(running))
+            job.start(req, owner=user)
             return job
+
+    def _admit(self, user: str) -> None:
+        """429 when ``user`` runs as many jobs (simulations + studies) as the per-user quota allows."""
+        jobs: list[SimulationJob | StudyJob] = [*self.grids.values(), *self.studies.values()]
+        mine = [j for j in jobs if j.running and j.owner == user]
+        quota = self.limits.max_running_jobs_per_user
+        if len(mine) >= quota:
+            raise ApiError(429, f"user {user!r} runs {len(mine)} jobs (simulations + studies), the per-user limit "
+                                f"of {quota}; try again when one ends", retry_after(mine))
 
     def delete_grid(self, gid: str) -> None:
         with self._lock:
@@ -85,11 +102,13 @@ class Registry:
         job.grid.path.unlink(missing_ok=True)
 
     # -- studies -------------------------------------------------------------------------------------------
-    def submit_study(self, req: StudyRequest) -> StudyJob:
+    def submit_study(self, req: StudyRequest, user: str = "local") -> StudyJob:
         with self._lock:
-            running = sum(s.running for s in self.studies.values())
-            if running >= self.limits.max_running_studies:
-                raise ApiError(429, f"{running} studies are running (the limit); try again when one ends")
+            self._admit(user)
+            running = [s for s in self.studies.values() if s.running]
+            if len(running) >= self.limits.max_running_studies:
+                raise ApiError(429, f"{len(running)} studies are running (the limit); try again when one ends",
+                               retry_after(running))
             if len(self.studies) >= self.limits.max_studies:
                 done = [s for s in self.studies.values() if not s.running]
                 if not done:
@@ -97,9 +116,22 @@ class Registry:
                 self.studies.pop(done[0].id)
                 shutil.rmtree(done[0].folder, ignore_errors=True)
             job = submit(req, self.scenario_roots, self.folder / "studies",  # type: ignore[operator]
-                         workers=self.limits.study_workers, max_variants=self.limits.max_study_variants)
+                         workers=self.limits.study_workers, scheduler=self._study_scheduler(),
+                         max_variants=self.limits.max_study_variants)
+            job.owner = user
             self.studies[job.id] = job
             return job
+
+    def _study_scheduler(self) -> str | None:
+        """Where studies run: the configured scheduler, else one LocalCluster started once and shared (its worker
+        processes keep their imports and unpacked data between studies), else None (in this process)."""
+        if self.limits.study_scheduler or not self.limits.study_workers:
+            return self.limits.study_scheduler
+        if self._cluster is None:
+            from cosim.study.engine import local_cluster
+
+            self._cluster = local_cluster(self.limits.study_workers)
+        return str(self._cluster.scheduler_address)
 
     def study(self, sid: str) -> StudyJob:
         job = self.studies.get(sid)
@@ -121,5 +153,16 @@ class Registry:
         for s in list(self.studies.values()):
             s.runner.cancel()
             s.wait(60)
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
         if self._own_folder:
             shutil.rmtree(self.folder, ignore_errors=True)  # type: ignore[arg-type]
+
+
+def retry_after(jobs: Sequence[SimulationJob | StudyJob]) -> dict[str, str]:
+    """The Retry-After header for a 429: when the first of ``jobs`` should end by its ETA (1 s .. 1 h; 10 s when
+    none can tell yet)."""
+    etas = [e for e in (j.eta_s() for j in jobs) if e is not None and math.isfinite(e)]
+    seconds = min(max(math.ceil(min(etas)), 1), 3600) if etas else 10
+    return {"Retry-After": str(seconds)}

@@ -115,6 +115,7 @@ class SimulationJob:
         self.result: dict[str, Any] | None = None
         self.started: float | None = None
         self.finished: float | None = None
+        self.owner = "local"  # the user who started the latest run (per-user quota)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -122,7 +123,7 @@ class SimulationJob:
     def running(self) -> bool:
         return self.state == "running"
 
-    def start(self, req: RunRequest) -> None:
+    def start(self, req: RunRequest, owner: str = "local") -> None:
         if req.steps > MAX_STEPS:
             raise ApiError(422, f"{req.steps} steps: more than {MAX_STEPS}; use a longer step_min or a shorter "
                                 "duration")
@@ -130,7 +131,7 @@ class SimulationJob:
             raise ApiError(422, f"{req.steps} steps x {self.grid.loads} loads is over the limit of "
                                 f"{MAX_POINT_STEPS}; use a longer step_min")
         self.request, self.state, self.progress, self.error, self.result = req, "running", 0.0, None, None
-        self.started, self.finished = time.time(), None
+        self.started, self.finished, self.owner = time.time(), None, owner
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_catching, args=(req, self._stop),
                                         name=f"se-{self.grid.id}", daemon=True)
@@ -145,6 +146,12 @@ class SimulationJob:
             self._thread.join(timeout)
             return not self._thread.is_alive()
         return True
+
+    def eta_s(self) -> float | None:
+        """Seconds left by the progress so far (None before the first step)."""
+        if not self.running or self.started is None or self.progress <= 0:
+            return None
+        return (time.time() - self.started) * (100.0 - self.progress) / self.progress
 
     def status(self) -> dict[str, Any]:
         return {"id": self.grid.id, "state": self.state, "progress": round(self.progress, 1), "error": self.error,
@@ -167,7 +174,8 @@ class SimulationJob:
             self.finished = time.time()
 
     def _set_progress(self, pct: float) -> None:
-        self.progress = pct
+        # 100 only with the results in place: a client polling for 100 then fetching them must not get a 409
+        self.progress = min(pct, 99.9)
 
 
 def _prepare_engine(grid: StoredGrid,

@@ -6,9 +6,9 @@ all work, so the files of ``studies/`` post as they are), or the request carries
 relative data paths then resolve in the first scenario folder. No path may leave the scenario folders: the API
 never reads a file its configuration did not expose.
 
-Variants run in this process one after the other (``workers=0``, the engine's inline pool) or on a Dask
-LocalCluster of ``workers`` processes; cancel stops after the running variant (inline) or cancels the running
-Dask tasks; what finished is in the table either way.
+Variants run in this process one after the other (``workers=0``, the engine's inline pool) or on Dask (the
+registry's one LocalCluster of ``workers`` processes, or a scheduler it was given); cancel stops the running
+variants within one co-simulation step (rows with status "cancelled"); what finished is in the table either way.
 """
 
 from __future__ import annotations
@@ -127,8 +127,12 @@ def scenario_info(name: str, roots: list[Path]) -> dict[str, Any]:
 
 
 class StudyJob:
-    def __init__(self, jid: str, folder: Path, runner: Any, name: str) -> None:
-        self.id, self.folder, self.runner, self.name = jid, folder, runner, name
+    def __init__(self, jid: str, folder: Path, runner: Any, name: str, owner: str = "local") -> None:
+        self.id, self.folder, self.runner, self.name, self.owner = jid, folder, runner, name, owner
+
+    def eta_s(self) -> float | None:
+        eta: float | None = self.runner.status_dict()["eta_s"]
+        return eta
 
     @property
     def out(self) -> Path:
@@ -173,7 +177,8 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def submit(req: StudyRequest, roots: list[Path], folder: Path, *, workers: int, max_variants: int) -> StudyJob:
+def submit(req: StudyRequest, roots: list[Path], folder: Path, *, workers: int, max_variants: int,
+           scheduler: str | None = None) -> StudyJob:
     """Check the study (422 with the engine's own message on any problem) and start it in the background."""
     from cosim.study import StudyRunner, load
 
@@ -193,7 +198,7 @@ def submit(req: StudyRequest, roots: list[Path], folder: Path, *, workers: int, 
         study_path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
         try:
             loaded = load(study_path)
-            runner = StudyRunner(loaded, job_dir / "out", workers=workers)
+            runner = StudyRunner(loaded, job_dir / "out", workers=workers, scheduler=scheduler)
             variants = runner.plan()
             planned = len(variants) + sum(b.max_probes for b in runner.searches)
             if planned > max_variants:

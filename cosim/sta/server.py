@@ -69,13 +69,30 @@ def create_app(store: Store, engine: Engine | None = None) -> FastAPI:
     return app
 
 
+def tcp_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for uvicorn's ``sockets=``. Made with protocol IPPROTO_TCP on purpose: asyncio sets
+    TCP_NODELAY on accepted connections only for such sockets, and ``socket.create_server`` makes protocol 0 --
+    every response (headers and body written apart) then waited for the client's delayed ACK, 40 ms a request."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        if hasattr(socket, "SO_REUSEADDR") and not hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # as create_server
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class HttpServer:
     """An ASGI app served by uvicorn on a background thread, on a socket bound before the thread starts."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
-        self.sock = socket.create_server((host, port), reuse_port=False)
+        self.sock = tcp_listener(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
         config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)

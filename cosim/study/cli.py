@@ -48,7 +48,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         err_console.print(str(exc), markup=False, highlight=False)
         return EXIT_INVALID
     console.print(f"{status.state}: {status.done} done, {status.failed} failed, {status.cached} reused, "
-                  f"{status.lost} lost; table: {out / 'table.parquet'}, report: {out / 'report.html'}")
+                  f"{status.lost} lost, {status.cancelled} cancelled; table: {out / 'table.parquet'}, "
+                  f"report: {out / 'report.html'}")
     if status.state == "interrupted":
         console.print(f"complete it with: s4g study {args.study} --out {out} --resume")
         return EXIT_INTERRUPTED

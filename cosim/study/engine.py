@@ -23,7 +23,7 @@ from cosim.study import store as store_mod
 from cosim.study.search import Bisection
 from cosim.study.selectors import selected
 from cosim.study.spec import LoadedStudy
-from cosim.study.task import TaskOptions, run_variant
+from cosim.study.task import TaskOptions, forget_stop, request_stop, run_variant
 from cosim.study.variants import BaseDocument, Bundle, Variant, check, document, portable_text
 from cosim.study.sampling import Domain, full_grid, sample
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: variants validated in full (scenario model + semantics) before anything runs; larger plans check a subset
 CHECK_ALL_UP_TO = 64
+#: after a cancel, seconds to wait for running Dask variants to come back as "cancelled" (each stops within a step)
+STOP_WAIT_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------- pools
@@ -42,8 +44,9 @@ class InlinePool:
 
     workers = 0
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, stop_key: str) -> None:
         self.bundle = bundle
+        self.stop_key = stop_key
         self.queue: deque[tuple[str, str, TaskOptions]] = deque()
         self.stopping = False
 
@@ -68,7 +71,8 @@ class InlinePool:
 
         def work() -> None:
             try:
-                box["result"] = run_variant(self.bundle.token, dict(self.bundle.files), vid, text, options)
+                box["result"] = run_variant(self.bundle.token, dict(self.bundle.files), vid, text, options,
+                                            self.stop_key)
             finally:
                 done.set()
 
@@ -87,27 +91,53 @@ class InlinePool:
         return [box.get("result") or {"id": vid, "status": "lost", "error": "the variant's thread ended without "
                                       "a result"}]
 
-    def cancel(self) -> None:
+    def stop(self, timeout: float) -> list[dict[str, Any]]:
+        """Drop the queue; the running variant (if any) saw the stop flag of :meth:`StudyRunner.cancel` and was
+        recorded by :meth:`wait_one` already."""
         self.queue.clear()
+        return []
 
     def close(self) -> None:
-        pass
+        forget_stop(self.stop_key)
+
+
+#: Dask worker settings for co-simulations: its statistical profiler (a stack sample every 10 ms), the event-loop
+#: health tick (every 20 ms) and the monitors (every 100-500 ms) run on the worker's loop thread and take the GIL
+#: from the variant. Measured on the tiny study: the worker's other threads used 13.8 % of the variant's CPU time
+#: with the defaults, 5.6 % with these (5.2 % in-process; a study of N workers on N cores pays it in speed-up).
+#: For `dask worker` processes of a remote cluster the same keys go in their Dask config (docs/studies.md).
+QUIET_WORKER = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
+                "distributed.admin.system-monitor.interval": "2s",
+                "distributed.worker.memory.monitor-interval": "1s"}
+
+
+def local_cluster(workers: int) -> Any:
+    """A LocalCluster for co-simulations: ``workers`` processes of one thread (a co-simulation is CPU-bound Python;
+    two threads would share the GIL), quiet (:data:`QUIET_WORKER`), bound to 127.0.0.1 only."""
+    import dask
+    from distributed import LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO and shutdown lines would bury the bar
+    with dask.config.set(QUIET_WORKER):  # the nannies hand the config to the workers they start
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
+                            dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, host="127.0.0.1")
 
 
 class DaskPool:
     """Tasks on Dask distributed: a LocalCluster of ``workers`` processes, or the scheduler at ``scheduler``."""
 
-    def __init__(self, bundle: Bundle, workers: int | None = None, scheduler: str | None = None) -> None:
-        from distributed import Client, LocalCluster
+    def __init__(self, bundle: Bundle, stop_key: str, workers: int | None = None,
+                 scheduler: str | None = None) -> None:
+        from distributed import Client
 
         logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO and shutdown lines would bury the bar
         self.bundle = bundle
+        self.stop_key = stop_key
         self.cluster = None
         if scheduler:
             self.client = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         else:
-            self.cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
-                                        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, host="127.0.0.1")
+            self.cluster = local_cluster(workers or 1)
             self.client = Client(self.cluster)  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         self.workers = len(self.client.scheduler_info().get("workers", {}))
         self.scattered: dict[str, Any] = {}
@@ -121,8 +151,8 @@ class DaskPool:
         return self.scattered[token]
 
     def submit(self, vid: str, text: str, options: TaskOptions) -> None:
-        fut = self.client.submit(run_variant, self.bundle.token, self._files(), vid, text, options, pure=False,
-                                 key=f"variant-{vid}-{uuid.uuid4().hex[:8]}")
+        fut = self.client.submit(run_variant, self.bundle.token, self._files(), vid, text, options, self.stop_key,
+                                 pure=False, key=f"variant-{vid}-{uuid.uuid4().hex[:8]}")
         self.futures[fut] = vid
 
     @property
@@ -153,17 +183,44 @@ class DaskPool:
 
     def warm(self, text: str, options: TaskOptions) -> None:
         """Run one variant on every worker and drop the result, so timings measure variants, not the first
-        imports and compilations of each process (a benchmark's warm-up; the direct baseline gets one too)."""
-        self.client.run(run_variant, self.bundle.token, dict(self.bundle.files), "warm-up", text, options)
+        imports and compilations of each process (a benchmark's warm-up; the direct baseline gets one too).
+        A task pinned to each worker, not ``Client.run``: that runs on the worker's event loop, where the
+        co-simulation's own loop cannot run -- the warm-up then failed at once and warmed nothing."""
+        from distributed import wait
 
-    def cancel(self) -> None:
-        if self.futures:
-            self.client.cancel(list(self.futures))  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
-            self.futures.clear()
+        futures = [self.client.submit(run_variant, self.bundle.token, self._files(), "warm-up", text, options,
+                                      pure=False, workers=[addr], allow_other_workers=False,
+                                      key=f"warm-up-{uuid.uuid4().hex[:8]}")
+                   for addr in self.client.scheduler_info().get("workers", {})]
+        wait(futures)  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
+        failed = [f.result().get("error") for f in futures if f.result().get("status") != "complete"]
+        if failed:
+            raise RuntimeError(f"the warm-up variant failed: {failed[0]}")
+
+    def stop(self, timeout: float) -> list[dict[str, Any]]:
+        """Set the study's stop flag on every worker: running variants end within one step and come back as
+        "cancelled", queued ones at once; what has not come back within ``timeout`` is cancelled on the scheduler
+        (Dask cannot interrupt a running task; its worker thread then finishes it unseen)."""
+        if not self.futures:
+            return []
+        out: list[dict[str, Any]] = []
+        try:
+            self.client.run(request_stop, self.stop_key)
+            deadline = time.monotonic() + timeout
+            while self.futures and time.monotonic() < deadline:
+                out += self.wait_one(timeout=max(0.05, deadline - time.monotonic()))
+        finally:
+            if self.futures:
+                self.client.cancel(list(self.futures))  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
+                self.futures.clear()
+        return out
 
     def close(self) -> None:
         try:
-            self.client.close()  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
+            try:
+                self.client.run(forget_stop, self.stop_key)
+            finally:
+                self.client.close()  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
         finally:
             if self.cluster is not None:
                 self.cluster.close()
@@ -178,6 +235,7 @@ class Status:
     failed: int = 0
     cached: int = 0
     lost: int = 0
+    cancelled: int = 0
     started: float | None = None
     finished: float | None = None
     error: str | None = None
@@ -192,7 +250,8 @@ class Status:
 
     def as_dict(self, workers: int = 1) -> dict[str, Any]:
         return {"state": self.state, "total": self.total, "done": self.done, "failed": self.failed,
-                "cached": self.cached, "lost": self.lost, "eta_s": self.eta_s(workers), "error": self.error,
+                "cached": self.cached, "lost": self.lost, "cancelled": self.cancelled,
+                "eta_s": self.eta_s(workers), "error": self.error,
                 "elapsed_s": None if self.started is None else (self.finished or time.time()) - self.started}
 
 
@@ -217,6 +276,7 @@ class StudyRunner:
         self.searches: list[Bisection] = []
         self._by_text: dict[str, list[str]] = {}
         self._stop = threading.Event()
+        self.stop_key = f"study-{uuid.uuid4().hex}"  # the variants' stop flag (cosim.study.task.request_stop)
         self._thread: threading.Thread | None = None
         self._pool: InlinePool | DaskPool | None = None
         self.bundle = Bundle()
@@ -338,7 +398,11 @@ class StudyRunner:
             self.status.state, self.status.error = "failed", f"{type(exc).__name__}: {exc}"
 
     def cancel(self) -> None:
+        """Stop the study: running variants end within one co-simulation step (recorded as cancelled; --resume
+        runs them again), nothing new starts; the table and report are written from what finished."""
         self._stop.set()
+        if self.status.state in ("planned", "running"):  # (a finished study has no flag left to set)
+            request_stop(self.stop_key)  # the inline pool's variant runs here; Dask workers get it in stop()
 
     def status_dict(self) -> dict[str, Any]:
         return self.status.as_dict(self._n_workers)
@@ -372,16 +436,22 @@ class StudyRunner:
                     self._pool.warm(portable_text(document(self.ls, self.base, first), self.base_dir, self.bundle),
                                     self._options(first))
                     self.timing["warm_s"] = time.perf_counter() - t_w
-                t_run = time.perf_counter()
+                t_run, cpu_run = time.perf_counter(), time.process_time()
                 self._loop(todo, bar)
                 self.timing["run_s"] = time.perf_counter() - t_run
+                self.timing["run_cpu_s"] = time.process_time() - cpu_run  # this process: client (+ scheduler)
             self.status.state = "interrupted" if self._stop.is_set() else "complete"
         except KeyboardInterrupt:
             self.status.state = "interrupted"
         finally:
             if self._pool is not None:
                 try:
-                    self._pool.cancel()
+                    for result in self._pool.stop(timeout=STOP_WAIT_S):  # record what the stop ended
+                        self._handle(result, todo, fresh=True)
+                except KeyboardInterrupt:  # another Ctrl-C: leave at once
+                    pass
+                except Exception:  # e.g. a lost scheduler: what finished is still written below
+                    log.exception("stopping the study's tasks failed")
                 finally:
                     self._pool.close()
             self.status.finished = time.time()
@@ -390,8 +460,8 @@ class StudyRunner:
 
     def _make_pool(self) -> InlinePool | DaskPool:
         if self.scheduler is None and not self.workers:
-            return InlinePool(self.bundle)
-        return DaskPool(self.bundle, self.workers, self.scheduler)
+            return InlinePool(self.bundle, self.stop_key)
+        return DaskPool(self.bundle, self.stop_key, self.workers, self.scheduler)
 
     def _search_variant(self, b: Bisection, value: float) -> Variant:
         return Variant.make({**b.combo, b.axis: value}, origin="search")
@@ -457,6 +527,14 @@ class StudyRunner:
             self.status.lost += 1
             log.warning("variant %s lost (%s); it runs again with --resume", vid, result.get("error"))
             self._feed_search(v, None, todo)
+            return
+        if result["status"] == "cancelled":  # recorded (results.jsonl, table) but not reused: --resume runs it
+            assert v is not None  # every result is of a planned variant
+            self.status.cancelled += 1
+            row = {"id": vid, "axes": v.axes, "origin": v.origin, **result}
+            row.pop("tables", None)
+            self.store.append(row)
+            self.results[vid] = row
             return
         if fresh:
             tables = result.pop("tables", {}) or {}

@@ -185,7 +185,7 @@ async function pollStudy() {
   clearTimeout(studyTimer);
   const st = await api("GET", `/api/studies/${studyId}`);
   $("study-progress").value = st.progress;
-  $("study-state").textContent = `${st.name}: ${st.state}, ${st.done} done, ${st.failed} failed of ${st.total}` + (st.eta_s ? `, about ${Math.round(st.eta_s)} s left` : "");
+  $("study-state").textContent = `${st.name}: ${st.state}, ${st.done} done, ${st.failed} failed` + (st.cancelled ? `, ${st.cancelled} cancelled` : "") + ` of ${st.total}` + (st.eta_s ? `, about ${Math.round(st.eta_s)} s left` : "");
   rows = await api("GET", `/api/studies/${studyId}/table`);
   showTable();
   document.body.dataset.study = st.state;  // after the table: a finished state means the final table is shown
