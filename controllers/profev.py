@@ -97,7 +97,11 @@ class _Site:
                                                            np.asarray(presence["p_arrive"])),
                                battery=self.battery, horizon_steps=params.horizon_s // params.step_s,
                                shortfall_penalty_per_kwh=params.shortfall_penalty_per_kwh, ev_grid=params.ev_grid,
-                               battery_grid=params.battery_grid)
+                               battery_grid=params.battery_grid,
+                               # an EV frees its bay once charged: a bay-hour is what serves the next EV (who may
+                               # come any time), so each EV gets what it accepts and finishes first (LEVChAg keeps
+                               # the import limit, least laxity first); the battery plans against that profile
+                               finish_first=params.bays == "turn_over")
         self.base_w = np.asarray(base_w, float)  # whole run + one horizon, per PROFEV step
         self.start_unix_s = float(start_unix_s)
         # the session each plan belongs to: (EV id, at-plan energy)
@@ -159,12 +163,8 @@ class _Site:
             self.solve_ms = self.core.solve_ms
         powers = {self.names[i]: (self.core.ev_power_w(k, i, float(e_sess[i]) - sess[1])
                                   if (sess := self.session[i]) is not None else 0.0) for i in range(len(self.names))}
-        if p.bays == "turn_over":
-            # an EV frees its bay once charged: a bay-hour is what serves the next EV (who may arrive any time),
-            # so every EV gets what it accepts and finishes first; LEVChAg keeps the import limit, least laxity
-            # first, and the battery's plan still flattens the import
-            powers = {n: float(accept[i]) if plugged[i] and remaining[i] > 0 else 0.0
-                      for i, n in enumerate(self.names)}
+        if p.bays == "turn_over":  # at what each EV accepts now (its taper), until done
+            powers = {n: min(w, float(accept[i])) for i, (n, w) in enumerate(powers.items())}
         self.plan = plan_to_senml(self.site, self.start_unix_s + time, 2 * p.step_s, powers)
         pb = self.core.battery_power_w(k, bsoc)
         hi, lo = site.get("p_charge_avail_w", math.inf), site.get("p_discharge_avail_w", math.inf)

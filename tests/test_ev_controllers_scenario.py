@@ -89,6 +89,11 @@ def test_profev_spreads_where_evs_stay_and_finishes_them_first_where_bays_turn_o
                      [0.0] * 200, None, 0.0)
         site.step(0, slot, {})
         plans[bays] = plan_from_senml(site.plan)[2]
+        if bays == "turn_over":  # the battery plans against the EVs' finish-first profile: full, then done
+            ev0 = site.core.evs[0]
+            assert ev0.expected_w.sum() * 900 / 3600 == pytest.approx(8000.0)
+            assert ev0.expected_w[0] == 11_000.0 and ev0.expected_w[-1] == 0.0
+            assert ev0.power_w(3, 7999.0) == 11_000.0 and ev0.power_w(3, 8000.0) == 0.0
     assert plans["turn_over"] == {"wb0": 11_000.0, "wb1": 7400.0}  # each at what it accepts: done first
     assert all(plans["stay"][w] < plans["turn_over"][w] for w in ("wb0", "wb1"))  # spread to the departure
     with pytest.raises(ValueError):
