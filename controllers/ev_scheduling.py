@@ -11,8 +11,9 @@ the EV). A policy maps the state at a step to per-EV power limits:
 * :class:`PriorityShare` - a site limit given out in priority order, earliest deadline first (``"edf"``) or
   least laxity first (``"llf"``), each EV either at >= its minimum power or paused (:func:`allocate`);
 * :class:`PeakMpc` - receding-horizon LP (HiGHS) over the EVs present, knowing the energy and departure each
-  declared at plug-in, and optionally the arrivals still expected today (:class:`ExpectedArrivals`, from history,
-  scaled by how heavy today has been so far; never the day's own future sessions): minimise the site's peak
+  declared at plug-in, and optionally the arrivals still expected today (never the day's own future sessions:
+  :class:`SimilarDays`, the history days most like today so far, or :class:`ExpectedArrivals`, the history's
+  mean scaled by how heavy today has been so far), under an optional hard site limit: minimise the site's peak
   (never below the peak already reached), prefer charging early; its first step (at least the sunk peak) is the
   site budget, executed least-laxity-first after every EV that cannot wait got what it must have now;
 * :func:`hindsight_lp` - the same LP over all sessions with full knowledge: the lower bound on the peak.
@@ -25,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from collections.abc import Callable, Sequence
+
+import math
 
 import numpy as np
 
@@ -201,15 +204,66 @@ class ExpectedArrivals:
         return (arrived_wh + c) / (float(self.energy_wh[self.arrival <= k].sum()) + c)
 
 
+class SimilarDays:
+    """The arrivals still expected today from the ``k`` history days most like today so far: days ranked by the
+    distance (sum over the steps up to now of the absolute difference) between their cumulative arrived energy
+    and today's (the EVs arrived so far declared theirs at plug-in: known, not foresight); ties in history order.
+    The mean of the nearest days' later sessions (:class:`ExpectedArrivals` of those days) times ``scale`` is the
+    forecast. A day that started heavy is matched with heavy days, an early rush with early days, instead of
+    the plain mean scaled by one intensity figure."""
+
+    def __init__(self, days: Sequence[Fleet], k: int = 5, scale: float = 1.0) -> None:
+        if not days or k < 1:
+            raise ValueError("similar days need at least one history day and k >= 1")
+        self.days, self.k, self.scale = list(days), min(k, len(days)), scale
+        n = max(d.n_steps for d in days)
+        self.curves = np.array([np.cumsum(np.bincount(np.minimum(d.arrival, n - 1), weights=d.energy_wh,
+                                                      minlength=n)) for d in days])
+        self._cache: dict[tuple[int, ...], ExpectedArrivals] = {}
+
+    def nearest(self, k: int, f: Fleet) -> tuple[int, ...]:
+        upto = min(k + 1, self.curves.shape[1])
+        so_far = f.arrival <= k
+        today = np.cumsum(np.bincount(f.arrival[so_far], weights=f.energy_wh[so_far], minlength=upto)[:upto])
+        dist = np.abs(self.curves[:, :upto] - today).sum(axis=1)
+        return tuple(sorted(np.argsort(dist, kind="stable")[:self.k].tolist()))
+
+    def after(self, k: int, f: Fleet) -> ExpectedArrivals:
+        near = self.nearest(k, f)
+        if near not in self._cache:
+            self._cache[near] = ExpectedArrivals.from_history([self.days[i] for i in near])
+        return self._cache[near].after(k, self.scale)
+
+
+@dataclass(frozen=True)
+class LimitEvent:
+    """A step at which the EVs that could not wait needed more than the site limit: the limit held, and
+    ``shortfall_w`` of what they must have had this step was not given (they may now leave short)."""
+
+    k: int
+    must_w: float
+    limit_w: float
+    shortfall_w: float
+
+
 @dataclass
 class PeakMpc:
-    """Receding-horizon min-peak LP over the EVs present (declared energy and departure, no future arrivals)."""
+    """Receding-horizon min-peak LP over the EVs present (declared energy and departure), optionally the arrivals
+    still expected today, under an optional hard site limit."""
 
     early_weight: float = 1e-4  # per kW and step of delay: among equal peaks, charge early
     peak_w: float = 0.0  # highest site power so far: sunk, so the LP never pays to go below it
-    expected: ExpectedArrivals | None = None  # arrivals still to come, from history (None: only the EVs present)
-    adapt_prior: float | None = None  # scale the expected arrivals by today's intensity so far (None: don't)
+    # arrivals still to come: the history's mean (optionally scaled by today's intensity so far, adapt_prior) or
+    # the days most like today so far (SimilarDays); None: only the EVs present
+    expected: ExpectedArrivals | SimilarDays | None = None
+    adapt_prior: float | None = None  # scale ExpectedArrivals by today's intensity so far (None: don't)
+    site_limit_w: float | None = None  # hard: the EVs together never draw more (the connection's share for them)
+    events: list[LimitEvent] = field(default_factory=list)  # every step the limit cut what EVs had to have
     solve_s: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.site_limit_w is not None and not (math.isfinite(self.site_limit_w) and self.site_limit_w >= 0):
+            raise ValueError(f"site_limit_w must be finite and >= 0, got {self.site_limit_w}")
 
     def __call__(self, st: State) -> np.ndarray:
         import time
@@ -220,26 +274,37 @@ class PeakMpc:
             return np.zeros(f.n)
         t0 = time.perf_counter()
         expected = None
-        if self.expected is not None:
+        if isinstance(self.expected, SimilarDays):
+            expected = self.expected.after(st.k, f)
+        elif self.expected is not None:
             scale = 1.0
             if self.adapt_prior is not None:  # the declared energy of the EVs arrived so far: known, not foresight
                 arrived_wh = float(f.energy_wh[f.arrival <= st.k].sum())
                 scale = self.expected.intensity(st.k, arrived_wh, self.adapt_prior)
             expected = self.expected.after(st.k, scale)
+        cap = math.inf if self.site_limit_w is None else self.site_limit_w
         plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight,
-                           expected=expected)
+                           expected=expected, peak_cap_w=cap)
         self.solve_s.append(time.perf_counter() - t0)
         # the peak reached so far is sunk: using all of it now costs nothing and rounds the plan's shares
         # below an EV's minimum current (which the LP does not model) up rather than down to a pause
-        budget = max(float(plan[:, 0].sum()), self.peak_w)
+        budget = min(max(float(plan[:, 0].sum()), self.peak_w), cap)
         # an EV that cannot finish unless it charges now gets first what it must have this step, and at least
         # its minimum (the LP's share for it may be below the minimum current, which would pause it and leave
-        # it short); then the budget's rest goes out least laxity first
+        # it short); then the budget's rest goes out least laxity first. The site limit outranks this rule:
+        # if the urgent EVs need more than the limit, the most urgent are served within it, the others paused,
+        # and the shortfall is recorded as an event, never drawn silently.
         must = st.must_now_w
         urgent = must > 0
         base = np.where(urgent, np.minimum(st.want_w, np.maximum(must, f.p_min_w)), 0.0)
+        need = float(base.sum())
+        if need > cap:
+            order = priority_order(st, "llf")
+            granted = allocate(order[urgent[order]], base, f.p_min_w, cap)
+            base = np.minimum(granted, base)
+            self.events.append(LimitEvent(st.k, need, cap, need - float(base.sum())))
         budget = max(budget, float(base.sum()))
-        extra = allocate(priority_order(st, "llf"), st.want_w - base, np.where(urgent, 0.0, f.p_min_w),
+        extra = allocate(priority_order(st, "llf"), st.want_w - base, np.where(base > 0, 0.0, f.p_min_w),
                          budget - float(base.sum()) + 1e-6)
         drawn = base + np.minimum(extra, st.want_w - base)
         limits = np.where(drawn > 0, np.maximum(drawn, f.p_min_w), 0.0)
@@ -279,12 +344,13 @@ def highs_with_lp(cost: Any, col_lo: Any, col_hi: Any, mat: Any, row_lo: Any, ro
 
 def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: np.ndarray, peak_floor_w: float,
              early_weight: float, unmet_penalty: float = 1e3,
-             expected: ExpectedArrivals | None = None) -> tuple[np.ndarray, float]:
+             expected: ExpectedArrivals | None = None, peak_cap_w: float = math.inf) -> tuple[np.ndarray, float]:
     """min z + early_weight * sum_t t * P_t + penalty * unmet  (kW, kWh inside)
 
     s.t. sum_t p_it h + u_i = remaining_i; 0 <= p_it <= p_max_i (0 outside [arrival, departure));
     taper: p_it <= p_max_i (1 - soc_it) / (1 - cv) with soc_it = soc_i + eta/cap * sum_{s<t} p_is h
-    (only for EVs that can reach cv_soc); z >= sum_i p_it, z >= peak_floor.
+    (only for EVs that can reach cv_soc); z >= sum_i p_it, min(peak_floor, cap) <= z <= peak_cap (a hard site
+    limit: what cannot be delivered under it is unmet, at the penalty).
     ``expected`` adds the arrivals still to come as EVs without taper (their energy, window and power counted
     in the peak rows like a real EV's), so the peak planned now leaves room for them.
     Returns the plan [len(idx), T] in W (the real EVs only) and z in W."""
@@ -304,20 +370,21 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
         soc = np.concatenate([soc, np.zeros(e.arrival.size)])
     T = int(max(dep.max() - k0, 1))
     m = dep.size
-    nv = m * T + m + 1  # p (row-major by EV), u, z
+    zc = m * T + m
+    nv = zc + 1  # p (row-major by EV), u, z
     col_p = lambda i, t: i * T + t  # noqa: E731
     ub = np.zeros(nv)
     for i in range(m):
         a, d = arr[i] - k0, dep[i] - k0
         ub[col_p(i, a):col_p(i, d)] = pmax[i]
     ub[m * T:m * T + m] = remaining_wh / 1e3
-    ub[-1] = np.inf
+    ub[zc] = peak_cap_w / 1e3
     lb = np.zeros(nv)
-    lb[-1] = peak_floor_w / 1e3
+    lb[zc] = min(peak_floor_w, peak_cap_w) / 1e3
     cost = np.zeros(nv)
     cost[:m * T] = early_weight * np.tile(np.arange(T), m)
     cost[m * T:m * T + m] = unmet_penalty
-    cost[-1] = 1.0
+    cost[zc] = 1.0
     rows, cols, vals, rlo, rhi = [], [], [], [], []
     r = 0
     # energy
@@ -331,7 +398,7 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
     # peak: sum_i p_it - z <= 0
     for t in range(T):
         rows += [r] * (m + 1)
-        cols += [col_p(i, t) for i in range(m)] + [nv - 1]
+        cols += [col_p(i, t) for i in range(m)] + [zc]
         vals += [1.0] * m + [-1.0]
         rlo.append(-np.inf)
         rhi.append(0.0)
@@ -356,7 +423,7 @@ def _peak_lp(f: Fleet, k0: int, idx: np.ndarray, remaining_wh: np.ndarray, soc: 
     if hs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"peak LP: {hs.modelStatusToString(hs.getModelStatus())}")
     x = np.asarray(hs.getSolution().col_value)
-    return x[:n_real * T].reshape(n_real, T) * 1e3, float(x[-1]) * 1e3
+    return x[:n_real * T].reshape(n_real, T) * 1e3, float(x[zc]) * 1e3
 
 
 @dataclass
@@ -443,10 +510,12 @@ __all__ = [
     "ExpectedArrivals",
     "Fleet",
     "HindsightResult",
+    "LimitEvent",
     "PeakMpc",
     "Planned",
     "PriorityShare",
     "SimResult",
+    "SimilarDays",
     "State",
     "Uncontrolled",
     "allocate",

@@ -52,6 +52,11 @@ class ProfevParams(BaseModel):
                                      "leaves then for certain; False: every EV follows the chain (the original)")
     ev_grid: float = Field(0.01, gt=0, le=0.1, description="EV grid step (share of its remaining energy)")
     battery_grid: float = Field(0.01, gt=0, le=0.1, description="battery SoC grid step")
+    bays: Literal["auto", "stay", "turn_over"] = Field(
+        "auto", description="stay: EVs keep their bay until they leave, PROFEV spreads their charging; turn_over: an "
+        "EV frees its bay once charged, so PROFEV plans each EV at what it accepts (finish first; LEVChAg shares the "
+        "limit least laxity first) and its battery plan flattens the import; auto: turn_over if the wallboxes' EV "
+        "fleet unplugs when done")
     levchag: LevchagParams = Field(default_factory=LevchagParams)
 
     @model_validator(mode="after")
@@ -92,7 +97,11 @@ class _Site:
                                                            np.asarray(presence["p_arrive"])),
                                battery=self.battery, horizon_steps=params.horizon_s // params.step_s,
                                shortfall_penalty_per_kwh=params.shortfall_penalty_per_kwh, ev_grid=params.ev_grid,
-                               battery_grid=params.battery_grid)
+                               battery_grid=params.battery_grid,
+                               # an EV frees its bay once charged: a bay-hour is what serves the next EV (who may
+                               # come any time), so each EV gets what it accepts and finishes first (LEVChAg keeps
+                               # the import limit, least laxity first); the battery plans against that profile
+                               finish_first=params.bays == "turn_over")
         self.base_w = np.asarray(base_w, float)  # whole run + one horizon, per PROFEV step
         self.start_unix_s = float(start_unix_s)
         # the session each plan belongs to: (EV id, at-plan energy)
@@ -154,6 +163,8 @@ class _Site:
             self.solve_ms = self.core.solve_ms
         powers = {self.names[i]: (self.core.ev_power_w(k, i, float(e_sess[i]) - sess[1])
                                   if (sess := self.session[i]) is not None else 0.0) for i in range(len(self.names))}
+        if p.bays == "turn_over":  # at what each EV accepts now (its taper), until done
+            powers = {n: min(w, float(accept[i])) for i, (n, w) in enumerate(powers.items())}
         self.plan = plan_to_senml(self.site, self.start_unix_s + time, 2 * p.step_s, powers)
         pb = self.core.battery_power_w(k, bsoc)
         hi, lo = site.get("p_charge_avail_w", math.inf), site.get("p_discharge_avail_w", math.inf)
@@ -298,6 +309,15 @@ def base_load_w(builder: WorldBuilder, site_id: str, params: ProfevParams) -> li
     return np.resize(day, n).tolist()
 
 
+def bays_mode(bays: str, fleets: list, wallbox_ids: list[str]) -> str:
+    """``bays`` with ``auto`` resolved: ``turn_over`` if every EV fleet at these wallboxes unplugs its EVs once
+    charged (the bays turn over), else ``stay``."""
+    if bays != "auto":
+        return bays
+    mine = [fl for fl in fleets if set(fl.wallboxes) & set(wallbox_ids)]
+    return "turn_over" if mine and all(fl.unplug_when_done for fl in mine) else "stay"
+
+
 def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfevParams) -> None:
     from devices import registry as device_registry
 
@@ -308,6 +328,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfevParams) ->
     batteries = {d.site: d for d in builder.select_devices(spec.devices, needs_battery=True) if d.site}
     for site_id, wbs in site_wallboxes(builder, spec).items():
         agent = site_agent(builder, spec, site_id, wbs, params.levchag)
+        site_params = params.model_copy(update={"bays": bays_mode(params.bays, builder.scenario.ev_fleets, wbs)})
         presence, _ = fleet_presence(builder, wbs, params.step_s, params.history_days)
         bat_dev = batteries.get(site_id)
         battery = None
@@ -318,7 +339,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfevParams) ->
             battery = dict(capacity_wh=sb.capacity_wh, p_charge_max_w=sb.p_charge_max_w,
                            p_discharge_max_w=sb.p_discharge_max_w, soc_min=sb.soc_min, soc_max=sb.soc_max,
                            eta_charge=sb.eta_charge, eta_discharge=sb.eta_discharge)
-        ctl = builder.add_entity(sim.Site(params=params.model_dump(), site=site_id,
+        ctl = builder.add_entity(sim.Site(params=site_params.model_dump(), site=site_id,
                                           wallboxes=wallbox_views(builder, wbs), presence=presence,
                                           base_w=base_load_w(builder, site_id, params), battery=battery,
                                           start_unix_s=builder.scenario.start.timestamp()))

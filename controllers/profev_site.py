@@ -38,11 +38,14 @@ class EvPlan:
     key: object  # the caller's id of the EV (wallbox, session)
     remaining_wh: float  # AC energy to deliver when planned
     t0: int  # absolute step of the plan's start
-    policy: SdpPolicy
+    policy: SdpPolicy | None  # None: finish first, at ``accept_w`` until done
     expected_w: np.ndarray  # [horizon] expected power from t0
+    accept_w: float = 0.0
 
     def power_w(self, k: int, delivered_since_wh: float) -> float:
         t = k - self.t0
+        if self.policy is None:
+            return self.accept_w if t >= 0 and delivered_since_wh < self.remaining_wh else 0.0
         if t < 0 or t >= self.policy.d_ev.shape[0] or self.remaining_wh <= 0:
             return 0.0
         frac = min(max(delivered_since_wh / self.remaining_wh, 0.0), 1.0)
@@ -59,6 +62,7 @@ class ProfevSite:
     shortfall_penalty_per_kwh: float = 1000.0
     ev_grid: float = 0.01
     battery_grid: float = 0.01
+    finish_first: bool = False  # bays turn over: each EV at what it accepts until done (no EV SDP)
     evs: dict = field(default_factory=dict)  # key -> EvPlan
     battery_policy: SdpPolicy | None = None
     battery_t0: int = 0
@@ -88,6 +92,15 @@ class ProfevSite:
                   base_w: np.ndarray, departure: int | None = None) -> None:
         if remaining_wh <= 1.0 or accept_w <= 0:
             self.evs.pop(key, None)
+            return
+        if self.finish_first:  # its expected power (what the battery plans against): full until done
+            h = self.step_s / 3600.0
+            full, part = divmod(remaining_wh / (accept_w * h), 1.0)
+            expected = np.zeros(self.horizon_steps)
+            expected[:min(int(full), self.horizon_steps)] = accept_w
+            if int(full) < self.horizon_steps:
+                expected[int(full)] = part * accept_w
+            self.evs[key] = EvPlan(key, remaining_wh, k0, None, expected, accept_w)
             return
         ev = SdpEv(capacity_wh=remaining_wh * self.ev_eta, p_max_w=accept_w, soc_target=1.0, eta=self.ev_eta,
                    away_use_wh_per_h=0.0, shortfall_penalty_per_kwh=self.shortfall_penalty_per_kwh,

@@ -69,3 +69,43 @@ def test_feeder_variant_with_gevchcon_runs_and_both_parks_charge(tmp_path):
     fleets = res.kpis["ev"]["fleets"]
     assert set(fleets) == {"bolzano_fleet", "second_park"}
     assert all(f["energy_delivered_wh"] > 0 for f in fleets.values())
+
+
+def test_profev_spreads_where_evs_stay_and_finishes_them_first_where_bays_turn_over():
+    import numpy as np
+
+    from controllers.levchag import plan_from_senml
+    from controllers.profev import SLOT_INPUTS, ProfevParams, _Site
+
+    wbs = [{"id": f"wb{i}", "p_hw_max_w": 22_080.0} for i in range(2)]
+    slot = {a: np.full(2, np.nan) for a in SLOT_INPUTS}
+    slot.update(connected=np.array([1.0, 1.0]), e_session_wh=np.zeros(2), soc=np.array([0.3, 0.4]),
+                ev_energy_wanted_wh=np.array([8000.0, 5000.0]), ev_p_max_w=np.array([11_000.0, 7400.0]),
+                ev_id=np.array([1.0, 2.0]), ev_phases=np.array([3.0, 3.0]),
+                ev_departure_t_s=np.array([9 * 3600.0, 10 * 3600.0]))  # long stays: room to spread
+    plans = {}
+    for bays in ("stay", "turn_over"):
+        site = _Site(ProfevParams(bays=bays), "s", wbs, {"p_stay": [1.0] * 96, "p_arrive": [0.0] * 96},
+                     [0.0] * 200, None, 0.0)
+        site.step(0, slot, {})
+        plans[bays] = plan_from_senml(site.plan)[2]
+        if bays == "turn_over":  # the battery plans against the EVs' finish-first profile: full, then done
+            ev0 = site.core.evs[0]
+            assert ev0.expected_w.sum() * 900 / 3600 == pytest.approx(8000.0)
+            assert ev0.expected_w[0] == 11_000.0 and ev0.expected_w[-1] == 0.0
+            assert ev0.power_w(3, 7999.0) == 11_000.0 and ev0.power_w(3, 8000.0) == 0.0
+    assert plans["turn_over"] == {"wb0": 11_000.0, "wb1": 7400.0}  # each at what it accepts: done first
+    assert all(plans["stay"][w] < plans["turn_over"][w] for w in ("wb0", "wb1"))  # spread to the departure
+    with pytest.raises(ValueError):
+        ProfevParams(bays="sometimes")
+
+
+def test_profev_bays_auto_follows_the_fleet(tmp_path):
+    from controllers.profev import bays_mode
+
+    fleets = load(_scenario(tmp_path, "sim://", "s4g")).scenario.ev_fleets
+    wbs = ["wb1", "wb2"]
+    assert fleets[0].unplug_when_done and bays_mode("auto", fleets, wbs) == "turn_over"
+    assert bays_mode("auto", [fleets[0].model_copy(update={"unplug_when_done": False})], wbs) == "stay"
+    assert bays_mode("auto", fleets, ["wb_elsewhere"]) == "stay"  # no fleet: EVs plugged by hand stay
+    assert bays_mode("stay", fleets, wbs) == "stay"  # an explicit choice is kept

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, Uncontrolled,
-                                       hindsight_lp, min_site_limit, simulate)
+from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, SimilarDays,
+                                       Uncontrolled, hindsight_lp, min_site_limit, simulate)
 from controllers.profev_sdp import pooled_presence
 from controllers.profev_site import ProfevPolicy
 
@@ -113,3 +113,51 @@ def test_mpc_with_expected_arrivals_keeps_minimum_current_and_delivers(seed, n, 
     for k, peak in budgets:
         assert res.site_w[k] <= peak + 1e-3
     assert res.peak_w >= hindsight_lp(day).peak_w - 1e-3  # the bound holds
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n=st.integers(3, 10), frac=st.floats(0.0, 1.5),
+       forecast=st.booleans())
+def test_mpc_never_draws_above_its_hard_site_limit_and_records_what_it_could_not_give(seed, n, frac, forecast):
+    day = _fleet(n=n, seed=seed)
+    limit = frac * hindsight_lp(day).peak_w  # from far below what the EVs need to ample
+    expected = ExpectedArrivals.from_history([_fleet(n=n, seed=seed + 1)]) if forecast else None
+    mpc = PeakMpc(expected=expected, adapt_prior=1.0 if forecast else None, site_limit_w=limit)
+    res = simulate(day, mpc)
+    assert np.all(res.site_w <= limit + 1e-3)  # hard: never above, whatever the EVs must have
+    for e in mpc.events:  # every cut is an event: what the urgent EVs needed, above the limit, and what was cut
+        assert e.must_w > e.limit_w == limit and 0 < e.shortfall_w <= e.must_w
+    if not mpc.events:
+        assert res.delivered_wh.sum() >= 0.999 * day.energy_wh.sum() or frac < 1.0
+    if frac < 0.9:  # below the hindsight optimum's peak the energy cannot all be delivered
+        assert res.delivered_wh.sum() < day.energy_wh.sum() - 1.0
+
+
+def test_mpc_site_limit_ample_changes_nothing_and_bad_limits_are_refused():
+    f = _fleet(seed=11)
+    free = simulate(f, PeakMpc())
+    limited = PeakMpc(site_limit_w=simulate(f, Uncontrolled()).peak_w)
+    res = simulate(f, limited)
+    assert np.allclose(res.power_w, free.power_w) and not limited.events
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            PeakMpc(site_limit_w=bad)
+
+
+def test_similar_days_match_today_so_far_and_look_only_ahead():
+    days = [_fleet(n=4 + 2 * s, seed=s) for s in range(6)]  # heavier and heavier days
+    sim = SimilarDays(days, k=2, scale=0.5)
+    today = days[4]
+    k = int(np.max(today.arrival))  # everything of today has arrived: the same day is the nearest
+    assert 4 in sim.nearest(k, today)
+    k = int(np.median(today.arrival))
+    near = sim.nearest(k, today)
+    ahead = sim.after(k, today)
+    assert len(near) == 2 and np.all(ahead.arrival > k)
+    mean_later = np.mean([d.energy_wh[d.arrival > k].sum() for d in (days[i] for i in near)])
+    assert ahead.energy_wh.sum() == pytest.approx(0.5 * mean_later)
+    res = simulate(today, PeakMpc(expected=sim))  # the MPC takes it as its forecast
+    assert res.delivered_wh.sum() >= 0.999 * today.energy_wh.sum()
+    for bad in ([], days):
+        with pytest.raises(ValueError):
+            SimilarDays(bad, k=0)
