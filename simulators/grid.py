@@ -60,6 +60,8 @@ META: dict[str, Any] = {
         "Line": {"public": False, "params": [], "attrs": ["loading_pct", "pl_w"]},
         "Trafo": {"public": False, "params": [], "attrs": ["loading_pct", "p_hv_w"]},
         "Load": {"public": False, "params": [], "attrs": LOAD_ATTRS + ["grid_present"]},
+        # many Loads' outputs as vectors (element i: loads[i]): one value per step for mosaik instead of one per load
+        "Points": {"public": True, "params": ["loads"], "attrs": LOAD_ATTRS + ["grid_present"]},
     },
 }
 
@@ -185,6 +187,7 @@ class GridSim(mosaik_api_v3.Simulator):
         self._bus_pos: dict[str, int] = {}
         self._line_pos: dict[str, int] = {}
         self._trafo_pos: dict[str, int] = {}
+        self._points: dict[str, np.ndarray] = {}  # Points entity -> positions of its loads
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **sim_params: Any) -> Meta:
         if int(step_size) <= 0:
@@ -193,6 +196,8 @@ class GridSim(mosaik_api_v3.Simulator):
         return self.meta
 
     def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
+        if model == "Points":
+            return [self._create_points(params.get("loads") or []) for _ in range(num)]
         if model != "Grid":
             raise ValueError(f"unknown model {model!r}; GridSim creates 'Grid'")
         if num != 1 or self.engine is not None:
@@ -224,6 +229,15 @@ class GridSim(mosaik_api_v3.Simulator):
         return [{"eid": self.grid_eid, "type": "Grid", "children": _children(m),
                  "extra_info": {"slack_bus": m.slack_bus, "source": m.source, "mode": self.engine.mode,
                                 "ders": m.ders, "assumptions": list(m.assumptions)}}]
+
+    def _create_points(self, loads: list[str]) -> CreateResult:
+        engine = self._require_engine()
+        unknown = [n for n in loads if n not in engine.load_pos]
+        if unknown:
+            raise ValueError(f"Points: unknown load(s) {unknown[:3]}")
+        eid = f"points:{len(self._points)}"
+        self._points[eid] = np.array([engine.load_pos[n] for n in loads], dtype=np.int64)
+        return {"eid": eid, "type": "Points"}
 
     def step(self, time: int, inputs: dict[str, dict[str, dict[str, Any]]], max_advance: int) -> int:
         engine = self._require_engine()
@@ -267,6 +281,8 @@ class GridSim(mosaik_api_v3.Simulator):
         if eid == self.grid_eid:
             return engine.powerflow.source_scale if attr == "v_source_pu" else _grid_value(res, attr)
         kind = eid.split(":", 1)[0]
+        if kind == "points":
+            return self._points_value(engine, res, self._points[eid], attr)
         if kind == "bus":
             k = self._bus_pos[eid]
             return float(res.v_pu[k]) if attr == "v_pu" else float(res.v_abc_pu["abc".index(attr[2]), k])
@@ -289,6 +305,18 @@ class GridSim(mosaik_api_v3.Simulator):
                 return float(res.v_abc_pu[ph, self._load_bus[k]])
             return float(engine.p_w[k] * self._load_phase_share[ph, k])
         raise ValueError(f"unknown entity {eid!r}")
+
+    def _points_value(self, engine: GridEngine, res: PowerFlowResult, k: np.ndarray, attr: str) -> np.ndarray:
+        """What ``_value`` gives for each Load at positions ``k``, as one vector."""
+        if attr == "grid_present":
+            value = np.ones(k.size)
+        elif attr in _LOAD_SCALARS:
+            value = {"p_w": engine.p_w, "q_var": engine.q_var, "v_pu": res.load_v_pu}[attr][k]
+        else:
+            ph = "abc".index(attr[2])
+            value = res.v_abc_pu[ph, self._load_bus[k]] if attr.startswith("v_") \
+                else engine.p_w[k] * self._load_phase_share[ph, k]
+        return np.where(engine.connected[k], value, 0.0).astype(np.float64)
 
     def _require_engine(self) -> GridEngine:
         if self.engine is None:
