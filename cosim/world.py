@@ -558,14 +558,49 @@ class WorldBuilder:
             self.record(grid, "trafo_p_hv_w", "trafos", [f"{n}.p_hv_w" for n in trafo_names])
         on_step = self.monitor.update if self.monitor is not None else None
         rec_sim = self.sim("Recorder", out_dir=str(self.out_dir), flush_rows=sc.outputs.flush_rows, on_step=on_step)
-        self.recorder = rec_sim.Recorder(columns=self.columns)
-        sources: dict[str, tuple[Any, list[str]]] = {}
         by_id = self._entities_by_full_id()
-        for full_id, attr, _, _ in self.columns:
+        order: dict[str, list[str]] = {}
+        for _, _, table, col in self.columns:
+            order.setdefault(table, []).extend(col if isinstance(col, list) else [col])
+        columns = self.recorder_columns = self._gathered_columns(by_id)
+        self.recorder = rec_sim.Recorder(columns=columns, order=order)
+        sources: dict[str, tuple[Any, list[str]]] = {}
+        for full_id, attr, _, _ in columns:
             sources.setdefault(full_id, (by_id[full_id], []))[1].append(attr)
         for ent, attrs in sources.values():
             self.world.connect(ent, self.recorder, *dict.fromkeys(attrs))
         self._bus_names, self._line_names, self._trafo_names = bus_names, line_names, trafo_names
+
+    def _gathered_columns(self, by_id: dict[str, Any]) -> list[list[Any]]:
+        """The recorded columns, with the scalar attributes of many entities of one simulator (grid Loads, profiles,
+        devices) gathered into one vector each: mosaik's cost is per value and step, so thousands of sites and
+        devices then cost the recorder a few values per step. The file's columns and values stay the same (the
+        recorder keeps the original column order); ``by_id`` learns the gathering entities."""
+        gatherers: dict[str, tuple[str | None, Any]] = {
+            "Grid": ("Load", lambda f, eids: f.Points(loads=[e.removeprefix("load:") for e in eids])),
+            "Profiles": (None, lambda f, eids: f.Series(members=eids)),
+            "Devices": (None, lambda f, eids: f.Table(members=eids)),
+            OBSERVER_HOST: (None, lambda f, eids: f.Table(members=eids)),
+        }
+        groups: dict[tuple[str, str, str], list[list[Any]]] = {}
+        kept: list[list[Any]] = []
+        for spec in self.columns:
+            full_id, attr, table, col = spec
+            ent = by_id[full_id]
+            sim_name = ent.sid.rsplit("-", 1)[0]
+            gather = gatherers.get(sim_name)
+            if isinstance(col, list) or gather is None or gather[0] not in (None, ent.type):
+                kept.append(spec)
+            else:
+                groups.setdefault((sim_name, attr, table), []).append(spec)
+        for (sim_name, attr, table), specs in groups.items():
+            if len(specs) < 2:  # nothing to gather
+                kept.extend(specs)
+                continue
+            ent = gatherers[sim_name][1](self._sims[sim_name], [by_id[s[0]].eid for s in specs])
+            by_id[ent.full_id] = ent
+            kept.append([ent.full_id, attr, table, [s[3] for s in specs]])
+        return kept
 
     def _entities_by_full_id(self) -> dict[str, Any]:
         ents = [self.grid, *self.grid.children, *self.devices.values(), *self._extra_entities]
