@@ -242,7 +242,13 @@ class GridSim(mosaik_api_v3.Simulator):
     def step(self, time: int, inputs: dict[str, dict[str, dict[str, Any]]], max_advance: int) -> int:
         engine = self._require_engine()
         targets = {"p_w": engine.p_w, "q_var": engine.q_var}  # written in place: one lookup per input, no calls
+        # Points inputs first (vectors, e.g. thousands of load profiles); a Load's own inputs add to them
+        base = self._vector_inputs(engine, {eid: a for eid, a in inputs.items() if eid in self._points})
+        for attr, (acc, given) in base.items():
+            targets[attr][given] = acc[given]
         for eid, attrs in inputs.items():
+            if eid in self._points:
+                continue
             if eid == self.grid_eid and set(attrs) == {"v_source_pu"}:
                 engine.set_source_v_pu(_sum_inputs(eid, "v_source_pu", attrs["v_source_pu"]) or 1.0)
                 continue
@@ -260,12 +266,40 @@ class GridSim(mosaik_api_v3.Simulator):
                     raise ValueError(f"Load input {attr!r} unknown; expected p_w or q_var")
                 total = _sum_inputs(eid, attr, sources)
                 if total is not None:
+                    if base and attr in base and base[attr][1][k]:
+                        total = base[attr][0][k] + total
                     target[k] = total
         try:
             engine.solve()
         except PowerFlowDiverged as exc:
             raise PowerFlowDiverged(f"{self.sid} at t={time} s: {exc}; {engine.describe_loads()}") from exc
         return time + self.step_size
+
+    def _vector_inputs(self, engine: GridEngine, inputs: dict[str, dict[str, dict[str, Any]]],
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """attr -> (sum over the Points inputs per load, which loads got one) for p_w / q_var."""
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        n = len(engine.load_names)
+        for eid, attrs in inputs.items():
+            pos = self._points[eid]
+            for attr, sources in attrs.items():
+                if attr not in ("p_w", "q_var"):
+                    raise ValueError(f"{eid}: input {attr!r} unknown; Points take p_w and q_var vectors")
+                acc, given = out.setdefault(attr, (np.zeros(n), np.zeros(n, dtype=bool)))
+                for src, value in sources.items():
+                    if value is None:
+                        continue
+                    vec = np.asarray(value, dtype=np.float64)
+                    if vec.shape != pos.shape:
+                        raise ValueError(f"{eid}.{attr} from {src}: {vec.shape[0] if vec.ndim == 1 else vec.shape} "
+                                         f"values for {pos.size} loads")
+                    bad = ~np.isfinite(vec)
+                    if bad.any():
+                        name = engine.load_names[pos[np.argmax(bad)]]
+                        raise ValueError(f"load:{name}.{attr}: non-finite input from {src}")
+                    np.add.at(acc, pos, vec)
+                    given[pos] = True
+        return out
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
         engine = self._require_engine()
