@@ -80,6 +80,7 @@ class WorldBuilder:
         self.schedule = Schedule(list(self.scenario.events), self.scenario.start)
         self.event_sim: Any = None  # "Events": the schedule's outputs (started when events or their sources are used)
         self._event_points: dict[str, Any] = {}
+        self._profile_feeds: list[tuple[Any, Any]] = []  # (profile Load entity, the grid Load it drives)
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -228,7 +229,7 @@ class WorldBuilder:
                 handle.load = self._create(("sites", i, "load"), profiles.Load, source=ref.source,
                                            column=ref.column, scale=ref.scale, power_factor=ref.power_factor,
                                            path=_str(ref.path), code=g.code, element=ref.element)
-                self.world.connect(handle.load, handle.pcc, "p_w", "q_var")
+                self._profile_feeds.append((handle.load, handle.pcc))
                 self.record(handle.load, "p_w", "sites", f"{site.id}.load_p_w")
             if site.dc_load is not None:  # on a device's DC bus: read through site.dc_load_p_w, not drawn at the PCC
                 ref = site.dc_load
@@ -246,6 +247,7 @@ class WorldBuilder:
             self.record(handle.pcc, "v_pu", "sites", f"{site.id}.v_pu")
             self.sites[site.id] = handle
         self._drive_other_loads(profiles, loads)
+        self._feed_points(profiles, grid_sim)
         for i, dev in enumerate(sc.devices):
             if dev.bus is not None and dev.bus not in buses:
                 raise self.loaded.error(("devices", i, "bus"), "expected a bus of the grid", dev.bus)
@@ -279,8 +281,20 @@ class WorldBuilder:
         for name in others:
             ent = self._create(("grid", "static_loads"), profiles.Load, source="simbench", code=g.code,
                                element=name, scale=1.0, power_factor=None, path=None, column=None)
-            self.world.connect(ent, loads[name], "p_w", "q_var")
+            self._profile_feeds.append((ent, loads[name]))
             self.grid_profile_loads.append(name)
+
+    def _feed_points(self, profiles: Any, grid_sim: Any) -> None:
+        """Load profiles into their connection points: many as one vector (a profile Series into a grid Points
+        entity; mosaik's cost is per value and step), a single one directly."""
+        feeds = self._profile_feeds
+        if len(feeds) < 2:
+            for src, point in feeds:
+                self.world.connect(src, point, "p_w", "q_var")
+            return
+        series = self.add_entity(profiles.Series(members=[src.eid for src, _ in feeds]))
+        points = self.add_entity(grid_sim.Points(loads=[point.eid.removeprefix("load:") for _, point in feeds]))
+        self.world.connect(series, points, "p_w", "q_var")
 
     def _build_events(self) -> None:
         """The schedule's simulator: site PCCs that open, the feeder's source voltage (cosim/event_sim.py)."""
