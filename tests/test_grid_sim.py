@@ -343,7 +343,7 @@ def test_points_vectors_add_to_load_inputs_and_equal_the_load_outputs(fur_sim):
     for attr in attrs:
         assert list(vec[attr]) == [single["load:consumer_4006773"][attr], single["load:wallbox"][attr]]
     assert vec["p_w"][1] == 0.0 and vec["v_pu"][0] > 0.9  # the wallbox's point is open
-    with pytest.raises(ValueError, match="load:wallbox.p_w: non-finite"):
+    with pytest.raises(ValueError, match=r"load:wallbox\.p_w: non-finite"):
         fur_sim.step(60, {eid: {"p_w": {"prof": [1.0, math.nan]}}}, 60)
     with pytest.raises(ValueError, match="1 values for 2 loads"):
         fur_sim.step(60, {eid: {"p_w": {"prof": [1.0]}}}, 60)
