@@ -247,7 +247,7 @@ class WorldBuilder:
             self.record(handle.pcc, "v_pu", "sites", f"{site.id}.v_pu")
             self.sites[site.id] = handle
         self._drive_other_loads(profiles, loads)
-        self._feed_points(profiles, grid_sim)
+        self._feed_points(self._profile_feeds, lambda eids: profiles.Series(members=eids))
         for i, dev in enumerate(sc.devices):
             if dev.bus is not None and dev.bus not in buses:
                 raise self.loaded.error(("devices", i, "bus"), "expected a bus of the grid", dev.bus)
@@ -284,17 +284,18 @@ class WorldBuilder:
             self._profile_feeds.append((ent, loads[name]))
             self.grid_profile_loads.append(name)
 
-    def _feed_points(self, profiles: Any, grid_sim: Any) -> None:
-        """Load profiles into their connection points: many as one vector (a profile Series into a grid Points
-        entity; mosaik's cost is per value and step), a single one directly."""
-        feeds = self._profile_feeds
+    def _feed_points(self, feeds: list[tuple[Any, Any]], gather: Any) -> None:
+        """Connect the ``p_w``/``q_var`` of many sources (profile Loads, devices) to their grid Loads: as one vector
+        (``gather(source eids)`` makes the source simulator's vector entity, the grid a Points entity; mosaik's cost
+        is per value and step), or directly for a single source."""
         if len(feeds) < 2:
             for src, point in feeds:
                 self.world.connect(src, point, "p_w", "q_var")
             return
-        series = self.add_entity(profiles.Series(members=[src.eid for src, _ in feeds]))
-        points = self.add_entity(grid_sim.Points(loads=[point.eid.removeprefix("load:") for _, point in feeds]))
-        self.world.connect(series, points, "p_w", "q_var")
+        vector = self.add_entity(gather([src.eid for src, _ in feeds]))
+        loads = [point.eid.removeprefix("load:") for _, point in feeds]
+        points = self.add_entity(self._sims["Grid"].Points(loads=loads))
+        self.world.connect(vector, points, "p_w", "q_var")
 
     def _build_events(self) -> None:
         """The schedule's simulator: site PCCs that open, the feeder's source voltage (cosim/event_sim.py)."""
@@ -332,6 +333,7 @@ class WorldBuilder:
         if not sc.devices:
             return
         wanted = sc.outputs.device_attrs
+        feeds: list[tuple[Any, Any]] = []  # (injecting device, its grid Load)
         for i, spec in enumerate(sc.devices):
             fam = device_registry.family(spec.family)
             host = self._device_host(fam)
@@ -350,7 +352,7 @@ class WorldBuilder:
                 self.world.connect(gate, self.point_of(spec.id), "p_w", "q_var")
                 self.record(gate, "tripped", "devices", f"{spec.id}.tripped")
             elif fam.injects:
-                self.world.connect(ent, self.point_of(spec.id), "p_w", "q_var")
+                feeds.append((ent, self.point_of(spec.id)))
             if spec.site:
                 self.sites[spec.site].devices.append(spec.id)
                 if fam.meters_point:  # the site's SMM (validation refuses a second one)
@@ -364,6 +366,8 @@ class WorldBuilder:
             status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
             for attr in (*attrs, *status):
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
+        if feeds:
+            self._feed_points(feeds, lambda eids: self.device_sim.Table(members=eids))
 
     def _device_host(self, fam: Family) -> Any:
         """The injecting families' host steps before the grid; the observers' after it (same step)."""

@@ -1,5 +1,5 @@
 """Many entities' values moved as one vector per simulator (cosim/world.py: ``_gathered_columns`` for the recorder,
-``_feed_points`` for the load profiles into the grid; the vector entities of the grid, profile and device simulators)
+``_feed_points`` for the load profiles and devices into the grid; the vector entities of the grid, profile and device simulators)
 give exactly the results of one mosaik value per entity: every recorded column, in the same order, same values."""
 
 from pathlib import Path
@@ -41,8 +41,8 @@ def runs(tmp_path_factory):
         gathered = run(load(scenario), tmp / "gathered", progress=False, kpis=False, report=False)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(WorldBuilder, "_gathered_columns", lambda self, by_id: [list(c) for c in self.columns])
-        mp.setattr(WorldBuilder, "_feed_points", lambda self, profiles, grid: [
-            self.world.connect(src, point, "p_w", "q_var") for src, point in self._profile_feeds])
+        mp.setattr(WorldBuilder, "_feed_points", lambda self, feeds, gather: [
+            self.world.connect(src, point, "p_w", "q_var") for src, point in feeds])
         plain = run(load(scenario), tmp / "plain", progress=False, kpis=False, report=False)
     assert gathered.status == plain.status == "complete"
     return _tables(gathered.run_dir), _tables(plain.run_dir), seen
