@@ -45,6 +45,7 @@ POWER_ATTRS = ("p_w", "q_var")
 def _meta() -> dict[str, Any]:
     models = {}
     measured: dict[str, None] = {}
+    inputs: dict[str, None] = {}
     for name in registry.families():
         fam = registry.family(name)
         attrs = list(dict.fromkeys([*(i.name for i in fam.inputs), *fam.setpoints, *fam.measurements, *STATUS_ATTRS]))
@@ -54,8 +55,10 @@ def _meta() -> dict[str, Any]:
             "attrs": attrs,
         }
         measured.update(dict.fromkeys(fam.measurements))
-    # many devices' measurements as vectors (element i: members[i]): one value per step for mosaik, not one per device
-    models["Table"] = {"public": True, "params": ["members"], "attrs": [*measured, *STATUS_ATTRS]}
+        inputs.update(dict.fromkeys(i.name for i in fam.inputs))
+    # many devices' measurements (and declared inputs) as vectors (element i: members[i]): one value per step for
+    # mosaik, not one per device
+    models["Table"] = {"public": True, "params": ["members"], "attrs": [*measured, *STATUS_ATTRS, *inputs]}
     return {
         "api_version": "3.0",
         "type": "time-based",
@@ -113,6 +116,19 @@ class _Table:
         self.members = members
         self._plan: list[tuple[str, np.ndarray, np.ndarray]] | None = None  # (family, positions, bank indices)
         self._others: list[tuple[int, _Device]] = []
+
+    def scatter(self, eid: str, attrs: dict[str, Any], env_by_eid: dict[str, dict[str, float]]) -> None:
+        """Vector inputs: element i is members[i]'s declared input of that name (a member without it ignores it)."""
+        for attr, sources in attrs.items():
+            value = _single(eid, attr, sources)
+            if value is None:
+                continue
+            vec = np.asarray(value, dtype=np.float64)
+            if vec.shape != (len(self.members),):
+                raise ValueError(f"{eid}.{attr}: {vec.size} values for {len(self.members)} devices")
+            for dev, v in zip(self.members, vec.tolist()):
+                if attr in dev.family.input_names:
+                    env_by_eid.setdefault(dev.eid, {})[attr] = v
 
     def vector(self, attr: str, arrays: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
         if attr in STATUS_ATTRS:
@@ -244,6 +260,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.clock_s = float(time + dt)
         env_by_eid: dict[str, dict[str, float]] = {}
         for eid, attrs in inputs.items():
+            table = self.tables.get(eid)
+            if table is not None:
+                table.scatter(eid, attrs, env_by_eid)
+                continue
             dev = self.devices[eid]
             for attr, sources in attrs.items():
                 value = _single(eid, attr, sources)
