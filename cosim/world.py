@@ -81,6 +81,8 @@ class WorldBuilder:
         self.event_sim: Any = None  # "Events": the schedule's outputs (started when events or their sources are used)
         self._event_points: dict[str, Any] = {}
         self._profile_feeds: list[tuple[Any, Any]] = []  # (profile Load entity, the grid Load it drives)
+        # (device host sid, profile attr, input name) -> [(profile entity, device entity)]
+        self._input_feeds: dict[tuple[str, str, str], list[tuple[Any, Any]]] = {}
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -368,6 +370,7 @@ class WorldBuilder:
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
         if feeds:
             self._feed_points(feeds, lambda eids: self.device_sim.Table(members=eids))
+        self._feed_inputs()
 
     def _device_host(self, fam: Family) -> Any:
         """The injecting families' host steps before the grid; the observers' after it (same step)."""
@@ -411,8 +414,23 @@ class WorldBuilder:
             # the device's own power is part of the point's solution: it sees the previous step's
             initial = sources.initial_value(inp.source)
             self.world.connect(src, ent, (attr, inp.name), time_shifted=True, initial_data={attr: initial})
+        elif scope == "site":  # a site's profile: gathered with the same input of the other devices of the host
+            self._input_feeds.setdefault((ent.sid, attr, inp.name), []).append((src, ent))
         else:
             self.world.connect(src, ent, (attr, inp.name))
+
+    def _feed_inputs(self) -> None:
+        """Each site-profile input of the devices of one host as one vector (profile Series -> device Table), or
+        directly for a single device."""
+        for (sid, attr, name), feeds in self._input_feeds.items():
+            if len(feeds) < 2:
+                for src, ent in feeds:
+                    self.world.connect(src, ent, (attr, name))
+                continue
+            host = self._sims[sid.rsplit("-", 1)[0]]
+            series = self.add_entity(self._sims["Profiles"].Series(members=[src.eid for src, _ in feeds]))
+            table = self.add_entity(host.Table(members=[ent.eid for _, ent in feeds]))
+            self.world.connect(series, table, (attr, name))
 
     def _build_ev_fleets(self) -> None:
         sc = self.scenario

@@ -1,5 +1,6 @@
 """Many entities' values moved as one vector per simulator (cosim/world.py: ``_gathered_columns`` for the recorder,
-``_feed_points`` for the load profiles and devices into the grid; the vector entities of the grid, profile and device simulators)
+``_feed_points`` for the load profiles and devices into the grid, ``_feed_inputs`` for the
+devices' site-profile inputs; the vector entities of the grid, profile and device simulators)
 give exactly the results of one mosaik value per entity: every recorded column, in the same order, same values."""
 
 from pathlib import Path
@@ -43,6 +44,9 @@ def runs(tmp_path_factory):
         mp.setattr(WorldBuilder, "_gathered_columns", lambda self, by_id: [list(c) for c in self.columns])
         mp.setattr(WorldBuilder, "_feed_points", lambda self, feeds, gather: [
             self.world.connect(src, point, "p_w", "q_var") for src, point in feeds])
+        mp.setattr(WorldBuilder, "_feed_inputs", lambda self: [
+            self.world.connect(src, ent, (attr, name)) for (_, attr, name), f in self._input_feeds.items()
+            for src, ent in f])
         plain = run(load(scenario), tmp / "plain", progress=False, kpis=False, report=False)
     assert gathered.status == plain.status == "complete"
     return _tables(gathered.run_dir), _tables(plain.run_dir), seen
