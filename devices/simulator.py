@@ -55,10 +55,11 @@ def _meta() -> dict[str, Any]:
             "attrs": attrs,
         }
         measured.update(dict.fromkeys(fam.measurements))
-        inputs.update(dict.fromkeys(i.name for i in fam.inputs))
-    # many devices' measurements (and declared inputs) as vectors (element i: members[i]): one value per step for
+        inputs.update(dict.fromkeys([*(i.name for i in fam.inputs), *fam.setpoints]))
+    # many devices' measurements (inputs, setpoints) as vectors (element i: members[i]): one value per step for
     # mosaik, not one per device
-    models["Table"] = {"public": True, "params": ["members"], "attrs": [*measured, *STATUS_ATTRS, *inputs]}
+    attrs = list(dict.fromkeys([*measured, *STATUS_ATTRS, *inputs]))
+    models["Table"] = {"public": True, "params": ["members"], "attrs": attrs}
     return {
         "api_version": "3.0",
         "type": "time-based",
@@ -118,7 +119,8 @@ class _Table:
         self._others: list[tuple[int, _Device]] = []
 
     def scatter(self, eid: str, attrs: dict[str, Any], env_by_eid: dict[str, dict[str, float]]) -> None:
-        """Vector inputs: element i is members[i]'s declared input of that name (a member without it ignores it)."""
+        """Vector inputs: element i is members[i]'s declared input or setpoint of that name (a member without it
+        ignores it; a NaN setpoint is no setpoint, as None is for one device)."""
         for attr, sources in attrs.items():
             value = _single(eid, attr, sources)
             if value is None:
@@ -129,6 +131,8 @@ class _Table:
             for dev, v in zip(self.members, vec.tolist()):
                 if attr in dev.family.input_names:
                     env_by_eid.setdefault(dev.eid, {})[attr] = v
+                elif attr in dev.family.setpoints and not math.isnan(v):
+                    dev.pending[attr] = v
 
     def vector(self, attr: str, arrays: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
         if attr in STATUS_ATTRS:
