@@ -74,3 +74,8 @@ class BuildContext(Protocol):
 
     def rng(self, name: str) -> np.random.Generator:
         """A generator derived from the scenario seed and a stable name."""
+
+    def vectors(self, roles: list[str], device_ids: list[str]) -> tuple[Any, Any] | None:
+        """For a kind that controls many devices the same way: (grid Points over the devices' connection points,
+        device Table over the devices), element i for device_ids[i] -- when every role is a plain connection, no
+        device has a meter as its PCC reading and all sit in one host; else None (wire per device)."""

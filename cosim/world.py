@@ -149,6 +149,19 @@ class WorldBuilder:
         spec = self.device_specs[device_id]
         return self.sites[spec.site].pcc if spec.site else self._loads[f"dev:{spec.id}"]
 
+    def vectors(self, roles: list[str], device_ids: list[str]) -> tuple[Any, Any] | None:
+        """See BuildContext.vectors: one value per step for mosaik instead of one per device."""
+        if len(device_ids) < 2 or any(self._role_on_bus(r) for r in roles) or self.schedule.of("comm_loss"):
+            return None
+        sites = [self.site_of(d) for d in device_ids]
+        ents = [self.devices[d] for d in device_ids]
+        if any(s is None or s.meter is not None for s in sites) or len({e.sid for e in ents}) != 1:
+            return None
+        points = self.add_entity(self._sims["Grid"].Points(
+            loads=[self.point_of(d).eid.removeprefix("load:") for d in device_ids]))
+        table = self.add_entity(self._sims[ents[0].sid.rsplit("-", 1)[0]].Table(members=[e.eid for e in ents]))
+        return points, table
+
     def rng(self, name: str) -> np.random.Generator:
         """A generator derived from the scenario seed and a stable name: adding one user never shifts another."""
         digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")

@@ -1,6 +1,6 @@
 """Many entities' values moved as one vector per simulator (cosim/world.py: ``_gathered_columns`` for the recorder,
 ``_feed_points`` for the load profiles and devices into the grid, ``_feed_inputs`` for the
-devices' site-profile inputs; the vector entities of the grid, profile and device simulators)
+devices' site-profile inputs, ``vectors`` for the rule-based battery controllers; the vector entities of the grid, profile and device simulators)
 give exactly the results of one mosaik value per entity: every recorded column, in the same order, same values."""
 
 from pathlib import Path
@@ -22,6 +22,7 @@ def _short_pilot(tmp_path: Path) -> Path:
     data = yaml.safe_load(PILOT.read_text())
     data["grid"]["path"] = str(REPO / "scenarios" / data["grid"]["path"])
     data.update({"start": "2019-06-15T10:00:00+02:00", "duration": "20min"})
+    data.pop("messaging")  # every flow a plain connection: the self-consumption controllers form one Group
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -44,6 +45,7 @@ def runs(tmp_path_factory):
         mp.setattr(WorldBuilder, "_gathered_columns", lambda self, by_id: [list(c) for c in self.columns])
         mp.setattr(WorldBuilder, "_feed_points", lambda self, feeds, gather: [
             self.world.connect(src, point, "p_w", "q_var") for src, point in feeds])
+        mp.setattr(WorldBuilder, "vectors", lambda self, roles, device_ids: None)
         mp.setattr(WorldBuilder, "_feed_inputs", lambda self: [
             self.world.connect(src, ent, (attr, name)) for (_, attr, name), f in self._input_feeds.items()
             for src, ent in f])
@@ -71,3 +73,4 @@ def test_sites_and_devices_are_gathered(runs):
     per_site = [c for c in columns if c[2] == "sites" and not isinstance(c[3], list)]
     vectors = {c[0].split(".")[0] for c in columns if c[2] in ("sites", "devices") and isinstance(c[3], list)}
     assert not per_site and {"Grid-0", "Profiles-0", "Devices-0"} <= vectors
+    assert [c[0].split(".")[0] for c in columns if c[2] == "controllers" and isinstance(c[3], list)] == ["Baselines-0"]
