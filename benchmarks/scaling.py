@@ -159,7 +159,9 @@ def run(quick: bool) -> list[dict]:
         rows.append(row(f"scaling: {label}, building the world and closing the run", res["wall_s"] - res["run_s"],
                         None, "s"))
         rows.append(row(f"scaling: {label}, peak RSS", res["peak_rss_mb"], None, "MB"))
-        rows[-4]["notes"] = {"steps": steps}
+        rows.append(row(f"scaling: {label}, RSS at the last simulated hour (before closing)", res["rss_stepped_mb"],
+                        None, "MB"))
+        rows[-5]["notes"] = {"steps": steps}
     return rows
 
 
