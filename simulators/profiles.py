@@ -87,7 +87,7 @@ class ProfileSim(mosaik_api_v3.Simulator):
         self.cal: Calendar  # set by init, which mosaik calls first
         self.entities: dict[str, Entity] = {}
         self._counts: dict[str, int] = {}
-        self._series: dict[str, list[Entity]] = {}  # Series entity -> its members
+        self._series: dict[str, tuple[list[Entity], np.ndarray]] = {}  # Series -> (distinct members, member -> k)
         self._shared: dict[str, Entity] = {}  # parameters (JSON) -> the entity all creations with them share
         self._row = 0
         self._horizon_rows = 1
@@ -115,10 +115,14 @@ class ProfileSim(mosaik_api_v3.Simulator):
     def create(self, num: int, model: str, **model_params):
         if model == "Series":
             members = [self._entity(eid) for eid in model_params.get("members") or []]
+            # members share series (same parameters): read each distinct one once, spread with one fancy index
+            distinct = list({id(e): e for e in members}.values())
+            where = {id(e): k for k, e in enumerate(distinct)}
+            spread = np.array([where[id(e)] for e in members], dtype=np.int64)
             created = []
             for _ in range(num):
                 eid = f"Series_{len(self._series)}"
-                self._series[eid] = members
+                self._series[eid] = (distinct, spread)
                 created.append({"eid": eid, "type": model})
             return created
         if model not in _FACTORIES:
@@ -155,11 +159,12 @@ class ProfileSim(mosaik_api_v3.Simulator):
         data = {}
         row = self._row
         for eid, attrs in outputs.items():
-            members = self._series.get(eid)
-            if members is not None:
-                for entity in members:
+            series = self._series.get(eid)
+            if series is not None:
+                distinct, spread = series
+                for entity in distinct:
                     entity.ensure(row + 1)
-                data[eid] = {attr: np.array([entity.data[attr][row] for entity in members], dtype=np.float64)
+                data[eid] = {attr: np.array([e.data[attr][row] for e in distinct], dtype=np.float64)[spread]
                              for attr in attrs}
                 continue
             entity = self._entity(eid)
