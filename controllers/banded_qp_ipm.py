@@ -26,6 +26,8 @@ class BandedQpIpm:
     def __init__(self, a, band: int, tol: float = 1e-10, feas_tol: float = 1e-9, max_iter: int = 150) -> None:
         from scipy import sparse
 
+        import controllers.banded_qp_kernel  # noqa: F401  (numba's dispatchers load with the problem, not in a step)
+
         a = sparse.csc_matrix(a)
         a.sum_duplicates()
         self.a = a
@@ -61,7 +63,7 @@ class BandedQpIpm:
     def solve(self, q: np.ndarray, c: np.ndarray, b: np.ndarray, l: np.ndarray, u: np.ndarray):
         """Returns ``(x, y, status, iterations)``; status "optimal" or a reason. The iterations run compiled
         (:mod:`controllers.banded_qp_kernel`)."""
-        from controllers.banded_qp_kernel import OPTIMAL, ITERATION_LIMIT, solve_kernel
+        from controllers.banded_qp_kernel import ITERATION_LIMIT, OPTIMAL, solve_kernel
 
         if not (np.all(np.isfinite(l)) and np.all(np.isfinite(u))):
             raise ValueError("all bounds must be finite")
