@@ -165,6 +165,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.measured: dict[str, dict[str, list[float]]] = {}
         self._measured_arrays: dict[str, dict[str, np.ndarray]] = {}
         self.tables: dict[str, _Table] = {}
+        self._integer: dict[int, set[str]] = {}  # id of a bank's device list -> its whole-number setpoints
         self.event_log: list[dict[str, Any]] = []
         self._events_file: TextIO | None = None
         self._io: IoLoop | None = None
@@ -343,10 +344,13 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     def _apply_bank_setpoints(self, time: int, bank: ModelBank, devs: list[_Device],
                               limits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        integer = {sp for sp in limits if any(d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs)}
         pending = [(i, d) for i, d in enumerate(devs) if d.pending]
         if not pending:
             return
+        integer = self._integer.get(id(devs))  # capabilities are fixed: once per bank, not per step
+        if integer is None:
+            integer = self._integer[id(devs)] = {
+                sp for sp in limits if any(d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs)}
         for _i, dev in pending:  # rules across setpoints (curves): the whole write is refused, nothing applied
             if dev.capabilities.rules is not None:
                 try:
