@@ -81,6 +81,7 @@ class WorldBuilder:
         self.event_sim: Any = None  # "Events": the schedule's outputs (started when events or their sources are used)
         self._event_points: dict[str, Any] = {}
         self._profile_feeds: list[tuple[Any, Any]] = []  # (profile Load entity, the grid Load it drives)
+        self._id_major: dict[tuple[str, str], list[str]] = {}  # record_group: (full id, attr) -> its file columns
         # (device host sid, profile attr, input name) -> [(profile entity, device entity)]
         self._input_feeds: dict[tuple[str, str, str], list[tuple[Any, Any]]] = {}
 
@@ -130,6 +131,14 @@ class WorldBuilder:
         """Record ``entity.attr`` into ``table`` under ``column`` (a list of columns for a vector attr)."""
         self.columns.append([entity.full_id, attr, table, column])
 
+    def record_group(self, entity: Any, attrs: list[str], table: str, ids: list[str]) -> None:
+        """Record vector attributes of a group entity (element i: ``ids[i]``) under ``<id>.<attr>``, laid out in
+        the file as one entity per id would be (each id's attributes together)."""
+        for attr in attrs:
+            self.record(entity, attr, table, [f"{i}.{attr}" for i in ids])
+        self._id_major[(entity.full_id, attrs[0])] = [f"{i}.{a}" for i in ids for a in attrs]
+        self._id_major.update({(entity.full_id, a): [] for a in attrs[1:]})
+
     def select_devices(self, ids: list[str] | str, *, needs_battery: bool = False) -> list[DeviceSpec]:
         specs = list(self.device_specs.values()) if ids == "*" else [self.device_specs[i] for i in ids]
         if needs_battery:
@@ -161,6 +170,10 @@ class WorldBuilder:
             loads=[self.point_of(d).eid.removeprefix("load:") for d in device_ids]))
         table = self.add_entity(self._sims[ents[0].sid.rsplit("-", 1)[0]].Table(members=[e.eid for e in ents]))
         return points, table
+
+    def series(self, entities: list[Any]) -> Any:
+        """A profile Series entity over these profile entities (element i: entities[i])."""
+        return self.add_entity(self._sims["Profiles"].Series(members=[e.eid for e in entities]))
 
     def rng(self, name: str) -> np.random.Generator:
         """A generator derived from the scenario seed and a stable name: adding one user never shifts another."""
@@ -609,8 +622,9 @@ class WorldBuilder:
         rec_sim = self.sim("Recorder", out_dir=str(self.out_dir), flush_rows=sc.outputs.flush_rows, on_step=on_step)
         by_id = self._entities_by_full_id()
         order: dict[str, list[str]] = {}
-        for _, _, table, col in self.columns:
-            order.setdefault(table, []).extend(col if isinstance(col, list) else [col])
+        for full_id, attr, table, col in self.columns:
+            laid = self._id_major.get((full_id, attr))
+            order.setdefault(table, []).extend(laid if laid is not None else col if isinstance(col, list) else [col])
         columns = self.recorder_columns = self._gathered_columns(by_id)
         self.recorder = rec_sim.Recorder(columns=columns, order=order)
         sources: dict[str, tuple[Any, list[str]]] = {}

@@ -1,6 +1,6 @@
 """Many entities' values moved as one vector per simulator (cosim/world.py: ``_gathered_columns`` for the recorder,
 ``_feed_points`` for the load profiles and devices into the grid, ``_feed_inputs`` for the
-devices' site-profile inputs, ``vectors`` for the rule-based battery controllers; the vector entities of the grid, profile and device simulators)
+devices' site-profile inputs, ``vectors`` for the rule-based and PROFESS battery controllers; the vector entities of the grid, profile and device simulators)
 give exactly the results of one mosaik value per entity: every recorded column, in the same order, same values."""
 
 from pathlib import Path
@@ -22,7 +22,11 @@ def _short_pilot(tmp_path: Path) -> Path:
     data = yaml.safe_load(PILOT.read_text())
     data["grid"]["path"] = str(REPO / "scenarios" / data["grid"]["path"])
     data.update({"start": "2019-06-15T10:00:00+02:00", "duration": "20min"})
-    data.pop("messaging")  # every flow a plain connection: the self-consumption controllers form one Group
+    data.pop("messaging")  # every flow a plain connection: each controller kind forms one Group
+    fronius = data["x-fronius"]
+    data["controllers"] = [{"id": "self_consumption", "kind": "self_consumption", "devices": fronius[:2]},
+                           {"id": "profess", "kind": "profess", "devices": fronius[2:],
+                            "params": {"objective": "min_grid_exchange", "step_s": 900}}]
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -73,4 +77,5 @@ def test_sites_and_devices_are_gathered(runs):
     per_site = [c for c in columns if c[2] == "sites" and not isinstance(c[3], list)]
     vectors = {c[0].split(".")[0] for c in columns if c[2] in ("sites", "devices") and isinstance(c[3], list)}
     assert not per_site and {"Grid-0", "Profiles-0", "Devices-0"} <= vectors
-    assert [c[0].split(".")[0] for c in columns if c[2] == "controllers" and isinstance(c[3], list)] == ["Baselines-0"]
+    groups = {c[0].split(".")[0] for c in columns if c[2] == "controllers" and isinstance(c[3], list)}
+    assert groups == {"Baselines-0", "Profess-0"}
