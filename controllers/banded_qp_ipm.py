@@ -26,7 +26,9 @@ class BandedQpIpm:
     def __init__(self, a, band: int, tol: float = 1e-10, feas_tol: float = 1e-9, max_iter: int = 150) -> None:
         from scipy import sparse
 
-        import controllers.banded_qp_kernel  # noqa: F401  (numba's dispatchers load with the problem, not in a step)
+        from controllers.banded_qp_kernel import warm_up
+
+        warm_up()  # the compiled kernel loads with the problem (world building), not in the first control step
 
         a = sparse.csc_matrix(a)
         a.sum_duplicates()

@@ -210,3 +210,17 @@ def solve_kernel(a_ptr, a_idx, a_val, t_ptr, t_idx, t_val, pos, col, coef, band,
         for i in range(m):
             y[i] += ad * dy[i]
     return x, y, status, it
+
+
+def warm_up() -> None:
+    """Load the compiled kernel now (from numba's cache, ~1 s) rather than in the first control step."""
+    if _WARM:
+        return
+    a = np.zeros(1, dtype=np.int64)
+    one = np.ones(1)
+    solve_kernel(np.array([0, 1]), a, one, np.array([0, 1]), a, one, a, a, one, 0, one, one, one, one * 0.0, one * 2.0,
+                 1e-10, 1e-9, 5)
+    _WARM.append(True)
+
+
+_WARM: list[bool] = []
