@@ -21,6 +21,8 @@ META = {
     "models": {
         "SelfConsumption": {"public": True, "params": [], "attrs": [*INPUTS, "p_set_w"]},
         "NoStorage": {"public": True, "params": [], "attrs": [*INPUTS, "p_set_w"]},
+        # n batteries of one model as vectors (inputs and p_set_w: element i for battery i)
+        "Group": {"public": True, "params": ["kind", "n"], "attrs": [*INPUTS, "p_set_w"]},
     },
 }
 
@@ -43,13 +45,23 @@ class BaselineSim(mosaik_api_v3.Simulator):
         self.eids: list[str] = []
         self.kind: list[str] = []
         self.p_set_w = np.zeros(0)
+        self.groups: dict[str, tuple[str, int, np.ndarray]] = {}  # Group eid -> (model, n, p_set_w)
         self.step_size = 60
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
         self.step_size = int(step_size)
         return self.meta
 
-    def create(self, num: int, model: str, **_: Any) -> list[CreateResult]:
+    def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
+        if model == "Group":
+            if params.get("kind") not in ("SelfConsumption", "NoStorage"):
+                raise ValueError(f"Group: kind must be SelfConsumption or NoStorage, got {params.get('kind')!r}")
+            groups = []
+            for _n in range(num):
+                eid = f"Group_{len(self.groups)}"
+                self.groups[eid] = (params["kind"], int(params["n"]), np.zeros(int(params["n"])))
+                groups.append({"eid": eid, "type": model})
+            return groups  # type: ignore[return-value]
         out: list[CreateResult] = []
         for _n in range(num):
             eid = f"{model}_{len(self.eids)}"
@@ -59,7 +71,21 @@ class BaselineSim(mosaik_api_v3.Simulator):
         self.p_set_w = np.zeros(len(self.eids))
         return out
 
+    def _step_groups(self, inputs: dict) -> None:
+        for eid, (model, n, _) in self.groups.items():
+            arrays = {name: np.full(n, np.nan) for name in INPUTS}
+            for name, sources in inputs.get(eid, {}).items():
+                (value,) = sources.values()  # one vector source each (the world connects exactly one)
+                if value is not None:
+                    arrays[name] = np.asarray(value, dtype=np.float64).reshape(n)
+            sc = self_consumption_setpoint(arrays["pcc_p_w"], arrays["batt_p_w"], arrays["p_charge_avail_w"],
+                                           arrays["p_discharge_avail_w"])
+            self.groups[eid] = (model, n, sc if model == "SelfConsumption" else np.zeros(n))
+
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        if self.groups:
+            self._step_groups(inputs)
+            inputs = {eid: attrs for eid, attrs in inputs.items() if eid not in self.groups}
         n = len(self.eids)
         index = {eid: i for i, eid in enumerate(self.eids)}
         arrays = {name: np.full(n, np.nan) for name in INPUTS}
@@ -74,4 +100,5 @@ class BaselineSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs: dict) -> dict:
         index = {eid: i for i, eid in enumerate(self.eids)}
-        return {eid: {attr: float(self.p_set_w[index[eid]]) for attr in attrs} for eid, attrs in outputs.items()}
+        return {eid: {attr: self.groups[eid][2].copy() if eid in self.groups else float(self.p_set_w[index[eid]])
+                      for attr in attrs} for eid, attrs in outputs.items()}

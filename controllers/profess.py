@@ -14,6 +14,7 @@ when step k+1 starts.
 from __future__ import annotations
 
 import logging
+import math
 import time as _time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -83,6 +84,8 @@ META = {
     },
     "extra_methods": ["plans"],
 }
+# many sites as one entity over vectors (``sites``: one dict of the Profess params per site; element i: site i)
+META["models"]["Group"] = {"public": True, "params": ["sites"], "attrs": [*INPUTS, *OUTPUTS]}  # type: ignore[index]
 
 
 class _Site:
@@ -164,16 +167,31 @@ class _Site:
             p = 0.0
         else:
             p = float(self.plan.p_batt_plan_w[k - self.plan_k])
-        hi = charge_avail if np.isfinite(charge_avail) else np.inf
-        lo = -discharge_avail if np.isfinite(discharge_avail) else -np.inf
-        self.p_set_w = float(np.clip(p, lo, hi))
+        hi = charge_avail if math.isfinite(charge_avail) else math.inf
+        lo = -discharge_avail if math.isfinite(discharge_avail) else -math.inf
+        self.p_set_w = float(min(max(p, lo), hi))  # np.clip's order, without its overhead on scalars (every step)
         return self.p_set_w
+
+
+def _output(s: _Site, attr: str) -> Any:
+    if attr == "p_set_w":
+        return s.p_set_w
+    if attr == "objective":
+        return s.objective
+    if attr == "solve_ms":
+        return s.solve_ms
+    if attr == "ok":
+        return s.ok
+    if attr == "soc_plan_end":
+        return float(s.plan.soc[-1]) if s.plan is not None else float("nan")
+    return None
 
 
 class ProfessSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.sites: dict[str, _Site] = {}
+        self.groups: dict[str, list[_Site]] = {}
         self.step_size = 60
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **_: Any) -> Meta:
@@ -184,19 +202,32 @@ class ProfessSim(mosaik_api_v3.Simulator):
     def create(self, num: int, model: str, params: dict | None = None, battery: dict | None = None,  # type: ignore[override]
                pv_kwp: float = 0.0, pv_eta: float = 1.0, pv_max_w: float | None = None, load_truth_w=None,
                pv_truth_w_per_kwp=None, import_eur_per_kwh=None, export_eur_per_kwh=None,
-               start_tod_s: int = 0) -> list[CreateResult]:
+               start_tod_s: int = 0, sites: list[dict] | None = None) -> list[CreateResult]:
+        if model == "Group":
+            out: list[CreateResult] = []
+            for _ in range(num):
+                eid = f"Group_{len(self.groups)}"
+                self.groups[eid] = [self._site(**kw) for kw in sites or []]
+                out.append({"eid": eid, "type": model})
+            return out
+        created: list[CreateResult] = []
+        for _ in range(num):
+            eid = f"Profess_{len(self.sites)}"
+            self.sites[eid] = self._site(params, battery, pv_kwp, pv_eta, pv_max_w, load_truth_w, pv_truth_w_per_kwp,
+                                         import_eur_per_kwh, export_eur_per_kwh, start_tod_s)
+            created.append({"eid": eid, "type": model})
+        return created
+
+    def _site(self, params: dict | None = None, battery: dict | None = None, pv_kwp: float = 0.0,
+              pv_eta: float = 1.0, pv_max_w: float | None = None, load_truth_w=None, pv_truth_w_per_kwp=None,
+              import_eur_per_kwh=None, export_eur_per_kwh=None, start_tod_s: int = 0) -> _Site:
         p = ProfessParams.model_validate(params or {})
         if p.step_s % self.step_size:
             raise ValueError(f"PROFESS step_s ({p.step_s} s) must be a multiple of the scenario step "
                              f"({self.step_size} s)")
         b = SiteBattery.model_validate(battery or {})
-        out: list[CreateResult] = []
-        for _ in range(num):
-            eid = f"Profess_{len(self.sites)}"
-            self.sites[eid] = _Site(p, b, pv_kwp, pv_eta, pv_max_w, load_truth_w, pv_truth_w_per_kwp,
-                                    import_eur_per_kwh, export_eur_per_kwh, start_tod_s)
-            out.append({"eid": eid, "type": model})
-        return out
+        return _Site(p, b, pv_kwp, pv_eta, pv_max_w, load_truth_w, pv_truth_w_per_kwp, import_eur_per_kwh,
+                     export_eur_per_kwh, start_tod_s)
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         for eid, site in self.sites.items():
@@ -205,44 +236,48 @@ class ProfessSim(mosaik_api_v3.Simulator):
                 got = [v for v in sources.values() if v is not None]
                 if got:
                     vals[name] = float(sum(got))
-            mpc = site.params.step_s
-            k = time // mpc
-            site.observe(k, vals["load_p_w"], vals["pv_w_per_kwp"])
-            if time % mpc == 0:
-                e_wh = vals["e_wh"]
-                if not np.isfinite(e_wh):
-                    site.ok = 0.0  # no measurement: keep the previous plan
-                else:
-                    site.plan_cycle(k, e_wh, vals["p_charge_avail_w"], vals["p_discharge_avail_w"],
-                                    vals["pcc_p_w"], vals["v_pu"], time)
-            site.setpoint(k, vals["p_charge_avail_w"], vals["p_discharge_avail_w"])
+            self._step_site(site, vals, time)
+        for eid, sites in self.groups.items():
+            vectors = {}
+            for name, sources in inputs.get(eid, {}).items():
+                (value,) = sources.values()  # one vector source each (the world connects exactly one)
+                if value is not None:
+                    vectors[name] = np.asarray(value, dtype=np.float64).reshape(len(sites)).tolist()
+            for i, site in enumerate(sites):
+                self._step_site(site, {name: vectors[name][i] if name in vectors else np.nan for name in INPUTS},
+                                time)
         return time + self.step_size
+
+    @staticmethod
+    def _step_site(site: _Site, vals: dict[str, float], time: int) -> None:
+        mpc = site.params.step_s
+        k = time // mpc
+        site.observe(k, vals["load_p_w"], vals["pv_w_per_kwp"])
+        if time % mpc == 0:
+            e_wh = vals["e_wh"]
+            if not np.isfinite(e_wh):
+                site.ok = 0.0  # no measurement: keep the previous plan
+            else:
+                site.plan_cycle(k, e_wh, vals["p_charge_avail_w"], vals["p_discharge_avail_w"],
+                                vals["pcc_p_w"], vals["v_pu"], time)
+        site.setpoint(k, vals["p_charge_avail_w"], vals["p_discharge_avail_w"])
 
     def get_data(self, outputs: dict) -> dict:
         data = {}
         for eid, attrs in outputs.items():
-            s = self.sites[eid]
-            row: dict[str, Any] = {}
-            for attr in attrs:
-                if attr == "p_set_w":
-                    row[attr] = s.p_set_w
-                elif attr == "objective":
-                    row[attr] = s.objective
-                elif attr == "solve_ms":
-                    row[attr] = s.solve_ms
-                elif attr == "ok":
-                    row[attr] = s.ok
-                elif attr == "soc_plan_end":
-                    row[attr] = float(s.plan.soc[-1]) if s.plan is not None else float("nan")
-                else:
-                    row[attr] = None
-            data[eid] = row
+            group = self.groups.get(eid)
+            if group is not None:
+                data[eid] = {attr: np.array([_output(s, attr) for s in group], dtype=np.float64) for attr in attrs}
+            else:
+                data[eid] = {attr: _output(self.sites[eid], attr) for attr in attrs}
         return data
 
     def plans(self) -> dict[str, dict]:
-        """The latest plan of every entity (power W + = charge, SoC trajectory, objective)."""
+        """The latest plan of every entity (power W + = charge, SoC trajectory, objective); a Group's sites as
+        ``Group_n[i]``."""
+        sites = dict(self.sites) | {f"{g}[{i}]": s for g, group in self.groups.items() for i, s in enumerate(group)}
         return {eid: {"p_batt_w": s.plan.p_batt_plan_w.tolist(), "soc": s.plan.soc.tolist(),
-                      "objective": s.plan.objective} for eid, s in self.sites.items() if s.plan is not None}
+                      "objective": s.plan.objective} for eid, s in sites.items() if s.plan is not None}
 
 
 # --- scenario wiring ------------------------------------------------------------------------------------
@@ -326,6 +361,7 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfessParams) -
                                    f"multiple of the scenario step ({builder.step_s} s)")
     sim = builder.sim("Profess", "controllers.profess:ProfessSim")
     prices = price_series(builder, params.step_s, params.horizon_s)
+    chosen, kwargs = [], []
     for dev in builder.select_devices(spec.devices, needs_battery=True):
         site = builder.site_of(dev.id)
         if site is None:
@@ -338,10 +374,14 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfessParams) -
         if params.forecast == "perfect":
             load_truth = truth_series(builder, site.load, "p_w", params.step_s, params.horizon_s)
             pv_truth = truth_series(builder, site.pv, "w_per_kwp", params.step_s, params.horizon_s)
-        ctl = builder.add_entity(sim.Profess(
-            params=params.model_dump(), battery=battery.model_dump(), **pv, load_truth_w=load_truth,
-            pv_truth_w_per_kwp=pv_truth, import_eur_per_kwh=prices[0], export_eur_per_kwh=prices[1],
-            start_tod_s=start_tod_s(builder)))
+        chosen.append((dev, site))
+        kwargs.append(dict(params=params.model_dump(), battery=battery.model_dump(), **pv, load_truth_w=load_truth,
+                           pv_truth_w_per_kwp=pv_truth, import_eur_per_kwh=prices[0],
+                           export_eur_per_kwh=prices[1], start_tod_s=start_tod_s(builder)))
+    if _build_group(builder, spec, sim, chosen, kwargs):
+        return
+    for (dev, site), kw in zip(chosen, kwargs):
+        ctl = builder.add_entity(sim.Profess(**kw))
         device = builder.devices[dev.id]
         setpoint = device_registry.family(dev.family).battery_setpoint
         assert setpoint is not None  # a device selected with needs_battery
@@ -361,6 +401,32 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfessParams) -
                         initial_data={"p_set_w": 0.0})
         for attr in ("p_set_w", "objective", "solve_ms"):
             builder.record(ctl, attr, "controllers", f"{spec.id}/{dev.id}.{attr}")
+
+
+def _build_group(builder: WorldBuilder, spec: ControllerSpec, sim: Any, chosen: list, kwargs: list[dict]) -> bool:
+    """Many sites on direct connections, each with a load and a PV profile and one battery setpoint name: one Group
+    entity over vectors (mosaik's cost is per value and step); the same plans as one entity per site."""
+    from devices import registry as device_registry
+
+    setpoints = {device_registry.family(dev.family).battery_setpoint for dev, _ in chosen}
+    if len(setpoints) != 1 or any(site.load is None or site.pv is None for _, site in chosen):
+        return False
+    vectors = builder.vectors([f"smx:{site.spec.id}" for _, site in chosen], [dev.id for dev, _ in chosen])
+    if vectors is None:
+        return False
+    points, table = vectors
+    (setpoint,) = setpoints
+    assert setpoint is not None  # devices selected with needs_battery
+    ctl = builder.add_entity(sim.Group(sites=kwargs))
+    builder.world.connect(table, ctl, "e_wh", "p_charge_avail_w", "p_discharge_avail_w")
+    builder.world.connect(points, ctl, ("p_w", "pcc_p_w"), "v_pu")
+    builder.world.connect(builder.series([site.load for _, site in chosen]), ctl, ("p_w", "load_p_w"))
+    builder.world.connect(builder.series([site.pv for _, site in chosen]), ctl, ("w_per_kwp", "pv_w_per_kwp"))
+    builder.world.connect(ctl, table, ("p_set_w", setpoint), time_shifted=True,
+                          initial_data={"p_set_w": [0.0] * len(chosen)})
+    builder.record_group(ctl, ["p_set_w", "objective", "solve_ms"], "controllers",
+                         [f"{spec.id}/{dev.id}" for dev, _ in chosen])
+    return True
 
 
 PROFESS = ControllerKind("profess", ProfessParams, _build,

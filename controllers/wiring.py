@@ -21,7 +21,10 @@ class NoParams(BaseModel):
 def _build_baseline(model: str):
     def build(builder: BuildContext, spec: ControllerSpec, params: BaseModel) -> None:
         sim = builder.sim("Baselines", "controllers.baselines:BaselineSim")
-        for dev in builder.select_devices(spec.devices, needs_battery=True):
+        devs = builder.select_devices(spec.devices, needs_battery=True)
+        if _build_group(builder, spec, sim, devs):
+            return
+        for dev in devs:
             site = builder.site_of(dev.id)
             if site is None:
                 raise builder.loaded.error(("controllers",), f"controller {spec.id!r}: device {dev.id!r} has no "
@@ -37,6 +40,27 @@ def _build_baseline(model: str):
             builder.connect(ctl, device, ("p_set_w", setpoint), role=smx, sender_kind="agent", time_shifted=True,
                             initial_data={"p_set_w": 0.0})
             builder.record(ctl, "p_set_w", "controllers", f"{spec.id}/{dev.id}.p_set_w")
+
+    def _build_group(builder: BuildContext, spec: ControllerSpec, sim: Any, devs: list[Any]) -> bool:
+        """Many batteries with one setpoint name on direct connections: one Group entity over vectors (mosaik's
+        cost is per value and step); the same setpoints as one entity per battery."""
+        setpoints = {device_registry.family(d.family).battery_setpoint for d in devs}
+        sites = [builder.site_of(d.id) for d in devs]
+        roles = [f"smx:{site.spec.id}" for site in sites if site is not None]
+        if len(setpoints) != 1 or len(roles) != len(devs):
+            return False
+        vectors = builder.vectors(roles, [d.id for d in devs])
+        if vectors is None:
+            return False
+        points, table = vectors
+        (setpoint,) = setpoints
+        ctl = builder.add_entity(sim.Group(kind=model, n=len(devs)))
+        builder.world.connect(points, ctl, ("p_w", "pcc_p_w"))
+        builder.world.connect(table, ctl, "batt_p_w", "p_charge_avail_w", "p_discharge_avail_w")
+        builder.world.connect(ctl, table, ("p_set_w", setpoint), time_shifted=True,
+                              initial_data={"p_set_w": [0.0] * len(devs)})
+        builder.record(ctl, "p_set_w", "controllers", [f"{spec.id}/{d.id}.p_set_w" for d in devs])
+        return True
 
     return build
 

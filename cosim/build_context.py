@@ -60,6 +60,10 @@ class BuildContext(Protocol):
     def record(self, entity: Any, attr: str, table: str, column: str | list[str]) -> None:
         """Record ``entity.attr`` into a table of the run directory."""
 
+    def record_group(self, entity: Any, attrs: list[str], table: str, ids: list[str]) -> None:
+        """Record a group entity's vector attributes as ``<ids[i]>.<attr>``, in the file order of one entity per
+        id."""
+
     def add_entity(self, entity: Any) -> Any:
         """Make an entity the kind created known to the recorder wiring."""
 
@@ -74,3 +78,11 @@ class BuildContext(Protocol):
 
     def rng(self, name: str) -> np.random.Generator:
         """A generator derived from the scenario seed and a stable name."""
+
+    def series(self, entities: list[Any]) -> Any:
+        """A profile Series entity: these profile entities' values as vectors (element i: entities[i])."""
+
+    def vectors(self, roles: list[str], device_ids: list[str]) -> tuple[Any, Any] | None:
+        """For a kind that controls many devices the same way: (grid Points over the devices' connection points,
+        device Table over the devices), element i for device_ids[i] -- when every role is a plain connection, no
+        device has a meter as its PCC reading and all sit in one host; else None (wire per device)."""

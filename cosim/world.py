@@ -107,6 +107,10 @@ class WorldBuilder:
         self.schedule = Schedule(list(self.scenario.events), self.scenario.start)
         self.event_sim: Any = None  # "Events": the schedule's outputs (started when events or their sources are used)
         self._event_points: dict[str, Any] = {}
+        self._profile_feeds: list[tuple[Any, Any]] = []  # (profile Load entity, the grid Load it drives)
+        self._id_major: dict[tuple[str, str], list[str]] = {}  # record_group: (full id, attr) -> its file columns
+        # (device host sid, profile attr, input name) -> [(profile entity, device entity)]
+        self._input_feeds: dict[tuple[str, str, str], list[tuple[Any, Any]]] = {}
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -154,6 +158,14 @@ class WorldBuilder:
         """Record ``entity.attr`` into ``table`` under ``column`` (a list of columns for a vector attr)."""
         self.columns.append([entity.full_id, attr, table, column])
 
+    def record_group(self, entity: Any, attrs: list[str], table: str, ids: list[str]) -> None:
+        """Record vector attributes of a group entity (element i: ``ids[i]``) under ``<id>.<attr>``, laid out in
+        the file as one entity per id would be (each id's attributes together)."""
+        for attr in attrs:
+            self.record(entity, attr, table, [f"{i}.{attr}" for i in ids])
+        self._id_major[(entity.full_id, attrs[0])] = [f"{i}.{a}" for i in ids for a in attrs]
+        self._id_major.update({(entity.full_id, a): [] for a in attrs[1:]})
+
     def select_devices(self, ids: list[str] | str, *, needs_battery: bool = False) -> list[DeviceSpec]:
         specs = list(self.device_specs.values()) if ids == "*" else [self.device_specs[i] for i in ids]
         if needs_battery:
@@ -172,6 +184,23 @@ class WorldBuilder:
         """The grid Load entity at a device's connection point (its site's PCC or its own bus)."""
         spec = self.device_specs[device_id]
         return self.sites[spec.site].pcc if spec.site else self._loads[f"dev:{spec.id}"]
+
+    def vectors(self, roles: list[str], device_ids: list[str]) -> tuple[Any, Any] | None:
+        """See BuildContext.vectors: one value per step for mosaik instead of one per device."""
+        if len(device_ids) < 2 or any(self._role_on_bus(r) for r in roles) or self.schedule.of("comm_loss"):
+            return None
+        sites = [self.site_of(d) for d in device_ids]
+        ents = [self.devices[d] for d in device_ids]
+        if any(s is None or s.meter is not None for s in sites) or len({e.sid for e in ents}) != 1:
+            return None
+        points = self.add_entity(self._sims["Grid"].Points(
+            loads=[self.point_of(d).eid.removeprefix("load:") for d in device_ids]))
+        table = self.add_entity(self._sims[ents[0].sid.rsplit("-", 1)[0]].Table(members=[e.eid for e in ents]))
+        return points, table
+
+    def series(self, entities: list[Any]) -> Any:
+        """A profile Series entity over these profile entities (element i: entities[i])."""
+        return self.add_entity(self._sims["Profiles"].Series(members=[e.eid for e in entities]))
 
     def rng(self, name: str) -> np.random.Generator:
         """A generator derived from the scenario seed and a stable name: adding one user never shifts another."""
@@ -255,7 +284,7 @@ class WorldBuilder:
                 handle.load = self._create(("sites", i, "load"), profiles.Load, source=ref.source,
                                            column=ref.column, scale=ref.scale, power_factor=ref.power_factor,
                                            path=_str(ref.path), code=g.code, element=ref.element)
-                self.world.connect(handle.load, handle.pcc, "p_w", "q_var")
+                self._profile_feeds.append((handle.load, handle.pcc))
                 self.record(handle.load, "p_w", "sites", f"{site.id}.load_p_w")
             if site.dc_load is not None:  # on a device's DC bus: read through site.dc_load_p_w, not drawn at the PCC
                 ref = site.dc_load
@@ -273,6 +302,7 @@ class WorldBuilder:
             self.record(handle.pcc, "v_pu", "sites", f"{site.id}.v_pu")
             self.sites[site.id] = handle
         self._drive_other_loads(profiles, loads)
+        self._feed_points(self._profile_feeds, lambda eids: profiles.Series(members=eids))
         for i, dev in enumerate(sc.devices):
             if dev.bus is not None and dev.bus not in buses:
                 raise self.loaded.error(("devices", i, "bus"), "expected a bus of the grid", dev.bus)
@@ -306,8 +336,21 @@ class WorldBuilder:
         for name in others:
             ent = self._create(("grid", "static_loads"), profiles.Load, source="simbench", code=g.code,
                                element=name, scale=1.0, power_factor=None, path=None, column=None)
-            self.world.connect(ent, loads[name], "p_w", "q_var")
+            self._profile_feeds.append((ent, loads[name]))
             self.grid_profile_loads.append(name)
+
+    def _feed_points(self, feeds: list[tuple[Any, Any]], gather: Any) -> None:
+        """Connect the ``p_w``/``q_var`` of many sources (profile Loads, devices) to their grid Loads: as one vector
+        (``gather(source eids)`` makes the source simulator's vector entity, the grid a Points entity; mosaik's cost
+        is per value and step), or directly for a single source."""
+        if len(feeds) < 2:
+            for src, point in feeds:
+                self.world.connect(src, point, "p_w", "q_var")
+            return
+        vector = self.add_entity(gather([src.eid for src, _ in feeds]))
+        loads = [point.eid.removeprefix("load:") for _, point in feeds]
+        points = self.add_entity(self._sims["Grid"].Points(loads=loads))
+        self.world.connect(vector, points, "p_w", "q_var")
 
     def _build_events(self) -> None:
         """The schedule's simulator: site PCCs that open, the feeder's source voltage (cosim/event_sim.py)."""
@@ -345,6 +388,7 @@ class WorldBuilder:
         if not sc.devices:
             return
         wanted = sc.outputs.device_attrs
+        feeds: list[tuple[Any, Any]] = []  # (injecting device, its grid Load)
         for i, spec in enumerate(sc.devices):
             fam = device_registry.family(spec.family)
             host = self._device_host(fam)
@@ -363,7 +407,7 @@ class WorldBuilder:
                 self.world.connect(gate, self.point_of(spec.id), "p_w", "q_var")
                 self.record(gate, "tripped", "devices", f"{spec.id}.tripped")
             elif fam.injects:
-                self.world.connect(ent, self.point_of(spec.id), "p_w", "q_var")
+                feeds.append((ent, self.point_of(spec.id)))
             if spec.site:
                 self.sites[spec.site].devices.append(spec.id)
                 if fam.meters_point:  # the site's SMM (validation refuses a second one)
@@ -377,6 +421,9 @@ class WorldBuilder:
             status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
             for attr in (*attrs, *status):
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
+        if feeds:
+            self._feed_points(feeds, lambda eids: self.device_sim.Table(members=eids))
+        self._feed_inputs()
 
     def _device_host(self, fam: Family) -> Any:
         """The injecting families' host steps before the grid; the observers' after it (same step)."""
@@ -423,8 +470,23 @@ class WorldBuilder:
             # the device's own power is part of the point's solution: it sees the previous step's
             initial = sources.initial_value(inp.source)
             self.world.connect(src, ent, (attr, inp.name), time_shifted=True, initial_data={attr: initial})
+        elif scope == "site":  # a site's profile: gathered with the same input of the other devices of the host
+            self._input_feeds.setdefault((ent.sid, attr, inp.name), []).append((src, ent))
         else:
             self.world.connect(src, ent, (attr, inp.name))
+
+    def _feed_inputs(self) -> None:
+        """Each site-profile input of the devices of one host as one vector (profile Series -> device Table), or
+        directly for a single device."""
+        for (sid, attr, name), feeds in self._input_feeds.items():
+            if len(feeds) < 2:
+                for src, ent in feeds:
+                    self.world.connect(src, ent, (attr, name))
+                continue
+            host = self._sims[sid.rsplit("-", 1)[0]]
+            series = self.add_entity(self._sims["Profiles"].Series(members=[src.eid for src, _ in feeds]))
+            table = self.add_entity(host.Table(members=[ent.eid for _, ent in feeds]))
+            self.world.connect(series, table, (attr, name))
 
     def _build_ev_fleets(self) -> None:
         sc = self.scenario
@@ -587,14 +649,50 @@ class WorldBuilder:
             self.record(grid, "trafo_p_hv_w", "trafos", [f"{n}.p_hv_w" for n in trafo_names])
         on_step = self.monitor.update if self.monitor is not None else None
         rec_sim = self.sim("Recorder", out_dir=str(self.out_dir), flush_rows=sc.outputs.flush_rows, on_step=on_step)
-        self.recorder = rec_sim.Recorder(columns=self.columns)
-        sources: dict[str, tuple[Any, list[str]]] = {}
         by_id = self._entities_by_full_id()
-        for full_id, attr, _, _ in self.columns:
+        order: dict[str, list[str]] = {}
+        for full_id, attr, table, col in self.columns:
+            laid = self._id_major.get((full_id, attr))
+            order.setdefault(table, []).extend(laid if laid is not None else col if isinstance(col, list) else [col])
+        columns = self.recorder_columns = self._gathered_columns(by_id)
+        self.recorder = rec_sim.Recorder(columns=columns, order=order)
+        sources: dict[str, tuple[Any, list[str]]] = {}
+        for full_id, attr, _, _ in columns:
             sources.setdefault(full_id, (by_id[full_id], []))[1].append(attr)
         for ent, attrs in sources.values():
             self.world.connect(ent, self.recorder, *dict.fromkeys(attrs))
         self._bus_names, self._line_names, self._trafo_names = bus_names, line_names, trafo_names
+
+    def _gathered_columns(self, by_id: dict[str, Any]) -> list[list[Any]]:
+        """The recorded columns, with the scalar attributes of many entities of one simulator (grid Loads, profiles,
+        devices) gathered into one vector each: mosaik's cost is per value and step, so thousands of sites and
+        devices then cost the recorder a few values per step. The file's columns and values stay the same (the
+        recorder keeps the original column order); ``by_id`` learns the gathering entities."""
+        gatherers: dict[str, tuple[str | None, Any]] = {
+            "Grid": ("Load", lambda f, eids: f.Points(loads=[e.removeprefix("load:") for e in eids])),
+            "Profiles": (None, lambda f, eids: f.Series(members=eids)),
+            "Devices": (None, lambda f, eids: f.Table(members=eids)),
+            OBSERVER_HOST: (None, lambda f, eids: f.Table(members=eids)),
+        }
+        groups: dict[tuple[str, str, str], list[list[Any]]] = {}
+        kept: list[list[Any]] = []
+        for spec in self.columns:
+            full_id, attr, table, col = spec
+            ent = by_id[full_id]
+            sim_name = ent.sid.rsplit("-", 1)[0]
+            gather = gatherers.get(sim_name)
+            if isinstance(col, list) or gather is None or gather[0] not in (None, ent.type):
+                kept.append(spec)
+            else:
+                groups.setdefault((sim_name, attr, table), []).append(spec)
+        for (sim_name, attr, table), specs in groups.items():
+            if len(specs) < 2:  # nothing to gather
+                kept.extend(specs)
+                continue
+            ent = gatherers[sim_name][1](self._sims[sim_name], [by_id[s[0]].eid for s in specs])
+            by_id[ent.full_id] = ent
+            kept.append([ent.full_id, attr, table, [s[3] for s in specs]])
+        return kept
 
     def _entities_by_full_id(self) -> dict[str, Any]:
         ents = [self.grid, *self.grid.children, *self.devices.values(), *self._extra_entities]

@@ -44,6 +44,8 @@ POWER_ATTRS = ("p_w", "q_var")
 
 def _meta() -> dict[str, Any]:
     models = {}
+    measured: dict[str, None] = {}
+    inputs: dict[str, None] = {}
     for name in registry.families():
         fam = registry.family(name)
         attrs = list(dict.fromkeys([*(i.name for i in fam.inputs), *fam.setpoints, *fam.measurements, *STATUS_ATTRS]))
@@ -52,6 +54,12 @@ def _meta() -> dict[str, Any]:
             "params": ["address", "config", "device_id", "timeout_s", "context"],
             "attrs": attrs,
         }
+        measured.update(dict.fromkeys(fam.measurements))
+        inputs.update(dict.fromkeys([*(i.name for i in fam.inputs), *fam.setpoints]))
+    # many devices' measurements (inputs, setpoints) as vectors (element i: members[i]): one value per step for
+    # mosaik, not one per device
+    attrs = list(dict.fromkeys([*measured, *STATUS_ATTRS, *inputs]))
+    models["Table"] = {"public": True, "params": ["members"], "attrs": attrs}
     return {
         "api_version": "3.0",
         "type": "time-based",
@@ -90,12 +98,74 @@ def _single(eid: str, attr: str, sources: dict[str, Any]) -> Any:
     return next(iter(given.values()), None)
 
 
+def _unbanked_value(dev: _Device, attr: str) -> Any:
+    """A status attribute, or a measurement of a device that its driver serves (no model bank)."""
+    if attr == "available":
+        return dev.available
+    if attr == "rejected":
+        return dev.rejected
+    if dev.last is None and attr in POWER_ATTRS:
+        # a device that does not answer counts as 0 W in the power flow; ``available`` says why
+        return 0.0
+    return dev.last.values.get(attr, math.nan) if dev.last else math.nan
+
+
+class _Table:
+    """Devices whose measurements go out as vectors: those of a model bank gathered by one fancy index each."""
+
+    def __init__(self, members: list[_Device]) -> None:
+        self.members = members
+        self._plan: list[tuple[str, np.ndarray, np.ndarray]] | None = None  # (family, positions, bank indices)
+        self._others: list[tuple[int, _Device]] = []
+
+    def scatter(self, eid: str, attrs: dict[str, Any], env_by_eid: dict[str, dict[str, float]]) -> None:
+        """Vector inputs: element i is members[i]'s declared input or setpoint of that name (a member without it
+        ignores it; a NaN setpoint is no setpoint, as None is for one device)."""
+        for attr, sources in attrs.items():
+            value = _single(eid, attr, sources)
+            if value is None:
+                continue
+            vec = np.asarray(value, dtype=np.float64)
+            if vec.shape != (len(self.members),):
+                raise ValueError(f"{eid}.{attr}: {vec.size} values for {len(self.members)} devices")
+            for dev, v in zip(self.members, vec.tolist()):
+                if attr in dev.family.input_names:
+                    env_by_eid.setdefault(dev.eid, {})[attr] = v
+                elif attr in dev.family.setpoints and not math.isnan(v):
+                    dev.pending[attr] = v
+
+    def vector(self, attr: str, arrays: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+        if attr in STATUS_ATTRS:
+            return np.array([float(_unbanked_value(d, attr)) for d in self.members], dtype=np.float64)
+        if self._plan is None:  # the banks exist from setup_done on
+            by_family: dict[str, list[tuple[int, int]]] = {}
+            for k, dev in enumerate(self.members):
+                if dev.bank is not None:
+                    by_family.setdefault(dev.family.name, []).append((k, dev.index))
+                else:
+                    self._others.append((k, dev))
+            self._plan = [(name, np.array([p for p, _ in pairs], dtype=np.int64),
+                           np.array([i for _, i in pairs], dtype=np.int64)) for name, pairs in by_family.items()]
+        out = np.full(len(self.members), np.nan)
+        for name, pos, index in self._plan:
+            values = arrays.get(name, {}).get(attr)
+            if values is not None:
+                out[pos] = values[index]
+        for pos_i, dev in self._others:
+            value = _unbanked_value(dev, attr)
+            out[pos_i] = np.nan if value is None else float(value)
+        return out
+
+
 class DeviceSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
         super().__init__(_meta())  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.devices: dict[str, _Device] = {}
         self.banks: dict[str, tuple[ModelBank, list[_Device], dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
         self.measured: dict[str, dict[str, list[float]]] = {}
+        self._measured_arrays: dict[str, dict[str, np.ndarray]] = {}
+        self.tables: dict[str, _Table] = {}
+        self._integer: dict[int, set[str]] = {}  # id of a bank's device list -> its whole-number setpoints
         self.event_log: list[dict[str, Any]] = []
         self._events_file: TextIO | None = None
         self._io: IoLoop | None = None
@@ -125,9 +195,20 @@ class DeviceSim(mosaik_api_v3.Simulator):
     def create(self, num: int, model: str, address: str = "sim://",  # type: ignore[override]
                config: dict[str, Any] | None = None,
                device_id: str | None = None, timeout_s: float = 2.0,
-               context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+               context: dict[str, Any] | None = None, members: list[str] | None = None) -> list[dict[str, Any]]:
         """``context`` (JSON-able, from the world builder): ``start`` (ISO 8601 with offset), ``point``
-        (``bus``, ``phase``, ``vn_kv``); without one a device gets a stand-alone context."""
+        (``bus``, ``phase``, ``vn_kv``); without one a device gets a stand-alone context. Model ``Table``:
+        ``members`` are device ids of this host, whose measurements it gives as vectors."""
+        if model == "Table":
+            unknown = [m for m in members or [] if m not in self.devices]
+            if unknown:
+                raise ValueError(f"Table: unknown device(s) {unknown[:3]}")
+            out = []
+            for _i in range(num):
+                eid = f"Table_{len(self.tables)}"
+                self.tables[eid] = _Table([self.devices[m] for m in members or []])
+                out.append({"eid": eid, "type": model})
+            return out
         fam = registry.family(model)
         cfg = fam.parse_config(config or {})
         addr = Address.parse(address)
@@ -187,6 +268,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.clock_s = float(time + dt)
         env_by_eid: dict[str, dict[str, float]] = {}
         for eid, attrs in inputs.items():
+            table = self.tables.get(eid)
+            if table is not None:
+                table.scatter(eid, attrs, env_by_eid)
+                continue
             dev = self.devices[eid]
             for attr, sources in attrs.items():
                 value = _single(eid, attr, sources)
@@ -202,8 +287,9 @@ class DeviceSim(mosaik_api_v3.Simulator):
             }
             bank.step(time, dt, env)
             # as Python floats once per step: mosaik wants floats, and one tolist() beats a float() per value
-            self.measured[name] = {attr: np.asarray(arr, dtype=np.float64).tolist()
-                                   for attr, arr in bank.measure().items()}
+            arrays = {attr: np.asarray(arr, dtype=np.float64) for attr, arr in bank.measure().items()}
+            self._measured_arrays[name] = arrays
+            self.measured[name] = {attr: arr.tolist() for attr, arr in arrays.items()}
         if self._io is not None:
             self._step_protocol_devices(time, dt, env_by_eid)
         return time + dt
@@ -213,22 +299,19 @@ class DeviceSim(mosaik_api_v3.Simulator):
         measured = self.measured
         none: dict[str, list[float]] = {}
         for eid, attrs in outputs.items():
+            table = self.tables.get(eid)
+            if table is not None:
+                data[eid] = {attr: table.vector(attr, self._measured_arrays) for attr in attrs}
+                continue
             dev = self.devices[eid]
             out = data[eid] = {}
             arrays = measured.get(dev.family.name, none) if dev.bank is not None else none
             for attr in attrs:
-                if attr == "available":
-                    out[attr] = dev.available
-                elif attr == "rejected":
-                    out[attr] = dev.rejected
-                elif dev.bank is not None:
+                if dev.bank is not None and attr not in STATUS_ATTRS:
                     values = arrays.get(attr)
                     out[attr] = None if values is None else values[dev.index]
-                elif dev.last is None and attr in POWER_ATTRS:
-                    # a device that does not answer counts as 0 W in the power flow; ``available`` says why
-                    out[attr] = 0.0
                 else:
-                    out[attr] = dev.last.values.get(attr, math.nan) if dev.last else math.nan
+                    out[attr] = _unbanked_value(dev, attr)
         return data
 
     def finalize(self) -> None:
@@ -264,10 +347,13 @@ class DeviceSim(mosaik_api_v3.Simulator):
 
     def _apply_bank_setpoints(self, time: int, bank: ModelBank, devs: list[_Device],
                               limits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        integer = {sp for sp in limits if any(d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs)}
         pending = [(i, d) for i, d in enumerate(devs) if d.pending]
         if not pending:
             return
+        integer = self._integer.get(id(devs))  # capabilities are fixed: once per bank, not per step
+        if integer is None:
+            integer = self._integer[id(devs)] = {
+                sp for sp in limits if any(d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs)}
         for _i, dev in pending:  # rules across setpoints (curves): the whole write is refused, nothing applied
             if dev.capabilities.rules is not None:
                 try:

@@ -78,18 +78,39 @@ class BenchDeviceSim(DeviceSim):
     def get_data(self, outputs: dict) -> dict:
         data = super().get_data(outputs)
         for eid, values in data.items():
-            dev = self.devices[eid]
-            if dev.bank is None and not dev.available:
-                for attr in ("p_w", "q_var"):
-                    value = values.get(attr)
-                    if value is not None and not math.isfinite(value):
-                        values[attr] = 0.0
+            table = self.tables.get(eid)  # a Table's vectors: element i for members[i]
+            for i, dev in enumerate(table.members if table is not None else [self.devices[eid]]):
+                if dev.bank is None and not dev.available:
+                    for attr in ("p_w", "q_var"):
+                        value = values.get(attr)
+                        if value is None:
+                            continue
+                        if table is not None and not math.isfinite(value[i]):
+                            value[i] = 0.0
+                        elif table is None and not math.isfinite(value):
+                            values[attr] = 0.0
         return data
+
+    def _per_device(self, inputs: dict) -> dict:
+        """The inputs with a Table's vectors spread to its members (a NaN setpoint is none, as in DeviceSim)."""
+        out = {eid: attrs for eid, attrs in inputs.items() if eid not in self.tables}
+        for eid, attrs in inputs.items():
+            table = self.tables.get(eid)
+            if table is None:
+                continue
+            for attr, sources in attrs.items():
+                vector = _single(sources)
+                if vector is None:
+                    continue
+                for dev, v in zip(table.members, [float(x) for x in vector]):
+                    if attr in dev.family.input_names or (attr in dev.family.setpoints and not math.isnan(v)):
+                        out.setdefault(dev.eid, {})[attr] = {eid: v}
+        return out
 
     # -- the bench's traffic ---------------------------------------------------------------------------------
     def _feed(self, time: int, inputs: dict) -> None:
         rt = self.bench
-        for eid, attrs in inputs.items():
+        for eid, attrs in self._per_device(inputs).items():
             dev = self.devices[eid]
             plan = rt.plans[eid]
             env = {a: float(_single(s)) for a, s in attrs.items() if a in dev.family.input_names

@@ -255,3 +255,16 @@ def test_messaging_counters_and_dead_letters_go_into_the_run_directory(tmp_path:
     build_duckdb(tmp_path)  # a rebuild keeps them
     with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM dead_letters").fetchall() == [(1,)]
+
+
+def test_order_places_vector_elements_between_scalar_columns(tmp_path: Path) -> None:
+    """``order``: a vector gathered from many sources lands in the columns the sources had, in file order."""
+    columns = [["Tab-0.t", "p_w", "sites", ["a.p_w", "b.p_w"]], ["Tab-0.t", "v_pu", "sites", ["a.v_pu", "b.v_pu"]]]
+    order = {"sites": ["a.p_w", "a.v_pu", "b.p_w", "b.v_pu"]}
+    with Recorder(tmp_path, columns, order=order) as rec:
+        rec.record(0, {("Tab-0.t", "p_w"): [1.0, 2.0], ("Tab-0.t", "v_pu"): [0.9, 1.1]})
+    sites = pq.read_table(tmp_path / "timeseries" / "sites.parquet")
+    assert sites.schema.names == ["t_s", *order["sites"]]
+    assert [sites.column(c)[0].as_py() for c in order["sites"]] == [1.0, 0.9, 2.0, 1.1]
+    with pytest.raises(ValueError, match="does not list exactly"):
+        Recorder(tmp_path / "x", columns, order={"sites": ["a.p_w", "a.v_pu", "b.p_w"]})
