@@ -294,6 +294,7 @@ class MessageBus:
         self._opened = False
         self._closed = False
         self._timed_out = False
+        self._open_failed: BrokerUnavailable | None = None
         self._prefix = f"{spec.namespace}/" if spec.namespace else ""
         self._instance = uuid.uuid4().hex[:8]
 
@@ -308,6 +309,8 @@ class MessageBus:
             return self
         if self._closed:
             raise BrokerUnavailable("the message bus was closed")
+        if self._open_failed is not None:  # every user of a shared bus opens it: the first failure answers all
+            raise BrokerUnavailable(str(self._open_failed))
         try:
             if any(r.address.kind == "embedded" for r in self._roles.values()):
                 self._embedded = EmbeddedBroker(name=f"bus-{self._instance}",
@@ -327,6 +330,10 @@ class MessageBus:
                 backend.open(lambda t, p, r, key=key: self._on_wire(key, t, p, r),  # type: ignore[misc]
                              lambda mid, reason, key=key: self._on_refused(key, mid, reason))  # type: ignore[misc]
                 role.backend = backend
+        except BrokerUnavailable as exc:
+            self._open_failed = exc
+            self._teardown()
+            raise
         except BaseException:
             self._teardown()
             raise
