@@ -162,10 +162,12 @@ class Recorder:
     """Records (source, attribute) values into per-table Parquet files under ``out_dir``.
 
     ``columns``: ``[[src_full_id, attr, table, column], ...]``; when the 4th item is a list the attribute is a
-    vector and element i goes to column ``list[i]``.
+    vector and element i goes to column ``list[i]``. ``order`` (table -> its column names) sets the order of a
+    table's columns in the file (default: the order of ``columns``), so a vector's columns may lie between others.
     """
 
-    def __init__(self, out_dir: str | Path, columns: Iterable[Sequence[Any]], flush_rows: int = 1440) -> None:
+    def __init__(self, out_dir: str | Path, columns: Iterable[Sequence[Any]], flush_rows: int = 1440,
+                 order: Mapping[str, Sequence[str]] | None = None) -> None:
         if flush_rows < 1:
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows}")
         self.out_dir = Path(out_dir)
@@ -178,7 +180,7 @@ class Recorder:
         self._tables: dict[str, _Table] = {}
         self._known: frozenset[Key] = frozenset()
         self._vectors: frozenset[Key] = frozenset()
-        self._register(_parse_columns(columns))
+        self._register(_parse_columns(columns), order or {})
         self._open_writers()
         _OPEN.add(self)
 
@@ -187,31 +189,40 @@ class Recorder:
         """Table name -> data column names, in file order (``t_s`` comes first and is not listed)."""
         return {name: list(t.columns) for name, t in self._tables.items()}
 
-    def _register(self, specs: list[tuple[Key, str, str | list[str]]]) -> None:
+    def _register(self, specs: list[tuple[Key, str, str | list[str]]], order: Mapping[str, Sequence[str]]) -> None:
         layout: dict[str, list[str]] = {}
-        placed: list[tuple[Key, str, list[int], bool]] = []
+        placed: list[tuple[Key, str, list[str], bool]] = []
         seen: set[Key] = set()
         for key, table, cols in specs:
             if key in seen:
                 raise ValueError(f"recorder: {key[0]}.{key[1]} is registered twice")
             seen.add(key)
-            names = layout.setdefault(table, [])
-            first = len(names)
-            names.extend(cols if isinstance(cols, list) else [cols])
-            placed.append((key, table, list(range(first, len(names))), isinstance(cols, list)))
+            names = cols if isinstance(cols, list) else [cols]
+            layout.setdefault(table, []).extend(names)
+            placed.append((key, table, names, isinstance(cols, list)))
+        unknown = set(order) - set(layout)
+        if unknown:
+            raise ValueError(f"recorder: order given for table(s) {sorted(unknown)} that have no columns")
         for name, names in layout.items():
             twice = [c for c, n in Counter(["t_s", *names]).items() if n > 1]
             if twice:
                 raise ValueError(f"recorder: column(s) {twice} appear twice in table {name!r}")
+            if name in order:
+                wanted = [str(c) for c in order[name]]
+                if sorted(wanted) != sorted(names):
+                    raise ValueError(f"recorder: the order of table {name!r} must list each of its columns once")
+                layout[name] = names = wanted
             self._tables[name] = _Table(
                 name=name,
                 columns=names,
                 t_s=np.zeros(self.flush_rows, dtype=np.int64),
                 buf=np.full((len(names), self.flush_rows), np.nan),
             )
+        position = {name: {c: i for i, c in enumerate(names)} for name, names in layout.items()}
         scalars: dict[str, list[tuple[Key, int]]] = {}
-        for key, table, indices, is_vector in placed:
+        for key, table, cols, is_vector in placed:
             t = self._tables[table]
+            indices = [position[table][c] for c in cols]
             if is_vector:
                 t.vectors.append((key, _index(indices), len(indices)))
             else:
@@ -398,7 +409,7 @@ def _long_select(table: str) -> str:
 META: mosaik_api_v3.Meta = {
     "api_version": "3.0",
     "type": "time-based",
-    "models": {"Recorder": {"public": True, "params": ["columns"], "attrs": [], "any_inputs": True}},
+    "models": {"Recorder": {"public": True, "params": ["columns", "order"], "attrs": [], "any_inputs": True}},
 }
 
 
@@ -447,7 +458,8 @@ class RecorderSim(mosaik_api_v3.Simulator):
         if model != "Recorder" or num != 1 or self.recorder is not None:
             raise ValueError("RecorderSim hosts exactly one 'Recorder' entity: create(1, 'Recorder', columns=...)")
         assert self.out_dir is not None
-        self.recorder = Recorder(self.out_dir, model_params.get("columns", []), self.flush_rows)
+        self.recorder = Recorder(self.out_dir, model_params.get("columns", []), self.flush_rows,
+                                 model_params.get("order"))
         return [{"eid": "Recorder", "type": "Recorder"}]
 
     def step(self, time: int, inputs: mosaik_api_v3.InputData, max_advance: int) -> int:

@@ -73,6 +73,7 @@ class WorldBuilder:
         self.device_sim: Any = None
         self.observer_sim: Any = None  # the host of non-injecting families, started when one is present
         self._extra_entities: list[Any] = []
+        self._sim_devices: dict[str, tuple[Any, str]] = {}  # full id of a sim:// device -> (its host, eid)
         self._routes: list[tuple[Any, ...]] = []
         self.bus: Any = None
         self.ev_bays: dict[str, Any] = {}  # wallbox id -> its EV fleet bay entity
@@ -347,7 +348,10 @@ class WorldBuilder:
             if fam.meters_point:  # the site's energy KPIs read these
                 attrs = list(dict.fromkeys([*attrs, *METERED]))
             # a sim:// device is always available: its column would be all ones, so only protocol devices get one
-            status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
+            in_bank = Address.parse(spec.address).scheme == "sim"
+            status = ("rejected",) if in_bank else ("available", "rejected")
+            if in_bank:
+                self._sim_devices[ent.full_id] = (host, ent.eid)
             for attr in (*attrs, *status):
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
 
@@ -558,14 +562,38 @@ class WorldBuilder:
             self.record(grid, "trafo_p_hv_w", "trafos", [f"{n}.p_hv_w" for n in trafo_names])
         on_step = self.monitor.update if self.monitor is not None else None
         rec_sim = self.sim("Recorder", out_dir=str(self.out_dir), flush_rows=sc.outputs.flush_rows, on_step=on_step)
-        self.recorder = rec_sim.Recorder(columns=self.columns)
+        columns, order = self._device_tables()
+        self.recorder = rec_sim.Recorder(columns=columns, order=order)
         sources: dict[str, tuple[Any, list[str]]] = {}
         by_id = self._entities_by_full_id()
-        for full_id, attr, _, _ in self.columns:
+        for full_id, attr, _, _ in columns:
             sources.setdefault(full_id, (by_id[full_id], []))[1].append(attr)
         for ent, attrs in sources.values():
             self.world.connect(ent, self.recorder, *dict.fromkeys(attrs))
         self._bus_names, self._line_names, self._trafo_names = bus_names, line_names, trafo_names
+
+    def _device_tables(self) -> tuple[list[list[Any]], dict[str, list[str]]]:
+        """The recorder's columns, with the recorded attributes of sim:// devices taken from one device table per
+        host and table (``devices.simulator.TABLE_MODEL``): mosaik then moves one vector per attribute instead of
+        one value per device and attribute. The file keeps the column order of ``self.columns``."""
+        columns: list[list[Any]] = []
+        groups: dict[tuple[int, str], dict[str, list[tuple[str, str]]]] = {}
+        hosts: dict[int, Any] = {}
+        for full_id, attr, table, column in self.columns:
+            found = self._sim_devices.get(full_id)
+            if found is None or isinstance(column, list):
+                columns.append([full_id, attr, table, column])
+                continue
+            host, eid = found
+            hosts[id(host)] = host
+            groups.setdefault((id(host), table), {}).setdefault(attr, []).append((eid, column))
+        order: dict[str, list[str]] = {}
+        for (key, table), by_attr in groups.items():
+            ent = self.add_entity(hosts[key].DeviceTable(columns={a: [e for e, _ in p] for a, p in by_attr.items()}))
+            columns += [[ent.full_id, attr, table, [c for _, c in pairs]] for attr, pairs in by_attr.items()]
+            order[table] = [c for _, _, t, col in self.columns if t == table
+                            for c in (col if isinstance(col, list) else [col])]
+        return columns, order
 
     def _entities_by_full_id(self) -> dict[str, Any]:
         ents = [self.grid, *self.grid.children, *self.devices.values(), *self._extra_entities]

@@ -40,10 +40,13 @@ log = logging.getLogger(__name__)
 STATUS_ATTRS = ("available", "rejected")
 _NO_LIMIT = Limit(0.0, 0.0)
 POWER_ATTRS = ("p_w", "q_var")
+#: the model of a host's device table: one vector per attribute over many sim:// devices (see ``DeviceSim``)
+TABLE_MODEL = "DeviceTable"
 
 
 def _meta() -> dict[str, Any]:
     models = {}
+    measured: list[str] = []
     for name in registry.families():
         fam = registry.family(name)
         attrs = list(dict.fromkeys([*(i.name for i in fam.inputs), *fam.setpoints, *fam.measurements, *STATUS_ATTRS]))
@@ -52,6 +55,10 @@ def _meta() -> dict[str, Any]:
             "params": ["address", "config", "device_id", "timeout_s", "context"],
             "attrs": attrs,
         }
+        measured += fam.measurements
+    if TABLE_MODEL in models:
+        raise ValueError(f"a device family may not be named {TABLE_MODEL!r} (the device hosts' table model)")
+    models[TABLE_MODEL] = {"public": True, "params": ["columns"], "attrs": sorted({*measured, *STATUS_ATTRS})}
     return {
         "api_version": "3.0",
         "type": "time-based",
@@ -90,12 +97,28 @@ def _single(eid: str, attr: str, sources: dict[str, Any]) -> Any:
     return next(iter(given.values()), None)
 
 
+@dataclass
+class _Table:
+    """A device table: attribute -> the sim:// devices whose values it outputs as one vector, in that order."""
+
+    columns: dict[str, list[str]]
+    #: attribute -> [(family, indices in the family's bank, positions in the vector)], resolved in setup_done
+    plan: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    devices: dict[str, list[_Device]] = field(default_factory=dict)
+
+
 class DeviceSim(mosaik_api_v3.Simulator):
+    """Hosts the devices (one entity each). A ``DeviceTable`` entity (``columns={attr: [device ids]}``) outputs
+    each attribute of many ``sim://`` devices as one vector: the recorder then needs one value per attribute
+    from mosaik instead of one per device and attribute (mosaik costs about a microsecond per value and step)."""
+
     def __init__(self) -> None:
         super().__init__(_meta())  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.devices: dict[str, _Device] = {}
         self.banks: dict[str, tuple[ModelBank, list[_Device], dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
         self.measured: dict[str, dict[str, list[float]]] = {}
+        self._arrays: dict[str, dict[str, np.ndarray]] = {}  # the same, as float64 arrays (device tables)
+        self.tables: dict[str, _Table] = {}
         self.event_log: list[dict[str, Any]] = []
         self._events_file: TextIO | None = None
         self._io: IoLoop | None = None
@@ -122,9 +145,12 @@ class DeviceSim(mosaik_api_v3.Simulator):
     def create(self, num: int, model: str, address: str = "sim://",  # type: ignore[override]
                config: dict[str, Any] | None = None,
                device_id: str | None = None, timeout_s: float = 2.0,
-               context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+               context: dict[str, Any] | None = None,
+               columns: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         """``context`` (JSON-able, from the world builder): ``start`` (ISO 8601 with offset), ``point``
         (``bus``, ``phase``, ``vn_kv``); without one a device gets a stand-alone context."""
+        if model == TABLE_MODEL:
+            return [self._create_table(columns or {}) for _ in range(num)]
         fam = registry.family(model)
         cfg = fam.parse_config(config or {})
         addr = Address.parse(address)
@@ -139,6 +165,22 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self.devices[eid] = _Device(eid, fam, cfg, addr, fam.capabilities(cfg), timeout_s, ctx)
             entities.append({"eid": eid, "type": model})
         return entities
+
+    def _create_table(self, columns: dict[str, list[str]]) -> dict[str, Any]:
+        eid = f"{TABLE_MODEL}_{len(self.tables)}"
+        table = _Table({str(attr): [str(e) for e in eids] for attr, eids in columns.items()})
+        for attr, eids in table.columns.items():
+            devs = []
+            for dev_eid in eids:
+                dev = self.devices.get(dev_eid)
+                if dev is None or dev.address.scheme != "sim":
+                    raise ValueError(f"{eid}: {dev_eid!r} is not a sim:// device of this host")
+                if attr not in (*dev.family.measurements, *STATUS_ATTRS):
+                    raise ValueError(f"{eid}: {dev_eid} ({dev.family.name}) does not measure {attr!r}")
+                devs.append(dev)
+            table.devices[attr] = devs
+        self.tables[eid] = table
+        return {"eid": eid, "type": TABLE_MODEL}
 
     def _context(self, eid: str, raw: dict[str, Any] | None) -> DeviceContext:
         if not raw:
@@ -169,6 +211,15 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 for sp in bank.setpoint_names
             }
             self.banks[name] = (bank, devs, limits)
+        for table in self.tables.values():
+            for attr, devs in table.devices.items():
+                groups: dict[str, tuple[list[int], list[int]]] = {}
+                for pos, dev in enumerate(devs):
+                    index, where = groups.setdefault(dev.family.name, ([], []))
+                    index.append(dev.index)
+                    where.append(pos)
+                table.plan[attr] = [(fam, np.array(index, dtype=np.intp), np.array(where, dtype=np.intp))
+                                    for fam, (index, where) in groups.items()]
         remote = [d for d in self.devices.values() if d.address.scheme != "sim"]
         if remote:
             self._io = IoLoop()
@@ -198,9 +249,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 for inp in devs[0].family.inputs
             }
             bank.step(time, dt, env)
+            arrays = {attr: np.asarray(arr, dtype=np.float64) for attr, arr in bank.measure().items()}
+            self._arrays[name] = arrays
             # as Python floats once per step: mosaik wants floats, and one tolist() beats a float() per value
-            self.measured[name] = {attr: np.asarray(arr, dtype=np.float64).tolist()
-                                   for attr, arr in bank.measure().items()}
+            self.measured[name] = {attr: arr.tolist() for attr, arr in arrays.items()}
         if self._io is not None:
             self._step_protocol_devices(time, dt, env_by_eid)
         return time + dt
@@ -210,6 +262,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
         measured = self.measured
         none: dict[str, list[float]] = {}
         for eid, attrs in outputs.items():
+            table = self.tables.get(eid)
+            if table is not None:
+                data[eid] = {attr: self._column(table, attr) for attr in attrs}
+                continue
             dev = self.devices[eid]
             out = data[eid] = {}
             arrays = measured.get(dev.family.name, none) if dev.bank is not None else none
@@ -227,6 +283,25 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 else:
                     out[attr] = dev.last.values.get(attr, math.nan) if dev.last else math.nan
         return data
+
+    def _column(self, table: _Table, attr: str) -> np.ndarray:
+        """One attribute of a table's devices as a float64 vector (a value a bank does not give is NaN)."""
+        devs = table.devices[attr]
+        if attr == "rejected":
+            return np.array([d.rejected for d in devs], dtype=np.float64)
+        if attr == "available":
+            return np.ones(len(devs))  # sim:// devices always answer
+        plan = table.plan[attr]
+        if len(plan) == 1:  # devices of one family (the common case): one gather
+            fam, index, _ = plan[0]
+            values = self._arrays.get(fam, {}).get(attr)
+            return np.full(len(devs), np.nan) if values is None else values[index]
+        out = np.full(len(devs), np.nan)
+        for fam, index, where in plan:
+            values = self._arrays.get(fam, {}).get(attr)
+            if values is not None:
+                out[where] = values[index]
+        return out
 
     def finalize(self) -> None:
         self.close_devices()

@@ -78,8 +78,8 @@ class BenchDeviceSim(DeviceSim):
     def get_data(self, outputs: dict) -> dict:
         data = super().get_data(outputs)
         for eid, values in data.items():
-            dev = self.devices[eid]
-            if dev.bank is None and not dev.available:
+            dev = self.devices.get(eid)  # None: a device table (sim:// devices only)
+            if dev is not None and dev.bank is None and not dev.available:
                 for attr in ("p_w", "q_var"):
                     value = values.get(attr)
                     if value is not None and not math.isfinite(value):

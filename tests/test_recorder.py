@@ -84,6 +84,27 @@ def test_bad_column_specs_are_rejected(tmp_path: Path, columns: list[list[Any]],
         Recorder(tmp_path, columns)
 
 
+def test_order_places_a_vector_between_scalars(tmp_path: Path) -> None:
+    # one vector over two devices (a device table), the file keeps the devices' own order
+    columns = [["T-0.table", "p_w", "devices", ["a.p_w", "b.p_w"]], ["T-0.table", "soc", "devices", ["a.soc", "b.soc"]],
+               ["X-0.x", "tripped", "devices", "a.tripped"]]
+    order = {"devices": ["a.p_w", "a.soc", "a.tripped", "b.p_w", "b.soc"]}
+    with Recorder(tmp_path, columns, order=order) as rec:
+        rec.record(0, {("T-0.table", "p_w"): np.array([1.0, 2.0]), ("T-0.table", "soc"): [0.1, None],
+                       ("X-0.x", "tripped"): 1.0})
+    dev = pq.read_table(tmp_path / "timeseries" / "devices.parquet")
+    assert dev.schema.names == ["t_s", *order["devices"]]
+    assert dev.to_pylist() == [{"t_s": 0, "a.p_w": 1.0, "a.soc": 0.1, "a.tripped": 1.0, "b.p_w": 2.0, "b.soc": None}]
+
+
+@pytest.mark.parametrize("order, match", [({"devices": ["hh.1.p_w"]}, "each of its columns once"),
+                                          ({"devices": ["hh.1.p_w", "hh.1.p_w"]}, "each of its columns once"),
+                                          ({"nope": ["x.y"]}, "no columns")])
+def test_bad_order_is_rejected(tmp_path: Path, order: dict[str, list[str]], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Recorder(tmp_path, COLUMNS, order=order)
+
+
 def test_flushes_row_groups_with_a_fixed_buffer(tmp_path: Path) -> None:
     rec = Recorder(tmp_path, COLUMNS, flush_rows=7)
     buffers = [t.buf for t in rec._tables.values()]
