@@ -119,6 +119,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.measured: dict[str, dict[str, list[float]]] = {}
         self._arrays: dict[str, dict[str, np.ndarray]] = {}  # the same, as float64 arrays (device tables)
         self.tables: dict[str, _Table] = {}
+        self._integer: dict[str, frozenset[str]] = {}  # family -> its setpoints in whole numbers (see setup_done)
         self.event_log: list[dict[str, Any]] = []
         self._events_file: TextIO | None = None
         self._io: IoLoop | None = None
@@ -211,6 +212,8 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 for sp in bank.setpoint_names
             }
             self.banks[name] = (bank, devs, limits)
+            self._integer[name] = frozenset(sp for sp in limits if any(
+                d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs))
         for table in self.tables.values():
             for attr, devs in table.devices.items():
                 groups: dict[str, tuple[list[int], list[int]]] = {}
@@ -234,16 +237,18 @@ class DeviceSim(mosaik_api_v3.Simulator):
         dt = self.step_size
         self.clock_s = float(time + dt)
         env_by_eid: dict[str, dict[str, float]] = {}
+        devices = self.devices
         for eid, attrs in inputs.items():
-            dev = self.devices[eid]
+            dev = devices[eid]
+            fam = dev.family
             for attr, sources in attrs.items():
-                value = _single(eid, attr, sources)
-                if attr in dev.family.input_names:
+                value = next(iter(sources.values())) if len(sources) == 1 else _single(eid, attr, sources)
+                if attr in fam.input_names:
                     env_by_eid.setdefault(eid, {})[attr] = value
-                elif attr in dev.family.setpoints and value is not None:
+                elif value is not None and attr in fam.bank.setpoint_names:
                     dev.pending[attr] = float(value)
         for name, (bank, devs, limits) in self.banks.items():
-            self._apply_bank_setpoints(time, bank, devs, limits)
+            self._apply_bank_setpoints(time, bank, devs, limits, self._integer[name])
             env = {
                 inp.name: np.array([env_by_eid.get(d.eid, {}).get(inp.name, inp.default) for d in devs], dtype=float)
                 for inp in devs[0].family.inputs
@@ -268,15 +273,20 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 continue
             dev = self.devices[eid]
             out = data[eid] = {}
-            arrays = measured.get(dev.family.name, none) if dev.bank is not None else none
+            if dev.bank is not None:  # the common case, kept short: a value of this step's arrays
+                arrays, i = measured.get(dev.family.name, none), dev.index
+                for attr in attrs:
+                    if attr in STATUS_ATTRS:
+                        out[attr] = getattr(dev, attr)
+                    else:
+                        values = arrays.get(attr)
+                        out[attr] = None if values is None else values[i]
+                continue
             for attr in attrs:
                 if attr == "available":
                     out[attr] = dev.available
                 elif attr == "rejected":
                     out[attr] = dev.rejected
-                elif dev.bank is not None:
-                    values = arrays.get(attr)
-                    out[attr] = None if values is None else values[dev.index]
                 elif dev.last is None and attr in POWER_ATTRS:
                     # a device that does not answer counts as 0 W in the power flow; ``available`` says why
                     out[attr] = 0.0
@@ -335,8 +345,8 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self._events_file.flush()
 
     def _apply_bank_setpoints(self, time: int, bank: ModelBank, devs: list[_Device],
-                              limits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        integer = {sp for sp in limits if any(d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs)}
+                              limits: dict[str, tuple[np.ndarray, np.ndarray]], integer: frozenset[str]) -> None:
+        """``integer``: the setpoints some device of the bank takes in whole numbers only."""
         pending = [(i, d) for i, d in enumerate(devs) if d.pending]
         if not pending:
             return
