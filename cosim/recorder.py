@@ -162,8 +162,9 @@ class Recorder:
     """Records (source, attribute) values into per-table Parquet files under ``out_dir``.
 
     ``columns``: ``[[src_full_id, attr, table, column], ...]``; when the 4th item is a list the attribute is a
-    vector and element i goes to column ``list[i]``. ``order`` (table -> its column names) sets the order of a
-    table's columns in the file (default: the order of ``columns``), so a vector's columns may lie between others.
+    vector and element i goes to column ``list[i]``. ``order`` (table -> every column name of it, optional): the
+    file order of the columns, so a world that gathers many scalar sources into one vector writes the same file
+    as before; without it, columns follow the order of ``columns``.
     """
 
     def __init__(self, out_dir: str | Path, columns: Iterable[Sequence[Any]], flush_rows: int = 1440,
@@ -191,18 +192,16 @@ class Recorder:
 
     def _register(self, specs: list[tuple[Key, str, str | list[str]]], order: Mapping[str, Sequence[str]]) -> None:
         layout: dict[str, list[str]] = {}
-        placed: list[tuple[Key, str, list[str], bool]] = []
+        placed: list[tuple[Key, str, list[int], bool]] = []
         seen: set[Key] = set()
         for key, table, cols in specs:
             if key in seen:
                 raise ValueError(f"recorder: {key[0]}.{key[1]} is registered twice")
             seen.add(key)
-            names = cols if isinstance(cols, list) else [cols]
-            layout.setdefault(table, []).extend(names)
-            placed.append((key, table, names, isinstance(cols, list)))
-        unknown = set(order) - set(layout)
-        if unknown:
-            raise ValueError(f"recorder: order given for table(s) {sorted(unknown)} that have no columns")
+            names = layout.setdefault(table, [])
+            first = len(names)
+            names.extend(cols if isinstance(cols, list) else [cols])
+            placed.append((key, table, list(range(first, len(names))), isinstance(cols, list)))
         for name, names in layout.items():
             twice = [c for c, n in Counter(["t_s", *names]).items() if n > 1]
             if twice:
@@ -210,7 +209,9 @@ class Recorder:
             if name in order:
                 wanted = [str(c) for c in order[name]]
                 if sorted(wanted) != sorted(names):
-                    raise ValueError(f"recorder: the order of table {name!r} must list each of its columns once")
+                    raise ValueError(f"recorder: the order of table {name!r} does not list exactly its columns")
+                moved = {c: i for i, c in enumerate(wanted)}
+                placed = [(k, t, [moved[names[i]] for i in idx] if t == name else idx, v) for k, t, idx, v in placed]
                 layout[name] = names = wanted
             self._tables[name] = _Table(
                 name=name,
@@ -218,11 +219,9 @@ class Recorder:
                 t_s=np.zeros(self.flush_rows, dtype=np.int64),
                 buf=np.full((len(names), self.flush_rows), np.nan),
             )
-        position = {name: {c: i for i, c in enumerate(names)} for name, names in layout.items()}
         scalars: dict[str, list[tuple[Key, int]]] = {}
-        for key, table, cols, is_vector in placed:
+        for key, table, indices, is_vector in placed:
             t = self._tables[table]
-            indices = [position[table][c] for c in cols]
             if is_vector:
                 t.vectors.append((key, _index(indices), len(indices)))
             else:

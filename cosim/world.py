@@ -73,7 +73,6 @@ class WorldBuilder:
         self.device_sim: Any = None
         self.observer_sim: Any = None  # the host of non-injecting families, started when one is present
         self._extra_entities: list[Any] = []
-        self._sim_devices: dict[str, tuple[Any, str]] = {}  # full id of a sim:// device -> (its host, eid)
         self._routes: list[tuple[Any, ...]] = []
         self.bus: Any = None
         self.ev_bays: dict[str, Any] = {}  # wallbox id -> its EV fleet bay entity
@@ -81,6 +80,9 @@ class WorldBuilder:
         self.schedule = Schedule(list(self.scenario.events), self.scenario.start)
         self.event_sim: Any = None  # "Events": the schedule's outputs (started when events or their sources are used)
         self._event_points: dict[str, Any] = {}
+        self._profile_feeds: list[tuple[Any, Any]] = []  # (profile Load entity, the grid Load it drives)
+        # (device host sid, profile attr, input name) -> [(profile entity, device entity)]
+        self._input_feeds: dict[tuple[str, str, str], list[tuple[Any, Any]]] = {}
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -229,7 +231,7 @@ class WorldBuilder:
                 handle.load = self._create(("sites", i, "load"), profiles.Load, source=ref.source,
                                            column=ref.column, scale=ref.scale, power_factor=ref.power_factor,
                                            path=_str(ref.path), code=g.code, element=ref.element)
-                self.world.connect(handle.load, handle.pcc, "p_w", "q_var")
+                self._profile_feeds.append((handle.load, handle.pcc))
                 self.record(handle.load, "p_w", "sites", f"{site.id}.load_p_w")
             if site.dc_load is not None:  # on a device's DC bus: read through site.dc_load_p_w, not drawn at the PCC
                 ref = site.dc_load
@@ -247,6 +249,7 @@ class WorldBuilder:
             self.record(handle.pcc, "v_pu", "sites", f"{site.id}.v_pu")
             self.sites[site.id] = handle
         self._drive_other_loads(profiles, loads)
+        self._feed_points(self._profile_feeds, lambda eids: profiles.Series(members=eids))
         for i, dev in enumerate(sc.devices):
             if dev.bus is not None and dev.bus not in buses:
                 raise self.loaded.error(("devices", i, "bus"), "expected a bus of the grid", dev.bus)
@@ -280,8 +283,21 @@ class WorldBuilder:
         for name in others:
             ent = self._create(("grid", "static_loads"), profiles.Load, source="simbench", code=g.code,
                                element=name, scale=1.0, power_factor=None, path=None, column=None)
-            self.world.connect(ent, loads[name], "p_w", "q_var")
+            self._profile_feeds.append((ent, loads[name]))
             self.grid_profile_loads.append(name)
+
+    def _feed_points(self, feeds: list[tuple[Any, Any]], gather: Any) -> None:
+        """Connect the ``p_w``/``q_var`` of many sources (profile Loads, devices) to their grid Loads: as one vector
+        (``gather(source eids)`` makes the source simulator's vector entity, the grid a Points entity; mosaik's cost
+        is per value and step), or directly for a single source."""
+        if len(feeds) < 2:
+            for src, point in feeds:
+                self.world.connect(src, point, "p_w", "q_var")
+            return
+        vector = self.add_entity(gather([src.eid for src, _ in feeds]))
+        loads = [point.eid.removeprefix("load:") for _, point in feeds]
+        points = self.add_entity(self._sims["Grid"].Points(loads=loads))
+        self.world.connect(vector, points, "p_w", "q_var")
 
     def _build_events(self) -> None:
         """The schedule's simulator: site PCCs that open, the feeder's source voltage (cosim/event_sim.py)."""
@@ -319,6 +335,7 @@ class WorldBuilder:
         if not sc.devices:
             return
         wanted = sc.outputs.device_attrs
+        feeds: list[tuple[Any, Any]] = []  # (injecting device, its grid Load)
         for i, spec in enumerate(sc.devices):
             fam = device_registry.family(spec.family)
             host = self._device_host(fam)
@@ -337,7 +354,7 @@ class WorldBuilder:
                 self.world.connect(gate, self.point_of(spec.id), "p_w", "q_var")
                 self.record(gate, "tripped", "devices", f"{spec.id}.tripped")
             elif fam.injects:
-                self.world.connect(ent, self.point_of(spec.id), "p_w", "q_var")
+                feeds.append((ent, self.point_of(spec.id)))
             if spec.site:
                 self.sites[spec.site].devices.append(spec.id)
                 if fam.meters_point:  # the site's SMM (validation refuses a second one)
@@ -348,12 +365,12 @@ class WorldBuilder:
             if fam.meters_point:  # the site's energy KPIs read these
                 attrs = list(dict.fromkeys([*attrs, *METERED]))
             # a sim:// device is always available: its column would be all ones, so only protocol devices get one
-            in_bank = Address.parse(spec.address).scheme == "sim"
-            status = ("rejected",) if in_bank else ("available", "rejected")
-            if in_bank:
-                self._sim_devices[ent.full_id] = (host, ent.eid)
+            status = ("rejected",) if Address.parse(spec.address).scheme == "sim" else ("available", "rejected")
             for attr in (*attrs, *status):
                 self.record(ent, attr, "devices", f"{spec.id}.{attr}")
+        if feeds:
+            self._feed_points(feeds, lambda eids: self.device_sim.Table(members=eids))
+        self._feed_inputs()
 
     def _device_host(self, fam: Family) -> Any:
         """The injecting families' host steps before the grid; the observers' after it (same step)."""
@@ -397,8 +414,23 @@ class WorldBuilder:
             # the device's own power is part of the point's solution: it sees the previous step's
             initial = sources.initial_value(inp.source)
             self.world.connect(src, ent, (attr, inp.name), time_shifted=True, initial_data={attr: initial})
+        elif scope == "site":  # a site's profile: gathered with the same input of the other devices of the host
+            self._input_feeds.setdefault((ent.sid, attr, inp.name), []).append((src, ent))
         else:
             self.world.connect(src, ent, (attr, inp.name))
+
+    def _feed_inputs(self) -> None:
+        """Each site-profile input of the devices of one host as one vector (profile Series -> device Table), or
+        directly for a single device."""
+        for (sid, attr, name), feeds in self._input_feeds.items():
+            if len(feeds) < 2:
+                for src, ent in feeds:
+                    self.world.connect(src, ent, (attr, name))
+                continue
+            host = self._sims[sid.rsplit("-", 1)[0]]
+            series = self.add_entity(self._sims["Profiles"].Series(members=[src.eid for src, _ in feeds]))
+            table = self.add_entity(host.Table(members=[ent.eid for _, ent in feeds]))
+            self.world.connect(series, table, (attr, name))
 
     def _build_ev_fleets(self) -> None:
         sc = self.scenario
@@ -563,38 +595,49 @@ class WorldBuilder:
             self.record(grid, "trafo_p_hv_w", "trafos", [f"{n}.p_hv_w" for n in trafo_names])
         on_step = self.monitor.update if self.monitor is not None else None
         rec_sim = self.sim("Recorder", out_dir=str(self.out_dir), flush_rows=sc.outputs.flush_rows, on_step=on_step)
-        columns, order = self._device_tables()
+        by_id = self._entities_by_full_id()
+        order: dict[str, list[str]] = {}
+        for _, _, table, col in self.columns:
+            order.setdefault(table, []).extend(col if isinstance(col, list) else [col])
+        columns = self.recorder_columns = self._gathered_columns(by_id)
         self.recorder = rec_sim.Recorder(columns=columns, order=order)
         sources: dict[str, tuple[Any, list[str]]] = {}
-        by_id = self._entities_by_full_id()
         for full_id, attr, _, _ in columns:
             sources.setdefault(full_id, (by_id[full_id], []))[1].append(attr)
         for ent, attrs in sources.values():
             self.world.connect(ent, self.recorder, *dict.fromkeys(attrs))
         self._bus_names, self._line_names, self._trafo_names = bus_names, line_names, trafo_names
 
-    def _device_tables(self) -> tuple[list[list[Any]], dict[str, list[str]]]:
-        """The recorder's columns, with the recorded attributes of sim:// devices taken from one device table per
-        host and table (``devices.simulator.TABLE_MODEL``): mosaik then moves one vector per attribute instead of
-        one value per device and attribute. The file keeps the column order of ``self.columns``."""
-        columns: list[list[Any]] = []
-        groups: dict[tuple[int, str], dict[str, list[tuple[str, str]]]] = {}
-        hosts: dict[int, Any] = {}
-        for full_id, attr, table, column in self.columns:
-            found = self._sim_devices.get(full_id)
-            if found is None or isinstance(column, list):
-                columns.append([full_id, attr, table, column])
+    def _gathered_columns(self, by_id: dict[str, Any]) -> list[list[Any]]:
+        """The recorded columns, with the scalar attributes of many entities of one simulator (grid Loads, profiles,
+        devices) gathered into one vector each: mosaik's cost is per value and step, so thousands of sites and
+        devices then cost the recorder a few values per step. The file's columns and values stay the same (the
+        recorder keeps the original column order); ``by_id`` learns the gathering entities."""
+        gatherers: dict[str, tuple[str | None, Any]] = {
+            "Grid": ("Load", lambda f, eids: f.Points(loads=[e.removeprefix("load:") for e in eids])),
+            "Profiles": (None, lambda f, eids: f.Series(members=eids)),
+            "Devices": (None, lambda f, eids: f.Table(members=eids)),
+            OBSERVER_HOST: (None, lambda f, eids: f.Table(members=eids)),
+        }
+        groups: dict[tuple[str, str, str], list[list[Any]]] = {}
+        kept: list[list[Any]] = []
+        for spec in self.columns:
+            full_id, attr, table, col = spec
+            ent = by_id[full_id]
+            sim_name = ent.sid.rsplit("-", 1)[0]
+            gather = gatherers.get(sim_name)
+            if isinstance(col, list) or gather is None or gather[0] not in (None, ent.type):
+                kept.append(spec)
+            else:
+                groups.setdefault((sim_name, attr, table), []).append(spec)
+        for (sim_name, attr, table), specs in groups.items():
+            if len(specs) < 2:  # nothing to gather
+                kept.extend(specs)
                 continue
-            host, eid = found
-            hosts[id(host)] = host
-            groups.setdefault((id(host), table), {}).setdefault(attr, []).append((eid, column))
-        order: dict[str, list[str]] = {}
-        for (key, table), by_attr in groups.items():
-            ent = self.add_entity(hosts[key].DeviceTable(columns={a: [e for e, _ in p] for a, p in by_attr.items()}))
-            columns += [[ent.full_id, attr, table, [c for _, c in pairs]] for attr, pairs in by_attr.items()]
-            order[table] = [c for _, _, t, col in self.columns if t == table
-                            for c in (col if isinstance(col, list) else [col])]
-        return columns, order
+            ent = gatherers[sim_name][1](self._sims[sim_name], [by_id[s[0]].eid for s in specs])
+            by_id[ent.full_id] = ent
+            kept.append([ent.full_id, attr, table, [s[3] for s in specs]])
+        return kept
 
     def _entities_by_full_id(self) -> dict[str, Any]:
         ents = [self.grid, *self.grid.children, *self.devices.values(), *self._extra_entities]

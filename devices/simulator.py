@@ -40,13 +40,12 @@ log = logging.getLogger(__name__)
 STATUS_ATTRS = ("available", "rejected")
 _NO_LIMIT = Limit(0.0, 0.0)
 POWER_ATTRS = ("p_w", "q_var")
-#: the model of a host's device table: one vector per attribute over many sim:// devices (see ``DeviceSim``)
-TABLE_MODEL = "DeviceTable"
 
 
 def _meta() -> dict[str, Any]:
     models = {}
-    measured: list[str] = []
+    measured: dict[str, None] = {}
+    inputs: dict[str, None] = {}
     for name in registry.families():
         fam = registry.family(name)
         attrs = list(dict.fromkeys([*(i.name for i in fam.inputs), *fam.setpoints, *fam.measurements, *STATUS_ATTRS]))
@@ -55,10 +54,11 @@ def _meta() -> dict[str, Any]:
             "params": ["address", "config", "device_id", "timeout_s", "context"],
             "attrs": attrs,
         }
-        measured += fam.measurements
-    if TABLE_MODEL in models:
-        raise ValueError(f"a device family may not be named {TABLE_MODEL!r} (the device hosts' table model)")
-    models[TABLE_MODEL] = {"public": True, "params": ["columns"], "attrs": sorted({*measured, *STATUS_ATTRS})}
+        measured.update(dict.fromkeys(fam.measurements))
+        inputs.update(dict.fromkeys(i.name for i in fam.inputs))
+    # many devices' measurements (and declared inputs) as vectors (element i: members[i]): one value per step for
+    # mosaik, not one per device
+    models["Table"] = {"public": True, "params": ["members"], "attrs": [*measured, *STATUS_ATTRS, *inputs]}
     return {
         "api_version": "3.0",
         "type": "time-based",
@@ -97,29 +97,71 @@ def _single(eid: str, attr: str, sources: dict[str, Any]) -> Any:
     return next(iter(given.values()), None)
 
 
-@dataclass
-class _Table:
-    """A device table: attribute -> the sim:// devices whose values it outputs as one vector, in that order."""
+def _unbanked_value(dev: _Device, attr: str) -> Any:
+    """A status attribute, or a measurement of a device that its driver serves (no model bank)."""
+    if attr == "available":
+        return dev.available
+    if attr == "rejected":
+        return dev.rejected
+    if dev.last is None and attr in POWER_ATTRS:
+        # a device that does not answer counts as 0 W in the power flow; ``available`` says why
+        return 0.0
+    return dev.last.values.get(attr, math.nan) if dev.last else math.nan
 
-    columns: dict[str, list[str]]
-    #: attribute -> [(family, indices in the family's bank, positions in the vector)], resolved in setup_done
-    plan: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = field(default_factory=dict)
-    devices: dict[str, list[_Device]] = field(default_factory=dict)
+
+class _Table:
+    """Devices whose measurements go out as vectors: those of a model bank gathered by one fancy index each."""
+
+    def __init__(self, members: list[_Device]) -> None:
+        self.members = members
+        self._plan: list[tuple[str, np.ndarray, np.ndarray]] | None = None  # (family, positions, bank indices)
+        self._others: list[tuple[int, _Device]] = []
+
+    def scatter(self, eid: str, attrs: dict[str, Any], env_by_eid: dict[str, dict[str, float]]) -> None:
+        """Vector inputs: element i is members[i]'s declared input of that name (a member without it ignores it)."""
+        for attr, sources in attrs.items():
+            value = _single(eid, attr, sources)
+            if value is None:
+                continue
+            vec = np.asarray(value, dtype=np.float64)
+            if vec.shape != (len(self.members),):
+                raise ValueError(f"{eid}.{attr}: {vec.size} values for {len(self.members)} devices")
+            for dev, v in zip(self.members, vec.tolist()):
+                if attr in dev.family.input_names:
+                    env_by_eid.setdefault(dev.eid, {})[attr] = v
+
+    def vector(self, attr: str, arrays: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+        if attr in STATUS_ATTRS:
+            return np.array([float(_unbanked_value(d, attr)) for d in self.members], dtype=np.float64)
+        if self._plan is None:  # the banks exist from setup_done on
+            by_family: dict[str, list[tuple[int, int]]] = {}
+            for k, dev in enumerate(self.members):
+                if dev.bank is not None:
+                    by_family.setdefault(dev.family.name, []).append((k, dev.index))
+                else:
+                    self._others.append((k, dev))
+            self._plan = [(name, np.array([p for p, _ in pairs], dtype=np.int64),
+                           np.array([i for _, i in pairs], dtype=np.int64)) for name, pairs in by_family.items()]
+        out = np.full(len(self.members), np.nan)
+        for name, pos, index in self._plan:
+            values = arrays.get(name, {}).get(attr)
+            if values is not None:
+                out[pos] = values[index]
+        for pos_i, dev in self._others:
+            value = _unbanked_value(dev, attr)
+            out[pos_i] = np.nan if value is None else float(value)
+        return out
 
 
 class DeviceSim(mosaik_api_v3.Simulator):
-    """Hosts the devices (one entity each). A ``DeviceTable`` entity (``columns={attr: [device ids]}``) outputs
-    each attribute of many ``sim://`` devices as one vector: the recorder then needs one value per attribute
-    from mosaik instead of one per device and attribute (mosaik costs about a microsecond per value and step)."""
-
     def __init__(self) -> None:
         super().__init__(_meta())  # type: ignore[no-untyped-call]  # mosaik_api_v3: Simulator.__init__ is unannotated
         self.devices: dict[str, _Device] = {}
         self.banks: dict[str, tuple[ModelBank, list[_Device], dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
         self.measured: dict[str, dict[str, list[float]]] = {}
-        self._arrays: dict[str, dict[str, np.ndarray]] = {}  # the same, as float64 arrays (device tables)
+        self._measured_arrays: dict[str, dict[str, np.ndarray]] = {}
         self.tables: dict[str, _Table] = {}
-        self._integer: dict[str, frozenset[str]] = {}  # family -> its setpoints in whole numbers (see setup_done)
+        self._integer: dict[str, frozenset[str]] = {}  # family -> its setpoints in whole numbers (set-up)
         self.event_log: list[dict[str, Any]] = []
         self._events_file: TextIO | None = None
         self._io: IoLoop | None = None
@@ -146,12 +188,20 @@ class DeviceSim(mosaik_api_v3.Simulator):
     def create(self, num: int, model: str, address: str = "sim://",  # type: ignore[override]
                config: dict[str, Any] | None = None,
                device_id: str | None = None, timeout_s: float = 2.0,
-               context: dict[str, Any] | None = None,
-               columns: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+               context: dict[str, Any] | None = None, members: list[str] | None = None) -> list[dict[str, Any]]:
         """``context`` (JSON-able, from the world builder): ``start`` (ISO 8601 with offset), ``point``
-        (``bus``, ``phase``, ``vn_kv``); without one a device gets a stand-alone context."""
-        if model == TABLE_MODEL:
-            return [self._create_table(columns or {}) for _ in range(num)]
+        (``bus``, ``phase``, ``vn_kv``); without one a device gets a stand-alone context. Model ``Table``:
+        ``members`` are device ids of this host, whose measurements it gives as vectors."""
+        if model == "Table":
+            unknown = [m for m in members or [] if m not in self.devices]
+            if unknown:
+                raise ValueError(f"Table: unknown device(s) {unknown[:3]}")
+            out = []
+            for _i in range(num):
+                eid = f"Table_{len(self.tables)}"
+                self.tables[eid] = _Table([self.devices[m] for m in members or []])
+                out.append({"eid": eid, "type": model})
+            return out
         fam = registry.family(model)
         cfg = fam.parse_config(config or {})
         addr = Address.parse(address)
@@ -166,22 +216,6 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self.devices[eid] = _Device(eid, fam, cfg, addr, fam.capabilities(cfg), timeout_s, ctx)
             entities.append({"eid": eid, "type": model})
         return entities
-
-    def _create_table(self, columns: dict[str, list[str]]) -> dict[str, Any]:
-        eid = f"{TABLE_MODEL}_{len(self.tables)}"
-        table = _Table({str(attr): [str(e) for e in eids] for attr, eids in columns.items()})
-        for attr, eids in table.columns.items():
-            devs = []
-            for dev_eid in eids:
-                dev = self.devices.get(dev_eid)
-                if dev is None or dev.address.scheme != "sim":
-                    raise ValueError(f"{eid}: {dev_eid!r} is not a sim:// device of this host")
-                if attr not in (*dev.family.measurements, *STATUS_ATTRS):
-                    raise ValueError(f"{eid}: {dev_eid} ({dev.family.name}) does not measure {attr!r}")
-                devs.append(dev)
-            table.devices[attr] = devs
-        self.tables[eid] = table
-        return {"eid": eid, "type": TABLE_MODEL}
 
     def _context(self, eid: str, raw: dict[str, Any] | None) -> DeviceContext:
         if not raw:
@@ -214,15 +248,6 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self.banks[name] = (bank, devs, limits)
             self._integer[name] = frozenset(sp for sp in limits if any(
                 d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs))
-        for table in self.tables.values():
-            for attr, devs in table.devices.items():
-                groups: dict[str, tuple[list[int], list[int]]] = {}
-                for pos, dev in enumerate(devs):
-                    index, where = groups.setdefault(dev.family.name, ([], []))
-                    index.append(dev.index)
-                    where.append(pos)
-                table.plan[attr] = [(fam, np.array(index, dtype=np.intp), np.array(where, dtype=np.intp))
-                                    for fam, (index, where) in groups.items()]
         remote = [d for d in self.devices.values() if d.address.scheme != "sim"]
         if remote:
             self._io = IoLoop()
@@ -237,9 +262,12 @@ class DeviceSim(mosaik_api_v3.Simulator):
         dt = self.step_size
         self.clock_s = float(time + dt)
         env_by_eid: dict[str, dict[str, float]] = {}
-        devices = self.devices
         for eid, attrs in inputs.items():
-            dev = devices[eid]
+            table = self.tables.get(eid)
+            if table is not None:
+                table.scatter(eid, attrs, env_by_eid)
+                continue
+            dev = self.devices[eid]
             fam = dev.family
             for attr, sources in attrs.items():
                 value = next(iter(sources.values())) if len(sources) == 1 else _single(eid, attr, sources)
@@ -254,9 +282,9 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 for inp in devs[0].family.inputs
             }
             bank.step(time, dt, env)
-            arrays = {attr: np.asarray(arr, dtype=np.float64) for attr, arr in bank.measure().items()}
-            self._arrays[name] = arrays
             # as Python floats once per step: mosaik wants floats, and one tolist() beats a float() per value
+            arrays = {attr: np.asarray(arr, dtype=np.float64) for attr, arr in bank.measure().items()}
+            self._measured_arrays[name] = arrays
             self.measured[name] = {attr: arr.tolist() for attr, arr in arrays.items()}
         if self._io is not None:
             self._step_protocol_devices(time, dt, env_by_eid)
@@ -269,49 +297,18 @@ class DeviceSim(mosaik_api_v3.Simulator):
         for eid, attrs in outputs.items():
             table = self.tables.get(eid)
             if table is not None:
-                data[eid] = {attr: self._column(table, attr) for attr in attrs}
+                data[eid] = {attr: table.vector(attr, self._measured_arrays) for attr in attrs}
                 continue
             dev = self.devices[eid]
             out = data[eid] = {}
-            if dev.bank is not None:  # the common case, kept short: a value of this step's arrays
-                arrays, i = measured.get(dev.family.name, none), dev.index
-                for attr in attrs:
-                    if attr in STATUS_ATTRS:
-                        out[attr] = getattr(dev, attr)
-                    else:
-                        values = arrays.get(attr)
-                        out[attr] = None if values is None else values[i]
-                continue
+            arrays = measured.get(dev.family.name, none) if dev.bank is not None else none
             for attr in attrs:
-                if attr == "available":
-                    out[attr] = dev.available
-                elif attr == "rejected":
-                    out[attr] = dev.rejected
-                elif dev.last is None and attr in POWER_ATTRS:
-                    # a device that does not answer counts as 0 W in the power flow; ``available`` says why
-                    out[attr] = 0.0
+                if dev.bank is not None and attr not in STATUS_ATTRS:
+                    values = arrays.get(attr)
+                    out[attr] = None if values is None else values[dev.index]
                 else:
-                    out[attr] = dev.last.values.get(attr, math.nan) if dev.last else math.nan
+                    out[attr] = _unbanked_value(dev, attr)
         return data
-
-    def _column(self, table: _Table, attr: str) -> np.ndarray:
-        """One attribute of a table's devices as a float64 vector (a value a bank does not give is NaN)."""
-        devs = table.devices[attr]
-        if attr == "rejected":
-            return np.array([d.rejected for d in devs], dtype=np.float64)
-        if attr == "available":
-            return np.ones(len(devs))  # sim:// devices always answer
-        plan = table.plan[attr]
-        if len(plan) == 1:  # devices of one family (the common case): one gather
-            fam, index, _ = plan[0]
-            values = self._arrays.get(fam, {}).get(attr)
-            return np.full(len(devs), np.nan) if values is None else values[index]
-        out = np.full(len(devs), np.nan)
-        for fam, index, where in plan:
-            values = self._arrays.get(fam, {}).get(attr)
-            if values is not None:
-                out[where] = values[index]
-        return out
 
     def finalize(self) -> None:
         self.close_devices()

@@ -78,7 +78,7 @@ class BenchDeviceSim(DeviceSim):
     def get_data(self, outputs: dict) -> dict:
         data = super().get_data(outputs)
         for eid, values in data.items():
-            dev = self.devices.get(eid)  # None: a device table (sim:// devices only)
+            dev = self.devices.get(eid)  # None: a Table
             if dev is not None and dev.bank is None and not dev.available:
                 for attr in ("p_w", "q_var"):
                     value = values.get(attr)
@@ -89,7 +89,7 @@ class BenchDeviceSim(DeviceSim):
     # -- the bench's traffic ---------------------------------------------------------------------------------
     def _feed(self, time: int, inputs: dict) -> None:
         rt = self.bench
-        for eid, attrs in inputs.items():
+        for eid, attrs in self._by_device(inputs).items():
             dev = self.devices[eid]
             plan = rt.plans[eid]
             env = {a: float(_single(s)) for a, s in attrs.items() if a in dev.family.input_names
@@ -103,6 +103,22 @@ class BenchDeviceSim(DeviceSim):
                     rt.flow.put(time, plan.site, eid, "signals", env)
                 if setpoints:
                     rt.flow.put(time, plan.site, eid, "set", setpoints)
+
+    def _by_device(self, inputs: dict) -> dict:
+        """The step's inputs per device: a Table's vectors (site profiles of many devices) split into its members'."""
+        out: dict[str, dict] = {}
+        for eid, attrs in inputs.items():
+            table = self.tables.get(eid)
+            if table is None:
+                out.setdefault(eid, {}).update(attrs)
+                continue
+            for attr, sources in attrs.items():
+                vector = _single(sources)
+                if vector is None:
+                    continue
+                for dev, value in zip(table.members, list(vector)):
+                    out.setdefault(dev.eid, {})[attr] = {eid: value}
+        return out
 
     def _publish_measurements(self, time: int, mark: bool = True) -> None:
         rt = self.bench

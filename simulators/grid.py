@@ -60,6 +60,8 @@ META: dict[str, Any] = {
         "Line": {"public": False, "params": [], "attrs": ["loading_pct", "pl_w"]},
         "Trafo": {"public": False, "params": [], "attrs": ["loading_pct", "p_hv_w"]},
         "Load": {"public": False, "params": [], "attrs": LOAD_ATTRS + ["grid_present"]},
+        # many Loads' outputs as vectors (element i: loads[i]): one value per step for mosaik instead of one per load
+        "Points": {"public": True, "params": ["loads"], "attrs": LOAD_ATTRS + ["grid_present"]},
     },
 }
 
@@ -185,6 +187,7 @@ class GridSim(mosaik_api_v3.Simulator):
         self._bus_pos: dict[str, int] = {}
         self._line_pos: dict[str, int] = {}
         self._trafo_pos: dict[str, int] = {}
+        self._points: dict[str, np.ndarray] = {}  # Points entity -> positions of its loads
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, **sim_params: Any) -> Meta:
         if int(step_size) <= 0:
@@ -193,6 +196,8 @@ class GridSim(mosaik_api_v3.Simulator):
         return self.meta
 
     def create(self, num: int, model: str, **params: Any) -> list[CreateResult]:
+        if model == "Points":
+            return [self._create_points(params.get("loads") or []) for _ in range(num)]
         if model != "Grid":
             raise ValueError(f"unknown model {model!r}; GridSim creates 'Grid'")
         if num != 1 or self.engine is not None:
@@ -225,10 +230,25 @@ class GridSim(mosaik_api_v3.Simulator):
                  "extra_info": {"slack_bus": m.slack_bus, "source": m.source, "mode": self.engine.mode,
                                 "ders": m.ders, "assumptions": list(m.assumptions)}}]
 
+    def _create_points(self, loads: list[str]) -> CreateResult:
+        engine = self._require_engine()
+        unknown = [n for n in loads if n not in engine.load_pos]
+        if unknown:
+            raise ValueError(f"Points: unknown load(s) {unknown[:3]}")
+        eid = f"points:{len(self._points)}"
+        self._points[eid] = np.array([engine.load_pos[n] for n in loads], dtype=np.int64)
+        return {"eid": eid, "type": "Points"}
+
     def step(self, time: int, inputs: dict[str, dict[str, dict[str, Any]]], max_advance: int) -> int:
         engine = self._require_engine()
         targets = {"p_w": engine.p_w, "q_var": engine.q_var}  # written in place: one lookup per input, no calls
+        # Points inputs first (vectors, e.g. thousands of load profiles); a Load's own inputs add to them
+        base = self._vector_inputs(engine, {eid: a for eid, a in inputs.items() if eid in self._points})
+        for attr, (acc, given) in base.items():
+            targets[attr][given] = acc[given]
         for eid, attrs in inputs.items():
+            if eid in self._points:
+                continue
             if eid == self.grid_eid and set(attrs) == {"v_source_pu"}:
                 engine.set_source_v_pu(_sum_inputs(eid, "v_source_pu", attrs["v_source_pu"]) or 1.0)
                 continue
@@ -246,12 +266,40 @@ class GridSim(mosaik_api_v3.Simulator):
                     raise ValueError(f"Load input {attr!r} unknown; expected p_w or q_var")
                 total = _sum_inputs(eid, attr, sources)
                 if total is not None:
+                    if base and attr in base and base[attr][1][k]:
+                        total = base[attr][0][k] + total
                     target[k] = total
         try:
             engine.solve()
         except PowerFlowDiverged as exc:
             raise PowerFlowDiverged(f"{self.sid} at t={time} s: {exc}; {engine.describe_loads()}") from exc
         return time + self.step_size
+
+    def _vector_inputs(self, engine: GridEngine, inputs: dict[str, dict[str, dict[str, Any]]],
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """attr -> (sum over the Points inputs per load, which loads got one) for p_w / q_var."""
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        n = len(engine.load_names)
+        for eid, attrs in inputs.items():
+            pos = self._points[eid]
+            for attr, sources in attrs.items():
+                if attr not in ("p_w", "q_var"):
+                    raise ValueError(f"{eid}: input {attr!r} unknown; Points take p_w and q_var vectors")
+                acc, given = out.setdefault(attr, (np.zeros(n), np.zeros(n, dtype=bool)))
+                for src, value in sources.items():
+                    if value is None:
+                        continue
+                    vec = np.asarray(value, dtype=np.float64)
+                    if vec.shape != pos.shape:
+                        raise ValueError(f"{eid}.{attr} from {src}: {vec.shape[0] if vec.ndim == 1 else vec.shape} "
+                                         f"values for {pos.size} loads")
+                    bad = ~np.isfinite(vec)
+                    if bad.any():
+                        name = engine.load_names[pos[np.argmax(bad)]]
+                        raise ValueError(f"load:{name}.{attr}: non-finite input from {src}")
+                    np.add.at(acc, pos, vec)
+                    given[pos] = True
+        return out
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
         engine = self._require_engine()
@@ -267,6 +315,8 @@ class GridSim(mosaik_api_v3.Simulator):
         if eid == self.grid_eid:
             return engine.powerflow.source_scale if attr == "v_source_pu" else _grid_value(res, attr)
         kind = eid.split(":", 1)[0]
+        if kind == "points":
+            return self._points_value(engine, res, self._points[eid], attr)
         if kind == "bus":
             k = self._bus_pos[eid]
             return float(res.v_pu[k]) if attr == "v_pu" else float(res.v_abc_pu["abc".index(attr[2]), k])
@@ -289,6 +339,18 @@ class GridSim(mosaik_api_v3.Simulator):
                 return float(res.v_abc_pu[ph, self._load_bus[k]])
             return float(engine.p_w[k] * self._load_phase_share[ph, k])
         raise ValueError(f"unknown entity {eid!r}")
+
+    def _points_value(self, engine: GridEngine, res: PowerFlowResult, k: np.ndarray, attr: str) -> np.ndarray:
+        """What ``_value`` gives for each Load at positions ``k``, as one vector."""
+        if attr == "grid_present":
+            value = np.ones(k.size)
+        elif attr in _LOAD_SCALARS:
+            value = {"p_w": engine.p_w, "q_var": engine.q_var, "v_pu": res.load_v_pu}[attr][k]
+        else:
+            ph = "abc".index(attr[2])
+            value = res.v_abc_pu[ph, self._load_bus[k]] if attr.startswith("v_") \
+                else engine.p_w[k] * self._load_phase_share[ph, k]
+        return np.where(engine.connected[k], value, 0.0).astype(np.float64)
 
     def _require_engine(self) -> GridEngine:
         if self.engine is None:

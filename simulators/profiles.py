@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+import json
 
 import mosaik_api_v3
 import numpy as np
@@ -65,6 +66,12 @@ META = {
             "params": ["kind", "import_eur_per_kwh", "export_eur_per_kwh", "periods", "path"],
             "attrs": ["import_eur_per_kwh", "export_eur_per_kwh"],
         },
+        # many entities' values as one vector (element i: members[i]): one value per step for mosaik
+        "Series": {
+            "public": True,
+            "params": ["members"],
+            "attrs": ["p_w", "q_var", "w_per_kwp", "import_eur_per_kwh", "export_eur_per_kwh"],
+        },
     },
     "extra_methods": ["series"],
 }
@@ -80,6 +87,8 @@ class ProfileSim(mosaik_api_v3.Simulator):
         self.cal: Calendar  # set by init, which mosaik calls first
         self.entities: dict[str, Entity] = {}
         self._counts: dict[str, int] = {}
+        self._series: dict[str, list[Entity]] = {}  # Series entity -> its members
+        self._shared: dict[str, Entity] = {}  # parameters (JSON) -> the entity all creations with them share
         self._row = 0
         self._horizon_rows = 1
 
@@ -104,11 +113,23 @@ class ProfileSim(mosaik_api_v3.Simulator):
         return self.meta
 
     def create(self, num: int, model: str, **model_params):
+        if model == "Series":
+            members = [self._entity(eid) for eid in model_params.get("members") or []]
+            created = []
+            for _ in range(num):
+                eid = f"Series_{len(self._series)}"
+                self._series[eid] = members
+                created.append({"eid": eid, "type": model})
+            return created
         if model not in _FACTORIES:
             raise ProfileError(f"unknown model {model!r} (one of {', '.join(_FACTORIES)})")
-        # Entities created in one call have identical parameters, hence identical series: share them.
-        entity = _FACTORIES[model](self.cal, **model_params)
-        entity.ensure(self._horizon_rows)
+        # Entities with identical parameters have identical series: share them (thousands of sites of a large
+        # grid use a handful of profile columns; one copy each saves memory and the resampling).
+        key = json.dumps([model, model_params], sort_keys=True, default=str)
+        entity = self._shared.get(key)
+        if entity is None:
+            entity = self._shared[key] = _FACTORIES[model](self.cal, **model_params)
+            entity.ensure(self._horizon_rows)
         created = []
         for _ in range(num):
             n = self._counts.get(model, 0)
@@ -123,7 +144,7 @@ class ProfileSim(mosaik_api_v3.Simulator):
         self._row = int(time) // step_s
         # max_advance is the run's end for time-based simulators: precompute the rest of the run once.
         need = max(self._row + 1, -(-(int(max_advance) + 1) // step_s))
-        for entity in self.entities.values():
+        for entity in self._shared.values():  # every entity, once
             try:
                 entity.ensure(need)
             except ProfileError:
@@ -132,7 +153,15 @@ class ProfileSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs):
         data = {}
+        row = self._row
         for eid, attrs in outputs.items():
+            members = self._series.get(eid)
+            if members is not None:
+                for entity in members:
+                    entity.ensure(row + 1)
+                data[eid] = {attr: np.array([entity.data[attr][row] for entity in members], dtype=np.float64)
+                             for attr in attrs}
+                continue
             entity = self._entity(eid)
             entity.ensure(self._row + 1)
             values = {}

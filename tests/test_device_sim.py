@@ -47,8 +47,7 @@ class ScriptSim(mosaik_api_v3.Simulator):
         return {eid: {"value": self.scripts[eid][self.t // 60]} for eid in outputs}
 
 
-def _house_and_battery(tmp_path):
-    """A world with the device host and the script simulator, a PV + battery house and a battery."""
+def test_hand_written_world_steps_devices_and_refuses_out_of_range_setpoints(tmp_path):
     ScriptSim.received = []
     world = mosaik.World({"Devices": {"python": "devices.simulator:DeviceSim"},
                           "Script": {"python": "tests.test_device_sim:ScriptSim"}},
@@ -58,11 +57,6 @@ def _house_and_battery(tmp_path):
     house = devices.pv_battery(config={"pv_kwp": 5, "ac_max_w": 5000, "eta_inverter": 1.0, "battery": BATT},
                                device_id="house")
     big = devices.battery(config={"battery": BATT, "s_max_va": 4000}, device_id="big")
-    return world, devices, script, house, big
-
-
-def test_hand_written_world_steps_devices_and_refuses_out_of_range_setpoints(tmp_path):
-    world, _devices, script, house, big = _house_and_battery(tmp_path)
     sun = script.Script(values=[0.0, 500.0, 500.0, 500.0])
     house_sp = script.Script(values=[1000.0, 1000.0, 9999.0, -2000.0])  # 9999 W is above the 3000 W rating
     big_sp = script.Script(values=[-3000.0, None, 3000.0, 0.0])
@@ -86,42 +80,6 @@ def test_hand_written_world_steps_devices_and_refuses_out_of_range_setpoints(tmp
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert events == [{"t_s": 120, "device": "house", "kind": "setpoint_rejected",
                        "message": "batt_p_w=9999 outside [-3000, 3000]"}]
-
-
-def test_a_device_table_outputs_the_devices_values_as_one_vector_per_attribute(tmp_path):
-    world, devices, script, house, big = _house_and_battery(tmp_path)
-    small = devices.battery(config={"battery": BATT | {"capacity_wh": 5000}, "s_max_va": 4000}, device_id="small")
-    # two families, their devices interleaved: the vector follows the order given
-    order = ["big", "house", "small"]
-    table = devices.DeviceTable(columns={"p_w": order, "soc": order, "rejected": order})
-    world.connect(script.Script(values=[500.0] * 3), house, ("value", "pv_w_per_kwp"))
-    world.connect(script.Script(values=[-3000.0, 9999.0, 1000.0]), big, ("value", "p_w"))  # 9999 W: refused
-    world.connect(script.Script(values=[2000.0] * 3), small, ("value", "p_w"))
-    sink = world.start("Script").Sink()
-    for dev in (house, big, small):
-        world.connect(dev, sink, "p_w", "soc", "rejected")
-    world.connect(table, sink, "p_w", "soc", "rejected")
-    world.run(until=180, print_progress=False)
-
-    for _t, attrs in ScriptSim.received:
-        for attr in ("p_w", "soc", "rejected"):
-            vector = attrs[attr][table.full_id]
-            assert vector.dtype == np.float64
-            assert vector.tolist() == [attrs[attr][f"Devices-0.{eid}"] for eid in order]
-    assert [attrs["rejected"][table.full_id].tolist() for _t, attrs in ScriptSim.received] == [
-        [0, 0, 0], [1, 0, 0], [1, 0, 0]]
-
-
-def test_a_device_table_refuses_what_it_cannot_output():
-    world = mosaik.World({"Devices": {"python": "devices.simulator:DeviceSim"}}, skip_greetings=True,
-                         configure_logging=False)
-    devices = world.start("Devices", step_size=60)
-    devices.battery(config={"battery": BATT, "s_max_va": 4000}, device_id="big")
-    with pytest.raises(ValueError, match="does not measure 'pv_p_w'"):
-        devices.DeviceTable(columns={"pv_p_w": ["big"]})
-    with pytest.raises(ValueError, match="'nobody' is not a sim:// device"):
-        devices.DeviceTable(columns={"p_w": ["nobody"]})
-    world.shutdown()
 
 
 def test_sim_driver_through_the_one_interface():

@@ -326,3 +326,26 @@ def test_plain_python_set_load_equals_the_simulator_input(fur_sim):
     np.testing.assert_array_equal(engine.p_w, fur_sim.engine.p_w)
     np.testing.assert_array_equal(engine.q_var, fur_sim.engine.q_var)
     np.testing.assert_allclose(plain.v_abc_pu, fur_sim.engine.result.v_abc_pu, atol=1e-12)
+
+
+def test_points_vectors_add_to_load_inputs_and_equal_the_load_outputs(fur_sim):
+    """A Points entity: its p_w/q_var vectors add to the loads' own inputs; its outputs are the Loads' outputs (an
+    open point gives 0); bad vectors are refused with the load named."""
+    (pts,) = fur_sim.create(1, "Points", loads=["consumer_4006773", "wallbox"])
+    eid = pts["eid"]
+    eng = fur_sim.engine
+    fur_sim.step(0, {eid: {"p_w": {"prof": [1000.0, 2000.0]}, "q_var": {"prof": [10.0, 20.0]}},
+                     "load:wallbox": {"p_w": {"dev": -500.0}, "grid_present": {"ev": 0.0}}}, 60)
+    assert eng.p_w[eng.load_pos["consumer_4006773"]] == 1000.0 and eng.p_w[eng.load_pos["wallbox"]] == 1500.0
+    attrs = ["p_w", "q_var", "v_pu", "v_a_pu", "v_b_pu", "p_a_w", "p_c_w", "grid_present"]
+    vec = fur_sim.get_data({eid: attrs})[eid]
+    single = fur_sim.get_data({"load:consumer_4006773": attrs, "load:wallbox": attrs})
+    for attr in attrs:
+        assert list(vec[attr]) == [single["load:consumer_4006773"][attr], single["load:wallbox"][attr]]
+    assert vec["p_w"][1] == 0.0 and vec["v_pu"][0] > 0.9  # the wallbox's point is open
+    with pytest.raises(ValueError, match=r"load:wallbox\.p_w: non-finite"):
+        fur_sim.step(60, {eid: {"p_w": {"prof": [1.0, math.nan]}}}, 60)
+    with pytest.raises(ValueError, match="1 values for 2 loads"):
+        fur_sim.step(60, {eid: {"p_w": {"prof": [1.0]}}}, 60)
+    with pytest.raises(ValueError, match="unknown load"):
+        fur_sim.create(1, "Points", loads=["nobody"])

@@ -84,27 +84,6 @@ def test_bad_column_specs_are_rejected(tmp_path: Path, columns: list[list[Any]],
         Recorder(tmp_path, columns)
 
 
-def test_order_places_a_vector_between_scalars(tmp_path: Path) -> None:
-    # one vector over two devices (a device table), the file keeps the devices' own order
-    columns = [["T-0.table", "p_w", "devices", ["a.p_w", "b.p_w"]], ["T-0.table", "soc", "devices", ["a.soc", "b.soc"]],
-               ["X-0.x", "tripped", "devices", "a.tripped"]]
-    order = {"devices": ["a.p_w", "a.soc", "a.tripped", "b.p_w", "b.soc"]}
-    with Recorder(tmp_path, columns, order=order) as rec:
-        rec.record(0, {("T-0.table", "p_w"): np.array([1.0, 2.0]), ("T-0.table", "soc"): [0.1, None],
-                       ("X-0.x", "tripped"): 1.0})
-    dev = pq.read_table(tmp_path / "timeseries" / "devices.parquet")
-    assert dev.schema.names == ["t_s", *order["devices"]]
-    assert dev.to_pylist() == [{"t_s": 0, "a.p_w": 1.0, "a.soc": 0.1, "a.tripped": 1.0, "b.p_w": 2.0, "b.soc": None}]
-
-
-@pytest.mark.parametrize("order, match", [({"devices": ["hh.1.p_w"]}, "each of its columns once"),
-                                          ({"devices": ["hh.1.p_w", "hh.1.p_w"]}, "each of its columns once"),
-                                          ({"nope": ["x.y"]}, "no columns")])
-def test_bad_order_is_rejected(tmp_path: Path, order: dict[str, list[str]], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        Recorder(tmp_path, COLUMNS, order=order)
-
-
 def test_flushes_row_groups_with_a_fixed_buffer(tmp_path: Path) -> None:
     rec = Recorder(tmp_path, COLUMNS, flush_rows=7)
     buffers = [t.buf for t in rec._tables.values()]
@@ -276,3 +255,16 @@ def test_messaging_counters_and_dead_letters_go_into_the_run_directory(tmp_path:
     build_duckdb(tmp_path)  # a rebuild keeps them
     with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM dead_letters").fetchall() == [(1,)]
+
+
+def test_order_places_vector_elements_between_scalar_columns(tmp_path: Path) -> None:
+    """``order``: a vector gathered from many sources lands in the columns the sources had, in file order."""
+    columns = [["Tab-0.t", "p_w", "sites", ["a.p_w", "b.p_w"]], ["Tab-0.t", "v_pu", "sites", ["a.v_pu", "b.v_pu"]]]
+    order = {"sites": ["a.p_w", "a.v_pu", "b.p_w", "b.v_pu"]}
+    with Recorder(tmp_path, columns, order=order) as rec:
+        rec.record(0, {("Tab-0.t", "p_w"): [1.0, 2.0], ("Tab-0.t", "v_pu"): [0.9, 1.1]})
+    sites = pq.read_table(tmp_path / "timeseries" / "sites.parquet")
+    assert sites.schema.names == ["t_s", *order["sites"]]
+    assert [sites.column(c)[0].as_py() for c in order["sites"]] == [1.0, 0.9, 2.0, 1.1]
+    with pytest.raises(ValueError, match="does not list exactly"):
+        Recorder(tmp_path / "x", columns, order={"sites": ["a.p_w", "a.v_pu", "b.p_w"]})
