@@ -515,8 +515,7 @@ class WorldBuilder:
             hosts_dwh = not sensorthings and topics.parse_role_key(key[0])[0] == "data"
             sensorthings |= hosts_dwh
             link = self.sim(f"BusLink{n}", "cosim.messaging.link:BusLinkSim", bus=self.bus, attrs=sorted(attrs),
-                            step_size=step, sensorthings_dir=str(self.out_dir) if hosts_dwh else None,
-                            publish_only=key[1] is None)
+                            step_size=step, sensorthings_dir=str(self.out_dir) if hosts_dwh else None)
             for src, dst, pairs, role, topic, kind, period_s, shifted, initial, *native in routes:
                 self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial,
                                 native[0] if native else None)

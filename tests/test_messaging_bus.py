@@ -61,17 +61,6 @@ def test_deliver_only_returns_messages_due(bus):
     assert len(sub.deliver(100)) == 1
 
 
-def test_deliver_before_leaves_what_is_due_now_for_later(bus):
-    """A consumer that may judge a step late (the DWH, publish-only links) takes what is due strictly before t;
-    the rest comes at its next call, in the same order."""
-    sub = bus.subscribe("data", "#", "x")
-    for t in (60, 120, 120):
-        bus.publish("data", P, [W(t)], t, "h1")
-    assert [(m.t_s, m.seq) for m in sub.deliver(120, before=True)] == [(60, 1)]
-    assert [(m.t_s, m.seq) for m in sub.deliver(120, before=True)] == []
-    assert [(m.t_s, m.seq) for m in sub.deliver(120)] == [(120, 2), (120, 3)]
-
-
 def test_wildcard_filters_and_subscriber_isolation(bus):
     a = bus.subscribe("data", "s4g/+/data/+/p_w", "a")
     b = bus.subscribe("data", "s4g/fur/data/h2/#", "b")

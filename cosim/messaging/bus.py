@@ -19,9 +19,7 @@ broker (``mosquitto://host:port``). Whatever the backend, the bus gives the same
 * the bus remembers, per wire topic, every message it put on the wire (sender, sequence number, send and due
   time) and matches returning payloads to them byte for byte -- so the envelope never needs to travel;
 * ``deliver(t)`` first WAITS (on a condition variable, never a sleep) until every message of the role due
-  by ``t`` on a topic the subscription matches is back from the broker (or was refused), with a wall-clock
-  timeout -> ``DeliveryTimeout``; ``deliver(t, before=True)`` takes (and waits for) those due strictly before
-  ``t`` -- a consumer that can judge a step late never waits for the broker;
+  by ``t`` is back from the broker (or was refused), with a wall-clock timeout -> ``DeliveryTimeout``;
 * messages are handed out sorted by (due time, send time, sender, sequence number), never by arrival order;
 * ``subscribe`` waits until everything published so far has arrived, so a subscription sees the same messages
   in every mode; retained messages are kept by the bus (the wire retain flag is never set, so a real broker
@@ -218,10 +216,9 @@ class Subscription:
     def subscriber(self) -> str:
         return self._state.subscriber
 
-    def deliver(self, t_s: float, *, before: bool = False) -> list[Message]:
-        """Every message due by ``t_s`` (``before``: strictly before ``t_s``) not delivered yet, sorted by
-        (t_due, t_s, sender, seq). Waits only for this subscription's messages: those on a topic it matches."""
-        return self._bus._collect(self._state, t_s, before)
+    def deliver(self, t_s: float) -> list[Message]:
+        """Every message due by ``t_s`` not delivered yet, sorted by (t_due, t_s, sender, seq)."""
+        return self._bus._collect(self._state, t_s)
 
     def pending(self) -> int:
         """Messages queued for this subscription (due or not)."""
@@ -290,7 +287,6 @@ class MessageBus:
         self._foreign_seq = itertools.count(1)
         self._subs: dict[tuple[str, str, str], _SubState] = {}
         self._routes: dict[str, tuple[_SubState, ...]] = {}  # topic -> matching subscriptions (cache)
-        self._match_cache: dict[tuple[str, str], bool] = {}  # (filter, topic) -> matches (waits per subscription)
         self._retained: dict[tuple[str, str], Message] = {}
         self._dead: list[DeadLetter] = []
         self._now: float = 0.0
@@ -700,15 +696,15 @@ class MessageBus:
         """``subscribe(role, topic_filter, subscriber).deliver(t_s)`` (the subscription is kept)."""
         return self.subscribe(role, topic_filter, subscriber).deliver(t_s)
 
-    def _collect(self, state: _SubState, t_s: float, before: bool = False) -> list[Message]:
+    def _collect(self, state: _SubState, t_s: float) -> list[Message]:
         if state.closed:
             raise TopicError("subscription is closed")
-        self._wait(state.base, t_s, state.topic_filter, before)
+        self._wait(state.base, t_s)
         out: list[Message] = []
         with self._cond:
             self._now = max(self._now, t_s)
             heap = state.heap
-            while heap and (heap[0][0][0] < t_s if before else heap[0][0][0] <= t_s):
+            while heap and heap[0][0][0] <= t_s:
                 out.append(heapq.heappop(heap)[1])
             if out:
                 counts: dict[str, int] = {}
@@ -724,17 +720,14 @@ class MessageBus:
             self._subs.pop((state.base, state.topic_filter, state.subscriber), None)
             self._routes.clear()
 
-    def _wait(self, base: str, t_s: float, topic_filter: str = "#", before: bool = False) -> None:
-        """Block until every message of role ``base`` due by ``t_s`` (``before``: strictly before) on a topic
-        ``topic_filter`` matches has come back from its broker: all that a subscription with that filter can
-        receive, so what it is handed does not depend on the broker's speed."""
+    def _wait(self, base: str, t_s: float) -> None:
+        """Block until every message of role ``base`` due by ``t_s`` has come back from its broker."""
         roles = [r for r in self._roles.values() if r.base == base]
         deadline = None
         with self._cond:
             while True:
                 missing = [(r, p) for r in roles if r.n_pending
-                           for lst in r.pending.values() for p in lst
-                           if (p.t_due < t_s if before else p.t_due <= t_s) and self._matches(topic_filter, p.topic)]
+                           for lst in r.pending.values() for p in lst if p.t_due <= t_s]
                 if not missing:
                     return
                 now = _time.monotonic()
@@ -744,15 +737,6 @@ class MessageBus:
                     self._timed_out = True
                     raise self._timeout(base, t_s, missing)
                 self._cond.wait(deadline - now)
-
-    def _matches(self, topic_filter: str, topic: str) -> bool:
-        key = (topic_filter, topic)
-        hit = self._match_cache.get(key)
-        if hit is None:
-            if len(self._match_cache) >= MAX_ROUTE_CACHE:
-                self._match_cache.clear()
-            hit = self._match_cache[key] = topic_filter == "#" or topics.matches(topic_filter, topic)
-        return hit
 
     def _timeout(self, base: str, t_s: float, missing: list[tuple[_Role, _Pending]]) -> DeliveryTimeout:
         by_topic: dict[str, int] = {}

@@ -112,22 +112,17 @@ one time-shifted edge keeps it acyclic as without the broker.
         self._senders: dict[str, set[str]] = {}  # route topic -> the senders whose values it carries
         self._sensorthings: Any = None
         self._sensorthings_dir: str | None = None
-        self._late = False
 
     # mosaik passes a simulator's own parameters by keyword: narrower than the base's **sim_params
     def init(self, sid: str, time_resolution: float = 1.0,  # type: ignore[override]
              step_size: int = 60, bus: MessageBus | None = None,
-             attrs: list[str] | None = None, sensorthings_dir: str | None = None, publish_only: bool = False) -> Meta:
-        """``publish_only``: no route of this link has a destination (telemetry for the DWH), so what comes
-        back (checked for foreign senders and misfits as always) is taken a step late: the step never waits for
-        the broker."""
+             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> Meta:
         if bus is None:
             raise ValueError("BusLinkSim needs the in-process MessageBus (init param 'bus')")
         self.bus = bus
         self.sid = sid
         self.step_size = int(step_size)
         self._sensorthings_dir = sensorthings_dir
-        self._late = publish_only
         self.meta = meta(list(attrs or []))
         return self.meta
 
@@ -196,10 +191,10 @@ one time-shifted edge keeps it acyclic as without the broker.
             if by_name:
                 self.bus.publish(role, topic, list(by_name.values()), time, sender)
         for sub in self._subs.values():
-            for message in sub.deliver(time, before=self._late):
+            for message in sub.deliver(time):
                 self._hold(message)
-        if self._sensorthings is not None:  # the DWH, without a live view, takes this step's telemetry next step
-            self._sensorthings.step(time, before=not self._sensorthings.live)
+        if self._sensorthings is not None:
+            self._sensorthings.step(time)
         return time + self.step_size
 
     def _publish_native(self, route: _Route, attr: str, value: Any, time: int) -> None:

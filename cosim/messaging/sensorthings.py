@@ -237,17 +237,10 @@ class SensorThingsRecorder:
         self.count = 0
         self._sink = LIVE_SINKS.get(str(Path(run_dir).resolve()))
 
-    @property
-    def live(self) -> bool:
-        """A live consumer (``cosim.sta.live``) takes each step's new Observations."""
-        return self._sink is not None
-
-    def step(self, t_s: float, *, before: bool = False) -> int:
-        """Take the Observations due by ``t_s`` (``before``: strictly before ``t_s``, the rest at a later step or
-        at the end -- the file gets the same Observations, and the step need not wait for the broker)."""
+    def step(self, t_s: float) -> int:
         n = 0
         new: list[tuple[Observation, str, int]] = []
-        for msg in self._sub.deliver(t_s, before=before):
+        for msg in self._sub.deliver(t_s):
             if len(self.catalog.datastreams) + len(msg.records) > MAX_DATASTREAMS and not self._known(msg):
                 self._bus.reject(msg, f"more than {MAX_DATASTREAMS} Datastreams", "sensorthings")
                 continue
