@@ -165,7 +165,7 @@ class DeviceSim(mosaik_api_v3.Simulator):
         self.measured: dict[str, dict[str, list[float]]] = {}
         self._measured_arrays: dict[str, dict[str, np.ndarray]] = {}
         self.tables: dict[str, _Table] = {}
-        self._integer: dict[int, set[str]] = {}  # id of a bank's device list -> its whole-number setpoints
+        self._integer: dict[str, frozenset[str]] = {}  # family -> its setpoints in whole numbers (set-up)
         self.event_log: list[dict[str, Any]] = []
         self._events_file: TextIO | None = None
         self._io: IoLoop | None = None
@@ -253,6 +253,8 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 for sp in bank.setpoint_names
             }
             self.banks[name] = (bank, devs, limits)
+            self._integer[name] = frozenset(sp for sp in limits if any(
+                d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs))
         remote = [d for d in self.devices.values() if d.address.scheme != "sim"]
         if remote:
             self._io = IoLoop()
@@ -273,14 +275,15 @@ class DeviceSim(mosaik_api_v3.Simulator):
                 table.scatter(eid, attrs, env_by_eid)
                 continue
             dev = self.devices[eid]
+            fam = dev.family
             for attr, sources in attrs.items():
-                value = _single(eid, attr, sources)
-                if attr in dev.family.input_names:
+                value = next(iter(sources.values())) if len(sources) == 1 else _single(eid, attr, sources)
+                if attr in fam.input_names:
                     env_by_eid.setdefault(eid, {})[attr] = value
-                elif attr in dev.family.setpoints and value is not None:
+                elif value is not None and attr in fam.bank.setpoint_names:
                     dev.pending[attr] = float(value)
         for name, (bank, devs, limits) in self.banks.items():
-            self._apply_bank_setpoints(time, bank, devs, limits)
+            self._apply_bank_setpoints(time, bank, devs, limits, self._integer[name])
             env = {
                 inp.name: np.array([env_by_eid.get(d.eid, {}).get(inp.name, inp.default) for d in devs], dtype=float)
                 for inp in devs[0].family.inputs
@@ -346,14 +349,11 @@ class DeviceSim(mosaik_api_v3.Simulator):
             self._events_file.flush()
 
     def _apply_bank_setpoints(self, time: int, bank: ModelBank, devs: list[_Device],
-                              limits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+                              limits: dict[str, tuple[np.ndarray, np.ndarray]], integer: frozenset[str]) -> None:
+        """``integer``: the setpoints some device of the bank takes in whole numbers only."""
         pending = [(i, d) for i, d in enumerate(devs) if d.pending]
         if not pending:
             return
-        integer = self._integer.get(id(devs))  # capabilities are fixed: once per bank, not per step
-        if integer is None:
-            integer = self._integer[id(devs)] = {
-                sp for sp in limits if any(d.capabilities.setpoints.get(sp, _NO_LIMIT).integer for d in devs)}
         for _i, dev in pending:  # rules across setpoints (curves): the whole write is refused, nothing applied
             if dev.capabilities.rules is not None:
                 try:
