@@ -42,7 +42,7 @@ bench: install
 # voltage levers alone and combined, on causal forecasts; combined_oracle is the perfect-foresight upper bound),
 # table written into README.md. About 5 min per variant on a quiet 2-core machine.
 COMPARE_VARIANTS ?= baseline rule_based profess profess_gesscon full pv_limit pv_volt_watt libal_voltage \
-                    gesscon_voltage combined combined_oracle
+                    gesscon_voltage combined combined_oracle er_residential
 compare: install
 	$(BIN)/s4g run scenarios/fur_skive.yaml --variant all --until 7d --out runs/fur_skive-week --no-report
 	$(BIN)/s4g compare $(addprefix runs/fur_skive-week/,$(COMPARE_VARIANTS)) \
