@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import mosaik_api_v3
 from mosaik_api_v3.types import Meta
@@ -118,9 +118,9 @@ class _Table:
         self._plan: list[tuple[str, np.ndarray, np.ndarray]] | None = None  # (family, positions, bank indices)
         self._others: list[tuple[int, _Device]] = []
 
-    def scatter(self, eid: str, attrs: dict[str, Any], env_by_eid: dict[str, dict[str, float]]) -> None:
-        """Vector inputs: element i is members[i]'s declared input or setpoint of that name (a member without it
-        ignores it; a NaN setpoint is no setpoint, as None is for one device)."""
+    def split(self, eid: str, attrs: dict[str, Any]) -> Iterator[tuple[_Device, str, float]]:
+        """Vector inputs per member: element i is members[i]'s declared input or setpoint of that name (a member
+        without it ignores it; a NaN setpoint is no setpoint, as None is for one device)."""
         for attr, sources in attrs.items():
             value = _single(eid, attr, sources)
             if value is None:
@@ -129,10 +129,16 @@ class _Table:
             if vec.shape != (len(self.members),):
                 raise ValueError(f"{eid}.{attr}: {vec.size} values for {len(self.members)} devices")
             for dev, v in zip(self.members, vec.tolist()):
-                if attr in dev.family.input_names:
-                    env_by_eid.setdefault(dev.eid, {})[attr] = v
-                elif attr in dev.family.setpoints and not math.isnan(v):
-                    dev.pending[attr] = v
+                if attr in dev.family.input_names or (attr in dev.family.setpoints and not math.isnan(v)):
+                    yield dev, attr, v
+
+    def scatter(self, eid: str, attrs: dict[str, Any], env_by_eid: dict[str, dict[str, float]]) -> None:
+        """Vector inputs into the members' environment and pending setpoints."""
+        for dev, attr, v in self.split(eid, attrs):
+            if attr in dev.family.input_names:
+                env_by_eid.setdefault(dev.eid, {})[attr] = v
+            else:
+                dev.pending[attr] = v
 
     def vector(self, attr: str, arrays: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
         if attr in STATUS_ATTRS:

@@ -94,17 +94,9 @@ class BenchDeviceSim(DeviceSim):
     def _per_device(self, inputs: dict) -> dict:
         """The inputs with a Table's vectors spread to its members (a NaN setpoint is none, as in DeviceSim)."""
         out = {eid: attrs for eid, attrs in inputs.items() if eid not in self.tables}
-        for eid, attrs in inputs.items():
-            table = self.tables.get(eid)
-            if table is None:
-                continue
-            for attr, sources in attrs.items():
-                vector = _single(sources)
-                if vector is None:
-                    continue
-                for dev, v in zip(table.members, [float(x) for x in vector]):
-                    if attr in dev.family.input_names or (attr in dev.family.setpoints and not math.isnan(v)):
-                        out.setdefault(dev.eid, {})[attr] = {eid: v}
+        for eid, table in self.tables.items():
+            for dev, attr, v in table.split(eid, inputs.get(eid, {})):
+                out.setdefault(dev.eid, {})[attr] = {eid: v}
         return out
 
     # -- the bench's traffic ---------------------------------------------------------------------------------
