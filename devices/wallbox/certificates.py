@@ -185,16 +185,13 @@ class StationCertificates:
 
     def delete(self, wanted: dict[str, Any]) -> str:
         """'Accepted', 'NotFound', or 'Failed' for the station's own certificate and its last CSMS root."""
-        key = (str(wanted.get("issuerNameHash", "")).lower(), str(wanted.get("issuerKeyHash", "")).lower(),
-               str(wanted.get("serialNumber", "")).lower().lstrip("0"))
         if wanted.get("hashAlgorithm") != "SHA256":
             return "NotFound"  # we only hash with SHA-256; another algorithm's hashes match nothing here
-        own = hash_data(self.certificate, self._issuer_of(self.certificate))
-        if (own["issuerNameHash"], own["issuerKeyHash"], own["serialNumber"].lstrip("0")) == key:
+        key = _identity(wanted)
+        if _identity(hash_data(self.certificate, self._issuer_of(self.certificate))) == key:
             return "Failed"
         for i, (kind, c) in enumerate(self.roots):
-            h = hash_data(c, self._issuer_of(c))
-            if (h["issuerNameHash"], h["issuerKeyHash"], h["serialNumber"].lstrip("0")) != key:
+            if _identity(hash_data(c, self._issuer_of(c))) != key:
                 continue
             if kind == "csms" and sum(k == "csms" for k, _ in self.roots) == 1:
                 return "Failed"
@@ -202,6 +199,12 @@ class StationCertificates:
             self._write()
             return "Accepted"
         return "NotFound"
+
+
+def _identity(h: dict[str, Any]) -> tuple[str, str, str]:
+    """What identifies a certificate in OCPP hash data: issuer name and key hashes and serial, case-free."""
+    return (str(h.get("issuerNameHash", "")).lower(), str(h.get("issuerKeyHash", "")).lower(),
+            str(h.get("serialNumber", "")).lower().lstrip("0"))
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
