@@ -14,13 +14,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 MAX_BYTES = 4 << 20  # 4 MiB: a pilot scenario with 28 sites is 10 kB; profiles live in their own files
 MAX_DEPTH = 64  # the scenario schema nests about 6 levels
 MAX_NODES = 200_000  # values after alias expansion ("billion laughs" stops here)
+# libyaml's parser when PyYAML was built with it (6x faster: a pilot scenario in 45 ms, not 290); same events,
+# nodes and marks. Its composer recurses in C, which is safe because depth is checked on the events first.
+LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 _FLOAT = "tag:yaml.org,2002:float"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -77,7 +81,7 @@ def parse(text: str) -> YamlDocument:
     """Parse one YAML document; raise YamlInputError with every problem found."""
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = LOADER(text)
         _check_depth(text)
         root = loader.get_single_node()
         if root is None:
@@ -105,16 +109,24 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> YamlProblem:
     return YamlProblem(f"not valid YAML: {context + ': ' if context else ''}{problem}", mark.line + 1 if mark else None)
 
 
+def _too_deep(line: int | None) -> YamlInputError:
+    return YamlInputError([YamlProblem(f"nested deeper than the {MAX_DEPTH} levels allowed", line)])
+
+
 def _check_depth(text: str) -> None:
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise YamlInputError([YamlProblem(f"nested deeper than the {MAX_DEPTH} levels allowed",
-                                                  event.start_mark.line + 1)])
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=LOADER):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep(event.start_mark.line + 1)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.MarkedYAMLError as exc:  # libyaml stops deep flow nesting itself (at 1000): the same refusal
+        if "nesting depth" not in (exc.problem or ""):
+            raise
+        raise _too_deep(exc.problem_mark.line + 1 if exc.problem_mark else None) from None
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -157,7 +169,7 @@ def _check_graph(root: yaml.Node) -> list[YamlProblem]:
     return []
 
 
-def _check_values(root: yaml.Node, loader: yaml.SafeLoader) -> list[YamlProblem]:
+def _check_values(root: yaml.Node, loader: yaml.constructor.SafeConstructor) -> list[YamlProblem]:
     """Repeated keys, scalars that cannot be read (2019-02-30, a 5000-digit integer), infinite numbers."""
     problems: list[YamlProblem] = []
     seen: set[int] = set()
@@ -197,5 +209,10 @@ def _check_values(root: yaml.Node, loader: yaml.SafeLoader) -> list[YamlProblem]
     return problems
 
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "YamlDocument", "YamlInputError", "YamlProblem", "decode",
-           "parse", "read"]
+def dump(data: Any, **options: Any) -> str:
+    """YAML text of plain data (safe types only), with libyaml's emitter when PyYAML has it."""
+    return cast(str, yaml.dump(data, Dumper=DUMPER, allow_unicode=True, **options))
+
+
+__all__ = ["DUMPER", "LOADER", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "YamlDocument", "YamlInputError",
+           "YamlProblem", "decode", "dump", "parse", "read"]

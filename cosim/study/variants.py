@@ -15,13 +15,13 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from collections.abc import Callable
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from cosim.scenario import Scenario
+from devices import yaml_file
 from cosim.study import keypath
 from cosim.study.base import BaseDocument
 from cosim.study.spec import ECONOMICS_PREFIX, VARIANT_KEY, LoadedStudy, canonical
@@ -122,11 +122,11 @@ def _rewrite_paths(doc: dict[str, Any], base_dir: Path, rewrite: Callable[[Path]
     try:
         model = Scenario.model_validate(doc)
     except ValidationError:  # the worker (or the check) reports the same error for this variant
-        return cast(str, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        return yaml_file.dump(doc, sort_keys=False)
     for loc, value in path_locations(model):
         source = value if value.is_absolute() else (base_dir / value)
         set_at(doc, loc, rewrite(source) if source.is_file() else str(source))  # missing: validation names it
-    return cast(str, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return yaml_file.dump(doc, sort_keys=False)
 
 
 def portable_text(doc: dict[str, Any], base_dir: Path, bundle: Bundle) -> str:
