@@ -3,6 +3,7 @@ LocalCluster with 2 workers, a failing variant recorded while the others finish,
 search, lifetime and economics columns, the report."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -229,6 +230,36 @@ def test_ctrl_c_leaves_a_directory_that_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(pd.read_parquet(out / "table.parquet")) == 5
     assert json.loads((out / "study.json").read_text())["status"]["cached"] == len(rows)
+
+
+@pytest.mark.timeout(300)
+def test_terminal_ctrl_c_on_dask_cancels_the_running_variant_without_killing_workers(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, the LocalCluster's workers included: they must
+    leave it to the study process, which stops the running variant within a step and records it cancelled."""
+    study = write_study(tmp_path, axes=[{"name": "seed", "key": "seed", "values": list(range(6))}], until="6h")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "s4g", "study", str(study), "--workers", "1", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a terminal's foreground job
+    results = out / "results.jsonl"
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.is_file() and results.read_text().count("\n") >= 1:  # the next variant is running now
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    statuses = [r["status"] for r in rows]
+    assert "lost" not in statuses and "cancelled" in statuses, statuses
+    assert rows[0]["status"] == "complete"
+    assert json.loads((out / "study.json").read_text())["state"] == "interrupted" and "--resume" in stdout
 
 
 # ------------------------------------------------------------------------------------- cancel within a variant

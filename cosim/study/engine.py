@@ -118,7 +118,8 @@ def local_cluster(workers: int) -> Any:
     from distributed import LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO and shutdown lines would bury the bar
-    with dask.config.set(QUIET_WORKER):  # the nannies hand the config to the workers they start
+    # the nannies hand the config to the workers they start (restarted ones too); Ctrl-C is the study's own
+    with dask.config.set({**QUIET_WORKER, "distributed.worker.preload": ["cosim.study.worker_setup"]}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]  # dask.distributed ships partial annotations
                             dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, host="127.0.0.1")
 
