@@ -13,8 +13,9 @@ Honest by default: everything PROFEV knows comes from before the run or from mea
 
 Each ``step_s`` PROFEV re-plans every EV and the battery when ``replan_s`` has passed; in between the policies
 give each EV's power from its measured progress. It also re-plans at the scenario step an EV's plug-in is seen,
-between its own steps too: the new EV alone, so it waits no longer than LEVChAg alone would; and when an EV
-leaves that the plan still counted on, what depended on it (the battery, and where EVs stay the other EVs).
+between its own steps too: the new EV alone and the battery around it, so the EV waits no longer than under
+LEVChAg alone; and when an EV leaves that the plan still counted on, what depended on it (the battery, and
+where EVs stay the other EVs).
 The EVs' powers go to LEVChAg as one SenML plan (``plan``, valid ``2 step_s``, re-published on every change),
 the battery's power to the battery.
 """
@@ -177,6 +178,8 @@ class _Site:
                 self.solves["plug_in"] += 1
                 changed.add(i)
                 solved = True
+        if changed - set(ended) and not full and self.core.replan_battery(k, self._base(k), bsoc):
+            battery_solved = True  # it was planned around the EVs there were (the morning peak: 38 -> 22 kW)
         if solved:
             self.plan_issued_s = float(time)
             self.solve_ms = self.core.solve_ms

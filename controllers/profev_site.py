@@ -11,9 +11,10 @@ by block-coordinate descent over small ones (:mod:`controllers.profev_sdp`):
 
 An EV's expected power at step t is its planned power if it is still there times the chain's probability that
 it is (its policy rolled forward). The plan is re-solved every ``replan_s``; when an EV plugs in, the new EV
-alone (:meth:`ProfevSite.add_ev`); when an EV leaves that the plan still counted on (:meth:`ProfevSite.counted_on_wh`),
-what depended on it: the others and the battery, or only the battery where each EV finishes first. Between solves
-each EV's power comes from its policy at its measured progress (state feedback).
+alone (:meth:`ProfevSite.add_ev`), then the battery (:meth:`ProfevSite.replan_battery`); when an EV leaves
+that the plan still counted on (:meth:`ProfevSite.counted_on_wh`), what depended on it: the others and the
+battery, or only the battery where each EV finishes first. Between solves each EV's power comes from its
+policy at its measured progress (state feedback).
 Sign convention: + = drawn from the grid.
 """
 
@@ -154,8 +155,8 @@ class ProfevSite:
         return float(_shift(plan.expected_w, k + 1 - plan.t0, self.horizon_steps).sum()) * self.step_s / 3600.0
 
     def replan_battery(self, k0: int, base_w: np.ndarray, battery_soc: float | None) -> bool:
-        """Re-solve the battery alone against the EVs' current plans (an EV left that it had counted on);
-        False when there is no battery or no SoC to start from."""
+        """Re-solve the battery alone against the EVs' current plans (an EV came, or left while it was counted
+        on); False when there is no battery or no SoC to start from."""
         if self.battery is None or battery_soc is None or not math.isfinite(battery_soc):
             return False
         t = _time.perf_counter()

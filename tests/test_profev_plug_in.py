@@ -126,7 +126,8 @@ def test_a_plug_in_between_steps_replans_the_new_ev_alone():
 
 
 @pytest.mark.parametrize("bays", ["turn_over", "stay"])
-def test_an_ev_leaving_early_replans_what_counted_on_it_and_one_leaving_as_planned_does_not(bays):
+def test_leaving_early_replans_what_counted_on_it_leaving_as_planned_does_not_and_a_plug_in_replans_the_battery(
+        bays):
     battery = {"capacity_wh": 80_000.0, "p_charge_max_w": 30_000.0, "p_discharge_max_w": 30_000.0}
     loop = _Loop(bays, 100_000.0, battery=battery)
     loop.battery_e_wh = 40_000.0
@@ -136,13 +137,19 @@ def test_an_ev_leaving_early_replans_what_counted_on_it_and_one_leaving_as_plann
     for t in range(0, 3000, STEP_S):
         if t == 1200:
             loop.unplug(0)
+        if t == 2040:
+            loop.plug(0, 3.0, 6000.0, 6 * 3600.0)
         if t == 2700:
             assert loop.e_wh[1] > 0  # it did charge before it left
             loop.unplug(1)
+        battery_plan = site.core.battery_policy
         out = loop.step(t, 5000.0)
         if t == 1200:  # counted on: re-planned at once (the battery; where EVs stay, the others too)
             assert site.solves["unplug"] == 1 and out["issued_s"] == 1200 and out["plan"]["wb0"] == 0.0
             assert site.core.battery_t0 == 1 and 0 not in site.core.evs
+        if t == 2040:  # the battery plans around the new EV as well
+            assert site.solves["plug_in"] == 1 and site.core.battery_t0 == 2
+            assert site.core.battery_policy is not battery_plan and out["issued_s"] == 2040
         if t == 2700:
-            assert out["plan"]["wb1"] == 0.0
-    assert site.solves == {"periodic": 1, "plug_in": 0, "unplug": 1}
+            assert out["plan"]["wb1"] == 0.0 and site.core.battery_policy is battery_plan
+    assert site.solves == {"periodic": 1, "plug_in": 1, "unplug": 1}
