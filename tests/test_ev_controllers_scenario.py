@@ -3,6 +3,7 @@ KPIs (tolerances as tests/test_ev_scenario.py), LEVChAg keeps the site's import 
 
 import json
 from pathlib import Path
+import tempfile
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -150,10 +151,10 @@ def _one_ev(tmp_path: Path, address: str, minute: int) -> Path:
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(minute=st.integers(1, 59))
 def test_profev_charges_an_ev_from_the_step_after_its_plug_in_between_its_15_min_steps(tmp_path, minute):
-    out = tmp_path / f"run_{minute}"
-    res = run(load(_one_ev(tmp_path, "sim://", minute)), out, progress=False, report=False)
+    out = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example: hypothesis may draw a minute twice
+    res = run(load(_one_ev(out, "sim://", minute)), out / "run", progress=False, report=False)
     assert res.status == "complete"
-    (session,) = [json.loads(r) for r in (out / "sessions.jsonl").read_text().splitlines() if '"session"' in r]
+    (session,) = [json.loads(r) for r in (out / "run" / "sessions.jsonl").read_text().splitlines() if '"session"' in r]
     assert session["t_plug_s"] == 60 * minute
     assert session["t_first_charge_s"] == 60 * (minute + 1)  # the plan came at the plug-in, the limit next step
     assert res.kpis["ev"]["total"]["wait_first_charge_mean_s"] == 60.0
