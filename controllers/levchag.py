@@ -172,15 +172,15 @@ class _Site:
         self._decoded: tuple[Any, Any] = (None, None)
 
     def _plan(self, pack: Any) -> tuple[float, float, dict[str, float]] | None:
-        key = id(pack)
-        if self._decoded[0] == key and pack is not None:
+        # decoded once per pack: the pack itself is kept, so a new pack can never pass for it (an id could)
+        if pack is not None and self._decoded[0] is pack:
             return self._decoded[1]
         try:
             dec = plan_from_senml(pack) if pack else None
         except ValueError as exc:
             log.warning("LEVChAg %s: rejected plan (%s)", self.site, exc)
             dec = None
-        self._decoded = (key, dec)
+        self._decoded = (pack, dec)
         return dec
 
     def step(self, time: int, step_s: int, slot: dict[str, np.ndarray], site: dict[str, Any]) -> str:

@@ -11,9 +11,13 @@ Honest by default: everything PROFEV knows comes from before the run or from mea
 * an EV that declared its departure at plug-in (``declared_departure``, default on) leaves then; the others
   follow the chain (``declared_departure: false`` is the original PROFEV: the chain for every EV).
 
-Each ``step_s`` PROFEV re-plans every EV and the battery when ``replan_s`` has passed, and plans a newly
-plugged-in EV at once; in between the policies give each EV's power from its measured progress. The EVs'
-powers go to LEVChAg as one SenML plan (``plan``, valid ``2 step_s``), the battery's power to the battery.
+Each ``step_s`` PROFEV re-plans every EV and the battery when ``replan_s`` has passed; in between the policies
+give each EV's power from its measured progress. It also re-plans at the scenario step an EV's plug-in is seen,
+between its own steps too: the new EV alone and the battery around it, so the EV waits no longer than under
+LEVChAg alone; and when an EV leaves that the plan still counted on, what depended on it (the battery, and
+where EVs stay the other EVs).
+The EVs' powers go to LEVChAg as one SenML plan (``plan``, valid ``2 step_s``, re-published on every change),
+the battery's power to the battery.
 """
 
 from __future__ import annotations
@@ -111,30 +115,34 @@ class _Site:
         self.plan_issued_s = -1.0
         self.p_set_w = 0.0
         self.solve_ms = 0.0
+        self.powers = dict.fromkeys(self.names, 0.0)  # the plan's per-wallbox powers as last published
+        self.solves = {"periodic": 0, "plug_in": 0, "unplug": 0}  # re-plans by their cause
 
     def _base(self, k: int) -> np.ndarray:
         idx = np.clip(np.arange(k, k + self.core.horizon_steps), 0, self.base_w.size - 1)
         return self.base_w[idx]
 
     def step(self, time: int, slot: dict[str, np.ndarray], site: dict[str, float]) -> None:
+        """Every scenario step: at PROFEV's steps the plan is re-published (and re-solved every ``replan_s``);
+        between them only when an EV plugged in or left, and then only for what changed."""
         p = self.params
-        if time % p.step_s:
-            return
-        k = time // p.step_s
+        k, at_step = time // p.step_s, time % p.step_s == 0
         plugged = np.nan_to_num(slot["connected"]) > 0.5
         e_sess = np.nan_to_num(slot["e_session_wh"])
+        ev_id = np.nan_to_num(slot["ev_id"])
+        # a session ends when its EV unplugs or the next EV in the queue takes the wallbox (a new id, or the
+        # session energy drops); a session starts when a plugged-in wallbox has none
+        ended = [i for i, sess in enumerate(self.session)
+                 if sess is not None and (not plugged[i] or ev_id[i] != sess[0] or e_sess[i] < sess[1] - 1.0)]
+        periodic = at_step and k - self.last_plan_k >= p.replan_s // p.step_s
+        if not (at_step or ended or any(plugged[i] and s is None for i, s in enumerate(self.session))):
+            return  # nothing changed since the last plan: it stands
         declared = np.nan_to_num(slot["ev_energy_wanted_wh"])
         remaining = np.where(declared > 0, np.maximum(declared - e_sess, 0.0), 10_000.0)
         ev_max = np.where(np.nan_to_num(slot["ev_p_max_w"]) > 0, slot["ev_p_max_w"], self.hw_w)
         soc = slot["soc"]
         accept = np.minimum(self.hw_w, np.where(np.isfinite(soc), ev_accept_w(np.nan_to_num(soc), ev_max, self.cv,
                                                                                self.floor), ev_max))
-        # a new EV on a wallbox that stayed occupied (the next in the queue): a new id, or the session energy drops
-        ev_id = np.nan_to_num(slot["ev_id"])
-        for i, sess in enumerate(self.session):
-            if sess is not None and plugged[i] and (ev_id[i] != sess[0] or e_sess[i] < sess[1] - 1.0):
-                self.core.evs.pop(i, None)
-                self.session[i] = None
         ev_phases = np.where(np.nan_to_num(slot["ev_phases"]) > 0, np.minimum(slot["ev_phases"], self.phases),
                              self.phases)
         p_min = self.min_w_per_phase * ev_phases
@@ -143,33 +151,52 @@ class _Site:
         bsoc = math.nan
         if self.battery is not None and math.isfinite(site.get("e_wh", math.nan)):
             bsoc = site["e_wh"] / self.battery.capacity_wh
-        solved = False
-        if k - self.last_plan_k >= p.replan_s // p.step_s:
+        # an EV that left while the plan still counted on it: re-solve what depended on it
+        left_early = any(self.core.counted_on_wh(k, i) > 1.0 for i in ended)
+        for i in ended:
+            self.core.evs.pop(i, None)
+            self.session[i] = None
+        full = periodic or (left_early and not self.core.finish_first)  # the others were planned around it
+        solved = battery_solved = False
+        if full:
             evs = {int(i): (float(remaining[i]), float(accept[i]), float(p_min[i]), dep[i])
                    for i in np.flatnonzero(plugged)}
             self.core.plan(k, self._base(k), evs, bsoc)
             self.session = [(ev_id[i], float(e_sess[i])) if plugged[i] else None for i in range(len(self.names))]
-            self.last_plan_k, solved = k, True
+            solved = battery_solved = True
+            self.solves["periodic" if periodic else "unplug"] += 1
+            if periodic:
+                self.last_plan_k = k
+        elif left_early and self.core.replan_battery(k, self._base(k), bsoc):
+            solved = battery_solved = True
+            self.solves["unplug"] += 1
+        changed = set(ended)
         for i in range(len(self.names)):
-            if plugged[i] and self.session[i] is None:  # plugged in since: plan this EV alone
+            if plugged[i] and self.session[i] is None:  # plugged in since: plan this EV alone, now
                 self.core.add_ev(k, i, float(remaining[i]), float(accept[i]), float(p_min[i]), self._base(k), dep[i])
                 self.session[i] = (ev_id[i], float(e_sess[i]))
+                self.solves["plug_in"] += 1
+                changed.add(i)
                 solved = True
-            elif not plugged[i] and self.session[i] is not None:
-                self.core.evs.pop(i, None)
-                self.session[i] = None
+        if changed - set(ended) and not full and self.core.replan_battery(k, self._base(k), bsoc):
+            battery_solved = True  # it was planned around the EVs there were (the morning peak: 38 -> 22 kW)
         if solved:
             self.plan_issued_s = float(time)
             self.solve_ms = self.core.solve_ms
-        powers = {self.names[i]: (self.core.ev_power_w(k, i, float(e_sess[i]) - sess[1])
-                                  if (sess := self.session[i]) is not None else 0.0) for i in range(len(self.names))}
-        if p.bays == "turn_over":  # at what each EV accepts now (its taper), until done
-            powers = {n: min(w, float(accept[i])) for i, (n, w) in enumerate(powers.items())}
-        self.plan = plan_to_senml(self.site, self.start_unix_s + time, 2 * p.step_s, powers)
-        pb = self.core.battery_power_w(k, bsoc)
-        hi, lo = site.get("p_charge_avail_w", math.inf), site.get("p_discharge_avail_w", math.inf)
-        self.p_set_w = float(np.clip(pb, -lo if math.isfinite(lo) else -math.inf,
-                                     hi if math.isfinite(hi) else math.inf))
+        # at PROFEV's steps and after a full re-plan every EV's power is new; otherwise only the changed ones
+        redo = range(len(self.names)) if at_step or full else sorted(changed)
+        for i in redo:
+            sess = self.session[i]
+            w = self.core.ev_power_w(k, i, float(e_sess[i]) - sess[1]) if sess is not None else 0.0
+            if p.bays == "turn_over":  # at what each EV accepts now (its taper), until done
+                w = min(w, float(accept[i]))
+            self.powers[self.names[i]] = w
+        self.plan = plan_to_senml(self.site, self.start_unix_s + time, 2 * p.step_s, dict(self.powers))
+        if at_step or battery_solved:
+            pb = self.core.battery_power_w(k, bsoc)
+            hi, lo = site.get("p_charge_avail_w", math.inf), site.get("p_discharge_avail_w", math.inf)
+            self.p_set_w = float(np.clip(pb, -lo if math.isfinite(lo) else -math.inf,
+                                         hi if math.isfinite(hi) else math.inf))
 
 
 class ProfevSim(mosaik_api_v3.Simulator):

@@ -10,8 +10,11 @@ by block-coordinate descent over small ones (:mod:`controllers.profev_sdp`):
 3. the EVs are swept once more against the battery's plan.
 
 An EV's expected power at step t is its planned power if it is still there times the chain's probability that
-it is (its policy rolled forward). The plan is re-solved every ``replan_s`` and, for the new EV only, when an
-EV plugs in. Between solves each EV's power comes from its policy at its measured progress (state feedback).
+it is (its policy rolled forward). The plan is re-solved every ``replan_s``; when an EV plugs in, the new EV
+alone (:meth:`ProfevSite.add_ev`), then the battery (:meth:`ProfevSite.replan_battery`); when an EV leaves
+that the plan still counted on (:meth:`ProfevSite.counted_on_wh`), what depended on it: the others and the
+battery, or only the battery where each EV finishes first. Between solves each EV's power comes from its
+policy at its measured progress (state feedback).
 Sign convention: + = drawn from the grid.
 """
 
@@ -143,6 +146,23 @@ class ProfevSite:
         self._solve_ev(k0, key, remaining_wh, accept_w, p_min_w, np.asarray(base_w, float)[: self.horizon_steps],
                        departure)
         self.solve_ms = (_time.perf_counter() - t) * 1e3
+
+    def counted_on_wh(self, k: int, key: object) -> float:
+        """The energy the plan of EV ``key`` still expected it to draw after step ``k`` (0 if it has none)."""
+        plan = self.evs.get(key)
+        if plan is None:
+            return 0.0
+        return float(_shift(plan.expected_w, k + 1 - plan.t0, self.horizon_steps).sum()) * self.step_s / 3600.0
+
+    def replan_battery(self, k0: int, base_w: np.ndarray, battery_soc: float | None) -> bool:
+        """Re-solve the battery alone against the EVs' current plans (an EV came, or left while it was counted
+        on); False when there is no battery or no SoC to start from."""
+        if self.battery is None or battery_soc is None or not math.isfinite(battery_soc):
+            return False
+        t = _time.perf_counter()
+        self._solve_battery(k0, battery_soc, np.asarray(base_w, float)[: self.horizon_steps])
+        self.solve_ms = (_time.perf_counter() - t) * 1e3
+        return True
 
     def ev_power_w(self, k: int, key: object, delivered_since_wh: float) -> float:
         plan = self.evs.get(key)

@@ -1,8 +1,12 @@
 """The S4G EV controllers in the Bolzano scenario: sim:// and OCPP 1.6J / 2.0.1 virtual wallboxes give the same
 KPIs (tolerances as tests/test_ev_scenario.py), LEVChAg keeps the site's import limit, every variant builds."""
 
+import json
 from pathlib import Path
+import tempfile
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytest
 import yaml
 
@@ -47,15 +51,35 @@ def test_levchag_and_profev_over_ocpp_equal_sim(tmp_path, address):
     _same(a, b)
     assert wire.kpis["sites"]["commercial"]["import_kwh"] == pytest.approx(
         sim.kpis["sites"]["commercial"]["import_kwh"], abs=1e-3)
+    # PROFEV plans an EV at the step its plug-in is seen, also between its 15-min steps: with headroom at the
+    # site (its import stays far below the contract) every EV charges from the next step (5 min)
+    assert sim.kpis["sites"]["commercial"]["peak_import_kw"] < 0.6 * 100
+    for out in (tmp_path / "sim", tmp_path / "wire"):
+        waits = _plug_to_first_charge_s(out)
+        assert len(waits) >= 10 and max(waits) <= 300, waits
 
 
-def test_levchag_keeps_a_tight_import_limit(tmp_path):
+def _plug_to_first_charge_s(run_dir: Path) -> list[int]:
+    """Seconds from plug-in to the first step with charging power, per session that plugged in."""
+    rows = [json.loads(line) for line in (run_dir / "sessions.jsonl").read_text().splitlines()]
+    return [r["t_first_charge_s"] - r["t_plug_s"] if r["t_first_charge_s"] is not None else 86400
+            for r in rows if r.get("record") == "session" and r["t_plug_s"] is not None]
+
+
+@pytest.mark.parametrize("upper", ["none", "profev"])
+def test_levchag_keeps_a_tight_import_limit(tmp_path, upper):
+    """Alone and under PROFEV, which re-plans at every plug-in: the limit holds at every step. (PROFEV's own
+    battery plan does not know the contract: with the battery under PROFEV the import reaches 16 kW here.)"""
     path = _scenario(tmp_path, "sim://", "uncontrolled", contract_import_w=15_000)
     free = run(load(path), tmp_path / "free", progress=False, report=False)
     data = yaml.safe_load(path.read_text())
-    data["controllers"] = [{"id": "ess_self_consumption", "kind": "self_consumption", "devices": ["ess"]},
-                           {"id": "lev", "kind": "levchag", "devices": ["wb1", "wb2", "wb3", "wb4", "wb5"],
-                            "params": {"margin_w": 2000}}]
+    wbs = ["wb1", "wb2", "wb3", "wb4", "wb5"]
+    data["controllers"] = ([{"id": "ess_self_consumption", "kind": "self_consumption", "devices": ["ess"]},
+                            {"id": "lev", "kind": "levchag", "devices": wbs, "params": {"margin_w": 2000}}]
+                           if upper == "none" else
+                           [{"id": "ess_self_consumption", "kind": "self_consumption", "devices": ["ess"]},
+                            {"id": "profev", "kind": "profev", "devices": wbs,
+                             "params": {"levchag": {"margin_w": 2000}}}])
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     lev = run(load(path), tmp_path / "lev", progress=False, report=False)
     assert free.kpis["sites"]["commercial"]["peak_import_kw"] > 15.0  # uncontrolled breaks it
@@ -109,3 +133,38 @@ def test_profev_bays_auto_follows_the_fleet(tmp_path):
     assert bays_mode("auto", [fleets[0].model_copy(update={"unplug_when_done": False})], wbs) == "stay"
     assert bays_mode("auto", fleets, ["wb_elsewhere"]) == "stay"  # no fleet: EVs plugged by hand stay
     assert bays_mode("stay", fleets, wbs) == "stay"  # an explicit choice is kept
+
+
+def _one_ev(tmp_path: Path, address: str, minute: int) -> Path:
+    """The Bolzano site under PROFEV from 07:00 at 1-min steps, one EV plugging in at 07:``minute``."""
+    path = _scenario(tmp_path, address, "s4g")
+    data = yaml.safe_load(path.read_text())
+    data.update({"duration": "1h", "step": "1min"})
+    data["ev_fleets"][0].update(evs_per_day=1, session_model=None, groups=[
+        {"name": "one", "share": 1.0, "arrival_h": 7 + minute / 60, "arrival_sd_h": 0.0, "dwell_h": 4.0,
+         "dwell_sd_h": 0.0}])
+    path = tmp_path / f"one_ev_{minute}_{address.split(':')[0]}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(minute=st.integers(1, 59))
+def test_profev_charges_an_ev_from_the_step_after_its_plug_in_between_its_15_min_steps(tmp_path, minute):
+    out = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example: hypothesis may draw a minute twice
+    res = run(load(_one_ev(out, "sim://", minute)), out / "run", progress=False, report=False)
+    assert res.status == "complete"
+    (session,) = [json.loads(r) for r in (out / "run" / "sessions.jsonl").read_text().splitlines() if '"session"' in r]
+    assert session["t_plug_s"] == 60 * minute
+    assert session["t_first_charge_s"] == 60 * (minute + 1)  # the plan came at the plug-in, the limit next step
+    assert res.kpis["ev"]["total"]["wait_first_charge_mean_s"] == 60.0
+
+
+@pytest.mark.parametrize("address", ["ocpp16://", "ocpp201://"])
+def test_profev_plans_an_ev_plugged_in_between_its_steps_over_ocpp_as_over_sim(tmp_path, address):
+    sim = run(load(_one_ev(tmp_path, "sim://", 7)), tmp_path / "sim", progress=False, report=False)
+    wire = run(load(_one_ev(tmp_path, address, 7)), tmp_path / "wire", progress=False, report=False)
+    assert sim.status == wire.status == "complete"
+    a, b = sim.kpis["ev"]["total"], wire.kpis["ev"]["total"]
+    _same(a, b)
+    assert b["wait_first_charge_mean_s"] == 60.0 and b["energy_delivered_wh"] > 0
