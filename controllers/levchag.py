@@ -2,7 +2,8 @@
 profile when the wallbox is reached over OCPP; the CSMS driver confirms it) each step so that
 
 * the site's import stays within its limit: the EVs get at most ``import_limit_w - (PCC - EVs) - margin_w``,
-  where ``PCC - EVs`` is the rest of the site as last measured (load, PV, battery), and never more than
+  where ``PCC - EVs`` is the rest of the site as last measured (load, PV, battery; with the change of the
+  battery's setpoint for the next step when the site's battery is PROFEV's), and never more than
   ``site_limit_w`` or the DSO's envelope for the hour (GEVChCon) when one is valid;
 * EVs are served least-laxity-first: laxity = time to the declared departure minus the time the remaining
   energy takes at the power the EV accepts now (an EV that declared nothing comes last);
@@ -135,7 +136,7 @@ def decide(wants: np.ndarray, remaining_wh: np.ndarray, accept_w: np.ndarray, p_
 
 SLOT_INPUTS = ("connected", "status", "p_w", "soc", "e_session_wh", "ev_departure_t_s", "ev_energy_wanted_wh",
                "ev_p_max_w", "ev_phases")
-SITE_INPUTS = ("pcc_p_w", "plan", "plan_issued_s", "envelope", "envelope_issued_s")
+SITE_INPUTS = ("pcc_p_w", "plan", "plan_issued_s", "envelope", "envelope_issued_s", "battery_set_w")
 SITE_OUTPUTS = ("fallback", "budget_w", "ev_p_w", "decide_ms", "plan_age_s")
 META = {
     "api_version": "3.0",
@@ -170,6 +171,8 @@ class _Site:
         self.decide_ms = 0.0
         self.plan_age_s = math.nan
         self._decoded: tuple[Any, Any] = (None, None)
+        #: the site battery's setpoint the measured PCC was made with (its controller's initial one is 0 W)
+        self._battery_set_w = 0.0
 
     def _plan(self, pack: Any) -> tuple[float, float, dict[str, float]] | None:
         # decoded once per pack: the pack itself is kept, so a new pack can never pass for it (an id could)
@@ -194,6 +197,12 @@ class _Site:
         pcc = site.get("pcc_p_w", math.nan)
         if self.import_limit_w is not None:
             rest = pcc - self.ev_p_w if math.isfinite(pcc) else 0.0  # the site without its EVs
+            # our limits act at the next step, and so does the battery's new setpoint (when its controller, PROFEV,
+            # tells us): a battery that stops discharging then must not find the EVs charging into its share
+            bat = site.get("battery_set_w", math.nan)
+            if math.isfinite(bat):
+                rest += bat - self._battery_set_w
+                self._battery_set_w = bat
             cap = min(cap, self.import_limit_w - rest - self.params.margin_w)
         env = _hourly(site.get("envelope"), now_unix, time, site.get("envelope_issued_s", math.nan), 26 * 3600)
         if env is not None:

@@ -389,6 +389,8 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfevParams) ->
             builder.connect(ctl, device, ("p_set_w", setpoint), role=smx, sender_kind="controller",
                             time_shifted=True, initial_data={"p_set_w": 0.0})
             builder.record(ctl, "p_set_w", "controllers", f"{spec.id}/{bat_dev.id}.p_set_w")
+            # LEVChAg sees the battery's next power as the EVs' next limits are set (the import limit holds)
+            builder.connect(ctl, agent, ("p_set_w", "battery_set_w"), role=smx, sender_kind="controller")
         builder.record(ctl, "solve_ms", "controllers", f"{spec.id}/{site_id}.solve_ms")
 
 

@@ -66,10 +66,10 @@ def _plug_to_first_charge_s(run_dir: Path) -> list[int]:
             for r in rows if r.get("record") == "session" and r["t_plug_s"] is not None]
 
 
-@pytest.mark.parametrize("upper", ["none", "profev"])
+@pytest.mark.parametrize("upper", ["none", "profev", "profev_battery"])
 def test_levchag_keeps_a_tight_import_limit(tmp_path, upper):
-    """Alone and under PROFEV, which re-plans at every plug-in: the limit holds at every step. (PROFEV's own
-    battery plan does not know the contract: with the battery under PROFEV the import reaches 16 kW here.)"""
+    """Alone, under PROFEV (which re-plans at every plug-in), and with the battery under PROFEV too (LEVChAg then
+    counts the battery's next setpoint, not its last measured power): the limit holds at every step."""
     path = _scenario(tmp_path, "sim://", "uncontrolled", contract_import_w=15_000)
     free = run(load(path), tmp_path / "free", progress=False, report=False)
     data = yaml.safe_load(path.read_text())
@@ -79,6 +79,9 @@ def test_levchag_keeps_a_tight_import_limit(tmp_path, upper):
                            if upper == "none" else
                            [{"id": "ess_self_consumption", "kind": "self_consumption", "devices": ["ess"]},
                             {"id": "profev", "kind": "profev", "devices": wbs,
+                             "params": {"levchag": {"margin_w": 2000}}}]
+                           if upper == "profev" else
+                           [{"id": "profev", "kind": "profev", "devices": [*wbs, "ess"],
                              "params": {"levchag": {"margin_w": 2000}}}])
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     lev = run(load(path), tmp_path / "lev", progress=False, report=False)
