@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def group_cycles(n_sites: int, count: int) -> tuple[list[float], list[float], fl
     loads = np.array([load_profile("s4g-residential", columns[i % len(columns)], start=START,
                                    duration_s=(count + 1) * step, step_s=step) for i in range(n_sites)])
     pv = pv_profile("s4g-pv", "fur_denmark", start=START, duration_s=(count + 1) * step, step_s=step)
-    site = dict(params={"objective": "min_grid_exchange", "step_s": step},
+    site: dict[str, Any] = dict(params={"objective": "min_grid_exchange", "step_s": step},
                 battery=BATTERY.model_copy(update={"contract_import_w": None, "contract_export_w": None}).model_dump(),
                 pv_kwp=5.0, pv_eta=0.97)
     group, single = ProfessSim(), ProfessSim()
