@@ -113,6 +113,7 @@ class _Site:
         self.acc = {"load": [0.0, 0], "pv": [0.0, 0]}
         self.k_acc = 0
         self.plan: ProfessResult | None = None
+        self.plan_p_w: list[float] = []  # the plan's battery power per MPC step (read every scenario step)
         self.plan_k = -1
         self.objective = float("nan")
         self.solve_ms = 0.0
@@ -134,10 +135,10 @@ class _Site:
                     fc.observe(self.k_acc, total / count)
                 self.acc[key] = [0.0, 0]
             self.k_acc = k
-        if np.isfinite(load_w):
+        if math.isfinite(load_w):  # math's test: this runs per site and scenario step
             self.acc["load"][0] += load_w
             self.acc["load"][1] += 1
-        if np.isfinite(pv_w_per_kwp):
+        if math.isfinite(pv_w_per_kwp):
             self.acc["pv"][0] += pv_w_per_kwp
             self.acc["pv"][1] += 1
 
@@ -165,6 +166,7 @@ class _Site:
         self.solve_ms = solve_ms
         if res.status == "optimal":
             self.plan, self.plan_k = res, k
+            self.plan_p_w = res.p_batt_plan_w.tolist()
             self.objective = res.objective
             self.ok = 1.0
         else:
@@ -175,7 +177,7 @@ class _Site:
         if self.plan is None or not 0 <= k - self.plan_k < self.n:
             p = 0.0
         else:
-            p = float(self.plan.p_batt_plan_w[k - self.plan_k])
+            p = self.plan_p_w[k - self.plan_k]
         hi = charge_avail if math.isfinite(charge_avail) else math.inf
         lo = -discharge_avail if math.isfinite(discharge_avail) else -math.inf
         self.p_set_w = float(min(max(p, lo), hi))  # np.clip's order, without its overhead on scalars (every step)
