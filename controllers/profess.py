@@ -112,13 +112,22 @@ class _Site:
         self.ce = None if export_eur_per_kwh is None else np.asarray(export_eur_per_kwh, float)
         self.acc = {"load": [0.0, 0], "pv": [0.0, 0]}
         self.k_acc = 0
-        self.plan: ProfessResult | None = None
-        self.plan_p_w: list[float] = []  # the plan's battery power per MPC step (read every scenario step)
+        self.plan = None
         self.plan_k = -1
         self.objective = float("nan")
         self.solve_ms = 0.0
         self.ok = 0.0
         self.p_set_w = 0.0
+
+    @property
+    def plan(self) -> ProfessResult | None:
+        """The adopted plan (set here or by a controller that plans with this site, e.g. LESSAg)."""
+        return self._plan
+
+    @plan.setter
+    def plan(self, res: ProfessResult | None) -> None:
+        self._plan = res
+        self.plan_p_w: list[float] = [] if res is None else res.p_batt_plan_w.tolist()  # read every scenario step
 
     def _window(self, arr: np.ndarray | None, k: int) -> np.ndarray | float:
         if arr is None:
@@ -166,7 +175,6 @@ class _Site:
         self.solve_ms = solve_ms
         if res.status == "optimal":
             self.plan, self.plan_k = res, k
-            self.plan_p_w = res.p_batt_plan_w.tolist()
             self.objective = res.objective
             self.ok = 1.0
         else:
