@@ -300,7 +300,7 @@ class ProfessSim(mosaik_api_v3.Simulator):
 
     @staticmethod
     def _measured(site: _Site, vals: dict[str, float]) -> bool:
-        """Whether the battery's stored energy is known (without it the site keeps its previous plan)."""
+        """Whether the battery's stored energy is known; if not, the site reports ok = 0 and keeps its previous plan."""
         if np.isfinite(vals["e_wh"]):
             return True
         site.ok = 0.0
