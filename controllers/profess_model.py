@@ -97,7 +97,7 @@ class Profess:
 
 def solve_many(sites: Sequence[Profess], inputs: Sequence[CycleInputs], t_s: int | None = None) -> list[ProfessResult]:
     """``sites[i].solve(inputs[i], t_s)`` for every i, with the same plans; the sites that share a banded-IPM
-    formulation (equal problems, :func:`shared_ipm`) are solved in one compiled call, the Python of 231 solves
+    formulation (equal problems, :func:`shared_ipm`) are solved in one compiled call, the Python of one solve per site
     (stacking the problems, reading the plans) done once as array operations. Each result's ``solve_s`` is its share
     of the call plus its own complementarity re-solves."""
     out: list[ProfessResult | None] = [None] * len(sites)
