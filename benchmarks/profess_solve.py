@@ -16,12 +16,19 @@ an export price), one household battery (4.5 kWh, 2.4 kW, 5 kW hybrid inverter, 
 
 Median and p90 over the cycles after a warm-up; each cycle shifts the data by one step and starts from
 the SoC the previous plan reached after one step.
+
+* a cycle of many sites (the 231 PROFESS sites of ``benchmarks.scaling``'s 1-MVLV-rural-all: the same battery,
+  S4G residential loads, 5 kWp each, ``min_grid_exchange`` over 24 h at 15 min): CPU time of one cycle of the
+  controller simulator (forecasts, problems, solves, setpoints) with the sites as one ``Group`` entity (one batched
+  solve) against one entity per site (one solve each, as every cycle ran before the batched call); the plans of
+  both are compared.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 
@@ -90,8 +97,62 @@ def _ms(samples: list[float]):
     return median_spread([x * 1e3 for x in samples])
 
 
+SCALING_SITES = 231
+
+
+def _site_inputs(n_sites: int, k: int, loads: np.ndarray, pv: np.ndarray, e: np.ndarray) -> dict[str, np.ndarray]:
+    return {"e_wh": e, "p_charge_avail_w": np.full(n_sites, BATTERY.p_charge_max_w),
+            "p_discharge_avail_w": np.full(n_sites, BATTERY.p_discharge_max_w), "load_p_w": loads[:, k],
+            "pv_w_per_kwp": np.full(n_sites, pv[k]), "pcc_p_w": loads[:, k] - 5 * pv[k], "v_pu": np.ones(n_sites)}
+
+
+def group_cycles(n_sites: int, count: int) -> tuple[list[float], list[float], float]:
+    """CPU seconds per cycle of ``n_sites`` as one Group (batched) and as one entity each, the two interleaved
+    cycle by cycle over ``count`` cycles of one closed loop; and the largest plan difference (W) between them."""
+    from controllers.profess import ProfessSim
+    from simulators.profiles import load_profile, pv_profile, s4g_columns
+
+    step = 900
+    columns = s4g_columns("s4g-residential")
+    loads = np.array([load_profile("s4g-residential", columns[i % len(columns)], start=START,
+                                   duration_s=(count + 1) * step, step_s=step) for i in range(n_sites)])
+    pv = pv_profile("s4g-pv", "fur_denmark", start=START, duration_s=(count + 1) * step, step_s=step)
+    site: dict[str, Any] = dict(params={"objective": "min_grid_exchange", "step_s": step},
+                battery=BATTERY.model_copy(update={"contract_import_w": None, "contract_export_w": None}).model_dump(),
+                pv_kwp=5.0, pv_eta=0.97)
+    group, single = ProfessSim(), ProfessSim()
+    for sim in (group, single):
+        sim.init("P", step_size=step)
+    (g,) = group.create(1, "Group", sites=[site] * n_sites)
+    eids = [single.create(1, "Profess", **site)[0]["eid"] for _ in range(n_sites)]
+    e = np.full(n_sites, 0.3 * BATTERY.capacity_wh)
+    batched, alone = [], []
+    for k in range(count):
+        vec = _site_inputs(n_sites, k, loads, pv, e)
+        t0 = time.process_time()
+        group.step(k * step, {g["eid"]: {name: {"src": v} for name, v in vec.items()}}, (k + 1) * step)
+        p_set = group.get_data({g["eid"]: ["p_set_w"]})[g["eid"]]["p_set_w"]
+        batched.append(time.process_time() - t0)
+        t0 = time.process_time()
+        single.step(k * step, {eid: {name: {"src": float(v[i])} for name, v in vec.items()}
+                               for i, eid in enumerate(eids)}, (k + 1) * step)
+        single.get_data(dict.fromkeys(eids, ("p_set_w",)))
+        alone.append(time.process_time() - t0)
+        e = np.clip(e + np.where(p_set > 0, p_set * 0.96, p_set / 0.96) * step / 3600,
+                    BATTERY.soc_min * BATTERY.capacity_wh, BATTERY.capacity_wh)
+    plans_g, plans_s = group.plans(), single.plans()
+    diff = max(float(np.max(np.abs(np.subtract(plans_g[f"{g['eid']}[{i}]"]["p_batt_w"], plans_s[eid]["p_batt_w"]))))
+               for i, eid in enumerate(eids))
+    return batched, alone, diff
+
+
 def run(quick: bool) -> list[dict]:
     rows: list[dict] = []
+    batched, alone, diff = group_cycles(SCALING_SITES, 4 if quick else 12)
+    rows.append(row(f"PROFESS cycle of {SCALING_SITES} sites (1-MVLV-rural-all's): one batched solve (Group), CPU, "
+                    "median", _ms(batched), _ms(alone), "ms"))
+    rows.append(row(f"PROFESS cycle of {SCALING_SITES} sites: largest plan difference batched vs one solve per site",
+                    diff, None, "W"))
     warm = 3
     for step_s, label in ((900, "15 min, 96 steps"), (60, "1 min, 1440 steps")):
         n = 86400 // step_s

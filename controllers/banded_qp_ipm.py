@@ -65,16 +65,24 @@ class BandedQpIpm:
     def solve(self, q: np.ndarray, c: np.ndarray, b: np.ndarray, l: np.ndarray, u: np.ndarray):
         """Returns ``(x, y, status, iterations)``; status "optimal" or a reason. The iterations run compiled
         (:mod:`controllers.banded_qp_kernel`)."""
-        from controllers.banded_qp_kernel import ITERATION_LIMIT, OPTIMAL, solve_kernel
+        xs, ys, statuses, its = self.solve_many(*(np.asarray(v, dtype=np.float64)[None] for v in (q, c, b, l, u)))
+        return xs[0], ys[0], statuses[0], int(its[0])
 
+    def solve_many(self, q: np.ndarray, c: np.ndarray, b: np.ndarray, l: np.ndarray, u: np.ndarray):
+        """:meth:`solve` for many problems with this matrix in one compiled call, one problem per row of ``q, c, l,
+        u`` (columns) and ``b`` (rows): ``(x rows, y rows, statuses, iterations)``, each row as :meth:`solve`
+        answers it alone."""
+        from controllers.banded_qp_kernel import ITERATION_LIMIT, OPTIMAL, solve_batch
+
+        f64 = np.float64
+        q, c, b, l, u = (np.ascontiguousarray(v, f64) for v in (q, c, b, l, u))
         if not (np.all(np.isfinite(l)) and np.all(np.isfinite(u))):
             raise ValueError("all bounds must be finite")
-        if np.any(l > u + 1e-12):
-            return np.clip(0.5 * (l + u), l, u), np.zeros(self.m), "infeasible bounds", 0
-        f64 = np.float64
-        x, y, code, it = solve_kernel(*self._csr, self._pos, self._col, self._coef, self.band,  # type: ignore[call-arg]
-                                      np.ascontiguousarray(q, f64), np.ascontiguousarray(c, f64),
-                                      np.ascontiguousarray(b, f64), np.ascontiguousarray(l, f64),
-                                      np.ascontiguousarray(u, f64), self.tol, self.feas_tol, self.max_iter)
-        status = "optimal" if code == OPTIMAL else "iteration limit" if code == ITERATION_LIMIT else "numerical failure"
-        return x, y, status, int(it)
+        crossed = np.any(l > u + 1e-12, axis=1)
+        xs, ys, codes, its = solve_batch(*self._csr, self._pos, self._col, self._coef, self.band,  # type: ignore[call-arg]
+                                         q, c, b, l, u, ~crossed, self.tol, self.feas_tol, self.max_iter)
+        xs[crossed] = np.clip(0.5 * (l + u), l, u)[crossed]
+        statuses = ["infeasible bounds" if cut else "optimal" if code == OPTIMAL
+                    else "iteration limit" if code == ITERATION_LIMIT else "numerical failure"
+                    for cut, code in zip(crossed.tolist(), codes.tolist())]
+        return xs, ys, statuses, its

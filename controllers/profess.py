@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controllers.forecast import DEFAULT_FORECAST, ForecastMethod, make_forecaster
-from controllers.profess_model import Profess
+from controllers.profess_model import Profess, solve_many
 from controllers.profess_problem import (PRESETS, CycleInputs, ObjectiveName, ObjectiveWeights, ProfessProblem,
                                          ProfessResult, SiteBattery)
 from controllers.registry import ControllerKind
@@ -112,12 +112,22 @@ class _Site:
         self.ce = None if export_eur_per_kwh is None else np.asarray(export_eur_per_kwh, float)
         self.acc = {"load": [0.0, 0], "pv": [0.0, 0]}
         self.k_acc = 0
-        self.plan: ProfessResult | None = None
+        self.plan = None
         self.plan_k = -1
         self.objective = float("nan")
         self.solve_ms = 0.0
         self.ok = 0.0
         self.p_set_w = 0.0
+
+    @property
+    def plan(self) -> ProfessResult | None:
+        """The adopted plan (set here or by a controller that plans with this site, e.g. LESSAg)."""
+        return self._plan
+
+    @plan.setter
+    def plan(self, res: ProfessResult | None) -> None:
+        self._plan = res
+        self.plan_p_w: list[float] = [] if res is None else res.p_batt_plan_w.tolist()  # read every scenario step
 
     def _window(self, arr: np.ndarray | None, k: int) -> np.ndarray | float:
         if arr is None:
@@ -134,26 +144,35 @@ class _Site:
                     fc.observe(self.k_acc, total / count)
                 self.acc[key] = [0.0, 0]
             self.k_acc = k
-        if np.isfinite(load_w):
+        if math.isfinite(load_w):  # math's test: this runs per site and scenario step
             self.acc["load"][0] += load_w
             self.acc["load"][1] += 1
-        if np.isfinite(pv_w_per_kwp):
+        if math.isfinite(pv_w_per_kwp):
             self.acc["pv"][0] += pv_w_per_kwp
             self.acc["pv"][1] += 1
 
-    def plan_cycle(self, k: int, e_wh: float, charge_avail: float, discharge_avail: float, pcc_p_w: float,
-                   v_pu: float, t_s: int) -> None:
+    def cycle_inputs(self, k: int, e_wh: float, charge_avail: float, discharge_avail: float, pcc_p_w: float,
+                     v_pu: float) -> CycleInputs:
+        """What the optimisation of MPC step ``k`` knows: the forecasts, prices and the measurements now."""
         load = self.load_fc.forecast(k, self.n)
         pv = np.minimum(self.pv_fc.forecast(k, self.n) * self.pv_kwp, self.pv_max_w) * self.pv_eta
         s = self.problem.voltage_sensitivity_pu_per_kw
         v_base = v_pu - s * pcc_p_w / 1e3 if np.isfinite(v_pu) and np.isfinite(pcc_p_w) else 1.0
-        inp = CycleInputs(load_w=load, pv_w=pv, e0_wh=e_wh, import_eur_per_kwh=self._window(self.ci, k),
-                          export_eur_per_kwh=self._window(self.ce, k), v_base_pu=v_base,
-                          p_charge_avail_w=charge_avail if np.isfinite(charge_avail) else None,
-                          p_discharge_avail_w=discharge_avail if np.isfinite(discharge_avail) else None)
+        return CycleInputs(load_w=load, pv_w=pv, e0_wh=e_wh, import_eur_per_kwh=self._window(self.ci, k),
+                           export_eur_per_kwh=self._window(self.ce, k), v_base_pu=v_base,
+                           p_charge_avail_w=charge_avail if np.isfinite(charge_avail) else None,
+                           p_discharge_avail_w=discharge_avail if np.isfinite(discharge_avail) else None)
+
+    def plan_cycle(self, k: int, e_wh: float, charge_avail: float, discharge_avail: float, pcc_p_w: float,
+                   v_pu: float, t_s: int) -> None:
+        inp = self.cycle_inputs(k, e_wh, charge_avail, discharge_avail, pcc_p_w, v_pu)
         t0 = _time.perf_counter()
         res = self.profess.solve(inp, t_s)
-        self.solve_ms = (_time.perf_counter() - t0) * 1e3
+        self.take(res, k, t_s, (_time.perf_counter() - t0) * 1e3)
+
+    def take(self, res: ProfessResult, k: int, t_s: int, solve_ms: float) -> None:
+        """Adopt the plan of MPC step ``k`` if the solve succeeded; otherwise keep the previous one."""
+        self.solve_ms = solve_ms
         if res.status == "optimal":
             self.plan, self.plan_k = res, k
             self.objective = res.objective
@@ -166,7 +185,7 @@ class _Site:
         if self.plan is None or not 0 <= k - self.plan_k < self.n:
             p = 0.0
         else:
-            p = float(self.plan.p_batt_plan_w[k - self.plan_k])
+            p = self.plan_p_w[k - self.plan_k]
         hi = charge_avail if math.isfinite(charge_avail) else math.inf
         lo = -discharge_avail if math.isfinite(discharge_avail) else -math.inf
         self.p_set_w = float(min(max(p, lo), hi))  # np.clip's order, without its overhead on scalars (every step)
@@ -243,24 +262,49 @@ class ProfessSim(mosaik_api_v3.Simulator):
                 (value,) = sources.values()  # one vector source each (the world connects exactly one)
                 if value is not None:
                     vectors[name] = np.asarray(value, dtype=np.float64).reshape(len(sites)).tolist()
-            for i, site in enumerate(sites):
-                self._step_site(site, {name: vectors[name][i] if name in vectors else np.nan for name in INPUTS},
-                                time)
+            self._step_group(sites, [{name: vectors[name][i] if name in vectors else np.nan for name in INPUTS}
+                                     for i in range(len(sites))], time)
         return time + self.step_size
 
     @staticmethod
     def _step_site(site: _Site, vals: dict[str, float], time: int) -> None:
-        mpc = site.params.step_s
-        k = time // mpc
-        site.observe(k, vals["load_p_w"], vals["pv_w_per_kwp"])
-        if time % mpc == 0:
-            e_wh = vals["e_wh"]
-            if not np.isfinite(e_wh):
-                site.ok = 0.0  # no measurement: keep the previous plan
-            else:
-                site.plan_cycle(k, e_wh, vals["p_charge_avail_w"], vals["p_discharge_avail_w"],
-                                vals["pcc_p_w"], vals["v_pu"], time)
+        k = ProfessSim._observe(site, vals, time)
+        if time % site.params.step_s == 0 and ProfessSim._measured(site, vals):
+            site.plan_cycle(k, vals["e_wh"], vals["p_charge_avail_w"], vals["p_discharge_avail_w"],
+                            vals["pcc_p_w"], vals["v_pu"], time)
         site.setpoint(k, vals["p_charge_avail_w"], vals["p_discharge_avail_w"])
+
+    @staticmethod
+    def _step_group(sites: list[_Site], vals: list[dict[str, float]], time: int) -> None:
+        """:meth:`_step_site` for every site of a Group, the optimisations of the sites due now in one batched
+        solve (:func:`controllers.profess_model.solve_many`): the same plans, without the Python of each solve."""
+        ks = [ProfessSim._observe(site, v, time) for site, v in zip(sites, vals)]
+        due = [i for i, (site, v) in enumerate(zip(sites, vals))
+               if time % site.params.step_s == 0 and ProfessSim._measured(site, v)]
+        if due:
+            inputs = [sites[i].cycle_inputs(ks[i], vals[i]["e_wh"], vals[i]["p_charge_avail_w"],
+                                            vals[i]["p_discharge_avail_w"], vals[i]["pcc_p_w"], vals[i]["v_pu"])
+                      for i in due]
+            results = solve_many([sites[i].profess for i in due], inputs, time)
+            for i, res in zip(due, results):
+                sites[i].take(res, ks[i], time, res.solve_s * 1e3)
+        for site, k, v in zip(sites, ks, vals):
+            site.setpoint(k, v["p_charge_avail_w"], v["p_discharge_avail_w"])
+
+    @staticmethod
+    def _observe(site: _Site, vals: dict[str, float], time: int) -> int:
+        """Hand the site this step's load and PV; its MPC step."""
+        k = time // site.params.step_s
+        site.observe(k, vals["load_p_w"], vals["pv_w_per_kwp"])
+        return k
+
+    @staticmethod
+    def _measured(site: _Site, vals: dict[str, float]) -> bool:
+        """Whether the battery's stored energy is known; if not, the site reports ok = 0 and keeps its previous plan."""
+        if np.isfinite(vals["e_wh"]):
+            return True
+        site.ok = 0.0
+        return False
 
     def get_data(self, outputs: dict) -> dict:
         data = {}

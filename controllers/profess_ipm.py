@@ -4,12 +4,13 @@ objectives (grid exchange, schedule following, voltage)."""
 from __future__ import annotations
 
 import time as _time
+from collections.abc import Sequence
 
 import numpy as np
 
 from controllers.banded_qp_ipm import BandedQpIpm
 from controllers.profess_problem import (V_SCALE, CycleInputs, PreparedInputs, ProfessProblem, ProfessResult,
-                                         first_energy_bounds, linear_costs, prepare)
+                                         first_energy_bounds, linear_costs, prepare_many)
 
 
 class IpmProfess:
@@ -82,15 +83,15 @@ class IpmProfess:
         self._cost0 = cost
 
     def arrays(self, d: PreparedInputs):
-        """(q, c, b, l, u, offset) of one cycle."""
+        """(q, c, b, l, u, offset) of one cycle; of many sites' cycles (:func:`prepare_many`): one row per site."""
         p, b, w, n, h = self.problem, self.problem.battery, self.problem.weights, self.n, self.problem.h
         c, r = self.col, self.row
-        nc = n * self.nc
-        lo, hi = np.zeros(nc), np.zeros(nc)
+        sites = d.load.shape[:-1]  # () for one site, (count,) for many
+        lo, hi = np.zeros((*sites, n * self.nc)), np.zeros((*sites, n * self.nc))
         pcmax, pdmax = d.pc_max, d.pd_max
-        hi[c["pc"]] = pcmax
-        hi[c["pd"]] = pdmax
-        hi[c["pv"]] = d.pv
+        hi[..., c["pc"]] = pcmax
+        hi[..., c["pd"]] = pdmax
+        hi[..., c["pv"]] = d.pv
         # Grid power implied by the balance, within the contract (a step whose contract cannot be met
         # at all keeps the implied range: a forecast above the limit must not make the problem infeasible).
         g_lo, g_hi = d.load - pdmax - d.pv, d.load + pcmax
@@ -100,54 +101,67 @@ class IpmProfess:
             g_lo, g_hi = np.maximum(g_lo, d.load - ac), np.minimum(g_hi, d.load + ac)
         c_lo = -b.contract_export_w / 1e3 if b.contract_export_w else -np.inf
         c_hi = b.contract_import_w / 1e3 if b.contract_import_w else np.inf
-        lo[c["pg"]] = np.where(np.maximum(g_lo, c_lo) <= np.minimum(g_hi, c_hi), np.maximum(g_lo, c_lo), g_lo)
-        hi[c["pg"]] = np.where(np.maximum(g_lo, c_lo) <= np.minimum(g_hi, c_hi), np.minimum(g_hi, c_hi), g_hi)
-        lo[c["e"]], hi[c["e"]] = self.e_min, self.e_max
-        lo[c["e"][0]], hi[c["e"][0]] = first_energy_bounds(p, d.e0)
+        lo[..., c["pg"]] = np.where(np.maximum(g_lo, c_lo) <= np.minimum(g_hi, c_hi), np.maximum(g_lo, c_lo), g_lo)
+        hi[..., c["pg"]] = np.where(np.maximum(g_lo, c_lo) <= np.minimum(g_hi, c_hi), np.minimum(g_hi, c_hi), g_hi)
+        lo[..., c["e"]], hi[..., c["e"]] = self.e_min, self.e_max
+        lo[..., c["e"][0]], hi[..., c["e"][0]] = first_energy_bounds(p, d.e0)
         if self.has_gi:
-            lo[c["gi"]] = np.maximum(lo[c["pg"]], 0.0)
-            hi[c["gi"]] = np.maximum(hi[c["pg"]], 0.0)
-            lo[c["s_imp"]] = 0.0
-            hi[c["s_imp"]] = hi[c["gi"]] - lo[c["pg"]]
+            lo[..., c["gi"]] = np.maximum(lo[..., c["pg"]], 0.0)
+            hi[..., c["gi"]] = np.maximum(hi[..., c["pg"]], 0.0)
+            lo[..., c["s_imp"]] = 0.0
+            hi[..., c["s_imp"]] = hi[..., c["gi"]] - lo[..., c["pg"]]
         if ac_max_w is not None:
-            lo[c["s_ac"]], hi[c["s_ac"]] = -ac_max_w / 1e3, ac_max_w / 1e3
+            lo[..., c["s_ac"]], hi[..., c["s_ac"]] = -ac_max_w / 1e3, ac_max_w / 1e3
         known = np.isfinite(d.sched)
         sched = np.where(known, d.sched, 0.0)
         if self.has_d:
-            lo[c["d"]] = -pdmax - sched
-            hi[c["d"]] = pcmax - sched
-        rhs = np.zeros(n * self.nr)
-        rhs[r["bal"]] = -d.load
-        rhs[r["soc"][0]] = p.kappa * d.e0
+            lo[..., c["d"]] = -pdmax - sched
+            hi[..., c["d"]] = pcmax - sched
+        rhs = np.zeros((*sites, n * self.nr))
+        rhs[..., r["bal"]] = -d.load
+        rhs[..., r["soc"][0]] = p.kappa * d.e0
         if self.has_d:
-            rhs[r["sch"]] = -sched
-        q = np.zeros(nc)
-        q[c["pg"]] = 2 * self.q_pg
+            rhs[..., r["sch"]] = -sched
+        q = np.zeros((*sites, n * self.nc))
+        q[..., c["pg"]] = 2 * self.q_pg
         if self.has_d:
-            q[c["d"]] = 2 * h * w.schedule * known
-        cost = self._cost0.copy()
+            q[..., c["d"]] = 2 * h * w.schedule * known
+        cost = np.repeat(self._cost0[None], int(np.prod(sites)), axis=0).reshape(q.shape)
         cost_pg, cost_gi, offset = linear_costs(p, d)
-        cost[c["pg"]] = cost_pg
+        cost[..., c["pg"]] = cost_pg
         if self.has_gi:
-            cost[c["gi"]] = cost_gi
+            cost[..., c["gi"]] = cost_gi
         return q, cost, rhs, lo, hi, offset
 
     def solve(self, inp: CycleInputs, t_s: int | None = None) -> ProfessResult:
+        return self.solve_many([inp], t_s)[0]
+
+    def solve_many(self, inputs: Sequence[CycleInputs], t_s: int | None = None) -> list[ProfessResult]:
+        """:meth:`solve` for many sites with this problem: the inputs stacked, one compiled call for all (each site's
+        ``solve_s`` is its share of the call)."""
         t0 = _time.perf_counter()
-        p, c = self.problem, self.col
-        d = prepare(p, inp)
+        p, c, n = self.problem, self.col, self.n
+        d = prepare_many(p, inputs)
         q, cost, rhs, lo, hi, offset = self.arrays(d)
-        x, _, status, it = self.ipm.solve(q, cost, rhs, lo, hi)
-        solve_s = _time.perf_counter() - t0
-        if status != "optimal":
-            z = np.zeros(self.n)
-            e = np.full(self.n + 1, d.e0 * 1e3)
-            return ProfessResult(status, float("nan"), 0.0, z, z, d.load * 1e3, z, e, e / p.battery.capacity_wh,
-                                 solve_s, iterations=it)
-        obj = float(0.5 * np.sum(q * x * x) + cost @ x + offset)
-        pc_w = np.maximum(x[c["pc"]], 0.0) * 1e3
-        pd_w = np.maximum(x[c["pd"]], 0.0) * 1e3
-        e = np.concatenate([[d.e0], x[c["e"]]]) * 1e3
-        return ProfessResult("optimal", obj, float(pc_w[0] - pd_w[0]), pc_w, pd_w, x[c["pg"]] * 1e3,
-                             x[c["pv"]] * 1e3, e, e / p.battery.capacity_wh, solve_s,
-                             simultaneous_w=float(np.max(np.minimum(pc_w, pd_w))), iterations=it)
+        x, _, statuses, its = self.ipm.solve_many(q, cost, rhs, lo, hi)
+        obj = 0.5 * np.sum(q * x * x, axis=1) + np.sum(cost * x, axis=1) + offset
+        pc_w = np.maximum(x[:, c["pc"]], 0.0) * 1e3
+        pd_w = np.maximum(x[:, c["pd"]], 0.0) * 1e3
+        e = np.concatenate([np.asarray(d.e0)[:, None], x[:, c["e"]]], axis=1) * 1e3
+        soc = e / p.battery.capacity_wh
+        p_grid_w, pv_w = x[:, c["pg"]] * 1e3, x[:, c["pv"]] * 1e3
+        simultaneous = np.max(np.minimum(pc_w, pd_w), axis=1)
+        solve_s = (_time.perf_counter() - t0) / len(inputs)
+        out = []
+        for i, status in enumerate(statuses):
+            it = int(its[i])
+            if status != "optimal":
+                z = np.zeros(n)
+                e_i = np.full(n + 1, d.e0[i] * 1e3)  # type: ignore[index]
+                out.append(ProfessResult(status, float("nan"), 0.0, z, z, d.load[i] * 1e3, z, e_i,
+                                         e_i / p.battery.capacity_wh, solve_s, iterations=it))
+            else:
+                out.append(ProfessResult("optimal", float(obj[i]), float(pc_w[i, 0] - pd_w[i, 0]), pc_w[i], pd_w[i],
+                                         p_grid_w[i], pv_w[i], e[i], soc[i], solve_s,
+                                         simultaneous_w=float(simultaneous[i]), iterations=it))
+        return out

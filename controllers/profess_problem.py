@@ -38,8 +38,9 @@ cheaper than curtailing; any throughput cost makes it strictly dearer). Each res
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -172,13 +173,16 @@ def to_original_grid_power(p_grid_w):
 
 @dataclass
 class PreparedInputs:
+    """One cycle's inputs in solver units; for many sites at once (:func:`prepare_many`) every array has a leading
+    site axis and ``e0`` is an array."""
+
     load: np.ndarray  # kW
     pv: np.ndarray
     ci: np.ndarray  # EUR/kWh
     ce: np.ndarray
     sched: np.ndarray  # kW, NaN = unknown
     vbase: np.ndarray
-    e0: float  # kWh
+    e0: float | np.ndarray  # kWh
     pc_max: np.ndarray  # kW per step: rating, first-step availability, grid-charging rule, forbidden steps
     pd_max: np.ndarray
 
@@ -191,52 +195,76 @@ def _vec(x, n: int, name: str) -> np.ndarray:
 
 
 def prepare(problem: ProfessProblem, inp: CycleInputs) -> PreparedInputs:
+    """One site's cycle inputs in solver units (:func:`prepare_many` of one site)."""
+    d = prepare_many(problem, [inp])
+    return PreparedInputs(d.load[0], d.pv[0], d.ci[0], d.ce[0], d.sched[0], d.vbase[0], float(d.e0[0]),  # type: ignore[index]
+                          d.pc_max[0], d.pd_max[0])
+
+
+def prepare_many(problem: ProfessProblem, inputs: Sequence[CycleInputs]) -> PreparedInputs:
+    """The cycle inputs of many sites with this problem in solver units, one row per site."""
     n = problem.horizon_steps
     b = problem.battery
-    load = _vec(inp.load_w, n, "load_w") / 1e3
-    pv = np.maximum(_vec(inp.pv_w, n, "pv_w"), 0.0) / 1e3
-    ci = _vec(inp.import_eur_per_kwh, n, "import_eur_per_kwh")
-    ce = _vec(inp.export_eur_per_kwh, n, "export_eur_per_kwh")
+
+    def rows(name: str, values) -> np.ndarray:
+        return np.array([_vec(v, n, name) for v in values]).reshape(len(inputs), n)
+
+    load = rows("load_w", [i.load_w for i in inputs]) / 1e3
+    pv = np.maximum(rows("pv_w", [i.pv_w for i in inputs]), 0.0) / 1e3
+    ci = rows("import_eur_per_kwh", [i.import_eur_per_kwh for i in inputs])
+    ce = rows("export_eur_per_kwh", [i.export_eur_per_kwh for i in inputs])
     # Net metering per step is convex only if export pays at most what import costs; a meter measures the
     # net, so paying more for export than import is not a physical arbitrage: cap it (documented).
     ce = np.minimum(ce, ci)
-    sched = (np.full(n, np.nan) if inp.schedule_w is None else _vec(inp.schedule_w, n, "schedule_w") / 1e3)
-    vbase = _vec(inp.v_base_pu, n, "v_base_pu")
+    unknown = np.full(n, np.nan)
+    sched = rows("schedule_w", [unknown if i.schedule_w is None else _vec(i.schedule_w, n, "schedule_w") / 1e3
+                                for i in inputs])
+    vbase = rows("v_base_pu", [i.v_base_pu for i in inputs])
     for name, arr in (("load_w", load), ("pv_w", pv), ("prices", ci), ("prices", ce), ("v_base_pu", vbase)):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} has non-finite values")
-    pc0 = b.p_charge_max_w if inp.p_charge_avail_w is None else min(b.p_charge_max_w, max(inp.p_charge_avail_w, 0.0))
-    pd0 = (b.p_discharge_max_w if inp.p_discharge_avail_w is None
-           else min(b.p_discharge_max_w, max(inp.p_discharge_avail_w, 0.0)))
-    pc_max = np.full(n, b.p_charge_max_w / 1e3)
-    pd_max = np.full(n, b.p_discharge_max_w / 1e3)
-    pc_max[0], pd_max[0] = pc0 / 1e3, pd0 / 1e3
+    pc0 = np.array([b.p_charge_max_w if i.p_charge_avail_w is None else min(b.p_charge_max_w,
+                                                                             max(i.p_charge_avail_w, 0.0))
+                    for i in inputs], dtype=float)
+    pd0 = np.array([b.p_discharge_max_w if i.p_discharge_avail_w is None else min(b.p_discharge_max_w,
+                                                                                   max(i.p_discharge_avail_w, 0.0))
+                    for i in inputs], dtype=float)
+    pc_max = np.full((len(inputs), n), b.p_charge_max_w / 1e3)
+    pd_max = np.full((len(inputs), n), b.p_discharge_max_w / 1e3)
+    pc_max[:, 0], pd_max[:, 0] = pc0 / 1e3, pd0 / 1e3
     if not b.allow_grid_charging:
         pc_max = np.minimum(pc_max, pv)
-    if inp.forbid_charge is not None:
-        pc_max = np.where(np.asarray(inp.forbid_charge, dtype=bool), 0.0, pc_max)
-    if inp.forbid_discharge is not None:
-        pd_max = np.where(np.asarray(inp.forbid_discharge, dtype=bool), 0.0, pd_max)
-    return PreparedInputs(load, pv, ci, ce, sched, vbase, float(inp.e0_wh) / 1e3, pc_max, pd_max)
+    for i, inp in enumerate(inputs):
+        if inp.forbid_charge is not None:
+            pc_max[i] = np.where(np.asarray(inp.forbid_charge, dtype=bool), 0.0, pc_max[i])
+        if inp.forbid_discharge is not None:
+            pd_max[i] = np.where(np.asarray(inp.forbid_discharge, dtype=bool), 0.0, pd_max[i])
+    e0 = np.array([float(i.e0_wh) for i in inputs]) / 1e3
+    return PreparedInputs(load, pv, ci, ce, sched, vbase, e0, pc_max, pd_max)
 
 
-def linear_costs(problem: ProfessProblem, d: PreparedInputs) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-cycle objective coefficients of P_grid and of its import part, and the objective offset."""
+def linear_costs(problem: ProfessProblem, d: PreparedInputs) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Per-cycle objective coefficients of P_grid and of its import part, and the objective offset (a float; for
+    many sites an array, one per site)."""
     w, h = problem.weights, problem.h
     cost_pg = h * (w.bill * d.ce - w.grid_abs)
     cost_gi = h * (w.bill * (d.ci - d.ce) + 2 * w.grid_abs)
-    offset = h * w.waste * float(np.sum(d.pv))
+    offset = h * w.waste * np.sum(d.pv, axis=-1)
     if w.voltage > 0:
         s = problem.voltage_sensitivity_pu_per_kw
         a = d.vbase - 1.0
         cost_pg = cost_pg + h * w.voltage * 2 * a * s / V_SCALE**2
-        offset += h * w.voltage * float(np.sum(a**2)) / V_SCALE**2
-    return np.asarray(cost_pg, dtype=float), np.asarray(cost_gi, dtype=float), offset
+        offset = offset + h * w.voltage * np.sum(a**2, axis=-1) / V_SCALE**2
+    return (np.asarray(cost_pg, dtype=float), np.asarray(cost_gi, dtype=float),
+            offset if np.ndim(offset) else float(offset))
 
 
-def first_energy_bounds(problem: ProfessProblem, e0: float) -> tuple[float, float]:
-    """The first planned energy may lie outside the window if the battery starts outside it."""
+def first_energy_bounds(problem: ProfessProblem, e0: Any) -> tuple[Any, Any]:
+    """The first planned energy may lie outside the window if the battery starts outside it (floats; for many
+    sites arrays)."""
     b = problem.battery
     emin, emax = b.soc_min * b.capacity_wh / 1e3, b.soc_max * b.capacity_wh / 1e3
     k = problem.kappa
+    if np.ndim(e0):
+        return np.minimum(emin, k * e0), np.maximum(emax, k * e0)
     return min(emin, k * e0), max(emax, k * e0)

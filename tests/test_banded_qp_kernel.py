@@ -40,3 +40,19 @@ def test_ipm_solves_a_small_box_qp_with_one_equality():
     assert status == "optimal" and 0 < it < 50
     np.testing.assert_allclose(x, [2 / 3, 1 / 3, 0.5], atol=1e-8)
     assert ipm.solve(np.ones(3), np.zeros(3), np.ones(1), np.ones(3), np.zeros(3))[2] == "infeasible bounds"
+
+
+def test_many_problems_in_one_call_equal_each_solved_alone():
+    """solve_many: each row as solve answers it alone; a row with crossed bounds fails alone, the others still solve."""
+    a = sparse.csc_matrix(np.array([[1.0, 1.0, 0.0]]))
+    ipm = BandedQpIpm(a, band=0)
+    rng = np.random.default_rng(1)
+    q, c, b = rng.uniform(0.5, 2.0, (4, 3)), rng.normal(size=(4, 3)), rng.uniform(0.2, 1.8, (4, 1))
+    l, u = np.zeros((4, 3)), np.ones((4, 3)) * 2.0
+    l[2, 0], u[2, 0] = 1.5, 1.0  # crossed
+    xs, _, statuses, its = ipm.solve_many(q, c, b, l, u)
+    assert statuses == ["optimal", "optimal", "infeasible bounds", "optimal"] and its[2] == 0
+    for i in (0, 1, 3):
+        x, _, status, it = ipm.solve(q[i], c[i], b[i], l[i], u[i])
+        assert status == "optimal" and it == its[i]
+        np.testing.assert_array_equal(xs[i], x)
