@@ -4,7 +4,7 @@ This is the default broker of every role mapped to ``embedded``: nothing to inst
 The broker binds ``127.0.0.1:0`` so the kernel picks a free port (no race between choosing and binding),
 and ``stop()`` shuts it down cleanly.
 
-A plain broker runs in a child process of its own (``python -m cosim.messaging.embedded_broker``): amqtt is pure
+A plain broker runs in a child process of its own (``serve`` below): amqtt is pure
 Python, and in a background thread every message it relays competed with the co-simulation for the interpreter
 lock -- in its own process it runs beside the simulation on another core. The child binds the port, reports it on
 stdout, and serves until its stdin closes: ``stop()`` closes it, and so does the end of the parent, however it ends
@@ -159,7 +159,8 @@ class EmbeddedBroker:
 
     # -- the child process ----------------------------------------------------------------------------------
     def _start_child(self, timeout: float) -> EmbeddedBroker:
-        cmd = [sys.executable, "-m", "cosim.messaging.embedded_broker", self.host, str(self._requested_port)]
+        cmd = [sys.executable, "-c", "import sys; from cosim.messaging.embedded_broker import serve; "
+               f"sys.exit(serve({self.host!r}, {self._requested_port}))"]
         # the child imports this package from where this process found it (an uninstalled checkout too)
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
@@ -277,7 +278,7 @@ class EmbeddedBroker:
             loop.close()
 
 
-def _serve(host: str, port: int) -> int:
+def serve(host: str, port: int) -> int:
     """The child process: a broker in a thread until stdin closes; its port (or the error) on stdout."""
     try:
         broker = EmbeddedBroker(host, port, name=f"child-{os.getppid()}", process=False).start()
@@ -291,6 +292,3 @@ def _serve(host: str, port: int) -> int:
         broker.stop()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(_serve(sys.argv[1], int(sys.argv[2])))
