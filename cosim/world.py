@@ -562,7 +562,7 @@ class WorldBuilder:
 
         # routes exist without a messaging section only when a communication loss needs them: in memory
         self.bus = MessageBus(sc.messaging or MessagingSpec(default="direct"), seed=sc.seed, start=sc.start,
-                              **bus_security(sc.security, sc.messaging.namespace if sc.messaging else ""))
+                              **bus_security(sc.security, sc.messaging.namespace if sc.messaging else "")).prepare()
         scope = source_name(sc.name)
         groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for r in self._routes:

@@ -75,6 +75,7 @@ class EmbeddedBroker:
         self.security = security
         self.process = security is None if process is None else process
         self._child: subprocess.Popen[str] | None = None
+        self._child_ready = False  # the child reported its port
         self._policy_key: str | None = None
         self.host = host
         self.port = port
@@ -104,11 +105,20 @@ class EmbeddedBroker:
 
         return dict(COUNTS.get(self._policy_key or "", {}))
 
+    def launch(self) -> EmbeddedBroker:
+        """Start a child-process broker without waiting for it (``start()`` waits): its interpreter starts while
+        the caller goes on building. A thread broker starts in ``start()``."""
+        if self.process and self._child is None:
+            self._launch_child()
+        return self
+
     def start(self, timeout: float = 10.0) -> EmbeddedBroker:
-        if self._thread is not None or self._child is not None:
-            return self
         if self.process:
-            return self._start_child(timeout)
+            if self._child is None:
+                self._launch_child()
+            return self if self._child_ready else self._await_child(timeout)
+        if self._thread is not None:
+            return self
         _quiet_amqtt()
         self.port = self._requested_port
         self._ready.clear()
@@ -158,16 +168,19 @@ class EmbeddedBroker:
         self._broker = None
 
     # -- the child process ----------------------------------------------------------------------------------
-    def _start_child(self, timeout: float) -> EmbeddedBroker:
+    def _launch_child(self) -> None:
         cmd = [sys.executable, "-c", "import sys; from cosim.messaging.embedded_broker import serve; "
                f"sys.exit(serve({self.host!r}, {self._requested_port}))"]
         # the child imports this package from where this process found it (an uninstalled checkout too)
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
-        child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                                 start_new_session=True)
-        self._child = child
-        assert child.stdout is not None
+        self.port = self._requested_port
+        self._child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                       start_new_session=True)
+
+    def _await_child(self, timeout: float) -> EmbeddedBroker:
+        child = self._child
+        assert child is not None and child.stdout is not None
         with selectors.DefaultSelector() as sel:
             sel.register(child.stdout, selectors.EVENT_READ)
             line = child.stdout.readline() if sel.select(timeout) else ""
@@ -176,11 +189,13 @@ class EmbeddedBroker:
             reason = line.strip() or f"no answer within {timeout} s"
             raise BrokerUnavailable(f"embedded broker did not start: {reason}")
         self.port = int(line.split()[1])
+        self._child_ready = True
         log.debug("embedded broker %s listening on %s (process %d)", self.name, self.url, child.pid)
         return self
 
     def _stop_child(self, timeout: float) -> None:
         child, self._child = self._child, None
+        self._child_ready = False
         if child is None:
             return
         try:

@@ -96,9 +96,10 @@ def meta(attrs: list[str]) -> Meta:
 class BusLinkSim(mosaik_api_v3.Simulator):
     """Routes between two simulators over an in-process MessageBus (opened at setup; the world closes it).
 
-mosaik sees cycles per simulator, so the world starts one link simulator per (role, source simulator,
-destination simulator): a local loop device -> agent -> device then passes two link simulators, and its
-one time-shifted edge keeps it acyclic as without the broker.
+mosaik sees cycles per simulator, so the world groups routes per (role, source simulator, destination
+simulator) and merges groups into one link only where no same-time cycle closes (cosim.messaging.link_groups):
+a local loop device -> agent -> device then passes two link simulators, and its one time-shifted edge keeps it
+acyclic as without the broker. Each merged group keeps its own packs (``Route.pack``).
 """
 
     def __init__(self) -> None:
