@@ -88,6 +88,9 @@ class WorldBuilder:
         # every entry is a {"python": "module:Class"} (mosaik's PythonModel)
         self.world = mosaik.World(cast(mosaik.SimConfig, dict(SIM_CONFIG)), time_resolution=1.0, skip_greetings=True,
                                   configure_logging=False)
+        # simulator id -> the simulators it feeds without a time shift (where link simulators may merge)
+        self._same_time: dict[str, set[str]] = {}
+        self.world.connect = self._connect_recorded  # type: ignore[method-assign, assignment]  # observe, then connect
         self._sims: dict[str, Any] = {}
         self.columns: list[list[Any]] = []
         self.sites: dict[str, SiteHandle] = {}
@@ -111,6 +114,12 @@ class WorldBuilder:
         self._id_major: dict[tuple[str, str], list[str]] = {}  # record_group: (full id, attr) -> its file columns
         # (device host sid, profile attr, input name) -> [(profile entity, device entity)]
         self._input_feeds: dict[tuple[str, str, str], list[tuple[Any, Any]]] = {}
+
+    def _connect_recorded(self, src: Any, dst: Any, *attr_pairs: Any, **kwargs: Any) -> Any:
+        """``mosaik.World.connect``, noting which simulator feeds which at the same time."""
+        if not (kwargs.get("time_shifted") or kwargs.get("weak")):
+            self._same_time.setdefault(src.sid, set()).add(dst.sid)
+        return type(self.world).connect(self.world, src, dst, *attr_pairs, **kwargs)
 
     # -- helpers for controller kinds ----------------------------------------------------------------------
     def sim(self, name: str, python: str | None = None, **params: Any) -> Any:
@@ -546,13 +555,14 @@ class WorldBuilder:
         from cosim.messaging.bus import MessageBus
         from cosim.messaging.config import MessagingSpec
         from cosim.messaging.link import source_name
+        from cosim.messaging.link_groups import LinkGroup, merge_groups
 
         sc = self.scenario
         from cosim.security.spec import bus_security
 
         # routes exist without a messaging section only when a communication loss needs them: in memory
         self.bus = MessageBus(sc.messaging or MessagingSpec(default="direct"), seed=sc.seed, start=sc.start,
-                              **bus_security(sc.security, sc.messaging.namespace if sc.messaging else ""))
+                              **bus_security(sc.security, sc.messaging.namespace if sc.messaging else "")).prepare()
         scope = source_name(sc.name)
         groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for r in self._routes:
@@ -560,21 +570,27 @@ class WorldBuilder:
             # publish-only routes cannot close a cycle: one link simulator carries them all
             key = (role, src.sid, dst.sid) if dst is not None else (role, None, None)
             groups.setdefault(key, []).append(r)
-        sensorthings = False
-        for n, (key, routes) in enumerate(groups.items()):
-            attrs = {a if isinstance(a, str) else a[0] for r in routes for a in r[2]}
+        plan = []
+        for key, routes in groups.items():
             # a link whose routes all publish at a slower rate (telemetry) only steps at that rate:
             # mosaik's cost is per simulator step, and time-based outputs persist in between
             periods = {r[6] for r in routes}
             step = math.gcd(*periods) if 0 not in periods else self.step_s
             step = step if step % self.step_s == 0 else self.step_s
-            hosts_dwh = not sensorthings and topics.parse_role_key(key[0])[0] == "data"
+            plan.append(LinkGroup((key[0], step), [key], {r[0].sid for r in routes},
+                                  {r[1].sid for r in routes if r[1] is not None and not r[7]}))
+        sensorthings = False
+        for n, group in enumerate(merge_groups(plan, self._same_time)):
+            routes = [(pack, r) for pack, member in enumerate(group.members) for r in groups[member]]
+            link_role, step = group.key[0], group.key[1]
+            attrs = {a if isinstance(a, str) else a[0] for _, r in routes for a in r[2]}
+            hosts_dwh = not sensorthings and topics.parse_role_key(link_role)[0] == "data"
             sensorthings |= hosts_dwh
             link = self.sim(f"BusLink{n}", "cosim.messaging.link:BusLinkSim", bus=self.bus, attrs=sorted(attrs),
                             step_size=step, sensorthings_dir=str(self.out_dir) if hosts_dwh else None)
-            for src, dst, pairs, role, topic, kind, period_s, shifted, initial, *native in routes:
+            for pack, (src, dst, pairs, role, topic, kind, period_s, shifted, initial, *native) in routes:
                 self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial,
-                                native[0] if native else None)
+                                native[0] if native else None, pack)
         self._build_native_commands()
 
     def _build_native_commands(self) -> None:
@@ -602,7 +618,7 @@ class WorldBuilder:
 
     def _add_route(self, link: Any, scope: str, src: Any, dst: Any, pairs: tuple[Any, ...], role: str,
                    topic: str | None, kind: str, period_s: int, shifted: bool, initial: dict[str, Any] | None,
-                   native: dict[str, tuple[str, float]] | None = None) -> None:
+                   native: dict[str, tuple[str, float]] | None = None, pack: int = 0) -> None:
         from cosim.messaging import topics
         from cosim.messaging.link import source_name
 
@@ -616,7 +632,7 @@ class WorldBuilder:
                 topic = make(site or scope, source, "state")
         route = link.Route(role=role, topic=topic, sender=src.full_id, source=source, sender_kind=kind,
                            period_s=period_s, down=self._comm_loss(role, src, dst),
-                           native={a: list(v) for a, v in native.items()} if native else None)
+                           native={a: list(v) for a, v in native.items()} if native else None, pack=pack)
         src_attrs = [(p, p) if isinstance(p, str) else p for p in pairs]
         self.world.connect(src, route, *[(a, a) for a, _ in src_attrs])
         if dst is not None:

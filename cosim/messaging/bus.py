@@ -312,9 +312,9 @@ class MessageBus:
         if self._open_failed is not None:  # every user of a shared bus opens it: the first failure answers all
             raise BrokerUnavailable(str(self._open_failed))
         try:
-            if any(r.address.kind == "embedded" for r in self._roles.values()):
-                self._embedded = EmbeddedBroker(name=f"bus-{self._instance}",
-                                                security=self.security).start(self.spec.timeout_s)
+            embedded = self.prepare()._embedded
+            if embedded is not None:
+                embedded.start(self.spec.timeout_s)
             for role in self._roles.values():
                 address = role.address
                 sub_qos = self.spec.subscribe_qos
@@ -339,6 +339,14 @@ class MessageBus:
             raise
         self._opened = True
         log.debug("message bus open: %s", self.describe())
+        return self
+
+    def prepare(self) -> MessageBus:
+        """Launch the embedded broker if a role needs one, without waiting for it (``open()`` waits): a broker in a
+        child process then starts while the caller goes on building. ``close()`` stops it, opened or not."""
+        if self._embedded is None and not self._closed and any(
+                r.address.kind == "embedded" for r in self._roles.values()):
+            self._embedded = EmbeddedBroker(name=f"bus-{self._instance}", security=self.security).launch()
         return self
 
     def _embedded_address(self, broker: EmbeddedBroker) -> BrokerAddress:

@@ -1,8 +1,16 @@
-"""An in-process MQTT 3.1.1 broker (amqtt) on a free loopback port, run in a background thread.
+"""The embedded MQTT 3.1.1 broker (amqtt) on a free loopback port, in a child process or a background thread.
 
 This is the default broker of every role mapped to ``embedded``: nothing to install, nothing left behind.
 The broker binds ``127.0.0.1:0`` so the kernel picks a free port (no race between choosing and binding),
-and ``stop()`` shuts it down cleanly, joins its thread and closes its event loop.
+and ``stop()`` shuts it down cleanly.
+
+A plain broker runs in a child process of its own (``serve`` below): amqtt is pure
+Python, and in a background thread every message it relays competed with the co-simulation for the interpreter
+lock -- in its own process it runs beside the simulation on another core. The child binds the port, reports it on
+stdout, and serves until its stdin closes: ``stop()`` closes it, and so does the end of the parent, however it ends
+(no orphan broker). It runs in its own session, so a Ctrl-C meant for the run does not stop it mid-run.
+A secure broker (below) runs in a background thread of this process: its policy object and the counts of what
+it refused live here.
 
     with EmbeddedBroker() as broker:
         print(broker.url)        # mqtt://127.0.0.1:40123
@@ -16,6 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import selectors
+import subprocess
+import sys
 import threading
 import ssl
 from dataclasses import dataclass
@@ -53,11 +65,17 @@ class BrokerSecurity:
 
 
 class EmbeddedBroker:
-    """amqtt broker in its own thread and event loop. ``start()`` returns once it listens; ``port`` is then set."""
+    """amqtt broker in a child process (``process=True``, the default without ``security``) or in its own thread
+    and event loop. ``start()`` returns once it listens; ``port`` is then set."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str = "embedded",
-                 security: BrokerSecurity | None = None) -> None:
+                 security: BrokerSecurity | None = None, process: bool | None = None) -> None:
+        if process and security is not None:
+            raise ValueError("a secure embedded broker runs in this process (its policy and counts live here)")
         self.security = security
+        self.process = security is None if process is None else process
+        self._child: subprocess.Popen[str] | None = None
+        self._child_ready = False  # the child reported its port
         self._policy_key: str | None = None
         self.host = host
         self.port = port
@@ -72,6 +90,8 @@ class EmbeddedBroker:
     # -- lifecycle -------------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
+        if self._child is not None:
+            return self._child.poll() is None
         return self._thread is not None and self._thread.is_alive() and self._error is None
 
     @property
@@ -85,7 +105,18 @@ class EmbeddedBroker:
 
         return dict(COUNTS.get(self._policy_key or "", {}))
 
+    def launch(self) -> EmbeddedBroker:
+        """Start a child-process broker without waiting for it (``start()`` waits): its interpreter starts while
+        the caller goes on building. A thread broker starts in ``start()``."""
+        if self.process and self._child is None:
+            self._launch_child()
+        return self
+
     def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+        if self.process:
+            if self._child is None:
+                self._launch_child()
+            return self if self._child_ready else self._await_child(timeout)
         if self._thread is not None:
             return self
         _quiet_amqtt()
@@ -105,6 +136,9 @@ class EmbeddedBroker:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._child is not None:
+            self._stop_child(timeout)
+            return
         thread, loop = self._thread, self._loop
         if thread is None:
             return
@@ -132,6 +166,49 @@ class EmbeddedBroker:
                 log.warning("embedded broker thread %s did not end within %s s", self._thread.name, timeout)
         self._thread = None
         self._broker = None
+
+    # -- the child process ----------------------------------------------------------------------------------
+    def _launch_child(self) -> None:
+        cmd = [sys.executable, "-c", "import sys; from cosim.messaging.embedded_broker import serve; "
+               f"sys.exit(serve({self.host!r}, {self._requested_port}))"]
+        # the child imports this package from where this process found it (an uninstalled checkout too)
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
+        self.port = self._requested_port
+        self._child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                       start_new_session=True)
+
+    def _await_child(self, timeout: float) -> EmbeddedBroker:
+        child = self._child
+        assert child is not None and child.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(child.stdout, selectors.EVENT_READ)
+            line = child.stdout.readline() if sel.select(timeout) else ""
+        if not line.startswith("port "):
+            self._stop_child(timeout)
+            reason = line.strip() or f"no answer within {timeout} s"
+            raise BrokerUnavailable(f"embedded broker did not start: {reason}")
+        self.port = int(line.split()[1])
+        self._child_ready = True
+        log.debug("embedded broker %s listening on %s (process %d)", self.name, self.url, child.pid)
+        return self
+
+    def _stop_child(self, timeout: float) -> None:
+        child, self._child = self._child, None
+        self._child_ready = False
+        if child is None:
+            return
+        try:
+            if child.stdin is not None:
+                child.stdin.close()  # the child's signal to shut the broker down and exit
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("embedded broker process %d did not end within %s s: killed", child.pid, timeout)
+            child.kill()
+            child.wait()
+        finally:
+            if child.stdout is not None:
+                child.stdout.close()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
@@ -214,3 +291,19 @@ class EmbeddedBroker:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+def serve(host: str, port: int) -> int:
+    """The child process: a broker in a thread until stdin closes; its port (or the error) on stdout."""
+    try:
+        broker = EmbeddedBroker(host, port, name=f"child-{os.getppid()}", process=False).start()
+    except BrokerUnavailable as exc:
+        print(f"error {exc}", flush=True)
+        return 1
+    print(f"port {broker.port}", flush=True)
+    try:
+        sys.stdin.read()  # until the parent closes it (stop(), or the parent ended)
+    finally:
+        broker.stop()
+    return 0
+

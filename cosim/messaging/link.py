@@ -74,6 +74,8 @@ class _Route:
     native: dict[str, tuple[str, float]] | None = None
     #: [t0, t1) windows of a communication loss (cosim/events.py): nothing is published, receivers hold
     down: tuple[tuple[int, int], ...] = ()
+    #: which publisher group of the link (cosim.messaging.link_groups): each publishes its own packs
+    pack: int = 0
 
     def is_down(self, t_s: int) -> bool:
         return any(t0 <= t_s < t1 for t0, t1 in self.down)
@@ -85,7 +87,7 @@ def meta(attrs: list[str]) -> Meta:
         "type": "time-based",
         "models": {"Route": {"public": True,
                              "params": ["role", "topic", "sender", "sender_kind", "source", "period_s", "native",
-                                        "down"],
+                                        "down", "pack"],
                              "attrs": sorted(set(attrs))}},
         "extra_methods": ["stats"],
     }
@@ -94,9 +96,10 @@ def meta(attrs: list[str]) -> Meta:
 class BusLinkSim(mosaik_api_v3.Simulator):
     """Routes between two simulators over an in-process MessageBus (opened at setup; the world closes it).
 
-mosaik sees cycles per simulator, so the world starts one link simulator per (role, source simulator,
-destination simulator): a local loop device -> agent -> device then passes two link simulators, and its
-one time-shifted edge keeps it acyclic as without the broker.
+mosaik sees cycles per simulator, so the world groups routes per (role, source simulator, destination
+simulator) and merges groups into one link only where no same-time cycle closes (cosim.messaging.link_groups):
+a local loop device -> agent -> device then passes two link simulators, and its one time-shifted edge keeps it
+acyclic as without the broker. Each merged group keeps its own packs (``Route.pack``).
 """
 
     def __init__(self) -> None:
@@ -105,8 +108,9 @@ one time-shifted edge keeps it acyclic as without the broker.
         self.routes: dict[str, _Route] = {}
         self.step_size = 60
         self._subs: dict[tuple[str, str], Any] = {}
-        self._sent: dict[tuple[str, str], Any] = {}  # (topic, attr) -> last value published
-        self._last_pub: dict[tuple[str, str], int] = {}  # (topic, source) -> time of the last publication
+        self._sent: dict[tuple[int, str, str], Any] = {}  # (group, topic, attr) -> last value published
+        self._last_pub: dict[tuple[int, str, str], int] = {}  # (group, topic, source) -> time of the last publication
+        self._in_pack: dict[int, int] = {}  # group -> its routes so far
         self._held: dict[tuple[str, str], Any] = {}  # (route topic, attr) -> delivered value
         self._shape: dict[tuple[str, str], int | None] = {}  # (topic, attr) -> vector length, None for a scalar
         self._senders: dict[str, set[str]] = {}  # route topic -> the senders whose values it carries
@@ -128,14 +132,17 @@ one time-shifted edge keeps it acyclic as without the broker.
 
     def create(self, num: int, model: str, role: str, topic: str, sender: str,  # type: ignore[override]  # as init
                source: str, sender_kind: str = "controller", period_s: int = 0, native: dict[str, Any] | None = None,
-               down: Any = ()) -> list[CreateResult]:
+               down: Any = (), pack: int = 0) -> list[CreateResult]:
         assert self.bus is not None
         out: list[CreateResult] = []
         names = {a: (str(n), float(f)) for a, (n, f) in native.items()} if native else None
         for _ in range(num):
-            eid = f"r{len(self.routes)}"
+            # numbered per group, so a group's routes keep the order they have in a link of their own
+            k = self._in_pack.get(pack, 0)
+            self._in_pack[pack] = k + 1
+            eid = f"r{k}" if pack == 0 else f"r{k}-{pack}"
             windows = tuple((int(t0), int(t1)) for t0, t1 in down or ())
-            self.routes[eid] = _Route(eid, role, topic, sender, source, int(period_s), names, windows)
+            self.routes[eid] = _Route(eid, role, topic, sender, source, int(period_s), names, windows, int(pack))
             self._senders.setdefault(topic, set()).add(sender)
             self.bus.register(sender, sender_kind)
             out.append({"eid": eid, "type": model})
@@ -156,12 +163,12 @@ one time-shifted edge keeps it acyclic as without the broker.
 
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         assert self.bus is not None
-        packs: dict[tuple[str, str, str], dict[str, Record]] = {}
+        packs: dict[tuple[int, str, str, str], dict[str, Record]] = {}
         for eid, attrs in sorted(inputs.items()):
             route = self.routes[eid]
             if route.down and route.is_down(time):
                 continue  # the link is lost: nothing reaches the broker; published again once it is back
-            due_key = (route.topic, route.source)
+            due_key = (route.pack, route.topic, route.source)
             last = self._last_pub.get(due_key)
             if route.period_s and last is not None and last != time and time - last < route.period_s:
                 continue
@@ -172,22 +179,22 @@ one time-shifted edge keeps it acyclic as without the broker.
                 if route.native and attr in route.native:
                     self._publish_native(route, attr, value, time)
                     continue
-                if value is None or _same(value, self._sent.get((route.topic, attr))):
+                if value is None or _same(value, self._sent.get((route.pack, route.topic, attr))):
                     continue
-                self._sent[(route.topic, attr)] = value
+                self._sent[(route.pack, route.topic, attr)] = value
                 self._last_pub[due_key] = time
                 if _is_senml_pack(value):  # already a SenML pack (a schedule): it travels as its own message
                     topic = self._pack_topic(route, attr)
                     records = self._pack_records(value)  # names repeat (one per hour): keep them all, in order
-                    packs[(route.role, topic, route.sender)] = {str(i): r for i, r in enumerate(records)}
+                    packs[(route.pack, route.role, topic, route.sender)] = {str(i): r for i, r in enumerate(records)}
                     continue
-                pack = packs.setdefault((route.role, route.topic, route.sender), {})
+                pack = packs.setdefault((route.pack, route.role, route.topic, route.sender), {})
                 records = _records(attr, value)
                 scalar = len(records) == 1 and records[0].name == attr
                 self._shape[(route.topic, attr)] = None if scalar else len(records)
                 for rec in records:
                     pack[rec.name] = rec
-        for (role, topic, sender), by_name in sorted(packs.items()):
+        for (_group, role, topic, sender), by_name in sorted(packs.items()):
             if by_name:
                 self.bus.publish(role, topic, list(by_name.values()), time, sender)
         for sub in self._subs.values():
@@ -204,10 +211,10 @@ one time-shifted edge keeps it acyclic as without the broker.
         assert self.bus is not None and route.native is not None
         name, factor = route.native[attr]
         topic = topics.smx_native_topic(topics.parse_topic(route.topic).site, route.source, name)
-        if value is None or _same(value, self._sent.get((topic, attr))):
+        if value is None or _same(value, self._sent.get((route.pack, topic, attr))):
             return
-        self._sent[(topic, attr)] = value
-        self._last_pub[(route.topic, route.source)] = time
+        self._sent[(route.pack, topic, attr)] = value
+        self._last_pub[(route.pack, route.topic, route.source)] = time
         unit = unit_of(attr) if abs(factor) == 1.0 else None  # a scaled value (SoC in %) is in the device's unit
         self.bus.publish(route.role, topic, [_number(name, factor * float(value), unit)], time, route.sender)
 

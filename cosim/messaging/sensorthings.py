@@ -13,11 +13,14 @@ Observation of the Datastream ``{site}/{device}/{quantity}`` of the Thing ``{sit
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .senml import Record
 from .topics import TopicInfo, parse_topic
@@ -130,11 +133,29 @@ class Observation(_Entity):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
+@lru_cache(maxsize=4096)  # a step's records share a handful of times
 def iso(epoch_s: float) -> str:
     """Epoch seconds -> ISO 8601 UTC with a ``Z`` (millisecond precision when needed)."""
     dt = datetime.fromtimestamp(epoch_s, tz=UTC)
     text = dt.isoformat(timespec="milliseconds" if epoch_s != int(epoch_s) else "seconds")
     return text.replace("+00:00", "Z")
+
+
+_RESULT = TypeAdapter(float | bool | str | None)  # Observation.result
+
+
+def _result(value: Any) -> float | bool | str | None:
+    """``value`` as Observation.result holds it (float, bool, str and None pass as they are)."""
+    return value if value is None or type(value) in (float, bool, str) else _RESULT.validate_python(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationRow:
+    datastream: Datastream
+    t_s: float  # the record's time, simulated seconds
+    phenomenon_time: str
+    result_time: str
+    result: float | bool | str | None
 
 
 class SensorThingsCatalog:
@@ -191,21 +212,26 @@ class SensorThingsCatalog:
 
     def observations(self, message: Message) -> list[Observation]:
         """One Observation per record of a data-topic message (records of other topics give none)."""
+        return [Observation(iot_id=f"{message.sender}/{message.seq}/{i}", phenomenonTime=row.phenomenon_time,
+                            resultTime=row.result_time, result=row.result, Datastream=Ref(iot_id=row.datastream.iot_id),
+                            parameters={"t_s": row.t_s, "topic": message.topic, "sender": message.sender})
+                for i, row in enumerate(self.rows(message))]
+
+    def rows(self, message: Message) -> list[ObservationRow]:
+        """What each record of a data-topic message observes (the fields of its Observation), without building
+        the models: the recorder writes these for every record of the run."""
         try:
             info = parse_topic(message.topic)
         except ValueError:
             return []
         if info.role != "data":
             return []
+        result_time = iso(self.epoch0 + message.t_due)
         out = []
-        for i, rec in enumerate(message.records):
-            ds = self.datastream(info, rec)
+        for rec in message.records:
             t_rec = rec.time if rec.time is not None else message.t_s
-            out.append(Observation(
-                iot_id=f"{message.sender}/{message.seq}/{i}",
-                phenomenonTime=iso(self.epoch0 + t_rec), resultTime=iso(self.epoch0 + message.t_due),
-                result=rec.result, Datastream=Ref(iot_id=ds.iot_id),
-                parameters={"t_s": t_rec, "topic": message.topic, "sender": message.sender}))
+            out.append(ObservationRow(self.datastream(info, rec), t_rec, iso(self.epoch0 + t_rec), result_time,
+                                      _result(rec.result)))
         return out
 
     def entities(self) -> dict[str, list[dict[str, Any]]]:
@@ -244,23 +270,24 @@ class SensorThingsRecorder:
             if len(self.catalog.datastreams) + len(msg.records) > MAX_DATASTREAMS and not self._known(msg):
                 self._bus.reject(msg, f"more than {MAX_DATASTREAMS} Datastreams", "sensorthings")
                 continue
-            for obs in self.catalog.observations(msg):
-                ds = self.catalog.datastreams[obs.Datastream.iot_id]
-                r = self._rows
-                r["t_s"].append(float(obs.parameters["t_s"]))
-                r["phenomenon_time"].append(obs.phenomenonTime)
-                r["result_time"].append(obs.resultTime)
-                r["datastream"].append(obs.Datastream.iot_id)
-                numeric = (obs.result if isinstance(obs.result, (int, float)) and not isinstance(obs.result, bool)
-                           else None)
+            rows = self.catalog.rows(msg)
+            r = self._rows
+            for row in rows:
+                ds = row.datastream
+                r["t_s"].append(float(row.t_s))
+                r["phenomenon_time"].append(row.phenomenon_time)
+                r["result_time"].append(row.result_time)
+                r["datastream"].append(ds.iot_id)
+                result = row.result
+                numeric = result if isinstance(result, (int, float)) and not isinstance(result, bool) else None
                 r["result"].append(None if numeric is None else float(numeric))
-                r["result_text"].append(None if numeric is not None else json.dumps(obs.result))
+                r["result_text"].append(None if numeric is not None else json.dumps(result))
                 r["unit"].append(ds.unitOfMeasurement.symbol)
                 r["sender"].append(msg.sender)
                 r["seq"].append(msg.seq)
-                n += 1
-                if self._sink is not None:
-                    new.append((obs, msg.sender, msg.seq))
+            n += len(rows)
+            if self._sink is not None and rows:  # the live server takes the Observation models
+                new.extend((obs, msg.sender, msg.seq) for obs in self.catalog.observations(msg))
         if new and self._sink is not None:
             self._sink(self.catalog, new)
         self.count += n
