@@ -3,6 +3,7 @@ and on a real Mosquitto (127.0.0.1:1883); schedules and telemetry really travel 
 
 import json
 import socket
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ def _scenario(tmp_path: Path, name: str, messaging: dict) -> Path:
 MODES = {
     "direct": {"default": "direct"},
     "embedded": {"default": "embedded"},  # every role, the local loops included, on the embedded broker
-    "mosquitto": {"default": "mosquitto://127.0.0.1:1883", "namespace": "s4g-test-scenario"},
+    # a namespace of this run's own: other runs (parallel workers, other checkouts) share the broker
+    "mosquitto": {"default": "mosquitto://127.0.0.1:1883", "namespace": f"s4g-test-scenario-{uuid.uuid4().hex[:12]}"},
 }
 
 
