@@ -17,6 +17,13 @@ import os
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# No test asserts on wall time: hypothesis's default per-example deadline (200 ms) is such an assertion, and a busy
+# machine (two workers, other jobs) trips it at random. Most tests already say deadline=None; this is the default
+# for the rest (a test's own settings still win).
+settings.register_profile("s4g", deadline=None)
+settings.load_profile("s4g")
 
 HOSTILE_LONG_ENV = "S4G_HOSTILE_LONG"
 #: the machines the suite is sized for have 2 cores; more workers than cores only add contention
