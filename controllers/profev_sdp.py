@@ -13,6 +13,10 @@ grid points by linear interpolation. Leaving with less than the target SoC costs
 
 Sign convention (the framework's): battery and EV power + = drawn from the grid (charging); ``net_load_w``
 is the site's load minus its PV, so the grid exchange is ``net_load_w + p_battery_w + p_ev_w``.
+
+The site's import contract (``SdpProblem.import_limit_w``) is an exact penalty: every kWh imported above it
+costs ``over_limit_penalty_per_kwh``, far more than any other cost can gain, so the plan keeps the limit
+wherever the powers and SoC bounds allow it and, where they do not, imports as little above it as it can.
 """
 
 from __future__ import annotations
@@ -139,8 +143,16 @@ class SdpProblem:
     # an EV still plugged in at the horizon's end leaves then (its shortfall is penalised): a receding-horizon
     # planner must not defer charging past the horizon
     penalise_at_horizon: bool = False
+    # the site's import limit (W; inf: none) and what a kWh above it costs: more than the squared exchange
+    # (2 x import kW per kWh) or an EV's shortfall can gain, so it acts as a hard bound where one is feasible
+    import_limit_w: float = math.inf
+    over_limit_penalty_per_kwh: float = 1e6
 
     def __post_init__(self) -> None:
+        if math.isnan(self.import_limit_w):
+            raise ValueError("import_limit_w must be a number (inf: no limit)")
+        if not (math.isfinite(self.over_limit_penalty_per_kwh) and self.over_limit_penalty_per_kwh >= 0):
+            raise ValueError("over_limit_penalty_per_kwh must be finite and non-negative")
         if not 0 < self.soc_step <= 0.5 or not 0 < self.ev_soc_step <= 0.5:
             raise ValueError("grid steps must be in (0, 0.5]")
         if not 0 <= self.battery.soc_min < self.battery.soc_max <= 1:
@@ -221,16 +233,19 @@ def solve(problem: SdpProblem, net_load_w: np.ndarray, presence: PresenceModel, 
     end_penalty = penalty if problem.penalise_at_horizon else np.zeros_like(penalty)
     value, d_bat, d_ev = _backward(net, presence.p_stay[:n].copy(), presence.p_arrive[:n].copy(), price_in,
                                    price_out, squared, dt_h, len(b_grid), len(e_grid), up, down, ev_up, p_ch,
-                                   p_dis, p_ev, use_steps, penalty, terminal, end_penalty, ev_min)
+                                   p_dis, p_ev, use_steps, penalty, terminal, end_penalty, ev_min,
+                                   problem.import_limit_w / 1000.0, problem.over_limit_penalty_per_kwh)
     return SdpPolicy(problem, value, d_bat, d_ev, b_grid, e_grid, (p_ch, p_dis), p_ev)
 
 
 @numba.njit(cache=True, inline="always")
-def _stage(p_w: float, squared: bool, price_in: float, price_out: float, dt_h: float) -> float:
+def _stage(p_w: float, squared: bool, price_in: float, price_out: float, dt_h: float, limit_kw: float,
+           over_penalty: float) -> float:
     p_kw = p_w / 1000.0
-    if squared:
-        return p_kw * p_kw * dt_h
-    return (price_in * p_kw if p_kw > 0 else price_out * p_kw) * dt_h
+    cost = p_kw * p_kw * dt_h if squared else (price_in * p_kw if p_kw > 0 else price_out * p_kw) * dt_h
+    if p_kw > limit_kw:  # never with no limit (inf): the cost is then exactly the objective's
+        cost += over_penalty * (p_kw - limit_kw) * dt_h
+    return cost
 
 
 @numba.njit(cache=True)
@@ -244,7 +259,7 @@ def _interp(row: np.ndarray, x: float) -> float:
 
 @numba.njit(cache=True)
 def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne, up, down, ev_up, p_ch, p_dis,
-              p_ev, use_steps, penalty, terminal, end_penalty, ev_min):
+              p_ev, use_steps, penalty, terminal, end_penalty, ev_min, limit_kw, over_penalty):
     n = len(net)
     value = np.empty((n + 1, nb, ne, 2))
     for b in range(nb):
@@ -262,7 +277,8 @@ def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne,
             db = k - down
             pb = db * p_ch if db >= 0 else db * p_dis
             for de in range(ev_up + 1):
-                stage[k, de] = _stage(net[t] + pb + de * p_ev, squared, price_in[t], price_out[t], dt_h)
+                stage[k, de] = _stage(net[t] + pb + de * p_ev, squared, price_in[t], price_out[t], dt_h, limit_kw,
+                                      over_penalty)
         ps, pa = p_stay[t], p_arrive[t]
         nxt = value[t + 1]
         # expected value of landing on (b2, e2): precomputed once per step, the inner loops only look it up
