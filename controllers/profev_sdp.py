@@ -14,9 +14,10 @@ grid points by linear interpolation. Leaving with less than the target SoC costs
 Sign convention (the framework's): battery and EV power + = drawn from the grid (charging); ``net_load_w``
 is the site's load minus its PV, so the grid exchange is ``net_load_w + p_battery_w + p_ev_w``.
 
-The site's import contract (``SdpProblem.import_limit_w``) is an exact penalty: every kWh imported above it
-costs ``over_limit_penalty_per_kwh``, far more than any other cost can gain, so the plan keeps the limit
-wherever the powers and SoC bounds allow it and, where they do not, imports as little above it as it can.
+The site's import contract (``SdpProblem.import_limit_w``): the battery never charges where the site would
+import above it (a hard bound: charging is always avoidable), and every kWh imported above it costs
+``over_limit_penalty_per_kwh``, far more than any other cost can gain (an exact penalty), so the battery
+discharges to cover what would exceed it wherever its power and SoC allow and otherwise as much as they do.
 """
 
 from __future__ import annotations
@@ -277,8 +278,11 @@ def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne,
             db = k - down
             pb = db * p_ch if db >= 0 else db * p_dis
             for de in range(ev_up + 1):
-                stage[k, de] = _stage(net[t] + pb + de * p_ev, squared, price_in[t], price_out[t], dt_h, limit_kw,
-                                      over_penalty)
+                p = net[t] + pb + de * p_ev
+                # a hard bound on charging: the battery never charges where the site imports above the limit
+                # (not even to shave a later excess it cannot cover: each step's import counts, not their sum)
+                stage[k, de] = np.inf if db > 0 and p > limit_kw * 1000.0 else \
+                    _stage(p, squared, price_in[t], price_out[t], dt_h, limit_kw, over_penalty)
         ps, pa = p_stay[t], p_arrive[t]
         nxt = value[t + 1]
         # expected value of landing on (b2, e2): precomputed once per step, the inner loops only look it up
