@@ -135,6 +135,9 @@ def decide(wants: np.ndarray, remaining_wh: np.ndarray, accept_w: np.ndarray, p_
         laxity = np.where(np.isfinite(departure_s),
                           departure_s - now_s - np.where(np.isfinite(remaining_wh), remaining_wh, 0.0) * 3600.0
                           / np.maximum(accept_w, 1e-9), np.inf)
+    # an EV nearly done still draws its minimum power when its step starts (the PCC is measured then): count
+    # it at that, not at the little energy it still wants, or the EVs' limits add up to more than the budget
+    want = np.where(want > 0, np.maximum(want, np.minimum(p_min_w, accept_w)), want)
     idx = np.flatnonzero(want > 0)
     order = idx[np.lexsort((idx, laxity[idx]))]
     return allocate(order, want, p_min_w, max(budget_w, 0.0))
