@@ -147,6 +147,15 @@ def test_problem_and_inputs_are_checked():
         solve(SdpProblem(bat, ev), np.ones(3), _always(2, True))
     with pytest.raises(ValueError, match="probabilities"):
         PresenceModel(np.array([1.5]), np.array([0.0]))
+    with pytest.raises(ValueError, match="import_limit_w"):
+        SdpProblem(bat, ev, import_limit_w=float("nan"))
+    with pytest.raises(ValueError, match="over_limit_penalty_per_kwh"):
+        SdpProblem(bat, ev, over_limit_penalty_per_kwh=-1.0)
+    with pytest.raises(ValueError, match="capped_over_limit_penalty_per_kwh"):
+        SdpProblem(bat, ev, capped_over_limit_penalty_per_kwh=float("inf"))
+    for capped in (np.ones(3), np.array([1.0, -1.0]), np.array([1.0, np.nan])):
+        with pytest.raises(ValueError, match="capped_w"):
+            solve(SdpProblem(bat, ev, import_limit_w=500), np.ones(2), _always(2, True), capped_w=capped)
 
 
 def _battery_run(pol, bat: SdpBattery, soc: float, n: int) -> tuple[np.ndarray, np.ndarray]:
