@@ -231,3 +231,16 @@ def test_battery_never_plans_to_charge_above_the_limit_and_covers_what_it_can(ne
         greedy += max(net[t] - d - limit, 0.0)
         s -= d / bat.eta_discharge / 4 / bat.capacity_wh
     assert np.maximum(net + p - limit, 0.0).sum() <= greedy + 1e-6
+
+
+def test_the_battery_covers_the_building_first_where_only_capped_evs_would_exceed_later():
+    # energy for one step only (it cannot charge: the building is near the limit): at t=2 the building alone is
+    # above the limit, at t=6 the site only is because of EVs LEVChAg will cap; the battery covers t=2
+    bat = SdpBattery(10_000, 20_000, 20_000, soc_min=0.1, soc_max=0.9)
+    net = np.array([14e3, 14e3, 20e3, 14e3, 14e3, 14e3, 24e3, 14e3])
+    capped = np.where(np.arange(8) == 6, 14e3, 0.0)
+    problem = SdpProblem(bat, SdpEv(1.0, 0.0), soc_step=0.05, import_limit_w=15_000)
+    p, _ = _battery_run(solve(problem, net, _always(8, False), capped_w=capped), bat, 0.25, 8)
+    assert p[2] <= -5000 and p[6] == 0 and np.all(p <= 0)
+    blind, _ = _battery_run(solve(problem, net, _always(8, False)), bat, 0.25, 8)  # all excess alike: the larger
+    assert blind[6] < 0 and blind[2] == 0
