@@ -62,6 +62,12 @@ class LevchagParams(BaseModel):
     max_age_s: int = Field(7200, gt=0, description="a plan older than this is stale")
 
 
+def site_import_limit_w(params: LevchagParams, contract_import_w: float | None) -> float | None:
+    """The import limit a site's LEVChAg keeps (and PROFEV's battery plans to): its own ``import_limit_w``, else
+    the site's contract; None: no limit."""
+    return params.import_limit_w or contract_import_w
+
+
 # -- the upper layer's plan on the wire (SenML, RFC 8428) --------------------------------------------------------
 
 def plan_to_senml(site: str, t_unix_s: float, valid_s: float, powers_w: dict[str, float]) -> list[dict]:
@@ -129,6 +135,9 @@ def decide(wants: np.ndarray, remaining_wh: np.ndarray, accept_w: np.ndarray, p_
         laxity = np.where(np.isfinite(departure_s),
                           departure_s - now_s - np.where(np.isfinite(remaining_wh), remaining_wh, 0.0) * 3600.0
                           / np.maximum(accept_w, 1e-9), np.inf)
+    # an EV nearly done still draws its minimum power when its step starts (the PCC is measured then): count
+    # it at that, not at the little energy it still wants, or the EVs' limits add up to more than the budget
+    want = np.where(want > 0, np.maximum(want, np.minimum(p_min_w, accept_w)), want)
     idx = np.flatnonzero(want > 0)
     order = idx[np.lexsort((idx, laxity[idx]))]
     return allocate(order, want, p_min_w, max(budget_w, 0.0))
@@ -162,7 +171,7 @@ class _Site:
         self.phases = np.array([w.get("phases", 3) for w in wallboxes], float)
         self.cv = np.array([w.get("cv_soc", 0.9) for w in wallboxes], float)
         self.floor = np.array([w.get("taper_floor", 0.1) for w in wallboxes], float)
-        self.import_limit_w = params.import_limit_w or import_limit_w
+        self.import_limit_w = site_import_limit_w(params, import_limit_w)
         self.start_unix_s = float(start_unix_s)
         self.out = np.zeros(n)
         self.fallback = 0.0

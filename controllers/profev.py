@@ -31,7 +31,8 @@ from mosaik_api_v3.types import CreateResult, Meta
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controllers.levchag import LevchagParams, plan_to_senml, site_agent, site_wallboxes, wallbox_views
+from controllers.levchag import (LevchagParams, plan_to_senml, site_agent, site_import_limit_w, site_wallboxes,
+                                 wallbox_views)
 from controllers.profev_sdp import PresenceModel, SdpBattery, pooled_presence
 from controllers.profev_site import ProfevSite
 from controllers.registry import ControllerKind
@@ -79,7 +80,7 @@ META = {
     "type": "time-based",
     "models": {
         "Site": {"public": True, "params": ["params", "site", "wallboxes", "presence", "base_w", "battery",
-                                            "start_unix_s"],
+                                            "start_unix_s", "import_limit_w"],
                  "attrs": [*SITE_INPUTS, *SITE_OUTPUTS]},
         "Slot": {"public": False, "params": [], "attrs": list(SLOT_INPUTS)},
     },
@@ -88,7 +89,7 @@ META = {
 
 class _Site:
     def __init__(self, params: ProfevParams, site: str, wallboxes: list[dict], presence: dict, base_w: list[float],
-                 battery: dict | None, start_unix_s: float) -> None:
+                 battery: dict | None, start_unix_s: float, import_limit_w: float | None = None) -> None:
         self.params, self.site = params, site
         self.names = [w["id"] for w in wallboxes]
         self.hw_w = np.array([w["p_hw_max_w"] for w in wallboxes], float)
@@ -97,6 +98,10 @@ class _Site:
         self.min_w_per_phase = np.array([w.get("min_current_a", 6.0) * w.get("voltage_v", 230.0) for w in wallboxes])
         self.phases = np.array([w.get("phases", 3) for w in wallboxes], float)
         self.battery = SdpBattery(**battery) if battery else None
+        # the battery plans to the import limit LEVChAg keeps, less the margin it keeps for the rest of the site
+        # (the base load is a forecast: the building may draw more than it says)
+        limit = site_import_limit_w(params.levchag, import_limit_w)
+        self.plan_limit_w = math.inf if limit is None else limit - params.levchag.margin_w
         self.core = ProfevSite(params.step_s, PresenceModel(np.asarray(presence["p_stay"]),
                                                            np.asarray(presence["p_arrive"])),
                                battery=self.battery, horizon_steps=params.horizon_s // params.step_s,
@@ -105,7 +110,7 @@ class _Site:
                                # an EV frees its bay once charged: a bay-hour is what serves the next EV (who may
                                # come any time), so each EV gets what it accepts and finishes first (LEVChAg keeps
                                # the import limit, least laxity first); the battery plans against that profile
-                               finish_first=params.bays == "turn_over")
+                               finish_first=params.bays == "turn_over", import_limit_w=self.plan_limit_w)
         self.base_w = np.asarray(base_w, float)  # whole run + one horizon, per PROFEV step
         self.start_unix_s = float(start_unix_s)
         # the session each plan belongs to: (EV id, at-plan energy)
@@ -213,7 +218,8 @@ class ProfevSim(mosaik_api_v3.Simulator):
     # mosaik passes the model's parameters by keyword (narrower than the base's **model_params)
     def create(self, num: int, model: str, params: dict | None = None, site: str = "site",  # type: ignore[override]
                wallboxes: list[dict] | None = None, presence: dict | None = None, base_w: list[float] | None = None,
-               battery: dict | None = None, start_unix_s: float = 0.0) -> list[CreateResult]:
+               battery: dict | None = None, start_unix_s: float = 0.0,
+               import_limit_w: float | None = None) -> list[CreateResult]:
         if model != "Site":
             raise ValueError("create Site entities; their Slot children come with them")
         p = ProfevParams.model_validate(params or {})
@@ -226,7 +232,7 @@ class ProfevSim(mosaik_api_v3.Simulator):
         for _ in range(num):
             eid = f"Profev_{len(self.sites)}"
             wbs = list(wallboxes or [])
-            self.sites[eid] = _Site(p, site, wbs, presence, base_w or [0.0], battery, start_unix_s)
+            self.sites[eid] = _Site(p, site, wbs, presence, base_w or [0.0], battery, start_unix_s, import_limit_w)
             children: list[CreateResult] = []
             for i in range(len(wbs)):
                 cid = f"{eid}.slot_{i}"
@@ -369,7 +375,8 @@ def _build(builder: WorldBuilder, spec: ControllerSpec, params: ProfevParams) ->
         ctl = builder.add_entity(sim.Site(params=site_params.model_dump(), site=site_id,
                                           wallboxes=wallbox_views(builder, wbs), presence=presence,
                                           base_w=base_load_w(builder, site_id, params), battery=battery,
-                                          start_unix_s=builder.scenario.start.timestamp()))
+                                          start_unix_s=builder.scenario.start.timestamp(),
+                                          import_limit_w=builder.sites[site_id].spec.contract_import_w))
         smx = f"smx:{site_id}"
         for slot, wid in zip(ctl.children, wbs):
             builder.add_entity(slot)

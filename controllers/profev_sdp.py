@@ -13,6 +13,14 @@ grid points by linear interpolation. Leaving with less than the target SoC costs
 
 Sign convention (the framework's): battery and EV power + = drawn from the grid (charging); ``net_load_w``
 is the site's load minus its PV, so the grid exchange is ``net_load_w + p_battery_w + p_ev_w``.
+
+The site's import contract (``SdpProblem.import_limit_w``): the battery never charges where the site would
+import above it (a hard bound: charging is always avoidable), and every kWh imported above it costs
+``over_limit_penalty_per_kwh``, far more than any other cost can gain (an exact penalty), so the battery
+discharges to cover what would exceed it wherever its power and SoC allow and otherwise as much as they do.
+The part of the net load an EV agent caps to keep the limit anyway (``solve(capped_w=...)``: the EVs' expected
+power) costs only ``capped_over_limit_penalty_per_kwh`` above it: the battery covers what nothing else can first,
+and gives the EVs room with what is left.
 """
 
 from __future__ import annotations
@@ -139,8 +147,18 @@ class SdpProblem:
     # an EV still plugged in at the horizon's end leaves then (its shortfall is penalised): a receding-horizon
     # planner must not defer charging past the horizon
     penalise_at_horizon: bool = False
+    # the site's import limit (W; inf: none) and what a kWh above it costs: more than the squared exchange
+    # (2 x import kW per kWh) or an EV's shortfall can gain, so it acts as a hard bound where one is feasible
+    import_limit_w: float = math.inf
+    over_limit_penalty_per_kwh: float = 1e6
+    capped_over_limit_penalty_per_kwh: float = 1e3  # above the limit only because of ``capped_w``
 
     def __post_init__(self) -> None:
+        if math.isnan(self.import_limit_w):
+            raise ValueError("import_limit_w must be a number (inf: no limit)")
+        for name in ("over_limit_penalty_per_kwh", "capped_over_limit_penalty_per_kwh"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be finite and non-negative")
         if not 0 < self.soc_step <= 0.5 or not 0 < self.ev_soc_step <= 0.5:
             raise ValueError("grid steps must be in (0, 0.5]")
         if not 0 <= self.battery.soc_min < self.battery.soc_max <= 1:
@@ -183,12 +201,17 @@ class SdpPolicy:
 
 
 def solve(problem: SdpProblem, net_load_w: np.ndarray, presence: PresenceModel, *,
-          import_price: np.ndarray | None = None, export_price: np.ndarray | None = None) -> SdpPolicy:
-    """Backward induction over ``len(net_load_w)`` steps; the presence model is indexed by the same steps."""
+          import_price: np.ndarray | None = None, export_price: np.ndarray | None = None,
+          capped_w: np.ndarray | None = None) -> SdpPolicy:
+    """Backward induction over ``len(net_load_w)`` steps; the presence model is indexed by the same steps.
+    ``capped_w``: the part of ``net_load_w`` that is capped to keep the import limit anyway (default none)."""
     net = np.asarray(net_load_w, dtype=float)
     n = len(net)
     if n == 0 or not np.all(np.isfinite(net)):
         raise ValueError("net_load_w must be a non-empty array of finite values")
+    capped = np.zeros(n) if capped_w is None else np.asarray(capped_w, dtype=float)
+    if capped.shape != net.shape or not np.all(np.isfinite(capped) & (capped >= 0)):
+        raise ValueError("capped_w must be finite, non-negative and as long as net_load_w")
     if len(presence.p_stay) < n:
         raise ValueError(f"the presence model covers {len(presence.p_stay)} steps, the horizon {n}")
     bat, ev = problem.battery, problem.ev
@@ -221,16 +244,21 @@ def solve(problem: SdpProblem, net_load_w: np.ndarray, presence: PresenceModel, 
     end_penalty = penalty if problem.penalise_at_horizon else np.zeros_like(penalty)
     value, d_bat, d_ev = _backward(net, presence.p_stay[:n].copy(), presence.p_arrive[:n].copy(), price_in,
                                    price_out, squared, dt_h, len(b_grid), len(e_grid), up, down, ev_up, p_ch,
-                                   p_dis, p_ev, use_steps, penalty, terminal, end_penalty, ev_min)
+                                   p_dis, p_ev, use_steps, penalty, terminal, end_penalty, ev_min,
+                                   problem.import_limit_w / 1000.0, problem.over_limit_penalty_per_kwh,
+                                   capped, problem.capped_over_limit_penalty_per_kwh)
     return SdpPolicy(problem, value, d_bat, d_ev, b_grid, e_grid, (p_ch, p_dis), p_ev)
 
 
 @numba.njit(cache=True, inline="always")
-def _stage(p_w: float, squared: bool, price_in: float, price_out: float, dt_h: float) -> float:
+def _stage(p_w: float, squared: bool, price_in: float, price_out: float, dt_h: float, limit_kw: float,
+           over_penalty: float, capped_w: float, capped_penalty: float) -> float:
     p_kw = p_w / 1000.0
-    if squared:
-        return p_kw * p_kw * dt_h
-    return (price_in * p_kw if p_kw > 0 else price_out * p_kw) * dt_h
+    cost = p_kw * p_kw * dt_h if squared else (price_in * p_kw if p_kw > 0 else price_out * p_kw) * dt_h
+    if p_kw > limit_kw:  # never with no limit (inf): the cost is then exactly the objective's
+        firm = max(p_kw - capped_w / 1000.0 - limit_kw, 0.0)  # what capping the EVs would not remove
+        cost += (over_penalty * firm + capped_penalty * (p_kw - limit_kw - firm)) * dt_h
+    return cost
 
 
 @numba.njit(cache=True)
@@ -244,7 +272,7 @@ def _interp(row: np.ndarray, x: float) -> float:
 
 @numba.njit(cache=True)
 def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne, up, down, ev_up, p_ch, p_dis,
-              p_ev, use_steps, penalty, terminal, end_penalty, ev_min):
+              p_ev, use_steps, penalty, terminal, end_penalty, ev_min, limit_kw, over_penalty, capped, capped_penalty):
     n = len(net)
     value = np.empty((n + 1, nb, ne, 2))
     for b in range(nb):
@@ -262,7 +290,12 @@ def _backward(net, p_stay, p_arrive, price_in, price_out, squared, dt_h, nb, ne,
             db = k - down
             pb = db * p_ch if db >= 0 else db * p_dis
             for de in range(ev_up + 1):
-                stage[k, de] = _stage(net[t] + pb + de * p_ev, squared, price_in[t], price_out[t], dt_h)
+                p = net[t] + pb + de * p_ev
+                # a hard bound on charging: the battery never charges where the site imports above the limit
+                # (not even to shave a later excess it cannot cover: each step's import counts, not their sum)
+                stage[k, de] = np.inf if db > 0 and p > limit_kw * 1000.0 else \
+                    _stage(p, squared, price_in[t], price_out[t], dt_h, limit_kw, over_penalty, capped[t],
+                           capped_penalty)
         ps, pa = p_stay[t], p_arrive[t]
         nxt = value[t + 1]
         # expected value of landing on (b2, e2): precomputed once per step, the inner loops only look it up

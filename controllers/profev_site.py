@@ -66,6 +66,11 @@ class ProfevSite:
     ev_grid: float = 0.01
     battery_grid: float = 0.01
     finish_first: bool = False  # bays turn over: each EV at what it accepts until done (no EV SDP)
+    # the battery plans to keep the site's import below this (W): it charges only within it and discharges where
+    # base + EVs would exceed it, where the base alone would first (LEVChAg cannot help there). The EVs' SDPs do
+    # not get it: their plan is a cap that LEVChAg lowers to the measured headroom anyway, and a plan cut to a
+    # forecast that overstates the load would only starve them
+    import_limit_w: float = math.inf
     evs: dict = field(default_factory=dict)  # key -> EvPlan
     battery_policy: SdpPolicy | None = None
     battery_t0: int = 0
@@ -116,9 +121,12 @@ class ProfevSite:
 
     def _solve_battery(self, k0: int, soc: float, base_w: np.ndarray) -> None:
         assert self.battery is not None  # plan() solves the battery only when the site has one
-        problem = SdpProblem(self.battery, _NO_EV, step_s=self.step_s, soc_step=self.battery_grid, ev_soc_step=0.5)
-        net = base_w + self._others(k0, battery=False)
-        pol = solve(problem, net, PresenceModel(np.zeros(self.horizon_steps), np.zeros(self.horizon_steps)))
+        problem = SdpProblem(self.battery, _NO_EV, step_s=self.step_s, soc_step=self.battery_grid, ev_soc_step=0.5,
+                             import_limit_w=self.import_limit_w)
+        evs = self._others(k0, battery=False)
+        # LEVChAg caps the EVs to keep the limit: what only they would import above it matters less
+        pol = solve(problem, base_w + evs, PresenceModel(np.zeros(self.horizon_steps), np.zeros(self.horizon_steps)),
+                    capped_w=np.maximum(evs, 0.0))
         self.battery_policy, self.battery_t0 = pol, k0
         self.battery_expected_w = _expected_battery(pol, soc, self.battery, self.step_s)
 

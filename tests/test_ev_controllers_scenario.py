@@ -16,14 +16,15 @@ from cosim.scenario import load
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _scenario(tmp_path: Path, address: str, variant: str, **site) -> Path:
+def _scenario(tmp_path: Path, address: str, variant: str, start: str = "2019-06-17T07:00:00+02:00",
+              duration: str = "5h", **site) -> Path:
     data = yaml.safe_load((REPO / "scenarios" / "bolzano_commercial.yaml").read_text())
     data.update(data.pop("variants")[variant])
     data["sites"] = [s for s in data["sites"] if s["id"] in ("commercial", "LV4.101 Load 1")]
     if variant != "s4g_feeder":
         data["sites"] = [s for s in data["sites"] if s["id"] == "commercial"]
     data["sites"][0].update(site)
-    data.update({"start": "2019-06-17T07:00:00+02:00", "duration": "5h", "step": "5min"})
+    data.update({"start": start, "duration": duration, "step": "5min"})
     for dev in data["devices"]:
         if dev["family"] == "wallbox":
             dev["address"] = address
@@ -66,13 +67,21 @@ def _plug_to_first_charge_s(run_dir: Path) -> list[int]:
             for r in rows if r.get("record") == "session" and r["t_plug_s"] is not None]
 
 
-@pytest.mark.parametrize("upper", ["none", "profev", "profev_battery"])
+@pytest.mark.parametrize("upper", ["none", "profev", "profev_battery", "profev_battery_building"])
 def test_levchag_keeps_a_tight_import_limit(tmp_path, upper):
     """Alone, under PROFEV (which re-plans at every plug-in), and with the battery under PROFEV too (LEVChAg then
-    counts the battery's next setpoint, not its last measured power): the limit holds at every step."""
-    path = _scenario(tmp_path, "sim://", "uncontrolled", contract_import_w=15_000)
-    free = run(load(path), tmp_path / "free", progress=False, report=False)
+    counts the battery's next setpoint, not its last measured power): the limit holds at every step.
+    ``profev_battery_building``: the building alone (no PV) near the contract from 03:00, before the EVs come, so
+    LEVChAg has nothing to cap: only a battery plan that knows the contract keeps it (before: the battery charged
+    on top of the building for the forecast's midday peak, 22.4 kW)."""
+    building = upper == "profev_battery_building"
+    window = {"start": "2019-06-17T03:00:00+02:00", "duration": "6h"} if building else {}
+    path = _scenario(tmp_path, "sim://", "uncontrolled", contract_import_w=15_000, **window)
     data = yaml.safe_load(path.read_text())
+    if building:
+        data["devices"] = [d for d in data["devices"] if d["id"] != "pv_roof"]
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    free = run(load(path), tmp_path / "free", progress=False, report=False)
     wbs = ["wb1", "wb2", "wb3", "wb4", "wb5"]
     data["controllers"] = ([{"id": "ess_self_consumption", "kind": "self_consumption", "devices": ["ess"]},
                             {"id": "lev", "kind": "levchag", "devices": wbs, "params": {"margin_w": 2000}}]
@@ -85,9 +94,17 @@ def test_levchag_keeps_a_tight_import_limit(tmp_path, upper):
                              "params": {"levchag": {"margin_w": 2000}}}])
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     lev = run(load(path), tmp_path / "lev", progress=False, report=False)
-    assert free.kpis["sites"]["commercial"]["peak_import_kw"] > 15.0  # uncontrolled breaks it
+    if not building:
+        assert free.kpis["sites"]["commercial"]["peak_import_kw"] > 15.0  # uncontrolled breaks it
     assert lev.kpis["sites"]["commercial"]["peak_import_kw"] <= 15.0
-    assert lev.kpis["ev"]["total"]["energy_delivered_wh"] > 0.5 * free.kpis["ev"]["total"]["energy_delivered_wh"]
+    if building:  # the building alone comes near the contract (within 3 kW): the EVs of the morning get what is left
+        assert lev.kpis["ev"]["total"]["energy_delivered_wh"] > 1000.0
+        import pandas as pd
+
+        sites = pd.read_parquet(tmp_path / "lev" / "timeseries" / "sites.parquet")
+        assert sites["commercial.load_p_w"].max() > 12_000
+    else:
+        assert lev.kpis["ev"]["total"]["energy_delivered_wh"] > 0.5 * free.kpis["ev"]["total"]["energy_delivered_wh"]
 
 
 def test_feeder_variant_with_gevchcon_runs_and_both_parks_charge(tmp_path):

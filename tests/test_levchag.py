@@ -25,6 +25,8 @@ def test_limits_keep_the_budget_and_the_minimum_current(evs, budget):
     want = np.minimum(accept, remaining * 3600 / 300)
     drawn = np.minimum(limits, want)
     assert drawn.sum() <= budget + 1e-6
+    # what the EVs draw when the step starts: a nearly done EV draws its minimum too, not only what it still wants
+    assert np.minimum(limits, accept).sum() <= budget + 1e-6
     assert np.all((limits == 0) | (limits >= p_min - 1e-9))  # at least the minimum, or paused
     assert np.all(limits <= np.maximum(want, p_min) + 1e-9)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -146,3 +147,100 @@ def test_problem_and_inputs_are_checked():
         solve(SdpProblem(bat, ev), np.ones(3), _always(2, True))
     with pytest.raises(ValueError, match="probabilities"):
         PresenceModel(np.array([1.5]), np.array([0.0]))
+    with pytest.raises(ValueError, match="import_limit_w"):
+        SdpProblem(bat, ev, import_limit_w=float("nan"))
+    with pytest.raises(ValueError, match="over_limit_penalty_per_kwh"):
+        SdpProblem(bat, ev, over_limit_penalty_per_kwh=-1.0)
+    with pytest.raises(ValueError, match="capped_over_limit_penalty_per_kwh"):
+        SdpProblem(bat, ev, capped_over_limit_penalty_per_kwh=float("inf"))
+    for capped in (np.ones(3), np.array([1.0, -1.0]), np.array([1.0, np.nan])):
+        with pytest.raises(ValueError, match="capped_w"):
+            solve(SdpProblem(bat, ev, import_limit_w=500), np.ones(2), _always(2, True), capped_w=capped)
+
+
+def _battery_run(pol, bat: SdpBattery, soc: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The battery's planned powers from ``soc`` and its SoC after each step (EV away)."""
+    p, socs = np.zeros(n), np.zeros(n)
+    for t in range(n):
+        p[t] = pol.decide(t, soc, 0.0, False)[0]
+        soc += (p[t] * bat.eta_charge if p[t] >= 0 else p[t] / bat.eta_discharge) * STEP / 3600 / bat.capacity_wh
+        socs[t] = soc
+    return p, socs
+
+
+def test_battery_discharges_where_the_net_load_exceeds_the_import_limit():
+    # a morning bump above a 15 kW contract; without the limit the squared exchange only shaves it part way
+    bat = SdpBattery(40_000, 10_000, 10_000, soc_min=0.1, soc_max=0.9)
+    net = np.r_[np.full(8, 9000.0), np.full(4, 19_000.0), np.full(12, 9000.0)]
+    n = len(net)
+    problem = SdpProblem(bat, SdpEv(1.0, 0.0), soc_step=0.01, import_limit_w=15_000)
+    p, _ = _battery_run(solve(problem, net, _always(n, False)), bat, 0.3, n)
+    assert np.all(net + p <= 15_000 + 1e-6)
+    assert np.all(p[8:12] <= -4000 + 1e-6)  # it discharges what would exceed the contract
+
+
+def test_battery_never_charges_above_the_import_limit_to_shave_a_later_peak():
+    # the building near a 15 kW contract all day, an evening peak far above it: flattening the squared exchange
+    # charges on top of the building (above the contract); knowing it, the battery charges only within it
+    bat = SdpBattery(40_000, 10_000, 10_000, soc_min=0.1, soc_max=0.9)
+    net = np.r_[np.full(12, 13_000.0), np.full(4, 30_000.0), np.full(8, 13_000.0)]
+    n = len(net)
+    free, _ = _battery_run(solve(SdpProblem(bat, SdpEv(1.0, 0.0), soc_step=0.01), net, _always(n, False)),
+                           bat, 0.1, n)
+    assert np.max((net + free)[net < 15_000]) > 15_000
+    problem = SdpProblem(bat, SdpEv(1.0, 0.0), soc_step=0.01, import_limit_w=15_000)
+    p, _ = _battery_run(solve(problem, net, _always(n, False)), bat, 0.1, n)
+    assert np.all((net + p)[net < 15_000] <= 15_000 + 1e-6)
+    assert p[:12].sum() > 0 and np.all(p[12:16] < 0)  # it still charges within the contract for the peak
+
+
+def test_no_limit_is_the_objective_alone():
+    bat = SdpBattery(10_000, 3000, 4000, soc_min=0.1, soc_max=0.9)
+    ev = SdpEv(40_000, 7400)
+    net = np.r_[np.full(6, 2000.0), np.full(6, -3000.0), np.full(6, 4000.0)]
+    presence = PresenceModel(np.full(18, 0.9), np.full(18, 0.2))
+    a = solve(SdpProblem(bat, ev, soc_step=0.05, ev_soc_step=0.05), net, presence)
+    b = solve(SdpProblem(bat, ev, soc_step=0.05, ev_soc_step=0.05, import_limit_w=float("inf")), net, presence)
+    high = solve(SdpProblem(bat, ev, soc_step=0.05, ev_soc_step=0.05, import_limit_w=1e9), net, presence)
+    for other in (b, high):  # no limit, or one never reached: the very same plan and values
+        assert np.array_equal(a.value, other.value)
+        assert np.array_equal(a.d_battery, other.d_battery) and np.array_equal(a.d_ev, other.d_ev)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-6000, 20_000), min_size=4, max_size=16), st.floats(2000, 20_000), st.floats(0.1, 0.9))
+def test_battery_never_plans_to_charge_above_the_limit_and_covers_what_it_can(net, limit, soc):
+    bat = SdpBattery(20_000, 5000, 6000, soc_min=0.1, soc_max=0.9)
+    net = np.array(net)
+    n = len(net)
+    pol = solve(SdpProblem(bat, SdpEv(1.0, 0.0), soc_step=0.05, import_limit_w=limit), net, _always(n, False))
+    soc = 0.1 + 0.05 * round((soc - 0.1) / 0.05)  # on the grid: off it the policy acts for the nearest point
+    p, socs = _battery_run(pol, bat, soc, n)
+    assert np.all((socs >= bat.soc_min - 1e-9) & (socs <= bat.soc_max + 1e-9))
+    assert np.all((p >= -bat.p_discharge_max_w - 1e-6) & (p <= bat.p_charge_max_w + 1e-6))
+    over = net + p > limit + 1e-6
+    assert np.all(p[over] <= 1e-6)  # above the limit it never charges
+    # the penalty is exact: the plan imports no more above the limit than the greedy "discharge what exceeds,
+    # as far as the SoC lets" from the same start (which is feasible for the plan)
+    step_w = pol.p_battery_per_step_w[1]
+    greedy, s = 0.0, soc
+    for t in range(n):
+        room = min(bat.p_discharge_max_w, (s - bat.soc_min) * bat.capacity_wh * bat.eta_discharge * 4)
+        d = min(max(net[t] - limit, 0.0), room)
+        d = min(math.ceil(d / step_w - 1e-9) * step_w, math.floor(room / step_w + 1e-9) * step_w)
+        greedy += max(net[t] - d - limit, 0.0)
+        s -= d / bat.eta_discharge / 4 / bat.capacity_wh
+    assert np.maximum(net + p - limit, 0.0).sum() <= greedy + 1e-6
+
+
+def test_the_battery_covers_the_building_first_where_only_capped_evs_would_exceed_later():
+    # energy for one step only (it cannot charge: the building is near the limit): at t=2 the building alone is
+    # above the limit, at t=6 the site only is because of EVs LEVChAg will cap; the battery covers t=2
+    bat = SdpBattery(10_000, 20_000, 20_000, soc_min=0.1, soc_max=0.9)
+    net = np.array([14e3, 14e3, 20e3, 14e3, 14e3, 14e3, 24e3, 14e3])
+    capped = np.where(np.arange(8) == 6, 14e3, 0.0)
+    problem = SdpProblem(bat, SdpEv(1.0, 0.0), soc_step=0.05, import_limit_w=15_000)
+    p, _ = _battery_run(solve(problem, net, _always(8, False), capped_w=capped), bat, 0.25, 8)
+    assert p[2] <= -5000 and p[6] == 0 and np.all(p <= 0)
+    blind, _ = _battery_run(solve(problem, net, _always(8, False)), bat, 0.25, 8)  # all excess alike: the larger
+    assert blind[6] < 0 and blind[2] == 0
