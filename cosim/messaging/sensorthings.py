@@ -210,12 +210,13 @@ class SensorThingsCatalog:
         self.datastreams[ds_id] = ds
         return ds
 
-    def observations(self, message: Message) -> list[Observation]:
-        """One Observation per record of a data-topic message (records of other topics give none)."""
+    def observations(self, message: Message, rows: list[ObservationRow] | None = None) -> list[Observation]:
+        """One Observation per record of a data-topic message (records of other topics give none); ``rows``: the
+        message's :meth:`rows`, when the caller has them already."""
         return [Observation(iot_id=f"{message.sender}/{message.seq}/{i}", phenomenonTime=row.phenomenon_time,
                             resultTime=row.result_time, result=row.result, Datastream=Ref(iot_id=row.datastream.iot_id),
                             parameters={"t_s": row.t_s, "topic": message.topic, "sender": message.sender})
-                for i, row in enumerate(self.rows(message))]
+                for i, row in enumerate(self.rows(message) if rows is None else rows)]
 
     def rows(self, message: Message) -> list[ObservationRow]:
         """What each record of a data-topic message observes (the fields of its Observation), without building
@@ -287,7 +288,7 @@ class SensorThingsRecorder:
                 r["seq"].append(msg.seq)
             n += len(rows)
             if self._sink is not None and rows:  # the live server takes the Observation models
-                new.extend((obs, msg.sender, msg.seq) for obs in self.catalog.observations(msg))
+                new.extend((obs, msg.sender, msg.seq) for obs in self.catalog.observations(msg, rows))
         if new and self._sink is not None:
             self._sink(self.catalog, new)
         self.count += n
