@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.hostile_inputs.dlms import REF, VALID_APDUS, VALID_HDLC_FRAMES, mutate
@@ -78,14 +78,17 @@ def _association(associated: bool = True) -> Association:
 
 @FUZZ
 @given(st.lists(hostile_apdus, min_size=1, max_size=5), st.booleans())
+@example(apdus=[A.encode_aarq(A.Conformance.SET, 0xFFFF)], associated=False)  # found by hypothesis: SET only
 def test_the_meter_answers_every_apdu_with_a_protocol_reply(apdus, associated):
     assoc = _association(associated)
     for raw in apdus:
         reply = assoc.handle(raw)
         assert reply and reply[0] in (A.AARE, A.RLRE, A.GET_RESPONSE, A.SET_RESPONSE, A.EXCEPTION_RESPONSE)
-    # and it still serves a proper request afterwards
-    if not assoc.associated:
-        assoc.handle(A.encode_aarq(0x001C1D, 0xFFFF))
+    # and it still serves a proper request afterwards: release whatever the hostile AARQs negotiated (one may
+    # have proposed SET only, and then GET is rightly refused), then associate as a client should
+    if assoc.associated:
+        assert assoc.handle(A.encode_rlrq())[0] == A.RLRE
+    assert A.decode_aare(assoc.handle(A.encode_aarq(0x001C1D, 0xFFFF))).result == 0
     reply = A.decode_get_response(assoc.handle(A.encode_get_normal(0xC1, REF)))
     assert reply.result == axdr.u32(0)
 
