@@ -39,8 +39,8 @@ import numpy as np
 
 from benchmarks.common import median_spread, print_rows, row
 from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, Policy, PriorityShare,
-                                       SimilarDays, Uncontrolled, highs_with_lp, hindsight_lp, min_site_limit,
-                                       simulate)
+                                       SimilarDays, Uncontrolled, billing_period, highs_with_lp, hindsight_lp,
+                                       min_site_limit, simulate)
 
 START = "2019-07-01T00:00:00+02:00"  # a Monday; the history is the days before
 STEP_S = 900
@@ -124,8 +124,26 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
             record("PROFEV" + (" + declared departures" if declared else " (chain only, as the original)"), f,
                    simulate(f, pol), h.peak_w)
             profev_ms += pol.solve_ms
+    # the billing-period reading (a demand charge bills the period's highest peak, as in the ACN-Sim study): each
+    # algorithm's period peak is the highest of its days'; the bound is the highest daily optimum (days are
+    # independent). Our MPC then carries the period's realised peak from day to day (sunk), and may start the
+    # period at the highest optimal peak of the history days (known after those days; no parameter to tune)
+    history_floor = max(hindsight_lp(f).peak_w for f in hist)
+    for name, floor_w in (("our MPC over the billing period (peak so far carried)", 0.0),
+                          ("our MPC over the billing period (peak so far carried, at least the history's highest "
+                           "optimal day peak)", history_floor)):
+        def make(sunk: float, floor_w: float = floor_w) -> Policy:
+            return PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K, MPC_SIMILAR_SCALE), peak_w=max(sunk, floor_w))
+        for f, res in zip(test, billing_period(test, make)):
+            record(name, f, res, 1.0)
+    opt_period = max(v[0] for v in results["hindsight optimum (LP bound)"])
+    period = [{"algorithm": name, "period_peak_kw": max(v[0] for v in vals) / 1e3,
+               "energy_min_pct": 100 * min(v[1] for v in vals),
+               "period_over_optimum": max(v[0] for v in vals) / opt_period} for name, vals in results.items()]
     rows = []
     for name, vals in results.items():
+        if "billing period" in name:  # their days hold the period's peak on purpose: read per period only
+            continue
         peak = np.mean([v[0] for v in vals]) / 1e3
         energy = 100 * min(v[1] for v in vals)
         ratio = max(v[2] for v in vals)
@@ -133,7 +151,8 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
                      "peak_over_optimum_mean": float(np.mean([v[2] for v in vals])),
                      "per_day": [round(v[2], 3) for v in vals]})
     return rows, {"profev_site_solve_ms": profev_ms, "n_test": len(test), "limit_events": limit_events,
-                  "n_sessions": int(np.mean([f.n for f in test]))}
+                  "n_sessions": int(np.mean([f.n for f in test])), "period": period,
+                  "history_floor_kw": history_floor / 1e3}
 
 
 def profev_solve_s(repeat: int) -> list[float]:
@@ -355,6 +374,17 @@ def run(quick: bool) -> list[dict]:
                     goal_max=1.10))
     rows.append(row("our MPC: mean over the days of peak / hindsight optimum (goal <= 1.10 at >= 99.9 % energy)",
                     mpc["peak_over_optimum_mean"] if mpc["energy_min_pct"] >= 99.9 else math.inf, None, "-",
+                    goal_max=1.10))
+    opt_period = next(r for r in info["period"] if r["algorithm"].startswith("hindsight"))
+    for r in info["period"]:
+        base = opt_period["period_peak_kw"] if r is not opt_period else None
+        rows.append(row(f"EV billing-period peak (the highest of {info['n_test']} days): {r['algorithm']} (energy >= "
+                        f"{r['energy_min_pct']:.2f} %, period peak / optimum's {r['period_over_optimum']:.3f})",
+                        r["period_peak_kw"], base, "kW", lower_is_better=False))
+    carried = [r for r in info["period"] if "billing period" in r["algorithm"]][-1]
+    rows.append(row(f"our MPC over the billing period (floor {info['history_floor_kw']:.1f} kW from history): period "
+                    "peak / hindsight optimum's (goal <= 1.10 at >= 99.9 % energy)",
+                    carried["period_over_optimum"] if carried["energy_min_pct"] >= 99.9 else math.inf, None, "-",
                     goal_max=1.10))
     rows.append(row("PROFEV site re-plan (all EVs by decomposition), median",
                     median_spread(info["profev_site_solve_ms"]), None, "ms"))

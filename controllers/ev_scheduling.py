@@ -16,7 +16,8 @@ the EV). A policy maps the state at a step to per-EV power limits:
   mean scaled by how heavy today has been so far), under an optional hard site limit: minimise the site's peak
   (never below the peak already reached), prefer charging early; its first step (at least the sunk peak) is the
   site budget, executed least-laxity-first after every EV that cannot wait got what it must have now;
-* :func:`hindsight_lp` - the same LP over all sessions with full knowledge: the lower bound on the peak.
+* :func:`hindsight_lp` - the same LP over all sessions with full knowledge: the lower bound on the peak;
+* :func:`billing_period` - consecutive days under one demand charge (the period's peak so far is sunk).
 
 Powers in W, energy in Wh (AC side unless named), steps of ``step_s`` seconds.
 """
@@ -505,6 +506,19 @@ def min_site_limit(f: Fleet, make: Callable[[float], Policy], energy_goal: float
     return hi, best
 
 
+def billing_period(days: Sequence[Fleet], make: Callable[[float], Policy]) -> list[SimResult]:
+    """Charge consecutive days under one demand charge: the peak is billed once per period, so the highest site
+    power of the days so far is sunk and ``make(sunk_peak_w)`` builds each day's policy from it (the realised
+    peak only -- no later day is seen). Days are independent otherwise (every session ends the day it starts)."""
+    out: list[SimResult] = []
+    sunk = 0.0
+    for f in days:
+        res = simulate(f, make(sunk))
+        out.append(res)
+        sunk = max(sunk, res.peak_w)
+    return out
+
+
 __all__ = [
     "EqualShare",
     "ExpectedArrivals",
@@ -519,6 +533,7 @@ __all__ = [
     "State",
     "Uncontrolled",
     "allocate",
+    "billing_period",
     "highs_with_lp",
     "hindsight_lp",
     "min_site_limit",

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, SimilarDays,
-                                       Uncontrolled, hindsight_lp, min_site_limit, simulate)
+                                       Uncontrolled, billing_period, hindsight_lp, min_site_limit, simulate)
 from controllers.profev_sdp import pooled_presence
 from controllers.profev_site import ProfevPolicy
 
@@ -161,3 +161,22 @@ def test_similar_days_match_today_so_far_and_look_only_ahead():
     for bad in ([], days):
         with pytest.raises(ValueError):
             SimilarDays(bad, k=0)
+
+
+def test_billing_period_carries_the_realised_peak_and_a_repeated_day_costs_no_new_peak():
+    light, heavy = _fleet(n=4, seed=1), _fleet(n=10, seed=2)
+    days = [heavy, light, heavy]
+    seen: list[float] = []
+
+    def make(sunk: float) -> PeakMpc:
+        seen.append(sunk)
+        return PeakMpc(peak_w=sunk)
+
+    res = billing_period(days, make)
+    # each day starts from the highest peak of the days before it (the first from nothing); never a later day's
+    assert seen == [0.0, res[0].peak_w, max(res[0].peak_w, res[1].peak_w)]
+    for f, r in zip(days, res):
+        assert r.delivered_wh.sum() >= 0.99 * f.energy_wh.sum()
+    # the same day again, with its own peak already paid for, is served without raising the period's peak
+    assert res[2].peak_w <= max(res[0].peak_w, res[1].peak_w) + 1e-3  # the budget rounds up by ~1e-6 W a step
+    assert res[2].delivered_wh.sum() >= 0.999 * heavy.energy_wh.sum()
