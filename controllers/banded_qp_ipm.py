@@ -81,7 +81,8 @@ class BandedQpIpm:
         crossed = np.any(l > u + 1e-12, axis=1)
         xs, ys, codes, its = solve_batch(*self._csr, self._pos, self._col, self._coef, self.band,  # type: ignore[call-arg]
                                          q, c, b, l, u, ~crossed, self.tol, self.feas_tol, self.max_iter)
-        xs[crossed] = np.clip(0.5 * (l + u), l, u)[crossed]
+        if crossed.any():  # rare: skip the clip of every row
+            xs[crossed] = np.clip(0.5 * (l + u), l, u)[crossed]
         statuses = ["infeasible bounds" if cut else "optimal" if code == OPTIMAL
                     else "iteration limit" if code == ITERATION_LIMIT else "numerical failure"
                     for cut, code in zip(crossed.tolist(), codes.tolist())]

@@ -586,7 +586,18 @@ class GessconSim(mosaik_api_v3.Simulator):
                 e = {s.id: vals.get(feid, {}).get(s.id, {}).get("e_wh", np.nan) for s in f.sites}
                 e = {k: v for k, v in e.items() if np.isfinite(v)}
                 f.plan_day(time, e)
-        return time + self.step_size
+        return self._next_step(time)
+
+    def _next_step(self, time: int) -> int:
+        """The next scenario step, or, when no feeder needs the per-step observations (perfect foresight reads the
+        true series, and no voltage limits look at the observed PV), the next step at which an output can change:
+        the outputs follow the hour of the plan (``plan_at_s`` + whole hours), and the plan is made at such a time
+        too. mosaik hands the receivers the latest output in between, so every value seen is as with every step."""
+        if not self.feeders or any(f.params.forecast != "perfect" or f.voltage is not None
+                                   for f in self.feeders.values()):
+            return time + self.step_size
+        nxt = min(time + (f.params.plan_at_s - time - 1) % 3600 + 1 for f in self.feeders.values())
+        return -(-nxt // self.step_size) * self.step_size  # the scenario step at or after it
 
     def get_data(self, outputs: dict) -> dict:
         data = {}

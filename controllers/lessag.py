@@ -177,13 +177,17 @@ class LessagSim(mosaik_api_v3.Simulator):
         hold = num["pcc_plan_w"] - (num["pcc_p_w"] - num["batt_p_w"])
         corr = np.where(np.isfinite(hold), gain * (hold - np.nan_to_num(sched)), 0.0)
         p = np.nan_to_num(sched) + corr
+        following = []  # the PROFESS sites with a schedule that decoded and covers now
         for i, eid in enumerate(self.eids):
             if eid in self.profess:
                 site = self.profess[eid]
                 site.observe(time // site.params.step_s, num["load_p_w"][i], num["pv_w_per_kwp"][i])
                 dec = decoded[i]
-                if ok[i] and dec is not None:  # a schedule that decoded and covers now
-                    p[i] = self._profess_step(eid, i, time, num, dec)
+                if ok[i] and dec is not None:
+                    following.append((i, site, dec))
+        self._plan_due(following, time, num)
+        for i, site, _ in following:
+            p[i] = site.setpoint(time // site.params.step_s, num["p_charge_avail_w"][i], num["p_discharge_avail_w"][i])
         hi = np.where(np.isfinite(num["p_charge_avail_w"]), num["p_charge_avail_w"], np.inf)
         lo = np.where(np.isfinite(num["p_discharge_avail_w"]), -num["p_discharge_avail_w"], -np.inf)
         p = np.where(ok, p, sc)
@@ -196,36 +200,41 @@ class LessagSim(mosaik_api_v3.Simulator):
         self.p_set_w = np.where(np.isfinite(p), p, 0.0)
         return time + self.step_size
 
-    def _profess_step(self, eid: str, i: int, time: int, num: dict, schedule: tuple[float, np.ndarray]) -> float:
-        site = self.profess[eid]
-        mpc = site.params.step_s
-        k = time // mpc
-        if time % mpc == 0 or site.plan is None:
-            t0, v = schedule
-            now0 = self.start_unix[i] + k * mpc
-            tt = now0 + mpc * np.arange(site.n)
-            h = np.floor((tt - t0) / 3600.0).astype(int)
-            sched = np.where((h >= 0) & (h < v.size), v[np.clip(h, 0, v.size - 1)], np.nan)
-            self._plan_with_schedule(site, k, num, i, time, sched)
-        return site.setpoint(k, num["p_charge_avail_w"][i], num["p_discharge_avail_w"][i])
+    def _plan_due(self, following: list[tuple[int, _Site, tuple[float, np.ndarray]]], time: int, num: dict) -> None:
+        """Re-plan every following site whose MPC step starts now (or that has no plan yet) and whose stored energy
+        is known: all sites of this simulator in one batched solve (:func:`controllers.profess_model.solve_many`,
+        the same plans as one solve per site). A failed solve keeps the site's previous plan."""
+        from controllers.profess_model import solve_many
+
+        due, inputs = [], []
+        for i, site, schedule in following:
+            mpc = site.params.step_s
+            k = time // mpc
+            if (time % mpc == 0 or site.plan is None) and np.isfinite(num["e_wh"][i]):
+                due.append((site, k))
+                inputs.append(self._cycle_inputs(site, k, self.start_unix[i] + k * mpc, schedule, num, i))
+        if not due:
+            return
+        for (site, k), res in zip(due, solve_many([site.profess for site, _ in due], inputs, time)):
+            if res.status == "optimal":
+                site.plan, site.plan_k, site.objective, site.ok = res, k, res.objective, 1.0
 
     @staticmethod
-    def _plan_with_schedule(site: _Site, k: int, num: dict, i: int, time: int, sched: np.ndarray) -> None:
+    def _cycle_inputs(site: _Site, k: int, now0: float, schedule: tuple[float, np.ndarray], num: dict, i: int):
+        """What PROFESS knows at MPC step ``k`` (starting at UNIX time ``now0``): forecasts, prices, the battery now
+        and the schedule's hourly set-points at each planned step (NaN where it says nothing)."""
         from controllers.profess_problem import CycleInputs
 
-        e_wh = num["e_wh"][i]
-        if not np.isfinite(e_wh):
-            return
+        t0, v = schedule
+        h = np.floor((now0 + site.params.step_s * np.arange(site.n) - t0) / 3600.0).astype(int)
+        sched = np.where((h >= 0) & (h < v.size), v[np.clip(h, 0, v.size - 1)], np.nan)
         load = site.load_fc.forecast(k, site.n)
         pv = np.minimum(site.pv_fc.forecast(k, site.n) * site.pv_kwp, site.pv_max_w) * site.pv_eta
         ca, da = num["p_charge_avail_w"][i], num["p_discharge_avail_w"][i]
-        inp = CycleInputs(load_w=load, pv_w=pv, e0_wh=e_wh, import_eur_per_kwh=site._window(site.ci, k),
-                          export_eur_per_kwh=site._window(site.ce, k), schedule_w=sched,
-                          p_charge_avail_w=ca if np.isfinite(ca) else None,
-                          p_discharge_avail_w=da if np.isfinite(da) else None)
-        res = site.profess.solve(inp, time)
-        if res.status == "optimal":
-            site.plan, site.plan_k, site.objective, site.ok = res, k, res.objective, 1.0
+        return CycleInputs(load_w=load, pv_w=pv, e0_wh=num["e_wh"][i], import_eur_per_kwh=site._window(site.ci, k),
+                           export_eur_per_kwh=site._window(site.ce, k), schedule_w=sched,
+                           p_charge_avail_w=ca if np.isfinite(ca) else None,
+                           p_discharge_avail_w=da if np.isfinite(da) else None)
 
     def get_data(self, outputs: dict) -> dict:
         idx = {eid: i for i, eid in enumerate(self.eids)}

@@ -137,3 +137,49 @@ def test_objective_equals_the_pyomo_formulation_solved_from_scratch():
     ref = pyomo_gesscon(sites, cfg, fc, prices, states)
     assert plan.status == "optimal"
     assert abs(plan.objective - ref) <= 1e-6 * max(1.0, abs(ref))
+
+
+def _perfect_feeder(step_s, **params):
+    sites, fc, prices, _ = feeder(3, seed=7)
+    sim = GessconSim()
+    sim.init("G", step_size=step_s)
+    truth = {s.id: {"load_w": np.tile(fc[s.id]["load_w"], 3).tolist(),
+                    "pv_w_per_kwp": np.tile(fc[s.id]["pv_w"] / 5.0, 3).tolist()} for s in sites}
+    ent = sim.create(1, "Feeder", params={"transformer_limit_w": 8000, **params}, sites=[s.model_dump() for s in sites],
+                     pv_kwp={s.id: 5.0 for s in sites}, truth=truth,
+                     import_eur_per_kwh=np.tile(prices["import"], 3).tolist(),
+                     export_eur_per_kwh=np.tile(prices["export"], 3).tolist(), start_unix_s=1_560_556_800)
+    return sim, ent[0]["eid"], [c["eid"] for c in ent[0]["children"]]
+
+
+@pytest.mark.parametrize("plan_at_s", [0, 1800])
+def test_perfect_foresight_steps_only_when_an_output_can_change_and_outputs_as_every_step(plan_at_s):
+    """With perfect foresight the observations are not needed: the Feeder steps at its plan's hours only, and what a
+    receiver reads at each scenario step (the latest output) is what it reads when the Feeder steps every time."""
+    step = 300
+    every, feid, kids = _perfect_feeder(step, forecast="perfect", plan_at_s=plan_at_s)
+    sparse_sim, _, _ = _perfect_feeder(step, forecast="perfect", plan_at_s=plan_at_s)
+    attrs = {feid: ["objective", "overload_w", "transformer_plan_w"]} | {
+        k: ["p_schedule_w", "schedule", "schedule_issued_s", "pcc_plan_w"] for k in kids}
+
+    def inputs(t):  # the stored energy changes every step: each plan must read it at its own time
+        return {k: {"e_wh": {"dev.x": 1000.0 + i * 300 + t / 100}, "load_p_w": {"l": 500.0 + t % 7},
+                    "pv_w_per_kwp": {"p": 100.0}} for i, k in enumerate(kids)}
+
+    steps_taken, nxt = [], 0
+    for t in range(0, 2 * 86400, step):
+        every.step(t, inputs(t), 10**6)  # stepped every time whatever it asks for
+        if t == nxt:
+            nxt = sparse_sim.step(t, inputs(t), 10**6)
+            steps_taken.append(t)
+            assert nxt > t and nxt % step == 0
+        got, want = sparse_sim.get_data(attrs), every.get_data(attrs)
+        assert repr(got) == repr(want), t  # repr: NaN (no plan yet) equals NaN
+    assert steps_taken == [0] + [h * 3600 + plan_at_s for h in range(48) if h * 3600 + plan_at_s > 0]
+    assert every.plans() == sparse_sim.plans() and every.feeders[feid].issued_s == 86400 + plan_at_s
+
+
+def test_forecasters_that_learn_from_observations_step_every_scenario_step():
+    sim, _, kids = _perfect_feeder(300, forecast="persistence")
+    assert sim.step(0, {k: {"e_wh": {"d": 1000.0}} for k in kids}, 10**6) == 300
+    assert sim.step(300, {}, 10**6) == 600

@@ -144,3 +144,48 @@ def test_params():
         LessagParams(pcc_gain=2.0)
     with pytest.raises(ValueError):
         LessagParams.model_validate({"mode": "direct", "oops": 1})
+
+
+def _profess_sites(*sites):
+    sim = LessagSim()
+    sim.init("L", step_size=60)
+    battery = {"capacity_wh": 4500, "p_charge_max_w": 2400, "p_discharge_max_w": 2400, "soc_min": 0.05,
+               "soc_max": 1.0}
+    n = 3 * 24
+    eids = [sim.create(1, "Lessag", params={"mode": "profess", "profess": {"objective": "follow_schedule",
+                                                                          "step_s": 3600, "forecast": "perfect"}},
+                       start_unix_s=T0, battery=battery, pv_kwp=3.0, load_truth_w=[400.0 + 50 * j] * n,
+                       pv_truth_w_per_kwp=list(np.clip(np.sin(np.arange(n) / 24 * 2 * np.pi), 0, None) * 700),
+                       import_eur_per_kwh=[0.3] * n, export_eur_per_kwh=[0.08] * n)[0]["eid"]
+            for j in sites]
+    return sim, eids
+
+
+def _site_inputs(j, t):
+    sched = np.where(np.arange(24) < 6 + j, 800.0 - 300 * j, -600.0)
+    d = inp(to_senml("dev", T0, sched), 0, ca=2400.0 - 700 * j)
+    d["e_wh"] = {"d": float("nan") if (j == 2 and t == 0) else 1000.0 + 500 * j + t / 60}
+    return d
+
+
+def test_profess_sites_plan_in_one_batched_solve_with_the_plans_of_single_sites(monkeypatch):
+    """Sites of one simulator are planned together (one solve_many per step); each site's set-points are those
+    it gets alone, bit for bit. A site whose stored energy is unknown has no plan yet and re-plans when it is."""
+    import controllers.profess_model as pm
+
+    calls = []
+    real = pm.solve_many
+    monkeypatch.setattr(pm, "solve_many", lambda sites, inputs, t_s=None: calls.append(len(sites)) or
+                        real(sites, inputs, t_s))
+    together, eids = _profess_sites(0, 1, 2)
+    alone = [_profess_sites(j) for j in range(3)]
+    for t in (0, 60, 3600, 3660):
+        together.step(t, {e: _site_inputs(j, t) for j, e in enumerate(eids)}, 10**6)
+        got = together.get_data({e: ["p_set_w"] for e in eids})
+        for j, (sim, (e,)) in enumerate(alone):
+            sim.step(t, {e: _site_inputs(j, t)}, 10**6)
+            assert got[eids[j]]["p_set_w"] == sim.get_data({e: ["p_set_w"]})[e]["p_set_w"]
+    # per step the batch, then the single sites: t=0 the sites 0 and 1, 60 the third (now measured), 3600 all
+    # three; 3660 holds the plans
+    assert calls == [2, 1, 1, 1, 1, 3, 1, 1, 1]
+    assert together.get_data({eids[1]: ["p_set_w"]})[eids[1]]["p_set_w"] != 0.0
