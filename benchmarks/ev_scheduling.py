@@ -382,10 +382,10 @@ def run(quick: bool) -> list[dict]:
                         f"{r['energy_min_pct']:.2f} %, period peak / optimum's {r['period_over_optimum']:.3f})",
                         r["period_peak_kw"], base, "kW", lower_is_better=False))
     carried = [r for r in info["period"] if "billing period" in r["algorithm"]][-1]
+    # no goal mark: the floor rule was chosen having seen these days, and on 20 earlier days it did not hold
+    # (docs/controllers/ev.md, "The billing-period reading")
     rows.append(row(f"our MPC over the billing period (floor {info['history_floor_kw']:.1f} kW from history): period "
-                    "peak / hindsight optimum's (goal <= 1.10 at >= 99.9 % energy)",
-                    carried["period_over_optimum"] if carried["energy_min_pct"] >= 99.9 else math.inf, None, "-",
-                    goal_max=1.10))
+                    "peak / hindsight optimum's", carried["period_over_optimum"], None, "-"))
     rows.append(row("PROFEV site re-plan (all EVs by decomposition), median",
                     median_spread(info["profev_site_solve_ms"]), None, "ms"))
     rows.append(row("PROFEV SDP: one EV + battery, 1 % grids, 96 steps of 15 min", median_spread(
