@@ -369,7 +369,10 @@ class DeviceSim(mosaik_api_v3.Simulator):
                     self._event(time, dev.eid, "setpoint_rejected", str(exc))
                     dev.pending.clear()
         pending = [(i, d) for i, d in pending if d.pending]
+        written = set().union(*(d.pending for _, d in pending))
         for sp, (lo, hi) in limits.items():
+            if sp not in written:  # most of a bank's setpoints are not written in a step
+                continue
             idx = np.array([i for i, d in pending if sp in d.pending], dtype=int)
             if idx.size == 0:
                 continue

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import Field, model_validator
 
+from devices.arrays import clip
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
 from devices.battery.params import ParamsModel
@@ -68,12 +69,12 @@ class PvBatteryBank(ModelBank):
         # at most the AC export rating; without grid charging only PV can charge.
         request = np.where(self.has_battery, self.setpoints["batt_p_w"], 0.0)
         charge_cap = np.where(self.allow_grid_charging, pv_avail + import_cap, pv_avail)
-        request = np.clip(request, -export_cap, charge_cap)
+        request = clip(request, -export_cap, charge_cap)
 
         batt = np.zeros(self.n)
         if self._batt_idx.size:
             batt[self._batt_idx] = self.battery.step(dt_s, request[self._batt_idx]).p_w
-        pv_used = np.clip(export_cap + batt, 0.0, pv_avail)
+        pv_used = clip(export_cap + batt, 0.0, pv_avail)
 
         self.batt_p_w = batt
         self.pv_p_w = -pv_used
