@@ -332,8 +332,8 @@ class GridSim(mosaik_api_v3.Simulator):
                 return 0.0  # an open point: nothing drawn, no voltage, no grid
             if attr == "grid_present":
                 return 1.0
-            if attr in _LOAD_SCALARS:
-                return float({"p_w": engine.p_w, "q_var": engine.q_var, "v_pu": res.load_v_pu}[attr][k])
+            if attr in _LOAD_SCALARS:  # (no dict of the three arrays built per value: this runs per load and attr)
+                return float((engine.p_w if attr == "p_w" else engine.q_var if attr == "q_var" else res.load_v_pu)[k])
             ph = "abc".index(attr[2])
             if attr.startswith("v_"):
                 return float(res.v_abc_pu[ph, self._load_bus[k]])
