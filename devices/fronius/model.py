@@ -180,7 +180,8 @@ class FroniusBank(ModelBank):
         # the functions' setpoints as rows of one block: a step sees with one call that none was written
         self._fn_block = np.full((len(FUNCTION_SETPOINTS), n), np.nan)
         self._fn_names = FUNCTION_SETPOINTS
-        for name, row in zip(FUNCTION_SETPOINTS, self._fn_block):
+        self._fn_rows = tuple(self._fn_block)  # the very row objects in ``setpoints`` (identity is checked)
+        for name, row in zip(FUNCTION_SETPOINTS, self._fn_rows):
             self.setpoints[name] = row
         self.pv = PvBatteryBank([c.pv_config() for c in configs])
         self.battery = self.pv.battery  # every Fronius here has its battery: same indices
@@ -248,7 +249,7 @@ class FroniusBank(ModelBank):
 
     def _no_function_setpoints(self) -> bool:
         """True if no grid-support setpoint is waiting (all NaN), so applying them would change nothing."""
-        if not all(map(operator.is_, map(self.setpoints.get, self._fn_names), self._fn_block)):
+        if not all(map(operator.is_, map(self.setpoints.get, self._fn_names), self._fn_rows)):
             return False  # an array was replaced: no shortcut
         return bool(np.isnan(self._fn_block).all())
 
