@@ -160,7 +160,7 @@ class _Table:
         if self._whole is not None:
             values = arrays.get(self._whole[0], {}).get(attr)
             if values is not None:
-                return cast(np.ndarray, np.asarray(values[self._whole[1]], dtype=np.float64))
+                return np.asarray(values[self._whole[1]], dtype=np.float64)
         out = np.full(len(self.members), np.nan)
         for name, pos, index in self._plan:
             values = arrays.get(name, {}).get(attr)
