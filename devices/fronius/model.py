@@ -204,6 +204,8 @@ class FroniusBank(ModelBank):
         self.functions = InverterFunctions([c.controls for c in configs], col(lambda c: c.ac_max_w),
                                            col(lambda c: c.s_rating_va))
         self.v_pu = np.ones(n)
+        self._no_import_cap = np.full(n, np.inf)
+        self._no_import_cap.flags.writeable = False
         self.q_var = np.zeros(n)
         self.pv_avail_w = np.zeros(n)
         # outputs of the last step
@@ -269,11 +271,13 @@ class FroniusBank(ModelBank):
         self.v_pu = as_row(env.get("v_pu", 1.0), n).copy()
         cap, q_vv = fn.step(t_s, dt_s, self.v_pu)
         connected = fn.conn == 1
+        all_connected = bool(connected.all())  # the usual case: the np.where's below would copy their input
         w_per_kwp = as_row(np.maximum(np.asarray(env.get("pv_w_per_kwp", 0.0), dtype=float), 0.0), n)
         load = as_row(env.get("site_load_w", 0.0), n)
         pv = self.pv
         self.pv_avail_w = np.minimum(pv.pv_kwp * w_per_kwp, pv.pv_mppt_max_w) * pv.eta_inverter
-        pv_avail = np.where(connected, self.pv_avail_w, 0.0)  # a disconnected inverter converts nothing
+        # a disconnected inverter converts nothing
+        pv_avail = self.pv_avail_w if all_connected else np.where(connected, self.pv_avail_w, 0.0)
 
         # Self-consumption target, kept inside the model-124 window.
         upper = np.where(self.stor_ctl_mod & CHARGE_LIMIT, self.in_w_rte_pct / 100.0 * self.w_cha_max_w,
@@ -287,8 +291,11 @@ class FroniusBank(ModelBank):
         request = np.maximum(request, -room_wh * self.battery.eta_discharge / h)
 
         pv.setpoints["batt_p_w"][:] = request
-        pv.step(t_s, dt_s, {"pv_w_per_kwp": np.where(connected, w_per_kwp, 0.0)},
-                export_cap_w=cap, import_cap_w=np.where(connected, np.inf, 0.0))
+        if all_connected:
+            pv.step(t_s, dt_s, {"pv_w_per_kwp": w_per_kwp}, export_cap_w=cap, import_cap_w=self._no_import_cap)
+        else:
+            pv.step(t_s, dt_s, {"pv_w_per_kwp": np.where(connected, w_per_kwp, 0.0)},
+                    export_cap_w=cap, import_cap_w=np.where(connected, np.inf, 0.0))
 
         self.p_w = pv.p_w.copy()
         self.q_var = fn.q_var(self.p_w, q_vv)
