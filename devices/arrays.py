@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy._core import umath
+
+try:
+    from numpy._core import umath
+except ImportError:  # numpy < 2
+    from numpy.core import umath  # type: ignore[no-redef]
 
 #: ``np.clip(a, lo, hi)`` for a float array ``a`` and both bounds given: the very ufunc ``np.clip`` ends in,
 #: without the dispatch in front of it (a few microseconds a call)
