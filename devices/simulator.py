@@ -117,7 +117,6 @@ class _Table:
         self.members = members
         self._plan: list[tuple[str, np.ndarray, np.ndarray]] | None = None  # (family, positions, bank indices)
         self._others: list[tuple[int, _Device]] = []
-        self._whole: tuple[str, np.ndarray] | None = None  # (family, bank indices) when one bank has all members
 
     def split(self, eid: str, attrs: dict[str, Any]) -> Iterator[tuple[_Device, str, float]]:
         """Vector inputs per member: element i is members[i]'s declared input or setpoint of that name (a member
@@ -153,14 +152,6 @@ class _Table:
                     self._others.append((k, dev))
             self._plan = [(name, np.array([p for p, _ in pairs], dtype=np.int64),
                            np.array([i for _, i in pairs], dtype=np.int64)) for name, pairs in by_family.items()]
-            # members all of one bank, in member order: a vector is one gather, nothing to place
-            self._whole = (self._plan[0][0], self._plan[0][2]) if (
-                len(self._plan) == 1 and not self._others
-                and np.array_equal(self._plan[0][1], np.arange(len(self.members)))) else None
-        if self._whole is not None:
-            values = arrays.get(self._whole[0], {}).get(attr)
-            if values is not None:
-                return np.asarray(values[self._whole[1]], dtype=np.float64)
         out = np.full(len(self.members), np.nan)
         for name, pos, index in self._plan:
             values = arrays.get(name, {}).get(attr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 import json
-import operator
 
 import mosaik_api_v3
 import numpy as np
@@ -89,7 +88,6 @@ class ProfileSim(mosaik_api_v3.Simulator):
         self.entities: dict[str, Entity] = {}
         self._counts: dict[str, int] = {}
         self._series: dict[str, tuple[list[Entity], np.ndarray]] = {}  # Series -> (distinct members, member -> k)
-        self._stacks: dict[tuple[str, str], tuple[tuple[np.ndarray, ...], np.ndarray]] = {}  # see _series_row
         self._shared: dict[str, Entity] = {}  # parameters (JSON) -> the entity all creations with them share
         self._row = 0
         self._horizon_rows = 1
@@ -166,7 +164,8 @@ class ProfileSim(mosaik_api_v3.Simulator):
                 distinct, spread = series
                 for entity in distinct:
                     entity.ensure(row + 1)
-                data[eid] = {attr: self._series_row(eid, attr, distinct, spread, row) for attr in attrs}
+                data[eid] = {attr: np.array([e.data[attr][row] for e in distinct], dtype=np.float64)[spread]
+                             for attr in attrs}
                 continue
             entity = self._entity(eid)
             entity.ensure(self._row + 1)
@@ -177,20 +176,6 @@ class ProfileSim(mosaik_api_v3.Simulator):
                 values[attr] = float(entity.data[attr][self._row])
             data[eid] = values
         return data
-
-    def _series_row(self, eid: str, attr: str, distinct: list, spread: np.ndarray, row: int) -> np.ndarray:
-        """Row ``row`` of a Series' attribute (one value per member), from a members-by-steps table made once per
-        version of the entities' data: an entity replaces its arrays when it extends them, never writes into them."""
-        arrays = tuple(e.data[attr] for e in distinct)
-        memo = self._stacks.get((eid, attr))
-        if memo is None or not all(map(operator.is_, memo[0], arrays)):
-            rows = min(a.shape[0] for a in arrays)
-            memo = self._stacks[(eid, attr)] = (arrays, np.stack([a[:rows] for a in arrays], axis=1).astype(
-                np.float64, copy=False)[:, spread])
-        table = memo[1]
-        if row < table.shape[0]:
-            return table[row].copy()  # the receivers own what they get, as before
-        return np.array([e.data[attr][row] for e in distinct], dtype=np.float64)[spread]
 
     def series(self, eid: str, attr: str, t_s: int, horizon_s: int) -> np.ndarray:
         """True future values of ``attr`` for the steps from the one holding ``t_s`` over ``horizon_s``
