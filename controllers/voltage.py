@@ -34,6 +34,7 @@ one line ``bus: <node>`` on the device.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -45,6 +46,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from controllers.registry import ControllerKind
 from controllers.wiring import battery_base
+from devices.arrays import clip
 from cosim.durations import whole_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,8 +80,27 @@ class Curve(BaseModel):
         """The curve's value at ``v`` (fraction of the rating, signed: + = charge / absorb)."""
         if not self.enabled:
             return np.zeros_like(np.asarray(v, dtype=float))
-        return np.interp(np.asarray(v, dtype=float), [self.v1, self.v2, self.v3, self.v4],
-                         [-self.low, 0.0, 0.0, self.high])
+        return np.interp(np.asarray(v, dtype=float), *_curve_points(self.v1, self.v2, self.v3, self.v4, self.low,
+                                                                    self.high))
+
+
+@functools.lru_cache(maxsize=64)
+def _curve_points(v1: float, v2: float, v3: float, v4: float, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's interpolation points as arrays, made once (np.interp would convert lists on every call)."""
+    xp, fp = np.array([v1, v2, v3, v4], dtype=float), np.array([-low, 0.0, 0.0, high], dtype=float)
+    xp.flags.writeable = fp.flags.writeable = False
+    return xp, fp
+
+
+def _nan_to_zero(x: Any) -> np.ndarray:
+    """``np.nan_to_num(x, nan=0.0)`` as float array, without its cost when every value is finite already."""
+    a = np.asarray(x, dtype=float)
+    finite = np.isfinite(a)
+    if finite.all():
+        return a
+    if not np.isinf(a).any():  # NaN only (no input this step): what nan_to_num does, without its overhead
+        return np.where(finite, a, 0.0)
+    return np.nan_to_num(a, nan=0.0)
 
 
 class DsoUpdate(BaseModel):
@@ -181,7 +202,7 @@ class VoltVarWatt:
         fp = self.params.volt_watt(v)
         p = np.where(fp >= 0, fp * self.p_charge_max_w, fp * self.p_discharge_max_w)
         if p_base_w is not None:
-            p = p + np.nan_to_num(np.asarray(p_base_w, dtype=float), nan=0.0)
+            p = p + _nan_to_zero(p_base_w)
         q = self.params.volt_var(v) * self.s_max_va
         return p, q
 
@@ -195,23 +216,31 @@ class VoltVarWatt:
         pr = self.params
         if pr.response == "ramp":
             dp, dq = pr.ramp_w_per_s * dt_s, pr.ramp_var_per_s * dt_s
-            p = self.p_w + np.clip(p_t - self.p_w, -dp, dp)
-            q = self.q_var + np.clip(q_t - self.q_var, -dq, dq)
+            p = self.p_w + clip(p_t - self.p_w, -dp, dp)
+            q = self.q_var + clip(q_t - self.q_var, -dq, dq)
         elif pr.response == "first_order":
             a = 1.0 - np.exp(-dt_s / pr.tau_s)
             p = self.p_w + a * (p_t - self.p_w)
             q = self.q_var + a * (q_t - self.q_var)
         else:
             p, q = p_t, q_t
-        hi = self.p_charge_max_w if p_charge_avail_w is None else np.minimum(self.p_charge_max_w, np.nan_to_num(
-            np.asarray(p_charge_avail_w, dtype=float), nan=0.0))
-        lo = self.p_discharge_max_w if p_discharge_avail_w is None else np.minimum(
-            self.p_discharge_max_w, np.nan_to_num(np.asarray(p_discharge_avail_w, dtype=float), nan=0.0))
-        p = np.clip(p, -lo, hi)
+        hi = self.p_charge_max_w if p_charge_avail_w is None else np.minimum(self.p_charge_max_w,
+                                                                             _nan_to_zero(p_charge_avail_w))
+        lo = self.p_discharge_max_w if p_discharge_avail_w is None else np.minimum(self.p_discharge_max_w,
+                                                                                   _nan_to_zero(p_discharge_avail_w))
+        p = clip(p, -lo, hi)
         q_room = np.sqrt(np.maximum(self.s_max_va**2 - p**2, 0.0))
-        q = np.clip(q, -q_room, q_room)
+        q = clip(q, -q_room, q_room)
         self.p_w, self.q_var = p, q
         return p.copy(), q.copy()
+
+
+def _mean(values: list[Any]) -> float:
+    """``float(np.mean(values))``; one Python float (the usual case: one source) without numpy's overhead
+    (``+ 0.0`` as in numpy's sum, which turns -0.0 into 0.0)."""
+    if len(values) == 1 and type(values[0]) is float:
+        return values[0] + 0.0
+    return float(np.mean(values))
 
 
 INPUTS = ("v_pu", "p_charge_avail_w", "p_discharge_avail_w", "p_base_w")
@@ -307,7 +336,7 @@ class VoltageSim(mosaik_api_v3.Simulator):
                             self._last_pack[idx[eid]] = pack
                             regroup |= self._apply_settings(idx[eid], pack)
                 elif got:
-                    arr[name][idx[eid]] = float(np.mean(got)) if name == "v_pu" else float(sum(got))
+                    arr[name][idx[eid]] = _mean(got) if name == "v_pu" else float(sum(got))
         if regroup:
             self._group()
         dt = self.step_size if self.last_t is None else time - self.last_t

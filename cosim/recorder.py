@@ -245,7 +245,7 @@ class Recorder:
         t_s = int(t_s)
         if self._last_t is not None and t_s <= self._last_t:
             raise ValueError(f"recorder: t_s={t_s} does not advance past {self._last_t}")
-        unknown = values.keys() - self._known
+        unknown = () if self._known.issuperset(values) else values.keys() - self._known  # (no new set per step)
         if unknown:
             names = ", ".join(f"{s}.{a}" for s, a in sorted(unknown))
             raise ValueError(f"recorder: no column registered for input(s) {names}")

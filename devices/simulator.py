@@ -369,14 +369,19 @@ class DeviceSim(mosaik_api_v3.Simulator):
                     self._event(time, dev.eid, "setpoint_rejected", str(exc))
                     dev.pending.clear()
         pending = [(i, d) for i, d in pending if d.pending]
+        written = set().union(*(d.pending for _, d in pending))
         for sp, (lo, hi) in limits.items():
-            idx = np.array([i for i, d in pending if sp in d.pending], dtype=int)
-            if idx.size == 0:
+            if sp not in written:  # most of a bank's setpoints are not written in a step
                 continue
-            values = np.array([devs[i].pending[sp] for i in idx])
+            given = [(i, d.pending[sp]) for i, d in pending if sp in d.pending]
+            idx = np.array([i for i, _ in given], dtype=int)
+            values = np.array([v for _, v in given], dtype=float)
             ok = (values >= lo[idx]) & (values <= hi[idx])  # NaN compares False: refused too
             if sp in integer:
                 ok &= np.mod(values, 1.0) == 0
+            if ok.all():  # the usual step: nothing refused
+                bank.setpoints[sp][idx] = values
+                continue
             bank.setpoints[sp][idx[ok]] = values[ok]
             for i in idx[~ok]:
                 dev = devs[i]

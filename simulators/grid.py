@@ -332,8 +332,8 @@ class GridSim(mosaik_api_v3.Simulator):
                 return 0.0  # an open point: nothing drawn, no voltage, no grid
             if attr == "grid_present":
                 return 1.0
-            if attr in _LOAD_SCALARS:
-                return float({"p_w": engine.p_w, "q_var": engine.q_var, "v_pu": res.load_v_pu}[attr][k])
+            if attr in _LOAD_SCALARS:  # (no dict of the three arrays built per value: this runs per load and attr)
+                return float((engine.p_w if attr == "p_w" else engine.q_var if attr == "q_var" else res.load_v_pu)[k])
             ph = "abc".index(attr[2])
             if attr.startswith("v_"):
                 return float(res.v_abc_pu[ph, self._load_bus[k]])
@@ -398,23 +398,28 @@ def _sum_inputs(eid: str, attr: str, sources: Mapping[str, Any]) -> float | None
     return total
 
 
+_GRID_SCALARS = frozenset(("p_slack_w", "q_slack_var", "losses_w", "iterations"))
+#: Grid vector attribute -> (result field, phase row or None)
+_GRID_VECTORS: dict[str, tuple[str, int | None]] = {
+    "bus_v_pu": ("v_pu", None), "bus_v_a_pu": ("v_abc_pu", 0), "bus_v_b_pu": ("v_abc_pu", 1),
+    "bus_v_c_pu": ("v_abc_pu", 2), "line_loading_pct": ("line_loading_pct", None),
+    "trafo_loading_pct": ("trafo_loading_pct", None), "trafo_p_hv_w": ("trafo_p_hv_w", None),
+}
+
+
 def _grid_value(res: PowerFlowResult, attr: str) -> Any:
-    scalars = {
-        "p_slack_w": res.p_slack_w, "q_slack_var": res.q_slack_var, "losses_w": res.losses_w,
-        "iterations": res.iterations,
-    }
-    if attr in scalars:
-        return scalars[attr]
+    # looked up by name, no dicts of every value built per call (this runs for each attribute every step)
+    if attr in _GRID_SCALARS:
+        return getattr(res, attr)
     if attr in ("v_min_pu", "v_max_pu"):
         v = res.v_abc_pu[np.isfinite(res.v_abc_pu)]
         return float(v.min() if attr == "v_min_pu" else v.max()) if v.size else math.nan
-    vectors = {
-        "bus_v_pu": res.v_pu, "bus_v_a_pu": res.v_abc_pu[0], "bus_v_b_pu": res.v_abc_pu[1],
-        "bus_v_c_pu": res.v_abc_pu[2], "line_loading_pct": res.line_loading_pct,
-        "trafo_loading_pct": res.trafo_loading_pct, "trafo_p_hv_w": res.trafo_p_hv_w,
-    }
-    if attr in vectors:
-        return np.array(vectors[attr], dtype=np.float64)  # a copy: later steps must not change recorded data
+    vector = _GRID_VECTORS.get(attr)
+    if vector is not None:
+        field, row = vector
+        values = getattr(res, field)
+        # a copy: later steps must not change recorded data
+        return np.array(values if row is None else values[row], dtype=np.float64)
     raise ValueError(f"unknown Grid attribute {attr!r}")
 
 

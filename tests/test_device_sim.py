@@ -152,3 +152,31 @@ def test_a_protocol_device_that_stops_answering_counts_as_zero_watts_and_is_reco
         assert "DeviceUnavailable" in kinds
     finally:
         sim.close_devices()
+
+
+def test_a_table_gives_each_members_measurement_whether_one_bank_or_several():
+    """A Table's vectors equal the members' own outputs, for members of one bank in bank order, in another order,
+    and across banks (NaN where a member does not measure the attribute)."""
+    from devices.simulator import DeviceSim
+
+    sim = DeviceSim()
+    sim.init("Devices", step_size=60)
+    for k, kwp in enumerate((3.0, 5.0)):
+        sim.create(1, "pv_battery", config={"pv_kwp": kwp, "ac_max_w": 5000, "battery": BATT}, device_id=f"pv{k}")
+    sim.create(1, "battery", config={"battery": BATT, "s_max_va": 4000}, device_id="store")
+    tables = {name: sim.create(1, "Table", members=members)[0]["eid"]
+              for name, members in {"in_order": ["pv0", "pv1"], "reversed": ["pv1", "pv0"],
+                                    "mixed": ["store", "pv1"]}.items()}
+    sim.setup_done()
+    sim.step(0, {"pv0": {"pv_w_per_kwp": {"s": 400.0}}, "pv1": {"pv_w_per_kwp": {"s": 600.0}},
+                 "store": {"p_w": {"c": 1000.0}}}, 60)
+    attrs = ["p_w", "pv_p_w", "soc"]
+    own = sim.get_data(dict.fromkeys(("pv0", "pv1", "store"), attrs))
+    got = sim.get_data(dict.fromkeys(tables.values(), attrs))
+    assert own["pv0"]["pv_p_w"] != own["pv1"]["pv_p_w"]  # the members differ, so order shows
+    for name, members in (("in_order", ["pv0", "pv1"]), ("reversed", ["pv1", "pv0"])):
+        for attr in attrs:
+            assert got[tables[name]][attr].tolist() == [own[m][attr] for m in members]
+    mixed = got[tables["mixed"]]
+    assert mixed["p_w"].tolist() == [own["store"]["p_w"], own["pv1"]["p_w"]] and mixed["p_w"][0] == 1000.0
+    assert np.isnan(mixed["pv_p_w"][0]) and mixed["pv_p_w"][1] == own["pv1"]["pv_p_w"]

@@ -162,3 +162,17 @@ def test_any_control_keeps_ratings_soc_window_and_energy_balance(steps, eta):
             assert b.battery.e_wh[0] >= max(0.1, rsv / 100) * 10_000 - 1e-6
         if not grid:
             assert m["batt_p_w"] <= -m["pv_p_w"] + m["pv_curtail_w"] + 1e-6  # charging only from PV
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_grid_support_setpoint_is_applied_once_whether_written_in_place_or_as_a_new_array(replace):
+    bank = make()
+    limit = np.array([2000.0])
+    if replace:
+        bank.setpoints["p_limit_w"] = limit  # a writer that swaps the array still gets its setpoint applied
+    else:
+        bank.setpoints["p_limit_w"][:] = limit
+    assert step(bank, pv=1000.0)["p_w"] == pytest.approx(-2000.0)  # 8 kW PV: 4 kW into the battery, 2 kW out
+    assert math.isnan(bank.setpoints["p_limit_w"][0])  # consumed: the next step has no new command
+    bank.functions.lim_ena[0] = 0  # a later step without setpoints leaves the functions alone
+    assert step(bank, t=60, pv=1000.0)["p_w"] == pytest.approx(-4000.0)

@@ -349,3 +349,12 @@ def test_points_vectors_add_to_load_inputs_and_equal_the_load_outputs(fur_sim):
         fur_sim.step(60, {eid: {"p_w": {"prof": [1.0]}}}, 60)
     with pytest.raises(ValueError, match="unknown load"):
         fur_sim.create(1, "Points", loads=["nobody"])
+
+
+def test_a_load_listed_twice_in_points_gets_both_values(fur_sim):
+    """Two elements of a Points vector for one load add up (as two sources would), next to a plain Points entity."""
+    (twice,) = fur_sim.create(1, "Points", loads=["consumer_4006773", "consumer_4006773"])
+    (once,) = fur_sim.create(1, "Points", loads=["consumer_4018368"])
+    fur_sim.step(0, {twice["eid"]: {"p_w": {"prof": [1000.0, 250.0]}}, once["eid"]: {"p_w": {"prof": [300.0]}}}, 60)
+    eng = fur_sim.engine
+    assert eng.p_w[eng.load_pos["consumer_4006773"]] == 1250.0 and eng.p_w[eng.load_pos["consumer_4018368"]] == 300.0

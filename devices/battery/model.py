@@ -14,6 +14,7 @@ from typing import cast
 
 import numpy as np
 
+from devices.arrays import clip
 from devices.battery.params import BatteryParams
 
 
@@ -69,12 +70,12 @@ class BatteryBank:
         """Follow the requested power as far as rating and SoC window allow, for ``dt_s`` seconds."""
         h = dt_s / 3600.0
         charge_max, discharge_max = self.available_w(dt_s)
-        p = np.clip(p_request_w, -discharge_max, charge_max)
+        p = clip(p_request_w, -discharge_max, charge_max)
         stored_w = np.where(p >= 0, p * self.eta_charge, p / self.eta_discharge)
         e = self.e_wh + stored_w * h
         # Self-discharge never pushes the battery below its window: the BMS disconnects there.
         sd_wh = np.minimum(e * self.self_discharge_per_s * dt_s, np.maximum(e - self.e_min_wh, 0.0))
         e = e - sd_wh
-        self.e_wh = np.clip(e, self.e_min_wh, self.e_max_wh)  # only float rounding is removed here
+        self.e_wh = clip(e, self.e_min_wh, self.e_max_wh)  # only float rounding is removed here
         self.p_w = p
         return BatteryStep(p_w=p, loss_w=p - stored_w, self_discharge_w=sd_wh / h)

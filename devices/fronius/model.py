@@ -28,6 +28,7 @@ the battery's DC power at the inverter's battery terminal is reported equal to i
 
 from __future__ import annotations
 
+import operator
 import zlib
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,7 @@ from typing import cast
 import numpy as np
 from pydantic import Field, model_validator
 
+from devices.arrays import as_row, clip
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryConfig
 from devices.battery.params import ParamsModel
@@ -175,6 +177,12 @@ class FroniusBank(ModelBank):
         n = self.n
         for name in self.setpoint_names:
             self.setpoints[name][:] = np.nan  # no command yet: self-consumption, start-up settings
+        # the functions' setpoints as rows of one block: a step sees with one call that none was written
+        self._fn_block = np.full((len(FUNCTION_SETPOINTS), n), np.nan)
+        self._fn_names = FUNCTION_SETPOINTS
+        self._fn_rows = tuple(self._fn_block)  # the very row objects in ``setpoints`` (identity is checked)
+        for name, row in zip(FUNCTION_SETPOINTS, self._fn_rows):
+            self.setpoints[name] = row
         self.pv = PvBatteryBank([c.pv_config() for c in configs])
         self.battery = self.pv.battery  # every Fronius here has its battery: same indices
         col: Callable[[Callable[[FroniusConfig], float]], np.ndarray] = (  # noqa: E731
@@ -196,6 +204,8 @@ class FroniusBank(ModelBank):
         self.functions = InverterFunctions([c.controls for c in configs], col(lambda c: c.ac_max_w),
                                            col(lambda c: c.s_rating_va))
         self.v_pu = np.ones(n)
+        self._no_import_cap = np.full(n, np.inf)
+        self._no_import_cap.flags.writeable = False
         self.q_var = np.zeros(n)
         self.pv_avail_w = np.zeros(n)
         # outputs of the last step
@@ -220,9 +230,9 @@ class FroniusBank(ModelBank):
 
     def _consume_commands(self, t_s: float) -> None:
         sp = self.setpoints["batt_p_w"]
-        idx = np.flatnonzero(~np.isnan(sp))
+        idx = (~np.isnan(sp)).nonzero()[0]
         if idx.size:
-            pct = np.clip(sp[idx] / self.w_cha_max_w[idx] * 100.0, -RATE_PCT_MAX, RATE_PCT_MAX)
+            pct = clip(sp[idx] / self.w_cha_max_w[idx] * 100.0, -RATE_PCT_MAX, RATE_PCT_MAX)
             self.stor_ctl_mod[idx] = CHARGE_LIMIT | DISCHARGE_LIMIT
             self.in_w_rte_pct[idx] = pct
             self.out_w_rte_pct[idx] = -pct
@@ -230,12 +240,20 @@ class FroniusBank(ModelBank):
             sp[idx] = np.nan
 
     def _revert_due(self, t_s: float) -> None:
+        if self.rvrt_deadline_s.min() > t_s:  # nothing due (the usual step; NaN takes the long way)
+            return
         due = self.rvrt_deadline_s <= t_s
         if due.any():
             self.stor_ctl_mod[due] = 0
             self.in_w_rte_pct[due] = RATE_PCT_MAX
             self.out_w_rte_pct[due] = RATE_PCT_MAX
             self.rvrt_deadline_s[due] = np.inf
+
+    def _no_function_setpoints(self) -> bool:
+        """True if no grid-support setpoint is waiting (all NaN), so applying them would change nothing."""
+        if not all(map(operator.is_, map(self.setpoints.get, self._fn_names), self._fn_rows)):
+            return False  # an array was replaced: no shortcut
+        return bool(np.isnan(self._fn_block).all())
 
     def _e_floor_wh(self) -> np.ndarray:
         return cast(np.ndarray, np.maximum(self.e_floor_bms_wh, self.min_rsv_pct / 100.0 * self.battery.capacity_wh))
@@ -245,18 +263,21 @@ class FroniusBank(ModelBank):
         self._consume_commands(t_s)
         self._revert_due(t_s)
         fn = self.functions
-        fn.apply_setpoints(self.setpoints, t_s)
+        if not self._no_function_setpoints():
+            fn.apply_setpoints(self.setpoints, t_s)
         self.dt_s = dt_s
         h = dt_s / 3600.0
         n = self.n
-        self.v_pu = np.broadcast_to(np.asarray(env.get("v_pu", 1.0), dtype=float), (n,)).copy()
+        self.v_pu = as_row(env.get("v_pu", 1.0), n).copy()
         cap, q_vv = fn.step(t_s, dt_s, self.v_pu)
         connected = fn.conn == 1
-        w_per_kwp = np.broadcast_to(np.maximum(np.asarray(env.get("pv_w_per_kwp", 0.0), dtype=float), 0.0), n)
-        load = np.broadcast_to(np.asarray(env.get("site_load_w", 0.0), dtype=float), n)
+        all_connected = bool(connected.all())  # the usual case: the np.where's below would copy their input
+        w_per_kwp = as_row(np.maximum(np.asarray(env.get("pv_w_per_kwp", 0.0), dtype=float), 0.0), n)
+        load = as_row(env.get("site_load_w", 0.0), n)
         pv = self.pv
         self.pv_avail_w = np.minimum(pv.pv_kwp * w_per_kwp, pv.pv_mppt_max_w) * pv.eta_inverter
-        pv_avail = np.where(connected, self.pv_avail_w, 0.0)  # a disconnected inverter converts nothing
+        # a disconnected inverter converts nothing
+        pv_avail = self.pv_avail_w if all_connected else np.where(connected, self.pv_avail_w, 0.0)
 
         # Self-consumption target, kept inside the model-124 window.
         upper = np.where(self.stor_ctl_mod & CHARGE_LIMIT, self.in_w_rte_pct / 100.0 * self.w_cha_max_w,
@@ -270,8 +291,11 @@ class FroniusBank(ModelBank):
         request = np.maximum(request, -room_wh * self.battery.eta_discharge / h)
 
         pv.setpoints["batt_p_w"][:] = request
-        pv.step(t_s, dt_s, {"pv_w_per_kwp": np.where(connected, w_per_kwp, 0.0)},
-                export_cap_w=cap, import_cap_w=np.where(connected, np.inf, 0.0))
+        if all_connected:
+            pv.step(t_s, dt_s, {"pv_w_per_kwp": w_per_kwp}, export_cap_w=cap, import_cap_w=self._no_import_cap)
+        else:
+            pv.step(t_s, dt_s, {"pv_w_per_kwp": np.where(connected, w_per_kwp, 0.0)},
+                    export_cap_w=cap, import_cap_w=np.where(connected, np.inf, 0.0))
 
         self.p_w = pv.p_w.copy()
         self.q_var = fn.q_var(self.p_w, q_vv)

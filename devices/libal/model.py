@@ -29,6 +29,7 @@ from typing import cast
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from devices.arrays import clip
 from devices.battery.model import BatteryBank, BatteryConfig
 from devices.battery.params import ParamsModel
 from devices.family import DeviceContext, ModelBank
@@ -64,6 +65,17 @@ class Alarm(enum.IntFlag):
 
 ALARM_MASK = 0x00FF
 WARNING_MASK = 0xFF00
+# the flags that stop currents, as plain ints once (enum arithmetic costs microseconds a step)
+_STOP_ALL = int(Alarm.OVER_TEMPERATURE | Alarm.UNDER_TEMPERATURE | Alarm.SYSTEM_ERROR)
+_STOP_CHARGE = int(Alarm.OVER_VOLTAGE | Alarm.CHARGE_OVER_CURRENT)
+_STOP_DISCHARGE = int(Alarm.UNDER_VOLTAGE | Alarm.DISCHARGE_OVER_CURRENT)
+(_OVER_VOLTAGE, _UNDER_VOLTAGE, _OVER_TEMPERATURE, _UNDER_TEMPERATURE, _CHARGE_OVER_CURRENT, _DISCHARGE_OVER_CURRENT,
+ _WARN_HIGH_VOLTAGE, _WARN_LOW_VOLTAGE, _WARN_HIGH_TEMPERATURE, _WARN_LOW_TEMPERATURE, _WARN_CHARGE_HIGH_CURRENT,
+ _WARN_DISCHARGE_HIGH_CURRENT) = (int(f) for f in (
+    Alarm.OVER_VOLTAGE, Alarm.UNDER_VOLTAGE, Alarm.OVER_TEMPERATURE, Alarm.UNDER_TEMPERATURE,
+    Alarm.CHARGE_OVER_CURRENT, Alarm.DISCHARGE_OVER_CURRENT, Alarm.WARN_HIGH_VOLTAGE, Alarm.WARN_LOW_VOLTAGE,
+    Alarm.WARN_HIGH_TEMPERATURE, Alarm.WARN_LOW_TEMPERATURE, Alarm.WARN_CHARGE_HIGH_CURRENT,
+    Alarm.WARN_DISCHARGE_HIGH_CURRENT))
 
 
 def ocv_cell_v(soc: np.ndarray) -> np.ndarray:
@@ -188,6 +200,13 @@ class LibalBank(ModelBank):
         self.v_v = self.ns * ocv_cell_v(self.battery.soc)
         self.dt_s: float = 60
         self.capacity_rated_wh = self.battery.capacity_wh.copy()
+        self._decay_memo: tuple[float, np.ndarray] | None = None
+        # the over-current thresholds (A): the BMS settings and base currents are fixed at set-up
+        s = self.bms
+        self._over_current_a = (s["over_current_alarm"] * self.i_charge_base_a,
+                                s["over_current_alarm"] * self.i_discharge_base_a,
+                                s["over_current_warn"] * self.i_charge_base_a,
+                                s["over_current_warn"] * self.i_discharge_base_a)
         self._age(start=True)
         self.alarms = self._alarms()
         self.i_charge_max_a, self.i_discharge_max_a = self._current_limits()
@@ -200,7 +219,7 @@ class LibalBank(ModelBank):
         bat.capacity_wh = self.capacity_rated_wh * np.maximum(self.soh, 1e-6)
         bat.e_min_wh = self.soc_lo * bat.capacity_wh
         bat.e_max_wh = self.soc_hi * bat.capacity_wh
-        bat.e_wh = soc0 * bat.capacity_wh if start else np.clip(bat.e_wh, bat.e_min_wh, bat.e_max_wh)
+        bat.e_wh = soc0 * bat.capacity_wh if start else clip(bat.e_wh, bat.e_min_wh, bat.e_max_wh)
 
     # -- BMS ----------------------------------------------------------------------------------------------
     @property
@@ -228,37 +247,46 @@ class LibalBank(ModelBank):
         s = self.bms
         cell_v = self.v_v / self.ns
         t, i = self.t_c, self.i_a
+        i_dis = -i
+        oc_ch_alarm, oc_dis_alarm, oc_ch_warn, oc_dis_warn = self._over_current_a
         flags = np.zeros(self.n, dtype=np.int64)
-
-        def put(mask: np.ndarray, flag: Alarm) -> None:
-            flags[mask] |= int(flag)
-
-        put(cell_v > s["cell_v_max_alarm"], Alarm.OVER_VOLTAGE)
-        put(cell_v < s["cell_v_min_alarm"], Alarm.UNDER_VOLTAGE)
-        put(t > s["t_high_alarm_c"], Alarm.OVER_TEMPERATURE)
-        put(t < s["t_low_alarm_c"], Alarm.UNDER_TEMPERATURE)
-        put(i > s["over_current_alarm"] * self.i_charge_base_a, Alarm.CHARGE_OVER_CURRENT)
-        put(-i > s["over_current_alarm"] * self.i_discharge_base_a, Alarm.DISCHARGE_OVER_CURRENT)
-        put(cell_v > s["cell_v_max_warn"], Alarm.WARN_HIGH_VOLTAGE)
-        put(cell_v < s["cell_v_min_warn"], Alarm.WARN_LOW_VOLTAGE)
-        put(t > s["t_high_warn_c"], Alarm.WARN_HIGH_TEMPERATURE)
-        put(t < s["t_low_warn_c"], Alarm.WARN_LOW_TEMPERATURE)
-        put(i > s["over_current_warn"] * self.i_charge_base_a, Alarm.WARN_CHARGE_HIGH_CURRENT)
-        put(-i > s["over_current_warn"] * self.i_discharge_base_a, Alarm.WARN_DISCHARGE_HIGH_CURRENT)
+        for mask, flag in (
+            (cell_v > s["cell_v_max_alarm"], _OVER_VOLTAGE),
+            (cell_v < s["cell_v_min_alarm"], _UNDER_VOLTAGE),
+            (t > s["t_high_alarm_c"], _OVER_TEMPERATURE),
+            (t < s["t_low_alarm_c"], _UNDER_TEMPERATURE),
+            (i > oc_ch_alarm, _CHARGE_OVER_CURRENT),
+            (i_dis > oc_dis_alarm, _DISCHARGE_OVER_CURRENT),
+            (cell_v > s["cell_v_max_warn"], _WARN_HIGH_VOLTAGE),
+            (cell_v < s["cell_v_min_warn"], _WARN_LOW_VOLTAGE),
+            (t > s["t_high_warn_c"], _WARN_HIGH_TEMPERATURE),
+            (t < s["t_low_warn_c"], _WARN_LOW_TEMPERATURE),
+            (i > oc_ch_warn, _WARN_CHARGE_HIGH_CURRENT),
+            (i_dis > oc_dis_warn, _WARN_DISCHARGE_HIGH_CURRENT),
+        ):
+            if mask.any():  # flags rarely raised: the test is cheaper than the masked write
+                flags[mask] |= flag
         return flags
+
+    def _thermal_decay(self, dt_s: float) -> np.ndarray:
+        """exp(-k dt / C): the same every step of the same length."""
+        memo = self._decay_memo
+        if memo is None or memo[0] != dt_s:
+            memo = self._decay_memo = (dt_s, np.exp(-self.k_th * dt_s / self.c_th))
+        return memo[1]
 
     def _current_limits(self) -> tuple[np.ndarray, np.ndarray]:
         """CCL and DCL (A, >= 0) from SoC, temperature and alarms, rounded down to the BMS's 0.1 A."""
         s, soc, t = self.bms, self.battery.soc, self.t_c
-        f_soc_ch = np.clip((self.soc_hi - soc) / self.soc_band, 0.0, 1.0)
-        f_soc_dis = np.clip((soc - self.soc_lo) / self.soc_band, 0.0, 1.0)
+        f_soc_ch = clip((self.soc_hi - soc) / self.soc_band, 0.0, 1.0)
+        f_soc_dis = clip((soc - self.soc_lo) / self.soc_band, 0.0, 1.0)
         band = s["t_derate_k"]
-        f_t_ch = np.clip(np.minimum(t - s["t_charge_min_c"], s["t_charge_max_c"] - t) / band, 0.0, 1.0)
-        f_t_dis = np.clip(np.minimum(t - s["t_discharge_min_c"], s["t_discharge_max_c"] - t) / band, 0.0, 1.0)
+        f_t_ch = clip(np.minimum(t - s["t_charge_min_c"], s["t_charge_max_c"] - t) / band, 0.0, 1.0)
+        f_t_dis = clip(np.minimum(t - s["t_discharge_min_c"], s["t_discharge_max_c"] - t) / band, 0.0, 1.0)
         a = self.alarms
-        stop_all = (a & int(Alarm.OVER_TEMPERATURE | Alarm.UNDER_TEMPERATURE | Alarm.SYSTEM_ERROR)) != 0
-        stop_ch = stop_all | ((a & int(Alarm.OVER_VOLTAGE | Alarm.CHARGE_OVER_CURRENT)) != 0)
-        stop_dis = stop_all | ((a & int(Alarm.UNDER_VOLTAGE | Alarm.DISCHARGE_OVER_CURRENT)) != 0)
+        stop_all = (a & _STOP_ALL) != 0
+        stop_ch = stop_all | ((a & _STOP_CHARGE) != 0)
+        stop_dis = stop_all | ((a & _STOP_DISCHARGE) != 0)
         ccl = np.where(stop_ch, 0.0, self.i_charge_base_a * f_soc_ch * f_t_ch)
         dcl = np.where(stop_dis, 0.0, self.i_discharge_base_a * f_soc_dis * f_t_dis)
         # The BMS reports 0.1 A steps; rounding down keeps what it grants exactly representable on the wire.
@@ -286,7 +314,7 @@ class LibalBank(ModelBank):
         dis_lim = np.where(self.discharge_request, dis_lim, 0.0)
         request = np.where(self.pcs_enabled, self.setpoints["p_w"], 0.0)
         soc0 = bat.soc
-        p = bat.step(dt_s, np.clip(request, -dis_lim, ch_lim)).p_w
+        p = bat.step(dt_s, clip(request, -dis_lim, ch_lim)).p_w
         soc1 = bat.soc
         p_dc = np.where(p >= 0, p * bat.eta_charge, p / bat.eta_discharge)
         v_oc_mid = self.ns * 0.5 * (ocv_cell_v(soc0) + ocv_cell_v(soc1))
@@ -294,11 +322,11 @@ class LibalBank(ModelBank):
         self.v_v = self.ns * ocv_cell_v(soc1) + self.r_ohm * self.i_a
         # One thermal mass: exact solution of C dT/dt = I^2 R - k (T - T_amb) for a constant current.
         t_inf = self.t_amb_c + self.i_a**2 * self.r_ohm / self.k_th
-        self.t_c = t_inf + (self.t_c - t_inf) * np.exp(-self.k_th * dt_s / self.c_th)
+        self.t_c = t_inf + (self.t_c - t_inf) * self._thermal_decay(dt_s)
         self.throughput_wh = self.throughput_wh + np.abs(p_dc) * dt_s / 3600.0
         self._age()
         q_room = np.sqrt(np.maximum(self.s_max_va**2 - p**2, 0.0))
-        self.q_var = np.where(self.pcs_enabled, np.clip(self.setpoints["q_var"], -q_room, q_room), 0.0)
+        self.q_var = np.where(self.pcs_enabled, clip(self.setpoints["q_var"], -q_room, q_room), 0.0)
         self.alarms = self._alarms()
         self.i_charge_max_a, self.i_discharge_max_a = self._current_limits()
 

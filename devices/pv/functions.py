@@ -41,6 +41,7 @@ from typing import cast
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from devices.arrays import clip
 from devices.base import Limit, SetpointRejected
 
 NPT = 4  # curve points a device supports (SunSpec NPt); IEEE 1547 volt-var uses 4, volt-watt 2
@@ -143,8 +144,13 @@ def setpoint_limits(ac_max_w: float) -> dict[str, Limit]:
     return lim
 
 
+_CURVE_SETPOINTS = frozenset((*VV_V, *VV_Q, *VW_V, *VW_P))
+
+
 def setpoint_rules(values: Mapping[str, float]) -> None:
     """A curve is written as a whole (all its point setpoints at once) and must be a valid curve."""
+    if _CURVE_SETPOINTS.isdisjoint(values):  # the usual write: no curve point in it
+        return
     for names, v_names, y_names, kind in (((*VV_V, *VV_Q), VV_V, VV_Q, "volt-var"),
                                           ((*VW_V, *VW_P), VW_V, VW_P, "volt-watt")):
         given = [n for n in names if n in values]
@@ -186,7 +192,7 @@ def piecewise(v: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     for j in range(xs.shape[1] - 1):
         w = xs[:, j + 1] - xs[:, j]
         ok = w > 0
-        frac = np.where(ok, np.clip((v - xs[:, j]) / np.where(ok, w, 1.0), 0.0, 1.0), 0.0)
+        frac = np.where(ok, clip((v - xs[:, j]) / np.where(ok, w, 1.0), 0.0, 1.0), 0.0)
         out += frac * (ys[:, j + 1] - ys[:, j])
     return out
 
@@ -220,7 +226,11 @@ class InverterFunctions:
         self.vw_rsp_s = np.zeros(n)
         # revert timers per function: seconds and deadline
         self.rvrt_s = {f: np.array([c.revert_s for c in controls], dtype=int) for f in FUNCTIONS}
-        self.deadline = {f: np.full(n, np.inf) for f in FUNCTIONS}
+        # one block (a row per function) so that a step sees at once whether any timer ran out
+        self._deadlines = np.full((len(FUNCTIONS), n), np.inf)
+        self.deadline = {f: self._deadlines[k] for k, f in enumerate(FUNCTIONS)}
+        self._lag_memo: dict[str, tuple[tuple[float, bytes, bytes], np.ndarray]] = {}
+        self._q_per_p: tuple[bytes, np.ndarray] = (b"", np.zeros(n))
         for i in range(n):
             self._reset(i, "conn")
             self._reset(i, "lim")
@@ -371,6 +381,8 @@ class InverterFunctions:
             sp[name][:] = np.nan
 
     def revert_due(self, t_s: float) -> None:
+        if self._deadlines.min() > t_s:  # no timer ran out (the usual step; NaN takes the long way)
+            return
         for func, deadline in self.deadline.items():
             for i in np.flatnonzero(deadline <= t_s):
                 if func == "lim":
@@ -385,7 +397,7 @@ class InverterFunctions:
     def _limit_at(self, t_s: float) -> np.ndarray:
         target = np.where(self.lim_ena == 1, self.lim_pct, 100.0)
         ramp = np.maximum(self.lim_ramp_s, 0.0)
-        frac = np.where(ramp > 0, np.clip((t_s - self.lim_t0) / np.where(ramp > 0, ramp, 1.0), 0.0, 1.0), 1.0)
+        frac = np.where(ramp > 0, clip((t_s - self.lim_t0) / np.where(ramp > 0, ramp, 1.0), 0.0, 1.0), 1.0)
         return cast(np.ndarray, self.lim_from_pct + frac * (target - self.lim_from_pct))
 
     def step(self, t_s: float, dt_s: float, v_pu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -396,29 +408,49 @@ class InverterFunctions:
         self.revert_due(t_s)
         v = np.where(np.isfinite(v_pu), v_pu, 1.0)
         self.lim_now_pct = self._limit_at(t_s + 0.5 * dt_s)  # the mean over the step of a linear ramp
-        # the lags: weight of the new target after dt for a 95 % time T (T = 0: at once)
-        def lag(t95: np.ndarray) -> np.ndarray:
-            a = np.where(t95 > 0, 1.0 - np.exp(-dt_s / np.maximum(t95 * _TAU_PER_T95, 1e-9)), 1.0)
-            return cast(np.ndarray, np.minimum(a, self.gain_max))  # see "sampled loop" in the module docstring
-
-        vv_target = np.where(self.vv_ena == 1, piecewise(v, self.vv_v, self.vv_q) / 100.0 * self.s_max, 0.0)
-        vv_target = np.where(self.pf_ena == 1, 0.0, vv_target)
-        self.q_vv_var = self.q_vv_var + lag(self.vv_rsp_s) * (vv_target - self.q_vv_var)
-        vw_target = np.where(self.vw_ena == 1, piecewise(v, self.vw_v, self.vw_p) / 100.0 * self.w_max, self.w_max)
-        self.vw_cap_w = self.vw_cap_w + lag(self.vw_rsp_s) * (vw_target - self.vw_cap_w)
+        # a curve nobody has enabled is not evaluated: np.where would drop it anyway
+        vv_on = self.vv_ena == 1
+        if vv_on.any():
+            vv_target = np.where(vv_on, piecewise(v, self.vv_v, self.vv_q) / 100.0 * self.s_max, 0.0)
+            vv_target = np.where(self.pf_ena == 1, 0.0, vv_target)
+        else:
+            vv_target = np.zeros(self.n)
+        self.q_vv_var = self.q_vv_var + self._lag("vv", self.vv_rsp_s, dt_s) * (vv_target - self.q_vv_var)
+        vw_on = self.vw_ena == 1
+        if vw_on.any():
+            vw_target = np.where(vw_on, piecewise(v, self.vw_v, self.vw_p) / 100.0 * self.w_max, self.w_max)
+        else:
+            vw_target = self.w_max
+        self.vw_cap_w = self.vw_cap_w + self._lag("vw", self.vw_rsp_s, dt_s) * (vw_target - self.vw_cap_w)
         cap = np.minimum(self.w_max, self.lim_now_pct / 100.0 * self.w_max)
         cap = np.minimum(cap, self.vw_cap_w)
-        q_vv = np.clip(self.q_vv_var, -self.s_max, self.s_max)
+        q_vv = clip(self.q_vv_var, -self.s_max, self.s_max)
         cap = np.minimum(cap, np.sqrt(np.maximum(self.s_max**2 - q_vv**2, 0.0)))  # reactive priority
         cap = np.where(self.pf_ena == 1, np.minimum(cap, self.s_max * np.abs(self.pf)), cap)
         cap = np.where(self.conn == 1, np.maximum(cap, 0.0), 0.0)
         return cap, np.where(self.conn == 1, q_vv, 0.0)
 
+    def _lag(self, func: str, t95: np.ndarray, dt_s: float) -> np.ndarray:
+        """Weight of the new target after ``dt_s`` for a 95 % time ``t95`` (0: at once), capped by the step gain
+        (see "sampled loop" in the module docstring); the same from step to step until a setting changes."""
+        key = (dt_s, t95.tobytes(), self.gain_max.tobytes())
+        memo = self._lag_memo.get(func)
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        a = np.where(t95 > 0, 1.0 - np.exp(-dt_s / np.maximum(t95 * _TAU_PER_T95, 1e-9)), 1.0)
+        weight = cast(np.ndarray, np.minimum(a, self.gain_max))
+        weight.flags.writeable = False
+        self._lag_memo[func] = (key, weight)
+        return weight
+
     def q_var(self, p_w: np.ndarray, q_vv_var: np.ndarray) -> np.ndarray:
         """Reactive power (load arrow) once the active power ``p_w`` (load arrow) is known."""
-        a = np.clip(np.abs(self.pf), PF_MIN, 1.0)
-        tan = np.sqrt(np.maximum(1.0 - a * a, 0.0)) / a
-        q_pf = np.where(self.pf < 0, 1.0, -1.0) * tan * np.abs(p_w)
+        key = self.pf.tobytes()
+        if self._q_per_p[0] != key:  # the signed tan(phi) changes only with the pf setting
+            a = clip(np.abs(self.pf), PF_MIN, 1.0)
+            tan = np.sqrt(np.maximum(1.0 - a * a, 0.0)) / a
+            self._q_per_p = (key, np.where(self.pf < 0, 1.0, -1.0) * tan)
+        q_pf = self._q_per_p[1] * np.abs(p_w)
         return np.where(self.conn == 1, np.where(self.pf_ena == 1, q_pf, q_vv_var), 0.0)
 
     def active(self) -> np.ndarray:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import Field, model_validator
 
+from devices.arrays import clip
 from devices.base import Capabilities, Limit
 from devices.battery.model import BatteryBank, BatteryConfig
 from devices.battery.params import ParamsModel
@@ -47,6 +48,9 @@ class PvBatteryBank(ModelBank):
         self.allow_grid_charging = np.array([c.allow_grid_charging for c in configs], dtype=bool)
         self.has_battery = np.array([c.battery is not None for c in configs], dtype=bool)
         self._batt_idx = np.flatnonzero(self.has_battery)
+        # fixed at set-up; when they hold for every device, the masks below would only copy
+        self._all_battery = bool(self.has_battery.all())
+        self._all_grid_charging = bool(self.allow_grid_charging.all())
         self.battery = BatteryBank([c.battery for c in configs if c.battery is not None])
         self.dt_s: float = 60
         self.p_w = np.zeros(n)
@@ -66,14 +70,19 @@ class PvBatteryBank(ModelBank):
 
         # The inverter can route to the battery at most the PV plus the AC import rating, and take from it
         # at most the AC export rating; without grid charging only PV can charge.
-        request = np.where(self.has_battery, self.setpoints["batt_p_w"], 0.0)
-        charge_cap = np.where(self.allow_grid_charging, pv_avail + import_cap, pv_avail)
-        request = np.clip(request, -export_cap, charge_cap)
+        sp = self.setpoints["batt_p_w"]
+        request = sp if self._all_battery else np.where(self.has_battery, sp, 0.0)
+        charge_cap = pv_avail + import_cap if self._all_grid_charging else np.where(
+            self.allow_grid_charging, pv_avail + import_cap, pv_avail)
+        request = clip(request, -export_cap, charge_cap)
 
-        batt = np.zeros(self.n)
-        if self._batt_idx.size:
-            batt[self._batt_idx] = self.battery.step(dt_s, request[self._batt_idx]).p_w
-        pv_used = np.clip(export_cap + batt, 0.0, pv_avail)
+        if self._all_battery and self.n:
+            batt = self.battery.step(dt_s, request).p_w.copy()  # (the battery keeps its own array)
+        else:
+            batt = np.zeros(self.n)
+            if self._batt_idx.size:
+                batt[self._batt_idx] = self.battery.step(dt_s, request[self._batt_idx]).p_w
+        pv_used = clip(export_cap + batt, 0.0, pv_avail)
 
         self.batt_p_w = batt
         self.pv_p_w = -pv_used
