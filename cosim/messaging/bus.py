@@ -290,6 +290,8 @@ class MessageBus:
         self._retained: dict[tuple[str, str], Message] = {}
         self._dead: list[DeadLetter] = []
         self._now: float = 0.0
+        self._waiting: list[tuple[str, float]] = []  # (role, due time) of the threads waiting for deliveries
+        self._watchers = 0  # threads in wait_for (woken by every arrival)
         self._embedded: EmbeddedBroker | None = None
         self._opened = False
         self._closed = False
@@ -582,7 +584,19 @@ class MessageBus:
                         self._dead_letter(self._roles[key], wire_topic[len(self._prefix):], bytes(payload),
                                           f"internal error: {exc!r}", self._now, EXTERNAL_SENDER, 0)
             finally:
-                self._cond.notify_all()
+                if self._wakes_a_waiter():
+                    self._cond.notify_all()
+
+    def _wakes_a_waiter(self) -> bool:
+        """Whether an arrival can end a wait: ``wait_for`` looks at every arrival, a delivery only at the last
+        message it waits for (a wakeup per message costs the waiting thread a lock handover each)."""
+        if self._watchers:
+            return True
+        return any(not self._missing(base, t_s) for base, t_s in self._waiting)
+
+    def _missing(self, base: str, t_s: float) -> list[tuple[_Role, _Pending]]:
+        return [(r, p) for r in self._roles.values() if r.base == base and r.n_pending
+                for lst in r.pending.values() for p in lst if p.t_due <= t_s]
 
     def _arrive(self, role: _Role, wire_topic: str, payload: bytes, retain_flag: bool) -> None:
         if not wire_topic.startswith(self._prefix):
@@ -743,15 +757,14 @@ class MessageBus:
 
     def _wait(self, base: str, t_s: float) -> None:
         """Block until every message of role ``base`` due by ``t_s`` has come back from its broker."""
-        roles = [r for r in self._roles.values() if r.base == base]
-        for role in roles:  # backends that queue a step's publications write them now
-            if role.backend is not None:
+        for role in self._roles.values():  # backends that queue a step's publications write them now
+            if role.base == base and role.backend is not None:
                 role.backend.flush()
         deadline = None
+        entry = (base, t_s)
         with self._cond:
             while True:
-                missing = [(r, p) for r in roles if r.n_pending
-                           for lst in r.pending.values() for p in lst if p.t_due <= t_s]
+                missing = self._missing(base, t_s)
                 if not missing:
                     return
                 now = _time.monotonic()
@@ -760,7 +773,11 @@ class MessageBus:
                 if now >= deadline:
                     self._timed_out = True
                     raise self._timeout(base, t_s, missing)
-                self._cond.wait(deadline - now)
+                self._waiting.append(entry)
+                try:
+                    self._cond.wait(deadline - now)
+                finally:
+                    self._waiting.remove(entry)
 
     def _timeout(self, base: str, t_s: float, missing: list[tuple[_Role, _Pending]]) -> DeliveryTimeout:
         by_topic: dict[str, int] = {}
@@ -805,7 +822,11 @@ class MessageBus:
                 left = deadline - _time.monotonic()
                 if left <= 0:
                     raise DeliveryTimeout(f"condition on the bus counters not met within {limit} s")
-                self._cond.wait(left)
+                self._watchers += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._watchers -= 1
 
     def endpoint(self, role_key: str) -> tuple[str, int] | None:
         """(host, port) of the broker carrying ``role_key`` (the embedded broker's free port once open); None
