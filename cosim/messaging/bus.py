@@ -11,7 +11,7 @@ the four S4G broker roles and collect what arrived up to a simulated time:
     for msg in sub.deliver(t_s=900): ...
 
 Each role key (``smx``, ``aggregator``, ``data``, ``control``, ``smx:<site>``) is carried by a backend chosen in
-the scenario: ``direct`` (in memory), ``embedded`` (an amqtt broker in this process, the default) or a real
+the scenario: ``direct`` (in memory), ``embedded`` (a broker the bus starts, the default) or a real
 broker (``mosquitto://host:port``). Whatever the backend, the bus gives the same results for the same seed:
 
 * the payload on the wire is plain SenML JSON, encoded the same way in every mode (``direct`` included), and

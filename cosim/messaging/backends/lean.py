@@ -5,7 +5,9 @@ three or four ``recv`` calls, wakes through a socket pair on every ``publish`` a
 back and forth with the simulation thread at each step. This client:
 
 * queues the PUBLISH packets of a step and writes them with one ``sendall`` when the bus is about to wait
-  for them (``flush``) -- the messages, their topics, payloads, QoS and retain flag are what paho sends;
+  for them (``flush``), or at the latest ``LINGER_S`` after the first of them (a publisher that never waits,
+  an observer outside the bus) -- the messages, their topics, payloads, QoS and retain flag are what paho
+  sends;
 * reads with one blocking ``recv`` of up to 64 KiB in its own thread, parses every complete packet of the
   chunk, answers the chunk's QoS 1 publications with one write of PUBACKs and hands the chunk's messages to
   the bus in one call (one lock, one wakeup of the waiting simulation);
@@ -22,6 +24,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 
 from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK, _SUBSCRIBE, _SUBACK, _PINGRESP, _DISCONNECT = 1, 2, 3, 4, 8, 9, 13, 14
 _READ_SIZE = 1 << 16
 _MAX_PACKET = 1 << 28  # the largest remaining length MQTT can express
+LINGER_S = 0.02  # longest a queued publication waits for a flush (a step's burst is flushed well before)
 
 
 def remaining_length(n: int) -> bytes:
@@ -105,6 +109,8 @@ class LeanMqttBackend(Backend):
         self._failure: str | None = None
         self._closing = False
         self._on_batch: OnBatch | None = None
+        self._queued = threading.Event()  # the out queue got its first packet since the last write
+        self._flusher: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def open(self, on_message: OnMessage, on_refused: OnRefused) -> None:
@@ -136,6 +142,9 @@ class LeanMqttBackend(Backend):
             self.close()
             raise BrokerUnavailable(f"cannot connect to {a.label}: {exc}") from exc
         self._reader.start()
+        self._flusher = threading.Thread(target=self._linger, name=f"lean-mqtt-flush-{self.client_id}",
+                                         daemon=True)
+        self._flusher.start()
         if not self._ready.wait(self.timeout):
             self.close()
             raise BrokerUnavailable(f"{a.label}: no CONNACK/SUBACK within {self.timeout} s")
@@ -150,11 +159,12 @@ class LeanMqttBackend(Backend):
             raise ValueError("the lean MQTT backend publishes with QoS 0 or 1 only")
         if self._sock is None or self._failure is not None:
             raise BrokerUnavailable(f"{self.label}: not connected ({self._failure or 'closed'})")
-        mid = self._mid % 0xFFFF + 1  # packet ids 1..65535; the broker acknowledges them in order of arrival
-        self._mid = mid
-        packet = publish_packet(wire_topic, payload, qos, mid)
         with self._write_lock:
-            self._out += packet
+            mid = self._mid % 0xFFFF + 1  # packet ids 1..65535 (MQTT 3.1.1 acknowledgements carry no verdict)
+            self._mid = mid
+            if not self._out:
+                self._queued.set()
+            self._out += publish_packet(wire_topic, payload, qos, mid)
         return None
 
     def flush(self) -> None:
@@ -175,11 +185,26 @@ class LeanMqttBackend(Backend):
                 self._lost(f"write failed: {exc}")
                 raise BrokerUnavailable(f"{self.label}: write failed: {exc}") from exc
 
+    def _linger(self) -> None:
+        while True:
+            self._queued.wait()
+            if self._closing:
+                return
+            time.sleep(LINGER_S)
+            self._queued.clear()
+            if self._closing:
+                return
+            try:
+                self.flush()
+            except BrokerUnavailable:  # logged by _lost; the next send raises
+                return
+
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is None:
             return
         self._closing = True
+        self._queued.set()  # ends the flusher
         try:
             with self._write_lock:
                 self._out.clear()
@@ -190,9 +215,9 @@ class LeanMqttBackend(Backend):
             sock.shutdown(socket.SHUT_RDWR)  # ends the reader's recv
         except OSError:
             pass
-        reader = self._reader
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(self.timeout)
+        for thread in (self._reader, self._flusher):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(self.timeout)
         sock.close()
 
     # -- reader thread ---------------------------------------------------------------------------------------
