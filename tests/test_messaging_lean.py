@@ -84,7 +84,7 @@ def test_a_step_goes_on_the_wire_when_the_bus_waits_for_it_unchanged():
             with cond:
                 assert cond.wait_for(lambda: len(seen) == 2, 5)
                 assert sorted(seen) == sorted((m.topic, m.payload, 1, False) for m in got)
-            # a publication nobody waits for goes out on its own (after LINGER_S)
+            # a publication nobody waits for goes out on its own (within 2 x LINGER_S)
             bus.publish("data", topics.data_topic("fur", "h3", "p_w"), [Record("p_w", value=1.0, unit="W")], 120, "h3")
             with cond:
                 assert cond.wait_for(lambda: len(seen) == 3, 5)

@@ -5,9 +5,10 @@ three or four ``recv`` calls, wakes through a socket pair on every ``publish`` a
 back and forth with the simulation thread at each step. This client:
 
 * queues the PUBLISH packets of a step and writes them with one ``sendall`` when the bus is about to wait
-  for them (``flush``), or at the latest ``LINGER_S`` after the first of them (a publisher that never waits,
-  an observer outside the bus) -- the messages, their topics, payloads, QoS and retain flag are what paho
-  sends;
+  for them (``flush``) -- the messages, their topics, payloads, QoS and retain flag are what paho sends. For a
+  publisher that never waits (and observers outside the bus) a background thread looks every ``LINGER_S`` and
+  writes what is queued if nothing was written since its last look: a publication goes out within 2 x
+  ``LINGER_S`` (signalling that thread at every step's first publication cost more than the looks do);
 * reads with one blocking ``recv`` of up to 64 KiB in its own thread, parses every complete packet of the
   chunk, answers the chunk's QoS 1 publications with one write of PUBACKs and hands the chunk's messages to
   the bus in one call (one lock, one wakeup of the waiting simulation);
@@ -24,7 +25,6 @@ import logging
 import socket
 import struct
 import threading
-import time
 
 from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK, _SUBSCRIBE, _SUBACK, _PINGRESP, _DISCONNECT = 1, 2, 3, 4, 8, 9, 13, 14
 _READ_SIZE = 1 << 16
 _MAX_PACKET = 1 << 28  # the largest remaining length MQTT can express
-LINGER_S = 0.02  # longest a queued publication waits for a flush (a step's burst is flushed well before)
+LINGER_S = 0.05  # how often the flusher looks at the queue (a step's burst is flushed well before)
 
 
 def remaining_length(n: int) -> bytes:
@@ -109,7 +109,8 @@ class LeanMqttBackend(Backend):
         self._failure: str | None = None
         self._closing = False
         self._on_batch: OnBatch | None = None
-        self._queued = threading.Event()  # the out queue got its first packet since the last write
+        self._writes = 0  # writes so far (the flusher's clock)
+        self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -162,8 +163,6 @@ class LeanMqttBackend(Backend):
         with self._write_lock:
             mid = self._mid % 0xFFFF + 1  # packet ids 1..65535 (MQTT 3.1.1 acknowledgements carry no verdict)
             self._mid = mid
-            if not self._out:
-                self._queued.set()
             self._out += publish_packet(wire_topic, payload, qos, mid)
         return None
 
@@ -179,6 +178,7 @@ class LeanMqttBackend(Backend):
             self._out.clear()
             if sock is None or not data:
                 return
+            self._writes += 1
             try:
                 sock.sendall(data)
             except OSError as exc:
@@ -186,25 +186,21 @@ class LeanMqttBackend(Backend):
                 raise BrokerUnavailable(f"{self.label}: write failed: {exc}") from exc
 
     def _linger(self) -> None:
-        while True:
-            self._queued.wait()
-            if self._closing:
-                return
-            time.sleep(LINGER_S)
-            self._queued.clear()
-            if self._closing:
-                return
-            try:
-                self.flush()
-            except BrokerUnavailable:  # logged by _lost; the next send raises
-                return
+        seen = -1
+        while not self._stop.wait(LINGER_S):
+            if self._out and self._writes == seen:  # queued, and nobody wrote since the last look
+                try:
+                    self.flush()
+                except BrokerUnavailable:  # logged by _lost; the next send raises
+                    return
+            seen = self._writes
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is None:
             return
         self._closing = True
-        self._queued.set()  # ends the flusher
+        self._stop.set()  # ends the flusher
         try:
             with self._write_lock:
                 self._out.clear()
