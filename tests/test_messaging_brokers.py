@@ -12,8 +12,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cosim.messaging import (EXTERNAL_SENDER, BrokerUnavailable, EmbeddedBroker, MessageBus, Record,
-                             messages_signature, topics)
+from cosim.messaging import (EXTERNAL_SENDER, BrokerUnavailable, DeliveryTimeout, EmbeddedBroker, MessageBus,
+                             Record, messages_signature, topics)
 
 START = datetime(2021, 6, 1, tzinfo=UTC)
 MOSQUITTO = ("127.0.0.1", 1883)
@@ -39,9 +39,12 @@ def _client(port: int, client_id: str) -> mqtt.Client:
 
 
 def _wait(bus: MessageBus, predicate, timeout: float = 5.0) -> bool:
-    """Wait on the bus's condition variable (notified on every arrival) until ``predicate()`` holds."""
-    with bus._cond:
-        return bus._cond.wait_for(predicate, timeout)
+    """Wait (``bus.wait_for``: woken by every arrival) until ``predicate()`` holds."""
+    try:
+        bus.wait_for(lambda _stats: predicate(), timeout)
+    except DeliveryTimeout:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------ embedded broker

@@ -11,7 +11,7 @@ the four S4G broker roles and collect what arrived up to a simulated time:
     for msg in sub.deliver(t_s=900): ...
 
 Each role key (``smx``, ``aggregator``, ``data``, ``control``, ``smx:<site>``) is carried by a backend chosen in
-the scenario: ``direct`` (in memory), ``embedded`` (an amqtt broker in this process, the default) or a real
+the scenario: ``direct`` (in memory), ``embedded`` (a broker the bus starts, the default) or a real
 broker (``mosquitto://host:port``). Whatever the backend, the bus gives the same results for the same seed:
 
 * the payload on the wire is plain SenML JSON, encoded the same way in every mode (``direct`` included), and
@@ -290,6 +290,8 @@ class MessageBus:
         self._retained: dict[tuple[str, str], Message] = {}
         self._dead: list[DeadLetter] = []
         self._now: float = 0.0
+        self._waiting: list[tuple[str, float]] = []  # (role, due time) of the threads waiting for deliveries
+        self._watchers = 0  # threads in wait_for (woken by every arrival)
         self._embedded: EmbeddedBroker | None = None
         self._opened = False
         self._closed = False
@@ -317,18 +319,21 @@ class MessageBus:
                 embedded.start(self.spec.timeout_s)
             for role in self._roles.values():
                 address = role.address
-                sub_qos = self.spec.subscribe_qos
+                sub_qos = self.spec.qos if self.spec.subscribe_qos is None else self.spec.subscribe_qos
+                # the plain embedded broker (ours, on loopback, for this run only) gets the lean client
+                lean = (address.kind == "embedded" and self.security is None
+                        and self.spec.qos <= 1 and sub_qos <= 1)
                 if address.kind == "embedded":
                     assert self._embedded is not None
                     address = self._embedded_address(self._embedded)
                 backend = create_backend(
                     address, subscribe=self._prefix + topics.role_filter(role.key),
                     client_id=f"s4g-bus-{self._instance}-{role.key.replace(':', '-')}",
-                    subscribe_qos=self.spec.qos if sub_qos is None else sub_qos, timeout=self.spec.timeout_s)
+                    subscribe_qos=sub_qos, timeout=self.spec.timeout_s, lean=lean)
                 key = role.key
                 # mypy cannot type a lambda with a default argument
-                backend.open(lambda t, p, r, key=key: self._on_wire(key, t, p, r),  # type: ignore[misc]
-                             lambda mid, reason, key=key: self._on_refused(key, mid, reason))  # type: ignore[misc]
+                backend.open_batched(lambda items, key=key: self._on_wire_batch(key, items),  # type: ignore[misc]
+                                     lambda mid, reason, key=key: self._on_refused(key, mid, reason))  # type: ignore[misc]
                 role.backend = backend
         except BrokerUnavailable as exc:
             self._open_failed = exc
@@ -567,16 +572,31 @@ class MessageBus:
         self._dead_letter(role, pending.topic, pending.payload, f"broker {role.address.label} refused: {reason}",
                           pending.t_s, pending.sender, pending.seq)
 
-    def _on_wire(self, key: str, wire_topic: str, payload: bytes, retain: bool) -> None:
+    def _on_wire_batch(self, key: str, items: list[tuple[str, bytes, bool]]) -> None:
+        """Messages a backend received at once: one lock and one wakeup of the waiting thread for them all."""
         with self._cond:
             try:
-                self._arrive(self._roles[key], wire_topic, bytes(payload), retain)
-            except Exception as exc:  # never kill a client's network thread
-                log.exception("message bus: internal error on %s %s", key, wire_topic)
-                self._dead_letter(self._roles[key], wire_topic[len(self._prefix):], bytes(payload),
-                                  f"internal error: {exc!r}", self._now, EXTERNAL_SENDER, 0)
+                for wire_topic, payload, retain in items:
+                    try:
+                        self._arrive(self._roles[key], wire_topic, bytes(payload), retain)
+                    except Exception as exc:  # never kill a client's network thread
+                        log.exception("message bus: internal error on %s %s", key, wire_topic)
+                        self._dead_letter(self._roles[key], wire_topic[len(self._prefix):], bytes(payload),
+                                          f"internal error: {exc!r}", self._now, EXTERNAL_SENDER, 0)
             finally:
-                self._cond.notify_all()
+                if self._wakes_a_waiter():
+                    self._cond.notify_all()
+
+    def _wakes_a_waiter(self) -> bool:
+        """Whether an arrival can end a wait: ``wait_for`` looks at every arrival, a delivery only at the last
+        message it waits for (a wakeup per message costs the waiting thread a lock handover each)."""
+        if self._watchers:
+            return True
+        return any(not self._missing(base, t_s) for base, t_s in self._waiting)
+
+    def _missing(self, base: str, t_s: float) -> list[tuple[_Role, _Pending]]:
+        return [(r, p) for r in self._roles.values() if r.base == base and r.n_pending
+                for lst in r.pending.values() for p in lst if p.t_due <= t_s]
 
     def _arrive(self, role: _Role, wire_topic: str, payload: bytes, retain_flag: bool) -> None:
         if not wire_topic.startswith(self._prefix):
@@ -737,12 +757,14 @@ class MessageBus:
 
     def _wait(self, base: str, t_s: float) -> None:
         """Block until every message of role ``base`` due by ``t_s`` has come back from its broker."""
-        roles = [r for r in self._roles.values() if r.base == base]
+        for role in self._roles.values():  # backends that queue a step's publications write them now
+            if role.base == base and role.backend is not None:
+                role.backend.flush()
         deadline = None
+        entry = (base, t_s)
         with self._cond:
             while True:
-                missing = [(r, p) for r in roles if r.n_pending
-                           for lst in r.pending.values() for p in lst if p.t_due <= t_s]
+                missing = self._missing(base, t_s)
                 if not missing:
                     return
                 now = _time.monotonic()
@@ -751,7 +773,11 @@ class MessageBus:
                 if now >= deadline:
                     self._timed_out = True
                     raise self._timeout(base, t_s, missing)
-                self._cond.wait(deadline - now)
+                self._waiting.append(entry)
+                try:
+                    self._cond.wait(deadline - now)
+                finally:
+                    self._waiting.remove(entry)
 
     def _timeout(self, base: str, t_s: float, missing: list[tuple[_Role, _Pending]]) -> DeliveryTimeout:
         by_topic: dict[str, int] = {}
@@ -785,6 +811,9 @@ class MessageBus:
         (default: the spec's ``timeout_s``)."""
         limit = self.spec.timeout_s if timeout_s is None else timeout_s
         deadline = _time.monotonic() + limit
+        for role in self._roles.values():
+            if role.backend is not None:
+                role.backend.flush()
         with self._cond:
             while True:
                 stats = {key: asdict(role.stats) for key, role in self._roles.items()}
@@ -793,7 +822,11 @@ class MessageBus:
                 left = deadline - _time.monotonic()
                 if left <= 0:
                     raise DeliveryTimeout(f"condition on the bus counters not met within {limit} s")
-                self._cond.wait(left)
+                self._watchers += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._watchers -= 1
 
     def endpoint(self, role_key: str) -> tuple[str, int] | None:
         """(host, port) of the broker carrying ``role_key`` (the embedded broker's free port once open); None

@@ -15,7 +15,7 @@
       timeout_s: 10
       namespace: ""
 
-Broker addresses: ``direct`` (no broker, in memory), ``embedded`` (the in-process amqtt broker),
+Broker addresses: ``direct`` (no broker, in memory), ``embedded`` (the broker the bus starts),
 ``mosquitto://[user[:password]@]host[:port]`` or ``mqtt://...`` (any MQTT 3.1.1 broker, port 1883 by default),
 ``mqtts://...`` (TLS, port 8883 by default). Query parameters: ``ca=PATH`` (CA bundle), ``certfile=PATH`` and
 ``keyfile=PATH`` (client certificate), ``insecure=1`` (no host name check), ``v=5`` (MQTT 5: the broker's refusal

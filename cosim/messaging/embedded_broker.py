@@ -1,16 +1,18 @@
-"""The embedded MQTT 3.1.1 broker (amqtt) on a free loopback port, in a child process or a background thread.
+"""The embedded MQTT 3.1.1 broker on a free loopback port, in a child process or a background thread.
 
 This is the default broker of every role mapped to ``embedded``: nothing to install, nothing left behind.
 The broker binds ``127.0.0.1:0`` so the kernel picks a free port (no race between choosing and binding),
 and ``stop()`` shuts it down cleanly.
 
-A plain broker runs in a child process of its own (``serve`` below): amqtt is pure
-Python, and in a background thread every message it relays competed with the co-simulation for the interpreter
-lock -- in its own process it runs beside the simulation on another core. The child binds the port, reports it on
-stdout, and serves until its stdin closes: ``stop()`` closes it, and so does the end of the parent, however it ends
-(no orphan broker). It runs in its own session, so a Ctrl-C meant for the run does not stop it mid-run.
-A secure broker (below) runs in a background thread of this process: its policy object and the counts of what
-it refused live here.
+A plain broker runs in a child process of its own (``serve`` below): in a background thread every message it
+relays competed with the co-simulation for the interpreter lock -- in its own process it runs beside the
+simulation on another core. The child serves with the small broker of :mod:`.mini_broker` (amqtt cost ~10x
+the CPU per relayed message and a socket write per packet; a step waits for its messages to come back).
+The child binds the port, reports it on stdout, and serves until its stdin closes: ``stop()`` closes it, and so
+does the end of the parent, however it ends (no orphan broker). It runs in its own session, so a Ctrl-C meant
+for the run does not stop it mid-run.
+A secure broker (below) is amqtt in a background thread of this process: its policy object and the counts of what
+it refused live here (``process=False`` gives a plain amqtt broker in a thread too).
 
     with EmbeddedBroker() as broker:
         print(broker.url)        # mqtt://127.0.0.1:40123
@@ -65,8 +67,8 @@ class BrokerSecurity:
 
 
 class EmbeddedBroker:
-    """amqtt broker in a child process (``process=True``, the default without ``security``) or in its own thread
-    and event loop. ``start()`` returns once it listens; ``port`` is then set."""
+    """The small broker in a child process (``process=True``, the default without ``security``) or amqtt in its
+    own thread and event loop. ``start()`` returns once it listens; ``port`` is then set."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str = "embedded",
                  security: BrokerSecurity | None = None, process: bool | None = None) -> None:
@@ -294,16 +296,28 @@ class EmbeddedBroker:
 
 
 def serve(host: str, port: int) -> int:
-    """The child process: a broker in a thread until stdin closes; its port (or the error) on stdout."""
-    try:
-        broker = EmbeddedBroker(host, port, name=f"child-{os.getppid()}", process=False).start()
-    except BrokerUnavailable as exc:
-        print(f"error {exc}", flush=True)
-        return 1
-    print(f"port {broker.port}", flush=True)
-    try:
-        sys.stdin.read()  # until the parent closes it (stop(), or the parent ended)
-    finally:
-        broker.stop()
-    return 0
+    """The child process: the small broker (``mini_broker``) until stdin closes; its port (or the error) on
+    stdout."""
+    from .mini_broker import serve_until
 
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[None] = loop.create_future()
+
+        def release() -> None:
+            if not stop.done():
+                stop.set_result(None)
+
+        def wait_for_parent() -> None:
+            sys.stdin.read()  # until the parent closes it (stop(), or the parent ended)
+            loop.call_soon_threadsafe(release)
+
+        threading.Thread(target=wait_for_parent, daemon=True).start()
+        await serve_until(host, port, stop, lambda p: print(f"port {p}", flush=True))
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"error cannot listen on {host}:{port}: {exc}", flush=True)
+        return 1
+    return 0

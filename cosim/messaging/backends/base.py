@@ -9,6 +9,8 @@ from collections.abc import Callable
 OnMessage = Callable[[str, bytes, bool], None]
 # (message id, reason) -- called when a broker refuses a publication (MQTT 5 only)
 OnRefused = Callable[[int, str], None]
+# the messages a backend read at once, handed over in one call (one lock and one wakeup on the bus)
+OnBatch = Callable[[list[tuple[str, bytes, bool]]], None]
 
 
 class Backend(ABC):
@@ -20,6 +22,13 @@ class Backend(ABC):
     @abstractmethod
     def open(self, on_message: OnMessage, on_refused: OnRefused) -> None:
         """Connect and subscribe; return only when publications of this process will come back."""
+
+    def open_batched(self, on_batch: OnBatch, on_refused: OnRefused) -> None:
+        """``open``, with received messages handed over in batches (one message each unless overridden)."""
+        self.open(lambda topic, payload, retain: on_batch([(topic, payload, retain)]), on_refused)
+
+    def flush(self) -> None:  # noqa: B027  # an optional hook: most backends write in send
+        """Put on the wire what ``send`` may have queued (the bus calls it before waiting for deliveries)."""
 
     @abstractmethod
     def send(self, wire_topic: str, payload: bytes, qos: int) -> int | None:
