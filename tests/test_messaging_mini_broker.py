@@ -8,6 +8,8 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cosim.messaging import EmbeddedBroker
@@ -130,3 +132,35 @@ def test_refused_protocol_level_and_malformed_packets_close_the_connection():
             assert probe.wait(lambda: len(probe.got) == 1)
         finally:
             probe.close()
+
+
+@pytest.fixture(scope="module")
+def fuzzed_broker():
+    with EmbeddedBroker() as broker:
+        yield broker
+
+
+def _send_and_drop(port: int, data: bytes) -> None:
+    """Send bytes on a fresh connection and read what comes back for a moment; the broker may keep the connection
+    (a valid prefix waits for more), close it (malformed), or answer (a valid packet)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        s.settimeout(0.05)
+        try:
+            while s.recv(4096):
+                pass
+        except (TimeoutError, ConnectionResetError):
+            pass
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=120), st.booleans())
+def test_any_bytes_from_a_client_leave_the_broker_serving_others(fuzzed_broker, junk, after_connect):
+    _send_and_drop(fuzzed_broker.port, (CONNECT if after_connect else b"") + junk)
+    probe = _Probe(fuzzed_broker.port, "fuzz-probe")
+    try:
+        probe.subscribe("s4g/fuzz/#", 1)
+        probe.c.publish("s4g/fuzz/x", b"alive", qos=1).wait_for_publish(5)
+        assert probe.wait(lambda: any(m[1] == b"alive" for m in probe.got))
+    finally:
+        probe.close()
