@@ -197,6 +197,9 @@ class ScriptedCsms:
                 uid = f"f{next(self.uids)}"
                 self.want_any.add(uid)
                 await ws.send(json.dumps([2, uid, "GetCompositeSchedule", comp]))
+            # every flooded call answered before the next event: a call sent while one of them is still being
+            # served is rightly answered "too many calls outstanding" (hypothesis found flood, then a bad call)
+            await self.serve_until(ws, lambda: not self.want_any)
         elif event in bad_calls(self.version):
             raw, code, by_uid = bad_calls(self.version)[event]
             uid = f"b{next(self.uids)}"
