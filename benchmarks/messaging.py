@@ -1,4 +1,4 @@
-"""Message bus and SenML codec costs: per message, through direct, embedded (amqtt) and Mosquitto backends.
+"""Message bus and SenML codec costs: per message, through direct, embedded (our small broker) and Mosquitto backends.
 
 Baselines measured in the same run: plain ``json.dumps``/``json.loads`` of the same pack (no validation, no
 resolution) for the codec, and a bare paho-mqtt round trip through the same broker for the bus (no SenML,
@@ -111,7 +111,7 @@ def run(quick: bool = False) -> list[dict]:
                     goal_max=100.0))
     with EmbeddedBroker() as broker:
         base = median_spread([_paho_baseline(broker.port, steps, per_step) for _ in range(reps)])
-    rows.append(row(f"bus embedded amqtt: publish+deliver ({per_step} devices/step)",
+    rows.append(row(f"bus embedded (small broker, lean client): publish+deliver ({per_step} devices/step)",
                     median_spread([_bus("embedded", steps, per_step) for _ in range(reps)]), base, "µs/msg"))
     if _mosquitto_up():
         base = median_spread([_paho_baseline(1883, steps, per_step) for _ in range(reps)])
