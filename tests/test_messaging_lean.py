@@ -11,7 +11,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cosim.messaging import BrokerUnavailable, MessageBus, Record, topics
-from cosim.messaging.backends.lean import LeanMqttBackend, parse_packets, publish_packet, remaining_length
+from cosim.messaging.backends.lean import LeanMqttBackend, publish_packet
+from cosim.messaging.mqtt_wire import parse_packets, remaining_length
 from cosim.messaging.config import BrokerAddress
 
 START = datetime(2021, 6, 1, tzinfo=UTC)
@@ -30,6 +31,14 @@ def test_remaining_length_refuses_what_mqtt_cannot_express():
         remaining_length(1 << 28)
     with pytest.raises(ValueError, match="remaining length"):
         parse_packets(b"\x30\xff\xff\xff\xff\x01")
+    # good packets before a malformed one come out first; the next call, at the malformed one, raises
+    good = publish_packet("s4g/a", b"1", 0, 0)
+    packets, used = parse_packets(good + b"\x30\xff\xff\xff\xff\x01")
+    assert len(packets) == 1 and used == len(good)
+    big = bytes((0x30, 0x81, 0x01))  # announces 129 bytes: refused at its header, above max_len, never buffered
+    assert len(parse_packets(good + big, max_len=128)[0]) == 1
+    with pytest.raises(ValueError, match="a packet of 129 bytes"):
+        parse_packets(big, max_len=128)
 
 
 def test_parser_keeps_incomplete_packets_for_the_next_read():

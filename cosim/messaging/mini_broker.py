@@ -22,26 +22,12 @@ import logging
 import struct
 from typing import Any
 
+from .mqtt_wire import packet as _packet
+from .mqtt_wire import parse_packets, remaining_length, str16
+
 log = logging.getLogger(__name__)
 
 _MAX_PACKET = 1 << 26  # 64 MiB: a larger packet is refused (the connection closed), not buffered
-
-
-def _length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + _length(len(body)) + body
-
-
-def _str16(data: bytes) -> bytes:
-    return struct.pack("!H", len(data)) + data
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -184,7 +170,7 @@ class _Client(asyncio.Protocol):
         return best
 
     def forward(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        head = _str16(topic.encode())
+        head = str16(topic)
         if qos:
             self.mid = self.mid % 0xFFFF + 1
             head += struct.pack("!H", self.mid)
@@ -192,28 +178,18 @@ class _Client(asyncio.Protocol):
 
     # -- input ----------------------------------------------------------------------------------------------
     def _parse(self) -> None:
-        buf, pos, end = self.buf, 0, len(self.buf)
-        while pos + 2 <= end and self.transport is not None:
-            length, mult, i = 0, 1, pos + 1
-            while True:
-                if i >= end:
-                    del buf[:pos]
+        while self.transport is not None:  # again after good packets that came before a malformed one
+            try:
+                packets, used = parse_packets(self.buf, _MAX_PACKET)
+            except ValueError as exc:
+                raise _ProtocolError(str(exc)) from None
+            if not packets:
+                return
+            for kind, flags, body in packets:
+                if self.transport is None:  # an earlier packet of this read closed the connection
                     return
-                byte = buf[i]
-                length += (byte & 0x7F) * mult
-                mult <<= 7
-                i += 1
-                if not byte & 0x80:
-                    break
-                if i - pos > 4:
-                    raise _ProtocolError("malformed remaining length")
-            if length > _MAX_PACKET:
-                raise _ProtocolError(f"a packet of {length} bytes")
-            if i + length > end:
-                break
-            self._handle(buf[pos] >> 4, buf[pos] & 0x0F, bytes(buf[i:i + length]))
-            pos = i + length
-        del buf[:pos]
+                self._handle(kind, flags, body)
+            del self.buf[:used]
 
     def _handle(self, kind: int, flags: int, body: bytes) -> None:
         if not self.connected and kind != 1:
@@ -297,7 +273,7 @@ class _Client(asyncio.Protocol):
             new.append(topic_filter)
         if not codes:
             raise _ProtocolError("SUBSCRIBE without a topic filter")
-        self.write(bytes((0x90,)) + _length(2 + len(codes)) + struct.pack("!H", mid) + bytes(codes))
+        self.write(bytes((0x90,)) + remaining_length(2 + len(codes)) + struct.pack("!H", mid) + bytes(codes))
         for topic, (payload, qos) in sorted(self.broker.retained.items()):
             grants = [self.subs[f] for f in new if topic_matches(f, topic)]
             if grants:

@@ -28,63 +28,21 @@ import threading
 
 from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
+from ..mqtt_wire import parse_packets, remaining_length
+from ..mqtt_wire import str16 as _str16
 from .base import Backend, OnBatch, OnMessage, OnRefused
 
 log = logging.getLogger(__name__)
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK, _SUBSCRIBE, _SUBACK, _PINGRESP, _DISCONNECT = 1, 2, 3, 4, 8, 9, 13, 14
 _READ_SIZE = 1 << 16
-_MAX_PACKET = 1 << 28  # the largest remaining length MQTT can express
 LINGER_S = 0.05  # how often the flusher looks at the queue (a step's burst is flushed well before)
-
-
-def remaining_length(n: int) -> bytes:
-    """MQTT's variable-length encoding of a packet's remaining length."""
-    if not 0 <= n < _MAX_PACKET:
-        raise ValueError(f"MQTT packet too large: {n} bytes")
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
-def _str16(text: str) -> bytes:
-    data = text.encode()
-    if len(data) > 0xFFFF:
-        raise ValueError(f"MQTT string too long ({len(data)} bytes)")
-    return struct.pack("!H", len(data)) + data
 
 
 def publish_packet(topic: str, payload: bytes, qos: int, mid: int) -> bytes:
     """A PUBLISH packet (retain and dup flags clear); ``mid`` is used for QoS 1 only."""
     head = _str16(topic) + (struct.pack("!H", mid) if qos else b"")
     return bytes((0x30 | qos << 1,)) + remaining_length(len(head) + len(payload)) + head + payload
-
-
-def parse_packets(buf: bytes | bytearray) -> tuple[list[tuple[int, int, bytes]], int]:
-    """The complete packets at the start of ``buf`` as (type, flags, body), and how many bytes they took."""
-    out: list[tuple[int, int, bytes]] = []
-    pos, end = 0, len(buf)
-    while pos + 2 <= end:
-        length, mult, i = 0, 1, pos + 1
-        while True:
-            if i >= end:
-                return out, pos
-            byte = buf[i]
-            length += (byte & 0x7F) * mult
-            mult <<= 7
-            i += 1
-            if not byte & 0x80:
-                break
-            if i - pos > 4:
-                raise ValueError("malformed remaining length")
-        if i + length > end:
-            break
-        out.append((buf[pos] >> 4, buf[pos] & 0x0F, bytes(buf[i:i + length])))
-        pos = i + length
-    return out, pos
 
 
 class LeanMqttBackend(Backend):
