@@ -153,6 +153,7 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
         builder.build()
         with monitor, _ctrl_c_requests_stop(monitor):
             builder.world.run(until=sc.duration, print_progress=False, shutdown=False)
+            builder.close_out(sc.duration)
     except (RunInterrupted, KeyboardInterrupt):
         status = "interrupted"
     except Exception as exc:  # a simulator failed: keep what was recorded and say why

@@ -106,6 +106,9 @@ class WorldBuilder:
         self._routes: list[tuple[Any, ...]] = []
         self.bus: Any = None
         self.ev_bays: dict[str, Any] = {}  # wallbox id -> its EV fleet bay entity
+        # what a simulator must still hear after the last step (the EV fleet: the wallboxes' last powers)
+        self._closers: list[Any] = []
+        self._bay_power: list[tuple[str, str, str]] = []  # (bay eid, wallbox simulator id, wallbox eid)
         self.warnings: list[str] = []
         self.schedule = Schedule(list(self.scenario.events), self.scenario.start)
         self.event_sim: Any = None  # "Events": the schedule's outputs (started when events or their sources are used)
@@ -497,12 +500,24 @@ class WorldBuilder:
             table = self.add_entity(host.Table(members=[ent.eid for _, ent in feeds]))
             self.world.connect(series, table, (attr, name))
 
+    def close_out(self, end_s: int) -> None:
+        """After the last step: hand the simulators that need it what the run's last step produced (the EV fleet
+        gets each wallbox's last power, from mosaik's newest outputs of the wallboxes' simulator)."""
+        if not self._closers:
+            return
+        runners = self.world.sims
+        p_w = {bay: (getattr(runners.get(sid), "data", None) or {}).get(eid, {}).get("p_w")
+               for bay, sid, eid in self._bay_power}
+        for close in self._closers:
+            close(end_s, p_w)
+
     def _build_ev_fleets(self) -> None:
         sc = self.scenario
         if not sc.ev_fleets:
             return
         fleet_sim = self.sim("EVFleet", "simulators.ev_fleet:EVFleetSim", start=sc.start.isoformat(),
-                             timezone=sc.timezone, seed=sc.seed, sessions_path=str(self.out_dir / "sessions.jsonl"))
+                             timezone=sc.timezone, seed=sc.seed, sessions_path=str(self.out_dir / "sessions.jsonl"),
+                             closers=self._closers)
         for spec in sc.ev_fleets:
             site = fleet_sim.Site(kind=spec.kind, connectors=len(spec.wallboxes), evs_per_day=spec.evs_per_day,
                                   unplug_when_done=spec.unplug_when_done, working_days=spec.working_days,
@@ -518,6 +533,7 @@ class WorldBuilder:
                 fam = device_registry.family(self.device_specs[dev_id].family)
                 self.world.connect(bay, device, *[(i.attr, i.name) for i in fam.inputs if i.scope == "fleet"])
                 self.world.connect(device, bay, "p_w", time_shifted=True, initial_data={"p_w": 0.0})
+                self._bay_power.append((bay.eid, device.sid, device.eid))
 
     def publish(self, src: Any, *attrs: str, role: str = "data", period_s: int = 0,
                 sender_kind: str = "device", native: dict[str, tuple[str, float]] | None = None) -> None:

@@ -320,7 +320,10 @@ class EVFleetSim(mosaik_api_v3.Simulator):
         self._file: TextIO | None = None
 
     def init(self, sid: str, time_resolution: float = 1.0, step_size: int = 60, start: str | None = None,
-             timezone: str | None = None, seed: int = 0, sessions_path: str | None = None, **_: Any) -> Meta:
+             timezone: str | None = None, seed: int = 0, sessions_path: str | None = None,
+             closers: list | None = None, **_: Any) -> Meta:
+        if closers is not None:  # in-process: the run hands us the wallboxes' last powers before finalize
+            closers.append(self.close_out)
         self.step_size = int(step_size)
         self.seed = int(seed)
         if start is not None:
@@ -408,6 +411,27 @@ class EVFleetSim(mosaik_api_v3.Simulator):
         for site in self.sites.values():
             site.shown = list(site.bays)
         return time + dt
+
+    def close_out(self, end_s: int, p_w: dict[str, float | None]) -> None:
+        """Credit the run's last step: the wallboxes' power over [last step, ``end_s``) reaches the fleet only at
+        the step after it (a time-shifted input), which the run never takes. ``p_w``: bay eid -> the power its
+        wallbox drew in that step. Without this, a session open at the end lacked that step's energy (and a
+        first charge in it)."""
+        dt = end_s - self.time
+        if dt <= 0:
+            return
+        by_site: dict[str, list[float]] = {n: [0.0] * s.spec.connectors for n, s in self.sites.items()}
+        for eid, p in p_w.items():
+            if eid in self.bay_of and p is not None and math.isfinite(p):
+                site, b = self.bay_of[eid]
+                by_site[site.spec.name][b] = float(p)
+        last = self.time
+        self.time = end_s  # credit() dates a first charge at (time - dt): the last step
+        try:
+            for name, site in self.sites.items():
+                site.credit(by_site[name], dt)
+        finally:
+            self.time = last
 
     def get_data(self, outputs: dict) -> dict:
         data: dict[str, dict[str, Any]] = {}
