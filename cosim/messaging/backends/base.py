@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+
+from ..errors import BrokerUnavailable
 
 # (wire topic, payload, retain flag) -- called by the backend for every message it receives
 OnMessage = Callable[[str, bytes, bool], None]
@@ -37,3 +40,14 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Disconnect and stop any thread this backend started (idempotent)."""
+
+    def _await_subscription(self, ready: threading.Event, timeout: float, failure: Callable[[], str | None]) -> None:
+        """Wait until the network thread saw CONNACK and SUBACK or a failure (``ready``); on a timeout or a
+        failure, close and raise ``BrokerUnavailable``."""
+        if not ready.wait(timeout):
+            self.close()
+            raise BrokerUnavailable(f"{self.label}: no CONNACK/SUBACK within {timeout} s")
+        problem = failure()
+        if problem is not None:
+            self.close()
+            raise BrokerUnavailable(f"{self.label}: {problem}")

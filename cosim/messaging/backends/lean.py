@@ -104,13 +104,7 @@ class LeanMqttBackend(Backend):
         self._flusher = threading.Thread(target=self._linger, name=f"lean-mqtt-flush-{self.client_id}",
                                          daemon=True)
         self._flusher.start()
-        if not self._ready.wait(self.timeout):
-            self.close()
-            raise BrokerUnavailable(f"{a.label}: no CONNACK/SUBACK within {self.timeout} s")
-        if self._failure is not None:
-            failure = self._failure
-            self.close()
-            raise BrokerUnavailable(f"{a.label}: {failure}")
+        self._await_subscription(self._ready, self.timeout, lambda: self._failure)
         log.debug("%s: %s subscribed to %s", a.label, self.client_id, self.subscribe_filter)
 
     def send(self, wire_topic: str, payload: bytes, qos: int) -> int | None:

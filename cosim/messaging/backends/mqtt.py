@@ -136,13 +136,7 @@ class MqttBackend(Backend):
         self._client = client
         _nodelay(client)
         client.loop_start()
-        if not self._subscribed.wait(self.timeout):
-            self.close()
-            raise BrokerUnavailable(f"{a.label}: no CONNACK/SUBACK within {self.timeout} s")
-        if self._failure is not None:
-            failure = self._failure
-            self.close()
-            raise BrokerUnavailable(f"{a.label}: {failure}")
+        self._await_subscription(self._subscribed, self.timeout, lambda: self._failure)
         log.debug("%s: %s subscribed to %s", a.label, self.client_id, self.subscribe_filter)
 
     def send(self, wire_topic: str, payload: bytes, qos: int) -> int | None:
