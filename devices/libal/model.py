@@ -69,13 +69,6 @@ WARNING_MASK = 0xFF00
 _STOP_ALL = int(Alarm.OVER_TEMPERATURE | Alarm.UNDER_TEMPERATURE | Alarm.SYSTEM_ERROR)
 _STOP_CHARGE = int(Alarm.OVER_VOLTAGE | Alarm.CHARGE_OVER_CURRENT)
 _STOP_DISCHARGE = int(Alarm.UNDER_VOLTAGE | Alarm.DISCHARGE_OVER_CURRENT)
-(_OVER_VOLTAGE, _UNDER_VOLTAGE, _OVER_TEMPERATURE, _UNDER_TEMPERATURE, _CHARGE_OVER_CURRENT, _DISCHARGE_OVER_CURRENT,
- _WARN_HIGH_VOLTAGE, _WARN_LOW_VOLTAGE, _WARN_HIGH_TEMPERATURE, _WARN_LOW_TEMPERATURE, _WARN_CHARGE_HIGH_CURRENT,
- _WARN_DISCHARGE_HIGH_CURRENT) = (int(f) for f in (
-    Alarm.OVER_VOLTAGE, Alarm.UNDER_VOLTAGE, Alarm.OVER_TEMPERATURE, Alarm.UNDER_TEMPERATURE,
-    Alarm.CHARGE_OVER_CURRENT, Alarm.DISCHARGE_OVER_CURRENT, Alarm.WARN_HIGH_VOLTAGE, Alarm.WARN_LOW_VOLTAGE,
-    Alarm.WARN_HIGH_TEMPERATURE, Alarm.WARN_LOW_TEMPERATURE, Alarm.WARN_CHARGE_HIGH_CURRENT,
-    Alarm.WARN_DISCHARGE_HIGH_CURRENT))
 
 
 def ocv_cell_v(soc: np.ndarray) -> np.ndarray:
@@ -251,21 +244,21 @@ class LibalBank(ModelBank):
         oc_ch_alarm, oc_dis_alarm, oc_ch_warn, oc_dis_warn = self._over_current_a
         flags = np.zeros(self.n, dtype=np.int64)
         for mask, flag in (
-            (cell_v > s["cell_v_max_alarm"], _OVER_VOLTAGE),
-            (cell_v < s["cell_v_min_alarm"], _UNDER_VOLTAGE),
-            (t > s["t_high_alarm_c"], _OVER_TEMPERATURE),
-            (t < s["t_low_alarm_c"], _UNDER_TEMPERATURE),
-            (i > oc_ch_alarm, _CHARGE_OVER_CURRENT),
-            (i_dis > oc_dis_alarm, _DISCHARGE_OVER_CURRENT),
-            (cell_v > s["cell_v_max_warn"], _WARN_HIGH_VOLTAGE),
-            (cell_v < s["cell_v_min_warn"], _WARN_LOW_VOLTAGE),
-            (t > s["t_high_warn_c"], _WARN_HIGH_TEMPERATURE),
-            (t < s["t_low_warn_c"], _WARN_LOW_TEMPERATURE),
-            (i > oc_ch_warn, _WARN_CHARGE_HIGH_CURRENT),
-            (i_dis > oc_dis_warn, _WARN_DISCHARGE_HIGH_CURRENT),
+            (cell_v > s["cell_v_max_alarm"], Alarm.OVER_VOLTAGE),
+            (cell_v < s["cell_v_min_alarm"], Alarm.UNDER_VOLTAGE),
+            (t > s["t_high_alarm_c"], Alarm.OVER_TEMPERATURE),
+            (t < s["t_low_alarm_c"], Alarm.UNDER_TEMPERATURE),
+            (i > oc_ch_alarm, Alarm.CHARGE_OVER_CURRENT),
+            (i_dis > oc_dis_alarm, Alarm.DISCHARGE_OVER_CURRENT),
+            (cell_v > s["cell_v_max_warn"], Alarm.WARN_HIGH_VOLTAGE),
+            (cell_v < s["cell_v_min_warn"], Alarm.WARN_LOW_VOLTAGE),
+            (t > s["t_high_warn_c"], Alarm.WARN_HIGH_TEMPERATURE),
+            (t < s["t_low_warn_c"], Alarm.WARN_LOW_TEMPERATURE),
+            (i > oc_ch_warn, Alarm.WARN_CHARGE_HIGH_CURRENT),
+            (i_dis > oc_dis_warn, Alarm.WARN_DISCHARGE_HIGH_CURRENT),
         ):
             if mask.any():  # flags rarely raised: the test is cheaper than the masked write
-                flags[mask] |= flag
+                flags[mask] |= int(flag)
         return flags
 
     def _thermal_decay(self, dt_s: float) -> np.ndarray:
