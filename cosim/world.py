@@ -602,8 +602,12 @@ class WorldBuilder:
             attrs = {a if isinstance(a, str) else a[0] for _, r in routes for a in r[2]}
             hosts_dwh = not sensorthings and topics.parse_role_key(link_role)[0] == "data"
             sensorthings |= hosts_dwh
+            # a link at the world's step rate steps only when a source steps or something falls due (its
+            # sources may step far less often: GESSCon's hourly plan); a slower (telemetry) link samples its
+            # sources on its own grid and stays time-based
             link = self.sim(f"BusLink{n}", "cosim.messaging.link:BusLinkSim", bus=self.bus, attrs=sorted(attrs),
-                            step_size=step, sensorthings_dir=str(self.out_dir) if hosts_dwh else None)
+                            step_size=step, sensorthings_dir=str(self.out_dir) if hosts_dwh else None,
+                            triggered=step == self.step_s)
             for pack, (src, dst, pairs, role, topic, kind, period_s, shifted, initial, *native) in routes:
                 self._add_route(link, scope, src, dst, pairs, role, topic, kind, period_s, shifted, initial,
                                 native[0] if native else None, pack)

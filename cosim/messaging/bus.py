@@ -220,6 +220,11 @@ class Subscription:
         """Every message due by ``t_s`` not delivered yet, sorted by (t_due, t_s, sender, seq)."""
         return self._bus._collect(self._state, t_s)
 
+    def next_due(self) -> float | None:
+        """When the next message for this subscription falls due (queued here, or still on the wire with an
+        injected delay), or None if none is on its way: a subscriber that steps only on demand wakes then."""
+        return self._bus._next_due(self._state)
+
     def pending(self) -> int:
         """Messages queued for this subscription (due or not)."""
         with self._bus._cond:
@@ -748,6 +753,18 @@ class MessageBus:
                 for k, n in counts.items():
                     self._roles[k].stats.delivered += n
         return out
+
+    def _next_due(self, state: _SubState) -> float | None:
+        with self._cond:
+            due = state.heap[0][0][0] if state.heap else math.inf
+            for role in self._roles.values():
+                if role.base != state.base or not role.n_pending:
+                    continue
+                for lst in role.pending.values():
+                    for p in lst:
+                        if p.t_due < due and topics.matches(state.topic_filter, p.topic):
+                            due = p.t_due
+        return None if due == math.inf else due
 
     def _unsubscribe(self, state: _SubState) -> None:
         with self._cond:

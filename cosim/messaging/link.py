@@ -81,16 +81,18 @@ class _Route:
         return any(t0 <= t_s < t1 for t0, t1 in self.down)
 
 
-def meta(attrs: list[str]) -> Meta:
-    return {
-        "api_version": "3.0",
-        "type": "time-based",
-        "models": {"Route": {"public": True,
+def meta(attrs: list[str], triggered: bool = False) -> Meta:
+    """A link steps on its own grid (``time-based``) or, ``triggered``, only when a source steps or a delivery,
+    a window's end or a throttled publication falls due (``hybrid``: every input triggers, every output persists,
+    so a destination reads the held value between steps as from a time-based link)."""
+    model: dict[str, Any] = {"public": True,
                              "params": ["role", "topic", "sender", "sender_kind", "source", "period_s", "native",
                                         "down", "pack"],
-                             "attrs": sorted(set(attrs))}},
-        "extra_methods": ["stats"],
-    }
+                             "attrs": sorted(set(attrs))}
+    if triggered:
+        model |= {"trigger": model["attrs"], "persistent": model["attrs"]}
+    return cast(Meta, {"api_version": "3.0", "type": "hybrid" if triggered else "time-based",
+                       "models": {"Route": model}, "extra_methods": ["stats"]})
 
 
 class BusLinkSim(mosaik_api_v3.Simulator):
@@ -116,18 +118,21 @@ acyclic as without the broker. Each merged group keeps its own packs (``Route.pa
         self._senders: dict[str, set[str]] = {}  # route topic -> the senders whose values it carries
         self._sensorthings: Any = None
         self._sensorthings_dir: str | None = None
+        self.triggered = False
+        self._wake = math.inf  # a triggered link's own next step for a publication held back by its period
 
     # mosaik passes a simulator's own parameters by keyword: narrower than the base's **sim_params
     def init(self, sid: str, time_resolution: float = 1.0,  # type: ignore[override]
              step_size: int = 60, bus: MessageBus | None = None,
-             attrs: list[str] | None = None, sensorthings_dir: str | None = None) -> Meta:
+             attrs: list[str] | None = None, sensorthings_dir: str | None = None, triggered: bool = False) -> Meta:
         if bus is None:
             raise ValueError("BusLinkSim needs the in-process MessageBus (init param 'bus')")
         self.bus = bus
         self.sid = sid
         self.step_size = int(step_size)
+        self.triggered = bool(triggered)
         self._sensorthings_dir = sensorthings_dir
-        self.meta = meta(list(attrs or []))
+        self.meta = meta(list(attrs or []), self.triggered)
         return self.meta
 
     def create(self, num: int, model: str, role: str, topic: str, sender: str,  # type: ignore[override]  # as init
@@ -161,7 +166,7 @@ acyclic as without the broker. Each merged group keeps its own packs (``Route.pa
 
             self._sensorthings = SensorThingsRecorder(self.bus, self._sensorthings_dir)
 
-    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int | None:
         assert self.bus is not None
         packs: dict[tuple[int, str, str, str], dict[str, Record]] = {}
         for eid, attrs in sorted(inputs.items()):
@@ -171,6 +176,7 @@ acyclic as without the broker. Each merged group keeps its own packs (``Route.pa
             due_key = (route.pack, route.topic, route.source)
             last = self._last_pub.get(due_key)
             if route.period_s and last is not None and last != time and time - last < route.period_s:
+                self._wake = min(self._wake, last + route.period_s)  # a change held back is published then
                 continue
             for attr, sources in sorted(attrs.items()):  # mosaik's order follows a set: not the same per process
                 if len(sources) != 1:
@@ -202,7 +208,24 @@ acyclic as without the broker. Each merged group keeps its own packs (``Route.pa
                 self._hold(message)
         if self._sensorthings is not None:
             self._sensorthings.step(time)
-        return time + self.step_size
+        if not self.triggered:
+            return time + self.step_size
+        return self._next_wake(time)
+
+    def _next_wake(self, time: int) -> int | None:
+        """A triggered link's next step of its own: the grid step (``step_size``) at or after the earliest of the
+        next delivery due, the end of a communication-loss window (what changed meanwhile is published then) and
+        a publication the period held back. Stepping on the same grid as a time-based link, it publishes and
+        delivers at the same times; only its steps with nothing to do are left out."""
+        due: list[float] = [t for t in (sub.next_due() for sub in self._subs.values()) if t is not None]
+        due += [t1 for route in self.routes.values() for _t0, t1 in route.down if t1 > time]
+        if time < self._wake < math.inf:
+            due.append(self._wake)
+        self._wake = math.inf
+        if not due:
+            return None
+        step = self.step_size
+        return max(time + step, -(-math.ceil(min(due)) // step) * step)  # the first grid step at or after it
 
     def _publish_native(self, route: _Route, attr: str, value: Any, time: int) -> None:
         """One value under the source's own topic name (a family's ``topics``), in the device's convention."""
