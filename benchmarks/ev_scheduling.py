@@ -423,14 +423,57 @@ def tune_on_history(grid: tuple[tuple[int, float], ...] = ((3, 1.0), (4, 1.0), (
               flush=True)
 
 
+def long_history(n_hist: int = 200, loo_days: int = 40,
+                 grid: tuple[tuple[int, float], ...] = ((5, 0.9), (10, 0.9), (20, 0.9), (20, 1.0), (40, 0.9))) -> None:
+    """Is the per-day goal a matter of too little history? The same 20 test days with the ``n_hist`` working days
+    before them as history (the benchmark: 10): the history's mean as the forecast, and SimilarDays with (k, scale)
+    chosen by leave-one-out on the last ``loo_days`` history days (each charged with the other history days),
+    never on the test days. Prints each setting's leave-one-out and test figures."""
+    hist, test, _ = workplace_days(N_TEST, n_hist=n_hist)
+    bound = [hindsight_lp(f).peak_w for f in test]
+
+    def score(days: list[Fleet], bounds: list[float], make: Callable[[int], Policy]) -> tuple[float, float, float]:
+        r, e = [], []
+        for i, f in enumerate(days):
+            res = simulate(f, make(i))
+            r.append(res.peak_w / bounds[i])
+            e.append(float(res.delivered_wh.sum() / f.energy_wh.sum()))
+        return float(np.mean(r)), max(r), 100 * min(e)
+
+    mean, worst, energy = score(test, bound, lambda _i: PeakMpc(expected=ExpectedArrivals.from_history(hist)))
+    print(f"history mean of {n_hist} days: test peak / optimum mean {mean:.3f}, worst {worst:.3f}, "
+          f"energy >= {energy:.2f} %", flush=True)
+    first = n_hist - loo_days
+    loo = hist[first:]
+    loo_bound = [hindsight_lp(f).peak_w for f in loo]
+    best: tuple[float, int, float] | None = None
+    for k, scale in grid:
+        def others(i: int, k: int = k, scale: float = scale) -> Policy:
+            return PeakMpc(expected=SimilarDays(hist[:first + i] + hist[first + i + 1:], k, scale))
+
+        def all_days(_i: int, k: int = k, scale: float = scale) -> Policy:
+            return PeakMpc(expected=SimilarDays(hist, k, scale))
+
+        lm, lw, _ = score(loo, loo_bound, others)
+        tm, tw, te = score(test, bound, all_days)
+        print(f"SimilarDays k={k} x {scale}: leave-one-out mean {lm:.3f} (worst {lw:.3f}); test mean {tm:.3f} "
+              f"(worst {tw:.3f}, energy >= {te:.2f} %)", flush=True)
+        best = min(best or (lm, k, scale), (lm, k, scale))
+    assert best is not None
+    print(f"chosen by leave-one-out: k={best[1]} x {best[2]}", flush=True)
+
+
 if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--long-history", action="store_true", help="the MPC with 200 history days instead of 10")
     args = ap.parse_args()
     if args.tune:
         tune_on_history()
+    elif args.long_history:
+        long_history()
     else:
         print_rows(run(args.quick), "EV scheduling")
