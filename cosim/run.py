@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import gc
 import json
 import platform
 import signal
@@ -152,7 +151,7 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
     status, error = "complete", None
     try:
         builder.build()
-        with monitor, _ctrl_c_requests_stop(monitor), _stepping_heap():
+        with monitor, _ctrl_c_requests_stop(monitor):
             builder.world.run(until=sc.duration, print_progress=False, shutdown=False)
             builder.close_out(sc.duration)
     except (RunInterrupted, KeyboardInterrupt):
@@ -178,36 +177,6 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
 
             report_mod.render(run_dir)
     return result
-
-
-_GC_LOCK = threading.Lock()
-_GC_RUNS = [0]  # runs stepping in this process (threads): the first tunes the collector, the last restores it
-_GC_SAVED: list[tuple[int, int, int]] = []
-STEPPING_GC_GEN0 = 50_000  # allocations between young collections while stepping (Python's default: 700-2,000)
-
-
-@contextmanager
-def _stepping_heap() -> Iterator[None]:
-    """While the world steps: the built world (pandapower's tables, the models, the compiled solvers: millions of
-    objects that live as long as the run) is frozen out of the cyclic collector's passes, and the young generation
-    is collected every STEPPING_GC_GEN0 allocations instead of every few hundred. A step allocates many short-lived
-    containers, and each collection traversed them and, every few, the whole world; garbage cycles are still
-    collected, less often. Results do not change (nothing in a step depends on when cycles are freed)."""
-    with _GC_LOCK:
-        if _GC_RUNS[0] == 0:
-            gc.collect()
-            gc.freeze()
-            _GC_SAVED[:] = [gc.get_threshold()]
-            gc.set_threshold(STEPPING_GC_GEN0, *_GC_SAVED[0][1:])
-        _GC_RUNS[0] += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_RUNS[0] -= 1
-            if _GC_RUNS[0] == 0:
-                gc.set_threshold(*_GC_SAVED[0])
-                gc.unfreeze()
 
 
 def _shutdown(builder: WorldBuilder) -> None:
