@@ -152,6 +152,10 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
     try:
         builder.build()
         with monitor, _ctrl_c_requests_stop(monitor):
+            # mosaik awaits many conditions that already hold (a predecessor that is ahead): an eager task runs to
+            # its first real wait at once instead of a trip through the event loop (~3 % of the race's stepping);
+            # the dataflow, and so every result, is the same
+            builder.world.loop.set_task_factory(asyncio.eager_task_factory)
             builder.world.run(until=sc.duration, print_progress=False, shutdown=False)
             builder.close_out(sc.duration)
     except (RunInterrupted, KeyboardInterrupt):
