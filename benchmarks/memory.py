@@ -139,10 +139,11 @@ def _base_dir() -> Path:
 
 
 def run_child(duration_s: int, *, scenario: Path = PILOT, variant: str = VARIANT,
-              overrides: dict | None = None) -> dict[str, Any]:
-    """Run the scenario for ``duration_s`` in a fresh process (cached per process); ``run_dir`` holds the results
-    until this process ends. With S4G_BENCH_TINY=1 (the smoke test) the run happens in this process instead."""
-    key = (str(scenario), variant, duration_s, json.dumps(overrides or {}, sort_keys=True))
+              overrides: dict | None = None, repeat: int = 0) -> dict[str, Any]:
+    """Run the scenario for ``duration_s`` in a fresh process (cached per process; ``repeat`` > 0: another run of
+    the same, for a median); ``run_dir`` holds the results until this process ends. With S4G_BENCH_TINY=1 (the smoke
+    test) the run happens in this process instead."""
+    key = (str(scenario), variant, duration_s, json.dumps(overrides or {}, sort_keys=True), repeat)
     if key in _CACHE:
         return _CACHE[key]
     out = _base_dir() / f"run{len(_CACHE)}"

@@ -16,9 +16,10 @@ the same horizon once, and the race counts only if every KPI of that pair (:func
 directories) agrees within ``REL_TOL`` (relative) or ``ABS_TOL`` (absolute, for values near zero).
 
 Timing: each side in a fresh process. The headline compares stepping time (``world.run``) per simulated day: our
-7-day run gives one sample per simulated day (median and spread, from the run's own clock), the naive day is one
-sample (it alone takes minutes). End to end (load the scenario, build the world, step, close the run directory;
-not the KPI computation afterwards) is reported too, and is what the real-time factor uses.
+7-day run, made ``WEEK_REPEATS`` times, gives one sample per simulated day (median and spread, from the runs' own
+clocks), the naive day is one sample (it alone takes minutes). End to end (load the scenario, build the world,
+step, close the run directory; not the KPI computation afterwards) is reported too, the week's as the median of
+its runs, and is what the real-time factor uses.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ ABS_TOL = 1e-6
 GOAL_RATIO = 20.0  # issue 17: twice the first goal, with the embedded broker
 GOAL_REALTIME = 10_000.0  # issue 17: 7 days in about a minute, end to end
 WEEK_S = 7 * 86400
+# the week runs this many times (fresh processes): one run's end-to-end time swings by +-10 % on a shared 2-core
+# machine, so the real-time factor is the median run's
+WEEK_REPEATS = 3
 DIRECT = {"messaging": {"default": "direct"}}
 
 
@@ -135,11 +139,15 @@ def run(quick: bool) -> list[dict]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ours_long_res = ours_same if ours_long == same else run_child(ours_long)
+    longs = [ours_long_res] + ([run_child(ours_long, repeat=i) for i in range(1, WEEK_REPEATS)]
+                               if ours_long == WEEK_S else [])
+    long_wall: Stat | float = median_spread([r["wall_s"] for r in longs]) if len(longs) > 1 else longs[0]["wall_s"]
+    long_wall_s = long_wall.median if isinstance(long_wall, Stat) else long_wall
     void = "" if agreement["agree"] else " [VOID: KPIs disagree]"
     if same >= 86400:  # per simulated day, stepping only (world.run), both sides
         figure = f"race: Fur/Skive {VARIANT}, stepping time per simulated day, ours ({long_label}) vs naive ({label})"
         unit = "s/day"
-        days = ours_long_res["day_s"]
+        days = [d for r in longs for d in r["day_s"]]
         ours_stat: Stat | float = median_spread(days) if len(days) >= 2 else ours_long_res["run_s"] * 86400 / ours_long
         naive_step = naive["run_s"] * 86400 / same
     else:
@@ -150,11 +158,12 @@ def run(quick: bool) -> list[dict]:
         row(figure + void, ours_stat, naive_step, unit, goal_ratio=GOAL_RATIO),
         row(f"race: same horizon ({label}) end to end (load, build, run, close), ours vs naive{void}",
             ours_same["wall_s"], naive["wall_s"], "s", goal_ratio=GOAL_RATIO if same >= 86400 else None),
-        row(f"race: ours, {long_label} end to end (load, build, run, close)", ours_long_res["wall_s"], None, "s",
+        row(f"race: ours, {long_label} end to end (load, build, run, close)"
+            + (f", median of {len(longs)} runs (spread: max - min)" if len(longs) > 1 else ""), long_wall, None, "s",
             goal_max=WEEK_S / GOAL_REALTIME if ours_long == WEEK_S else None),
-        row(f"race: speed versus real time, end to end, ours ({long_label}) vs naive ({label})",
-            ours_long / ours_long_res["wall_s"], same / naive["wall_s"], "x", goal_min=GOAL_REALTIME,
-            lower_is_better=False),
+        row(f"race: speed versus real time, end to end, ours ({long_label}"
+            + (", the median run" if len(longs) > 1 else "") + f") vs naive ({label})",
+            ours_long / long_wall_s, same / naive["wall_s"], "x", goal_min=GOAL_REALTIME, lower_is_better=False),
         row(f"race: KPI agreement, worst relative difference of {agreement['n']} KPIs ({agreement['worst_key']})",
             agreement["worst_rel"], None, "-", goal_max=REL_TOL),
     ]
