@@ -160,6 +160,10 @@ def run(loaded: LoadedScenario, run_dir: Path, *, progress: bool = True, kpis: b
             builder.close_out(sc.duration)
     except (RunInterrupted, KeyboardInterrupt):
         status = "interrupted"
+        try:  # the steps done are kept whole: the last one's EV energy too
+            builder.close_out(sc.duration)
+        except Exception as exc:  # the recorded steps stay readable; say what the session records lack
+            error = f"close-out after the stop failed ({type(exc).__name__}: {exc}): the last step's EV energy"
     except Exception as exc:  # a simulator failed: keep what was recorded and say why
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")

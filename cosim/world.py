@@ -501,15 +501,21 @@ class WorldBuilder:
             self.world.connect(series, table, (attr, name))
 
     def close_out(self, end_s: int) -> None:
-        """After the last step: hand the simulators that need it what the run's last step produced (the EV fleet
-        gets each wallbox's last power, from mosaik's newest outputs of the wallboxes' simulator)."""
+        """After the last step, or a stop: hand the simulators that need it what the last step produced (the EV
+        fleet gets each wallbox's last power and the time of the step it came from, from mosaik's newest outputs
+        of the wallboxes' simulator). ``end_s``: the run's planned end; a stopped run ends before it."""
         if not self._closers:
             return
         runners = self.world.sims
-        p_w = {bay: (getattr(runners.get(sid), "data", None) or {}).get(eid, {}).get("p_w")
-               for bay, sid, eid in self._bay_power}
+        last: dict[str, tuple[int, float | None]] = {}
+        for bay, sid, eid in self._bay_power:
+            runner = runners.get(sid)
+            if runner is None:
+                continue
+            data = getattr(runner, "data", None) or {}  # set by mosaik at its first get_data
+            last[bay] = (int(runner.last_step.time), (data.get(eid) or {}).get("p_w"))
         for close in self._closers:
-            close(end_s, p_w)
+            close(end_s, last)
 
     def _build_ev_fleets(self) -> None:
         sc = self.scenario

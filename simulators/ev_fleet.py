@@ -313,6 +313,7 @@ class EVFleetSim(mosaik_api_v3.Simulator):
         self.step_size = 60
         self.seed = 0
         self.time = 0
+        self.stepped = False
         self.start = datetime.fromisoformat("2024-01-01T00:00:00+00:00")
         self.tz: Any = self.start.tzinfo
         self.sessions_path: Path | None = None
@@ -393,7 +394,7 @@ class EVFleetSim(mosaik_api_v3.Simulator):
         return out
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
-        self.time = time
+        self.time, self.stepped = time, True
         dt = self.step_size
         if time > self.env.now:
             self.env.run(until=time)  # everything before `time`; the credit below may end sessions at `time`
@@ -412,26 +413,27 @@ class EVFleetSim(mosaik_api_v3.Simulator):
             site.shown = list(site.bays)
         return time + dt
 
-    def close_out(self, end_s: int, p_w: dict[str, float | None]) -> None:
-        """Credit the run's last step: the wallboxes' power over [last step, ``end_s``) reaches the fleet only at
-        the step after it (a time-shifted input), which the run never takes. ``p_w``: bay eid -> the power its
-        wallbox drew in that step. Without this, a session open at the end lacked that step's energy (and a
-        first charge in it)."""
-        dt = end_s - self.time
-        if dt <= 0:
+    def close_out(self, end_s: int, last: dict[str, tuple[int, float | None]]) -> None:
+        """Credit the last step: the wallboxes' power over [last step, its end) reaches the fleet only at the step
+        after it (a time-shifted input), which the run never takes. ``last``: bay eid -> (the time of the
+        wallbox's last step, the power it drew then); only a power from the fleet's own last step is credited
+        (a run stopped between the fleet's step and the wallboxes' has nothing unheard), up to ``end_s`` (the
+        run's end). Without this, a session open at the end lacked that step's energy (and a first charge)."""
+        dt = min(end_s, self.time + self.step_size) - self.time
+        if dt <= 0 or not self.stepped:  # a run stopped before the fleet's first step has nothing to credit
             return
         by_site: dict[str, list[float]] = {n: [0.0] * s.spec.connectors for n, s in self.sites.items()}
-        for eid, p in p_w.items():
-            if eid in self.bay_of and p is not None and math.isfinite(p):
+        for eid, (t_s, p) in last.items():
+            if eid in self.bay_of and t_s == self.time and p is not None and math.isfinite(p):
                 site, b = self.bay_of[eid]
                 by_site[site.spec.name][b] = float(p)
-        last = self.time
-        self.time = end_s  # credit() dates a first charge at (time - dt): the last step
+        stepped = self.time
+        self.time += dt  # credit() dates a first charge at (time - dt): the last step
         try:
             for name, site in self.sites.items():
                 site.credit(by_site[name], dt)
         finally:
-            self.time = last
+            self.time = stepped
 
     def get_data(self, outputs: dict) -> dict:
         data: dict[str, dict[str, Any]] = {}

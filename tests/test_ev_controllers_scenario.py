@@ -195,3 +195,30 @@ def test_profev_plans_an_ev_plugged_in_between_its_steps_over_ocpp_as_over_sim(t
     a, b = sim.kpis["ev"]["total"], wire.kpis["ev"]["total"]
     _same(a, b)
     assert b["wait_first_charge_mean_s"] == 60.0 and b["energy_delivered_wh"] > 0
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stop_min=st.integers(8, 40))
+@example(stop_min=8)  # the EV plugs in at 07:07 and first charges at 07:08: stopped in its first charging step
+def test_a_stopped_run_credits_its_last_step_to_the_session(tmp_path, monkeypatch, stop_min):
+    """Ctrl-C (a stop request) ends the run at a step: the session record still holds that step's energy,
+    what the wallbox metered, as at the end of a complete run."""
+    import pandas as pd
+
+    from cosim import progress
+
+    original = progress.RunMonitor.update
+
+    def update(self, t_s):
+        if t_s == 60 * stop_min:
+            self.stop_requested = True
+        original(self, t_s)
+
+    monkeypatch.setattr(progress.RunMonitor, "update", update)
+    out = Path(tempfile.mkdtemp(dir=tmp_path))
+    res = run(load(_one_ev(out, "sim://", 7)), out / "run", progress=False, report=False)
+    assert res.status == "interrupted"
+    (session,) = [json.loads(r) for r in (out / "run" / "sessions.jsonl").read_text().splitlines() if '"session"' in r]
+    metered = pd.read_parquet(out / "run" / "timeseries" / "devices.parquet")["wb1.e_session_wh"].iloc[-1]
+    assert session["e_delivered_wh"] == pytest.approx(metered, rel=1e-9)
+    assert metered > 0
