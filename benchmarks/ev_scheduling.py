@@ -15,11 +15,13 @@ uncontrolled charging delivers), as in the EV-scheduling literature. Algorithms:
 * uncontrolled; equal share, earliest deadline first, least laxity first at a site limit set from history (the
   median over the history days of the lowest limit that delivered 99.9 %);
 * our MPC (controllers/ev_scheduling.py PeakMpc: min-peak LP each step over the EVs present, their declared
-  energy and departure, and the arrivals still expected today: the later sessions of the 5 history days whose
-  arrived energy so far is nearest today's, x 0.9; SimilarDays), and beside it the earlier MPCs: the history's
-  mean sessions scaled by how heavy today has been so far, and the EVs present only with the peak floor = the
-  median of the history days' optimal peaks; and our MPC under a hard site limit (least laxity first's limit
-  from history): never above it, what it could not give counted;
+  energy and departure, and the arrivals still expected today: as many sessions as the history's daily counts
+  say are still to come after today's arrivals so far, spread like the history's later sessions;
+  RemainingSessions), and beside it the earlier MPCs: the later sessions of the 5 history days whose arrived
+  energy so far is nearest today's x 0.9 (SimilarDays), the history's mean sessions scaled by how heavy today
+  has been so far, and the EVs present only with the peak floor = the median of the history days' optimal
+  peaks; and our MPC under a hard site limit (least laxity first's limit from history): never above it, what it
+  could not give counted;
 * PROFEV (controllers/profev_site.py; chain from history; with and without the declared departures);
 * the hindsight optimum: the min-peak LP knowing every session (a lower bound: the minimum current relaxed).
 
@@ -39,8 +41,8 @@ import numpy as np
 
 from benchmarks.common import median_spread, print_rows, row
 from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, Policy, PriorityShare,
-                                       SimilarDays, Uncontrolled, billing_period, highs_with_lp, hindsight_lp,
-                                       min_site_limit, simulate)
+                                       RemainingSessions, SimilarDays, Uncontrolled, billing_period, highs_with_lp,
+                                       hindsight_lp, min_site_limit, simulate)
 
 START = "2019-07-01T00:00:00+02:00"  # a Monday; the history is the days before
 STEP_S = 900
@@ -48,7 +50,14 @@ MPC_ADAPT_PRIOR = 1.0  # the intensity estimate's prior weight (days of history 
 # SimilarDays: how many nearest history days, and their scale; chosen by leave-one-out on the history days
 # (--tune: each history day charged with the other 9 as its history; the lowest worst day), never on the test days
 MPC_SIMILAR_K, MPC_SIMILAR_SCALE = 5, 0.9
+# RemainingSessions' scale, chosen the same way (--tune: 0.8 / 0.9 / 1.0 / 1.1)
+MPC_REMAINING_SCALE = 1.0
 N_TEST = 20
+OUR_MPC = "our MPC (min-peak LP, the sessions still to come by today's count so far)"
+
+
+def our_mpc(hist: list[Fleet], **kw: Any) -> PeakMpc:
+    return PeakMpc(expected=RemainingSessions(hist, MPC_REMAINING_SCALE), **kw)
 
 
 def workplace_days(n_test: int, evs_per_day: int = 50, seed: int = 1,
@@ -108,10 +117,10 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
         for name, mk in heuristics.items():
             record(f"{name} (limit {limits[name] / 1e3:.1f} kW from history)", f, simulate(f, mk(limits[name])),
                    h.peak_w)
-        record("our MPC (min-peak LP, expected arrivals from the 5 most similar history days)", f,
+        record(OUR_MPC, f, simulate(f, our_mpc(hist)), h.peak_w)
+        record("MPC, expected arrivals from the 5 most similar history days x 0.9 (our MPC until now)", f,
                simulate(f, PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K, MPC_SIMILAR_SCALE))), h.peak_w)
-        limited = PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K, MPC_SIMILAR_SCALE),
-                          site_limit_w=limits["least laxity first"])
+        limited = our_mpc(hist, site_limit_w=limits["least laxity first"])
         record(f"our MPC under a hard site limit (least laxity first's, {limits['least laxity first'] / 1e3:.1f} kW)",
                f, simulate(f, limited), h.peak_w)
         limit_events += len(limited.events)
@@ -133,7 +142,7 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
                           ("our MPC over the billing period (peak so far carried, at least the history's highest "
                            "optimal day peak)", history_floor)):
         def make(sunk: float, floor_w: float = floor_w) -> Policy:
-            return PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K, MPC_SIMILAR_SCALE), peak_w=max(sunk, floor_w))
+            return our_mpc(hist, peak_w=max(sunk, floor_w))
         for f, res in zip(test, billing_period(test, make)):
             record(name, f, res, 1.0)
     opt_period = max(v[0] for v in results["hindsight optimum (LP bound)"])
@@ -153,6 +162,28 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
     return rows, {"profev_site_solve_ms": profev_ms, "n_test": len(test), "limit_events": limit_events,
                   "n_sessions": int(np.mean([f.n for f in test])), "period": period,
                   "history_floor_kw": history_floor / 1e3}
+
+
+def fresh_days(n: int = N_TEST) -> dict[str, tuple[float, float, float]]:
+    """Out of sample: the ``n`` working days before the benchmark's history (with the 10 before them as their
+    history), which chose nothing here. Per MPC: (mean, worst) peak / hindsight optimum, least energy %."""
+    hist, test, _ = workplace_days(3 * n)
+    fresh = test[:n]
+    b_hist, b_test, _ = workplace_days(n)
+    sig = lambda f: (f.n, round(float(f.energy_wh.sum()), 3), int(f.arrival.sum()))  # noqa: E731
+    seen = {sig(f) for f in b_hist + b_test}
+    if any(sig(f) in seen for f in fresh + hist):
+        raise RuntimeError("the fresh days overlap the benchmark's history or test days")
+    bound = [hindsight_lp(f).peak_w for f in fresh]
+    out = {}
+    for name, make in ((OUR_MPC, lambda: our_mpc(hist)),
+                       ("MPC, 5 most similar history days x 0.9 (our MPC until now)",
+                        lambda: PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K, MPC_SIMILAR_SCALE)))):
+        res = [simulate(f, make()) for f in fresh]
+        r = [x.peak_w / b for x, b in zip(res, bound)]
+        out[name] = (float(np.mean(r)), max(r), 100 * min(float(x.delivered_wh.sum() / f.energy_wh.sum())
+                                                           for x, f in zip(res, fresh)))
+    return out
 
 
 def profev_solve_s(repeat: int) -> list[float]:
@@ -363,7 +394,7 @@ def run(quick: bool) -> list[dict]:
                         f"(energy >= {r['energy_min_pct']:.2f} %, peak/optimum mean {r['peak_over_optimum_mean']:.3f}, "
                         f"worst {r['peak_over_optimum_max']:.3f})",
                         r["peak_kw"], base, "kW", lower_is_better=False))
-    mpc = next(r for r in table if r["algorithm"].startswith("our MPC"))
+    mpc = next(r for r in table if r["algorithm"] == OUR_MPC)
     print(f"our MPC under the hard site limit: {info['limit_events']} steps at which the EVs that could not wait "
           "needed more than the limit (recorded, the limit held)")
     for r in table:
@@ -375,6 +406,14 @@ def run(quick: bool) -> list[dict]:
     rows.append(row("our MPC: mean over the days of peak / hindsight optimum (goal <= 1.10 at >= 99.9 % energy)",
                     mpc["peak_over_optimum_mean"] if mpc["energy_min_pct"] >= 99.9 else math.inf, None, "-",
                     goal_max=1.10))
+    if not quick:  # out of sample: days that chose nothing
+        for name, (mean, worst, energy) in fresh_days().items():
+            ours = name == OUR_MPC
+            rows.append(row(f"{name} on {N_TEST} fresh working days (before the history; energy >= {energy:.2f} %, "
+                            f"worst day {worst:.3f}): mean peak / hindsight optimum"
+                            + (" (goal <= 1.10 at >= 99.9 % energy)" if ours else ""),
+                            mean if energy >= 99.9 or not ours else math.inf, None, "-",
+                            goal_max=1.10 if ours else None))
     opt_period = next(r for r in info["period"] if r["algorithm"].startswith("hindsight"))
     for r in info["period"]:
         base = opt_period["period_peak_kw"] if r is not opt_period else None
@@ -412,10 +451,16 @@ def run(quick: bool) -> list[dict]:
 
 def tune_on_history(grid: tuple[tuple[int, float], ...] = ((3, 1.0), (4, 1.0), (5, 0.8), (5, 0.9), (5, 0.95),
                                                          (5, 1.0), (5, 1.1), (6, 1.0), (7, 1.0))) -> None:
-    """SimilarDays' (k, scale) by leave-one-out on the history days only: each history day charged by the MPC with
-    the other days as its history; prints the mean and worst peak / optimum per setting."""
+    """RemainingSessions' scale and SimilarDays' (k, scale) by leave-one-out on the history days only: each history
+    day charged by the MPC with the other days as its history; prints the mean and worst peak / optimum per
+    setting."""
     hist, _, _ = workplace_days(N_TEST)
     bound = [hindsight_lp(f).peak_w for f in hist]
+    for scale in (0.8, 0.9, 1.0, 1.1):
+        r = [simulate(f, PeakMpc(expected=RemainingSessions(hist[:i] + hist[i + 1:], scale))).peak_w / bound[i]
+             for i, f in enumerate(hist)]
+        print(f"RemainingSessions x {scale}: leave-one-out peak / optimum mean {np.mean(r):.3f}, worst {max(r):.3f}",
+              flush=True)
     for k, scale in grid:
         r = [simulate(f, PeakMpc(expected=SimilarDays(hist[:i] + hist[i + 1:], k, scale))).peak_w / bound[i]
              for i, f in enumerate(hist)]
@@ -443,6 +488,9 @@ def long_history(n_hist: int = 200, loo_days: int = 40,
     mean, worst, energy = score(test, bound, lambda _i: PeakMpc(expected=ExpectedArrivals.from_history(hist)))
     print(f"history mean of {n_hist} days: test peak / optimum mean {mean:.3f}, worst {worst:.3f}, "
           f"energy >= {energy:.2f} %", flush=True)
+    mean, worst, energy = score(test, bound, lambda _i: our_mpc(hist))
+    print(f"RemainingSessions x {MPC_REMAINING_SCALE} (our MPC) on {n_hist} days: test peak / optimum mean "
+          f"{mean:.3f}, worst {worst:.3f}, energy >= {energy:.2f} %", flush=True)
     first = n_hist - loo_days
     loo = hist[first:]
     loo_bound = [hindsight_lp(f).peak_w for f in loo]

@@ -12,8 +12,10 @@ the EV). A policy maps the state at a step to per-EV power limits:
   least laxity first (``"llf"``), each EV either at >= its minimum power or paused (:func:`allocate`);
 * :class:`PeakMpc` - receding-horizon LP (HiGHS) over the EVs present, knowing the energy and departure each
   declared at plug-in, and optionally the arrivals still expected today (never the day's own future sessions:
-  :class:`SimilarDays`, the history days most like today so far, or :class:`ExpectedArrivals`, the history's
-  mean scaled by how heavy today has been so far), under an optional hard site limit: minimise the site's peak
+  :class:`RemainingSessions`, the sessions still to come by the count arrived so far against the history's
+  daily counts; :class:`SimilarDays`, the history days most like today so far; or :class:`ExpectedArrivals`,
+  the history's mean scaled by how heavy today has been so far), under an optional hard site limit: minimise
+  the site's peak
   (never below the peak already reached), prefer charging early; its first step (at least the sunk peak) is the
   site budget, executed least-laxity-first after every EV that cannot wait got what it must have now;
 * :func:`hindsight_lp` - the same LP over all sessions with full knowledge: the lower bound on the peak;
@@ -181,14 +183,17 @@ class ExpectedArrivals:
     def from_history(cls, days: Sequence[Fleet], scale: float = 1.0) -> ExpectedArrivals:
         if not days:
             raise ValueError("expected arrivals need at least one history day")
-        arr = np.concatenate([d.arrival for d in days])
-        dep = np.concatenate([d.departure for d in days])
-        w = scale / len(days)
-        keys, inv = np.unique(np.stack([arr, dep], axis=1), axis=0, return_inverse=True)
+        cat = lambda a: np.concatenate([getattr(d, a) for d in days])  # noqa: E731
+        return cls.merged(cat("arrival"), cat("departure"), cat("energy_wh"), cat("p_max_w"), scale / len(days))
+
+    @classmethod
+    def merged(cls, arrival: np.ndarray, departure: np.ndarray, energy_wh: np.ndarray, p_max_w: np.ndarray,
+               weight: float) -> ExpectedArrivals:
+        """Sessions merged by (arrival, departure) step, their energy and power summed, times ``weight``."""
+        keys, inv = np.unique(np.stack([arrival, departure], axis=1).reshape(-1, 2), axis=0, return_inverse=True)
         inv = inv.ravel()
-        merge = lambda v: np.bincount(inv, weights=v, minlength=len(keys)) * w  # noqa: E731
-        return cls(keys[:, 0].astype(int), keys[:, 1].astype(int),
-                   merge(np.concatenate([d.energy_wh for d in days])), merge(np.concatenate([d.p_max_w for d in days])))
+        merge = lambda v: np.bincount(inv, weights=v, minlength=len(keys)) * weight  # noqa: E731
+        return cls(keys[:, 0].astype(int), keys[:, 1].astype(int), merge(energy_wh), merge(p_max_w))
 
     def after(self, k: int, scale: float = 1.0) -> ExpectedArrivals:
         """Those still to arrive after step ``k`` (an EV arriving at ``k`` is present, not expected), their energy
@@ -236,6 +241,60 @@ class SimilarDays:
         return self._cache[near].after(k, self.scale)
 
 
+class RemainingSessions:
+    """The arrivals still expected today from how many sessions are still to come. The history's daily session
+    counts are the prior of today's count N; each of a day's sessions has arrived by step ``k`` with the history's
+    share ``p`` (of all its sessions, those arrived by ``k``), so after ``n`` arrivals today
+    P(N | n) ~ P(N) C(N, n) p^n (1 - p)^(N - n), N >= n. The expected remainder E[N - n | n] is spread over the
+    history's sessions that arrived after ``k`` (their arrival and departure steps, energies and powers), times
+    ``scale``. Where the day's count is steady, a thin morning means a busy afternoon (and the reverse), which a
+    forecast scaled by today's intensity so far gets backwards; where it varies like a Poisson count, the
+    posterior says "the history's mean remainder" whatever the morning. A day busier than every history day
+    (no N >= n) gets the history's mean remainder for the hour."""
+
+    def __init__(self, days: Sequence[Fleet], scale: float = 1.0) -> None:
+        if not days:
+            raise ValueError("remaining sessions need at least one history day")
+        if not (math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"scale must be finite and >= 0, got {scale}")
+        self.scale = scale
+        counts, freq = np.unique([d.n for d in days], return_counts=True)
+        self.counts, self.log_prior = counts.astype(float), np.log(freq / freq.sum())
+        self.pool = ExpectedArrivals(np.concatenate([d.arrival for d in days]),
+                                     np.concatenate([d.departure for d in days]),
+                                     np.concatenate([d.energy_wh for d in days]),
+                                     np.concatenate([d.p_max_w for d in days]))
+        self._later: dict[int, ExpectedArrivals] = {}
+
+    def remaining(self, k: int, n: int) -> float:
+        """E[N - n | n sessions arrived by step ``k``]."""
+        p = float(np.mean(self.pool.arrival <= k))
+        counts = self.counts
+        ok = counts >= n
+        if p == 0:
+            ok &= n == 0  # nothing arrived this early on any history day: today's early birds are unexplained
+        if p == 1:
+            ok &= counts == n
+        if not ok.any():
+            return float(np.exp(self.log_prior) @ counts) * (1.0 - p)
+        Nk = counts[ok]
+        # log P(N) + log C(N, n) + (N - n) log(1 - p), less what is the same for every N (p^n, 1/n!)
+        log_w = self.log_prior[ok] + np.array([math.lgamma(c + 1) - math.lgamma(c - n + 1) for c in Nk])
+        if 0 < p < 1:
+            log_w += (Nk - n) * math.log1p(-p)
+        w = np.exp(log_w - log_w.max())
+        return float(w @ (Nk - n) / w.sum())
+
+    def after(self, k: int, f: Fleet) -> ExpectedArrivals:
+        """The sessions still expected after step ``k`` of today (``f``: today's EVs; those arrived by ``k``
+        count)."""
+        if k not in self._later:  # the history's later sessions, one session's worth in all
+            pool, keep = self.pool, self.pool.arrival > k
+            self._later[k] = ExpectedArrivals.merged(pool.arrival[keep], pool.departure[keep], pool.energy_wh[keep],
+                                                     pool.p_max_w[keep], 1.0 / max(int(keep.sum()), 1))
+        return self._later[k].after(k, self.scale * self.remaining(k, int((f.arrival <= k).sum())))
+
+
 @dataclass(frozen=True)
 class LimitEvent:
     """A step at which the EVs that could not wait needed more than the site limit: the limit held, and
@@ -255,8 +314,9 @@ class PeakMpc:
     early_weight: float = 1e-4  # per kW and step of delay: among equal peaks, charge early
     peak_w: float = 0.0  # highest site power so far: sunk, so the LP never pays to go below it
     # arrivals still to come: the history's mean (optionally scaled by today's intensity so far, adapt_prior) or
-    # the days most like today so far (SimilarDays); None: only the EVs present
-    expected: ExpectedArrivals | SimilarDays | None = None
+    # the days most like today so far (SimilarDays), the sessions still to come by today's count so far
+    # (RemainingSessions); None: only the EVs present
+    expected: ExpectedArrivals | SimilarDays | RemainingSessions | None = None
     adapt_prior: float | None = None  # scale ExpectedArrivals by today's intensity so far (None: don't)
     site_limit_w: float | None = None  # hard: the EVs together never draw more (the connection's share for them)
     events: list[LimitEvent] = field(default_factory=list)  # every step the limit cut what EVs had to have
@@ -275,7 +335,7 @@ class PeakMpc:
             return np.zeros(f.n)
         t0 = time.perf_counter()
         expected = None
-        if isinstance(self.expected, SimilarDays):
+        if isinstance(self.expected, (SimilarDays, RemainingSessions)):
             expected = self.expected.after(st.k, f)
         elif self.expected is not None:
             scale = 1.0
@@ -528,6 +588,7 @@ __all__ = [
     "PeakMpc",
     "Planned",
     "PriorityShare",
+    "RemainingSessions",
     "SimResult",
     "SimilarDays",
     "State",

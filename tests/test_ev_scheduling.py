@@ -5,8 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare, SimilarDays,
-                                       Uncontrolled, billing_period, hindsight_lp, min_site_limit, simulate)
+from controllers.ev_scheduling import (EqualShare, ExpectedArrivals, Fleet, PeakMpc, PriorityShare,
+                                       RemainingSessions, SimilarDays, Uncontrolled, billing_period, hindsight_lp,
+                                       min_site_limit, simulate)
 from controllers.profev_sdp import pooled_presence
 from controllers.profev_site import ProfevPolicy
 
@@ -92,11 +93,13 @@ def test_expected_arrivals_from_history_keep_the_daily_mean_and_look_only_ahead(
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), n=st.integers(4, 12), adapt=st.sampled_from([None, 1.0]))
-def test_mpc_with_expected_arrivals_keeps_minimum_current_and_delivers(seed, n, adapt):
+@given(seed=st.integers(0, 10_000), n=st.integers(4, 12), forecast=st.sampled_from(["mean", "intensity",
+                                                                                     "remaining"]))
+def test_mpc_with_expected_arrivals_keeps_minimum_current_and_delivers(seed, n, forecast):
     history = [_fleet(n=n, seed=seed + 1 + d) for d in range(5)]
     day = _fleet(n=n, seed=seed)
-    mpc = PeakMpc(expected=ExpectedArrivals.from_history(history), adapt_prior=adapt)
+    mpc = (PeakMpc(expected=RemainingSessions(history)) if forecast == "remaining" else
+           PeakMpc(expected=ExpectedArrivals.from_history(history), adapt_prior=1.0 if forecast == "intensity" else None))
     budgets = []
 
     def checked(state):
@@ -180,3 +183,52 @@ def test_billing_period_carries_the_realised_peak_and_a_repeated_day_costs_no_ne
     # the same day again, with its own peak already paid for, is served without raising the period's peak
     assert res[2].peak_w <= max(res[0].peak_w, res[1].peak_w) + 1e-3  # the budget rounds up by ~1e-6 W a step
     assert res[2].delivered_wh.sum() >= 0.999 * heavy.energy_wh.sum()
+
+
+def _binomial_posterior_remaining(counts, p, n):
+    """E[N - n | n] by the textbook formula, independently of the implementation: P(N) Binom(n; N, p)."""
+    from scipy.stats import binom
+
+    values, freq = np.unique(counts, return_counts=True)
+    w = freq / freq.sum() * binom.pmf(n, values, p)
+    return float(w @ (values - n) / w.sum()) if w.sum() > 0 else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(2, 14), min_size=1, max_size=8), seed=st.integers(0, 1000),
+       k=st.integers(20, 70), n=st.integers(0, 16))
+def test_remaining_sessions_is_the_posterior_mean_of_the_count_still_to_come(counts, seed, k, n):
+    days = [_fleet(n=c, seed=seed + i) for i, c in enumerate(counts)]
+    rs = RemainingSessions(days)
+    p = float(np.mean(np.concatenate([d.arrival for d in days]) <= k))
+    expected = _binomial_posterior_remaining(counts, p, n)
+    got = rs.remaining(k, n)
+    if expected is None:  # no history count explains today: the history's mean remainder for the hour
+        assert got == pytest.approx(np.mean(counts) * (1 - p))
+    else:
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert got >= 0
+
+
+def test_remaining_sessions_at_a_steady_count_expect_a_busy_afternoon_after_a_thin_morning():
+    days = [_fleet(n=10, seed=s) for s in range(8)]  # the site's count is 10 every day
+    rs = RemainingSessions(days, scale=1.0)
+    k = int(np.median(np.concatenate([d.arrival for d in days])))
+    later = np.concatenate([d.energy_wh[d.arrival > k] for d in days]).mean()  # a later session's mean energy
+    for n in range(11):
+        assert rs.remaining(k, n) == pytest.approx(10 - n)
+    assert rs.remaining(k, 12) == pytest.approx(10 * (1 - np.mean(np.concatenate([d.arrival for d in days]) <= k)))
+    thin, full = _fleet(n=10, seed=99), _fleet(n=10, seed=98)
+    arrival = np.where(np.arange(10) < 2, k - 1, k + 5)  # 2 arrived by k
+    thin = Fleet(**{**thin.__dict__, "arrival": arrival, "departure": arrival + 16})
+    full = Fleet(**{**full.__dict__, "arrival": np.full(10, k - 1), "departure": np.full(10, k + 20)})  # all 10
+    ahead = rs.after(k, thin)
+    assert np.all(ahead.arrival > k) and ahead.energy_wh.sum() == pytest.approx(8 * later)
+    assert rs.after(k, full).energy_wh.sum() == pytest.approx(0.0)
+    mean_later = ExpectedArrivals.from_history(days).after(k).energy_wh.sum()
+    assert ahead.energy_wh.sum() > mean_later  # the plain mean expects the usual afternoon
+    res = simulate(thin, PeakMpc(expected=rs))
+    assert res.delivered_wh.sum() >= 0.999 * thin.energy_wh.sum()
+    for bad_days, scale in (([], 1.0), (days, -0.1), (days, float("nan"))):
+        with pytest.raises(ValueError):
+            RemainingSessions(bad_days, scale)
