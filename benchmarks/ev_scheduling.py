@@ -554,11 +554,13 @@ def varying_counts(keep: tuple[float, float] = (0.7, 1.0), seed: int = 3) -> Non
     hist, test = [thinned(f) for f in hist], [thinned(f) for f in test]
     print(f"daily counts: history {[f.n for f in hist]}, test {[f.n for f in test]}", flush=True)
     bound = [hindsight_lp(f).peak_w for f in test]
-    for name, make in ((OUR_MPC, lambda: our_mpc(hist)),
-                       ("SimilarDays 5 x 0.9", lambda: PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K,
-                                                                                     MPC_SIMILAR_SCALE))),
-                       ("history mean", lambda: PeakMpc(expected=ExpectedArrivals.from_history(hist)))):
-        res = [simulate(f, make()) for f in test]
+    for name, make in ((OUR_MPC, lambda _f: our_mpc(hist)),
+                       ("SimilarDays 5 x 0.9", lambda _f: PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K,
+                                                                                       MPC_SIMILAR_SCALE))),
+                       ("history mean", lambda _f: PeakMpc(expected=ExpectedArrivals.from_history(hist))),
+                       ("our MPC told the day's count in advance (bookings: information, not the sessions)",
+                        lambda f: PeakMpc(expected=RemainingSessions(hist, MPC_REMAINING_SCALE, announced=f.n)))):
+        res = [simulate(f, make(f)) for f in test]
         r = [x.peak_w / b for x, b in zip(res, bound)]
         e = 100 * min(float(x.delivered_wh.sum() / f.energy_wh.sum()) for x, f in zip(res, test))
         print(f"{name}: peak / optimum mean {np.mean(r):.3f}, worst {max(r):.3f}, energy >= {e:.2f} %", flush=True)

@@ -250,15 +250,18 @@ class RemainingSessions:
     ``scale``. Where the day's count is steady, a thin morning means a busy afternoon (and the reverse), which a
     forecast scaled by today's intensity so far gets backwards; where it varies like a Poisson count, the
     posterior says "the history's mean remainder" whatever the morning. A day busier than every history day
-    (no N >= n) gets the history's mean remainder for the hour."""
+    (no N >= n) gets the history's mean remainder for the hour. ``announced``: today's count known in advance (a
+    booking or reservation list: information about the day, not its sessions) replaces the history's counts."""
 
-    def __init__(self, days: Sequence[Fleet], scale: float = 1.0) -> None:
+    def __init__(self, days: Sequence[Fleet], scale: float = 1.0, announced: int | None = None) -> None:
         if not days:
             raise ValueError("remaining sessions need at least one history day")
         if not (math.isfinite(scale) and scale >= 0):
             raise ValueError(f"scale must be finite and >= 0, got {scale}")
+        if announced is not None and announced < 0:
+            raise ValueError(f"an announced count must be >= 0, got {announced}")
         self.scale = scale
-        counts, freq = np.unique([d.n for d in days], return_counts=True)
+        counts, freq = np.unique([d.n for d in days] if announced is None else [announced], return_counts=True)
         self.counts, self.log_prior = counts.astype(float), np.log(freq / freq.sum())
         self.pool = ExpectedArrivals(np.concatenate([d.arrival for d in days]),
                                      np.concatenate([d.departure for d in days]),

@@ -232,3 +232,7 @@ def test_remaining_sessions_at_a_steady_count_expect_a_busy_afternoon_after_a_th
     for bad_days, scale in (([], 1.0), (days, -0.1), (days, float("nan"))):
         with pytest.raises(ValueError):
             RemainingSessions(bad_days, scale)
+    # a count announced in advance replaces the history's: 7 announced, 2 arrived, 5 to come
+    assert RemainingSessions(days, announced=7).after(k, thin).energy_wh.sum() == pytest.approx(5 * later)
+    with pytest.raises(ValueError):
+        RemainingSessions(days, announced=-1)
