@@ -271,7 +271,8 @@ class RemainingSessions:
 
     def remaining(self, k: int, n: int) -> float:
         """E[N - n | n sessions arrived by step ``k``]."""
-        p = float(np.mean(self.pool.arrival <= k))
+        arrival = self.pool.arrival
+        p = float(np.mean(arrival <= k)) if arrival.size else 1.0  # no history session: none still to come
         counts = self.counts
         ok = counts >= n
         if p == 0:
