@@ -299,6 +299,12 @@ class RemainingSessions:
         return self._later[k].after(k, self.scale * self.remaining(k, int((f.arrival <= k).sum())))
 
 
+class DayForecast(Protocol):
+    """The sessions still expected after step ``k`` of today, from what has arrived of today (``f``) by then."""
+
+    def after(self, k: int, f: Fleet) -> ExpectedArrivals: ...
+
+
 @dataclass(frozen=True)
 class LimitEvent:
     """A step at which the EVs that could not wait needed more than the site limit: the limit held, and
@@ -318,9 +324,8 @@ class PeakMpc:
     early_weight: float = 1e-4  # per kW and step of delay: among equal peaks, charge early
     peak_w: float = 0.0  # highest site power so far: sunk, so the LP never pays to go below it
     # arrivals still to come: the history's mean (optionally scaled by today's intensity so far, adapt_prior) or
-    # the days most like today so far (SimilarDays), the sessions still to come by today's count so far
-    # (RemainingSessions); None: only the EVs present
-    expected: ExpectedArrivals | SimilarDays | RemainingSessions | None = None
+    # a forecast that reads today so far (SimilarDays, RemainingSessions); None: only the EVs present
+    expected: ExpectedArrivals | DayForecast | None = None
     adapt_prior: float | None = None  # scale ExpectedArrivals by today's intensity so far (None: don't)
     site_limit_w: float | None = None  # hard: the EVs together never draw more (the connection's share for them)
     events: list[LimitEvent] = field(default_factory=list)  # every step the limit cut what EVs had to have
@@ -339,14 +344,14 @@ class PeakMpc:
             return np.zeros(f.n)
         t0 = time.perf_counter()
         expected = None
-        if isinstance(self.expected, (SimilarDays, RemainingSessions)):
-            expected = self.expected.after(st.k, f)
-        elif self.expected is not None:
+        if isinstance(self.expected, ExpectedArrivals):
             scale = 1.0
             if self.adapt_prior is not None:  # the declared energy of the EVs arrived so far: known, not foresight
                 arrived_wh = float(f.energy_wh[f.arrival <= st.k].sum())
                 scale = self.expected.intensity(st.k, arrived_wh, self.adapt_prior)
             expected = self.expected.after(st.k, scale)
+        elif self.expected is not None:  # a forecast that reads today so far
+            expected = self.expected.after(st.k, f)
         cap = math.inf if self.site_limit_w is None else self.site_limit_w
         plan, _ = _peak_lp(f, st.k, idx, st.remaining_wh[idx], st.soc[idx], self.peak_w, self.early_weight,
                            expected=expected, peak_cap_w=cap)
@@ -584,6 +589,7 @@ def billing_period(days: Sequence[Fleet], make: Callable[[float], Policy]) -> li
 
 
 __all__ = [
+    "DayForecast",
     "EqualShare",
     "ExpectedArrivals",
     "Fleet",
