@@ -60,6 +60,24 @@ def our_mpc(hist: list[Fleet], **kw: Any) -> PeakMpc:
     return PeakMpc(expected=RemainingSessions(hist, MPC_REMAINING_SCALE), **kw)
 
 
+def similar_mpc(hist: list[Fleet], k: int = MPC_SIMILAR_K, scale: float = MPC_SIMILAR_SCALE) -> PeakMpc:
+    """Our MPC until 2026-12-07: the later sessions of the history days most like today so far."""
+    return PeakMpc(expected=SimilarDays(hist, k, scale))
+
+
+def per_day(days: list[Fleet], bounds: list[float], make: Callable[[int, Fleet], Policy]) -> tuple[np.ndarray, float]:
+    """Each day charged by a fresh ``make(i, day)``: its peak over ``bounds[i]``, and the least energy share (%)."""
+    res = [simulate(f, make(i, f)) for i, f in enumerate(days)]
+    return (np.array([x.peak_w / b for x, b in zip(res, bounds)]),
+            100 * min(float(x.delivered_wh.sum() / f.energy_wh.sum()) for x, f in zip(res, days)))
+
+
+def mean_worst_energy(days: list[Fleet], bounds: list[float],
+                      make: Callable[[int, Fleet], Policy]) -> tuple[float, float, float]:
+    r, energy = per_day(days, bounds, make)
+    return float(r.mean()), float(r.max()), energy
+
+
 def workplace_days(n_test: int, evs_per_day: int = 50, seed: int = 1,
                    n_hist: int = 10) -> tuple[list[Fleet], list[Fleet], list]:
     """(history fleets, test fleets, history sessions) of working days: ``n_hist`` days, then ``n_test``."""
@@ -119,7 +137,7 @@ def scheduling_table(n_test: int) -> tuple[list[dict], dict]:
                    h.peak_w)
         record(OUR_MPC, f, simulate(f, our_mpc(hist)), h.peak_w)
         record("MPC, expected arrivals from the 5 most similar history days x 0.9 (our MPC until now)", f,
-               simulate(f, PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K, MPC_SIMILAR_SCALE))), h.peak_w)
+               simulate(f, similar_mpc(hist)), h.peak_w)
         limited = our_mpc(hist, site_limit_w=limits["least laxity first"])
         record(f"our MPC under a hard site limit (least laxity first's, {limits['least laxity first'] / 1e3:.1f} kW)",
                f, simulate(f, limited), h.peak_w)
@@ -177,14 +195,9 @@ def fresh_days(n: int = N_TEST) -> dict[str, tuple[float, float, float]]:
     if any(sig(f) in seen for f in fresh + hist):
         raise RuntimeError("the fresh days overlap the benchmark's history or test days")
     bound = [hindsight_lp(f).peak_w for f in fresh]
-    out = {}
-    for name, make in ((OUR_MPC, lambda: our_mpc(hist)),
-                       ("MPC, 5 most similar history days x 0.9 (our MPC until now)",
-                        lambda: PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K, MPC_SIMILAR_SCALE)))):
-        res = [simulate(f, make()) for f in fresh]
-        r = [x.peak_w / b for x, b in zip(res, bound)]
-        out[name] = (float(np.mean(r)), max(r), 100 * min(float(x.delivered_wh.sum() / f.energy_wh.sum())
-                                                           for x, f in zip(res, fresh)))
+    out = {OUR_MPC: mean_worst_energy(fresh, bound, lambda _i, _f: our_mpc(hist)),
+           "MPC, 5 most similar history days x 0.9 (our MPC until now)":
+               mean_worst_energy(fresh, bound, lambda _i, _f: similar_mpc(hist))}
     res = billing_period(fresh, lambda sunk: our_mpc(hist, peak_w=sunk))
     period = max(x.peak_w for x in res) / max(bound)
     out["billing period"] = (period, period, 100 * min(float(x.delivered_wh.sum() / f.energy_wh.sum())
@@ -475,16 +488,16 @@ def tune_on_history(grid: tuple[tuple[int, float], ...] = ((3, 1.0), (4, 1.0), (
     setting."""
     hist, _, _ = workplace_days(N_TEST)
     bound = [hindsight_lp(f).peak_w for f in hist]
+    def loo(mpc: Callable[[list[Fleet]], Policy]) -> tuple[float, float, float]:
+        return mean_worst_energy(hist, bound, lambda i, _f: mpc(hist[:i] + hist[i + 1:]))
+
     for scale in (0.8, 0.9, 1.0, 1.1):
-        r = [simulate(f, PeakMpc(expected=RemainingSessions(hist[:i] + hist[i + 1:], scale))).peak_w / bound[i]
-             for i, f in enumerate(hist)]
-        print(f"RemainingSessions x {scale}: leave-one-out peak / optimum mean {np.mean(r):.3f}, worst {max(r):.3f}",
+        mean, worst, _ = loo(lambda h: PeakMpc(expected=RemainingSessions(h, scale)))
+        print(f"RemainingSessions x {scale}: leave-one-out peak / optimum mean {mean:.3f}, worst {worst:.3f}",
               flush=True)
     for k, scale in grid:
-        r = [simulate(f, PeakMpc(expected=SimilarDays(hist[:i] + hist[i + 1:], k, scale))).peak_w / bound[i]
-             for i, f in enumerate(hist)]
-        print(f"k={k} scale={scale}: leave-one-out peak / optimum mean {np.mean(r):.3f}, worst {max(r):.3f}",
-              flush=True)
+        mean, worst, _ = loo(lambda h: similar_mpc(h, k, scale))
+        print(f"k={k} scale={scale}: leave-one-out peak / optimum mean {mean:.3f}, worst {worst:.3f}", flush=True)
 
 
 def long_history(n_hist: int = 200, loo_days: int = 40,
@@ -495,19 +508,11 @@ def long_history(n_hist: int = 200, loo_days: int = 40,
     never on the test days. Prints each setting's leave-one-out and test figures."""
     hist, test, _ = workplace_days(N_TEST, n_hist=n_hist)
     bound = [hindsight_lp(f).peak_w for f in test]
-
-    def score(days: list[Fleet], bounds: list[float], make: Callable[[int], Policy]) -> tuple[float, float, float]:
-        r, e = [], []
-        for i, f in enumerate(days):
-            res = simulate(f, make(i))
-            r.append(res.peak_w / bounds[i])
-            e.append(float(res.delivered_wh.sum() / f.energy_wh.sum()))
-        return float(np.mean(r)), max(r), 100 * min(e)
-
-    mean, worst, energy = score(test, bound, lambda _i: PeakMpc(expected=ExpectedArrivals.from_history(hist)))
+    score = mean_worst_energy
+    mean, worst, energy = score(test, bound, lambda _i, _f: PeakMpc(expected=ExpectedArrivals.from_history(hist)))
     print(f"history mean of {n_hist} days: test peak / optimum mean {mean:.3f}, worst {worst:.3f}, "
           f"energy >= {energy:.2f} %", flush=True)
-    mean, worst, energy = score(test, bound, lambda _i: our_mpc(hist))
+    mean, worst, energy = score(test, bound, lambda _i, _f: our_mpc(hist))
     print(f"RemainingSessions x {MPC_REMAINING_SCALE} (our MPC) on {n_hist} days: test peak / optimum mean "
           f"{mean:.3f}, worst {worst:.3f}, energy >= {energy:.2f} %", flush=True)
     first = n_hist - loo_days
@@ -515,11 +520,11 @@ def long_history(n_hist: int = 200, loo_days: int = 40,
     loo_bound = [hindsight_lp(f).peak_w for f in loo]
     best: tuple[float, int, float] | None = None
     for k, scale in grid:
-        def others(i: int, k: int = k, scale: float = scale) -> Policy:
-            return PeakMpc(expected=SimilarDays(hist[:first + i] + hist[first + i + 1:], k, scale))
+        def others(i: int, _f: Fleet, k: int = k, scale: float = scale) -> Policy:
+            return similar_mpc(hist[:first + i] + hist[first + i + 1:], k, scale)
 
-        def all_days(_i: int, k: int = k, scale: float = scale) -> Policy:
-            return PeakMpc(expected=SimilarDays(hist, k, scale))
+        def all_days(_i: int, _f: Fleet, k: int = k, scale: float = scale) -> Policy:
+            return similar_mpc(hist, k, scale)
 
         lm, lw, _ = score(loo, loo_bound, others)
         tm, tw, te = score(test, bound, all_days)
@@ -536,11 +541,11 @@ def rolling(n: int = 100) -> None:
     standard error, the worst day, the share of days within 1.10 and the mean of each block of 20 days."""
     hist, test, _ = workplace_days(n)
     days = hist + test
-    for name, make in ((OUR_MPC, our_mpc),
-                       ("SimilarDays 5 x 0.9", lambda h: PeakMpc(expected=SimilarDays(h, MPC_SIMILAR_K,
-                                                                                       MPC_SIMILAR_SCALE)))):
-        r = np.array([simulate(f, make(days[i:i + len(hist)])).peak_w / hindsight_lp(f).peak_w
-                      for i, f in enumerate(test)])
+    bound = [hindsight_lp(f).peak_w for f in test]
+    mpcs: tuple[tuple[str, Callable[[list[Fleet]], PeakMpc]], ...] = ((OUR_MPC, our_mpc),
+                                                                       ("SimilarDays 5 x 0.9", similar_mpc))
+    for name, mpc in mpcs:
+        r, _ = per_day(test, bound, lambda i, _f: mpc(days[i:i + len(hist)]))
         blocks = " ".join(f"{r[j:j + N_TEST].mean():.3f}" for j in range(0, n, N_TEST))
         print(f"{name}: {n} days, peak / optimum mean {r.mean():.3f} (standard error {r.std(ddof=1) / n ** 0.5:.3f}),"
               f" worst {r.max():.3f}, {100 * np.mean(r <= 1.10):.0f} % of the days within 1.10; per 20 days: {blocks}",
@@ -568,18 +573,14 @@ def varying_counts(keep: tuple[float, float] = (0.7, 1.0), seed: int = 3,
         print(f"daily counts: history {[f.n for f in hist]}, test {[f.n for f in test]}", flush=True)
     bound = [hindsight_lp(f).peak_w for f in test]
     out = {}
-    for name, make in ((OUR_MPC, lambda _f: our_mpc(hist)),
-                       ("SimilarDays 5 x 0.9", lambda _f: PeakMpc(expected=SimilarDays(hist, MPC_SIMILAR_K,
-                                                                                       MPC_SIMILAR_SCALE))),
-                       ("history mean", lambda _f: PeakMpc(expected=ExpectedArrivals.from_history(hist))),
+    for name, make in ((OUR_MPC, lambda _i, _f: our_mpc(hist)),
+                       ("SimilarDays 5 x 0.9", lambda _i, _f: similar_mpc(hist)),
+                       ("history mean", lambda _i, _f: PeakMpc(expected=ExpectedArrivals.from_history(hist))),
                        (VARYING_ANNOUNCED,
-                        lambda f: PeakMpc(expected=RemainingSessions(hist, MPC_REMAINING_SCALE, announced=f.n)))):
-        res = [simulate(f, make(f)) for f in test]
-        r = [x.peak_w / b for x, b in zip(res, bound)]
-        e = 100 * min(float(x.delivered_wh.sum() / f.energy_wh.sum()) for x, f in zip(res, test))
-        out[name] = (float(np.mean(r)), max(r), e)
+                        lambda _i, f: PeakMpc(expected=RemainingSessions(hist, MPC_REMAINING_SCALE, announced=f.n)))):
+        out[name] = mean, worst, energy = mean_worst_energy(test, bound, make)
         if show:
-            print(f"{name}: peak / optimum mean {np.mean(r):.3f}, worst {max(r):.3f}, energy >= {e:.2f} %", flush=True)
+            print(f"{name}: peak / optimum mean {mean:.3f}, worst {worst:.3f}, energy >= {energy:.2f} %", flush=True)
     return out
 
 
